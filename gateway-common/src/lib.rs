@@ -1,0 +1,198 @@
+//! Types and names shared by the eBPF programs (`gateway-ebpf`) and the daemon (`gateway`).
+//!
+//! Every type that crosses the kernel boundary is written once, here: `#[repr(C)]`, explicit
+//! padding, and the byte order of each field stated beside it. With the `user` feature the types
+//! implement `aya::Pod` so the daemon can read and write the maps.
+#![no_std]
+
+/// Program names (the function names in `gateway-ebpf`, which are the ELF symbols aya looks up).
+pub mod programs {
+    pub const CONNECT4: &str = "gw_connect4";
+    pub const CONNECT6: &str = "gw_connect6";
+    pub const SENDMSG4: &str = "gw_sendmsg4";
+    pub const SENDMSG6: &str = "gw_sendmsg6";
+    pub const GETPEERNAME4: &str = "gw_getpeername4";
+    pub const GETPEERNAME6: &str = "gw_getpeername6";
+    pub const SOCK_OPS: &str = "gw_sock_ops";
+    /// Every cgroup `sock_addr` program, in attach order.
+    pub const SOCK_ADDR: [&str; 6] = [
+        CONNECT4,
+        CONNECT6,
+        SENDMSG4,
+        SENDMSG6,
+        GETPEERNAME4,
+        GETPEERNAME6,
+    ];
+}
+
+/// Map names (the statics in `gateway-ebpf`). All of them are pinned by the daemon.
+pub mod maps {
+    /// `LpmTrie<[u8; 4], u8>`: provider IPv4 CIDRs.
+    pub const PROVIDERS_V4: &str = "GW_PROVIDERS_V4";
+    /// `LpmTrie<[u8; 16], u8>`: provider IPv6 CIDRs.
+    pub const PROVIDERS_V6: &str = "GW_PROVIDERS_V6";
+    /// `HashMap<u16, u8>`: redirected destination ports, host byte order.
+    pub const PORTS: &str = "GW_PORTS";
+    /// `Array<ProxyConfig>` with one entry: where to send redirected connects.
+    pub const PROXY: &str = "GW_PROXY";
+    /// `LruHashMap<u64, ConnInfo>`: socket cookie of a redirected client socket → its record.
+    pub const SOCKETS: &str = "GW_SOCKETS";
+    /// `LruHashMap<FlowKey, ConnInfo>`: the client's 4-tuple as the proxy sees it → record.
+    pub const FLOWS: &str = "GW_FLOWS";
+    /// `Array<Meta>` with one entry: which object and which cgroup the pins belong to.
+    pub const META: &str = "GW_META";
+    /// aya-log's ring buffer (declared by `aya-log-ebpf`).
+    pub const LOGS: &str = "AYA_LOGS";
+    /// Every map the object declares, for pinning.
+    pub const ALL: [&str; 8] = [
+        PROVIDERS_V4,
+        PROVIDERS_V6,
+        PORTS,
+        PROXY,
+        SOCKETS,
+        FLOWS,
+        META,
+        LOGS,
+    ];
+}
+
+pub const MAX_CIDRS: u32 = 65_536;
+pub const MAX_PORTS: u32 = 64;
+pub const MAX_SOCKETS: u32 = 65_536;
+pub const MAX_FLOWS: u32 = 65_536;
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// `ProxyConfig::flags`: a v6 listener exists (pure IPv6 dials go to `v6_addr`).
+pub const PROXY_F_V6: u32 = 1;
+
+/// Where redirected connects go, and which sockets to leave alone. One entry, index 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// IPv4 listener address, network byte order (as `bpf_sock_addr.user_ip4`).
+    pub v4_addr: u32,
+    /// IPv6 listener address, network byte order per word (as `bpf_sock_addr.user_ip6`).
+    pub v6_addr: [u32; 4],
+    /// IPv4 listener port, host byte order.
+    pub v4_port: u16,
+    /// IPv6 listener port, host byte order.
+    pub v6_port: u16,
+    /// Sockets with this `SO_MARK` (the gateway's own upstream sockets) are never touched.
+    /// Host byte order. 0 disables the mark check.
+    pub bypass_mark: u32,
+    /// `PROXY_F_*` bits.
+    pub flags: u32,
+    /// When non-zero, connects from this thread-group id are never touched either (a second
+    /// guard beside the mark). Host byte order.
+    pub bypass_tgid: u32,
+}
+
+/// What the programs know about a redirected connection, from the `connect()` call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Original destination address, network byte order per word; IPv4 destinations are
+    /// stored in their v4-mapped form `::ffff:a.b.c.d`.
+    pub orig_ip: [u32; 4],
+    /// Original destination port, host byte order.
+    pub orig_port: u16,
+    /// Family of the socket that dialled (`AF_INET` or `AF_INET6`), host byte order.
+    pub sock_family: u16,
+    /// Thread id (kernel pid) of the caller, host byte order.
+    pub pid: u32,
+    /// Thread-group id (userspace pid) of the caller, host byte order.
+    pub tgid: u32,
+    /// Real uid / gid of the caller, host byte order.
+    pub uid: u32,
+    pub gid: u32,
+    pub _pad0: u32,
+    /// cgroup v2 id of the caller (the inode number of its cgroup directory), host byte order.
+    pub cgroup_id: u64,
+    /// `comm` of the calling thread, NUL padded.
+    pub comm: [u8; 16],
+}
+
+/// A TCP connection as the proxy's `accept()` sees it: client address and port, proxy address
+/// and port. IPv4 addresses in v4-mapped form.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Client (source) address, network byte order per word.
+    pub src_ip: [u32; 4],
+    /// Proxy (destination after rewrite) address, network byte order per word.
+    pub dst_ip: [u32; 4],
+    /// Client port, host byte order.
+    pub src_port: u16,
+    /// Proxy port, host byte order.
+    pub dst_port: u16,
+    pub _pad: u32,
+}
+
+/// Identifies what a set of pins belongs to, so a restarted daemon adopts only its own.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// SHA-256 of the eBPF object the pinned programs were loaded from.
+    pub object_sha256: [u8; 32],
+    /// cgroup v2 id the links are attached to, host byte order.
+    pub cgroup_id: u64,
+    /// 1 once written by a daemon.
+    pub valid: u32,
+    pub _pad: u32,
+}
+
+/// The v4-mapped form of an IPv4 address given in network byte order (as the kernel stores it).
+#[inline(always)]
+pub const fn v4_mapped(ip_be: u32) -> [u32; 4] {
+    // 0x0000ffff in network byte order is the bytes 00 00 ff ff.
+    [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), ip_be]
+}
+
+/// Whether a v6 address (network byte order words) is v4-mapped.
+#[inline(always)]
+pub const fn is_v4_mapped(ip: &[u32; 4]) -> bool {
+    ip[0] == 0 && ip[1] == 0 && ip[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff])
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `#[repr(C)]`, made only of integers and arrays of integers, with
+    // every padding byte spelled out as a field, so any bit pattern is a valid value.
+    unsafe impl aya::Pod for super::ProxyConfig {}
+    unsafe impl aya::Pod for super::ConnInfo {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::Meta {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<ProxyConfig>(), 4 + 16 + 2 + 2 + 4 + 4 + 4);
+        assert_eq!(core::mem::size_of::<ConnInfo>(), 16 + 2 + 2 + 4 * 5 + 8 + 16);
+        assert_eq!(core::mem::size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 4);
+        assert_eq!(core::mem::size_of::<Meta>(), 32 + 8 + 4 + 4);
+    }
+
+    #[test]
+    fn v4_mapped_round_trip() {
+        let ip = u32::from_ne_bytes([127, 10, 0, 1]);
+        let m = v4_mapped(ip);
+        assert!(is_v4_mapped(&m));
+        let bytes: [u8; 16] = unsafe_free_bytes(&m);
+        assert_eq!(bytes, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 10, 0, 1]);
+        assert!(!is_v4_mapped(&[0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])]));
+    }
+
+    fn unsafe_free_bytes(w: &[u32; 4]) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        for (i, word) in w.iter().enumerate() {
+            out[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+        }
+        out
+    }
+}

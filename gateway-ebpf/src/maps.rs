@@ -1,0 +1,31 @@
+//! The maps, declared once; their names and value types come from `gateway-common`.
+//! None is pinned by the object itself: the daemon pins every map by path at load time.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap},
+};
+use gateway_common::{
+    ConnInfo, FlowKey, MAX_CIDRS, MAX_FLOWS, MAX_PORTS, MAX_SOCKETS, Meta, ProxyConfig,
+};
+
+#[map(name = "GW_PROVIDERS_V4")]
+pub static PROVIDERS_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(MAX_CIDRS, 0);
+
+#[map(name = "GW_PROVIDERS_V6")]
+pub static PROVIDERS_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(MAX_CIDRS, 0);
+
+#[map(name = "GW_PORTS")]
+pub static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(MAX_PORTS, 0);
+
+#[map(name = "GW_PROXY")]
+pub static PROXY: Array<ProxyConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "GW_SOCKETS")]
+pub static SOCKETS: LruHashMap<u64, ConnInfo> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
+
+#[map(name = "GW_FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, ConnInfo> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+#[map(name = "GW_META")]
+pub static META: Array<Meta> = Array::with_max_entries(1, 0);

@@ -1,0 +1,127 @@
+//! The daemon (`gateway run`) and the one-shot commands (`check`, `detach`): wiring the stages
+//! of the data path together. Errors here are either config errors (exit 64) or startup errors.
+
+use std::{net::SocketAddr, path::Path, sync::Arc};
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::{
+    config::{Config, ConfigError},
+    intercept::{Intercept, InterceptConfig},
+    provider::Catalog,
+    redirect::{self, Redirect, RedirectError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("redirect: {0}")]
+    Redirect(#[from] RedirectError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl AppError {
+    /// sysexits: 64 (EX_USAGE) for a bad config, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AppError::Config(_) => 64,
+            _ => 1,
+        }
+    }
+}
+
+/// Run the daemon until SIGINT or SIGTERM.
+pub async fn run(cfg: Config) -> Result<(), AppError> {
+    info!(config = %cfg.effective(), "effective configuration");
+    let catalog = Arc::new(Catalog::from_config(&cfg));
+
+    // Listen before attaching, so the first redirected connect finds the proxy.
+    let v4 = TcpListener::bind(cfg.listen.addr)
+        .await
+        .map_err(|source| AppError::Listen {
+            addr: cfg.listen.addr,
+            source,
+        })?;
+    let v6 = match cfg.listen.addr6 {
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warn!(%addr, error = %e, "no IPv6 listener: redirected IPv6 dials will be refused");
+                None
+            }
+        },
+        None => None,
+    };
+
+    let redirect = Redirect::start(&cfg, &catalog, v6.is_some())?;
+    let intercept = Arc::new(Intercept::new(
+        catalog.clone(),
+        redirect.orig_dst.clone(),
+        redirect.identity.clone(),
+        InterceptConfig {
+            client_hello_timeout: cfg.intercept.client_hello_timeout,
+            connect_timeout: cfg.intercept.connect_timeout,
+            bypass_mark: cfg.redirect.bypass_mark,
+        },
+    ));
+    let mut listening = vec![v4.local_addr()?];
+    tokio::spawn(intercept.clone().serve(v4));
+    if let Some(v6) = v6 {
+        listening.push(v6.local_addr()?);
+        tokio::spawn(intercept.clone().serve(v6));
+    }
+    info!(
+        listen = ?listening,
+        cgroup = %redirect.cgroup.display(),
+        mode = ?redirect.mode,
+        providers = catalog.iter().count(),
+        "gateway ready"
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    info!(
+        pin_dir = %cfg.redirect.pin_dir.display(),
+        "stopping; programs stay attached, provider connections are refused until restart or `gateway detach`"
+    );
+    Ok(())
+}
+
+/// `gateway check`: the config's verdict as one line.
+pub fn check(path: &Path) -> Result<String, AppError> {
+    let cfg = Config::load(Some(path))?;
+    let catalog = Catalog::from_config(&cfg);
+    Ok(format!(
+        "{}: ok ({} providers, ports {:?}, listen {})",
+        path.display(),
+        catalog.iter().count(),
+        cfg.redirect.ports,
+        cfg.listen.addr
+    ))
+}
+
+/// `gateway detach`: remove the pins, and say what that means.
+pub fn detach(cfg: &Config) -> Result<String, AppError> {
+    let pin_dir = &cfg.redirect.pin_dir;
+    let report = redirect::detach(pin_dir)?;
+    Ok(if report.existed {
+        format!(
+            "detached: removed {} program links and their maps under {}; connections to providers now go direct, unchecked, until `gateway run` starts again",
+            report.links,
+            pin_dir.display()
+        )
+    } else {
+        format!("nothing to detach: no pins under {}", pin_dir.display())
+    })
+}

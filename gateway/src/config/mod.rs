@@ -1,0 +1,394 @@
+//! The one TOML config file (DESIGN §8): parsing, embedded defaults, validation.
+//!
+//! A shared service: every stage reads its section from [`Config`]. `validate()` names the key
+//! and the reason of the first problem; `gateway check` and `gateway run` exit 64 on it.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::provider::{self, HostPattern};
+
+/// The embedded defaults, used by `gateway run` without `-c`.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../deploy/config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("config {origin}: `{key}`: {reason}")]
+    Invalid {
+        origin: String,
+        key: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// CA, vault file, journal, admin socket.
+    pub state_dir: PathBuf,
+    pub listen: Listen,
+    pub redirect: Redirect,
+    pub dns: Dns,
+    pub intercept: Intercept,
+    pub log: Log,
+    /// Start from the built-in provider list (OpenAI, Anthropic, ...). `[[provider]]` entries
+    /// add to it or override entries of the same name.
+    pub builtin_providers: bool,
+    #[serde(rename = "provider")]
+    pub providers: Vec<ProviderConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/gateway"),
+            listen: Listen::default(),
+            redirect: Redirect::default(),
+            dns: Dns::default(),
+            intercept: Intercept::default(),
+            log: Log::default(),
+            builtin_providers: true,
+            providers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    /// IPv4 listener: where redirected IPv4 (and v4-mapped) connections land.
+    pub addr: SocketAddr,
+    /// IPv6 listener for pure IPv6 dials; empty string disables it (such dials are then refused).
+    #[serde(deserialize_with = "opt_addr", serialize_with = "ser_opt_addr")]
+    pub addr6: Option<SocketAddr>,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:15001".parse().expect("static"),
+            addr6: Some("[::1]:15001".parse().expect("static")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Redirect {
+    /// cgroup v2 directory to attach to; default: the cgroup v2 root (the whole host).
+    pub cgroup: Option<PathBuf>,
+    /// Destination ports whose connections to provider addresses are redirected.
+    pub ports: Vec<u16>,
+    /// Where programs, links and maps are pinned (on a bpf filesystem).
+    pub pin_dir: PathBuf,
+    /// SO_MARK carried by the gateway's own upstream sockets; never redirected.
+    pub bypass_mark: u32,
+}
+
+impl Default for Redirect {
+    fn default() -> Self {
+        Self {
+            cgroup: None,
+            ports: vec![443],
+            pin_dir: PathBuf::from("/sys/fs/bpf/gateway"),
+            bypass_mark: 0x6777_6179, // "gway"
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dns {
+    /// Name servers (ip:port) for resolving provider hosts; empty = the system's resolv.conf.
+    pub servers: Vec<SocketAddr>,
+    /// Re-resolve no sooner than this, whatever the record's TTL.
+    #[serde(with = "dur")]
+    pub min_ttl: Duration,
+    /// Re-resolve at least this often.
+    #[serde(with = "dur")]
+    pub max_ttl: Duration,
+    /// How long an address stays redirected after its name stopped resolving to it.
+    #[serde(with = "dur")]
+    pub grace: Duration,
+    /// Retry interval after a failed resolution.
+    #[serde(with = "dur")]
+    pub retry: Duration,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            min_ttl: Duration::from_secs(30),
+            max_ttl: Duration::from_secs(3600),
+            grace: Duration::from_secs(600),
+            retry: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Intercept {
+    /// How long to wait for a client's first bytes (TLS ClientHello) before treating the
+    /// connection as not TLS and splicing it.
+    #[serde(with = "dur")]
+    pub client_hello_timeout: Duration,
+    /// Timeout for connecting to the original destination.
+    #[serde(with = "dur")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for Intercept {
+    fn default() -> Self {
+        Self {
+            client_hello_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    pub format: LogFormat,
+    /// tracing filter directives; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    /// Host names (exact, or `*.suffix` wildcards matched against the SNI only).
+    pub hosts: Vec<String>,
+    /// Static CIDRs redirected on top of what `hosts` resolve to.
+    pub addrs: Vec<String>,
+    /// Vault entry holding this provider's key.
+    pub key: Option<String>,
+    /// `false` removes a built-in provider of this name.
+    pub enabled: Option<bool>,
+}
+
+impl Config {
+    /// Parse and validate a config text. `origin` names it in errors (a path, or "defaults").
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    /// Load `path`, or the embedded defaults when `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            None => Self::parse(DEFAULT_CONFIG, "defaults"),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                Self::parse(&text, &path.display().to_string())
+            }
+        }
+    }
+
+    /// Check what serde cannot: value ranges, CIDRs, host names, that the cgroup exists.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: String, reason: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key,
+            reason,
+        };
+        if self.state_dir.as_os_str().is_empty() || !self.state_dir.is_absolute() {
+            return Err(bad("state_dir".into(), "must be an absolute path".into()));
+        }
+        if self.redirect.ports.is_empty() {
+            return Err(bad("redirect.ports".into(), "must list at least one port".into()));
+        }
+        if self.redirect.ports.len() > gateway_common::MAX_PORTS as usize {
+            return Err(bad(
+                "redirect.ports".into(),
+                format!("at most {} ports", gateway_common::MAX_PORTS),
+            ));
+        }
+        if let Some(i) = self.redirect.ports.iter().position(|p| *p == 0) {
+            return Err(bad(format!("redirect.ports[{i}]"), "port 0 is not a port".into()));
+        }
+        if self.listen.addr.port() == 0 || !self.listen.addr.is_ipv4() {
+            return Err(bad(
+                "listen.addr".into(),
+                "must be an IPv4 address with a non-zero port".into(),
+            ));
+        }
+        if let Some(a6) = self.listen.addr6
+            && (a6.port() == 0 || !a6.is_ipv6())
+        {
+            return Err(bad(
+                "listen.addr6".into(),
+                "must be an IPv6 address with a non-zero port".into(),
+            ));
+        }
+        if !self.redirect.pin_dir.is_absolute() {
+            return Err(bad("redirect.pin_dir".into(), "must be an absolute path".into()));
+        }
+        if self.redirect.bypass_mark == 0 {
+            return Err(bad(
+                "redirect.bypass_mark".into(),
+                "must be non-zero (0 would exempt every unmarked socket)".into(),
+            ));
+        }
+        if let Some(cg) = &self.redirect.cgroup {
+            crate::redirect::cgroup::check_cgroup_dir(cg)
+                .map_err(|e| bad("redirect.cgroup".into(), e.to_string()))?;
+        }
+        if self.dns.min_ttl > self.dns.max_ttl {
+            return Err(bad("dns.min_ttl".into(), "must not exceed dns.max_ttl".into()));
+        }
+        if self.dns.retry.is_zero() {
+            return Err(bad("dns.retry".into(), "must be greater than zero".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            if p.name.is_empty() {
+                return Err(bad(format!("provider[{i}].name"), "must not be empty".into()));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(bad(
+                    format!("provider[{i}].name"),
+                    format!("provider `{}` is defined twice", p.name),
+                ));
+            }
+            for (j, h) in p.hosts.iter().enumerate() {
+                HostPattern::parse(h)
+                    .map_err(|reason| bad(format!("provider[{i}].hosts[{j}]"), reason))?;
+            }
+            for (j, a) in p.addrs.iter().enumerate() {
+                parse_cidr(a).map_err(|reason| bad(format!("provider[{i}].addrs[{j}]"), reason))?;
+            }
+            if let Some(k) = &p.key
+                && k.is_empty()
+            {
+                return Err(bad(format!("provider[{i}].key"), "must not be empty".into()));
+            }
+            let builtin = provider::builtin_names().contains(&p.name.as_str());
+            if !builtin && p.enabled != Some(false) && p.hosts.is_empty() {
+                return Err(bad(
+                    format!("provider[{i}].hosts"),
+                    format!("`{}` is not a built-in provider, so it needs hosts", p.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The config as TOML, for logging once at start. Holds no secrets today; keys live in the
+    /// vault, and only their names appear here.
+    pub fn effective(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+    }
+}
+
+/// A CIDR, or a bare address meaning /32 or /128.
+pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    match s.parse::<std::net::IpAddr>() {
+        Ok(ip) => Ok(IpNet::from(ip)),
+        Err(_) => Err(format!("`{s}` is not a CIDR (like 192.0.2.0/24 or 2001:db8::/32)")),
+    }
+}
+
+fn opt_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+fn ser_opt_addr<S: serde::Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(a) => s.serialize_str(&a.to_string()),
+        None => s.serialize_str(""),
+    }
+}
+
+/// Durations written as `500ms`, `30s`, `10m`, `2h`, `90d`.
+pub mod dur {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration (like 500ms, 30s, 10m, 2h, 90d)"))?;
+        let secs = |m: u64| n.checked_mul(m).map(Duration::from_secs);
+        let d = match unit {
+            "ms" => Some(Duration::from_millis(n)),
+            "s" => secs(1),
+            "m" => secs(60),
+            "h" => secs(3600),
+            "d" => secs(86_400),
+            _ => None,
+        };
+        d.ok_or_else(|| format!("`{s}` is not a duration (like 500ms, 30s, 10m, 2h, 90d)"))
+    }
+
+    pub fn format(d: &Duration) -> String {
+        if d.subsec_millis() != 0 || d.as_secs() == 0 {
+            format!("{}ms", d.as_millis())
+        } else {
+            format!("{}s", d.as_secs())
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(d))
+    }
+}
+
+#[cfg(test)]
+mod tests;

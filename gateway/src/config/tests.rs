@@ -1,0 +1,91 @@
+use super::*;
+
+fn err(text: &str) -> String {
+    Config::parse(text, "t.toml").expect_err("config should be rejected").to_string()
+}
+
+#[test]
+fn embedded_defaults_parse_and_match_code_defaults() {
+    let d = Config::load(None).expect("defaults are valid");
+    assert_eq!(d.listen.addr, "127.0.0.1:15001".parse().unwrap());
+    assert_eq!(d.redirect.ports, vec![443]);
+    assert_eq!(d.redirect.pin_dir, PathBuf::from("/sys/fs/bpf/gateway"));
+    assert!(d.builtin_providers);
+    assert_eq!(d.dns.grace, Duration::from_secs(600));
+}
+
+#[test]
+fn the_design_example_keys_parse() {
+    let c = Config::parse(
+        r#"
+        state_dir = "/var/lib/gateway"
+        [listen]
+        addr = "127.0.0.1:15001"
+        [redirect]
+        cgroup = "/proc"
+        ports = [443, 8443]
+        [[provider]]
+        name = "openai"
+        hosts = ["api.openai.com"]
+        addrs = ["127.10.0.1/32"]
+        key = "openai"
+        "#,
+        "t.toml",
+    );
+    // /proc is not a cgroup2 directory: the error names the key.
+    let e = c.expect_err("not cgroup2").to_string();
+    assert!(e.contains("`redirect.cgroup`") && e.contains("not on a cgroup v2"), "{e}");
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let e = err("[listen]\naddr = \"127.0.0.1:1\"\nbogus = 1\n");
+    assert!(e.contains("bogus"), "{e}");
+    let e = err("stat_dir = \"/x\"\n");
+    assert!(e.contains("stat_dir"), "{e}");
+}
+
+#[test]
+fn bad_cidrs_are_named_with_their_index() {
+    let e = err("[[provider]]\nname = \"openai\"\naddrs = [\"127.10.0.1/32\", \"10.0.0.300/8\"]\n");
+    assert!(e.contains("provider[0].addrs[1]") && e.contains("10.0.0.300/8"), "{e}");
+    let e = err("[[provider]]\nname = \"openai\"\naddrs = [\"10.0.0.0/33\"]\n");
+    assert!(e.contains("provider[0].addrs[0]"), "{e}");
+}
+
+#[test]
+fn missing_cgroup_is_named() {
+    let e = err("[redirect]\ncgroup = \"/sys/fs/cgroup/does-not-exist-gw\"\n");
+    assert!(e.contains("redirect.cgroup") && e.contains("does not exist"), "{e}");
+}
+
+#[test]
+fn other_bad_values() {
+    assert!(err("[redirect]\nports = []\n").contains("redirect.ports"));
+    assert!(err("[redirect]\nports = [0]\n").contains("redirect.ports[0]"));
+    assert!(err("[redirect]\nports = [70000]\n").contains("ports"));
+    assert!(err("[listen]\naddr = \"[::1]:1\"\n").contains("listen.addr"));
+    assert!(err("[listen]\naddr = \"nonsense\"\n").contains("addr"));
+    assert!(err("state_dir = \"relative\"\n").contains("state_dir"));
+    assert!(err("[dns]\ngrace = \"ten minutes\"\n").contains("duration"));
+    assert!(err("[[provider]]\nname = \"x\"\n").contains("provider[0].hosts"));
+    assert!(err("[[provider]]\nname = \"openai\"\n[[provider]]\nname = \"openai\"\n").contains("twice"));
+    assert!(err("[[provider]]\nname = \"x\"\nhosts = [\"not a host\"]\n").contains("provider[0].hosts[0]"));
+    assert!(err("[redirect]\nbypass_mark = 0\n").contains("bypass_mark"));
+    assert!(err("this is not toml").contains("t.toml"));
+}
+
+#[test]
+fn addr6_can_be_disabled() {
+    let c = Config::parse("[listen]\naddr6 = \"\"\n", "t").unwrap();
+    assert_eq!(c.listen.addr6, None);
+}
+
+#[test]
+fn durations() {
+    assert_eq!(dur::parse("500ms").unwrap(), Duration::from_millis(500));
+    assert_eq!(dur::parse("90d").unwrap(), Duration::from_secs(90 * 86_400));
+    assert!(dur::parse("5").is_err());
+    assert!(dur::parse("m").is_err());
+    assert!(dur::parse("99999999999999999999d").is_err());
+}

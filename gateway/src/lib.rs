@@ -1,0 +1,15 @@
+//! gateway: a transparent egress gateway for LLM APIs.
+//!
+//! The data path, one module per stage (DESIGN §1): [`redirect`] (eBPF: connect() rewrite,
+//! original destination, identity) → [`intercept`] (ClientHello, splice or inspect) →
+//! [`provider`] → [`upstream`]. Shared services: [`config`], [`telemetry`]. [`app`] wires them.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod intercept;
+pub mod provider;
+pub mod redirect;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,159 @@
+//! Redirect: the first stage of the data path (DESIGN §1, §4).
+//!
+//! Loads the eBPF programs from `gateway-ebpf` (or adopts pinned ones), attaches them to the
+//! configured cgroup, keeps the provider address set current, forwards the programs' aya-log
+//! output into tracing, and exposes the original destination + identity of each redirected
+//! connection through [`origdst::OrigDst`].
+
+pub mod addrset;
+pub mod cgroup;
+pub mod identity;
+pub mod loader;
+pub mod origdst;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use aya::maps::{HashMap, MapData, lpm_trie::LpmTrie};
+use gateway_common::{PROXY_F_V6, ProxyConfig, maps};
+use tokio::io::unix::AsyncFd;
+use tracing::{info, warn};
+
+use crate::{config::Config, provider::Catalog};
+
+pub use loader::{AttachMode, DetachReport, detach};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedirectError {
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error("{what}: {source}")]
+    Bpf {
+        what: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the eBPF object has no program `{0}`")]
+    MissingProgram(&'static str),
+    #[error("the eBPF object has no map `{0}`")]
+    MissingMap(&'static str),
+    #[error("DNS resolver: {0}")]
+    Dns(String),
+}
+
+/// The running redirect stage.
+pub struct Redirect {
+    pub orig_dst: Arc<dyn origdst::OrigDst>,
+    pub identity: Arc<identity::IdentityResolver>,
+    pub mode: AttachMode,
+    pub cgroup: PathBuf,
+}
+
+fn proxy_config(cfg: &Config, v6_listening: bool) -> ProxyConfig {
+    let v4 = match cfg.listen.addr {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => unreachable!("validated: listen.addr is IPv4"),
+    };
+    let (v6_addr, v6_port) = match cfg.listen.addr6 {
+        Some(SocketAddr::V6(a)) if v6_listening => (origdst::ip_to_words((*a.ip()).into()), a.port()),
+        _ => ([0; 4], 0),
+    };
+    ProxyConfig {
+        v4_addr: u32::from_ne_bytes(v4.ip().octets()),
+        v6_addr,
+        v4_port: v4.port(),
+        v6_port,
+        bypass_mark: cfg.redirect.bypass_mark,
+        flags: if v6_listening && v6_port != 0 { PROXY_F_V6 } else { 0 },
+        bypass_tgid: std::process::id(),
+    }
+}
+
+fn take<T>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<T, RedirectError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(RedirectError::MissingMap(name))?;
+    T::try_from(map).map_err(|e| RedirectError::Bpf {
+        what: name.into(),
+        source: Box::new(e),
+    })
+}
+
+impl Redirect {
+    /// Attach (or adopt), then start the background tasks. Must run inside a tokio runtime.
+    pub fn start(cfg: &Config, catalog: &Catalog, v6_listening: bool) -> Result<Self, RedirectError> {
+        let cg_root = cgroup::cgroup2_mount()?;
+        let cgroup = cfg.redirect.cgroup.clone().unwrap_or_else(|| cg_root.clone());
+        cgroup::check_cgroup_dir(&cgroup)?;
+        let sha = loader::object_sha256();
+        let attached = loader::attach_or_adopt(&loader::AttachOptions {
+            pin_dir: &cfg.redirect.pin_dir,
+            cgroup: &cgroup,
+            proxy: proxy_config(cfg, v6_listening),
+            ports: &cfg.redirect.ports,
+        })?;
+        info!(
+            mode = ?attached.mode,
+            cgroup = %cgroup.display(),
+            cgroup_id = attached.cgroup_id,
+            pin_dir = %cfg.redirect.pin_dir.display(),
+            object_sha256 = %loader::hex(&sha),
+            "eBPF redirect in force",
+        );
+        let mut ebpf = attached.ebpf;
+
+        match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => spawn_log_forwarder(logger),
+            Err(e) => warn!(error = %e, "eBPF log forwarding unavailable"),
+        }
+
+        let flows: HashMap<MapData, _, _> = take(&mut ebpf, maps::FLOWS)?;
+        let v4: LpmTrie<MapData, [u8; 4], u8> = take(&mut ebpf, maps::PROVIDERS_V4)?;
+        let v6: LpmTrie<MapData, [u8; 16], u8> = take(&mut ebpf, maps::PROVIDERS_V6)?;
+        let set = addrset::AddrSet::new(catalog.static_cidrs());
+        tokio::spawn(addrset::maintain(
+            set,
+            Box::new(addrset::BpfCidrs { v4, v6 }),
+            catalog.resolvable_hosts(),
+            cfg.dns.clone(),
+        ));
+        // Maps and pins outlive `ebpf`: the maps taken above hold their own fds, and the links
+        // are pinned, so dropping the object here detaches nothing.
+        drop(ebpf);
+
+        Ok(Self {
+            orig_dst: Arc::new(origdst::BpfOrigDst::new(flows)),
+            identity: Arc::new(identity::IdentityResolver::new(Some(cg_root))),
+            mode: attached.mode,
+            cgroup,
+        })
+    }
+}
+
+fn spawn_log_forwarder(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    let mut fd = match AsyncFd::with_interest(logger, tokio::io::Interest::READABLE) {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn!(error = %e, "eBPF log forwarding unavailable");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            match fd.readable_mut().await {
+                Ok(mut guard) => {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+                Err(e) => {
+                    warn!(error = %e, "eBPF log forwarding stopped");
+                    return;
+                }
+            }
+        }
+    });
+}
