@@ -177,6 +177,8 @@ pub fn attach_or_adopt(opts: &AttachOptions<'_>) -> Result<Attached, RedirectErr
     })
 }
 
+/// With bpf_link (kernel >= 5.7) a cgroup attachment takes no flags and always coexists with
+/// other programs (multi-attach semantics): `Single` is aya's way of passing 0.
 fn attach_all(ebpf: &mut Ebpf, layout: &PinLayout, cgroup: &Path) -> Result<(), RedirectError> {
     let cg = File::open(cgroup).map_err(io_err(cgroup))?;
     for name in programs::SOCK_ADDR {
@@ -187,7 +189,7 @@ fn attach_all(ebpf: &mut Ebpf, layout: &PinLayout, cgroup: &Path) -> Result<(), 
             .map_err(bpf_err(format!("program {name}")))?;
         prog.load().map_err(bpf_err(format!("load {name}")))?;
         let id = prog
-            .attach(&cg, CgroupAttachMode::AllowMultiple)
+            .attach(&cg, CgroupAttachMode::Single)
             .map_err(bpf_err(format!("attach {name} to {}", cgroup.display())))?;
         let link = prog.take_link(id).map_err(bpf_err(format!("take link {name}")))?;
         let link = FdLink::try_from(link).map_err(bpf_err(format!("link {name}")))?;
@@ -204,7 +206,7 @@ fn attach_all(ebpf: &mut Ebpf, layout: &PinLayout, cgroup: &Path) -> Result<(), 
         .map_err(bpf_err(format!("program {name}")))?;
     prog.load().map_err(bpf_err(format!("load {name}")))?;
     let id = prog
-        .attach(&cg, CgroupAttachMode::AllowMultiple)
+        .attach(&cg, CgroupAttachMode::Single)
         .map_err(bpf_err(format!("attach {name} to {}", cgroup.display())))?;
     let link = prog.take_link(id).map_err(bpf_err(format!("take link {name}")))?;
     let link = FdLink::try_from(link).map_err(bpf_err(format!("link {name}")))?;

@@ -26,7 +26,7 @@ pub use loader::{AttachMode, DetachReport, detach};
 pub enum RedirectError {
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", chain(source.as_ref()))]
     Bpf {
         what: String,
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -42,6 +42,21 @@ pub enum RedirectError {
     MissingMap(&'static str),
     #[error("DNS resolver: {0}")]
     Dns(String),
+}
+
+/// An error and its sources on one line (aya's errors keep the errno in `source()`).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out
 }
 
 /// The running redirect stage.
@@ -135,7 +150,12 @@ impl Redirect {
 }
 
 fn spawn_log_forwarder(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
-    let mut fd = match AsyncFd::with_interest(logger, tokio::io::Interest::READABLE) {
+    // The logger owns its ring-buffer fd and moves into the AsyncFd, so the fd cannot close
+    // while registered: the soundness problem behind the deprecation does not arise here, and
+    // the replacement is `unsafe`, which this crate forbids.
+    #[allow(deprecated)]
+    let fd = AsyncFd::with_interest(logger, tokio::io::Interest::READABLE);
+    let mut fd = match fd {
         Ok(fd) => fd,
         Err(e) => {
             warn!(error = %e, "eBPF log forwarding unavailable");
