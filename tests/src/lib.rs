@@ -1,0 +1,374 @@
+//! Shared helpers for the end-to-end tests: a child cgroup (scope guard), the real gateway
+//! binary with its pins (scope guard), fake providers on loopback speaking real TLS with
+//! certificates minted at test time, and clients run inside the cgroup.
+//!
+//! Privileged helpers fail loudly (panic with the reason) when they cannot run: never a skip.
+
+pub mod fake;
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    net::{SocketAddr, TcpListener as StdTcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Panic unless we are root on a host with cgroup v2 and BTF.
+pub fn require_privileges() {
+    let uid = nix::unistd::geteuid();
+    assert!(uid.is_root(), "these end-to-end tests attach eBPF programs: run them as root (cargo xtask test does)");
+    assert!(
+        Path::new("/sys/kernel/btf/vmlinux").exists(),
+        "kernel without BTF (/sys/kernel/btf/vmlinux missing): the eBPF programs cannot load"
+    );
+    cgroup2_root();
+}
+
+/// The cgroup v2 mount, from /proc/self/mountinfo.
+pub fn cgroup2_root() -> PathBuf {
+    let text = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    text.lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split(' ').next()? == "cgroup2").then(|| PathBuf::from(pre.split(' ').nth(4).unwrap()))
+        })
+        .expect("no cgroup v2 mount on this host: the end-to-end tests need one")
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(1);
+
+/// A small number unique within this test process (1..=250), for addresses and names.
+pub fn unique() -> u32 {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    assert!(n <= 250, "too many test environments in one process");
+    n
+}
+
+/// A child cgroup, removed (its processes killed first) when dropped.
+pub struct CgroupGuard {
+    pub path: PathBuf,
+}
+
+impl CgroupGuard {
+    pub fn new(name: &str) -> Self {
+        let path = cgroup2_root().join(name);
+        if path.exists() {
+            let _ = fs::write(path.join("cgroup.kill"), "1");
+            let _ = fs::remove_dir(&path);
+        }
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("create cgroup {}: {e}", path.display()));
+        Self { path }
+    }
+
+    /// `cmd` with a wrapper that moves itself into this cgroup and then execs the command, so
+    /// the command's pid and comm are its own.
+    pub fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg("echo $$ > \"$0\" && exec \"$@\"")
+            .arg(self.path.join("cgroup.procs"))
+            .arg(program)
+            .args(args);
+        c
+    }
+}
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        let _ = fs::write(self.path.join("cgroup.kill"), "1");
+        for _ in 0..50 {
+            if fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("warning: could not remove cgroup {}", self.path.display());
+    }
+}
+
+/// The gateway binary: $GATEWAY_BIN (set by `cargo xtask test`), else target/debug/gateway.
+pub fn gateway_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("GATEWAY_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/gateway");
+    assert!(p.exists(), "gateway binary not built: run `cargo xtask test` (or cargo build -p gateway)");
+    p
+}
+
+/// A free TCP port on `ip` (bound and released; good enough on a test host).
+pub fn free_port(ip: &str) -> u16 {
+    StdTcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// One test's gateway: its config, state dir, pins and process. Killed and detached on drop.
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub pin_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub listen6: SocketAddr,
+    child: Option<Child>,
+    log_path: PathBuf,
+    runs: u32,
+}
+
+impl Gateway {
+    /// Write a config for `cgroup` with `providers` (TOML `[[provider]]` blocks) and start.
+    pub fn start(name: &str, cgroup: &Path, providers: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("gw-test-").tempdir().expect("tempdir");
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{name}"));
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1")).parse().unwrap();
+        let listen6: SocketAddr = format!("[::1]:{}", free_port("::1")).parse().unwrap();
+        let config = dir.path().join("gateway.toml");
+        // DNS goes to a closed loopback port: no test ever sends a query off the machine.
+        let text = format!(
+            r#"state_dir = "{state}"
+builtin_providers = false
+[listen]
+addr = "{listen}"
+addr6 = "{listen6}"
+[redirect]
+cgroup = "{cgroup}"
+ports = [443]
+pin_dir = "{pin}"
+[dns]
+servers = ["127.0.0.1:9"]
+retry = "1s"
+[intercept]
+client_hello_timeout = "2s"
+connect_timeout = "3s"
+[log]
+format = "json"
+level = "info,gateway_ebpf=debug"
+{providers}
+"#,
+            state = dir.path().join("state").display(),
+            cgroup = cgroup.display(),
+            pin = pin_dir.display(),
+        );
+        fs::write(&config, text).expect("write config");
+        let mut gw = Self {
+            log_path: dir.path().join("gateway.log"),
+            dir,
+            config,
+            pin_dir,
+            listen,
+            listen6,
+            child: None,
+            runs: 0,
+        };
+        gw.spawn();
+        gw
+    }
+
+    /// Start (or restart) the daemon and wait for "gateway ready".
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "gateway already running");
+        self.runs += 1;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open gateway log");
+        let child = Command::new(gateway_bin())
+            .args(["run", "-c"])
+            .arg(&self.config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start gateway");
+        self.child = Some(child);
+        let want = self.runs as usize;
+        self.wait_for(Duration::from_secs(30), |evs| {
+            evs.iter().filter(|e| message(e) == "gateway ready").count() >= want
+        })
+        .unwrap_or_else(|| {
+            panic!("gateway did not become ready; log:\n{}", self.raw_log())
+        });
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// kill -9, and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn raw_log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Every JSON log event so far.
+    pub fn events(&self) -> Vec<Value> {
+        let Ok(f) = fs::File::open(&self.log_path) else { return Vec::new() };
+        BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+            .collect()
+    }
+
+    /// Events whose message is `msg`, as their `fields` objects.
+    pub fn fields(&self, msg: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| message(e) == msg)
+            .map(|e| e["fields"].clone())
+            .collect()
+    }
+
+    /// Poll the log until `pred` holds (Some) or `timeout` passes (None).
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Option<()> {
+        let end = Instant::now() + timeout;
+        loop {
+            if pred(&self.events()) {
+                return Some(());
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Wait for a "connection closed" event whose orig_dst is `dst` and return the matching
+    /// "connection accepted" fields (same conn id) along with the closed ones.
+    pub fn conn_to(&self, dst: &str) -> (Value, Value) {
+        self.wait_for(Duration::from_secs(10), |evs| {
+            evs.iter().any(|e| message(e) == "connection closed" && e["fields"]["orig_dst"] == dst)
+        })
+        .unwrap_or_else(|| panic!("no closed connection to {dst}; log:\n{}", self.raw_log()));
+        let closed = self
+            .fields("connection closed")
+            .into_iter()
+            .rfind(|f| f["orig_dst"] == dst)
+            .unwrap();
+        let accepted = self
+            .fields("connection accepted")
+            .into_iter()
+            .find(|f| f["conn"] == closed["conn"])
+            .unwrap_or(Value::Null);
+        (accepted, closed)
+    }
+
+    /// `gateway <args> -c <config>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(gateway_bin())
+            .args(args)
+            .arg("-c")
+            .arg(&self.config)
+            .output()
+            .expect("run gateway cli")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = self.cli(&["detach"]);
+        if self.pin_dir.exists() {
+            eprintln!("warning: pins left at {}", self.pin_dir.display());
+        }
+    }
+}
+
+pub fn message(e: &Value) -> &str {
+    e["fields"]["message"].as_str().unwrap_or("")
+}
+
+/// What a client run produced.
+#[derive(Debug)]
+pub struct ClientRun {
+    pub pid: u32,
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run to completion (killed after `timeout`).
+pub fn run(mut cmd: Command, timeout: Duration) -> ClientRun {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn client");
+    let pid = child.id();
+    let end = Instant::now() + timeout;
+    loop {
+        match child.try_wait().expect("wait client") {
+            Some(_) => break,
+            None if Instant::now() > end => {
+                let _ = child.kill();
+                break;
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let out = child.wait_with_output().expect("client output");
+    ClientRun {
+        pid,
+        ok: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Python source run as `python3 -c`.
+pub const PY_TLS_CLIENT: &str = r#"
+import socket, ssl, sys, json
+host, ip, port, cafile, family = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+fam = socket.AF_INET6 if family == "6" else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.connect((ip, port))
+peer = s.getpeername()
+ctx = ssl.create_default_context(cafile=cafile)
+t = ctx.wrap_socket(s, server_hostname=host)
+t.sendall(b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\nConnection: close\r\n\r\n")
+data = b""
+while True:
+    chunk = t.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+print(json.dumps({"peer": [peer[0], peer[1]], "body": data.decode(errors="replace")}))
+"#;
+
+/// Sends `ECHO n` and n random bytes, checks the echo; prints {"peer":..., "same": bool}.
+pub const PY_ECHO_CLIENT: &str = r#"
+import socket, ssl, sys, json, os
+host, ip, port, cafile, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+s = socket.create_connection((ip, port))
+ctx = ssl.create_default_context(cafile=cafile)
+t = ctx.wrap_socket(s, server_hostname=host)
+payload = os.urandom(n)
+t.sendall(b"ECHO %d\n" % n + payload)
+data = b""
+while len(data) < n:
+    chunk = t.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+print(json.dumps({"same": data == payload, "got": len(data), "cert_issuer": dict(x[0] for x in t.getpeercert()["issuer"])}))
+"#;
+
+/// Plain TCP connect with an optional SO_MARK; prints the local port.
+pub const PY_CONNECT: &str = r#"
+import socket, sys, json
+ip, port, mark = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+if mark:
+    s.setsockopt(socket.SOL_SOCKET, 36, mark)  # SO_MARK
+s.settimeout(5)
+s.connect((ip, port))
+print(json.dumps({"local_port": s.getsockname()[1], "peer": list(s.getpeername())}))
+"#;

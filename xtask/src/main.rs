@@ -1,1 +1,263 @@
-fn main(){}
+//! Project tasks: `cargo xtask setup | build | run | test | bench`.
+//!
+//! `setup` installs what building the eBPF programs needs (DESIGN §3) and is idempotent;
+//! `run`, `test` and `bench` call it first, so a fresh machine needs only these commands.
+
+use std::{
+    env,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the toolchain pieces (nightly rust-src, LLVM 22, bpf-linker); idempotent.
+    Setup,
+    /// Build the gateway (with its embedded eBPF object).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build and run the gateway; extra arguments go to `gateway run` (e.g. `-- -c FILE`).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit, in-process and privileged end-to-end.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the benchmarks and write BENCHMARKS.md.
+    Bench,
+}
+
+const NIGHTLY: &str = "nightly";
+const LLVM_PACKAGES: [&str; 4] = ["llvm-22-dev", "libpolly-22-dev", "zlib1g-dev", "libzstd-dev"];
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Debian packages the tests drive: real clients and namespace tools.
+const TEST_PACKAGES: [(&str, &str); 5] = [
+    ("curl", "curl"),
+    ("ip", "iproute2"),
+    ("unshare", "util-linux"),
+    ("setpriv", "util-linux"),
+    ("bpftool", "bpftool"),
+];
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Setup => setup(),
+        Cmd::Build { release } => {
+            setup()?;
+            build(release)
+        }
+        Cmd::Run { args } => {
+            setup()?;
+            build(true)?;
+            let bin = workspace().join("target/release/gateway");
+            let mut cmd = Command::new(&bin);
+            cmd.arg("run").args(&args);
+            step(&format!("running {} run {}", bin.display(), args.join(" ")));
+            let status = cmd.status().with_context(|| format!("starting {}", bin.display()))?;
+            if !status.success() {
+                bail!("gateway exited with {status}");
+            }
+            Ok(())
+        }
+        Cmd::Test { args } => {
+            setup()?;
+            test_tools()?;
+            build(false)?;
+            let bin = workspace().join("target/debug/gateway");
+            step("cargo test --workspace (unit, in-process, privileged end-to-end)");
+            run(cargo()
+                .args(["test", "--workspace", "--no-fail-fast"])
+                .args(&args)
+                .env("GATEWAY_BIN", &bin))
+        }
+        Cmd::Bench => {
+            setup()?;
+            test_tools()?;
+            build(true)?;
+            step("benchmarks (release build)");
+            run(cargo()
+                .args(["run", "--release", "-p", "gateway-tests", "--bin", "bench", "--"])
+                .arg(workspace().join("BENCHMARKS.md"))
+                .env("GATEWAY_BIN", workspace().join("target/release/gateway")))
+        }
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn step(msg: &str) {
+    eprintln!("xtask: {msg}");
+}
+
+/// PATH with ~/.cargo/bin first (where `cargo install` puts bpf-linker).
+fn path_with_cargo_bin() -> OsString {
+    let mut paths = vec![cargo_home().join("bin")];
+    if let Some(p) = env::var_os("PATH") {
+        paths.extend(env::split_paths(&p));
+    }
+    env::join_paths(paths).expect("PATH entries are valid")
+}
+
+fn cargo_home() -> PathBuf {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"))
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace()).env("PATH", path_with_cargo_bin());
+    c
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{:?} failed with {status}", cmd.get_program());
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
+}
+
+fn setup() -> Result<()> {
+    step("setup: checking the eBPF toolchain (DESIGN §3)");
+    // 1. nightly toolchain
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is needed to build the eBPF programs; install it from the rustup project")?;
+    if toolchains.lines().any(|l| l.starts_with("nightly")) {
+        step("setup: nightly toolchain present");
+    } else {
+        step("setup: installing the nightly toolchain");
+        run(Command::new("rustup").args(["toolchain", "install", NIGHTLY, "--profile", "minimal"]))
+            .context("installing the nightly toolchain failed")?;
+    }
+    // 2. rust-src for nightly (build-std=core)
+    let comps = output(Command::new("rustup").args(["component", "list", "--toolchain", NIGHTLY, "--installed"]))
+        .unwrap_or_default();
+    if comps.lines().any(|l| l.starts_with("rust-src")) {
+        step("setup: nightly rust-src present");
+    } else {
+        step("setup: installing rust-src for nightly");
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+            .context("`rustup component add rust-src --toolchain nightly` failed")?;
+    }
+    // 3. LLVM 22 development files (bpf-linker links against nightly's LLVM)
+    ensure_debs(&LLVM_PACKAGES).context("installing LLVM 22 for bpf-linker failed")?;
+    // 4. bpf-linker built against LLVM 22
+    let linker = cargo_home().join("bin/bpf-linker");
+    let good = output(Command::new(&linker).arg("--version")).is_some()
+        && output(Command::new("ldd").arg(&linker)).is_some_and(|l| l.contains("libLLVM.so.22"));
+    if good {
+        step("setup: bpf-linker (LLVM 22) present");
+    } else {
+        step(&format!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (takes a few minutes)"));
+        let mut path = vec![PathBuf::from(LLVM_PREFIX).join("bin")];
+        path.extend(env::split_paths(&path_with_cargo_bin()));
+        run(Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--force",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("PATH", env::join_paths(path)?)
+            .env("LLVM_PREFIX", LLVM_PREFIX)
+            .env_remove("RUSTUP_TOOLCHAIN"))
+        .context("`cargo install bpf-linker --features llvm-22` failed")?;
+    }
+    step("setup: done");
+    Ok(())
+}
+
+fn deb_installed(pkg: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .is_some_and(|s| s.contains("install ok installed"))
+}
+
+fn ensure_debs(pkgs: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !deb_installed(p)).collect();
+    if missing.is_empty() {
+        step(&format!("setup: packages present: {}", pkgs.join(" ")));
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("missing Debian packages {}; run as root or install them: apt-get install -y {}", missing.join(" "), missing.join(" "));
+    }
+    step(&format!("setup: apt-get install {}", missing.join(" ")));
+    run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))
+        .context("apt-get update failed")?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .with_context(|| format!("apt-get install {} failed", missing.join(" ")))
+}
+
+fn test_tools() -> Result<()> {
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .filter(|(bin, _)| output(Command::new("sh").args(["-c", &format!("command -v {bin}")])).is_none())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    ensure_debs(&missing).context("installing test tools failed")?;
+    if output(Command::new("python3").arg("--version")).is_none() {
+        bail!("python3 is needed by the end-to-end tests (real Python clients)");
+    }
+    Ok(())
+}
+
+fn build(release: bool) -> Result<()> {
+    step(&format!("building the gateway ({})", if release { "release" } else { "debug" }));
+    let mut c = cargo();
+    c.args(["build", "-p", "gateway"]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)
+}
