@@ -140,7 +140,7 @@ fn a_non_provider_sni_passes_through_byte_for_byte() {
     assert_eq!(acc["sni"], "example.com");
     assert_eq!(acc["decision"], "splice");
     assert!(acc["provider"].is_null());
-    assert_eq!(closed["outcome"], "spliced");
+    assert_eq!(closed["outcome"], "spliced", "{closed}");
     assert!(closed["bytes_up"].as_u64().unwrap() > n as u64);
     assert!(closed["bytes_down"].as_u64().unwrap() >= n as u64);
 

@@ -11,6 +11,7 @@
 //! One tracing span per connection; its result is logged exactly once, on drop.
 
 pub mod hello;
+pub mod splice;
 
 use std::{
     net::SocketAddr,
@@ -97,6 +98,8 @@ struct ConnResult {
     provider: Option<String>,
     bytes_up: u64,
     bytes_down: u64,
+    /// The connection ended with a reset (a normal way for many clients to close).
+    reset: bool,
     error: Option<String>,
 }
 
@@ -115,6 +118,7 @@ impl Drop for ConnResult {
             provider = self.provider.as_deref(),
             bytes_up = self.bytes_up,
             bytes_down = self.bytes_down,
+            reset = self.reset,
             duration_ms = self.start.elapsed().as_millis() as u64,
             error = self.error.as_deref(),
             "connection closed"
@@ -197,6 +201,7 @@ impl Intercept {
             provider: None,
             bytes_up: 0,
             bytes_down: 0,
+            reset: false,
             error: None,
         };
         let local = match stream.local_addr() {
@@ -290,13 +295,15 @@ impl Intercept {
             return;
         }
         result.bytes_up = prefix.len() as u64;
-        match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 64 * 1024, 64 * 1024).await {
-            Ok((up, down)) => {
-                result.bytes_up += up;
-                result.bytes_down = down;
+        let stats = splice::splice(client, upstream).await;
+        result.bytes_up += stats.up;
+        result.bytes_down = stats.down;
+        result.reset = stats.reset;
+        match stats.error {
+            None => {
                 result.outcome = if provider.is_some() { Outcome::Provider } else { Outcome::Spliced };
             }
-            Err(e) => {
+            Some(e) => {
                 debug!(error = %e, "splice ended with an error");
                 result.outcome = Outcome::Error;
                 result.error = Some(e.to_string());

@@ -49,7 +49,7 @@ pub fn parse_cgroup_path(path: &str) -> CgroupOwner {
         }
         // cgroupfs driver: /kubepods/burstable/pod<uid>/<container id>
         // systemd driver:  /kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid with _>.slice/cri-containerd-<id>.scope
-        if let Some(pos) = comp.find("pod") {
+        if let Some(pos) = comp.rfind("pod") {
             let rest = comp[pos + 3..].trim_end_matches(".slice");
             if path.contains("kubepods") && is_uid_like(rest) {
                 owner.pod_uid = Some(rest.replace('_', "-"));
