@@ -4,6 +4,7 @@
 //!
 //! Privileged helpers fail loudly (panic with the reason) when they cannot run: never a skip.
 
+pub mod dns;
 pub mod fake;
 
 use std::{
@@ -121,12 +122,17 @@ pub struct Gateway {
 impl Gateway {
     /// Write a config for `cgroup` with `providers` (TOML `[[provider]]` blocks) and start.
     pub fn start(name: &str, cgroup: &Path, providers: &str) -> Self {
+        // DNS goes to a closed loopback port: no test ever sends a query off the machine.
+        Self::start_with_dns(name, cgroup, providers, "servers = [\"127.0.0.1:9\"]\nretry = \"1s\"")
+    }
+
+    /// As `start`, with the body of the `[dns]` section given.
+    pub fn start_with_dns(name: &str, cgroup: &Path, providers: &str, dns: &str) -> Self {
         let dir = tempfile::Builder::new().prefix("gw-test-").tempdir().expect("tempdir");
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{name}"));
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1")).parse().unwrap();
         let listen6: SocketAddr = format!("[::1]:{}", free_port("::1")).parse().unwrap();
         let config = dir.path().join("gateway.toml");
-        // DNS goes to a closed loopback port: no test ever sends a query off the machine.
         let text = format!(
             r#"state_dir = "{state}"
 builtin_providers = false
@@ -138,8 +144,7 @@ cgroup = "{cgroup}"
 ports = [443]
 pin_dir = "{pin}"
 [dns]
-servers = ["127.0.0.1:9"]
-retry = "1s"
+{dns}
 [intercept]
 client_hello_timeout = "2s"
 connect_timeout = "3s"

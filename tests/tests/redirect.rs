@@ -321,3 +321,71 @@ fn killed_daemon_fails_closed_restart_adopts_and_detach_restores_direct_access()
     let out = e.gw.cli(&["detach"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to detach"), "{out:?}");
 }
+
+#[test]
+fn provider_hosts_are_resolved_re_resolved_by_ttl_and_dropped_after_grace() {
+    require_privileges();
+    let n = unique();
+    let name = format!("gw-test-{}-{n}", std::process::id());
+    let cg = CgroupGuard::new(&name);
+    let ip = format!("127.10.{n}.1");
+    let pki = TestPki::new(&["api.openai.com"]);
+    let server = FakeServer::start(format!("{ip}:443").parse().unwrap(), &pki);
+    let dns = gateway_tests::dns::FakeDns::start();
+    dns.set("api.openai.com", &[ip.parse().unwrap()], 1);
+    let gw = Gateway::start_with_dns(
+        &name,
+        &cg.path,
+        "[[provider]]\nname = \"openai\"\nhosts = [\"api.openai.com\", \"offline.example.net\"]\n",
+        &format!("servers = [\"{}\"]\nmin_ttl = \"1s\"\ngrace = \"1s\"\nretry = \"1s\"", dns.addr),
+    );
+    let ca = pki.ca_pem.to_str().unwrap().to_string();
+    let resolve = format!("api.openai.com:443:{ip}");
+    let curl = || {
+        run(
+            cg.command("curl", &["-sS", "--max-time", "5", "--resolve", &resolve, "--cacert", &ca, "https://api.openai.com/"]),
+            T,
+        )
+    };
+    let accepted = || gw.fields("connection accepted").len();
+
+    // Resolved address → redirected (the set is written right after the answer arrives).
+    let mut redirected = false;
+    for _ in 0..50 {
+        let r = curl();
+        assert!(r.ok, "{r:?}");
+        if accepted() > 0 {
+            redirected = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(redirected, "the resolved address was never redirected:\n{}", gw.raw_log());
+    let (acc, _) = gw.conn_to(&format!("{ip}:443"));
+    assert_eq!(acc["provider"], "openai");
+
+    // A name that does not resolve is logged and retried; the gateway keeps serving.
+    gw.wait_for(Duration::from_secs(10), |evs| {
+        evs.iter().any(|e| message(e).contains("did not resolve") && e["fields"]["host"] == "offline.example.net")
+    })
+    .unwrap_or_else(|| panic!("no warning for the unresolvable host:\n{}", gw.raw_log()));
+
+    // The name moves: the old address stays redirected for TTL + grace, then goes direct.
+    dns.set("api.openai.com", &[format!("127.10.{n}.3").parse().unwrap()], 1);
+    let before_queries = dns.queries();
+    let mut direct = false;
+    for _ in 0..100 {
+        let before = accepted();
+        let r = curl();
+        assert!(r.ok, "{r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        if accepted() == before {
+            direct = true;
+            break;
+        }
+    }
+    assert!(direct, "the old address was never dropped:\n{}", gw.raw_log());
+    assert!(dns.queries() > before_queries, "the name was re-resolved");
+    assert!(!server.peers().is_empty());
+    drop(gw);
+}
