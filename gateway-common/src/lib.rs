@@ -172,8 +172,14 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<ProxyConfig>(), 4 + 16 + 2 + 2 + 4 + 4 + 4);
-        assert_eq!(core::mem::size_of::<ConnInfo>(), 16 + 2 + 2 + 4 * 5 + 8 + 16);
+        assert_eq!(
+            core::mem::size_of::<ProxyConfig>(),
+            4 + 16 + 2 + 2 + 4 + 4 + 4
+        );
+        assert_eq!(
+            core::mem::size_of::<ConnInfo>(),
+            16 + 2 + 2 + 4 * 5 + 8 + 16
+        );
         assert_eq!(core::mem::size_of::<FlowKey>(), 16 + 16 + 2 + 2 + 4);
         assert_eq!(core::mem::size_of::<Meta>(), 32 + 8 + 4 + 4);
     }
@@ -184,7 +190,10 @@ mod tests {
         let m = v4_mapped(ip);
         assert!(is_v4_mapped(&m));
         let bytes: [u8; 16] = unsafe_free_bytes(&m);
-        assert_eq!(bytes, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 10, 0, 1]);
+        assert_eq!(
+            bytes,
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 10, 0, 1]
+        );
         assert!(!is_v4_mapped(&[0, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])]));
     }
 

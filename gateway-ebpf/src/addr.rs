@@ -21,7 +21,9 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use aya_log_ebpf::debug;
-use gateway_common::{AF_INET, AF_INET6, ConnInfo, PROXY_F_V6, ProxyConfig, is_v4_mapped, v4_mapped};
+use gateway_common::{
+    AF_INET, AF_INET6, ConnInfo, PROXY_F_V6, ProxyConfig, is_v4_mapped, v4_mapped,
+};
 
 use crate::{
     ALLOW, DENY,
@@ -59,17 +61,21 @@ fn user_port(ctx: &SockAddrContext) -> u16 {
 
 #[inline(always)]
 fn port_hooked(port: u16) -> bool {
-    unsafe { PORTS.get(&port) }.is_some()
+    unsafe { PORTS.get(port) }.is_some()
 }
 
 #[inline(always)]
 fn v4_is_provider(ip_be: u32) -> bool {
-    PROVIDERS_V4.get(Key::new(32, ip_be.to_ne_bytes())).is_some()
+    PROVIDERS_V4
+        .get(Key::new(32, ip_be.to_ne_bytes()))
+        .is_some()
 }
 
 #[inline(always)]
 fn v6_is_provider(ip: &[u32; 4]) -> bool {
-    PROVIDERS_V6.get(Key::new(128, words_to_bytes(ip))).is_some()
+    PROVIDERS_V6
+        .get(Key::new(128, words_to_bytes(ip)))
+        .is_some()
 }
 
 #[inline(always)]
@@ -110,7 +116,12 @@ fn socket_type(ctx: &SockAddrContext) -> u32 {
 
 /// Store the original destination and the caller's identity under the socket cookie.
 #[inline(always)]
-fn record(ctx: &SockAddrContext, orig_ip: [u32; 4], orig_port: u16, sock_family: u16) -> Result<(), i64> {
+fn record(
+    ctx: &SockAddrContext,
+    orig_ip: [u32; 4],
+    orig_port: u16,
+    sock_family: u16,
+) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     let comm = bpf_get_current_comm().unwrap_or([0u8; 16]);
@@ -127,7 +138,7 @@ fn record(ctx: &SockAddrContext, orig_ip: [u32; 4], orig_port: u16, sock_family:
         comm,
     };
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    SOCKETS.insert(&cookie, &info, 0).map_err(|e| e as i64)
+    SOCKETS.insert(cookie, info, 0).map_err(|e| e as i64)
 }
 
 /// Decide for a destination already known to be a provider on a hooked port.
@@ -175,7 +186,13 @@ pub fn connect4(ctx: &SockAddrContext) -> i32 {
             }
         }
     }
-    log_verdict(ctx, &verdict, "connect4", words_to_bytes(&v4_mapped(ip)), port);
+    log_verdict(
+        ctx,
+        &verdict,
+        "connect4",
+        words_to_bytes(&v4_mapped(ip)),
+        port,
+    );
     match verdict {
         Verdict::Deny => DENY,
         _ => ALLOW,
@@ -210,7 +227,11 @@ fn set_user_ip6(ctx: &SockAddrContext, ip: &[u32; 4]) {
 /// Whether an IPv6 destination (possibly v4-mapped) is a provider address.
 #[inline(always)]
 fn v6_dst_is_provider(ip: &[u32; 4]) -> bool {
-    if is_v4_mapped(ip) { v4_is_provider(ip[3]) } else { v6_is_provider(ip) }
+    if is_v4_mapped(ip) {
+        v4_is_provider(ip[3])
+    } else {
+        v6_is_provider(ip)
+    }
 }
 
 pub fn connect6(ctx: &SockAddrContext) -> i32 {
@@ -256,8 +277,18 @@ pub fn sendmsg4(ctx: &SockAddrContext) -> i32 {
     if !v4_is_provider(ip) {
         return ALLOW;
     }
-    let verdict = if is_gateway_socket(ctx, cfg) { Verdict::Bypass } else { Verdict::Deny };
-    log_verdict(ctx, &verdict, "sendmsg4", words_to_bytes(&v4_mapped(ip)), port);
+    let verdict = if is_gateway_socket(ctx, cfg) {
+        Verdict::Bypass
+    } else {
+        Verdict::Deny
+    };
+    log_verdict(
+        ctx,
+        &verdict,
+        "sendmsg4",
+        words_to_bytes(&v4_mapped(ip)),
+        port,
+    );
     match verdict {
         Verdict::Deny => DENY,
         _ => ALLOW,
@@ -274,7 +305,11 @@ pub fn sendmsg6(ctx: &SockAddrContext) -> i32 {
     if !v6_dst_is_provider(&ip) {
         return ALLOW;
     }
-    let verdict = if is_gateway_socket(ctx, cfg) { Verdict::Bypass } else { Verdict::Deny };
+    let verdict = if is_gateway_socket(ctx, cfg) {
+        Verdict::Bypass
+    } else {
+        Verdict::Deny
+    };
     log_verdict(ctx, &verdict, "sendmsg6", words_to_bytes(&ip), port);
     match verdict {
         Verdict::Deny => DENY,
@@ -285,7 +320,7 @@ pub fn sendmsg6(ctx: &SockAddrContext) -> i32 {
 #[inline(always)]
 fn redirected(ctx: &SockAddrContext) -> Option<&'static ConnInfo> {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    unsafe { SOCKETS.get(&cookie) }
+    unsafe { SOCKETS.get(cookie) }
 }
 
 pub fn getpeername4(ctx: &SockAddrContext) -> i32 {

@@ -26,11 +26,9 @@ const AF_INET_U32: u32 = AF_INET as u32;
 pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
     match ctx.op() {
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => established(ctx),
-        BPF_SOCK_OPS_STATE_CB => {
-            if ctx.arg(1) == BPF_TCP_CLOSE {
-                let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-                let _ = SOCKETS.remove(&cookie);
-            }
+        BPF_SOCK_OPS_STATE_CB if ctx.arg(1) == BPF_TCP_CLOSE => {
+            let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+            let _ = SOCKETS.remove(cookie);
         }
         _ => {}
     }
@@ -39,7 +37,9 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
 
 fn established(ctx: &SockOpsContext) {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let Some(info) = (unsafe { SOCKETS.get(&cookie) }) else { return };
+    let Some(info) = (unsafe { SOCKETS.get(cookie) }) else {
+        return;
+    };
     let o = ctx.ops;
     // Every context field is read unconditionally, each with its own volatile load straight
     // off the context pointer. Reading them only in the branch that needs them lets the
@@ -76,13 +76,19 @@ fn established(ctx: &SockOpsContext) {
         dst_port: remote_port(remote_port_raw),
         _pad: 0,
     };
-    if FLOWS.insert(&key, info, 0).is_err() {
-        debug!(ctx, "sock_ops: flow table full, proxy will refuse port {}", key.src_port);
+    if FLOWS.insert(key, info, 0).is_err() {
+        debug!(
+            ctx,
+            "sock_ops: flow table full, proxy will refuse port {}", key.src_port
+        );
         return;
     }
     // Ask for the state callback so the cookie entry goes when the socket closes.
     let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
-    debug!(ctx, "sock_ops: published flow from port {} to proxy port {}", key.src_port, key.dst_port);
+    debug!(
+        ctx,
+        "sock_ops: published flow from port {} to proxy port {}", key.src_port, key.dst_port
+    );
 }
 
 #[inline(always)]

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "gateway", version, about = "Transparent egress gateway for LLM APIs")]
+#[command(
+    name = "gateway",
+    version,
+    about = "Transparent egress gateway for LLM APIs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

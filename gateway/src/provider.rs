@@ -27,7 +27,9 @@ impl HostPattern {
             None => (false, lower),
         };
         if !is_dns_name(&name) {
-            return Err(format!("`{s}` is not a host name (like api.example.com or *.example.com)"));
+            return Err(format!(
+                "`{s}` is not a host name (like api.example.com or *.example.com)"
+            ));
         }
         Ok(if wild {
             HostPattern::Suffix(format!(".{name}"))
@@ -40,8 +42,7 @@ impl HostPattern {
         match self {
             HostPattern::Exact(h) => h.eq_ignore_ascii_case(host),
             HostPattern::Suffix(sfx) => {
-                host.len() > sfx.len()
-                    && host[host.len() - sfx.len()..].eq_ignore_ascii_case(sfx)
+                host.len() > sfx.len() && host[host.len() - sfx.len()..].eq_ignore_ascii_case(sfx)
             }
         }
     }
@@ -55,7 +56,9 @@ fn is_dns_name(s: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -131,8 +134,11 @@ impl Catalog {
             Vec::new()
         };
         for pc in &cfg.providers {
-            let hosts: Vec<HostPattern> =
-                pc.hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect();
+            let hosts: Vec<HostPattern> = pc
+                .hosts
+                .iter()
+                .filter_map(|h| HostPattern::parse(h).ok())
+                .collect();
             let addrs: Vec<IpNet> = pc.addrs.iter().filter_map(|a| parse_cidr(a).ok()).collect();
             let pos = providers.iter().position(|p| p.name == pc.name);
             if pc.enabled == Some(false) {
@@ -205,14 +211,30 @@ mod tests {
     fn builtins_cover_the_listed_providers() {
         let c = Catalog::from_config(&Config::default());
         for name in [
-            "openai", "anthropic", "gemini", "azure-openai", "mistral", "groq", "deepseek",
-            "xai", "openrouter", "together", "fireworks", "cohere",
+            "openai",
+            "anthropic",
+            "gemini",
+            "azure-openai",
+            "mistral",
+            "groq",
+            "deepseek",
+            "xai",
+            "openrouter",
+            "together",
+            "fireworks",
+            "cohere",
         ] {
             assert!(c.iter().any(|p| p.name == name), "{name} missing");
         }
         assert_eq!(c.match_host("API.OpenAI.com").unwrap().name, "openai");
-        assert_eq!(c.match_host("myres.openai.azure.com").unwrap().name, "azure-openai");
-        assert!(c.match_host("openai.azure.com").is_none(), "bare suffix is not a subdomain");
+        assert_eq!(
+            c.match_host("myres.openai.azure.com").unwrap().name,
+            "azure-openai"
+        );
+        assert!(
+            c.match_host("openai.azure.com").is_none(),
+            "bare suffix is not a subdomain"
+        );
         assert!(c.match_host("evil-openai.azure.com.example").is_none());
         assert!(c.match_host("example.com").is_none());
         assert!(!c.resolvable_hosts().iter().any(|h| h.contains('*')));
@@ -234,7 +256,10 @@ mod tests {
             enabled = false
         "#));
         let openai = c.iter().find(|p| p.name == "openai").unwrap();
-        assert_eq!(openai.hosts, vec![HostPattern::Exact("api.openai.com".into())]);
+        assert_eq!(
+            openai.hosts,
+            vec![HostPattern::Exact("api.openai.com".into())]
+        );
         assert_eq!(openai.key.as_deref(), Some("team-a"));
         assert!(c.match_host("llm.corp.example").is_some());
         assert!(c.iter().all(|p| p.name != "cohere"));
@@ -253,7 +278,15 @@ mod tests {
     fn host_patterns_reject_garbage() {
         assert!(HostPattern::parse("api.openai.com").is_ok());
         assert!(HostPattern::parse("*.openai.azure.com").is_ok());
-        for bad in ["", "exa mple.com", "*.", "a..b", "-a.com", "http://x.com", "x.com/path"] {
+        for bad in [
+            "",
+            "exa mple.com",
+            "*.",
+            "a..b",
+            "-a.com",
+            "http://x.com",
+            "x.com/path",
+        ] {
             assert!(HostPattern::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

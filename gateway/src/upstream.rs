@@ -25,7 +25,11 @@ pub enum UpstreamError {
 }
 
 /// Connect to `dst` with the bypass mark set.
-pub async fn connect(dst: OrigDstAddr, mark: u32, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+pub async fn connect(
+    dst: OrigDstAddr,
+    mark: u32,
+    timeout: Duration,
+) -> Result<TcpStream, UpstreamError> {
     let dst = dst.0;
     let sock = match dst {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
@@ -37,7 +41,10 @@ pub async fn connect(dst: OrigDstAddr, mark: u32, timeout: Duration) -> Result<T
         .map_err(|source| UpstreamError::Mark { mark, source })?;
     let stream = tokio::time::timeout(timeout, sock.connect(dst))
         .await
-        .map_err(|_| UpstreamError::Timeout { dst, after: timeout })?
+        .map_err(|_| UpstreamError::Timeout {
+            dst,
+            after: timeout,
+        })?
         .map_err(|source| UpstreamError::Connect { dst, source })?;
     let _ = stream.set_nodelay(true);
     Ok(stream)

@@ -23,7 +23,8 @@ pub struct FakeDns {
 impl FakeDns {
     pub fn start() -> Self {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind fake dns");
-        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let addr = sock.local_addr().unwrap();
         let table: Arc<Mutex<Table>> = Arc::default();
         let queries = Arc::new(AtomicUsize::new(0));
@@ -32,18 +33,28 @@ impl FakeDns {
         std::thread::spawn(move || {
             let mut buf = [0u8; 1500];
             while !s.load(Ordering::Relaxed) {
-                let Ok((n, peer)) = sock.recv_from(&mut buf) else { continue };
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
                 q.fetch_add(1, Ordering::Relaxed);
                 if let Some(resp) = answer(&buf[..n], &t.lock().unwrap()) {
                     let _ = sock.send_to(&resp, peer);
                 }
             }
         });
-        Self { addr, table, queries, stop }
+        Self {
+            addr,
+            table,
+            queries,
+            stop,
+        }
     }
 
     pub fn set(&self, name: &str, ips: &[Ipv4Addr], ttl: u32) {
-        self.table.lock().unwrap().insert(name.to_string(), (ips.to_vec(), ttl));
+        self.table
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), (ips.to_vec(), ttl));
     }
 
     pub fn queries(&self) -> usize {

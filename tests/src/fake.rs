@@ -30,19 +30,32 @@ impl TestPki {
     pub fn new(names: &[&str]) -> Self {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "gateway test upstream CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "gateway test upstream CA");
         let ca_key = KeyPair::generate().expect("ca key");
         let ca = ca_params.self_signed(&ca_key).expect("ca cert");
         let leaf_params =
-            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("leaf params");
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("leaf params");
         let leaf_key = KeyPair::generate().expect("leaf key");
-        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).expect("leaf cert");
-        let dir = tempfile::Builder::new().prefix("gw-pki-").tempdir().expect("tempdir");
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &ca, &ca_key)
+            .expect("leaf cert");
+        let dir = tempfile::Builder::new()
+            .prefix("gw-pki-")
+            .tempdir()
+            .expect("tempdir");
         // Readable by unprivileged test clients.
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let ca_pem = dir.path().join("ca.pem");
         std::fs::write(&ca_pem, ca.pem()).expect("write ca");
-        std::fs::set_permissions(&ca_pem, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&ca_pem, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
         Self {
             dir,
             ca_pem,
@@ -127,7 +140,11 @@ impl FakeServer {
                 });
             }
         });
-        Self { addr, peers, _rt: rt }
+        Self {
+            addr,
+            peers,
+            _rt: rt,
+        }
     }
 
     /// Peer addresses of every TCP connection accepted so far.

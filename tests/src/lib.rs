@@ -22,7 +22,10 @@ use serde_json::Value;
 /// Panic unless we are root on a host with cgroup v2 and BTF.
 pub fn require_privileges() {
     let uid = nix::unistd::geteuid();
-    assert!(uid.is_root(), "these end-to-end tests attach eBPF programs: run them as root (cargo xtask test does)");
+    assert!(
+        uid.is_root(),
+        "these end-to-end tests attach eBPF programs: run them as root (cargo xtask test does)"
+    );
     assert!(
         Path::new("/sys/kernel/btf/vmlinux").exists(),
         "kernel without BTF (/sys/kernel/btf/vmlinux missing): the eBPF programs cannot load"
@@ -36,7 +39,8 @@ pub fn cgroup2_root() -> PathBuf {
     text.lines()
         .find_map(|l| {
             let (pre, post) = l.split_once(" - ")?;
-            (post.split(' ').next()? == "cgroup2").then(|| PathBuf::from(pre.split(' ').nth(4).unwrap()))
+            (post.split(' ').next()? == "cgroup2")
+                .then(|| PathBuf::from(pre.split(' ').nth(4).unwrap()))
         })
         .expect("no cgroup v2 mount on this host: the end-to-end tests need one")
 }
@@ -98,13 +102,19 @@ pub fn gateway_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/gateway");
-    assert!(p.exists(), "gateway binary not built: run `cargo xtask test` (or cargo build -p gateway)");
+    assert!(
+        p.exists(),
+        "gateway binary not built: run `cargo xtask test` (or cargo build -p gateway)"
+    );
     p
 }
 
 /// A free TCP port on `ip` (bound and released; good enough on a test host).
 pub fn free_port(ip: &str) -> u16 {
-    StdTcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    StdTcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// One test's gateway: its config, state dir, pins and process. Killed and detached on drop.
@@ -123,14 +133,24 @@ impl Gateway {
     /// Write a config for `cgroup` with `providers` (TOML `[[provider]]` blocks) and start.
     pub fn start(name: &str, cgroup: &Path, providers: &str) -> Self {
         // DNS goes to a closed loopback port: no test ever sends a query off the machine.
-        Self::start_with_dns(name, cgroup, providers, "servers = [\"127.0.0.1:9\"]\nretry = \"1s\"")
+        Self::start_with_dns(
+            name,
+            cgroup,
+            providers,
+            "servers = [\"127.0.0.1:9\"]\nretry = \"1s\"",
+        )
     }
 
     /// As `start`, with the body of the `[dns]` section given.
     pub fn start_with_dns(name: &str, cgroup: &Path, providers: &str, dns: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix("gw-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("gw-test-")
+            .tempdir()
+            .expect("tempdir");
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{name}"));
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1")).parse().unwrap();
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+            .parse()
+            .unwrap();
         let listen6: SocketAddr = format!("[::1]:{}", free_port("::1")).parse().unwrap();
         let config = dir.path().join("gateway.toml");
         let text = format!(
@@ -194,9 +214,7 @@ level = "info,gateway_ebpf=debug"
         self.wait_for(Duration::from_secs(30), |evs| {
             evs.iter().filter(|e| message(e) == "gateway ready").count() >= want
         })
-        .unwrap_or_else(|| {
-            panic!("gateway did not become ready; log:\n{}", self.raw_log())
-        });
+        .unwrap_or_else(|| panic!("gateway did not become ready; log:\n{}", self.raw_log()));
     }
 
     pub fn pid(&self) -> u32 {
@@ -217,7 +235,9 @@ level = "info,gateway_ebpf=debug"
 
     /// Every JSON log event so far.
     pub fn events(&self) -> Vec<Value> {
-        let Ok(f) = fs::File::open(&self.log_path) else { return Vec::new() };
+        let Ok(f) = fs::File::open(&self.log_path) else {
+            return Vec::new();
+        };
         BufReader::new(f)
             .lines()
             .map_while(Result::ok)
@@ -252,7 +272,8 @@ level = "info,gateway_ebpf=debug"
     /// "connection accepted" fields (same conn id) along with the closed ones.
     pub fn conn_to(&self, dst: &str) -> (Value, Value) {
         self.wait_for(Duration::from_secs(10), |evs| {
-            evs.iter().any(|e| message(e) == "connection closed" && e["fields"]["orig_dst"] == dst)
+            evs.iter()
+                .any(|e| message(e) == "connection closed" && e["fields"]["orig_dst"] == dst)
         })
         .unwrap_or_else(|| panic!("no closed connection to {dst}; log:\n{}", self.raw_log()));
         let closed = self
@@ -305,7 +326,11 @@ pub struct ClientRun {
 
 /// Run to completion (killed after `timeout`).
 pub fn run(mut cmd: Command, timeout: Duration) -> ClientRun {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn client");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client");
     let pid = child.id();
     let end = Instant::now() + timeout;
     loop {

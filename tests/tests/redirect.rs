@@ -2,14 +2,11 @@
 //! binary, unmodified clients (curl, Python) inside the cgroup, a fake provider on loopback.
 //! Root and cgroup v2 are required: without them these tests fail with the reason.
 
-use std::{
-    net::UdpSocket,
-    time::Duration,
-};
+use std::{net::UdpSocket, time::Duration};
 
 use gateway_tests::{
-    CgroupGuard, Gateway, PY_CONNECT, PY_ECHO_CLIENT, PY_TLS_CLIENT, fake::FakeServer, fake::TestPki,
-    message, require_privileges, run, unique,
+    CgroupGuard, Gateway, PY_CONNECT, PY_ECHO_CLIENT, PY_TLS_CLIENT, fake::FakeServer,
+    fake::TestPki, message, require_privileges, run, unique,
 };
 use serde_json::Value;
 
@@ -37,7 +34,14 @@ fn env_with(extra_providers: &str, names: &[&str]) -> Env {
         "[[provider]]\nname = \"openai\"\nhosts = [\"api.openai.com\"]\naddrs = [\"{ip}/32\"]\n{extra_providers}"
     );
     let gw = Gateway::start(&name, &cg.path, &providers);
-    Env { gw, server, pki, cg, name, ip }
+    Env {
+        gw,
+        server,
+        pki,
+        cg,
+        name,
+        ip,
+    }
 }
 
 fn env() -> Env {
@@ -52,7 +56,16 @@ impl Env {
     fn curl(&self, url_host: &str, in_cgroup: bool) -> gateway_tests::ClientRun {
         let resolve = format!("{url_host}:443:{}", self.ip);
         let url = format!("https://{url_host}/v1/models");
-        let args = ["-sS", "--max-time", "10", "--resolve", &resolve, "--cacert", self.ca(), &url];
+        let args = [
+            "-sS",
+            "--max-time",
+            "10",
+            "--resolve",
+            &resolve,
+            "--cacert",
+            self.ca(),
+            &url,
+        ];
         let cmd = if in_cgroup {
             self.cg.command("curl", &args)
         } else {
@@ -69,7 +82,8 @@ impl Env {
 }
 
 fn json(out: &str) -> Value {
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("client printed no JSON ({e}): {out:?}"))
+    serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("client printed no JSON ({e}): {out:?}"))
 }
 
 #[test]
@@ -81,8 +95,18 @@ fn curl_and_python_in_the_cgroup_land_in_the_gateway_with_their_identity() {
         e.cg.command(
             "setpriv",
             &[
-                "--reuid=65534", "--regid=65534", "--clear-groups", "curl", "-sS", "--max-time", "10",
-                "--resolve", &resolve, "--cacert", e.ca(), "https://api.openai.com/v1/models",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "curl",
+                "-sS",
+                "--max-time",
+                "10",
+                "--resolve",
+                &resolve,
+                "--cacert",
+                e.ca(),
+                "https://api.openai.com/v1/models",
             ],
         ),
         T,
@@ -100,24 +124,54 @@ fn curl_and_python_in_the_cgroup_land_in_the_gateway_with_their_identity() {
     assert_eq!(acc["cgroup"], format!("/{}", e.name), "{acc}");
     assert_eq!(closed["outcome"], "provider", "{closed}");
     // The program's own decision reached the gateway's tracing output through aya-log.
-    let needle = format!("connect4 redirected [::ffff:{}]:443 tgid {}", e.ip, curl.pid);
+    let needle = format!(
+        "connect4 redirected [::ffff:{}]:443 tgid {}",
+        e.ip, curl.pid
+    );
     e.gw.wait_for(Duration::from_secs(5), |evs| {
-        evs.iter().any(|ev| ev["target"].as_str().is_some_and(|t| t.starts_with("gateway_ebpf")) && message(ev).contains(&needle))
+        evs.iter().any(|ev| {
+            ev["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("gateway_ebpf"))
+                && message(ev).contains(&needle)
+        })
     })
     .unwrap_or_else(|| panic!("no eBPF log line {needle:?} in:\n{}", e.gw.raw_log()));
 
     // An unmodified Python client: the socket reports the address it dialled.
-    let py = run(e.cg.command("python3", &["-c", PY_TLS_CLIENT, "api.openai.com", &e.ip, "443", e.ca(), "4"]), T);
+    let py = run(
+        e.cg.command(
+            "python3",
+            &[
+                "-c",
+                PY_TLS_CLIENT,
+                "api.openai.com",
+                &e.ip,
+                "443",
+                e.ca(),
+                "4",
+            ],
+        ),
+        T,
+    );
     assert!(py.ok, "python failed: {py:?}");
     let out = json(&py.stdout);
-    assert_eq!(out["peer"], serde_json::json!([e.ip, 443]), "getpeername must show the dialled address");
-    assert!(out["body"].as_str().unwrap().contains("hello from fake upstream via api.openai.com"));
-    let acc = e
-        .gw
-        .fields("connection accepted")
-        .into_iter()
-        .find(|f| f["comm"] == "python3")
-        .expect("python connection in gateway log");
+    assert_eq!(
+        out["peer"],
+        serde_json::json!([e.ip, 443]),
+        "getpeername must show the dialled address"
+    );
+    assert!(
+        out["body"]
+            .as_str()
+            .unwrap()
+            .contains("hello from fake upstream via api.openai.com")
+    );
+    let acc =
+        e.gw.fields("connection accepted")
+            .into_iter()
+            .find(|f| f["comm"] == "python3")
+            .expect("python connection in gateway log");
     assert_eq!(acc["pid"], py.pid);
     assert_eq!(acc["uid"], 0);
     assert_eq!(acc["orig_dst"], dst);
@@ -128,7 +182,18 @@ fn a_non_provider_sni_passes_through_byte_for_byte() {
     let e = env();
     let n = 1 << 20;
     let py = run(
-        e.cg.command("python3", &["-c", PY_ECHO_CLIENT, "example.com", &e.ip, "443", e.ca(), &n.to_string()]),
+        e.cg.command(
+            "python3",
+            &[
+                "-c",
+                PY_ECHO_CLIENT,
+                "example.com",
+                &e.ip,
+                "443",
+                e.ca(),
+                &n.to_string(),
+            ],
+        ),
         T,
     );
     assert!(py.ok, "python failed: {py:?}");
@@ -145,10 +210,20 @@ fn a_non_provider_sni_passes_through_byte_for_byte() {
     assert!(closed["bytes_down"].as_u64().unwrap() >= n as u64);
 
     // Not TLS at all: spliced too (curl speaking plain HTTP to port 443).
-    let plain = run(e.cg.command("curl", &["-sS", "--max-time", "5", &format!("http://{}:443/", e.ip)]), T);
-    assert!(!plain.ok, "the fake server only speaks TLS; curl must see it fail, not the gateway answer");
+    let plain = run(
+        e.cg.command(
+            "curl",
+            &["-sS", "--max-time", "5", &format!("http://{}:443/", e.ip)],
+        ),
+        T,
+    );
+    assert!(
+        !plain.ok,
+        "the fake server only speaks TLS; curl must see it fail, not the gateway answer"
+    );
     e.gw.wait_for(Duration::from_secs(5), |evs| {
-        evs.iter().any(|ev| message(ev) == "connection accepted" && ev["fields"]["tls"] == false)
+        evs.iter()
+            .any(|ev| message(ev) == "connection accepted" && ev["fields"]["tls"] == false)
     })
     .expect("plain connection logged as not TLS");
 }
@@ -158,7 +233,10 @@ fn marked_sockets_and_processes_outside_the_cgroup_are_not_redirected() {
     let e = env();
     let mark = (0x6777_6179u32).to_string(); // the default bypass mark
     for (label, cmd) in [
-        ("marked socket in the cgroup", e.cg.command("python3", &["-c", PY_CONNECT, &e.ip, "443", &mark])),
+        (
+            "marked socket in the cgroup",
+            e.cg.command("python3", &["-c", PY_CONNECT, &e.ip, "443", &mark]),
+        ),
         ("process outside the cgroup", {
             let mut c = std::process::Command::new("python3");
             c.args(["-c", PY_CONNECT, &e.ip, "443", "0"]);
@@ -176,15 +254,25 @@ fn marked_sockets_and_processes_outside_the_cgroup_are_not_redirected() {
             "{label}: server did not see port {port} directly: {:?}",
             e.server.peers()
         );
-        assert_eq!(e.accepted_count(), before, "{label}: the gateway saw the connection");
+        assert_eq!(
+            e.accepted_count(),
+            before,
+            "{label}: the gateway saw the connection"
+        );
     }
     // And the same client without the mark, in the cgroup, is redirected.
     let before = e.accepted_count();
-    let r = run(e.cg.command("python3", &["-c", PY_CONNECT, &e.ip, "443", "0"]), T);
+    let r = run(
+        e.cg.command("python3", &["-c", PY_CONNECT, &e.ip, "443", "0"]),
+        T,
+    );
     assert!(r.ok, "{r:?}");
     let port = json(&r.stdout)["local_port"].as_u64().unwrap() as u16;
     e.gw.wait_for(Duration::from_secs(5), |evs| {
-        evs.iter().filter(|ev| message(ev) == "connection accepted").count() > before
+        evs.iter()
+            .filter(|ev| message(ev) == "connection accepted")
+            .count()
+            > before
     })
     .expect("unmarked connect redirected");
     assert!(!e.server.peers().iter().any(|p| p.port() == port));
@@ -220,7 +308,10 @@ fn udp_to_a_provider_on_a_redirected_port_is_denied_and_other_udp_works() {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     }
     let other_port = rx_port.local_addr().unwrap().port().to_string();
-    let r = run(e.cg.command("python3", &["-c", PY_UDP, &e.ip, &other_port, &other_ip]), T);
+    let r = run(
+        e.cg.command("python3", &["-c", PY_UDP, &e.ip, &other_port, &other_ip]),
+        T,
+    );
     assert!(r.ok, "{r:?}");
     let res = json(&r.stdout);
     assert_eq!(res["sendto_provider_443"], "EPERM", "{res}");
@@ -229,11 +320,18 @@ fn udp_to_a_provider_on_a_redirected_port_is_denied_and_other_udp_works() {
     assert_eq!(res["sendto_provider_other_port"], "ok", "{res}");
     assert_eq!(res["sendto_other_ip_443"], "ok", "{res}");
     let mut buf = [0u8; 64];
-    let n = rx_port.recv(&mut buf).expect("datagram to the provider address on another port arrives");
+    let n = rx_port
+        .recv(&mut buf)
+        .expect("datagram to the provider address on another port arrives");
     assert_eq!(&buf[..n], b"other-port");
-    let n = rx_ip.recv(&mut buf).expect("datagram to another address on 443 arrives");
+    let n = rx_ip
+        .recv(&mut buf)
+        .expect("datagram to another address on 443 arrives");
     assert_eq!(&buf[..n], b"other-ip");
-    assert!(e.gw.raw_log().contains("denied udp"), "UDP denial logged by the programs");
+    assert!(
+        e.gw.raw_log().contains("denied udp"),
+        "UDP denial logged by the programs"
+    );
 }
 
 #[test]
@@ -244,7 +342,21 @@ fn ipv6_and_v4_mapped_dials_are_redirected() {
         &["api.openai.com", "v6.example.net"],
     );
     let server6 = FakeServer::start("[::1]:443".parse().unwrap(), &e.pki);
-    let py = run(e.cg.command("python3", &["-c", PY_TLS_CLIENT, "v6.example.net", "::1", "443", e.ca(), "6"]), T);
+    let py = run(
+        e.cg.command(
+            "python3",
+            &[
+                "-c",
+                PY_TLS_CLIENT,
+                "v6.example.net",
+                "::1",
+                "443",
+                e.ca(),
+                "6",
+            ],
+        ),
+        T,
+    );
     assert!(py.ok, "python v6 failed: {py:?}\n{}", e.gw.raw_log());
     let out = json(&py.stdout);
     assert_eq!(out["peer"], serde_json::json!(["::1", 443]));
@@ -253,11 +365,29 @@ fn ipv6_and_v4_mapped_dials_are_redirected() {
     assert_eq!(acc["sni"], "v6.example.net");
     assert_eq!(acc["provider"], "v6");
     assert_eq!(closed["outcome"], "provider");
-    assert_eq!(server6.peers().len(), 1, "the gateway reached the v6 upstream once");
+    assert_eq!(
+        server6.peers().len(),
+        1,
+        "the gateway reached the v6 upstream once"
+    );
 
     // v4-mapped: an AF_INET6 socket dialling ::ffff:127.10.n.1.
     let mapped = format!("::ffff:{}", e.ip);
-    let py = run(e.cg.command("python3", &["-c", PY_TLS_CLIENT, "api.openai.com", &mapped, "443", e.ca(), "6"]), T);
+    let py = run(
+        e.cg.command(
+            "python3",
+            &[
+                "-c",
+                PY_TLS_CLIENT,
+                "api.openai.com",
+                &mapped,
+                "443",
+                e.ca(),
+                "6",
+            ],
+        ),
+        T,
+    );
     assert!(py.ok, "python mapped failed: {py:?}");
     assert_eq!(json(&py.stdout)["peer"], serde_json::json!([mapped, 443]));
     let (acc, _) = e.gw.conn_to(&format!("{}:443", e.ip));
@@ -276,11 +406,17 @@ fn attached(cg: &std::path::Path) -> Vec<(String, String)> {
     if text.trim().is_empty() {
         return Vec::new();
     }
-    let v: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("bpftool json: {e}: {text}"));
+    let v: Value =
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("bpftool json: {e}: {text}"));
     v.as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["attach_type"].as_str().unwrap_or("").to_string(), p["name"].as_str().unwrap_or("").to_string()))
+        .map(|p| {
+            (
+                p["attach_type"].as_str().unwrap_or("").to_string(),
+                p["name"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect()
 }
 
@@ -295,31 +431,64 @@ fn killed_daemon_fails_closed_restart_adopts_and_detach_restores_direct_access()
     e.gw.kill9();
     let seen = e.server.peers().len();
     let refused = e.curl("api.openai.com", true);
-    assert!(!refused.ok, "with the daemon down a provider connect must fail: {refused:?}");
-    assert_eq!(refused.code, Some(7), "curl: couldn't connect (refused): {refused:?}");
+    assert!(
+        !refused.ok,
+        "with the daemon down a provider connect must fail: {refused:?}"
+    );
+    assert_eq!(
+        refused.code,
+        Some(7),
+        "curl: couldn't connect (refused): {refused:?}"
+    );
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(e.server.peers().len(), seen, "nothing reached the provider while the daemon was down");
-    assert_eq!(attached(&e.cg.path).len(), 7, "pins keep the programs attached");
+    assert_eq!(
+        e.server.peers().len(),
+        seen,
+        "nothing reached the provider while the daemon was down"
+    );
+    assert_eq!(
+        attached(&e.cg.path).len(),
+        7,
+        "pins keep the programs attached"
+    );
 
     e.gw.spawn();
-    let modes: Vec<Value> = e.gw.fields("eBPF redirect in force").iter().map(|f| f["mode"].clone()).collect();
+    let modes: Vec<Value> =
+        e.gw.fields("eBPF redirect in force")
+            .iter()
+            .map(|f| f["mode"].clone())
+            .collect();
     assert_eq!(modes, vec![Value::from("Fresh"), Value::from("Adopted")]);
     let again = e.curl("api.openai.com", true);
     assert!(again.ok, "after restart: {again:?}\n{}", e.gw.raw_log());
-    assert_eq!(attached(&e.cg.path), progs, "restart attached nothing twice");
+    assert_eq!(
+        attached(&e.cg.path),
+        progs,
+        "restart attached nothing twice"
+    );
 
     let before = e.accepted_count();
     let out = e.gw.cli(&["detach"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("detached: removed 7 program links"), "{out:?}");
+    assert!(
+        out.status.success() && stdout.contains("detached: removed 7 program links"),
+        "{out:?}"
+    );
     assert!(!e.gw.pin_dir.exists());
     assert_eq!(attached(&e.cg.path), vec![], "detach removes every program");
     let direct = e.curl("api.openai.com", true);
     assert!(direct.ok, "direct after detach: {direct:?}");
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(e.accepted_count(), before, "after detach the gateway sees nothing");
+    assert_eq!(
+        e.accepted_count(),
+        before,
+        "after detach the gateway sees nothing"
+    );
     let out = e.gw.cli(&["detach"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to detach"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nothing to detach"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -337,13 +506,28 @@ fn provider_hosts_are_resolved_re_resolved_by_ttl_and_dropped_after_grace() {
         &name,
         &cg.path,
         "[[provider]]\nname = \"openai\"\nhosts = [\"api.openai.com\", \"offline.example.net\"]\n",
-        &format!("servers = [\"{}\"]\nmin_ttl = \"1s\"\ngrace = \"1s\"\nretry = \"1s\"", dns.addr),
+        &format!(
+            "servers = [\"{}\"]\nmin_ttl = \"1s\"\ngrace = \"1s\"\nretry = \"1s\"",
+            dns.addr
+        ),
     );
     let ca = pki.ca_pem.to_str().unwrap().to_string();
     let resolve = format!("api.openai.com:443:{ip}");
     let curl = || {
         run(
-            cg.command("curl", &["-sS", "--max-time", "5", "--resolve", &resolve, "--cacert", &ca, "https://api.openai.com/"]),
+            cg.command(
+                "curl",
+                &[
+                    "-sS",
+                    "--max-time",
+                    "5",
+                    "--resolve",
+                    &resolve,
+                    "--cacert",
+                    &ca,
+                    "https://api.openai.com/",
+                ],
+            ),
             T,
         )
     };
@@ -360,18 +544,28 @@ fn provider_hosts_are_resolved_re_resolved_by_ttl_and_dropped_after_grace() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(redirected, "the resolved address was never redirected:\n{}", gw.raw_log());
+    assert!(
+        redirected,
+        "the resolved address was never redirected:\n{}",
+        gw.raw_log()
+    );
     let (acc, _) = gw.conn_to(&format!("{ip}:443"));
     assert_eq!(acc["provider"], "openai");
 
     // A name that does not resolve is logged and retried; the gateway keeps serving.
     gw.wait_for(Duration::from_secs(10), |evs| {
-        evs.iter().any(|e| message(e).contains("did not resolve") && e["fields"]["host"] == "offline.example.net")
+        evs.iter().any(|e| {
+            message(e).contains("did not resolve") && e["fields"]["host"] == "offline.example.net"
+        })
     })
     .unwrap_or_else(|| panic!("no warning for the unresolvable host:\n{}", gw.raw_log()));
 
     // The name moves: the old address stays redirected for TTL + grace, then goes direct.
-    dns.set("api.openai.com", &[format!("127.10.{n}.3").parse().unwrap()], 1);
+    dns.set(
+        "api.openai.com",
+        &[format!("127.10.{n}.3").parse().unwrap()],
+        1,
+    );
     let before_queries = dns.queries();
     let mut direct = false;
     for _ in 0..100 {
@@ -384,7 +578,11 @@ fn provider_hosts_are_resolved_re_resolved_by_ttl_and_dropped_after_grace() {
             break;
         }
     }
-    assert!(direct, "the old address was never dropped:\n{}", gw.raw_log());
+    assert!(
+        direct,
+        "the old address was never dropped:\n{}",
+        gw.raw_log()
+    );
     assert!(dns.queries() > before_queries, "the name was re-resolved");
     assert!(!server.peers().is_empty());
     drop(gw);

@@ -45,7 +45,12 @@ enum Cmd {
 }
 
 const NIGHTLY: &str = "nightly";
-const LLVM_PACKAGES: [&str; 4] = ["llvm-22-dev", "libpolly-22-dev", "zlib1g-dev", "libzstd-dev"];
+const LLVM_PACKAGES: [&str; 4] = [
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the tests drive: real clients and namespace tools.
@@ -82,7 +87,9 @@ fn real_main() -> Result<()> {
             let mut cmd = Command::new(&bin);
             cmd.arg("run").args(&args);
             step(&format!("running {} run {}", bin.display(), args.join(" ")));
-            let status = cmd.status().with_context(|| format!("starting {}", bin.display()))?;
+            let status = cmd
+                .status()
+                .with_context(|| format!("starting {}", bin.display()))?;
             if !status.success() {
                 bail!("gateway exited with {status}");
             }
@@ -105,7 +112,15 @@ fn real_main() -> Result<()> {
             build(true)?;
             step("benchmarks (release build)");
             run(cargo()
-                .args(["run", "--release", "-p", "gateway-tests", "--bin", "bench", "--"])
+                .args([
+                    "run",
+                    "--release",
+                    "-p",
+                    "gateway-tests",
+                    "--bin",
+                    "bench",
+                    "--",
+                ])
                 .arg(workspace().join("BENCHMARKS.md"))
                 .env("GATEWAY_BIN", workspace().join("target/release/gateway")))
         }
@@ -135,17 +150,22 @@ fn path_with_cargo_bin() -> OsString {
 fn cargo_home() -> PathBuf {
     env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
+        })
 }
 
 fn cargo() -> Command {
     let mut c = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    c.current_dir(workspace()).env("PATH", path_with_cargo_bin());
+    c.current_dir(workspace())
+        .env("PATH", path_with_cargo_bin());
     c
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{:?} failed with {status}", cmd.get_program());
     }
@@ -154,7 +174,9 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn is_root() -> bool {
@@ -164,8 +186,9 @@ fn is_root() -> bool {
 fn setup() -> Result<()> {
     step("setup: checking the eBPF toolchain (DESIGN §3)");
     // 1. nightly toolchain
-    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
-        .context("rustup is needed to build the eBPF programs; install it from the rustup project")?;
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"])).context(
+        "rustup is needed to build the eBPF programs; install it from the rustup project",
+    )?;
     if toolchains.lines().any(|l| l.starts_with("nightly")) {
         step("setup: nightly toolchain present");
     } else {
@@ -174,8 +197,14 @@ fn setup() -> Result<()> {
             .context("installing the nightly toolchain failed")?;
     }
     // 2. rust-src for nightly (build-std=core)
-    let comps = output(Command::new("rustup").args(["component", "list", "--toolchain", NIGHTLY, "--installed"]))
-        .unwrap_or_default();
+    let comps = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        NIGHTLY,
+        "--installed",
+    ]))
+    .unwrap_or_default();
     if comps.lines().any(|l| l.starts_with("rust-src")) {
         step("setup: nightly rust-src present");
     } else {
@@ -192,7 +221,9 @@ fn setup() -> Result<()> {
     if good {
         step("setup: bpf-linker (LLVM 22) present");
     } else {
-        step(&format!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (takes a few minutes)"));
+        step(&format!(
+            "setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (takes a few minutes)"
+        ));
         let mut path = vec![PathBuf::from(LLVM_PREFIX).join("bin")];
         path.extend(env::split_paths(&path_with_cargo_bin()));
         run(Command::new("cargo")
@@ -227,11 +258,17 @@ fn ensure_debs(pkgs: &[&str]) -> Result<()> {
         return Ok(());
     }
     if !is_root() {
-        bail!("missing Debian packages {}; run as root or install them: apt-get install -y {}", missing.join(" "), missing.join(" "));
+        bail!(
+            "missing Debian packages {}; run as root or install them: apt-get install -y {}",
+            missing.join(" "),
+            missing.join(" ")
+        );
     }
     step(&format!("setup: apt-get install {}", missing.join(" ")));
-    run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))
-        .context("apt-get update failed")?;
+    run(Command::new("apt-get")
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("apt-get update failed")?;
     run(Command::new("apt-get")
         .args(["install", "-y", "--no-install-recommends"])
         .args(&missing)
@@ -242,7 +279,9 @@ fn ensure_debs(pkgs: &[&str]) -> Result<()> {
 fn test_tools() -> Result<()> {
     let missing: Vec<&str> = TEST_PACKAGES
         .iter()
-        .filter(|(bin, _)| output(Command::new("sh").args(["-c", &format!("command -v {bin}")])).is_none())
+        .filter(|(bin, _)| {
+            output(Command::new("sh").args(["-c", &format!("command -v {bin}")])).is_none()
+        })
         .map(|(_, pkg)| *pkg)
         .collect();
     ensure_debs(&missing).context("installing test tools failed")?;
@@ -253,7 +292,10 @@ fn test_tools() -> Result<()> {
 }
 
 fn build(release: bool) -> Result<()> {
-    step(&format!("building the gateway ({})", if release { "release" } else { "debug" }));
+    step(&format!(
+        "building the gateway ({})",
+        if release { "release" } else { "debug" }
+    ));
     let mut c = cargo();
     c.args(["build", "-p", "gateway"]);
     if release {

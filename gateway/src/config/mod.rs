@@ -236,7 +236,10 @@ impl Config {
             return Err(bad("state_dir".into(), "must be an absolute path".into()));
         }
         if self.redirect.ports.is_empty() {
-            return Err(bad("redirect.ports".into(), "must list at least one port".into()));
+            return Err(bad(
+                "redirect.ports".into(),
+                "must list at least one port".into(),
+            ));
         }
         if self.redirect.ports.len() > gateway_common::MAX_PORTS as usize {
             return Err(bad(
@@ -245,7 +248,10 @@ impl Config {
             ));
         }
         if let Some(i) = self.redirect.ports.iter().position(|p| *p == 0) {
-            return Err(bad(format!("redirect.ports[{i}]"), "port 0 is not a port".into()));
+            return Err(bad(
+                format!("redirect.ports[{i}]"),
+                "port 0 is not a port".into(),
+            ));
         }
         if self.listen.addr.port() == 0 || !self.listen.addr.is_ipv4() {
             return Err(bad(
@@ -262,7 +268,10 @@ impl Config {
             ));
         }
         if !self.redirect.pin_dir.is_absolute() {
-            return Err(bad("redirect.pin_dir".into(), "must be an absolute path".into()));
+            return Err(bad(
+                "redirect.pin_dir".into(),
+                "must be an absolute path".into(),
+            ));
         }
         if self.redirect.bypass_mark == 0 {
             return Err(bad(
@@ -275,7 +284,10 @@ impl Config {
                 .map_err(|e| bad("redirect.cgroup".into(), e.to_string()))?;
         }
         if self.dns.min_ttl > self.dns.max_ttl {
-            return Err(bad("dns.min_ttl".into(), "must not exceed dns.max_ttl".into()));
+            return Err(bad(
+                "dns.min_ttl".into(),
+                "must not exceed dns.max_ttl".into(),
+            ));
         }
         if self.dns.retry.is_zero() {
             return Err(bad("dns.retry".into(), "must be greater than zero".into()));
@@ -283,7 +295,10 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for (i, p) in self.providers.iter().enumerate() {
             if p.name.is_empty() {
-                return Err(bad(format!("provider[{i}].name"), "must not be empty".into()));
+                return Err(bad(
+                    format!("provider[{i}].name"),
+                    "must not be empty".into(),
+                ));
             }
             if !names.insert(p.name.as_str()) {
                 return Err(bad(
@@ -301,7 +316,10 @@ impl Config {
             if let Some(k) = &p.key
                 && k.is_empty()
             {
-                return Err(bad(format!("provider[{i}].key"), "must not be empty".into()));
+                return Err(bad(
+                    format!("provider[{i}].key"),
+                    "must not be empty".into(),
+                ));
             }
             let builtin = provider::builtin_names().contains(&p.name.as_str());
             if !builtin && p.enabled != Some(false) && p.hosts.is_empty() {
@@ -328,7 +346,9 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     }
     match s.parse::<std::net::IpAddr>() {
         Ok(ip) => Ok(IpNet::from(ip)),
-        Err(_) => Err(format!("`{s}` is not a CIDR (like 192.0.2.0/24 or 2001:db8::/32)")),
+        Err(_) => Err(format!(
+            "`{s}` is not a CIDR (like 192.0.2.0/24 or 2001:db8::/32)"
+        )),
     }
 }
 

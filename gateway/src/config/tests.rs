@@ -1,7 +1,9 @@
 use super::*;
 
 fn err(text: &str) -> String {
-    Config::parse(text, "t.toml").expect_err("config should be rejected").to_string()
+    Config::parse(text, "t.toml")
+        .expect_err("config should be rejected")
+        .to_string()
 }
 
 #[test]
@@ -34,7 +36,10 @@ fn the_design_example_keys_parse() {
     );
     // /proc is not a cgroup2 directory: the error names the key.
     let e = c.expect_err("not cgroup2").to_string();
-    assert!(e.contains("`redirect.cgroup`") && e.contains("not on a cgroup v2"), "{e}");
+    assert!(
+        e.contains("`redirect.cgroup`") && e.contains("not on a cgroup v2"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -48,7 +53,10 @@ fn unknown_keys_are_named() {
 #[test]
 fn bad_cidrs_are_named_with_their_index() {
     let e = err("[[provider]]\nname = \"openai\"\naddrs = [\"127.10.0.1/32\", \"10.0.0.300/8\"]\n");
-    assert!(e.contains("provider[0].addrs[1]") && e.contains("10.0.0.300/8"), "{e}");
+    assert!(
+        e.contains("provider[0].addrs[1]") && e.contains("10.0.0.300/8"),
+        "{e}"
+    );
     let e = err("[[provider]]\nname = \"openai\"\naddrs = [\"10.0.0.0/33\"]\n");
     assert!(e.contains("provider[0].addrs[0]"), "{e}");
 }
@@ -56,7 +64,10 @@ fn bad_cidrs_are_named_with_their_index() {
 #[test]
 fn missing_cgroup_is_named() {
     let e = err("[redirect]\ncgroup = \"/sys/fs/cgroup/does-not-exist-gw\"\n");
-    assert!(e.contains("redirect.cgroup") && e.contains("does not exist"), "{e}");
+    assert!(
+        e.contains("redirect.cgroup") && e.contains("does not exist"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -69,8 +80,13 @@ fn other_bad_values() {
     assert!(err("state_dir = \"relative\"\n").contains("state_dir"));
     assert!(err("[dns]\ngrace = \"ten minutes\"\n").contains("duration"));
     assert!(err("[[provider]]\nname = \"x\"\n").contains("provider[0].hosts"));
-    assert!(err("[[provider]]\nname = \"openai\"\n[[provider]]\nname = \"openai\"\n").contains("twice"));
-    assert!(err("[[provider]]\nname = \"x\"\nhosts = [\"not a host\"]\n").contains("provider[0].hosts[0]"));
+    assert!(
+        err("[[provider]]\nname = \"openai\"\n[[provider]]\nname = \"openai\"\n").contains("twice")
+    );
+    assert!(
+        err("[[provider]]\nname = \"x\"\nhosts = [\"not a host\"]\n")
+            .contains("provider[0].hosts[0]")
+    );
     assert!(err("[redirect]\nbypass_mark = 0\n").contains("bypass_mark"));
     assert!(err("this is not toml").contains("t.toml"));
 }

@@ -46,7 +46,11 @@ pub fn parse(buf: &[u8]) -> Parsed {
             return Parsed::Malformed("non-handshake record inside the ClientHello");
         }
         if rec[1] != 0x03 {
-            return if pos == 0 { Parsed::NotTls } else { Parsed::Malformed("bad record version") };
+            return if pos == 0 {
+                Parsed::NotTls
+            } else {
+                Parsed::Malformed("bad record version")
+            };
         }
         let len = u16::from_be_bytes([rec[3], rec[4]]) as usize;
         if len == 0 || len > 16384 + 2048 {
@@ -129,7 +133,9 @@ fn parse_body(body: &[u8]) -> Option<ClientHello> {
                     return None; // a second server_name extension is an attack on parsers
                 }
                 seen_sni = true;
-                let mut list = Reader { b: Reader { b: data }.vec16()? };
+                let mut list = Reader {
+                    b: Reader { b: data }.vec16()?,
+                };
                 while !list.b.is_empty() {
                     let kind = list.u8()?;
                     let name = list.vec16()?;
@@ -146,7 +152,9 @@ fn parse_body(body: &[u8]) -> Option<ClientHello> {
                 }
             }
             16 => {
-                let mut list = Reader { b: Reader { b: data }.vec16()? };
+                let mut list = Reader {
+                    b: Reader { b: data }.vec16()?,
+                };
                 while !list.b.is_empty() {
                     hello.alpn.push(list.vec8()?.to_vec());
                 }
@@ -211,7 +219,10 @@ mod tests {
 
     #[test]
     fn reads_sni_and_alpn() {
-        let b = hello_bytes(&[sni_ext("API.OpenAI.com"), alpn_ext(&[b"h2", b"http/1.1"])], 16384);
+        let b = hello_bytes(
+            &[sni_ext("API.OpenAI.com"), alpn_ext(&[b"h2", b"http/1.1"])],
+            16384,
+        );
         match parse(&b) {
             Parsed::Hello(h) => {
                 assert_eq!(h.sni.as_deref(), Some("api.openai.com"));
@@ -228,7 +239,9 @@ mod tests {
         for i in 0..b.len() {
             assert_eq!(parse(&b[..i]), Parsed::Incomplete, "prefix {i}");
         }
-        assert!(matches!(parse(&b), Parsed::Hello(h) if h.sni.as_deref() == Some("api.anthropic.com")));
+        assert!(
+            matches!(parse(&b), Parsed::Hello(h) if h.sni.as_deref() == Some("api.anthropic.com"))
+        );
     }
 
     #[test]

@@ -129,7 +129,10 @@ impl Drop for ConnResult {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Read until the ClientHello is complete (or the bytes are clearly not one).
-async fn read_hello(stream: &mut TcpStream, timeout: Duration) -> std::io::Result<(Vec<u8>, Parsed)> {
+async fn read_hello(
+    stream: &mut TcpStream,
+    timeout: Duration,
+) -> std::io::Result<(Vec<u8>, Parsed)> {
     let mut buf = Vec::with_capacity(2048);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -149,7 +152,11 @@ async fn read_hello(stream: &mut TcpStream, timeout: Duration) -> std::io::Resul
             Err(_) => return Ok((buf, Parsed::Malformed("ClientHello incomplete at timeout"))),
         };
         if n == 0 {
-            let p = if buf.is_empty() { Parsed::NotTls } else { Parsed::Malformed("EOF inside ClientHello") };
+            let p = if buf.is_empty() {
+                Parsed::NotTls
+            } else {
+                Parsed::Malformed("EOF inside ClientHello")
+            };
             return Ok((buf, p));
         }
         buf.extend_from_slice(&chunk[..n]);
@@ -236,7 +243,9 @@ impl Intercept {
         );
         result.orig_dst = Some(rec.orig_dst);
         result.ident = Some(ident);
-        self.serve_conn(stream, rec.orig_dst, &mut result).instrument(span).await;
+        self.serve_conn(stream, rec.orig_dst, &mut result)
+            .instrument(span)
+            .await;
     }
 
     async fn serve_conn(&self, mut client: TcpStream, dst: OrigDstAddr, result: &mut ConnResult) {
@@ -257,7 +266,10 @@ impl Intercept {
             }
             Parsed::Hello(h) => {
                 result.sni = h.sni.clone();
-                h.sni.as_deref().and_then(|s| self.catalog.match_host(s)).cloned()
+                h.sni
+                    .as_deref()
+                    .and_then(|s| self.catalog.match_host(s))
+                    .cloned()
             }
             Parsed::NotTls | Parsed::Incomplete => None,
         };
@@ -281,14 +293,15 @@ impl Intercept {
             "connection accepted"
         );
         result.provider = provider.as_ref().map(|p| p.name.clone());
-        let mut upstream = match upstream::connect(dst, self.cfg.bypass_mark, self.cfg.connect_timeout).await {
-            Ok(s) => s,
-            Err(e) => {
-                result.outcome = Outcome::UpstreamFailed;
-                result.error = Some(e.to_string());
-                return;
-            }
-        };
+        let mut upstream =
+            match upstream::connect(dst, self.cfg.bypass_mark, self.cfg.connect_timeout).await {
+                Ok(s) => s,
+                Err(e) => {
+                    result.outcome = Outcome::UpstreamFailed;
+                    result.error = Some(e.to_string());
+                    return;
+                }
+            };
         if let Err(e) = upstream.write_all(&prefix).await {
             result.outcome = Outcome::UpstreamFailed;
             result.error = Some(format!("forwarding ClientHello: {e}"));
@@ -301,7 +314,11 @@ impl Intercept {
         result.reset = stats.reset;
         match stats.error {
             None => {
-                result.outcome = if provider.is_some() { Outcome::Provider } else { Outcome::Spliced };
+                result.outcome = if provider.is_some() {
+                    Outcome::Provider
+                } else {
+                    Outcome::Spliced
+                };
             }
             Some(e) => {
                 debug!(error = %e, "splice ended with an error");

@@ -135,7 +135,11 @@ impl AddrSet {
     }
 
     /// Bring `sink` to the desired set: insert first, then remove.
-    pub fn sync(&mut self, sink: &mut dyn CidrSink, now: Instant) -> Result<(usize, usize), RedirectError> {
+    pub fn sync(
+        &mut self,
+        sink: &mut dyn CidrSink,
+        now: Instant,
+    ) -> Result<(usize, usize), RedirectError> {
         let want = self.desired(now);
         let have = sink.current();
         let add: Vec<_> = want.difference(&have).copied().collect();
@@ -200,7 +204,12 @@ pub async fn maintain(
     };
     if let Some(resolver) = resolver {
         for host in hosts {
-            tokio::spawn(resolve_loop(resolver.clone(), host, cfg.clone(), tx.clone()));
+            tokio::spawn(resolve_loop(
+                resolver.clone(),
+                host,
+                cfg.clone(),
+                tx.clone(),
+            ));
         }
     }
     drop(tx);
@@ -240,7 +249,15 @@ async fn resolve_loop(resolver: TokioResolver, host: String, cfg: Dns, tx: mpsc:
                     .clamp(cfg.min_ttl, cfg.max_ttl);
                 let ips: Vec<IpAddr> = lookup.iter().collect();
                 let until = now + ttl + cfg.grace;
-                if tx.send(Resolved { host: host.clone(), ips, until }).await.is_err() {
+                if tx
+                    .send(Resolved {
+                        host: host.clone(),
+                        ips,
+                        until,
+                    })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 ttl
@@ -248,7 +265,7 @@ async fn resolve_loop(resolver: TokioResolver, host: String, cfg: Dns, tx: mpsc:
             Err(e) => {
                 failures += 1;
                 // Warn on the first failure and then every tenth, so an offline host is not noisy.
-                if failures == 1 || failures % 10 == 0 {
+                if failures == 1 || failures.is_multiple_of(10) {
                     warn!(%host, error = %e, failures, retry_in = ?cfg.retry, "provider host did not resolve; will retry");
                 }
                 cfg.retry
@@ -287,18 +304,25 @@ mod tests {
         let t0 = Instant::now();
         let mut set = AddrSet::new([net("127.10.0.0/24")].into());
         let mut sink = SetSink::default();
-        set.confirm(&["192.0.2.7".parse().unwrap()], t0 + Duration::from_secs(90));
+        set.confirm(
+            &["192.0.2.7".parse().unwrap()],
+            t0 + Duration::from_secs(90),
+        );
         set.sync(&mut sink, t0).unwrap();
         assert!(sink.0.contains(&net("192.0.2.7/32")));
         assert!(sink.0.contains(&net("127.10.0.0/24")));
         // Re-resolution moved the name elsewhere: the old address stays until its time is up.
-        set.confirm(&["192.0.2.8".parse().unwrap()], t0 + Duration::from_secs(200));
+        set.confirm(
+            &["192.0.2.8".parse().unwrap()],
+            t0 + Duration::from_secs(200),
+        );
         set.sync(&mut sink, t0 + Duration::from_secs(60)).unwrap();
         assert!(sink.0.contains(&net("192.0.2.7/32")));
         set.sync(&mut sink, t0 + Duration::from_secs(91)).unwrap();
         assert!(!sink.0.contains(&net("192.0.2.7/32")));
         assert!(sink.0.contains(&net("192.0.2.8/32")));
-        set.sync(&mut sink, t0 + Duration::from_secs(100_000)).unwrap();
+        set.sync(&mut sink, t0 + Duration::from_secs(100_000))
+            .unwrap();
         assert_eq!(sink.0, [net("127.10.0.0/24")].into());
     }
 
@@ -309,8 +333,14 @@ mod tests {
         let mut set = AddrSet::new([net("127.10.0.1/32")].into());
         set.inherit(&sink.current(), t0, Duration::from_secs(600));
         set.sync(&mut sink, t0).unwrap();
-        assert!(sink.0.contains(&net("198.51.100.1/32")), "kept for the grace period");
-        assert!(!sink.0.contains(&net("10.9.0.0/16")), "a CIDR no longer configured goes at once");
+        assert!(
+            sink.0.contains(&net("198.51.100.1/32")),
+            "kept for the grace period"
+        );
+        assert!(
+            !sink.0.contains(&net("10.9.0.0/16")),
+            "a CIDR no longer configured goes at once"
+        );
         set.sync(&mut sink, t0 + Duration::from_secs(601)).unwrap();
         assert_eq!(sink.0, [net("127.10.0.1/32")].into());
     }

@@ -11,7 +11,9 @@ use nix::sys::statfs::{BPF_FS_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("no cgroup v2 filesystem is mounted (looked in /proc/self/mountinfo); mount one with `mount -t cgroup2 none /sys/fs/cgroup`")]
+    #[error(
+        "no cgroup v2 filesystem is mounted (looked in /proc/self/mountinfo); mount one with `mount -t cgroup2 none /sys/fs/cgroup`"
+    )]
     NoCgroup2,
     #[error("cannot read /proc/self/mountinfo: {0}")]
     MountInfo(std::io::Error),
@@ -26,7 +28,9 @@ pub enum CgroupError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not on a bpf filesystem and mounting bpffs at {mountpoint} failed: {source}")]
+    #[error(
+        "{path} is not on a bpf filesystem and mounting bpffs at {mountpoint} failed: {source}"
+    )]
     BpfFs {
         path: PathBuf,
         mountpoint: PathBuf,
@@ -66,7 +70,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -158,7 +165,9 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<bool, CgroupError> {
         Some("bpf"),
         mountpoint,
         Some("bpf"),
-        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
         None::<&str>,
     )
     .map_err(|source| CgroupError::BpfFs {
@@ -199,8 +208,14 @@ mod tests {
 
     #[test]
     fn finds_cgroup2_on_hybrid_and_modern_hosts() {
-        assert_eq!(find_cgroup2(&parse_mountinfo(HYBRID)), Some("/sys/fs/cgroup/unified".into()));
-        assert_eq!(find_cgroup2(&parse_mountinfo(MODERN)), Some("/sys/fs/cgroup".into()));
+        assert_eq!(
+            find_cgroup2(&parse_mountinfo(HYBRID)),
+            Some("/sys/fs/cgroup/unified".into())
+        );
+        assert_eq!(
+            find_cgroup2(&parse_mountinfo(MODERN)),
+            Some("/sys/fs/cgroup".into())
+        );
         assert_eq!(find_cgroup2(&parse_mountinfo("garbage\n")), None);
     }
 
@@ -212,8 +227,17 @@ mod tests {
 
     #[test]
     fn rejects_missing_and_non_cgroup_dirs() {
-        assert!(matches!(check_cgroup_dir(Path::new("/nonexistent/cg")), Err(CgroupError::Missing(_))));
-        assert!(matches!(check_cgroup_dir(Path::new("/tmp")), Err(CgroupError::NotCgroup2 { .. })));
-        assert!(matches!(check_cgroup_dir(Path::new("/etc/hostname")), Err(CgroupError::NotDir(_))));
+        assert!(matches!(
+            check_cgroup_dir(Path::new("/nonexistent/cg")),
+            Err(CgroupError::Missing(_))
+        ));
+        assert!(matches!(
+            check_cgroup_dir(Path::new("/tmp")),
+            Err(CgroupError::NotCgroup2 { .. })
+        ));
+        assert!(matches!(
+            check_cgroup_dir(Path::new("/etc/hostname")),
+            Err(CgroupError::NotDir(_))
+        ));
     }
 }

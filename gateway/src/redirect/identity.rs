@@ -42,7 +42,9 @@ pub struct CgroupOwner {
 pub fn parse_cgroup_path(path: &str) -> CgroupOwner {
     let mut owner = CgroupOwner::default();
     for comp in path.split('/').filter(|c| !c.is_empty()) {
-        if let Some(uid) = comp.strip_prefix("user-").and_then(|r| r.strip_suffix(".slice"))
+        if let Some(uid) = comp
+            .strip_prefix("user-")
+            .and_then(|r| r.strip_suffix(".slice"))
             && uid.bytes().all(|b| b.is_ascii_digit())
         {
             owner.slice = Some(comp.to_string());
@@ -73,7 +75,9 @@ pub fn parse_cgroup_path(path: &str) -> CgroupOwner {
 }
 
 fn is_uid_like(s: &str) -> bool {
-    s.len() == 36 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_')
+    s.len() == 36
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_')
 }
 
 fn is_container_id(s: &str) -> bool {
@@ -137,7 +141,12 @@ impl IdentityResolver {
     /// /proc/<tgid>/cgroup when that process still lives there, else by walking the hierarchy.
     fn cgroup_path(&self, tgid: u32, id: u64) -> Option<String> {
         let root = self.cgroup_root.as_ref()?;
-        if let Some(p) = self.cgroups.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        if let Some(p) = self
+            .cgroups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
             return Some(p.clone());
         }
         let found = proc_cgroup(tgid)
@@ -177,7 +186,9 @@ fn walk_for(root: &Path, id: u64) -> Option<String> {
         if visited > 20_000 {
             return None;
         }
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in rd.flatten() {
             let Ok(ft) = e.file_type() else { continue };
             if !ft.is_dir() {
@@ -214,12 +225,18 @@ mod tests {
         let o = parse_cgroup_path(&format!(
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod6f1c2a3b_1d2e_4f50_8a9b_0c1d2e3f4a5b.slice/cri-containerd-{cid}.scope"
         ));
-        assert_eq!(o.pod_uid.as_deref(), Some("6f1c2a3b-1d2e-4f50-8a9b-0c1d2e3f4a5b"));
+        assert_eq!(
+            o.pod_uid.as_deref(),
+            Some("6f1c2a3b-1d2e-4f50-8a9b-0c1d2e3f4a5b")
+        );
         assert_eq!(o.container_id.as_deref(), Some(cid.as_str()));
         let o = parse_cgroup_path(&format!(
             "/kubepods/besteffort/pod6f1c2a3b-1d2e-4f50-8a9b-0c1d2e3f4a5b/{cid}"
         ));
-        assert_eq!(o.pod_uid.as_deref(), Some("6f1c2a3b-1d2e-4f50-8a9b-0c1d2e3f4a5b"));
+        assert_eq!(
+            o.pod_uid.as_deref(),
+            Some("6f1c2a3b-1d2e-4f50-8a9b-0c1d2e3f4a5b")
+        );
         assert_eq!(o.container_id.as_deref(), Some(cid.as_str()));
     }
 

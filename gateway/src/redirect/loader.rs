@@ -150,7 +150,11 @@ pub fn attach_or_adopt(opts: &AttachOptions<'_>) -> Result<Attached, RedirectErr
         (ebpf, AttachMode::Adopted, Vec::new())
     } else {
         // Keep the old links alive (and so the old programs attached) until the new ones are.
-        let old_links = if existing { take_down_pins(&layout)? } else { Vec::new() };
+        let old_links = if existing {
+            take_down_pins(&layout)?
+        } else {
+            Vec::new()
+        };
         for dir in ["maps", "links", "progs"] {
             let d = opts.pin_dir.join(dir);
             std::fs::create_dir_all(&d).map_err(io_err(&d))?;
@@ -191,7 +195,9 @@ fn attach_all(ebpf: &mut Ebpf, layout: &PinLayout, cgroup: &Path) -> Result<(), 
         let id = prog
             .attach(&cg, CgroupAttachMode::Single)
             .map_err(bpf_err(format!("attach {name} to {}", cgroup.display())))?;
-        let link = prog.take_link(id).map_err(bpf_err(format!("take link {name}")))?;
+        let link = prog
+            .take_link(id)
+            .map_err(bpf_err(format!("take link {name}")))?;
         let link = FdLink::try_from(link).map_err(bpf_err(format!("link {name}")))?;
         link.pin(layout.link(name))
             .map_err(pin_err(format!("pin link {name}")))?;
@@ -208,7 +214,9 @@ fn attach_all(ebpf: &mut Ebpf, layout: &PinLayout, cgroup: &Path) -> Result<(), 
     let id = prog
         .attach(&cg, CgroupAttachMode::Single)
         .map_err(bpf_err(format!("attach {name} to {}", cgroup.display())))?;
-    let link = prog.take_link(id).map_err(bpf_err(format!("take link {name}")))?;
+    let link = prog
+        .take_link(id)
+        .map_err(bpf_err(format!("take link {name}")))?;
     let link = FdLink::try_from(link).map_err(bpf_err(format!("link {name}")))?;
     link.pin(layout.link(name))
         .map_err(pin_err(format!("pin link {name}")))?;
@@ -226,14 +234,18 @@ fn write_config(
 ) -> Result<(), RedirectError> {
     {
         let mut proxy: Array<&mut MapData, ProxyConfig> = Array::try_from(
-            ebpf.map_mut(maps::PROXY).ok_or(RedirectError::MissingMap(maps::PROXY))?,
+            ebpf.map_mut(maps::PROXY)
+                .ok_or(RedirectError::MissingMap(maps::PROXY))?,
         )
         .map_err(bpf_err("GW_PROXY"))?;
-        proxy.set(0, opts.proxy, 0).map_err(bpf_err("write GW_PROXY"))?;
+        proxy
+            .set(0, opts.proxy, 0)
+            .map_err(bpf_err("write GW_PROXY"))?;
     }
     {
         let mut ports: HashMap<&mut MapData, u16, u8> = HashMap::try_from(
-            ebpf.map_mut(maps::PORTS).ok_or(RedirectError::MissingMap(maps::PORTS))?,
+            ebpf.map_mut(maps::PORTS)
+                .ok_or(RedirectError::MissingMap(maps::PORTS))?,
         )
         .map_err(bpf_err("GW_PORTS"))?;
         let stale: Vec<u16> = ports
@@ -249,7 +261,8 @@ fn write_config(
         }
     }
     let mut meta: Array<&mut MapData, Meta> = Array::try_from(
-        ebpf.map_mut(maps::META).ok_or(RedirectError::MissingMap(maps::META))?,
+        ebpf.map_mut(maps::META)
+            .ok_or(RedirectError::MissingMap(maps::META))?,
     )
     .map_err(bpf_err("GW_META"))?;
     meta.set(

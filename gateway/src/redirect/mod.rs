@@ -73,7 +73,9 @@ fn proxy_config(cfg: &Config, v6_listening: bool) -> ProxyConfig {
         SocketAddr::V6(_) => unreachable!("validated: listen.addr is IPv4"),
     };
     let (v6_addr, v6_port) = match cfg.listen.addr6 {
-        Some(SocketAddr::V6(a)) if v6_listening => (origdst::ip_to_words((*a.ip()).into()), a.port()),
+        Some(SocketAddr::V6(a)) if v6_listening => {
+            (origdst::ip_to_words((*a.ip()).into()), a.port())
+        }
         _ => ([0; 4], 0),
     };
     ProxyConfig {
@@ -82,7 +84,11 @@ fn proxy_config(cfg: &Config, v6_listening: bool) -> ProxyConfig {
         v4_port: v4.port(),
         v6_port,
         bypass_mark: cfg.redirect.bypass_mark,
-        flags: if v6_listening && v6_port != 0 { PROXY_F_V6 } else { 0 },
+        flags: if v6_listening && v6_port != 0 {
+            PROXY_F_V6
+        } else {
+            0
+        },
         bypass_tgid: std::process::id(),
     }
 }
@@ -100,9 +106,17 @@ where
 
 impl Redirect {
     /// Attach (or adopt), then start the background tasks. Must run inside a tokio runtime.
-    pub fn start(cfg: &Config, catalog: &Catalog, v6_listening: bool) -> Result<Self, RedirectError> {
+    pub fn start(
+        cfg: &Config,
+        catalog: &Catalog,
+        v6_listening: bool,
+    ) -> Result<Self, RedirectError> {
         let cg_root = cgroup::cgroup2_mount()?;
-        let cgroup = cfg.redirect.cgroup.clone().unwrap_or_else(|| cg_root.clone());
+        let cgroup = cfg
+            .redirect
+            .cgroup
+            .clone()
+            .unwrap_or_else(|| cg_root.clone());
         cgroup::check_cgroup_dir(&cgroup)?;
         let sha = loader::object_sha256();
         let attached = loader::attach_or_adopt(&loader::AttachOptions {

@@ -49,7 +49,11 @@ pub struct ConnRecord {
 impl ConnRecord {
     pub fn from_info(info: &ConnInfo) -> Self {
         let ip = words_to_ip(&info.orig_ip);
-        let end = info.comm.iter().position(|b| *b == 0).unwrap_or(info.comm.len());
+        let end = info
+            .comm
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(info.comm.len());
         Self {
             orig_dst: OrigDstAddr(SocketAddr::new(ip, info.orig_port)),
             v6_socket: info.sock_family == AF_INET6,
@@ -71,7 +75,11 @@ pub enum OrigDstError {
 
 pub trait OrigDst: Send + Sync + 'static {
     /// Take (look up and delete) the record of the connection `client` → `proxy`.
-    fn take(&self, client: ClientAddr, proxy: ProxyAddr) -> Result<Option<ConnRecord>, OrigDstError>;
+    fn take(
+        &self,
+        client: ClientAddr,
+        proxy: ProxyAddr,
+    ) -> Result<Option<ConnRecord>, OrigDstError>;
 }
 
 /// Unmap `::ffff:a.b.c.d` to `a.b.c.d`; everything else unchanged.
@@ -92,7 +100,9 @@ pub fn ip_to_words(ip: IpAddr) -> [u32; 4] {
         IpAddr::V6(v6) => v6,
     };
     let o = v6.octets();
-    std::array::from_fn(|i| u32::from_ne_bytes([o[i * 4], o[i * 4 + 1], o[i * 4 + 2], o[i * 4 + 3]]))
+    std::array::from_fn(|i| {
+        u32::from_ne_bytes([o[i * 4], o[i * 4 + 1], o[i * 4 + 2], o[i * 4 + 3]])
+    })
 }
 
 pub fn words_to_ip(w: &[u32; 4]) -> IpAddr {
@@ -131,7 +141,11 @@ impl BpfOrigDst {
 }
 
 impl OrigDst for BpfOrigDst {
-    fn take(&self, client: ClientAddr, proxy: ProxyAddr) -> Result<Option<ConnRecord>, OrigDstError> {
+    fn take(
+        &self,
+        client: ClientAddr,
+        proxy: ProxyAddr,
+    ) -> Result<Option<ConnRecord>, OrigDstError> {
         let key = flow_key(
             ClientAddr(normalize(client.0)),
             ProxyAddr(normalize(proxy.0)),
@@ -165,7 +179,11 @@ impl MockOrigDst {
 }
 
 impl OrigDst for MockOrigDst {
-    fn take(&self, client: ClientAddr, _proxy: ProxyAddr) -> Result<Option<ConnRecord>, OrigDstError> {
+    fn take(
+        &self,
+        client: ClientAddr,
+        _proxy: ProxyAddr,
+    ) -> Result<Option<ConnRecord>, OrigDstError> {
         Ok(self
             .records
             .lock()
@@ -193,7 +211,10 @@ mod tests {
     #[test]
     fn normalize_unmaps_v4_mapped_peers() {
         let a: SocketAddr = "[::ffff:127.0.0.1]:4000".parse().unwrap();
-        assert_eq!(normalize(a), "127.0.0.1:4000".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            normalize(a),
+            "127.0.0.1:4000".parse::<SocketAddr>().unwrap()
+        );
         let b: SocketAddr = "[::1]:4000".parse().unwrap();
         assert_eq!(normalize(b), b);
     }
@@ -215,7 +236,10 @@ mod tests {
             comm,
         };
         let r = ConnRecord::from_info(&info);
-        assert_eq!(r.orig_dst.0, "127.10.0.1:443".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            r.orig_dst.0,
+            "127.10.0.1:443".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(r.comm, "curl");
         assert!(!r.v6_socket);
     }
