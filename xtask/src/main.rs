@@ -100,11 +100,12 @@ fn real_main() -> Result<()> {
             test_tools()?;
             build(false)?;
             let bin = workspace().join("target/debug/gateway");
-            step("cargo test --workspace (unit, in-process, privileged end-to-end)");
-            run(cargo()
-                .args(["test", "--workspace", "--no-fail-fast"])
+            step("cargo test (default members: unit, in-process, privileged end-to-end)");
+            let mut c = cargo();
+            c.args(["test", "--no-fail-fast"])
                 .args(&args)
-                .env("GATEWAY_BIN", &bin))
+                .env("GATEWAY_BIN", &bin);
+            run_tests(c)
         }
         Cmd::Bench => {
             setup()?;
@@ -168,6 +169,43 @@ fn run(cmd: &mut Command) -> Result<()> {
         .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{:?} failed with {status}", cmd.get_program());
+    }
+    Ok(())
+}
+
+/// Run `cargo test`, echoing its output, and close with one summary line over every test
+/// binary ("tests: N passed, M failed"). Fails when a test failed or none ran.
+fn run_tests(mut cmd: Command) -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(['.', ';']) {
+                let mut w = part.split_whitespace();
+                if let (Some(n), Some(kind)) = (w.next(), w.next()) {
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match kind {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed");
+    if !status.success() || failed > 0 {
+        bail!("tests failed ({failed} failed, cargo exited with {status})");
+    }
+    if passed == 0 {
+        bail!("no test ran");
     }
     Ok(())
 }
