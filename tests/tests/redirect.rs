@@ -587,3 +587,38 @@ fn provider_hosts_are_resolved_re_resolved_by_ttl_and_dropped_after_grace() {
     assert!(!server.peers().is_empty());
     drop(gw);
 }
+
+#[test]
+fn pins_for_another_cgroup_are_replaced_not_stacked() {
+    let mut e = env();
+    assert_eq!(attached(&e.cg.path).len(), 7);
+    e.gw.kill9();
+    // Same pin dir, another cgroup: the old programs must go, the new ones attach once.
+    let other = CgroupGuard::new(&format!("{}-b", e.name));
+    let text = std::fs::read_to_string(&e.gw.config).unwrap();
+    let moved = text.replace(
+        &format!("cgroup = \"{}\"", e.cg.path.display()),
+        &format!("cgroup = \"{}\"", other.path.display()),
+    );
+    assert_ne!(text, moved);
+    std::fs::write(&e.gw.config, moved).unwrap();
+    e.gw.spawn();
+    let modes: Vec<Value> = e.gw.fields("eBPF redirect in force").iter().map(|f| f["mode"].clone()).collect();
+    assert_eq!(modes, vec![Value::from("Fresh"), Value::from("Replaced")]);
+    assert_eq!(attached(&e.cg.path), vec![], "old cgroup released");
+    assert_eq!(attached(&other.path).len(), 7, "new cgroup attached once");
+    // A client in the new cgroup is redirected; one in the old cgroup goes direct.
+    let resolve = format!("api.openai.com:443:{}", e.ip);
+    let args = ["-sS", "--max-time", "10", "--resolve", &resolve, "--cacert", e.ca(), "https://api.openai.com/"];
+    let r = run(other.command("curl", &args), T);
+    assert!(r.ok, "{r:?}");
+    let (acc, _) = e.gw.conn_to(&format!("{}:443", e.ip));
+    assert_eq!(acc["pid"], r.pid);
+    let before = e.accepted_count();
+    let r = run(e.cg.command("curl", &args), T);
+    assert!(r.ok, "{r:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(e.accepted_count(), before, "the old cgroup is no longer redirected");
+    drop(e.gw);
+    drop(other);
+}

@@ -332,10 +332,10 @@ impl Config {
         Ok(())
     }
 
-    /// The config as TOML, for logging once at start. Holds no secrets today; keys live in the
-    /// vault, and only their names appear here.
+    /// The config as one line of JSON, for logging once at start. Holds no secrets: keys live
+    /// in the vault, and only their names appear here.
     pub fn effective(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+        serde_json::to_string(self).unwrap_or_else(|e| format!("<unprintable: {e}>"))
     }
 }
 
