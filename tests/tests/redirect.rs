@@ -603,13 +603,26 @@ fn pins_for_another_cgroup_are_replaced_not_stacked() {
     assert_ne!(text, moved);
     std::fs::write(&e.gw.config, moved).unwrap();
     e.gw.spawn();
-    let modes: Vec<Value> = e.gw.fields("eBPF redirect in force").iter().map(|f| f["mode"].clone()).collect();
+    let modes: Vec<Value> =
+        e.gw.fields("eBPF redirect in force")
+            .iter()
+            .map(|f| f["mode"].clone())
+            .collect();
     assert_eq!(modes, vec![Value::from("Fresh"), Value::from("Replaced")]);
     assert_eq!(attached(&e.cg.path), vec![], "old cgroup released");
     assert_eq!(attached(&other.path).len(), 7, "new cgroup attached once");
     // A client in the new cgroup is redirected; one in the old cgroup goes direct.
     let resolve = format!("api.openai.com:443:{}", e.ip);
-    let args = ["-sS", "--max-time", "10", "--resolve", &resolve, "--cacert", e.ca(), "https://api.openai.com/"];
+    let args = [
+        "-sS",
+        "--max-time",
+        "10",
+        "--resolve",
+        &resolve,
+        "--cacert",
+        e.ca(),
+        "https://api.openai.com/",
+    ];
     let r = run(other.command("curl", &args), T);
     assert!(r.ok, "{r:?}");
     let (acc, _) = e.gw.conn_to(&format!("{}:443", e.ip));
@@ -618,7 +631,11 @@ fn pins_for_another_cgroup_are_replaced_not_stacked() {
     let r = run(e.cg.command("curl", &args), T);
     assert!(r.ok, "{r:?}");
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(e.accepted_count(), before, "the old cgroup is no longer redirected");
+    assert_eq!(
+        e.accepted_count(),
+        before,
+        "the old cgroup is no longer redirected"
+    );
     drop(e.gw);
     drop(other);
 }
