@@ -159,9 +159,14 @@ pub fn attach_or_adopt(opts: &AttachOptions<'_>) -> Result<Attached, RedirectErr
             let d = opts.pin_dir.join(dir);
             std::fs::create_dir_all(&d).map_err(io_err(&d))?;
         }
+        let what = if nix::unistd::geteuid().is_root() {
+            "load eBPF object"
+        } else {
+            "load eBPF object (the gateway needs root: CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)"
+        };
         let mut ebpf = loader_with_pins(&layout)
             .load(EBPF_OBJECT)
-            .map_err(bpf_err("load eBPF object"))?;
+            .map_err(bpf_err(what))?;
         attach_all(&mut ebpf, &layout, opts.cgroup)?;
         let mode = if existing && !old_links.is_empty() {
             AttachMode::Replaced
