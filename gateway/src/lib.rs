@@ -12,4 +12,5 @@ pub mod intercept;
 pub mod provider;
 pub mod redirect;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
