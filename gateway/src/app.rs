@@ -8,9 +8,12 @@ use tracing::{info, warn};
 
 use crate::{
     config::{Config, ConfigError},
-    intercept::{Intercept, InterceptConfig},
+    intercept::{Intercept, InterceptConfig, Interception},
     provider::Catalog,
     redirect::{self, Redirect, RedirectError},
+    tls::{Terminator, TlsError, ca::Ca},
+    upstream::pool::{PoolError, Upstreams, root_store},
+    vault::{Vault, VaultError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +27,16 @@ pub enum AppError {
     },
     #[error("redirect: {0}")]
     Redirect(#[from] RedirectError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("vault: {0}")]
+    Vault(#[from] VaultError),
+    #[error("upstream: {0}")]
+    Upstream(#[from] PoolError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl AppError {
@@ -42,6 +53,7 @@ impl AppError {
 pub async fn run(cfg: Config) -> Result<(), AppError> {
     info!(config = %cfg.effective(), "effective configuration");
     let catalog = Arc::new(Catalog::from_config(&cfg));
+    let interception = Arc::new(interception(&cfg)?);
 
     // Listen before attaching, so the first redirected connect finds the proxy.
     let v4 = TcpListener::bind(cfg.listen.addr)
@@ -66,6 +78,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         catalog.clone(),
         redirect.orig_dst.clone(),
         redirect.identity.clone(),
+        interception,
         InterceptConfig {
             client_hello_timeout: cfg.intercept.client_hello_timeout,
             connect_timeout: cfg.intercept.connect_timeout,
@@ -96,6 +109,44 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         "stopping; programs stay attached, provider connections are refused until restart or `gateway detach`"
     );
     Ok(())
+}
+
+/// The state dir, created 0755 when missing (the CA certificate in it must be readable; the CA
+/// key and the vault file are 0600 themselves).
+pub fn ensure_state_dir(cfg: &Config) -> Result<(), AppError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if !cfg.state_dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&cfg.state_dir)?;
+    }
+    Ok(())
+}
+
+/// CA, leaf cache, upstream TLS and the vault: everything interception needs, checked before
+/// the programs attach so a bad vault or CA stops the start, not the first request.
+fn interception(cfg: &Config) -> Result<Interception, AppError> {
+    ensure_state_dir(cfg)?;
+    let (ca, created) = Ca::load_or_create(&cfg.state_dir)?;
+    info!(
+        cert = %ca.dir.join(crate::tls::ca::CA_CERT).display(),
+        created,
+        "internal CA ready; clients must trust this certificate (`gateway ca install`)"
+    );
+    let vault = Vault::new(&cfg.vault, &cfg.state_dir);
+    vault.check()?;
+    let roots = root_store(&cfg.upstream.extra_roots)?;
+    Ok(Interception {
+        terminator: Arc::new(Terminator::new(Arc::new(ca), cfg.upstream.leaf_cache)?),
+        upstreams: Arc::new(Upstreams::new(
+            roots,
+            cfg.redirect.bypass_mark,
+            cfg.intercept.connect_timeout,
+            cfg.upstream.idle_timeout,
+        )),
+        vault: Arc::new(vault),
+    })
 }
 
 /// `gateway check`: the config's verdict as one line.

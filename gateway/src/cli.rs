@@ -32,4 +32,51 @@ pub enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// The internal CA clients must trust.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Keys in the vault (file backend).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the CA in the state dir (nothing happens when it exists).
+    Init,
+    /// Print the CA certificate (PEM).
+    Cert,
+    /// Put the CA in the system trust store, and print what each runtime needs.
+    Install {
+        /// Also append the CA to every certifi bundle found.
+        #[arg(long)]
+        certifi: bool,
+        /// Install under this root instead of / (for images and tests).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Store a key, read from an environment variable or standard input (never an argument).
+    Set {
+        name: String,
+        #[arg(long, conflicts_with = "stdin", required_unless_present = "stdin")]
+        from_env: Option<String>,
+        #[arg(long)]
+        stdin: bool,
+    },
+    /// List key names (never values).
+    List,
+    /// Remove a key.
+    Rm { name: String },
 }

@@ -7,10 +7,14 @@
 
 pub mod app;
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod http;
 pub mod intercept;
+pub mod policy;
 pub mod provider;
 pub mod redirect;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod vault;

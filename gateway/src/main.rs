@@ -1,5 +1,5 @@
 use clap::Parser as _;
-use gateway::{app, cli, config::Config, telemetry};
+use gateway::{app, cli, commands, config::Config, telemetry};
 
 fn main() {
     let cli = cli::Cli::parse();
@@ -10,6 +10,29 @@ fn main() {
                 .map_err(app::AppError::from)
                 .and_then(|cfg| app::detach(&cfg)),
         ),
+        cli::Command::Ca { command, config } => report(with_config(config, |cfg| match command {
+            cli::CaCommand::Init => commands::ca_init(cfg),
+            cli::CaCommand::Cert => commands::ca_cert(cfg),
+            cli::CaCommand::Install { certifi, root } => commands::ca_install(cfg, certifi, &root),
+        })),
+        cli::Command::Keys { command, config } => {
+            report(with_config(config, |cfg| match command {
+                cli::KeysCommand::Set {
+                    name,
+                    from_env,
+                    stdin: _,
+                } => commands::keys_set(
+                    cfg,
+                    &name,
+                    match from_env {
+                        Some(v) => commands::KeySource::Env(v),
+                        None => commands::KeySource::Stdin,
+                    },
+                ),
+                cli::KeysCommand::List => commands::keys_list(cfg),
+                cli::KeysCommand::Rm { name } => commands::keys_rm(cfg, &name),
+            }))
+        }
         cli::Command::Run { config } => match Config::load(config.as_deref()) {
             Err(e) => {
                 eprintln!("gateway: {e}");
@@ -30,6 +53,14 @@ fn main() {
         },
     };
     std::process::exit(code);
+}
+
+fn with_config(
+    config: Option<std::path::PathBuf>,
+    f: impl FnOnce(&Config) -> Result<String, app::AppError>,
+) -> Result<String, app::AppError> {
+    let cfg = Config::load(config.as_deref())?;
+    f(&cfg)
 }
 
 fn report(r: Result<String, app::AppError>) -> i32 {

@@ -35,12 +35,13 @@ impl TestPki {
             .push(DnType::CommonName, "gateway test upstream CA");
         let ca_key = KeyPair::generate().expect("ca key");
         let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let leaf_params =
             CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .expect("leaf params");
         let leaf_key = KeyPair::generate().expect("leaf key");
         let leaf = leaf_params
-            .signed_by(&leaf_key, &ca, &ca_key)
+            .signed_by(&leaf_key, &issuer)
             .expect("leaf cert");
         let dir = tempfile::Builder::new()
             .prefix("gw-pki-")
@@ -84,6 +85,7 @@ impl TestPki {
 pub struct FakeServer {
     pub addr: SocketAddr,
     peers: Arc<Mutex<Vec<SocketAddr>>>,
+    heads: Arc<Mutex<Vec<String>>>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -99,12 +101,15 @@ impl FakeServer {
             .unwrap_or_else(|e| panic!("fake server cannot bind {addr}: {e}"));
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()));
         let peers = Arc::new(Mutex::new(Vec::new()));
+        let heads = Arc::new(Mutex::new(Vec::new()));
         let p = peers.clone();
+        let hs = heads.clone();
         rt.spawn(async move {
             loop {
                 let Ok((tcp, peer)) = listener.accept().await else { continue };
                 p.lock().unwrap().push(peer);
                 let acceptor = acceptor.clone();
+                let hs = hs.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
                     let sni = tls.get_ref().1.server_name().unwrap_or("-").to_string();
@@ -120,15 +125,17 @@ impl FakeServer {
                             let _ = r.get_mut().write_all(&buf).await;
                         }
                     } else {
-                        // Drain the request head.
+                        // Read the request head, keep it for the test.
+                        let mut head = line.clone();
                         loop {
                             let mut l = String::new();
                             match r.read_line(&mut l).await {
                                 Ok(0) | Err(_) => break,
                                 Ok(_) if l == "\r\n" => break,
-                                Ok(_) => {}
+                                Ok(_) => head.push_str(&l),
                             }
                         }
+                        hs.lock().unwrap().push(head);
                         let body = format!("hello from fake upstream via {sni}\n");
                         let resp = format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -143,8 +150,14 @@ impl FakeServer {
         Self {
             addr,
             peers,
+            heads,
             _rt: rt,
         }
+    }
+
+    /// Request heads (request line + headers) of every GET received so far.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
     }
 
     /// Peer addresses of every TCP connection accepted so far.

@@ -117,6 +117,17 @@ pub fn free_port(ip: &str) -> u16 {
         .expect("free port")
 }
 
+/// Extra settings for a test gateway.
+#[derive(Default)]
+pub struct Opts {
+    /// Body of the `[dns]` section.
+    pub dns: Option<String>,
+    /// `upstream.extra_roots`: the fake providers' CA.
+    pub extra_roots: Vec<PathBuf>,
+    /// Vault keys written to `<state>/vault.toml` (0600) before start.
+    pub keys: Vec<(String, String)>,
+}
+
 /// One test's gateway: its config, state dir, pins and process. Killed and detached on drop.
 pub struct Gateway {
     pub dir: tempfile::TempDir,
@@ -132,17 +143,33 @@ pub struct Gateway {
 impl Gateway {
     /// Write a config for `cgroup` with `providers` (TOML `[[provider]]` blocks) and start.
     pub fn start(name: &str, cgroup: &Path, providers: &str) -> Self {
-        // DNS goes to a closed loopback port: no test ever sends a query off the machine.
-        Self::start_with_dns(
-            name,
-            cgroup,
-            providers,
-            "servers = [\"127.0.0.1:9\"]\nretry = \"1s\"",
-        )
+        Self::start_opts(name, cgroup, providers, &Opts::default())
     }
 
     /// As `start`, with the body of the `[dns]` section given.
     pub fn start_with_dns(name: &str, cgroup: &Path, providers: &str, dns: &str) -> Self {
+        Self::start_opts(
+            name,
+            cgroup,
+            providers,
+            &Opts {
+                dns: Some(dns.to_string()),
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn start_opts(name: &str, cgroup: &Path, providers: &str, opts: &Opts) -> Self {
+        // DNS goes to a closed loopback port: no test ever sends a query off the machine.
+        let dns = opts
+            .dns
+            .clone()
+            .unwrap_or_else(|| "servers = [\"127.0.0.1:9\"]\nretry = \"1s\"".to_string());
+        let roots: Vec<String> = opts
+            .extra_roots
+            .iter()
+            .map(|p| format!("{:?}", p.display().to_string()))
+            .collect();
         let dir = tempfile::Builder::new()
             .prefix("gw-test-")
             .tempdir()
@@ -168,6 +195,8 @@ pin_dir = "{pin}"
 [intercept]
 client_hello_timeout = "2s"
 connect_timeout = "3s"
+[upstream]
+extra_roots = [{roots}]
 [log]
 format = "json"
 level = "info,gateway_ebpf=debug"
@@ -176,8 +205,22 @@ level = "info,gateway_ebpf=debug"
             state = dir.path().join("state").display(),
             cgroup = cgroup.display(),
             pin = pin_dir.display(),
+            roots = roots.join(", "),
         );
         fs::write(&config, text).expect("write config");
+        if !opts.keys.is_empty() {
+            let state = dir.path().join("state");
+            fs::create_dir_all(&state).unwrap();
+            let body: String = opts
+                .keys
+                .iter()
+                .map(|(k, v)| format!("{k} = {v:?}\n"))
+                .collect();
+            let vault = state.join("vault.toml");
+            fs::write(&vault, format!("[keys]\n{body}")).unwrap();
+            fs::set_permissions(&vault, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+        }
         let mut gw = Self {
             log_path: dir.path().join("gateway.log"),
             dir,
@@ -215,6 +258,11 @@ level = "info,gateway_ebpf=debug"
             evs.iter().filter(|e| message(e) == "gateway ready").count() >= want
         })
         .unwrap_or_else(|| panic!("gateway did not become ready; log:\n{}", self.raw_log()));
+    }
+
+    /// The gateway's CA certificate (created at first start).
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.path().join("state/ca/ca.pem")
     }
 
     pub fn pid(&self) -> u32 {

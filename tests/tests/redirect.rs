@@ -5,9 +5,12 @@
 use std::{net::UdpSocket, time::Duration};
 
 use gateway_tests::{
-    CgroupGuard, Gateway, PY_CONNECT, PY_ECHO_CLIENT, PY_TLS_CLIENT, fake::FakeServer,
+    CgroupGuard, Gateway, Opts, PY_CONNECT, PY_ECHO_CLIENT, PY_TLS_CLIENT, fake::FakeServer,
     fake::TestPki, message, require_privileges, run, unique,
 };
+
+/// The vault's key for "openai" in these tests.
+const VAULT_KEY: &str = "sk-vault-redirect-test-0123456789";
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(20);
@@ -20,6 +23,9 @@ struct Env {
     cg: CgroupGuard,
     name: String,
     ip: String,
+    /// The fake providers' CA and the gateway's CA in one bundle: valid whether a connection is
+    /// intercepted or goes direct.
+    bundle: std::path::PathBuf,
 }
 
 fn env_with(extra_providers: &str, names: &[&str]) -> Env {
@@ -33,7 +39,20 @@ fn env_with(extra_providers: &str, names: &[&str]) -> Env {
     let providers = format!(
         "[[provider]]\nname = \"openai\"\nhosts = [\"api.openai.com\"]\naddrs = [\"{ip}/32\"]\n{extra_providers}"
     );
-    let gw = Gateway::start(&name, &cg.path, &providers);
+    let gw = Gateway::start_opts(
+        &name,
+        &cg.path,
+        &providers,
+        &Opts {
+            extra_roots: vec![pki.ca_pem.clone()],
+            keys: vec![("openai".into(), VAULT_KEY.into())],
+            ..Default::default()
+        },
+    );
+    let bundle = pki.dir.path().join("bundle.pem");
+    let both = std::fs::read_to_string(&pki.ca_pem).unwrap()
+        + &std::fs::read_to_string(gw.ca_pem()).unwrap();
+    std::fs::write(&bundle, both).unwrap();
     Env {
         gw,
         server,
@@ -41,6 +60,7 @@ fn env_with(extra_providers: &str, names: &[&str]) -> Env {
         cg,
         name,
         ip,
+        bundle,
     }
 }
 
@@ -49,7 +69,13 @@ fn env() -> Env {
 }
 
 impl Env {
+    /// Trust for clients: both CAs.
     fn ca(&self) -> &str {
+        self.bundle.to_str().unwrap()
+    }
+
+    /// The fake providers' CA alone: a client trusting only this cannot accept the gateway.
+    fn upstream_ca(&self) -> &str {
         self.pki.ca_pem.to_str().unwrap()
     }
 
@@ -102,6 +128,8 @@ fn curl_and_python_in_the_cgroup_land_in_the_gateway_with_their_identity() {
                 "-sS",
                 "--max-time",
                 "10",
+                "-H",
+                "Authorization: Bearer sk-dummy-client-key",
                 "--resolve",
                 &resolve,
                 "--cacert",
@@ -121,8 +149,25 @@ fn curl_and_python_in_the_cgroup_land_in_the_gateway_with_their_identity() {
     assert_eq!(acc["comm"], "curl", "{acc}");
     assert_eq!(acc["sni"], "api.openai.com", "{acc}");
     assert_eq!(acc["provider"], "openai", "{acc}");
+    assert_eq!(acc["decision"], "intercept", "{acc}");
     assert_eq!(acc["cgroup"], format!("/{}", e.name), "{acc}");
-    assert_eq!(closed["outcome"], "provider", "{closed}");
+    assert_eq!(closed["outcome"], "intercepted", "{closed}");
+    assert_eq!(closed["requests"], 1, "{closed}");
+    // The provider saw the vault's key, once, and never the client's.
+    let heads = e.server.heads();
+    let head = heads
+        .last()
+        .expect("the fake provider got the request")
+        .to_ascii_lowercase();
+    assert_eq!(head.matches("authorization:").count(), 1, "{head}");
+    assert!(
+        head.contains(&format!(
+            "authorization: bearer {}",
+            VAULT_KEY.to_ascii_lowercase()
+        )),
+        "{head}"
+    );
+    assert!(!head.contains("dummy"), "{head}");
     // The program's own decision reached the gateway's tracing output through aya-log.
     let needle = format!(
         "connect4 redirected [::ffff:{}]:443 tgid {}",
@@ -190,7 +235,7 @@ fn a_non_provider_sni_passes_through_byte_for_byte() {
                 "example.com",
                 &e.ip,
                 "443",
-                e.ca(),
+                e.upstream_ca(),
                 &n.to_string(),
             ],
         ),
@@ -338,7 +383,7 @@ fn udp_to_a_provider_on_a_redirected_port_is_denied_and_other_udp_works() {
 fn ipv6_and_v4_mapped_dials_are_redirected() {
     // The only test using [::1]:443.
     let e = env_with(
-        "[[provider]]\nname = \"v6\"\nhosts = [\"v6.example.net\"]\naddrs = [\"::1/128\"]\n",
+        "[[provider]]\nname = \"v6\"\nhosts = [\"v6.example.net\"]\naddrs = [\"::1/128\"]\nkey = \"openai\"\n",
         &["api.openai.com", "v6.example.net"],
     );
     let server6 = FakeServer::start("[::1]:443".parse().unwrap(), &e.pki);
@@ -364,7 +409,7 @@ fn ipv6_and_v4_mapped_dials_are_redirected() {
     assert_eq!(acc["pid"], py.pid);
     assert_eq!(acc["sni"], "v6.example.net");
     assert_eq!(acc["provider"], "v6");
-    assert_eq!(closed["outcome"], "provider");
+    assert_eq!(closed["outcome"], "intercepted");
     assert_eq!(
         server6.peers().len(),
         1,
@@ -502,16 +547,27 @@ fn provider_hosts_are_resolved_re_resolved_by_ttl_and_dropped_after_grace() {
     let server = FakeServer::start(format!("{ip}:443").parse().unwrap(), &pki);
     let dns = gateway_tests::dns::FakeDns::start();
     dns.set("api.openai.com", &[ip.parse().unwrap()], 1);
-    let gw = Gateway::start_with_dns(
+    let gw = Gateway::start_opts(
         &name,
         &cg.path,
         "[[provider]]\nname = \"openai\"\nhosts = [\"api.openai.com\", \"offline.example.net\"]\n",
-        &format!(
-            "servers = [\"{}\"]\nmin_ttl = \"1s\"\ngrace = \"1s\"\nretry = \"1s\"",
-            dns.addr
-        ),
+        &Opts {
+            dns: Some(format!(
+                "servers = [\"{}\"]\nmin_ttl = \"1s\"\ngrace = \"1s\"\nretry = \"1s\"",
+                dns.addr
+            )),
+            extra_roots: vec![pki.ca_pem.clone()],
+            keys: vec![("openai".into(), VAULT_KEY.into())],
+        },
     );
-    let ca = pki.ca_pem.to_str().unwrap().to_string();
+    let bundle = pki.dir.path().join("bundle.pem");
+    std::fs::write(
+        &bundle,
+        std::fs::read_to_string(&pki.ca_pem).unwrap()
+            + &std::fs::read_to_string(gw.ca_pem()).unwrap(),
+    )
+    .unwrap();
+    let ca = bundle.to_str().unwrap().to_string();
     let resolve = format!("api.openai.com:443:{ip}");
     let curl = || {
         run(

@@ -43,6 +43,8 @@ pub struct Config {
     pub redirect: Redirect,
     pub dns: Dns,
     pub intercept: Intercept,
+    pub upstream: Upstream,
+    pub vault: crate::vault::VaultConfig,
     pub log: Log,
     /// Start from the built-in provider list (OpenAI, Anthropic, ...). `[[provider]]` entries
     /// add to it or override entries of the same name.
@@ -59,6 +61,8 @@ impl Default for Config {
             redirect: Redirect::default(),
             dns: Dns::default(),
             intercept: Intercept::default(),
+            upstream: Upstream::default(),
+            vault: crate::vault::VaultConfig::default(),
             log: Log::default(),
             builtin_providers: true,
             providers: Vec::new(),
@@ -161,6 +165,28 @@ impl Default for Intercept {
     }
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Upstream {
+    /// PEM files whose certificates are trusted besides the system roots (tests, private CAs).
+    pub extra_roots: Vec<PathBuf>,
+    /// Idle upstream connections are closed after this long.
+    #[serde(with = "dur")]
+    pub idle_timeout: Duration,
+    /// How many leaf certificates (one per SNI) stay cached.
+    pub leaf_cache: usize,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self {
+            extra_roots: Vec::new(),
+            idle_timeout: Duration::from_secs(90),
+            leaf_cache: 1024,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -198,6 +224,9 @@ pub struct ProviderConfig {
     pub key: Option<String>,
     /// `false` removes a built-in provider of this name.
     pub enabled: Option<bool>,
+    /// Wire format: openai | anthropic | gemini | azure | openai-compatible (the default for
+    /// providers that are not built in).
+    pub api: Option<crate::provider::Api>,
 }
 
 impl Config {
@@ -291,6 +320,28 @@ impl Config {
         }
         if self.dns.retry.is_zero() {
             return Err(bad("dns.retry".into(), "must be greater than zero".into()));
+        }
+        for (i, r) in self.upstream.extra_roots.iter().enumerate() {
+            if !r.is_file() {
+                return Err(bad(
+                    format!("upstream.extra_roots[{i}]"),
+                    format!("{} is not a readable file", r.display()),
+                ));
+            }
+        }
+        if self.upstream.leaf_cache == 0 {
+            return Err(bad(
+                "upstream.leaf_cache".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        for (i, s) in self.vault.selects.iter().enumerate() {
+            if !crate::vault::valid_name(&s.key) {
+                return Err(bad(
+                    format!("vault.select[{i}].key"),
+                    format!("`{}` is not a key name", s.key),
+                ));
+            }
         }
         let mut names = std::collections::HashSet::new();
         for (i, p) in self.providers.iter().enumerate() {

@@ -29,12 +29,15 @@ use tokio::{
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::{
-    provider::Catalog,
+    http::{self as gwhttp, ConnCtx},
+    provider::{Catalog, Provider},
     redirect::{
         identity::{Identity, IdentityResolver},
         origdst::{ClientAddr, OrigDst, OrigDstAddr, ProxyAddr, normalize},
     },
-    upstream,
+    tls::Terminator,
+    upstream::{self, pool::Upstreams},
+    vault::Vault,
 };
 
 use hello::Parsed;
@@ -46,10 +49,18 @@ pub struct InterceptConfig {
     pub bypass_mark: u32,
 }
 
+/// What terminating and re-originating provider connections needs.
+pub struct Interception {
+    pub terminator: Arc<Terminator>,
+    pub upstreams: Arc<Upstreams>,
+    pub vault: Arc<Vault>,
+}
+
 pub struct Intercept {
     catalog: Arc<Catalog>,
     orig_dst: Arc<dyn OrigDst>,
     identity: Arc<IdentityResolver>,
+    interception: Arc<Interception>,
     cfg: InterceptConfig,
 }
 
@@ -62,8 +73,10 @@ pub enum Outcome {
     Unknown,
     /// A non-provider connection passed through untouched.
     Spliced,
-    /// A provider connection (passed through until interception lands).
-    Provider,
+    /// A provider connection, terminated and served request by request.
+    Intercepted,
+    /// The client did not complete our TLS handshake (often: it does not trust the CA).
+    TlsFailed,
     /// Refused: malformed TLS.
     Refused,
     /// The original destination could not be reached.
@@ -78,7 +91,8 @@ impl Outcome {
             Outcome::Open => "open",
             Outcome::Unknown => "unknown",
             Outcome::Spliced => "spliced",
-            Outcome::Provider => "provider",
+            Outcome::Intercepted => "intercepted",
+            Outcome::TlsFailed => "tls_failed",
             Outcome::Refused => "refused",
             Outcome::UpstreamFailed => "upstream_failed",
             Outcome::Error => "error",
@@ -100,6 +114,8 @@ struct ConnResult {
     bytes_down: u64,
     /// The connection ended with a reset (a normal way for many clients to close).
     reset: bool,
+    /// HTTP requests served on an intercepted connection.
+    requests: u64,
     error: Option<String>,
 }
 
@@ -119,6 +135,7 @@ impl Drop for ConnResult {
             bytes_up = self.bytes_up,
             bytes_down = self.bytes_down,
             reset = self.reset,
+            requests = self.requests,
             duration_ms = self.start.elapsed().as_millis() as u64,
             error = self.error.as_deref(),
             "connection closed"
@@ -168,12 +185,14 @@ impl Intercept {
         catalog: Arc<Catalog>,
         orig_dst: Arc<dyn OrigDst>,
         identity: Arc<IdentityResolver>,
+        interception: Arc<Interception>,
         cfg: InterceptConfig,
     ) -> Self {
         Self {
             catalog,
             orig_dst,
             identity,
+            interception,
             cfg,
         }
     }
@@ -209,6 +228,7 @@ impl Intercept {
             bytes_up: 0,
             bytes_down: 0,
             reset: false,
+            requests: 0,
             error: None,
         };
         let local = match stream.local_addr() {
@@ -289,10 +309,15 @@ impl Intercept {
             sni = result.sni.as_deref(),
             tls = matches!(parsed, Parsed::Hello(_)),
             provider = provider.as_ref().map(|p| p.name.as_str()),
-            decision = if provider.is_some() { "provider" } else { "splice" },
+            decision = if provider.is_some() { "intercept" } else { "splice" },
             "connection accepted"
         );
         result.provider = provider.as_ref().map(|p| p.name.clone());
+        if let (Some(p), Some(sni)) = (provider, result.sni.clone()) {
+            return self
+                .intercept_conn(client, prefix, sni, p, dst, result)
+                .await;
+        }
         let mut upstream =
             match upstream::connect(dst, self.cfg.bypass_mark, self.cfg.connect_timeout).await {
                 Ok(s) => s,
@@ -314,17 +339,53 @@ impl Intercept {
         result.reset = stats.reset;
         match stats.error {
             None => {
-                result.outcome = if provider.is_some() {
-                    Outcome::Provider
-                } else {
-                    Outcome::Spliced
-                };
+                result.outcome = Outcome::Spliced;
             }
             Some(e) => {
                 debug!(error = %e, "splice ended with an error");
                 result.outcome = Outcome::Error;
                 result.error = Some(e.to_string());
             }
+        }
+    }
+
+    /// Terminate TLS with a leaf for `sni` and serve HTTP request by request.
+    async fn intercept_conn(
+        &self,
+        client: TcpStream,
+        prefix: Vec<u8>,
+        sni: String,
+        provider: Arc<Provider>,
+        dst: OrigDstAddr,
+        result: &mut ConnResult,
+    ) {
+        let icpt = &self.interception;
+        let tls = match icpt.terminator.accept(&sni, prefix, client).await {
+            Ok(t) => t,
+            Err(e) => {
+                result.outcome = Outcome::TlsFailed;
+                result.error = Some(e.to_string());
+                return;
+            }
+        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let ctx = Arc::new(ConnCtx {
+            conn_id: result.id,
+            provider,
+            sni,
+            orig_dst: dst,
+            identity: result.ident.clone().unwrap_or_default(),
+            h2,
+            upstreams: icpt.upstreams.clone(),
+            vault: icpt.vault.clone(),
+            requests: Default::default(),
+        });
+        let served = gwhttp::serve(tls, ctx.clone()).await;
+        result.requests = ctx.requests.load(Ordering::Relaxed);
+        result.outcome = Outcome::Intercepted;
+        if let Err(e) = served {
+            // A client that hangs up mid-exchange is not a gateway failure; note it all the same.
+            result.error = Some(e.to_string());
         }
     }
 }

@@ -1,12 +1,47 @@
-//! Providers: which hosts belong to which LLM API (DESIGN §6).
+//! Providers: which hosts belong to which LLM API, and how each API behaves (DESIGN §6).
 //!
-//! The `provider` stage of the data path. Today it holds the catalog the redirect stage resolves
-//! and the intercept stage matches SNIs against; per-API adapters (credential placement, error
-//! shapes, stream framing) join it with interception.
+//! The `provider` stage of the data path: the catalog the redirect stage resolves and the
+//! intercept stage matches SNIs against, and one adapter module per API (credential placement,
+//! error shape, endpoints, stream framing).
+
+pub mod adapter;
+pub mod anthropic;
+pub mod azure;
+pub mod compat;
+pub mod gemini;
+pub mod openai;
 
 use std::{collections::BTreeSet, sync::Arc};
 
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use adapter::Adapter;
+
+/// Which wire format a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Api {
+    #[serde(rename = "openai")]
+    OpenAi,
+    Anthropic,
+    Gemini,
+    Azure,
+    #[serde(rename = "openai-compatible")]
+    OpenAiCompatible,
+}
+
+impl Api {
+    pub fn adapter(self) -> &'static dyn Adapter {
+        match self {
+            Api::OpenAi => &openai::OpenAi,
+            Api::Anthropic => &anthropic::Anthropic,
+            Api::Gemini => &gemini::Gemini,
+            Api::Azure => &azure::Azure,
+            Api::OpenAiCompatible => &compat::Compat,
+        }
+    }
+}
 
 use crate::config::{Config, parse_cidr};
 
@@ -69,9 +104,14 @@ pub struct Provider {
     pub hosts: Vec<HostPattern>,
     pub addrs: Vec<IpNet>,
     pub key: Option<String>,
+    pub api: Api,
 }
 
 impl Provider {
+    pub fn adapter(&self) -> &'static dyn Adapter {
+        self.api.adapter()
+    }
+
     /// Exact host names, the ones DNS can answer for.
     pub fn resolvable_hosts(&self) -> impl Iterator<Item = &str> {
         self.hosts.iter().filter_map(|h| match h {
@@ -81,11 +121,15 @@ impl Provider {
     }
 }
 
-/// (name, hosts, default vault key name)
-const BUILTIN: &[(&str, &[&str])] = &[
-    ("openai", &["api.openai.com"]),
-    ("anthropic", &["api.anthropic.com"]),
-    ("gemini", &["generativelanguage.googleapis.com"]),
+/// (name, hosts, API); the vault key name defaults to the provider name.
+const BUILTIN: &[(&str, &[&str], Api)] = &[
+    ("openai", &["api.openai.com"], Api::OpenAi),
+    ("anthropic", &["api.anthropic.com"], Api::Anthropic),
+    (
+        "gemini",
+        &["generativelanguage.googleapis.com"],
+        Api::Gemini,
+    ),
     (
         "azure-openai",
         &[
@@ -93,19 +137,28 @@ const BUILTIN: &[(&str, &[&str])] = &[
             "*.cognitiveservices.azure.com",
             "*.services.ai.azure.com",
         ],
+        Api::Azure,
     ),
-    ("mistral", &["api.mistral.ai"]),
-    ("groq", &["api.groq.com"]),
-    ("deepseek", &["api.deepseek.com"]),
-    ("xai", &["api.x.ai"]),
-    ("openrouter", &["openrouter.ai"]),
-    ("together", &["api.together.xyz", "api.together.ai"]),
-    ("fireworks", &["api.fireworks.ai"]),
-    ("cohere", &["api.cohere.com", "api.cohere.ai"]),
+    ("mistral", &["api.mistral.ai"], Api::OpenAiCompatible),
+    ("groq", &["api.groq.com"], Api::OpenAiCompatible),
+    ("deepseek", &["api.deepseek.com"], Api::OpenAiCompatible),
+    ("xai", &["api.x.ai"], Api::OpenAiCompatible),
+    ("openrouter", &["openrouter.ai"], Api::OpenAiCompatible),
+    (
+        "together",
+        &["api.together.xyz", "api.together.ai"],
+        Api::OpenAiCompatible,
+    ),
+    ("fireworks", &["api.fireworks.ai"], Api::OpenAiCompatible),
+    (
+        "cohere",
+        &["api.cohere.com", "api.cohere.ai"],
+        Api::OpenAiCompatible,
+    ),
 ];
 
 pub fn builtin_names() -> Vec<&'static str> {
-    BUILTIN.iter().map(|(n, _)| *n).collect()
+    BUILTIN.iter().map(|(n, _, _)| *n).collect()
 }
 
 /// All providers in force: built-ins (unless disabled) overridden and extended by the config.
@@ -120,7 +173,7 @@ impl Catalog {
         let mut providers: Vec<Provider> = if cfg.builtin_providers {
             BUILTIN
                 .iter()
-                .map(|(name, hosts)| Provider {
+                .map(|(name, hosts, api)| Provider {
                     name: (*name).to_string(),
                     hosts: hosts
                         .iter()
@@ -128,6 +181,7 @@ impl Catalog {
                         .collect(),
                     addrs: Vec::new(),
                     key: Some((*name).to_string()),
+                    api: *api,
                 })
                 .collect()
         } else {
@@ -157,12 +211,16 @@ impl Catalog {
                     if pc.key.is_some() {
                         p.key = pc.key.clone();
                     }
+                    if let Some(api) = pc.api {
+                        p.api = api;
+                    }
                 }
                 None => providers.push(Provider {
                     name: pc.name.clone(),
                     hosts,
                     addrs,
                     key: pc.key.clone().or_else(|| Some(pc.name.clone())),
+                    api: pc.api.unwrap_or(Api::OpenAiCompatible),
                 }),
             }
         }

@@ -49,3 +49,5 @@ pub async fn connect(
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
+
+pub mod pool;

@@ -1,0 +1,202 @@
+//! HTTP: serve a terminated provider connection (h2 or HTTP/1.1, as ALPN decided) and pass each
+//! request through the stages of DESIGN §1: provider adapter → policy (strip every client
+//! credential) → vault key in the provider's place → upstream, streaming both bodies.
+//!
+//! Errors become responses in one place, [`rescue`], in the provider's own error shape.
+
+pub mod rescue;
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, Version, header::HOST};
+use http_body_util::{BodyExt as _, combinators::BoxBody};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{Instrument as _, info, info_span};
+
+use crate::{
+    policy::credentials,
+    provider::Provider,
+    redirect::{identity::Identity, origdst::OrigDstAddr},
+    upstream::pool::{BoxError, SendError, Upstreams},
+    vault::Vault,
+};
+
+pub use rescue::ExchangeError;
+
+pub type RespBody = BoxBody<Bytes, BoxError>;
+
+/// What every request on one intercepted connection shares.
+pub struct ConnCtx {
+    pub conn_id: u64,
+    pub provider: Arc<Provider>,
+    pub sni: String,
+    pub orig_dst: OrigDstAddr,
+    pub identity: Identity,
+    pub h2: bool,
+    pub upstreams: Arc<Upstreams>,
+    pub vault: Arc<Vault>,
+    pub requests: AtomicU64,
+}
+
+/// Serve HTTP on a terminated TLS stream until the client is done.
+pub async fn serve<IO>(io: IO, ctx: Arc<ConnCtx>) -> Result<(), hyper::Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc_ctx = ctx.clone();
+    let svc = service_fn(move |req| {
+        let ctx = svc_ctx.clone();
+        async move { Ok::<_, Infallible>(handle(req, ctx).await) }
+    });
+    let io = TokioIo::new(io);
+    if ctx.h2 {
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, svc)
+            .await
+    } else {
+        hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(io, svc)
+            .await
+    }
+}
+
+async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody> {
+    let n = ctx.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let adapter = ctx.provider.adapter();
+    let endpoint = adapter.endpoint(req.method(), req.uri().path());
+    let span = info_span!("req", conn = ctx.conn_id, n, endpoint);
+    let method = req.method().clone();
+    let start = Instant::now();
+    async move {
+        let (resp, stripped, key_name) = match forward(req, &ctx).await {
+            Ok(ok) => ok,
+            Err((e, stripped)) => (rescue::respond(adapter, &e), stripped, None),
+        };
+        info!(
+            conn = ctx.conn_id,
+            provider = %ctx.provider.name,
+            api = adapter.name(),
+            %method,
+            endpoint,
+            status = resp.status().as_u16(),
+            stripped_headers = stripped.headers,
+            stripped_params = stripped.params,
+            key = key_name.as_deref(),
+            gateway_error = resp.headers().get("x-gateway-error").and_then(|v| v.to_str().ok()),
+            ttfb_ms = start.elapsed().as_millis() as u64,
+            "request"
+        );
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+type Forwarded = (Response<RespBody>, credentials::Stripped, Option<String>);
+
+async fn forward(
+    req: Request<Incoming>,
+    ctx: &ConnCtx,
+) -> Result<Forwarded, (ExchangeError, credentials::Stripped)> {
+    let adapter = ctx.provider.adapter();
+    let (mut parts, body) = req.into_parts();
+    let mut stripped = credentials::Stripped {
+        headers: credentials::strip_headers(&mut parts.headers),
+        params: 0,
+    };
+    let (uri, params) = credentials::strip_query(&parts.uri).map_err(|e| {
+        (
+            ExchangeError::BadRequest(format!("bad request target: {e}")),
+            stripped,
+        )
+    })?;
+    stripped.params = params;
+
+    let Some(key_name) = ctx.vault.key_name(&ctx.provider, &ctx.identity) else {
+        return Err((
+            ExchangeError::NoKeyConfigured(ctx.provider.name.clone()),
+            stripped,
+        ));
+    };
+    let key = match ctx.vault.get(&key_name) {
+        Ok(Some(k)) => k,
+        Ok(None) => {
+            return Err((
+                ExchangeError::KeyMissing {
+                    provider: ctx.provider.name.clone(),
+                    key: key_name,
+                },
+                stripped,
+            ));
+        }
+        Err(e) => return Err((ExchangeError::Vault(e.to_string()), stripped)),
+    };
+    adapter
+        .inject(&mut parts.headers, &key)
+        .map_err(|e| (ExchangeError::Vault(e.to_string()), stripped))?;
+    drop(key);
+
+    // Always the SNI the client's TLS asked for: the Host header cannot steer the request.
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    parts.uri = format!("https://{}{pq}", ctx.sni).parse().map_err(|e| {
+        (
+            ExchangeError::BadRequest(format!("bad request target: {e}")),
+            stripped,
+        )
+    })?;
+    let host = HeaderValue::from_str(&ctx.sni).map_err(|_| {
+        (
+            ExchangeError::BadRequest("bad server name".into()),
+            stripped,
+        )
+    })?;
+    parts.headers.insert(HOST, host);
+    parts.version = Version::HTTP_11;
+
+    // Trailers get the same treatment as headers: a credential there is dropped too.
+    let body = body
+        .map_frame(|frame| match frame.into_trailers() {
+            Ok(mut trailers) => {
+                credentials::strip_headers(&mut trailers);
+                http_body::Frame::trailers(trailers)
+            }
+            Err(frame) => frame,
+        })
+        .map_err(|e| Box::new(e) as BoxError)
+        .boxed();
+
+    let resp = ctx
+        .upstreams
+        .send(
+            ctx.orig_dst,
+            &ctx.sni,
+            ctx.h2,
+            Request::from_parts(parts, body),
+        )
+        .await
+        .map_err(|e| {
+            let err = match e {
+                SendError::Certificate(m) => ExchangeError::UpstreamCertificate(m),
+                SendError::Unavailable(m) => ExchangeError::Upstream(m),
+            };
+            (err, stripped)
+        })?;
+    let (mut rp, rb) = resp.into_parts();
+    for h in credentials::HOP_BY_HOP {
+        rp.headers.remove(*h);
+    }
+    rp.version = Version::default();
+    let body = rb.map_err(|e| Box::new(e) as BoxError).boxed();
+    Ok((Response::from_parts(rp, body), stripped, Some(key_name)))
+}

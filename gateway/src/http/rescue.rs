@@ -1,0 +1,113 @@
+//! Every error the gateway answers itself becomes a response here, and only here, in the
+//! provider's own error shape (linkerd's HttpRescue): the client's SDK raises its usual error
+//! type with a message that says what the gateway did. No message ever carries a key.
+
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+
+use super::RespBody;
+use crate::provider::adapter::{Adapter, ErrorKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error(
+        "gateway: no vault key is configured for provider `{0}`; set `key` on the provider in the config"
+    )]
+    NoKeyConfigured(String),
+    #[error(
+        "gateway: the vault has no key `{key}` for provider `{provider}`; store it with `gateway keys set {key} --stdin`"
+    )]
+    KeyMissing { provider: String, key: String },
+    #[error("gateway: vault error: {0}")]
+    Vault(String),
+    #[error("gateway: {0}")]
+    BadRequest(String),
+    #[error("gateway: the provider's TLS certificate did not verify ({0}); request not sent")]
+    UpstreamCertificate(String),
+    #[error("gateway: the provider could not be reached: {0}")]
+    Upstream(String),
+}
+
+impl ExchangeError {
+    fn classify(&self) -> (StatusCode, ErrorKind) {
+        match self {
+            ExchangeError::NoKeyConfigured(_) | ExchangeError::KeyMissing { .. } => {
+                (StatusCode::UNAUTHORIZED, ErrorKind::MissingKey)
+            }
+            ExchangeError::Vault(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal),
+            ExchangeError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorKind::BadRequest),
+            ExchangeError::UpstreamCertificate(_) => {
+                (StatusCode::BAD_GATEWAY, ErrorKind::UpstreamCertificate)
+            }
+            ExchangeError::Upstream(_) => (StatusCode::BAD_GATEWAY, ErrorKind::UpstreamUnavailable),
+        }
+    }
+}
+
+/// The response for `err`, shaped by `adapter`.
+pub fn respond(adapter: &dyn Adapter, err: &ExchangeError) -> Response<RespBody> {
+    let (status, kind) = err.classify();
+    let (status, headers, body) = adapter.error_response(status, kind, &err.to_string());
+    let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::Api;
+    use bytes::Bytes;
+
+    async fn body(r: Response<RespBody>) -> serde_json::Value {
+        let b: Bytes = r.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&b).unwrap()
+    }
+
+    #[tokio::test]
+    async fn missing_key_is_a_401_in_each_providers_shape() {
+        let e = ExchangeError::KeyMissing {
+            provider: "openai".into(),
+            key: "openai".into(),
+        };
+        let r = respond(Api::OpenAi.adapter(), &e);
+        assert_eq!(r.status(), 401);
+        let b = body(r).await;
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("no key `openai`")
+        );
+        assert_eq!(b["error"]["type"], "authentication_error");
+
+        let b = body(respond(Api::Anthropic.adapter(), &e)).await;
+        assert_eq!(b["type"], "error");
+        assert_eq!(b["error"]["type"], "authentication_error");
+
+        let b = body(respond(Api::Gemini.adapter(), &e)).await;
+        assert_eq!(b["error"]["code"], 401);
+        assert_eq!(b["error"]["status"], "UNAUTHENTICATED");
+
+        let b = body(respond(Api::Azure.adapter(), &e)).await;
+        assert_eq!(b["error"]["code"], "401");
+    }
+
+    #[tokio::test]
+    async fn bad_upstream_certificate_is_a_502() {
+        let r = respond(
+            Api::Anthropic.adapter(),
+            &ExchangeError::UpstreamCertificate("invalid peer certificate: UnknownIssuer".into()),
+        );
+        assert_eq!(r.status(), 502);
+        assert_eq!(r.headers()["x-gateway-error"], "upstream_certificate");
+        let b = body(r).await;
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("did not verify")
+        );
+    }
+}

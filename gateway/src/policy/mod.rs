@@ -1,0 +1,4 @@
+//! Policy: what may leave for a provider (DESIGN §1, §6). Today: every credential the client
+//! sent is removed ([`credentials`]); prompt scanning (mask / block / hold) joins here.
+
+pub mod credentials;

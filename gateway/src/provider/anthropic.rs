@@ -1,0 +1,46 @@
+//! Anthropic Messages API. Key: `x-api-key`. Errors:
+//! `{"type": "error", "error": {"type", "message"}}`. Streams: SSE with typed events
+//! (`message_start`, `content_block_delta` with text / input_json / thinking deltas, ...).
+
+use http::{HeaderMap, Method, StatusCode};
+use serde_json::json;
+
+use super::adapter::{Adapter, ErrorKind, Framing, Placement, wants_sse};
+
+pub struct Anthropic;
+
+impl Adapter for Anthropic {
+    fn name(&self) -> &'static str {
+        "anthropic"
+    }
+    fn placement(&self) -> Placement {
+        Placement::Header("x-api-key")
+    }
+    fn endpoint(&self, _m: &Method, path: &str) -> &'static str {
+        match path.trim_end_matches('/') {
+            "/v1/messages" => "messages",
+            "/v1/messages/count_tokens" => "messages.count_tokens",
+            "/v1/complete" => "complete",
+            p if p.starts_with("/v1/messages/batches") => "messages.batches",
+            p if p.starts_with("/v1/models") => "models",
+            p if p.starts_with("/v1/") => "other",
+            _ => "unknown",
+        }
+    }
+    fn framing(&self, _path: &str, _q: Option<&str>, h: &HeaderMap) -> Framing {
+        if wants_sse(h) {
+            Framing::Sse
+        } else {
+            Framing::Plain
+        }
+    }
+    fn error_body(&self, _status: StatusCode, kind: ErrorKind, message: &str) -> serde_json::Value {
+        let typ = match kind {
+            ErrorKind::MissingKey => "authentication_error",
+            ErrorKind::BadRequest => "invalid_request_error",
+            ErrorKind::UpstreamUnavailable => "overloaded_error",
+            _ => "api_error",
+        };
+        json!({"type": "error", "error": {"type": typ, "message": message}})
+    }
+}

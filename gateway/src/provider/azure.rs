@@ -1,0 +1,44 @@
+//! Azure OpenAI: `/openai/deployments/{name}/...?api-version=` and the `/openai/v1/` surface.
+//! Key: `api-key`. Errors: `{"error": {"code": "<status>", "message"}}`. Streams: as OpenAI.
+
+use http::{HeaderMap, Method, StatusCode};
+use serde_json::json;
+
+use super::{
+    adapter::{Adapter, ErrorKind, Framing, Placement, wants_sse},
+    openai::openai_endpoint,
+};
+
+pub struct Azure;
+
+impl Adapter for Azure {
+    fn name(&self) -> &'static str {
+        "azure-openai"
+    }
+    fn placement(&self) -> Placement {
+        Placement::Header("api-key")
+    }
+    fn endpoint(&self, _m: &Method, path: &str) -> &'static str {
+        if let Some(rest) = path.strip_prefix("/openai/deployments/") {
+            let op = rest.split_once('/').map(|(_, op)| op).unwrap_or("");
+            return match op.trim_end_matches('/') {
+                "chat/completions" => "chat.completions",
+                "completions" => "completions",
+                "embeddings" => "embeddings",
+                "responses" => "responses",
+                _ => "other",
+            };
+        }
+        openai_endpoint(path)
+    }
+    fn framing(&self, _path: &str, _q: Option<&str>, h: &HeaderMap) -> Framing {
+        if wants_sse(h) {
+            Framing::Sse
+        } else {
+            Framing::Plain
+        }
+    }
+    fn error_body(&self, status: StatusCode, _kind: ErrorKind, message: &str) -> serde_json::Value {
+        json!({"error": {"code": status.as_u16().to_string(), "message": message}})
+    }
+}

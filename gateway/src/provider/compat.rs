@@ -1,0 +1,36 @@
+//! OpenAI-compatible hosts (Mistral, Groq, DeepSeek, xAI, OpenRouter, Together, Fireworks,
+//! Cohere's compatibility API, self-hosted servers): OpenAI's wire format and error shape,
+//! `authorization: Bearer`, paths that may carry another prefix (`/openai/v1`, `/api/v1`).
+
+use http::{HeaderMap, Method, StatusCode};
+
+use super::{
+    adapter::{Adapter, ErrorKind, Framing, Placement, wants_sse},
+    openai::{openai_endpoint, openai_error},
+};
+
+pub struct Compat;
+
+impl Adapter for Compat {
+    fn name(&self) -> &'static str {
+        "openai-compatible"
+    }
+    fn placement(&self) -> Placement {
+        Placement::Bearer
+    }
+    fn endpoint(&self, _m: &Method, path: &str) -> &'static str {
+        // Strip a leading prefix before /v1 (`/api/v1/...`, `/openai/v1/...`, `/inference/v1`).
+        let p = path.find("/v1/").map(|i| &path[i..]).unwrap_or(path);
+        openai_endpoint(p)
+    }
+    fn framing(&self, _path: &str, _q: Option<&str>, h: &HeaderMap) -> Framing {
+        if wants_sse(h) {
+            Framing::Sse
+        } else {
+            Framing::Plain
+        }
+    }
+    fn error_body(&self, status: StatusCode, kind: ErrorKind, message: &str) -> serde_json::Value {
+        openai_error(status, kind, message)
+    }
+}

@@ -1,0 +1,55 @@
+//! Gemini (generativelanguage.googleapis.com). Key: `x-goog-api-key` (a `?key=` the client
+//! sent is stripped like any other credential). Errors: `{"error": {"code", "message",
+//! "status"}}`. Streams: `:streamGenerateContent?alt=sse` is SSE; without `alt=sse` it is one
+//! JSON array delivered element by element.
+
+use http::{HeaderMap, Method, StatusCode};
+use serde_json::json;
+
+use super::adapter::{Adapter, ErrorKind, Framing, Placement};
+
+pub struct Gemini;
+
+impl Adapter for Gemini {
+    fn name(&self) -> &'static str {
+        "gemini"
+    }
+    fn placement(&self) -> Placement {
+        Placement::Header("x-goog-api-key")
+    }
+    fn endpoint(&self, _m: &Method, path: &str) -> &'static str {
+        if path.ends_with(":streamGenerateContent") {
+            "streamGenerateContent"
+        } else if path.ends_with(":generateContent") {
+            "generateContent"
+        } else if path.ends_with(":countTokens") {
+            "countTokens"
+        } else if path.ends_with(":embedContent") || path.ends_with(":batchEmbedContents") {
+            "embedContent"
+        } else if path.contains("/models") {
+            "models"
+        } else {
+            "other"
+        }
+    }
+    fn framing(&self, path: &str, query: Option<&str>, _h: &HeaderMap) -> Framing {
+        if !path.ends_with(":streamGenerateContent") {
+            return Framing::Plain;
+        }
+        let sse = query.is_some_and(|q| q.split('&').any(|kv| kv.eq_ignore_ascii_case("alt=sse")));
+        if sse {
+            Framing::Sse
+        } else {
+            Framing::JsonArray
+        }
+    }
+    fn error_body(&self, status: StatusCode, kind: ErrorKind, message: &str) -> serde_json::Value {
+        let st = match kind {
+            ErrorKind::MissingKey => "UNAUTHENTICATED",
+            ErrorKind::BadRequest => "INVALID_ARGUMENT",
+            ErrorKind::UpstreamUnavailable | ErrorKind::UpstreamCertificate => "UNAVAILABLE",
+            ErrorKind::Internal => "INTERNAL",
+        };
+        json!({"error": {"code": status.as_u16(), "message": message, "status": st}})
+    }
+}

@@ -1,0 +1,506 @@
+//! Vault: where the real provider keys live (DESIGN §6). A shared service of the upstream stage.
+//!
+//! Backends: `file` (TOML `[keys]` table, 0600, refused when group/world readable; re-read when
+//! it changes, so `gateway keys set` needs no restart) and `env` (`<prefix><NAME>`, upper case,
+//! `-` as `_`). Which key a request gets: the first `[[vault.select]]` rule matching the provider
+//! and the caller's identity (team keys), else the provider's `key`.
+//!
+//! A key is a [`Secret`]: its `Debug` and `Display` print `[redacted]`, its memory is zeroed on
+//! drop, and the only way to the text is [`Secret::expose`].
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    io::Write as _,
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::SystemTime,
+};
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::{provider::Provider, redirect::identity::Identity};
+
+/// A credential. Never printed.
+#[derive(Clone)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(Zeroizing::new(s.into()))
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("vault file {path} is readable by group or others (mode {mode:o}); chmod 600 it")]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error("vault file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("vault file {path} is not valid TOML with a [keys] table: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("key name `{0}` is invalid: use letters, digits, '-', '_' and '.'")]
+    BadName(String),
+    #[error("the key value is empty or contains whitespace or control characters")]
+    BadValue,
+    #[error("the `{0}` vault backend cannot be changed from the command line")]
+    ReadOnly(&'static str),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    #[default]
+    File,
+    Env,
+}
+
+/// Pick a key by identity: every given field must match.
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Select {
+    pub provider: Option<String>,
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    pub gid: Option<u32>,
+    pub unit: Option<String>,
+    /// cgroup path prefix (as in the journal: relative to the cgroup v2 root, starting with '/').
+    pub cgroup: Option<String>,
+    pub pod_uid: Option<String>,
+    pub key: String,
+}
+
+impl Select {
+    pub fn matches(&self, provider: &str, id: &Identity) -> bool {
+        self.provider.as_deref().is_none_or(|p| p == provider)
+            && self.uid.is_none_or(|u| u == id.uid)
+            && self.gid.is_none_or(|g| g == id.gid)
+            && self
+                .user
+                .as_ref()
+                .is_none_or(|u| id.user.as_ref() == Some(u))
+            && self
+                .unit
+                .as_ref()
+                .is_none_or(|u| id.unit.as_ref() == Some(u))
+            && self
+                .pod_uid
+                .as_ref()
+                .is_none_or(|p| id.pod_uid.as_ref() == Some(p))
+            && self.cgroup.as_ref().is_none_or(|c| {
+                id.cgroup.as_deref().is_some_and(|have| {
+                    have == c || have.starts_with(&format!("{}/", c.trim_end_matches('/')))
+                })
+            })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VaultConfig {
+    pub backend: BackendKind,
+    /// File backend: the TOML file (default `<state_dir>/vault.toml`).
+    pub file: Option<PathBuf>,
+    /// Env backend: variable name prefix.
+    pub env_prefix: String,
+    #[serde(rename = "select")]
+    pub selects: Vec<Select>,
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        Self {
+            backend: BackendKind::File,
+            file: None,
+            env_prefix: "GATEWAY_KEY_".into(),
+            selects: Vec::new(),
+        }
+    }
+}
+
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+#[derive(Deserialize, Serialize, Default)]
+struct KeysFile {
+    #[serde(default)]
+    keys: BTreeMap<String, String>,
+}
+
+struct Cached {
+    mtime: Option<SystemTime>,
+    keys: BTreeMap<String, Secret>,
+}
+
+pub struct Vault {
+    kind: BackendKind,
+    file: PathBuf,
+    env_prefix: String,
+    selects: Vec<Select>,
+    cache: Mutex<Option<Cached>>,
+}
+
+impl Vault {
+    pub fn new(cfg: &VaultConfig, state_dir: &Path) -> Self {
+        Self {
+            kind: cfg.backend,
+            file: cfg
+                .file
+                .clone()
+                .unwrap_or_else(|| state_dir.join("vault.toml")),
+            env_prefix: cfg.env_prefix.clone(),
+            selects: cfg.selects.clone(),
+            cache: Mutex::new(None),
+        }
+    }
+
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Check the backend can serve (file mode and syntax); run at start so a bad vault stops
+    /// the daemon before any request.
+    pub fn check(&self) -> Result<(), VaultError> {
+        match self.kind {
+            BackendKind::File if self.file.exists() => self.load_file().map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The name of the key for this provider and caller, if any is configured.
+    pub fn key_name(&self, provider: &Provider, id: &Identity) -> Option<String> {
+        self.selects
+            .iter()
+            .find(|s| s.matches(&provider.name, id))
+            .map(|s| s.key.clone())
+            .or_else(|| provider.key.clone())
+    }
+
+    /// The secret named `name`; `Ok(None)` when the backend has no such key.
+    pub fn get(&self, name: &str) -> Result<Option<Secret>, VaultError> {
+        match self.kind {
+            BackendKind::Env => {
+                let var = format!(
+                    "{}{}",
+                    self.env_prefix,
+                    name.to_ascii_uppercase().replace(['-', '.'], "_")
+                );
+                Ok(std::env::var(var)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .map(Secret::new))
+            }
+            BackendKind::File => {
+                if !self.file.exists() {
+                    return Ok(None);
+                }
+                let mtime = std::fs::metadata(&self.file)
+                    .and_then(|m| m.modified())
+                    .ok();
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                if cache
+                    .as_ref()
+                    .is_none_or(|c| c.mtime != mtime || mtime.is_none())
+                {
+                    *cache = Some(Cached {
+                        mtime,
+                        keys: self.load_file()?,
+                    });
+                }
+                Ok(cache.as_ref().and_then(|c| c.keys.get(name).cloned()))
+            }
+        }
+    }
+
+    fn load_file(&self) -> Result<BTreeMap<String, Secret>, VaultError> {
+        let io = |source| VaultError::Io {
+            path: self.file.clone(),
+            source,
+        };
+        let meta = std::fs::metadata(&self.file).map_err(io)?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(VaultError::Permissions {
+                path: self.file.clone(),
+                mode,
+            });
+        }
+        let text = Zeroizing::new(std::fs::read_to_string(&self.file).map_err(io)?);
+        let parsed: KeysFile = toml::from_str(&text).map_err(|e| VaultError::Parse {
+            path: self.file.clone(),
+            // toml's message may quote the offending line, which may hold a key: keep only
+            // the first line of the message.
+            reason: e.message().lines().next().unwrap_or("").to_string(),
+        })?;
+        Ok(parsed
+            .keys
+            .into_iter()
+            .map(|(k, v)| (k, Secret::new(v)))
+            .collect())
+    }
+
+    fn writable(&self) -> Result<(), VaultError> {
+        match self.kind {
+            BackendKind::File => Ok(()),
+            BackendKind::Env => Err(VaultError::ReadOnly("env")),
+        }
+    }
+
+    /// Names of the stored keys (never the values).
+    pub fn list(&self) -> Result<Vec<String>, VaultError> {
+        match self.kind {
+            BackendKind::Env => Ok(std::env::vars()
+                .filter_map(|(k, _)| {
+                    k.strip_prefix(&self.env_prefix)
+                        .map(str::to_ascii_lowercase)
+                })
+                .collect()),
+            BackendKind::File if !self.file.exists() => Ok(Vec::new()),
+            BackendKind::File => Ok(self.load_file()?.into_keys().collect()),
+        }
+    }
+
+    pub fn set(&self, name: &str, value: &Secret) -> Result<(), VaultError> {
+        self.writable()?;
+        if !valid_name(name) {
+            return Err(VaultError::BadName(name.into()));
+        }
+        let v = value.expose();
+        if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(VaultError::BadValue);
+        }
+        let mut keys = if self.file.exists() {
+            self.load_file()?
+        } else {
+            BTreeMap::new()
+        };
+        keys.insert(name.to_string(), value.clone());
+        self.store(&keys)
+    }
+
+    /// Remove a key; returns whether it existed.
+    pub fn remove(&self, name: &str) -> Result<bool, VaultError> {
+        self.writable()?;
+        if !self.file.exists() {
+            return Ok(false);
+        }
+        let mut keys = self.load_file()?;
+        let had = keys.remove(name).is_some();
+        if had {
+            self.store(&keys)?;
+        }
+        Ok(had)
+    }
+
+    /// Write atomically: a 0600 temporary file in the same directory, then rename.
+    fn store(&self, keys: &BTreeMap<String, Secret>) -> Result<(), VaultError> {
+        let io = |source| VaultError::Io {
+            path: self.file.clone(),
+            source,
+        };
+        if let Some(dir) = self.file.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let plain = KeysFile {
+            keys: keys
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                .collect(),
+        };
+        let text = Zeroizing::new(toml::to_string(&plain).map_err(|e| VaultError::Parse {
+            path: self.file.clone(),
+            reason: e.to_string(),
+        })?);
+        drop(plain);
+        let tmp = self
+            .file
+            .with_extension(format!("tmp.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        std::fs::rename(&tmp, &self.file).map_err(io)?;
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vault(dir: &Path) -> Vault {
+        Vault::new(&VaultConfig::default(), dir)
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("sk-live-123");
+        assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
+        assert_eq!(s.expose(), "sk-live-123");
+    }
+
+    #[test]
+    fn set_list_get_rm_with_0600() {
+        let d = tempfile::tempdir().unwrap();
+        let v = vault(d.path());
+        assert_eq!(
+            v.get("openai").unwrap().map(|s| s.expose().to_string()),
+            None
+        );
+        v.set("openai", &Secret::new("sk-one")).unwrap();
+        v.set("anthropic", &Secret::new("sk-ant-two")).unwrap();
+        let mode = std::fs::metadata(v.file()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            v.list().unwrap(),
+            vec!["anthropic".to_string(), "openai".to_string()]
+        );
+        assert_eq!(v.get("openai").unwrap().unwrap().expose(), "sk-one");
+        assert!(v.remove("openai").unwrap());
+        assert!(!v.remove("openai").unwrap());
+        assert!(v.get("openai").unwrap().is_none());
+        assert!(matches!(
+            v.set("bad name", &Secret::new("x")),
+            Err(VaultError::BadName(_))
+        ));
+        assert!(matches!(
+            v.set("ok", &Secret::new("has space")),
+            Err(VaultError::BadValue)
+        ));
+        assert!(matches!(
+            v.set("ok", &Secret::new("")),
+            Err(VaultError::BadValue)
+        ));
+    }
+
+    #[test]
+    fn a_readable_file_is_refused_and_errors_hold_no_key() {
+        let d = tempfile::tempdir().unwrap();
+        let v = vault(d.path());
+        v.set("openai", &Secret::new("sk-secret-value")).unwrap();
+        std::fs::set_permissions(v.file(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = v.check().unwrap_err().to_string();
+        assert!(
+            e.contains("chmod 600") && !e.contains("sk-secret-value"),
+            "{e}"
+        );
+        std::fs::write(v.file(), "[keys]\nopenai = sk-secret-value-unquoted\n").unwrap();
+        std::fs::set_permissions(v.file(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = v.check().unwrap_err().to_string();
+        assert!(!e.contains("sk-secret-value"), "{e}");
+    }
+
+    #[test]
+    fn the_file_is_reread_when_it_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let v = vault(d.path());
+        v.set("openai", &Secret::new("first")).unwrap();
+        assert_eq!(v.get("openai").unwrap().unwrap().expose(), "first");
+        let other = vault(d.path());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        other.set("openai", &Secret::new("second")).unwrap();
+        assert_eq!(v.get("openai").unwrap().unwrap().expose(), "second");
+    }
+
+    #[test]
+    fn selection_by_identity_then_provider_default() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = VaultConfig {
+            selects: vec![
+                Select {
+                    provider: Some("openai".into()),
+                    user: Some("alice".into()),
+                    key: "openai-team-a".into(),
+                    ..Default::default()
+                },
+                Select {
+                    cgroup: Some("/system.slice/ci.service".into()),
+                    key: "ci-key".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let v = Vault::new(&cfg, d.path());
+        let p = Provider {
+            name: "openai".into(),
+            hosts: vec![],
+            addrs: vec![],
+            key: Some("openai".into()),
+            api: crate::provider::Api::OpenAi,
+        };
+        let alice = Identity {
+            user: Some("alice".into()),
+            ..Default::default()
+        };
+        let ci = Identity {
+            cgroup: Some("/system.slice/ci.service/job-1".into()),
+            ..Default::default()
+        };
+        let ci_lookalike = Identity {
+            cgroup: Some("/system.slice/ci.service-evil".into()),
+            ..Default::default()
+        };
+        assert_eq!(v.key_name(&p, &alice).as_deref(), Some("openai-team-a"));
+        assert_eq!(v.key_name(&p, &ci).as_deref(), Some("ci-key"));
+        assert_eq!(v.key_name(&p, &ci_lookalike).as_deref(), Some("openai"));
+        assert_eq!(
+            v.key_name(&p, &Identity::default()).as_deref(),
+            Some("openai")
+        );
+    }
+
+    #[test]
+    fn env_backend() {
+        let d = tempfile::tempdir().unwrap();
+        // The crate forbids unsafe (set_var), so read a variable every process has: PATH is
+        // prefix "PAT" + name "h".
+        let cfg = VaultConfig {
+            backend: BackendKind::Env,
+            env_prefix: "PAT".into(),
+            ..Default::default()
+        };
+        let v = Vault::new(&cfg, d.path());
+        assert_eq!(
+            v.get("h").unwrap().unwrap().expose(),
+            std::env::var("PATH").unwrap()
+        );
+        assert!(v.get("nothing-here").unwrap().is_none());
+        assert!(matches!(
+            v.set("x", &Secret::new("y")),
+            Err(VaultError::ReadOnly("env"))
+        ));
+    }
+}
