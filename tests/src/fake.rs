@@ -65,7 +65,7 @@ impl TestPki {
         }
     }
 
-    fn server_config(&self) -> rustls::ServerConfig {
+    pub fn server_config(&self) -> rustls::ServerConfig {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

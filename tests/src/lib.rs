@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod fake;
+pub mod provider;
 
 use std::{
     fs,
@@ -126,6 +127,8 @@ pub struct Opts {
     pub extra_roots: Vec<PathBuf>,
     /// Vault keys written to `<state>/vault.toml` (0600) before start.
     pub keys: Vec<(String, String)>,
+    /// Keep the built-in provider list (their hosts; DNS still goes nowhere).
+    pub builtin: bool,
 }
 
 /// One test's gateway: its config, state dir, pins and process. Killed and detached on drop.
@@ -182,7 +185,7 @@ impl Gateway {
         let config = dir.path().join("gateway.toml");
         let text = format!(
             r#"state_dir = "{state}"
-builtin_providers = false
+builtin_providers = {builtin}
 [listen]
 addr = "{listen}"
 addr6 = "{listen6}"
@@ -206,6 +209,7 @@ level = "info,gateway_ebpf=debug"
             cgroup = cgroup.display(),
             pin = pin_dir.display(),
             roots = roots.join(", "),
+            builtin = opts.builtin,
         );
         fs::write(&config, text).expect("write config");
         if !opts.keys.is_empty() {

@@ -558,6 +558,7 @@ fn provider_hosts_are_resolved_re_resolved_by_ttl_and_dropped_after_grace() {
             )),
             extra_roots: vec![pki.ca_pem.clone()],
             keys: vec![("openai".into(), VAULT_KEY.into())],
+            ..Default::default()
         },
     );
     let bundle = pki.dir.path().join("bundle.pem");

@@ -79,9 +79,18 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
     let method = req.method().clone();
     let start = Instant::now();
     async move {
-        let (resp, stripped, key_name) = match forward(req, &ctx).await {
-            Ok(ok) => ok,
-            Err((e, stripped)) => (rescue::respond(adapter, &e), stripped, None),
+        let (parts, body) = req.into_parts();
+        let (resp, stripped, key_name) = match prepare(parts, &ctx) {
+            Err((e, stripped)) => {
+                // Read (a bounded amount of) what the client is still sending, so an h2 client
+                // gets our answer rather than a reset of its unfinished stream.
+                drain(body).await;
+                (rescue::respond(adapter, &e), stripped, None)
+            }
+            Ok((parts, stripped, key_name)) => match send(parts, body, &ctx).await {
+                Ok(resp) => (resp, stripped, Some(key_name)),
+                Err(e) => (rescue::respond(adapter, &e), stripped, Some(key_name)),
+            },
         };
         info!(
             conn = ctx.conn_id,
@@ -103,14 +112,19 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
     .await
 }
 
-type Forwarded = (Response<RespBody>, credentials::Stripped, Option<String>);
+async fn drain(body: Incoming) {
+    let limited = http_body_util::Limited::new(body, 1 << 20);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), limited.collect()).await;
+}
 
-async fn forward(
-    req: Request<Incoming>,
+type Prepared = (http::request::Parts, credentials::Stripped, String);
+
+/// Policy and vault on the request head: strip, pick and inject the key, aim at the SNI.
+fn prepare(
+    mut parts: http::request::Parts,
     ctx: &ConnCtx,
-) -> Result<Forwarded, (ExchangeError, credentials::Stripped)> {
+) -> Result<Prepared, (ExchangeError, credentials::Stripped)> {
     let adapter = ctx.provider.adapter();
-    let (mut parts, body) = req.into_parts();
     let mut stripped = credentials::Stripped {
         headers: credentials::strip_headers(&mut parts.headers),
         params: 0,
@@ -163,7 +177,15 @@ async fn forward(
     })?;
     parts.headers.insert(HOST, host);
     parts.version = Version::HTTP_11;
+    Ok((parts, stripped, key_name))
+}
 
+/// Stream the request to the provider and its answer back.
+async fn send(
+    parts: http::request::Parts,
+    body: Incoming,
+    ctx: &ConnCtx,
+) -> Result<Response<RespBody>, ExchangeError> {
     // Trailers get the same treatment as headers: a credential there is dropped too.
     let body = body
         .map_frame(|frame| match frame.into_trailers() {
@@ -185,12 +207,9 @@ async fn forward(
             Request::from_parts(parts, body),
         )
         .await
-        .map_err(|e| {
-            let err = match e {
-                SendError::Certificate(m) => ExchangeError::UpstreamCertificate(m),
-                SendError::Unavailable(m) => ExchangeError::Upstream(m),
-            };
-            (err, stripped)
+        .map_err(|e| match e {
+            SendError::Certificate(m) => ExchangeError::UpstreamCertificate(m),
+            SendError::Unavailable(m) => ExchangeError::Upstream(m),
         })?;
     let (mut rp, rb) = resp.into_parts();
     for h in credentials::HOP_BY_HOP {
@@ -198,5 +217,5 @@ async fn forward(
     }
     rp.version = Version::default();
     let body = rb.map_err(|e| Box::new(e) as BoxError).boxed();
-    Ok((Response::from_parts(rp, body), stripped, Some(key_name)))
+    Ok(Response::from_parts(rp, body))
 }

@@ -1,0 +1,302 @@
+//! A fake LLM provider on loopback speaking the real wire formats over real TLS, h2 or
+//! HTTP/1.1 (as ALPN decides): OpenAI chat completions (JSON and SSE ending in `[DONE]`),
+//! OpenAI models list, Anthropic messages (JSON and typed SSE events), Gemini generateContent
+//! and streamGenerateContent (`alt=sse` and the JSON-array form). Every request is recorded
+//! (method, target, version, headers, trailers) for the test to inspect.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::fake::TestPki;
+
+/// One request as the provider saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub version: String,
+    /// (name, value) in arrival order; names lower case as on the wire for h2, as hyper
+    /// normalises them for HTTP/1.1.
+    pub headers: Vec<(String, String)>,
+    pub trailers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    /// Every value of a header (case-insensitive name).
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .chain(self.trailers.iter())
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Every credential-bearing header or parameter the provider received.
+    pub fn credentials(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for n in [
+            "authorization",
+            "x-api-key",
+            "api-key",
+            "x-goog-api-key",
+            "proxy-authorization",
+        ] {
+            out.extend(self.all(n).into_iter().map(|v| format!("{n}: {v}")));
+        }
+        if let Some((_, q)) = self.target.split_once('?') {
+            for kv in q.split('&') {
+                let k = kv
+                    .split_once('=')
+                    .map(|(k, _)| k)
+                    .unwrap_or(kv)
+                    .to_ascii_lowercase();
+                if k == "key" || k == "api-key" || k == "api_key" {
+                    out.push(format!("?{kv}"));
+                }
+            }
+        }
+        out
+    }
+}
+
+pub struct FakeProvider {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl FakeProvider {
+    pub fn start(addr: SocketAddr, pki: &TestPki) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = rt
+            .block_on(TcpListener::bind(addr))
+            .unwrap_or_else(|e| panic!("fake provider cannot bind {addr}: {e}"));
+        let mut cfg = pki.server_config();
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let s = seen.clone();
+        rt.spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = service_fn(move |req| {
+                        let s = s.clone();
+                        async move { Ok::<_, Infallible>(answer(req, s).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            seen,
+            _rt: rt,
+        }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn pairs(h: &http::HeaderMap) -> Vec<(String, String)> {
+    h.iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(status: StatusCode, ctype: &str, body: String) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", ctype)
+        .body(Full::new(Bytes::from(body)).boxed())
+        .unwrap()
+}
+
+/// An SSE body, one write per event, so a proxy that buffers would show.
+fn sse(events: Vec<String>) -> Response<Body> {
+    let frames = futures_util_stream(events);
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(frames)
+        .unwrap()
+}
+
+fn futures_util_stream(chunks: Vec<String>) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        for c in chunks {
+            if tx.send(Bytes::from(c)).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    });
+    http_body_util::StreamBody::new(ReceiverStream(rx)).boxed()
+}
+
+struct ReceiverStream(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl futures_core::Stream for ReceiverStream {
+    type Item = Result<http_body::Frame<Bytes>, Infallible>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+pub const REPLY: &str = "Hello from the fake provider.";
+
+async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let collected = body.collect().await;
+    let (bytes, trailers) = match collected {
+        Ok(c) => {
+            let t = c.trailers().map(pairs).unwrap_or_default();
+            (c.to_bytes().to_vec(), t)
+        }
+        Err(_) => (Vec::new(), Vec::new()),
+    };
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        target: target.clone(),
+        version: format!("{:?}", parts.version),
+        headers: pairs(&parts.headers),
+        trailers,
+        body: bytes.clone(),
+    });
+    let json_body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let stream = json_body["stream"] == true;
+    let path = parts.uri.path();
+    let query = parts.uri.query().unwrap_or("");
+    let words: Vec<&str> = REPLY.split_inclusive(' ').collect();
+    match path {
+        "/v1/models" => full(
+            StatusCode::OK,
+            "application/json",
+            json!({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model", "created": 1, "owned_by": "fake"}]}).to_string(),
+        ),
+        "/v1/chat/completions" if stream => {
+            let mut ev: Vec<String> = words
+                .iter()
+                .map(|w| {
+                    let c = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+                        "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": null}]});
+                    format!("data: {c}\n\n")
+                })
+                .collect();
+            let last = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+            ev.push(format!("data: {last}\n\n"));
+            ev.push("data: [DONE]\n\n".into());
+            sse(ev)
+        }
+        "/v1/chat/completions" => full(
+            StatusCode::OK,
+            "application/json",
+            json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}})
+            .to_string(),
+        ),
+        "/v1/messages" if stream => {
+            let mut ev = vec![
+                format!("event: message_start\ndata: {}\n\n", json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 5, "output_tokens": 1}}})),
+                format!("event: content_block_start\ndata: {}\n\n", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+            ];
+            for w in &words {
+                ev.push(format!(
+                    "event: content_block_delta\ndata: {}\n\n",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})
+                ));
+            }
+            ev.push(format!("event: content_block_stop\ndata: {}\n\n", json!({"type": "content_block_stop", "index": 0})));
+            ev.push(format!("event: message_delta\ndata: {}\n\n", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 6}})));
+            ev.push(format!("event: message_stop\ndata: {}\n\n", json!({"type": "message_stop"})));
+            sse(ev)
+        }
+        "/v1/messages" => full(
+            StatusCode::OK,
+            "application/json",
+            json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+                "content": [{"type": "text", "text": REPLY}], "stop_reason": "end_turn", "stop_sequence": null,
+                "usage": {"input_tokens": 5, "output_tokens": 6}})
+            .to_string(),
+        ),
+        p if p.ends_with(":generateContent") => full(StatusCode::OK, "application/json", gemini_chunk(REPLY, true).to_string()),
+        p if p.ends_with(":streamGenerateContent") => {
+            let n = words.len();
+            let chunks: Vec<Value> = words.iter().enumerate().map(|(i, w)| gemini_chunk(w, i + 1 == n)).collect();
+            if query.split('&').any(|kv| kv == "alt=sse") {
+                sse(chunks.iter().map(|c| format!("data: {c}\r\n\r\n")).collect())
+            } else {
+                let mut parts = Vec::new();
+                for (i, c) in chunks.iter().enumerate() {
+                    parts.push(format!("{}{c}", if i == 0 { "[" } else { ",\r\n" }));
+                }
+                parts.push("]".into());
+                let mut r = sse(parts);
+                r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+                r
+            }
+        }
+        _ => full(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            json!({"error": {"message": format!("fake provider: no route {path}"), "type": "invalid_request_error"}}).to_string(),
+        ),
+    }
+}
+
+fn gemini_chunk(text: &str, last: bool) -> Value {
+    let mut cand = json!({"content": {"parts": [{"text": text}], "role": "model"}, "index": 0});
+    if last {
+        cand["finishReason"] = json!("STOP");
+    }
+    json!({"candidates": [cand], "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 6, "totalTokenCount": 11}, "modelVersion": "gemini-x"})
+}

@@ -1,0 +1,531 @@
+//! Issue B end to end: provider connections redirected by the real programs, terminated with
+//! the gateway's CA, and re-originated with the vault's key. Clients are unmodified curl (h1 and
+//! h2) and raw Python sockets; the fake providers speak OpenAI, Anthropic and Gemini formats and
+//! record every request they get.
+
+use std::{path::PathBuf, time::Duration};
+
+use gateway_tests::{
+    CgroupGuard, Gateway, Opts, fake::TestPki, provider::FakeProvider, require_privileges, run,
+    unique,
+};
+
+const T: Duration = Duration::from_secs(20);
+const OPENAI_KEY: &str = "sk-vault-openai-5b1f0c2e9a";
+const ANTHROPIC_KEY: &str = "sk-ant-vault-77d3e1aa40";
+const GEMINI_KEY: &str = "AIza-vault-gemini-3c9e04";
+
+struct Env {
+    gw: Gateway,
+    openai: FakeProvider,
+    anthropic: FakeProvider,
+    gemini: FakeProvider,
+    _pki: TestPki,
+    cg: CgroupGuard,
+    ips: [String; 3],
+    bundle: PathBuf,
+}
+
+fn env_keys(keys: &[(&str, &str)]) -> Env {
+    require_privileges();
+    let n = unique();
+    let name = format!("gw-icpt-{}-{n}", std::process::id());
+    let cg = CgroupGuard::new(&name);
+    let ips = [
+        format!("127.20.{n}.1"),
+        format!("127.20.{n}.2"),
+        format!("127.20.{n}.3"),
+    ];
+    let pki = TestPki::new(&[
+        "api.openai.com",
+        "api.anthropic.com",
+        "generativelanguage.googleapis.com",
+    ]);
+    let openai = FakeProvider::start(format!("{}:443", ips[0]).parse().unwrap(), &pki);
+    let anthropic = FakeProvider::start(format!("{}:443", ips[1]).parse().unwrap(), &pki);
+    let gemini = FakeProvider::start(format!("{}:443", ips[2]).parse().unwrap(), &pki);
+    let providers = format!(
+        "[[provider]]\nname = \"openai\"\naddrs = [\"{}/32\"]\n\
+         [[provider]]\nname = \"anthropic\"\naddrs = [\"{}/32\"]\n\
+         [[provider]]\nname = \"gemini\"\naddrs = [\"{}/32\"]\n",
+        ips[0], ips[1], ips[2]
+    );
+    // Built-in providers keep their hosts; only their addresses are set here.
+    let gw = Gateway::start_opts(
+        &name,
+        &cg.path,
+        &format!("{providers}\n"),
+        &Opts {
+            extra_roots: vec![pki.ca_pem.clone()],
+            keys: keys
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            builtin: true,
+            ..Default::default()
+        },
+    );
+    let bundle = gw.ca_pem();
+    Env {
+        gw,
+        openai,
+        anthropic,
+        gemini,
+        _pki: pki,
+        cg,
+        ips,
+        bundle,
+    }
+}
+
+fn env() -> Env {
+    env_keys(&[
+        ("openai", OPENAI_KEY),
+        ("anthropic", ANTHROPIC_KEY),
+        ("gemini", GEMINI_KEY),
+    ])
+}
+
+impl Env {
+    fn curl(&self, host: &str, ip: &str, extra: &[&str], path: &str) -> gateway_tests::ClientRun {
+        let resolve = format!("{host}:443:{ip}");
+        let url = format!("https://{host}{path}");
+        let mut args: Vec<&str> = vec![
+            "-sS",
+            "--max-time",
+            "10",
+            "--resolve",
+            &resolve,
+            "--cacert",
+            self.bundle.to_str().unwrap(),
+            "-w",
+            "\n%{http_code} %{http_version}",
+        ];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        run(self.cg.command("curl", &args), T)
+    }
+}
+
+fn status(out: &str) -> (u16, String) {
+    let last = out.lines().last().unwrap_or("");
+    let (code, ver) = last.split_once(' ').unwrap_or(("0", ""));
+    (code.parse().unwrap_or(0), ver.to_string())
+}
+
+#[test]
+fn curl_h1_and_h2_streaming_and_not_get_answers_with_the_vault_key_only() {
+    let e = env();
+    let chat = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    let chat_stream =
+        r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    for (proto, want_version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        for body in [chat, chat_stream] {
+            let before = e.openai.seen().len();
+            let r = e.curl(
+                "api.openai.com",
+                &e.ips[0],
+                &[
+                    proto,
+                    "-H",
+                    "authorization: Bearer sk-dummy",
+                    "-H",
+                    "content-type: application/json",
+                    "-d",
+                    body,
+                ],
+                "/v1/chat/completions",
+            );
+            assert!(r.ok, "{proto}: {r:?}\n{}", e.gw.raw_log());
+            let (code, ver) = status(&r.stdout);
+            assert_eq!((code, ver.as_str()), (200, want_version), "{r:?}");
+            if body == chat_stream {
+                assert!(r.stdout.contains("data: [DONE]"), "{}", r.stdout);
+                let words = gateway_tests::provider::REPLY.split_inclusive(' ').count();
+                assert_eq!(
+                    r.stdout.matches("chat.completion.chunk").count(),
+                    words + 1,
+                    "{}",
+                    r.stdout
+                );
+            } else {
+                assert!(
+                    r.stdout.contains("Hello from the fake provider."),
+                    "{}",
+                    r.stdout
+                );
+            }
+            let seen = e.openai.seen();
+            assert_eq!(seen.len(), before + 1);
+            let s = seen.last().unwrap();
+            assert_eq!(
+                s.credentials(),
+                vec![format!("authorization: Bearer {OPENAI_KEY}")],
+                "{s:?}"
+            );
+            // The client's protocol carries through to the provider.
+            assert_eq!(
+                s.version,
+                if want_version == "2" {
+                    "HTTP/2.0"
+                } else {
+                    "HTTP/1.1"
+                },
+                "{s:?}"
+            );
+            assert_eq!(s.body, body.as_bytes());
+        }
+    }
+
+    // Anthropic: x-api-key, streamed events intact.
+    let msg = r#"{"model":"claude-x","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = e.curl(
+        "api.anthropic.com",
+        &e.ips[1],
+        &[
+            "-H",
+            "x-api-key: sk-ant-dummy",
+            "-H",
+            "anthropic-version: 2023-06-01",
+            "-d",
+            msg,
+        ],
+        "/v1/messages",
+    );
+    assert_eq!(status(&r.stdout).0, 200, "{r:?}");
+    assert!(r.stdout.contains("event: message_stop"));
+    let s = e.anthropic.seen().pop().unwrap();
+    assert_eq!(
+        s.credentials(),
+        vec![format!("x-api-key: {ANTHROPIC_KEY}")],
+        "{s:?}"
+    );
+    assert_eq!(s.all("anthropic-version"), vec!["2023-06-01".to_string()]);
+
+    // Gemini: ?key= stripped, x-goog-api-key injected, both stream forms.
+    for q in ["?alt=sse&key=AIza-dummy", "?key=AIza-dummy"] {
+        let r = e.curl(
+            "generativelanguage.googleapis.com",
+            &e.ips[2],
+            &[
+                "-H",
+                "content-type: application/json",
+                "-d",
+                r#"{"contents":[{"parts":[{"text":"hi"}]}]}"#,
+            ],
+            &format!("/v1beta/models/gemini-x:streamGenerateContent{q}"),
+        );
+        assert_eq!(status(&r.stdout).0, 200, "{r:?}");
+        assert!(r.stdout.contains("finishReason"), "{}", r.stdout);
+        let s = e.gemini.seen().pop().unwrap();
+        assert_eq!(
+            s.credentials(),
+            vec![format!("x-goog-api-key: {GEMINI_KEY}")],
+            "{s:?}"
+        );
+        assert!(!s.target.contains("key="), "{}", s.target);
+        assert_eq!(s.target.contains("alt=sse"), q.contains("alt=sse"));
+    }
+
+    // Unknown paths on a provider host are still swapped and forwarded.
+    let r = e.curl(
+        "api.openai.com",
+        &e.ips[0],
+        &["-H", "authorization: Bearer x"],
+        "/v2/something/new?a=1",
+    );
+    assert_eq!(status(&r.stdout).0, 404, "{r:?}");
+    let s = e.openai.seen().pop().unwrap();
+    assert_eq!(s.target, "/v2/something/new?a=1");
+    assert_eq!(
+        s.credentials(),
+        vec![format!("authorization: Bearer {OPENAI_KEY}")]
+    );
+}
+
+#[test]
+fn a_provider_without_a_key_gets_a_provider_shaped_401_and_nothing_is_forwarded() {
+    let e = env_keys(&[("openai", OPENAI_KEY)]);
+    let r = e.curl(
+        "api.anthropic.com",
+        &e.ips[1],
+        &["-H", "x-api-key: sk-ant-dummy", "-d", "{}"],
+        "/v1/messages",
+    );
+    assert_eq!(status(&r.stdout).0, 401, "{r:?}");
+    let body: serde_json::Value = serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "authentication_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`anthropic`"),
+        "{body}"
+    );
+    assert!(
+        e.anthropic.seen().is_empty(),
+        "nothing reached the provider"
+    );
+}
+
+#[test]
+fn an_upstream_with_a_bad_certificate_gets_a_502_and_no_request() {
+    require_privileges();
+    let n = unique();
+    let name = format!("gw-icpt-{}-{n}", std::process::id());
+    let cg = CgroupGuard::new(&name);
+    let ip = format!("127.20.{n}.1");
+    let trusted = TestPki::new(&["api.openai.com"]);
+    let rogue = TestPki::new(&["api.openai.com"]);
+    let fake = FakeProvider::start(format!("{ip}:443").parse().unwrap(), &rogue);
+    let gw = Gateway::start_opts(
+        &name,
+        &cg.path,
+        &format!("[[provider]]\nname = \"openai\"\naddrs = [\"{ip}/32\"]\n"),
+        &Opts {
+            extra_roots: vec![trusted.ca_pem.clone()],
+            keys: vec![("openai".into(), OPENAI_KEY.into())],
+            builtin: true,
+            ..Default::default()
+        },
+    );
+    let resolve = format!("api.openai.com:443:{ip}");
+    let ca = gw.ca_pem();
+    let r = run(
+        cg.command(
+            "curl",
+            &[
+                "-sS",
+                "--resolve",
+                &resolve,
+                "--cacert",
+                ca.to_str().unwrap(),
+                "-w",
+                "\n%{http_code}",
+                "https://api.openai.com/v1/models",
+            ],
+        ),
+        T,
+    );
+    assert!(r.stdout.ends_with("\n502"), "{r:?}");
+    assert!(r.stdout.contains("did not verify"), "{r:?}");
+    assert!(fake.seen().is_empty(), "no request reached the impostor");
+    assert!(!gw.raw_log().contains(OPENAI_KEY));
+}
+
+/// Sends raw bytes over TLS (HTTP/1.1 only) and prints the status line, or the error.
+const PY_RAW: &str = r#"
+import socket, ssl, sys
+host, ip, cafile, raw = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+data = raw.encode("latin-1").decode("unicode_escape").encode("latin-1")
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.set_alpn_protocols(["http/1.1"])
+s = ctx.wrap_socket(socket.create_connection((ip, 443), timeout=10), server_hostname=host)
+s.sendall(data)
+out = b""
+try:
+    while True:
+        c = s.recv(65536)
+        if not c:
+            break
+        out += c
+except Exception as e:
+    pass
+print(out.split(b"\r\n", 1)[0].decode("latin-1") if out else "NO RESPONSE")
+"#;
+
+/// The credential bypass suite: every case either reaches the provider carrying exactly one
+/// credential, the vault's, or is rejected without reaching it.
+#[test]
+fn credential_bypass_suite() {
+    let e = env();
+    let vault_cred = format!("authorization: Bearer {OPENAI_KEY}");
+    let mut checked = 0;
+    let mut check = |label: &str, e: &Env, before: usize, answered: bool| {
+        let seen = e.openai.seen();
+        let new = &seen[before..];
+        for s in new {
+            assert_eq!(
+                s.credentials(),
+                vec![vault_cred.clone()],
+                "{label}: provider saw {s:#?}"
+            );
+        }
+        if answered {
+            assert!(
+                !new.is_empty(),
+                "{label}: expected the request to reach the provider"
+            );
+        }
+        checked += 1;
+    };
+    let header_cases: &[(&str, &[&str], &str)] = &[
+        ("bearer", &["-H", "Authorization: Bearer sk-dummy"], ""),
+        ("lowercase", &["-H", "authorization: Bearer sk-dummy"], ""),
+        ("uppercase", &["-H", "AUTHORIZATION: Bearer sk-dummy"], ""),
+        (
+            "two authorization",
+            &[
+                "-H",
+                "Authorization: Bearer a",
+                "-H",
+                "Authorization: Bearer b",
+            ],
+            "",
+        ),
+        ("raw key", &["-H", "Authorization: sk-dummy"], ""),
+        ("basic", &["-H", "Authorization: Basic c2stZHVtbXk6"], ""),
+        ("empty authorization", &["-H", "Authorization;"], ""),
+        ("x-api-key", &["-H", "x-api-key: sk-dummy"], ""),
+        ("X-API-KEY", &["-H", "X-API-KEY: sk-dummy"], ""),
+        ("api-key", &["-H", "api-key: sk-dummy"], ""),
+        ("x-goog-api-key", &["-H", "x-goog-api-key: AIza-dummy"], ""),
+        (
+            "proxy-authorization",
+            &["-H", "Proxy-Authorization: Basic eDp5"],
+            "",
+        ),
+        ("apim key", &["-H", "Ocp-Apim-Subscription-Key: dummy"], ""),
+        (
+            "every header at once",
+            &[
+                "-H",
+                "Authorization: Bearer a",
+                "-H",
+                "x-api-key: b",
+                "-H",
+                "api-key: c",
+                "-H",
+                "x-goog-api-key: d",
+            ],
+            "",
+        ),
+        ("?key=", &[], "?key=sk-dummy"),
+        ("?key= among others", &[], "?alt=sse&key=sk-dummy&x=1"),
+        ("?KEY=", &[], "?KEY=sk-dummy"),
+        ("percent-encoded name", &[], "?%6Bey=sk-dummy&%4B%45%59=x"),
+        (
+            "?api-key= and ?api_key=",
+            &[],
+            "?api-key=a&api_key=b&api-version=1",
+        ),
+        ("empty ?key", &[], "?key=&key"),
+    ];
+    for proto in ["--http1.1", "--http2"] {
+        for (label, headers, query) in header_cases {
+            let before = e.openai.seen().len();
+            let mut extra = vec![proto];
+            extra.extend_from_slice(headers);
+            let r = e.curl(
+                "api.openai.com",
+                &e.ips[0],
+                &extra,
+                &format!("/v1/models{query}"),
+            );
+            let (code, _) = status(&r.stdout);
+            assert_eq!(code, 200, "{proto} {label}: {r:?}");
+            check(&format!("{proto} {label}"), &e, before, true);
+        }
+    }
+    // Raw HTTP/1.1 the way curl would never send it.
+    let h = "Host: api.openai.com\\r\\n";
+    let raw_cases: Vec<(&str, String, bool)> = vec![
+        (
+            "authorization in chunked trailers",
+            format!("POST /v1/chat/completions HTTP/1.1\\r\\n{h}Transfer-Encoding: chunked\\r\\nTrailer: Authorization\\r\\nConnection: close\\r\\n\\r\\n2\\r\\n{{}}\\r\\n0\\r\\nAuthorization: Bearer sk-trailer\\r\\nX-Api-Key: sk-trailer\\r\\n\\r\\n"),
+            false,
+        ),
+        (
+            "content-length and transfer-encoding together",
+            format!("POST /v1/chat/completions HTTP/1.1\\r\\n{h}Content-Length: 4\\r\\nTransfer-Encoding: chunked\\r\\nConnection: close\\r\\n\\r\\n2\\r\\n{{}}\\r\\n0\\r\\n\\r\\n"),
+            false,
+        ),
+        (
+            "bare CR inside a value",
+            format!("GET /v1/models HTTP/1.1\\r\\n{h}X-Note: a\\rAuthorization: Bearer sk-cr\\r\\nConnection: close\\r\\n\\r\\n"),
+            false,
+        ),
+        (
+            "NUL inside a value",
+            format!("GET /v1/models HTTP/1.1\\r\\n{h}Authorization: Bearer sk\\x00dummy\\r\\nConnection: close\\r\\n\\r\\n"),
+            false,
+        ),
+        (
+            "obs-fold continuation",
+            format!("GET /v1/models HTTP/1.1\\r\\n{h}X-Fold: a\\r\\n Authorization: Bearer sk-fold\\r\\nConnection: close\\r\\n\\r\\n"),
+            false,
+        ),
+        (
+            "space before the colon",
+            format!("GET /v1/models HTTP/1.1\\r\\n{h}Authorization : Bearer sk-space\\r\\nConnection: close\\r\\n\\r\\n"),
+            false,
+        ),
+        (
+            "connection-listed credential header",
+            format!("GET /v1/models HTTP/1.1\\r\\n{h}Connection: x-api-key, close\\r\\nX-Api-Key: sk-listed\\r\\n\\r\\n"),
+            true,
+        ),
+        (
+            "pipelined second request with a key",
+            format!("GET /v1/models HTTP/1.1\\r\\n{h}\\r\\nGET /v1/models?key=sk-second HTTP/1.1\\r\\n{h}Authorization: Bearer sk-second\\r\\nConnection: close\\r\\n\\r\\n"),
+            true,
+        ),
+        (
+            "absolute-form target to another host",
+            format!("GET https://evil.example/v1/models?key=x HTTP/1.1\\r\\n{h}Authorization: Bearer sk-abs\\r\\nConnection: close\\r\\n\\r\\n"),
+            false,
+        ),
+        (
+            "Host header naming another provider",
+            "GET /v1/models HTTP/1.1\\r\\nHost: api.anthropic.com\\r\\nx-api-key: sk-ant-dummy\\r\\nConnection: close\\r\\n\\r\\n".to_string(),
+            true,
+        ),
+    ];
+    for (label, raw, must_answer) in raw_cases {
+        let before = e.openai.seen().len();
+        let r = run(
+            e.cg.command(
+                "python3",
+                &[
+                    "-c",
+                    PY_RAW,
+                    "api.openai.com",
+                    &e.ips[0],
+                    e.bundle.to_str().unwrap(),
+                    &raw,
+                ],
+            ),
+            T,
+        );
+        assert!(r.ok, "{label}: {r:?}");
+        let line = r.stdout.trim().to_string();
+        if must_answer {
+            assert!(line.starts_with("HTTP/1.1 200"), "{label}: {line}");
+        } else {
+            assert!(
+                line.starts_with("HTTP/1.1 200")
+                    || line.starts_with("HTTP/1.1 4")
+                    || line == "NO RESPONSE",
+                "{label}: {line}"
+            );
+        }
+        check(label, &e, before, must_answer);
+    }
+    assert!(checked >= 50, "{checked} cases");
+    // Every request that reached a provider used the right Host, whatever the client said.
+    for s in e.openai.seen() {
+        let hosts = s.all("host");
+        assert!(
+            hosts.is_empty() || hosts == vec!["api.openai.com".to_string()],
+            "{s:?}"
+        );
+    }
+    let log = e.gw.raw_log();
+    for secret in [OPENAI_KEY, ANTHROPIC_KEY, GEMINI_KEY] {
+        assert!(
+            !log.contains(secret),
+            "a vault key appeared in the gateway log"
+        );
+    }
+}
