@@ -405,6 +405,90 @@ pub fn run(mut cmd: Command, timeout: Duration) -> ClientRun {
     }
 }
 
+fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+/// A Python venv with the official SDKs, installed from PyPI once per machine (cached under
+/// target/, keyed by the package list).
+pub fn py_venv() -> PathBuf {
+    static VENV: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    VENV.get_or_init(|| {
+        const PKGS: &[&str] = &["openai", "anthropic", "google-genai", "h2"];
+        let dir = target_dir().join("py-sdk-venv");
+        let marker = dir.join(".gateway-packages");
+        if fs::read_to_string(&marker).ok().as_deref() == Some(&PKGS.join(" ")) {
+            return dir;
+        }
+        let _ = fs::remove_dir_all(&dir);
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&dir)
+            .status()
+            .expect("python3 -m venv");
+        assert!(ok.success(), "creating the SDK venv failed");
+        let out = Command::new(dir.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(PKGS)
+            .output()
+            .expect("pip");
+        assert!(
+            out.status.success(),
+            "pip install {PKGS:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs::write(&marker, PKGS.join(" ")).unwrap();
+        dir
+    })
+    .clone()
+}
+
+/// A directory with the official Node `openai` SDK installed from npm once (cached).
+pub fn node_sdk() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = target_dir().join("node-sdk");
+        if dir.join("node_modules/openai/package.json").exists() {
+            return dir;
+        }
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("package.json"),
+            r#"{"name":"gw-sdk-test","private":true,"type":"module"}"#,
+        )
+        .unwrap();
+        let out = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "openai"])
+            .current_dir(&dir)
+            .output()
+            .expect("npm (Node.js) is needed for the Node SDK test");
+        assert!(
+            out.status.success(),
+            "npm install openai failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+    .clone()
+}
+
+impl CgroupGuard {
+    /// `command`, but in a private mount namespace where `hosts` is bind-mounted over
+    /// /etc/hosts: the client resolves provider names to the test's addresses, and the machine's
+    /// own /etc/hosts is never touched.
+    pub fn command_with_hosts(&self, hosts: &Path, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("unshare");
+        c.args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind \"$0\" /etc/hosts && echo $$ > \"$1\" && shift 2 && exec \"$@\"")
+            .arg(hosts)
+            .arg(self.path.join("cgroup.procs"))
+            .arg("placeholder")
+            .arg(program)
+            .args(args);
+        c
+    }
+}
+
 /// Python source run as `python3 -c`.
 pub const PY_TLS_CLIENT: &str = r#"
 import socket, ssl, sys, json
