@@ -72,9 +72,19 @@ impl Seen {
     }
 }
 
+/// For streams that must prove they are not buffered: a request with `x-test-gate` gets its
+/// first event at once and the rest only after [`FakeProvider::open_gate`]; if the gateway drops
+/// the stream meanwhile, `cancelled` counts it.
+#[derive(Default)]
+struct Gate {
+    notify: tokio::sync::Notify,
+    cancelled: std::sync::atomic::AtomicUsize,
+}
+
 pub struct FakeProvider {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    gate: Arc<Gate>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -92,7 +102,9 @@ impl FakeProvider {
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let gate: Arc<Gate> = Arc::default();
         let s = seen.clone();
+        let g = gate.clone();
         rt.spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -100,13 +112,15 @@ impl FakeProvider {
                 };
                 let acceptor = acceptor.clone();
                 let s = s.clone();
+                let g = g.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
                     let svc = service_fn(move |req| {
                         let s = s.clone();
-                        async move { Ok::<_, Infallible>(answer(req, s).await) }
+                        let g = g.clone();
+                        async move { Ok::<_, Infallible>(answer(req, s, g).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), svc)
@@ -117,12 +131,25 @@ impl FakeProvider {
         Self {
             addr,
             seen,
+            gate,
             _rt: rt,
         }
     }
 
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Let a gated stream finish.
+    pub fn open_gate(&self) {
+        self.gate.notify.notify_one();
+    }
+
+    /// Gated streams whose reader went away before the gate opened.
+    pub fn cancelled(&self) -> usize {
+        self.gate
+            .cancelled
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -187,7 +214,41 @@ impl futures_core::Stream for ReceiverStream {
 
 pub const REPLY: &str = "Hello from the fake provider.";
 
-async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<Body> {
+fn gated(events: Vec<String>, gate: Arc<Gate>) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        let mut it = events.into_iter();
+        if let Some(first) = it.next()
+            && tx.send(Bytes::from(first)).await.is_err()
+        {
+            return;
+        }
+        tokio::select! {
+            _ = gate.notify.notified() => {}
+            _ = tx.closed() => {
+                gate.cancelled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        }
+        for e in it {
+            if tx.send(Bytes::from(e)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .body(http_body_util::StreamBody::new(ReceiverStream(rx)).boxed())
+        .unwrap()
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    gate: Arc<Gate>,
+) -> Response<Body> {
+    let gated_req = req.headers().contains_key("x-test-gate");
     let (parts, body) = req.into_parts();
     let collected = body.collect().await;
     let (bytes, trailers) = match collected {
@@ -234,7 +295,7 @@ async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response
                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
             ev.push(format!("data: {last}\n\n"));
             ev.push("data: [DONE]\n\n".into());
-            sse(ev)
+            if gated_req { gated(ev, gate) } else { sse(ev) }
         }
         "/v1/chat/completions" => full(
             StatusCode::OK,

@@ -529,3 +529,190 @@ fn credential_bypass_suite() {
         );
     }
 }
+
+#[test]
+fn ca_commands_install_into_a_root_that_curl_then_trusts_and_restart_reuses_the_ca() {
+    let mut e = env();
+    let ca_path = e.gw.ca_pem();
+    let key_path = ca_path.with_file_name("ca-key.pem");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let pem = std::fs::read_to_string(&ca_path).unwrap();
+    let out = e.gw.cli(&["ca", "cert"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), pem.trim());
+    let out = e.gw.cli(&["ca", "init"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("already exists"),
+        "{out:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("PRIVATE"),
+        "{out:?}"
+    );
+
+    // A temporary root with a Debian layout and a certifi bundle; never the machine's store.
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    std::fs::create_dir_all(r.join("usr/local/share/ca-certificates")).unwrap();
+    std::fs::create_dir_all(r.join("etc/ssl/certs")).unwrap();
+    std::fs::copy(
+        "/etc/ssl/certs/ca-certificates.crt",
+        r.join("etc/ssl/certs/ca-certificates.crt"),
+    )
+    .unwrap();
+    let certifi = r.join("usr/lib/python3/dist-packages/certifi");
+    std::fs::create_dir_all(&certifi).unwrap();
+    std::fs::write(certifi.join("cacert.pem"), "# certifi test bundle\n").unwrap();
+    let out =
+        e.gw.cli(&["ca", "install", "--certifi", "--root", r.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{out:?}");
+    for want in [
+        "SSL_CERT_FILE=",
+        "REQUESTS_CA_BUNDLE=",
+        "NODE_EXTRA_CA_CERTS=",
+        "keytool -importcert",
+        "Debian",
+        "certifi:",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(r.join("usr/local/share/ca-certificates/gateway-ca.crt")).unwrap(),
+        pem
+    );
+    assert!(
+        std::fs::read_to_string(certifi.join("cacert.pem"))
+            .unwrap()
+            .contains(pem.trim())
+    );
+    // Installing twice does not append twice.
+    e.gw.cli(&["ca", "install", "--root", r.to_str().unwrap()]);
+    let bundle = r.join("etc/ssl/certs/ca-certificates.crt");
+    assert_eq!(
+        std::fs::read_to_string(&bundle)
+            .unwrap()
+            .matches(pem.trim())
+            .count(),
+        1
+    );
+
+    let curl_with = |e: &Env, cafile: &std::path::Path| {
+        let resolve = format!("api.openai.com:443:{}", e.ips[0]);
+        run(
+            e.cg.command(
+                "curl",
+                &[
+                    "-sS",
+                    "--resolve",
+                    &resolve,
+                    "--cacert",
+                    cafile.to_str().unwrap(),
+                    "-w",
+                    "\n%{http_code}",
+                    "https://api.openai.com/v1/models",
+                ],
+            ),
+            T,
+        )
+    };
+    let r1 = curl_with(&e, &bundle);
+    assert!(r1.ok && r1.stdout.ends_with("\n200"), "{r1:?}");
+
+    // Restart: same CA, so the installed bundle keeps working.
+    e.gw.kill9();
+    e.gw.spawn();
+    assert_eq!(
+        std::fs::read_to_string(&ca_path).unwrap(),
+        pem,
+        "restart reused the CA"
+    );
+    let r2 = curl_with(&e, &bundle);
+    assert!(r2.ok && r2.stdout.ends_with("\n200"), "{r2:?}");
+}
+
+/// Spawn curl streaming a gated completion; returns the child and a channel of its stdout lines.
+fn gated_curl(e: &Env, proto: &str) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead as _;
+    let resolve = format!("api.openai.com:443:{}", e.ips[0]);
+    let body =
+        r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut child =
+        e.cg.command(
+            "curl",
+            &[
+                "-sS",
+                "-N",
+                proto,
+                "--resolve",
+                &resolve,
+                "--cacert",
+                e.bundle.to_str().unwrap(),
+                "-H",
+                "x-test-gate: 1",
+                "-d",
+                body,
+                "https://api.openai.com/v1/chat/completions",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+#[test]
+fn sse_events_reach_the_client_before_the_stream_ends_and_a_hangup_cancels_upstream() {
+    let e = env();
+    for proto in ["--http1.1", "--http2"] {
+        // The provider holds the rest of the stream until the client has the first event:
+        // a gateway that buffered the body would never deliver it.
+        let (mut child, lines) = gated_curl(&e, proto);
+        let first = lines.recv_timeout(Duration::from_secs(10));
+        assert!(
+            first
+                .as_ref()
+                .is_ok_and(|l| l.contains("chat.completion.chunk")),
+            "{proto}: first event did not arrive before the stream ended: {first:?}\n{}",
+            e.gw.raw_log()
+        );
+        e.openai.open_gate();
+        let rest: Vec<String> = lines.iter().collect();
+        assert!(
+            rest.iter().any(|l| l == "data: [DONE]"),
+            "{proto}: {rest:?}"
+        );
+        assert!(child.wait().unwrap().success());
+
+        // The client hangs up mid-stream: the upstream request is cancelled, not left running.
+        let cancelled = e.openai.cancelled();
+        let (mut child, lines) = gated_curl(&e, proto);
+        lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("first event");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while e.openai.cancelled() == cancelled && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            e.openai.cancelled(),
+            cancelled + 1,
+            "{proto}: upstream stream not cancelled"
+        );
+    }
+}
