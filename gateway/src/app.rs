@@ -134,7 +134,7 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
         created,
         "internal CA ready; clients must trust this certificate (`gateway ca install`)"
     );
-    let vault = Vault::new(&cfg.vault, &cfg.state_dir);
+    let vault = Vault::new(&cfg.vault, &cfg.state_dir)?;
     vault.check()?;
     let roots = root_store(&cfg.upstream.extra_roots)?;
     Ok(Interception {

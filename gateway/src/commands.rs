@@ -217,18 +217,21 @@ pub fn keys_set(cfg: &Config, name: &str, src: KeySource) -> Result<String, AppE
     };
     let secret = Secret::new(value);
     ensure_state_dir(cfg)?;
-    let vault = Vault::new(&cfg.vault, &cfg.state_dir);
+    let vault = Vault::new(&cfg.vault, &cfg.state_dir)?;
     vault.set(name, &secret)?;
     Ok(format!("stored key `{name}` in {}", vault.file().display()))
 }
 
 pub fn keys_list(cfg: &Config) -> Result<String, AppError> {
-    let vault = Vault::new(&cfg.vault, &cfg.state_dir);
-    Ok(vault.list()?.join("\n"))
+    let vault = Vault::new(&cfg.vault, &cfg.state_dir)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(vault.list())?.join("\n"))
 }
 
 pub fn keys_rm(cfg: &Config, name: &str) -> Result<String, AppError> {
-    let vault = Vault::new(&cfg.vault, &cfg.state_dir);
+    let vault = Vault::new(&cfg.vault, &cfg.state_dir)?;
     if vault.remove(name)? {
         Ok(format!("removed key `{name}`"))
     } else {

@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod fake;
 pub mod provider;
+pub mod vaultfake;
 
 use std::{
     fs,
@@ -129,6 +130,8 @@ pub struct Opts {
     pub keys: Vec<(String, String)>,
     /// Keep the built-in provider list (their hosts; DNS still goes nowhere).
     pub builtin: bool,
+    /// Extra TOML appended to the config (e.g. a `[vault]` section).
+    pub extra: String,
 }
 
 /// One test's gateway: its config, state dir, pins and process. Killed and detached on drop.
@@ -186,6 +189,7 @@ impl Gateway {
         let text = format!(
             r#"state_dir = "{state}"
 builtin_providers = {builtin}
+{extra}
 [listen]
 addr = "{listen}"
 addr6 = "{listen6}"
@@ -210,6 +214,7 @@ level = "info,gateway_ebpf=debug"
             pin = pin_dir.display(),
             roots = roots.join(", "),
             builtin = opts.builtin,
+            extra = opts.extra,
         );
         fs::write(&config, text).expect("write config");
         if !opts.keys.is_empty() {

@@ -716,3 +716,113 @@ fn sse_events_reach_the_client_before_the_stream_ends_and_a_hangup_cancels_upstr
         );
     }
 }
+
+#[test]
+fn keys_come_from_hashicorp_vault_with_approle_cached_and_fail_closed_without_it() {
+    require_privileges();
+    let n = unique();
+    let name = format!("gw-icpt-{}-{n}", std::process::id());
+    let cg = CgroupGuard::new(&name);
+    let ip = format!("127.20.{n}.1");
+    let pki = TestPki::new(&["api.openai.com"]);
+    let fake = FakeProvider::start(format!("{ip}:443").parse().unwrap(), &pki);
+    let vault =
+        gateway_tests::vaultfake::FakeVault::start(serde_json::json!({"openai": OPENAI_KEY}));
+    let dir = tempfile::tempdir().unwrap();
+    let role = dir.path().join("role_id");
+    let secret = dir.path().join("secret_id");
+    std::fs::write(&role, gateway_tests::vaultfake::ROLE_ID).unwrap();
+    std::fs::write(&secret, gateway_tests::vaultfake::SECRET_ID).unwrap();
+    let gw = Gateway::start_opts(
+        &name,
+        &cg.path,
+        &format!("[[provider]]\nname = \"openai\"\naddrs = [\"{ip}/32\"]\n"),
+        &Opts {
+            extra_roots: vec![pki.ca_pem.clone()],
+            builtin: true,
+            // Top-level keys must precede the tables of the generated config: use a table.
+            extra: format!(
+                "[vault]\nbackend = \"hashicorp\"\n[vault.hashicorp]\naddr = \"http://{}\"\nrole_id_file = {:?}\nsecret_id_file = {:?}\ncache_ttl = \"1h\"\n",
+                vault.addr,
+                role.display().to_string(),
+                secret.display().to_string()
+            ),
+            ..Default::default()
+        },
+    );
+    let resolve = format!("api.openai.com:443:{ip}");
+    let ca = gw.ca_pem();
+    let curl = || {
+        run(
+            cg.command(
+                "curl",
+                &[
+                    "-sS",
+                    "--resolve",
+                    &resolve,
+                    "--cacert",
+                    ca.to_str().unwrap(),
+                    "-H",
+                    "authorization: Bearer dummy",
+                    "-w",
+                    "\n%{http_code}",
+                    "https://api.openai.com/v1/models",
+                ],
+            ),
+            T,
+        )
+    };
+    for _ in 0..3 {
+        let r = curl();
+        assert!(r.stdout.ends_with("\n200"), "{r:?}\n{}", gw.raw_log());
+    }
+    for s in fake.seen() {
+        assert_eq!(
+            s.credentials(),
+            vec![format!("authorization: Bearer {OPENAI_KEY}")]
+        );
+    }
+    assert_eq!(vault.logins(), 1, "one AppRole login");
+    assert_eq!(vault.reads(), 1, "the secret is cached");
+    assert!(!gw.raw_log().contains(OPENAI_KEY));
+    assert!(
+        !gw.raw_log().contains("s.fake-client-token"),
+        "the Vault token is never logged"
+    );
+
+    // A gateway whose Vault is unreachable answers 500 in the provider's shape and sends nothing.
+    drop(gw);
+    drop(vault);
+    let before = fake.seen().len();
+    let gw = Gateway::start_opts(
+        &format!("{name}-b"),
+        &cg.path,
+        &format!("[[provider]]\nname = \"openai\"\naddrs = [\"{ip}/32\"]\n"),
+        &Opts {
+            extra_roots: vec![pki.ca_pem.clone()],
+            builtin: true,
+            extra: "[vault]\nbackend = \"hashicorp\"\n[vault.hashicorp]\naddr = \"http://127.0.0.1:9\"\ntoken_env = \"PATH\"\ntimeout = \"1s\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let ca = gw.ca_pem();
+    let r = run(
+        cg.command(
+            "curl",
+            &[
+                "-sS",
+                "--resolve",
+                &resolve,
+                "--cacert",
+                ca.to_str().unwrap(),
+                "-w",
+                "\n%{http_code}",
+                "https://api.openai.com/v1/models",
+            ],
+        ),
+        T,
+    );
+    assert!(r.stdout.ends_with("\n500"), "{r:?}");
+    assert!(r.stdout.contains("vault"), "{r:?}");
+    assert_eq!(fake.seen().len(), before, "nothing forwarded without a key");
+}

@@ -335,6 +335,12 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        if self.vault.backend == crate::vault::BackendKind::Hashicorp {
+            self.vault
+                .hashicorp
+                .validate()
+                .map_err(|reason| bad("vault.hashicorp".into(), reason))?;
+        }
         for (i, s) in self.vault.selects.iter().enumerate() {
             if !crate::vault::valid_name(&s.key) {
                 return Err(bad(

@@ -80,7 +80,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
     let start = Instant::now();
     async move {
         let (parts, body) = req.into_parts();
-        let (resp, stripped, key_name) = match prepare(parts, &ctx) {
+        let (resp, stripped, key_name) = match prepare(parts, &ctx).await {
             Err((e, stripped)) => {
                 // Read (a bounded amount of) what the client is still sending, so an h2 client
                 // gets our answer rather than a reset of its unfinished stream.
@@ -120,7 +120,7 @@ async fn drain(body: Incoming) {
 type Prepared = (http::request::Parts, credentials::Stripped, String);
 
 /// Policy and vault on the request head: strip, pick and inject the key, aim at the SNI.
-fn prepare(
+async fn prepare(
     mut parts: http::request::Parts,
     ctx: &ConnCtx,
 ) -> Result<Prepared, (ExchangeError, credentials::Stripped)> {
@@ -143,7 +143,7 @@ fn prepare(
             stripped,
         ));
     };
-    let key = match ctx.vault.get(&key_name) {
+    let key = match ctx.vault.get(&key_name).await {
         Ok(Some(k)) => k,
         Ok(None) => {
             return Err((

@@ -5,6 +5,8 @@
 //! `-` as `_`). Which key a request gets: the first `[[vault.select]]` rule matching the provider
 //! and the caller's identity (team keys), else the provider's `key`.
 //!
+//! A third backend, `hashicorp`, reads a KV v2 secret from HashiCorp Vault ([`hashicorp`]).
+//!
 //! A key is a [`Secret`]: its `Debug` and `Display` print `[redacted]`, its memory is zeroed on
 //! drop, and the only way to the text is [`Secret::expose`].
 
@@ -17,6 +19,8 @@ use std::{
     sync::Mutex,
     time::SystemTime,
 };
+
+pub mod hashicorp;
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -65,6 +69,8 @@ pub enum VaultError {
     BadValue,
     #[error("the `{0}` vault backend cannot be changed from the command line")]
     ReadOnly(&'static str),
+    #[error(transparent)]
+    Hashicorp(#[from] hashicorp::HashicorpError),
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
@@ -73,6 +79,7 @@ pub enum BackendKind {
     #[default]
     File,
     Env,
+    Hashicorp,
 }
 
 /// Pick a key by identity: every given field must match.
@@ -125,6 +132,8 @@ pub struct VaultConfig {
     pub env_prefix: String,
     #[serde(rename = "select")]
     pub selects: Vec<Select>,
+    /// The `hashicorp` backend's settings.
+    pub hashicorp: hashicorp::HashicorpConfig,
 }
 
 impl Default for VaultConfig {
@@ -134,6 +143,7 @@ impl Default for VaultConfig {
             file: None,
             env_prefix: "GATEWAY_KEY_".into(),
             selects: Vec::new(),
+            hashicorp: hashicorp::HashicorpConfig::default(),
         }
     }
 }
@@ -163,11 +173,16 @@ pub struct Vault {
     env_prefix: String,
     selects: Vec<Select>,
     cache: Mutex<Option<Cached>>,
+    hashicorp: Option<hashicorp::Hashicorp>,
 }
 
 impl Vault {
-    pub fn new(cfg: &VaultConfig, state_dir: &Path) -> Self {
-        Self {
+    pub fn new(cfg: &VaultConfig, state_dir: &Path) -> Result<Self, VaultError> {
+        let hashicorp = match cfg.backend {
+            BackendKind::Hashicorp => Some(hashicorp::Hashicorp::new(cfg.hashicorp.clone())?),
+            _ => None,
+        };
+        Ok(Self {
             kind: cfg.backend,
             file: cfg
                 .file
@@ -176,7 +191,8 @@ impl Vault {
             env_prefix: cfg.env_prefix.clone(),
             selects: cfg.selects.clone(),
             cache: Mutex::new(None),
-        }
+            hashicorp,
+        })
     }
 
     pub fn file(&self) -> &Path {
@@ -202,8 +218,16 @@ impl Vault {
     }
 
     /// The secret named `name`; `Ok(None)` when the backend has no such key.
-    pub fn get(&self, name: &str) -> Result<Option<Secret>, VaultError> {
+    pub async fn get(&self, name: &str) -> Result<Option<Secret>, VaultError> {
+        if let Some(h) = &self.hashicorp {
+            return Ok(h.get(name).await?);
+        }
+        self.get_local(name)
+    }
+
+    fn get_local(&self, name: &str) -> Result<Option<Secret>, VaultError> {
         match self.kind {
+            BackendKind::Hashicorp => Ok(None),
             BackendKind::Env => {
                 let var = format!(
                     "{}{}",
@@ -268,12 +292,21 @@ impl Vault {
         match self.kind {
             BackendKind::File => Ok(()),
             BackendKind::Env => Err(VaultError::ReadOnly("env")),
+            BackendKind::Hashicorp => Err(VaultError::ReadOnly("hashicorp")),
         }
     }
 
     /// Names of the stored keys (never the values).
-    pub fn list(&self) -> Result<Vec<String>, VaultError> {
+    pub async fn list(&self) -> Result<Vec<String>, VaultError> {
+        if let Some(h) = &self.hashicorp {
+            return Ok(h.list().await?);
+        }
+        self.list_local()
+    }
+
+    fn list_local(&self) -> Result<Vec<String>, VaultError> {
         match self.kind {
+            BackendKind::Hashicorp => Ok(Vec::new()),
             BackendKind::Env => Ok(std::env::vars()
                 .filter_map(|(k, _)| {
                     k.strip_prefix(&self.env_prefix)
@@ -361,7 +394,11 @@ mod tests {
     use super::*;
 
     fn vault(dir: &Path) -> Vault {
-        Vault::new(&VaultConfig::default(), dir)
+        Vault::new(&VaultConfig::default(), dir).unwrap()
+    }
+
+    fn get(v: &Vault, name: &str) -> Option<String> {
+        v.get_local(name).unwrap().map(|s| s.expose().to_string())
     }
 
     #[test]
@@ -427,11 +464,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let v = vault(d.path());
         v.set("openai", &Secret::new("first")).unwrap();
-        assert_eq!(v.get("openai").unwrap().unwrap().expose(), "first");
+        assert_eq!(get(&v, "openai").as_deref(), Some("first"));
         let other = vault(d.path());
         std::thread::sleep(std::time::Duration::from_millis(20));
         other.set("openai", &Secret::new("second")).unwrap();
-        assert_eq!(v.get("openai").unwrap().unwrap().expose(), "second");
+        assert_eq!(get(&v, "openai").as_deref(), Some("second"));
     }
 
     #[test]
@@ -453,7 +490,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let v = Vault::new(&cfg, d.path());
+        let v = Vault::new(&cfg, d.path()).unwrap();
         let p = Provider {
             name: "openai".into(),
             hosts: vec![],
