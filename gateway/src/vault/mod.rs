@@ -413,7 +413,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let v = vault(d.path());
         assert_eq!(
-            v.get("openai").unwrap().map(|s| s.expose().to_string()),
+            v.get_local("openai")
+                .unwrap()
+                .map(|s| s.expose().to_string()),
             None
         );
         v.set("openai", &Secret::new("sk-one")).unwrap();
@@ -421,13 +423,13 @@ mod tests {
         let mode = std::fs::metadata(v.file()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(
-            v.list().unwrap(),
+            v.list_local().unwrap(),
             vec!["anthropic".to_string(), "openai".to_string()]
         );
-        assert_eq!(v.get("openai").unwrap().unwrap().expose(), "sk-one");
+        assert_eq!(v.get_local("openai").unwrap().unwrap().expose(), "sk-one");
         assert!(v.remove("openai").unwrap());
         assert!(!v.remove("openai").unwrap());
-        assert!(v.get("openai").unwrap().is_none());
+        assert!(v.get_local("openai").unwrap().is_none());
         assert!(matches!(
             v.set("bad name", &Secret::new("x")),
             Err(VaultError::BadName(_))
@@ -529,12 +531,12 @@ mod tests {
             env_prefix: "PAT".into(),
             ..Default::default()
         };
-        let v = Vault::new(&cfg, d.path());
+        let v = Vault::new(&cfg, d.path()).unwrap();
         assert_eq!(
-            v.get("h").unwrap().unwrap().expose(),
+            v.get_local("h").unwrap().unwrap().expose(),
             std::env::var("PATH").unwrap()
         );
-        assert!(v.get("nothing-here").unwrap().is_none());
+        assert!(v.get_local("nothing-here").unwrap().is_none());
         assert!(matches!(
             v.set("x", &Secret::new("y")),
             Err(VaultError::ReadOnly("env"))
