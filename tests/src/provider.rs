@@ -84,6 +84,7 @@ struct Gate {
 pub struct FakeProvider {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    conns: Arc<std::sync::atomic::AtomicUsize>,
     gate: Arc<Gate>,
     _rt: tokio::runtime::Runtime,
 }
@@ -103,13 +104,16 @@ impl FakeProvider {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let gate: Arc<Gate> = Arc::default();
+        let conns: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let s = seen.clone();
         let g = gate.clone();
+        let c = conns.clone();
         rt.spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let acceptor = acceptor.clone();
                 let s = s.clone();
                 let g = g.clone();
@@ -131,6 +135,7 @@ impl FakeProvider {
         Self {
             addr,
             seen,
+            conns,
             gate,
             _rt: rt,
         }
@@ -138,6 +143,11 @@ impl FakeProvider {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.conns.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Let a gated stream finish.

@@ -826,3 +826,130 @@ fn keys_come_from_hashicorp_vault_with_approle_cached_and_fail_closed_without_it
     assert!(r.stdout.contains("vault"), "{r:?}");
     assert_eq!(fake.seen().len(), before, "nothing forwarded without a key");
 }
+
+#[test]
+fn upstream_connections_are_reused_team_keys_follow_the_caller_and_keys_cli_works() {
+    let e = env_keys(&[
+        ("openai", OPENAI_KEY),
+        ("openai-nobody", "sk-vault-team-nobody"),
+    ]);
+    // keys CLI: list shows names only; set from env and stdin; rm.
+    let out = e.gw.cli(&["keys", "list"]);
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        vec!["openai", "openai-nobody"],
+        "{out:?}"
+    );
+    assert!(!listed.contains("sk-"));
+    let set = std::process::Command::new(gateway_tests::gateway_bin())
+        .args([
+            "keys",
+            "set",
+            "extra",
+            "--from-env",
+            "GW_TEST_KEY_VALUE",
+            "-c",
+        ])
+        .arg(&e.gw.config)
+        .env("GW_TEST_KEY_VALUE", "sk-from-env")
+        .output()
+        .unwrap();
+    assert!(
+        set.status.success() && !String::from_utf8_lossy(&set.stdout).contains("sk-from-env"),
+        "{set:?}"
+    );
+    let mut child = std::process::Command::new(gateway_tests::gateway_bin())
+        .args(["keys", "set", "other", "--stdin", "-c"])
+        .arg(&e.gw.config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"sk-from-stdin\n")
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let vault_file = e.gw.dir.path().join("state/vault.toml");
+    let text = std::fs::read_to_string(&vault_file).unwrap();
+    assert!(
+        text.contains("\"sk-from-stdin\"") && text.contains("\"sk-from-env\""),
+        "{text}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&vault_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(e.gw.cli(&["keys", "rm", "other"]).status.success());
+    assert!(
+        !e.gw.cli(&["keys", "rm", "other"]).status.success(),
+        "removing twice fails"
+    );
+
+    // Three separate client connections, one upstream connection (kept alive, pooled).
+    let conns = e.openai.connections();
+    for _ in 0..3 {
+        let r = e.curl("api.openai.com", &e.ips[0], &["--http1.1"], "/v1/models");
+        assert_eq!(status(&r.stdout).0, 200, "{r:?}");
+    }
+    assert_eq!(
+        e.openai.connections(),
+        conns + 1,
+        "the upstream connection was reused"
+    );
+
+    // Team keys: a [[vault.select]] for uid 65534 (set up below) picks its own key.
+    drop(e);
+    let e = {
+        let mut e = env_keys(&[
+            ("openai", OPENAI_KEY),
+            ("openai-nobody", "sk-vault-team-nobody"),
+        ]);
+        let cfg = std::fs::read_to_string(&e.gw.config).unwrap();
+        let cfg = cfg.replacen(
+            "[listen]",
+            "[[vault.select]]\nprovider = \"openai\"\nuid = 65534\nkey = \"openai-nobody\"\n\n[listen]",
+            1,
+        );
+        std::fs::write(&e.gw.config, cfg).unwrap();
+        e.gw.kill9();
+        e.gw.spawn();
+        e
+    };
+    let resolve = format!("api.openai.com:443:{}", e.ips[0]);
+    let bundle = e.bundle.to_str().unwrap().to_string();
+    let as_nobody = run(
+        e.cg.command(
+            "setpriv",
+            &[
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "curl",
+                "-sS",
+                "--resolve",
+                &resolve,
+                "--cacert",
+                &bundle,
+                "https://api.openai.com/v1/models",
+            ],
+        ),
+        T,
+    );
+    assert!(as_nobody.ok, "{as_nobody:?}");
+    assert_eq!(
+        e.openai.seen().pop().unwrap().credentials(),
+        vec!["authorization: Bearer sk-vault-team-nobody".to_string()]
+    );
+    let r = e.curl("api.openai.com", &e.ips[0], &[], "/v1/models");
+    assert_eq!(status(&r.stdout).0, 200);
+    assert_eq!(
+        e.openai.seen().pop().unwrap().credentials(),
+        vec![format!("authorization: Bearer {OPENAI_KEY}")]
+    );
+}

@@ -112,3 +112,133 @@ pub fn wants_sse(headers: &HeaderMap) -> bool {
         .iter()
         .any(|v| v.to_str().is_ok_and(|s| s.contains("text/event-stream")))
 }
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderValue, Method};
+
+    use super::*;
+    use crate::{provider::Api, vault::Secret};
+
+    #[test]
+    fn endpoints_per_api() {
+        let post = Method::POST;
+        let cases = [
+            (Api::OpenAi, "/v1/chat/completions", "chat.completions"),
+            (Api::OpenAi, "/v1/responses", "responses"),
+            (Api::OpenAi, "/v1/responses/resp_1/cancel", "responses"),
+            (Api::OpenAi, "/v1/embeddings", "embeddings"),
+            (Api::OpenAi, "/v1/audio/speech", "audio"),
+            (Api::OpenAi, "/v1/batches", "other"),
+            (Api::OpenAi, "/v2/new", "unknown"),
+            (Api::Anthropic, "/v1/messages", "messages"),
+            (
+                Api::Anthropic,
+                "/v1/messages/count_tokens",
+                "messages.count_tokens",
+            ),
+            (
+                Api::Gemini,
+                "/v1beta/models/gemini-2.0-flash:generateContent",
+                "generateContent",
+            ),
+            (
+                Api::Gemini,
+                "/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+                "streamGenerateContent",
+            ),
+            (
+                Api::Azure,
+                "/openai/deployments/gpt4o/chat/completions",
+                "chat.completions",
+            ),
+            (
+                Api::Azure,
+                "/openai/deployments/emb/embeddings",
+                "embeddings",
+            ),
+            (
+                Api::Azure,
+                "/openai/v1/chat/completions",
+                "chat.completions",
+            ),
+            (Api::Azure, "/openai/v1/responses", "responses"),
+            (
+                Api::OpenAiCompatible,
+                "/api/v1/chat/completions",
+                "chat.completions",
+            ),
+            (Api::OpenAiCompatible, "/openai/v1/embeddings", "embeddings"),
+            (
+                Api::OpenAiCompatible,
+                "/v1/chat/completions",
+                "chat.completions",
+            ),
+        ];
+        for (api, path, want) in cases {
+            assert_eq!(api.adapter().endpoint(&post, path), want, "{api:?} {path}");
+        }
+    }
+
+    #[test]
+    fn stream_framing() {
+        let mut sse = HeaderMap::new();
+        sse.insert("accept", HeaderValue::from_static("text/event-stream"));
+        let none = HeaderMap::new();
+        let g = Api::Gemini.adapter();
+        assert_eq!(
+            g.framing(
+                "/v1beta/models/m:streamGenerateContent",
+                Some("alt=sse"),
+                &none
+            ),
+            Framing::Sse
+        );
+        assert_eq!(
+            g.framing("/v1beta/models/m:streamGenerateContent", None, &none),
+            Framing::JsonArray
+        );
+        assert_eq!(
+            g.framing("/v1beta/models/m:generateContent", Some("alt=sse"), &none),
+            Framing::Plain
+        );
+        assert_eq!(
+            Api::OpenAi
+                .adapter()
+                .framing("/v1/chat/completions", None, &sse),
+            Framing::Sse
+        );
+        assert_eq!(
+            Api::Anthropic
+                .adapter()
+                .framing("/v1/messages", None, &none),
+            Framing::Plain
+        );
+    }
+
+    #[test]
+    fn injection_places_one_sensitive_credential() {
+        let key = Secret::new("sk-real");
+        for (api, name, value) in [
+            (Api::OpenAi, "authorization", "Bearer sk-real"),
+            (Api::OpenAiCompatible, "authorization", "Bearer sk-real"),
+            (Api::Anthropic, "x-api-key", "sk-real"),
+            (Api::Gemini, "x-goog-api-key", "sk-real"),
+            (Api::Azure, "api-key", "sk-real"),
+        ] {
+            let mut h = HeaderMap::new();
+            api.adapter().inject(&mut h, &key).unwrap();
+            assert_eq!(h.len(), 1);
+            let v = h.get(name).unwrap();
+            assert_eq!(v, value);
+            assert!(v.is_sensitive(), "{api:?}: never HPACK-indexed");
+        }
+        let mut h = HeaderMap::new();
+        assert!(
+            Api::OpenAi
+                .adapter()
+                .inject(&mut h, &Secret::new("bad\nkey"))
+                .is_err()
+        );
+    }
+}
