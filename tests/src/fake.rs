@@ -22,6 +22,9 @@ use tokio::{
 pub struct TestPki {
     pub dir: tempfile::TempDir,
     pub ca_pem: PathBuf,
+    /// The leaf (for all names) and its key as PEM files, for servers other than ours (nginx).
+    pub leaf_pem: PathBuf,
+    pub key_pem: PathBuf,
     leaf: CertificateDer<'static>,
     key: Vec<u8>,
 }
@@ -57,9 +60,19 @@ impl TestPki {
         std::fs::write(&ca_pem, ca.pem()).expect("write ca");
         std::fs::set_permissions(&ca_pem, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .unwrap();
+        let leaf_pem = dir.path().join("leaf.pem");
+        let key_pem = dir.path().join("leaf-key.pem");
+        std::fs::write(&leaf_pem, leaf.pem()).expect("write leaf");
+        std::fs::write(&key_pem, leaf_key.serialize_pem()).expect("write key");
+        for p in [&leaf_pem, &key_pem] {
+            std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .unwrap();
+        }
         Self {
             dir,
             ca_pem,
+            leaf_pem,
+            key_pem,
             leaf: leaf.der().clone(),
             key: leaf_key.serialize_der(),
         }

@@ -132,6 +132,8 @@ pub struct Opts {
     pub builtin: bool,
     /// Extra TOML appended to the config (e.g. a `[vault]` section).
     pub extra: String,
+    /// Log filter instead of "info,gateway_ebpf=debug" (must keep gateway::app at info).
+    pub log_level: Option<String>,
 }
 
 /// One test's gateway: its config, state dir, pins and process. Killed and detached on drop.
@@ -206,7 +208,7 @@ connect_timeout = "3s"
 extra_roots = [{roots}]
 [log]
 format = "json"
-level = "info,gateway_ebpf=debug"
+level = "{level}"
 {providers}
 "#,
             state = dir.path().join("state").display(),
@@ -215,6 +217,10 @@ level = "info,gateway_ebpf=debug"
             roots = roots.join(", "),
             builtin = opts.builtin,
             extra = opts.extra,
+            level = opts
+                .log_level
+                .as_deref()
+                .unwrap_or("info,gateway_ebpf=debug"),
         );
         fs::write(&config, text).expect("write config");
         if !opts.keys.is_empty() {

@@ -110,6 +110,7 @@ fn real_main() -> Result<()> {
         Cmd::Bench => {
             setup()?;
             test_tools()?;
+            bench_tools()?;
             build(true)?;
             step("benchmarks (release build)");
             run(cargo()
@@ -327,6 +328,27 @@ fn test_tools() -> Result<()> {
         bail!("python3 is needed by the end-to-end tests (real Python clients)");
     }
     Ok(())
+}
+
+/// What the benchmarks compare against: nginx and h2load from Debian, mitmproxy from PyPI
+/// (in a venv under target/, so the system Python stays untouched).
+fn bench_tools() -> Result<()> {
+    ensure_debs(&["nginx", "nghttp2-client"]).context("installing nginx and h2load failed")?;
+    let venv = workspace().join("target/mitm-venv");
+    if venv.join("bin/mitmdump").exists() {
+        step("setup: mitmproxy present");
+        return Ok(());
+    }
+    step("setup: installing mitmproxy into target/mitm-venv");
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+        .context("python3 -m venv failed")?;
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "mitmproxy",
+    ]))
+    .context("pip install mitmproxy failed")
 }
 
 fn build(release: bool) -> Result<()> {

@@ -21,7 +21,7 @@ use http_body_util::{BodyExt as _, combinators::BoxBody};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::{Instrument as _, info, info_span};
+use tracing::{Instrument as _, debug, info_span};
 
 use crate::{
     policy::credentials,
@@ -92,7 +92,9 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
                 Err(e) => (rescue::respond(adapter, &e), stripped, Some(key_name)),
             },
         };
-        info!(
+        // Per request at debug: at info, formatting and writing this line cost ~60 µs and a
+        // quarter of the throughput (BENCHMARKS.md); the journal records every exchange.
+        debug!(
             conn = ctx.conn_id,
             provider = %ctx.provider.name,
             api = adapter.name(),

@@ -18,6 +18,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod intercept;
+
 use gateway_tests::{CgroupGuard, Gateway, require_privileges};
 
 const ROUNDS: usize = 5;
@@ -290,9 +292,10 @@ userspace: splice(2) through a pipe).\n",
         ends_on_ms = per_gib(cpu_ends_on),
         ends_off_ms = per_gib(cpu_ends_off),
     );
+    drop((with, without));
+    let report = report + &intercept::run(pid);
     fs::write(&out_path, &report).expect("write BENCHMARKS.md");
     println!("{report}");
-    drop((with, without));
     let _ = Duration::ZERO;
 }
 

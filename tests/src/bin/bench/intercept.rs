@@ -1,0 +1,372 @@
+//! Issue B figures: a fast upstream (nginx, TLS + h2, a small JSON body) reached four ways in
+//! one run, all driven by h2load: direct; through the gateway (the client in a cgroup with the
+//! programs attached); through nginx as a TLS-terminating reverse proxy doing the same hop (h2
+//! to the client, kept-alive TLS upstream, a fixed Authorization header); through mitmproxy in
+//! reverse mode. Plus the cost of minting a leaf for a new SNI against a cached one.
+
+use std::{
+    fs,
+    net::TcpStream,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use gateway_tests::{CgroupGuard, Gateway, Opts, fake::TestPki};
+
+const UPSTREAM: &str = "127.10.251.1";
+const NGINX_PROXY: &str = "127.10.251.2";
+const MITM: &str = "127.10.251.3";
+const LAT_N: usize = 3000;
+const TPUT_N: usize = 40_000;
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(addr: &str) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < end, "{addr} never came up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn nginx(pki: &TestPki, dir: &Path) -> Killed {
+    let conf = format!(
+        r#"master_process off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+  keepalive_requests 1000000;
+  http2_max_requests 1000000;
+  upstream provider {{ server {UPSTREAM}:443; keepalive 64; }}
+  server {{
+    listen {UPSTREAM}:443 ssl http2;
+    ssl_certificate {leaf}; ssl_certificate_key {key};
+    location / {{ default_type application/json; return 200 '{{"object":"list","data":[]}}'; }}
+  }}
+  server {{
+    listen {NGINX_PROXY}:443 ssl http2;
+    ssl_certificate {leaf}; ssl_certificate_key {key};
+    location / {{
+      proxy_pass https://provider;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host api.openai.com;
+      proxy_set_header Authorization "Bearer sk-fixed";
+      proxy_ssl_server_name on; proxy_ssl_name api.openai.com;
+      proxy_ssl_session_reuse on;
+    }}
+  }}
+}}
+"#,
+        dir = dir.display(),
+        leaf = pki.leaf_pem.display(),
+        key = pki.key_pem.display(),
+    );
+    let path = dir.join("nginx.conf");
+    fs::write(&path, conf).unwrap();
+    let child = Command::new("nginx")
+        .args([
+            "-p",
+            dir.to_str().unwrap(),
+            "-c",
+            path.to_str().unwrap(),
+            "-g",
+            "daemon off;",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx (Debian package nginx; cargo xtask bench installs it)");
+    wait_port(&format!("{UPSTREAM}:443"));
+    wait_port(&format!("{NGINX_PROXY}:443"));
+    Killed(child)
+}
+
+fn mitmproxy(dir: &Path) -> Option<Killed> {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/mitm-venv/bin/mitmdump");
+    if !bin.exists() {
+        return None;
+    }
+    let child = Command::new(bin)
+        .args([
+            "--mode",
+            &format!("reverse:https://{UPSTREAM}:443"),
+            "--listen-host",
+            MITM,
+            "--listen-port",
+            "443",
+            "--ssl-insecure",
+            "--set",
+            &format!("confdir={}", dir.join("mitm").display()),
+            "-q",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    wait_port(&format!("{MITM}:443"));
+    Some(Killed(child))
+}
+
+/// One h2load run; returns (per-request microseconds, requests per second).
+fn h2load(cmd: Command, log: &Path) -> (Vec<f64>, f64) {
+    // h2load appends to its log file: start each run with an empty one.
+    let _ = fs::remove_file(log);
+    let mut cmd = cmd;
+    let out = cmd
+        .output()
+        .expect("h2load (Debian package nghttp2-client)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "h2load failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ok = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("requests:"))
+        .unwrap_or("");
+    assert!(
+        ok.contains("0 failed") && ok.contains("0 errored"),
+        "h2load errors: {text}"
+    );
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("finished in"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let lat = fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2).and_then(|v| v.parse::<f64>().ok()))
+        .collect();
+    (lat, rps)
+}
+
+struct Path4 {
+    label: &'static str,
+    connect_to: String,
+    in_cgroup: bool,
+}
+
+fn h2load_cmd(p: &Path4, cg: &CgroupGuard, args: &[&str]) -> Command {
+    let url = "https://api.openai.com/v1/models";
+    let connect = format!("--connect-to={}", p.connect_to);
+    let mut all: Vec<&str> = vec![&connect];
+    all.extend_from_slice(args);
+    all.push(url);
+    if p.in_cgroup {
+        cg.command("h2load", &all)
+    } else {
+        let mut c = Command::new("h2load");
+        c.args(&all);
+        c
+    }
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pick = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    (
+        v.iter().sum::<f64>() / v.len() as f64,
+        pick(0.5),
+        pick(0.99),
+    )
+}
+
+fn mint_cost() -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _) = gateway::tls::ca::Ca::load_or_create(dir.path()).unwrap();
+    let cache = gateway::tls::leaf::LeafCache::new(Arc::new(ca), gateway::tls::provider(), 100_000)
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let n = 500;
+        let t = Instant::now();
+        for i in 0..n {
+            cache
+                .server_config(&format!("h{i}.example.com"))
+                .await
+                .unwrap();
+        }
+        let mint = t.elapsed().as_secs_f64() * 1e3 / n as f64;
+        let t = Instant::now();
+        for i in 0..n {
+            cache
+                .server_config(&format!("h{i}.example.com"))
+                .await
+                .unwrap();
+        }
+        let cached = t.elapsed().as_secs_f64() * 1e3 / n as f64;
+        (mint, cached)
+    })
+}
+
+pub fn run(pid: u32) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(&["api.openai.com"]);
+    let _nginx = nginx(&pki, dir.path());
+    let cg = CgroupGuard::new(&format!("gw-bench-b-{pid}"));
+    let gw = Gateway::start_opts(
+        &format!("gw-bench-b-{pid}"),
+        &cg.path,
+        &format!("[[provider]]\nname = \"openai\"\naddrs = [\"{UPSTREAM}/32\"]\n"),
+        &Opts {
+            extra_roots: vec![pki.ca_pem.clone()],
+            keys: vec![("openai".into(), "sk-bench".into())],
+            builtin: true,
+            // The production default (the tests' extra eBPF debug output is not measured).
+            log_level: Some(std::env::var("BENCH_GW_LOG").unwrap_or_else(|_| "info".into())),
+            ..Default::default()
+        },
+    );
+    let mitm = mitmproxy(dir.path());
+    let mut paths = vec![
+        Path4 {
+            label: "direct",
+            connect_to: format!("{UPSTREAM}:443"),
+            in_cgroup: false,
+        },
+        Path4 {
+            label: "gateway",
+            connect_to: format!("{UPSTREAM}:443"),
+            in_cgroup: true,
+        },
+        Path4 {
+            label: "nginx-proxy",
+            connect_to: format!("{NGINX_PROXY}:443"),
+            in_cgroup: false,
+        },
+    ];
+    if mitm.is_some() {
+        paths.push(Path4 {
+            label: "mitmproxy",
+            connect_to: format!("{MITM}:443"),
+            in_cgroup: false,
+        });
+    }
+    let log = dir.path().join("h2load.log");
+    let log_arg = format!("--log-file={}", log.display());
+    // Warm up every path (connections, leaf cache, upstream pool), then measure latency for all
+    // paths in two interleaved rounds (order reversed in the second), then throughput.
+    for p in &paths {
+        h2load(
+            h2load_cmd(p, &cg, &["-n", "300", "-c", "1", "-m", "1", &log_arg]),
+            &log,
+        );
+    }
+    let mut lats: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+    for round in 0..2 {
+        let order: Vec<usize> = if round == 0 {
+            (0..paths.len()).collect()
+        } else {
+            (0..paths.len()).rev().collect()
+        };
+        for i in order {
+            let p = &paths[i];
+            let n = if p.label == "mitmproxy" {
+                LAT_N / 6
+            } else {
+                LAT_N / 2
+            };
+            let (lat, _) = h2load(
+                h2load_cmd(
+                    p,
+                    &cg,
+                    &["-n", &n.to_string(), "-c", "1", "-m", "1", &log_arg],
+                ),
+                &log,
+            );
+            lats[i].extend(lat);
+        }
+    }
+    let mut rows = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        let tn = if p.label == "mitmproxy" {
+            TPUT_N / 10
+        } else {
+            TPUT_N
+        };
+        let (_, rps) = h2load(
+            h2load_cmd(
+                p,
+                &cg,
+                &["-n", &tn.to_string(), "-c", "8", "-m", "10", &log_arg],
+            ),
+            &log,
+        );
+        let (mean, p50, p99) = stats(std::mem::take(&mut lats[i]));
+        eprintln!(
+            "{}: mean {mean:.0}µs p50 {p50:.0} p99 {p99:.0}; {rps:.0} req/s",
+            p.label
+        );
+        rows.push((p.label, mean, p50, p99, rps));
+    }
+    let intercepted = gw
+        .fields("connection closed")
+        .iter()
+        .filter(|f| f["outcome"] == "intercepted")
+        .count();
+    assert!(
+        intercepted >= 3,
+        "the gateway path went through interception ({intercepted})"
+    );
+    drop(gw);
+    let get = |l: &str| rows.iter().find(|r| r.0 == l).copied();
+    let (g, n) = (get("gateway").unwrap(), get("nginx-proxy").unwrap());
+    let lat_ratio = g.1 / n.1;
+    let tput_ratio = g.4 / n.4;
+    let mitm_ratio = get("mitmproxy").map(|m| g.4 / m.4);
+    let (mint, cached) = mint_cost();
+    let mark = |ok: bool| if ok { "met" } else { "NOT met" };
+    let mut s = String::from(
+        "\n## Interception (issue B)\n\n\
+         h2load against nginx (TLS + h2, a small JSON body) on loopback; latency with 1 connection\n\
+         × 1 stream (microseconds per request, from h2load's per-request log), throughput with 8\n\
+         connections × 10 streams.\n\n\
+         | path | mean µs | p50 µs | p99 µs | req/s |\n|---|---|---|---|---|\n",
+    );
+    for r in &rows {
+        s.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+            r.0, r.1, r.2, r.3, r.4
+        ));
+    }
+    s.push_str(&format!(
+        "\n**Latency gateway / nginx-proxy: {lat_ratio:.2}×** — goal ≤ 1.3×: {}.\n\
+         **Throughput gateway / nginx-proxy: {tput_ratio:.2}×** — goal ≥ 0.7×: {}.\n",
+        mark(lat_ratio <= 1.3),
+        mark(tput_ratio >= 0.7)
+    ));
+    match mitm_ratio {
+        Some(m) => s.push_str(&format!(
+            "**Throughput gateway / mitmproxy: {m:.1}×** — goal ≥ 5×: {}.\n",
+            mark(m >= 5.0)
+        )),
+        None => {
+            s.push_str("mitmproxy was not installed (cargo xtask bench installs it): no ratio.\n")
+        }
+    }
+    s.push_str(&format!(
+        "\n### Leaf certificates\n\nMint for a new SNI (ECDSA P-256, in process): {mint:.3} ms; cached: {cached:.4} ms \
+         ({:.0}× cheaper). Goal ≤ 0.5 ms per mint: {}.\n",
+        mint / cached.max(1e-9),
+        mark(mint <= 0.5)
+    ));
+    s
+}
