@@ -52,6 +52,10 @@ pub trait Adapter: Send + Sync + 'static {
 
     fn framing(&self, path: &str, query: Option<&str>, request_headers: &HeaderMap) -> Framing;
 
+    /// JSON pointers to the prompt text in a request body of `endpoint` (see [`super::prompt`]).
+    /// Empty for endpoints that carry no prompt.
+    fn prompt_pointers(&self, endpoint: &str, body: &serde_json::Value) -> Vec<String>;
+
     /// The provider's own JSON error body.
     fn error_body(&self, status: StatusCode, kind: ErrorKind, message: &str) -> serde_json::Value;
 
@@ -178,6 +182,35 @@ mod tests {
         for (api, path, want) in cases {
             assert_eq!(api.adapter().endpoint(&post, path), want, "{api:?} {path}");
         }
+    }
+
+    #[test]
+    fn prompt_pointers_follow_the_endpoint() {
+        let chat = serde_json::json!({"messages": [{"role": "user", "content": "hi"}]});
+        for api in [Api::OpenAi, Api::Azure, Api::OpenAiCompatible] {
+            assert_eq!(
+                api.adapter().prompt_pointers("chat.completions", &chat),
+                vec!["/messages/0/content"]
+            );
+            assert!(api.adapter().prompt_pointers("models", &chat).is_empty());
+        }
+        assert_eq!(
+            Api::Anthropic.adapter().prompt_pointers("messages", &chat),
+            vec!["/messages/0/content"]
+        );
+        let g = serde_json::json!({"contents": [{"parts": [{"text": "hi"}]}]});
+        assert_eq!(
+            Api::Gemini
+                .adapter()
+                .prompt_pointers("streamGenerateContent", &g),
+            vec!["/contents/0/parts/0/text"]
+        );
+        assert!(
+            Api::Gemini
+                .adapter()
+                .prompt_pointers("models", &g)
+                .is_empty()
+        );
     }
 
     #[test]

@@ -34,6 +34,12 @@ impl Adapter for Anthropic {
             Framing::Plain
         }
     }
+    fn prompt_pointers(&self, endpoint: &str, body: &serde_json::Value) -> Vec<String> {
+        match endpoint {
+            "messages" | "messages.count_tokens" => super::prompt::anthropic_messages(body),
+            _ => Vec::new(),
+        }
+    }
     fn error_body(&self, _status: StatusCode, kind: ErrorKind, message: &str) -> serde_json::Value {
         let typ = match kind {
             ErrorKind::MissingKey => "authentication_error",

@@ -38,6 +38,13 @@ impl Adapter for Azure {
             Framing::Plain
         }
     }
+    fn prompt_pointers(&self, endpoint: &str, body: &serde_json::Value) -> Vec<String> {
+        match endpoint {
+            "responses" => super::prompt::openai_responses(body),
+            "chat.completions" | "completions" | "embeddings" => super::prompt::openai_chat(body),
+            _ => Vec::new(),
+        }
+    }
     fn error_body(&self, status: StatusCode, _kind: ErrorKind, message: &str) -> serde_json::Value {
         json!({"error": {"code": status.as_u16().to_string(), "message": message}})
     }

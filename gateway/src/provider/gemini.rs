@@ -43,6 +43,14 @@ impl Adapter for Gemini {
             Framing::JsonArray
         }
     }
+    fn prompt_pointers(&self, endpoint: &str, body: &serde_json::Value) -> Vec<String> {
+        match endpoint {
+            "generateContent" | "streamGenerateContent" | "countTokens" | "embedContent" => {
+                super::prompt::gemini(body)
+            }
+            _ => Vec::new(),
+        }
+    }
     fn error_body(&self, status: StatusCode, kind: ErrorKind, message: &str) -> serde_json::Value {
         let st = match kind {
             ErrorKind::MissingKey => "UNAUTHENTICATED",

@@ -10,6 +10,7 @@ pub mod azure;
 pub mod compat;
 pub mod gemini;
 pub mod openai;
+pub mod prompt;
 
 use std::{collections::BTreeSet, sync::Arc};
 

@@ -56,6 +56,13 @@ impl Adapter for OpenAi {
             Framing::Plain
         }
     }
+    fn prompt_pointers(&self, endpoint: &str, body: &serde_json::Value) -> Vec<String> {
+        match endpoint {
+            "responses" => super::prompt::openai_responses(body),
+            "chat.completions" | "completions" | "embeddings" => super::prompt::openai_chat(body),
+            _ => Vec::new(),
+        }
+    }
     fn error_body(&self, status: StatusCode, kind: ErrorKind, message: &str) -> serde_json::Value {
         openai_error(status, kind, message)
     }
