@@ -21,7 +21,7 @@ use http_body_util::{BodyExt as _, combinators::BoxBody};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::{Instrument as _, debug, info_span};
+use tracing::{Instrument as _, debug, debug_span};
 
 use crate::{
     policy::credentials,
@@ -75,7 +75,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
     let n = ctx.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let adapter = ctx.provider.adapter();
     let endpoint = adapter.endpoint(req.method(), req.uri().path());
-    let span = info_span!("req", conn = ctx.conn_id, n, endpoint);
+    let span = debug_span!("req", conn = ctx.conn_id, n, endpoint);
     let method = req.method().clone();
     let start = Instant::now();
     async move {

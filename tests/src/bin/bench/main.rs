@@ -158,6 +158,11 @@ fn main() {
         .unwrap_or_else(|| "BENCHMARKS.md".into());
     require_privileges();
     let pid = std::process::id();
+    // `bench OUT intercept-only`: just the interception figures, printed (for quick iterations).
+    if std::env::args().nth(2).as_deref() == Some("intercept-only") {
+        println!("{}", intercept::run(pid));
+        return;
+    }
     let with = CgroupGuard::new(&format!("gw-bench-{pid}-on"));
     let without = CgroupGuard::new(&format!("gw-bench-{pid}-off"));
     let gw = Gateway::start(
