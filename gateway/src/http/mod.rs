@@ -188,6 +188,16 @@ async fn send(
     body: Incoming,
     ctx: &ConnCtx,
 ) -> Result<Response<RespBody>, ExchangeError> {
+    // A request that has already ended (a GET, say) goes out as a body the client knows is
+    // empty: h2 then ends the stream with the HEADERS frame instead of an extra DATA frame the
+    // provider would wait for.
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        let empty = http_body_util::Empty::<Bytes>::new()
+            .map_err(|n| match n {})
+            .boxed();
+        return forward_upstream(parts, empty, ctx).await;
+    }
     // Trailers get the same treatment as headers: a credential there is dropped too.
     let body = body
         .map_frame(|frame| match frame.into_trailers() {
@@ -199,7 +209,14 @@ async fn send(
         })
         .map_err(|e| Box::new(e) as BoxError)
         .boxed();
+    forward_upstream(parts, body, ctx).await
+}
 
+async fn forward_upstream(
+    parts: http::request::Parts,
+    body: http_body_util::combinators::BoxBody<Bytes, BoxError>,
+    ctx: &ConnCtx,
+) -> Result<Response<RespBody>, ExchangeError> {
     let resp = ctx
         .upstreams
         .send(
