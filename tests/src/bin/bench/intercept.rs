@@ -1,7 +1,8 @@
 //! Issue B figures: a fast upstream (nginx, TLS + h2, a small JSON body) reached four ways in
 //! one run, all driven by h2load: direct; through the gateway (the client in a cgroup with the
 //! programs attached); through nginx as a TLS-terminating reverse proxy doing the same hop (h2
-//! to the client, kept-alive TLS upstream, a fixed Authorization header); through mitmproxy in
+//! to the client, kept-alive TLS upstream, a fixed Authorization header; its own process, as the
+//! gateway is); through mitmproxy in
 //! reverse mode. Plus the cost of minting a leaf for a new SNI against a cached one.
 
 use std::{
@@ -37,60 +38,71 @@ fn wait_port(addr: &str) {
     }
 }
 
-fn nginx(pki: &TestPki, dir: &Path) -> Killed {
-    let conf = format!(
-        r#"master_process off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
-  keepalive_requests 1000000;
-  http2_max_requests 1000000;
-  upstream provider {{ server {UPSTREAM}:443; keepalive 64; }}
-  server {{
-    listen {UPSTREAM}:443 ssl http2;
-    ssl_certificate {leaf}; ssl_certificate_key {key};
-    location / {{ default_type application/json; return 200 '{{"object":"list","data":[]}}'; }}
-  }}
-  server {{
-    listen {NGINX_PROXY}:443 ssl http2;
-    ssl_certificate {leaf}; ssl_certificate_key {key};
-    location / {{
-      proxy_pass https://provider;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host api.openai.com;
-      proxy_set_header Authorization "Bearer sk-fixed";
-      proxy_ssl_server_name on; proxy_ssl_name api.openai.com;
-      proxy_ssl_session_reuse on;
-    }}
-  }}
-}}
-"#,
-        dir = dir.display(),
-        leaf = pki.leaf_pem.display(),
-        key = pki.key_pem.display(),
+/// Two nginx processes: the upstream, and the reverse proxy in front of it. Separate processes
+/// on purpose: in one process the proxy-to-upstream hop would stay inside one event loop, with
+/// no wakeup of another process, which no real deployment has.
+fn nginx(pki: &TestPki, dir: &Path) -> (Killed, Killed) {
+    let common = |d: &Path| {
+        format!(
+            "master_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\n",
+            d = d.display()
+        )
+    };
+    let http_common = |d: &Path| {
+        format!(
+            "access_log off;\nclient_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+             keepalive_requests 1000000;\n",
+            d = d.display()
+        )
+    };
+    let tls = format!(
+        "ssl_certificate {}; ssl_certificate_key {};",
+        pki.leaf_pem.display(),
+        pki.key_pem.display()
     );
-    let path = dir.join("nginx.conf");
-    fs::write(&path, conf).unwrap();
-    let child = Command::new("nginx")
-        .args([
-            "-p",
-            dir.to_str().unwrap(),
-            "-c",
-            path.to_str().unwrap(),
-            "-g",
-            "daemon off;",
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx (Debian package nginx; cargo xtask bench installs it)");
+    let up_dir = dir.join("nginx-upstream");
+    let px_dir = dir.join("nginx-proxy");
+    fs::create_dir_all(&up_dir).unwrap();
+    fs::create_dir_all(&px_dir).unwrap();
+    let upstream = format!(
+        "{}http {{\n{}server {{ listen {UPSTREAM}:443 ssl http2; {tls}\n\
+         location / {{ default_type application/json; return 200 '{{\"object\":\"list\",\"data\":[]}}'; }} }}\n}}\n",
+        common(&up_dir),
+        http_common(&up_dir)
+    );
+    let proxy = format!(
+        "{}http {{\n{}upstream provider {{ server {UPSTREAM}:443; keepalive 64; }}\n\
+         server {{ listen {NGINX_PROXY}:443 ssl http2; {tls}\n\
+         location / {{ proxy_pass https://provider; proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
+         proxy_set_header Host api.openai.com; proxy_set_header Authorization \"Bearer sk-fixed\";\n\
+         proxy_ssl_server_name on; proxy_ssl_name api.openai.com; proxy_ssl_session_reuse on; }} }}\n}}\n",
+        common(&px_dir),
+        http_common(&px_dir)
+    );
+    let start = |d: &Path, conf: String| {
+        let path = d.join("nginx.conf");
+        fs::write(&path, conf).unwrap();
+        Killed(
+            Command::new("nginx")
+                .args([
+                    "-p",
+                    d.to_str().unwrap(),
+                    "-c",
+                    path.to_str().unwrap(),
+                    "-g",
+                    "daemon off;",
+                ])
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nginx (Debian package nginx; cargo xtask bench installs it)"),
+        )
+    };
+    let up = start(&up_dir, upstream);
     wait_port(&format!("{UPSTREAM}:443"));
+    let px = start(&px_dir, proxy);
     wait_port(&format!("{NGINX_PROXY}:443"));
-    Killed(child)
+    (up, px)
 }
 
 fn mitmproxy(dir: &Path) -> Option<Killed> {
