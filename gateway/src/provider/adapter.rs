@@ -108,6 +108,16 @@ pub fn kind_label(kind: ErrorKind) -> &'static str {
     }
 }
 
+/// The framing of APIs whose streams are SSE when the client asks for them (OpenAI, Azure,
+/// OpenAI-compatible, Anthropic).
+pub fn sse_if_asked(headers: &HeaderMap) -> Framing {
+    if wants_sse(headers) {
+        Framing::Sse
+    } else {
+        Framing::Plain
+    }
+}
+
 /// SSE when the client asked for it: `accept: text/event-stream` or `"stream": true` is only
 /// known from the body, so callers also look at the response's content type.
 pub fn wants_sse(headers: &HeaderMap) -> bool {

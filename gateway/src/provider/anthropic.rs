@@ -5,7 +5,7 @@
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::json;
 
-use super::adapter::{Adapter, ErrorKind, Framing, Placement, wants_sse};
+use super::adapter::{Adapter, ErrorKind, Framing, Placement, sse_if_asked};
 
 pub struct Anthropic;
 
@@ -28,11 +28,7 @@ impl Adapter for Anthropic {
         }
     }
     fn framing(&self, _path: &str, _q: Option<&str>, h: &HeaderMap) -> Framing {
-        if wants_sse(h) {
-            Framing::Sse
-        } else {
-            Framing::Plain
-        }
+        sse_if_asked(h)
     }
     fn prompt_pointers(&self, endpoint: &str, body: &serde_json::Value) -> Vec<String> {
         match endpoint {

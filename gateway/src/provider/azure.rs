@@ -5,8 +5,8 @@ use http::{HeaderMap, Method, StatusCode};
 use serde_json::json;
 
 use super::{
-    adapter::{Adapter, ErrorKind, Framing, Placement, wants_sse},
-    openai::openai_endpoint,
+    adapter::{Adapter, ErrorKind, Framing, Placement, sse_if_asked},
+    openai::{openai_endpoint, openai_prompt_pointers},
 };
 
 pub struct Azure;
@@ -32,18 +32,10 @@ impl Adapter for Azure {
         openai_endpoint(path)
     }
     fn framing(&self, _path: &str, _q: Option<&str>, h: &HeaderMap) -> Framing {
-        if wants_sse(h) {
-            Framing::Sse
-        } else {
-            Framing::Plain
-        }
+        sse_if_asked(h)
     }
     fn prompt_pointers(&self, endpoint: &str, body: &serde_json::Value) -> Vec<String> {
-        match endpoint {
-            "responses" => super::prompt::openai_responses(body),
-            "chat.completions" | "completions" | "embeddings" => super::prompt::openai_chat(body),
-            _ => Vec::new(),
-        }
+        openai_prompt_pointers(endpoint, body)
     }
     fn error_body(&self, status: StatusCode, _kind: ErrorKind, message: &str) -> serde_json::Value {
         json!({"error": {"code": status.as_u16().to_string(), "message": message}})

@@ -6,7 +6,7 @@
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::json;
 
-use super::adapter::{Adapter, ErrorKind, Framing, Placement, kind_label, wants_sse};
+use super::adapter::{Adapter, ErrorKind, Framing, Placement, kind_label, sse_if_asked};
 
 pub struct OpenAi;
 
@@ -26,6 +26,15 @@ pub fn openai_endpoint(path: &str) -> &'static str {
         _ if p.starts_with("/v1/files") => "files",
         _ if p.starts_with("/v1/") => "other",
         _ => "unknown",
+    }
+}
+
+/// Prompt locations for the OpenAI wire format (OpenAI, Azure, OpenAI-compatible hosts).
+pub fn openai_prompt_pointers(endpoint: &str, body: &serde_json::Value) -> Vec<String> {
+    match endpoint {
+        "responses" => super::prompt::openai_responses(body),
+        "chat.completions" | "completions" | "embeddings" => super::prompt::openai_chat(body),
+        _ => Vec::new(),
     }
 }
 
@@ -50,18 +59,10 @@ impl Adapter for OpenAi {
         openai_endpoint(path)
     }
     fn framing(&self, _path: &str, _q: Option<&str>, h: &HeaderMap) -> Framing {
-        if wants_sse(h) {
-            Framing::Sse
-        } else {
-            Framing::Plain
-        }
+        sse_if_asked(h)
     }
     fn prompt_pointers(&self, endpoint: &str, body: &serde_json::Value) -> Vec<String> {
-        match endpoint {
-            "responses" => super::prompt::openai_responses(body),
-            "chat.completions" | "completions" | "embeddings" => super::prompt::openai_chat(body),
-            _ => Vec::new(),
-        }
+        openai_prompt_pointers(endpoint, body)
     }
     fn error_body(&self, status: StatusCode, kind: ErrorKind, message: &str) -> serde_json::Value {
         openai_error(status, kind, message)
