@@ -240,12 +240,12 @@ impl Vault {
                     .map(Secret::new))
             }
             BackendKind::File => {
-                if !self.file.exists() {
+                // One stat per request (on the hot path): a file that cannot be stat'ed counts
+                // as absent, as `exists()` would have it.
+                let Ok(meta) = std::fs::metadata(&self.file) else {
                     return Ok(None);
-                }
-                let mtime = std::fs::metadata(&self.file)
-                    .and_then(|m| m.modified())
-                    .ok();
+                };
+                let mtime = meta.modified().ok();
                 let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
                 if cache
                     .as_ref()
