@@ -371,3 +371,41 @@ fn gemini_chunk(text: &str, last: bool) -> Value {
     }
     json!({"candidates": [cand], "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 6, "totalTokenCount": 11}, "modelVersion": "gemini-x"})
 }
+
+/// Fake OpenAI, Anthropic and Gemini on `127.<net>.<n>.1/.2/.3:443`, sharing one test PKI.
+pub struct Providers {
+    pub pki: TestPki,
+    pub ips: [String; 3],
+    pub openai: FakeProvider,
+    pub anthropic: FakeProvider,
+    pub gemini: FakeProvider,
+}
+
+impl Providers {
+    pub fn start(net: u8, n: u32) -> Self {
+        let ips = [1, 2, 3].map(|h| format!("127.{net}.{n}.{h}"));
+        let pki = TestPki::new(&[
+            "api.openai.com",
+            "api.anthropic.com",
+            "generativelanguage.googleapis.com",
+        ]);
+        let at = |ip: &str| FakeProvider::start(format!("{ip}:443").parse().unwrap(), &pki);
+        let (openai, anthropic, gemini) = (at(&ips[0]), at(&ips[1]), at(&ips[2]));
+        Self {
+            pki,
+            ips,
+            openai,
+            anthropic,
+            gemini,
+        }
+    }
+
+    /// `[[provider]]` entries pointing the built-in providers at the fakes.
+    pub fn config(&self) -> String {
+        ["openai", "anthropic", "gemini"]
+            .iter()
+            .zip(&self.ips)
+            .map(|(name, ip)| format!("[[provider]]\nname = \"{name}\"\naddrs = [\"{ip}/32\"]\n"))
+            .collect()
+    }
+}

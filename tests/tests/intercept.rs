@@ -3,11 +3,16 @@
 //! h2) and raw Python sockets; the fake providers speak OpenAI, Anthropic and Gemini formats and
 //! record every request they get.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use gateway_tests::{
-    CgroupGuard, Gateway, Opts, fake::TestPki, provider::FakeProvider, require_privileges, run,
-    unique,
+    CgroupGuard, Gateway, Opts,
+    fake::TestPki,
+    provider::{FakeProvider, Providers},
+    require_privileges, run, unique,
 };
 
 const T: Duration = Duration::from_secs(20);
@@ -17,10 +22,7 @@ const GEMINI_KEY: &str = "AIza-vault-gemini-3c9e04";
 
 struct Env {
     gw: Gateway,
-    openai: FakeProvider,
-    anthropic: FakeProvider,
-    gemini: FakeProvider,
-    _pki: TestPki,
+    fakes: Providers,
     cg: CgroupGuard,
     ips: [String; 3],
     bundle: PathBuf,
@@ -31,32 +33,14 @@ fn env_keys(keys: &[(&str, &str)]) -> Env {
     let n = unique();
     let name = format!("gw-icpt-{}-{n}", std::process::id());
     let cg = CgroupGuard::new(&name);
-    let ips = [
-        format!("127.20.{n}.1"),
-        format!("127.20.{n}.2"),
-        format!("127.20.{n}.3"),
-    ];
-    let pki = TestPki::new(&[
-        "api.openai.com",
-        "api.anthropic.com",
-        "generativelanguage.googleapis.com",
-    ]);
-    let openai = FakeProvider::start(format!("{}:443", ips[0]).parse().unwrap(), &pki);
-    let anthropic = FakeProvider::start(format!("{}:443", ips[1]).parse().unwrap(), &pki);
-    let gemini = FakeProvider::start(format!("{}:443", ips[2]).parse().unwrap(), &pki);
-    let providers = format!(
-        "[[provider]]\nname = \"openai\"\naddrs = [\"{}/32\"]\n\
-         [[provider]]\nname = \"anthropic\"\naddrs = [\"{}/32\"]\n\
-         [[provider]]\nname = \"gemini\"\naddrs = [\"{}/32\"]\n",
-        ips[0], ips[1], ips[2]
-    );
+    let fakes = Providers::start(20, n);
     // Built-in providers keep their hosts; only their addresses are set here.
     let gw = Gateway::start_opts(
         &name,
         &cg.path,
-        &format!("{providers}\n"),
+        &fakes.config(),
         &Opts {
-            extra_roots: vec![pki.ca_pem.clone()],
+            extra_roots: vec![fakes.pki.ca_pem.clone()],
             keys: keys
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -66,12 +50,10 @@ fn env_keys(keys: &[(&str, &str)]) -> Env {
         },
     );
     let bundle = gw.ca_pem();
+    let ips = fakes.ips.clone();
     Env {
         gw,
-        openai,
-        anthropic,
-        gemini,
-        _pki: pki,
+        fakes,
         cg,
         ips,
         bundle,
@@ -88,23 +70,63 @@ fn env() -> Env {
 
 impl Env {
     fn curl(&self, host: &str, ip: &str, extra: &[&str], path: &str) -> gateway_tests::ClientRun {
-        let resolve = format!("{host}:443:{ip}");
-        let url = format!("https://{host}{path}");
-        let mut args: Vec<&str> = vec![
-            "-sS",
-            "--max-time",
-            "10",
-            "--resolve",
-            &resolve,
-            "--cacert",
-            self.bundle.to_str().unwrap(),
-            "-w",
+        curl(
+            &self.cg,
+            &self.bundle,
+            host,
+            ip,
             "\n%{http_code} %{http_version}",
-        ];
-        args.extend_from_slice(extra);
-        args.push(&url);
-        run(self.cg.command("curl", &args), T)
+            extra,
+            path,
+        )
     }
+}
+
+/// curl from inside `cg` to `https://{host}{path}`, dialling `ip`, trusting `cafile`; stdout
+/// ends with curl's `-w` output.
+fn curl(
+    cg: &CgroupGuard,
+    cafile: &Path,
+    host: &str,
+    ip: &str,
+    write_out: &str,
+    extra: &[&str],
+    path: &str,
+) -> gateway_tests::ClientRun {
+    let resolve = format!("{host}:443:{ip}");
+    let url = format!("https://{host}{path}");
+    let mut args: Vec<&str> = vec![
+        "-sS",
+        "--max-time",
+        "10",
+        "--resolve",
+        &resolve,
+        "--cacert",
+        cafile.to_str().unwrap(),
+        "-w",
+        write_out,
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    run(cg.command("curl", &args), T)
+}
+
+/// GET https://api.openai.com/v1/models via `ip`; stdout ends with "\n<status>".
+fn curl_models(
+    cg: &CgroupGuard,
+    ip: &str,
+    cafile: &Path,
+    extra: &[&str],
+) -> gateway_tests::ClientRun {
+    curl(
+        cg,
+        cafile,
+        "api.openai.com",
+        ip,
+        "\n%{http_code}",
+        extra,
+        "/v1/models",
+    )
 }
 
 fn status(out: &str) -> (u16, String) {
@@ -121,7 +143,7 @@ fn curl_h1_and_h2_streaming_and_not_get_answers_with_the_vault_key_only() {
         r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     for (proto, want_version) in [("--http1.1", "1.1"), ("--http2", "2")] {
         for body in [chat, chat_stream] {
-            let before = e.openai.seen().len();
+            let before = e.fakes.openai.seen().len();
             let r = e.curl(
                 "api.openai.com",
                 &e.ips[0],
@@ -155,7 +177,7 @@ fn curl_h1_and_h2_streaming_and_not_get_answers_with_the_vault_key_only() {
                     r.stdout
                 );
             }
-            let seen = e.openai.seen();
+            let seen = e.fakes.openai.seen();
             assert_eq!(seen.len(), before + 1);
             let s = seen.last().unwrap();
             assert_eq!(
@@ -194,7 +216,7 @@ fn curl_h1_and_h2_streaming_and_not_get_answers_with_the_vault_key_only() {
     );
     assert_eq!(status(&r.stdout).0, 200, "{r:?}");
     assert!(r.stdout.contains("event: message_stop"));
-    let s = e.anthropic.seen().pop().unwrap();
+    let s = e.fakes.anthropic.seen().pop().unwrap();
     assert_eq!(
         s.credentials(),
         vec![format!("x-api-key: {ANTHROPIC_KEY}")],
@@ -217,7 +239,7 @@ fn curl_h1_and_h2_streaming_and_not_get_answers_with_the_vault_key_only() {
         );
         assert_eq!(status(&r.stdout).0, 200, "{r:?}");
         assert!(r.stdout.contains("finishReason"), "{}", r.stdout);
-        let s = e.gemini.seen().pop().unwrap();
+        let s = e.fakes.gemini.seen().pop().unwrap();
         assert_eq!(
             s.credentials(),
             vec![format!("x-goog-api-key: {GEMINI_KEY}")],
@@ -235,7 +257,7 @@ fn curl_h1_and_h2_streaming_and_not_get_answers_with_the_vault_key_only() {
         "/v2/something/new?a=1",
     );
     assert_eq!(status(&r.stdout).0, 404, "{r:?}");
-    let s = e.openai.seen().pop().unwrap();
+    let s = e.fakes.openai.seen().pop().unwrap();
     assert_eq!(s.target, "/v2/something/new?a=1");
     assert_eq!(
         s.credentials(),
@@ -264,7 +286,7 @@ fn a_provider_without_a_key_gets_a_provider_shaped_401_and_nothing_is_forwarded(
         "{body}"
     );
     assert!(
-        e.anthropic.seen().is_empty(),
+        e.fakes.anthropic.seen().is_empty(),
         "nothing reached the provider"
     );
 }
@@ -290,24 +312,8 @@ fn an_upstream_with_a_bad_certificate_gets_a_502_and_no_request() {
             ..Default::default()
         },
     );
-    let resolve = format!("api.openai.com:443:{ip}");
     let ca = gw.ca_pem();
-    let r = run(
-        cg.command(
-            "curl",
-            &[
-                "-sS",
-                "--resolve",
-                &resolve,
-                "--cacert",
-                ca.to_str().unwrap(),
-                "-w",
-                "\n%{http_code}",
-                "https://api.openai.com/v1/models",
-            ],
-        ),
-        T,
-    );
+    let r = curl_models(&cg, &ip, &ca, &[]);
     assert!(r.stdout.ends_with("\n502"), "{r:?}");
     assert!(r.stdout.contains("did not verify"), "{r:?}");
     assert!(fake.seen().is_empty(), "no request reached the impostor");
@@ -343,7 +349,7 @@ fn credential_bypass_suite() {
     let vault_cred = format!("authorization: Bearer {OPENAI_KEY}");
     let mut checked = 0;
     let mut check = |label: &str, e: &Env, before: usize, answered: bool| {
-        let seen = e.openai.seen();
+        let seen = e.fakes.openai.seen();
         let new = &seen[before..];
         for s in new {
             assert_eq!(
@@ -414,7 +420,7 @@ fn credential_bypass_suite() {
     ];
     for proto in ["--http1.1", "--http2"] {
         for (label, headers, query) in header_cases {
-            let before = e.openai.seen().len();
+            let before = e.fakes.openai.seen().len();
             let mut extra = vec![proto];
             extra.extend_from_slice(headers);
             let r = e.curl(
@@ -483,7 +489,7 @@ fn credential_bypass_suite() {
         ),
     ];
     for (label, raw, must_answer) in raw_cases {
-        let before = e.openai.seen().len();
+        let before = e.fakes.openai.seen().len();
         let r = run(
             e.cg.command(
                 "python3",
@@ -514,7 +520,7 @@ fn credential_bypass_suite() {
     }
     assert!(checked >= 50, "{checked} cases");
     // Every request that reached a provider used the right Host, whatever the client said.
-    for s in e.openai.seen() {
+    for s in e.fakes.openai.seen() {
         let hosts = s.all("host");
         assert!(
             hosts.is_empty() || hosts == vec!["api.openai.com".to_string()],
@@ -600,25 +606,7 @@ fn ca_commands_install_into_a_root_that_curl_then_trusts_and_restart_reuses_the_
         1
     );
 
-    let curl_with = |e: &Env, cafile: &std::path::Path| {
-        let resolve = format!("api.openai.com:443:{}", e.ips[0]);
-        run(
-            e.cg.command(
-                "curl",
-                &[
-                    "-sS",
-                    "--resolve",
-                    &resolve,
-                    "--cacert",
-                    cafile.to_str().unwrap(),
-                    "-w",
-                    "\n%{http_code}",
-                    "https://api.openai.com/v1/models",
-                ],
-            ),
-            T,
-        )
-    };
+    let curl_with = |e: &Env, cafile: &Path| curl_models(&e.cg, &e.ips[0], cafile, &[]);
     let r1 = curl_with(&e, &bundle);
     assert!(r1.ok && r1.stdout.ends_with("\n200"), "{r1:?}");
 
@@ -689,7 +677,7 @@ fn sse_events_reach_the_client_before_the_stream_ends_and_a_hangup_cancels_upstr
             "{proto}: first event did not arrive before the stream ended: {first:?}\n{}",
             e.gw.raw_log()
         );
-        e.openai.open_gate();
+        e.fakes.openai.open_gate();
         let rest: Vec<String> = lines.iter().collect();
         assert!(
             rest.iter().any(|l| l == "data: [DONE]"),
@@ -698,7 +686,7 @@ fn sse_events_reach_the_client_before_the_stream_ends_and_a_hangup_cancels_upstr
         assert!(child.wait().unwrap().success());
 
         // The client hangs up mid-stream: the upstream request is cancelled, not left running.
-        let cancelled = e.openai.cancelled();
+        let cancelled = e.fakes.openai.cancelled();
         let (mut child, lines) = gated_curl(&e, proto);
         lines
             .recv_timeout(Duration::from_secs(10))
@@ -706,11 +694,11 @@ fn sse_events_reach_the_client_before_the_stream_ends_and_a_hangup_cancels_upstr
         child.kill().unwrap();
         child.wait().unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while e.openai.cancelled() == cancelled && std::time::Instant::now() < deadline {
+        while e.fakes.openai.cancelled() == cancelled && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert_eq!(
-            e.openai.cancelled(),
+            e.fakes.openai.cancelled(),
             cancelled + 1,
             "{proto}: upstream stream not cancelled"
         );
@@ -750,28 +738,8 @@ fn keys_come_from_hashicorp_vault_with_approle_cached_and_fail_closed_without_it
             ..Default::default()
         },
     );
-    let resolve = format!("api.openai.com:443:{ip}");
     let ca = gw.ca_pem();
-    let curl = || {
-        run(
-            cg.command(
-                "curl",
-                &[
-                    "-sS",
-                    "--resolve",
-                    &resolve,
-                    "--cacert",
-                    ca.to_str().unwrap(),
-                    "-H",
-                    "authorization: Bearer dummy",
-                    "-w",
-                    "\n%{http_code}",
-                    "https://api.openai.com/v1/models",
-                ],
-            ),
-            T,
-        )
-    };
+    let curl = || curl_models(&cg, &ip, &ca, &["-H", "authorization: Bearer dummy"]);
     for _ in 0..3 {
         let r = curl();
         assert!(r.stdout.ends_with("\n200"), "{r:?}\n{}", gw.raw_log());
@@ -806,22 +774,7 @@ fn keys_come_from_hashicorp_vault_with_approle_cached_and_fail_closed_without_it
         },
     );
     let ca = gw.ca_pem();
-    let r = run(
-        cg.command(
-            "curl",
-            &[
-                "-sS",
-                "--resolve",
-                &resolve,
-                "--cacert",
-                ca.to_str().unwrap(),
-                "-w",
-                "\n%{http_code}",
-                "https://api.openai.com/v1/models",
-            ],
-        ),
-        T,
-    );
+    let r = curl_models(&cg, &ip, &ca, &[]);
     assert!(r.stdout.ends_with("\n500"), "{r:?}");
     assert!(r.stdout.contains("vault"), "{r:?}");
     assert_eq!(fake.seen().len(), before, "nothing forwarded without a key");
@@ -892,13 +845,13 @@ fn upstream_connections_are_reused_team_keys_follow_the_caller_and_keys_cli_work
     );
 
     // Three separate client connections, one upstream connection (kept alive, pooled).
-    let conns = e.openai.connections();
+    let conns = e.fakes.openai.connections();
     for _ in 0..3 {
         let r = e.curl("api.openai.com", &e.ips[0], &["--http1.1"], "/v1/models");
         assert_eq!(status(&r.stdout).0, 200, "{r:?}");
     }
     assert_eq!(
-        e.openai.connections(),
+        e.fakes.openai.connections(),
         conns + 1,
         "the upstream connection was reused"
     );
@@ -943,13 +896,13 @@ fn upstream_connections_are_reused_team_keys_follow_the_caller_and_keys_cli_work
     );
     assert!(as_nobody.ok, "{as_nobody:?}");
     assert_eq!(
-        e.openai.seen().pop().unwrap().credentials(),
+        e.fakes.openai.seen().pop().unwrap().credentials(),
         vec!["authorization: Bearer sk-vault-team-nobody".to_string()]
     );
     let r = e.curl("api.openai.com", &e.ips[0], &[], "/v1/models");
     assert_eq!(status(&r.stdout).0, 200);
     assert_eq!(
-        e.openai.seen().pop().unwrap().credentials(),
+        e.fakes.openai.seen().pop().unwrap().credentials(),
         vec![format!("authorization: Bearer {OPENAI_KEY}")]
     );
 }

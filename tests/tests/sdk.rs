@@ -6,10 +6,8 @@
 use std::time::Duration;
 
 use gateway_tests::{
-    CgroupGuard, Gateway, Opts,
-    fake::TestPki,
-    node_sdk,
-    provider::{FakeProvider, REPLY},
+    CgroupGuard, Gateway, Opts, node_sdk,
+    provider::{Providers, REPLY},
     py_venv, require_privileges, run, unique,
 };
 
@@ -66,26 +64,18 @@ fn official_sdks_get_answers_and_providers_only_ever_see_the_vault_keys() {
     let n = unique();
     let name = format!("gw-sdk-{}-{n}", std::process::id());
     let cg = CgroupGuard::new(&name);
-    let ips = [
-        format!("127.30.{n}.1"),
-        format!("127.30.{n}.2"),
-        format!("127.30.{n}.3"),
-    ];
-    let pki = TestPki::new(&[
-        "api.openai.com",
-        "api.anthropic.com",
-        "generativelanguage.googleapis.com",
-    ]);
-    let openai = FakeProvider::start(format!("{}:443", ips[0]).parse().unwrap(), &pki);
-    let anthropic = FakeProvider::start(format!("{}:443", ips[1]).parse().unwrap(), &pki);
-    let gemini = FakeProvider::start(format!("{}:443", ips[2]).parse().unwrap(), &pki);
+    let fakes = Providers::start(30, n);
+    let (openai, anthropic, gemini, ips, pki) = (
+        &fakes.openai,
+        &fakes.anthropic,
+        &fakes.gemini,
+        &fakes.ips,
+        &fakes.pki,
+    );
     let gw = Gateway::start_opts(
         &name,
         &cg.path,
-        &format!(
-            "[[provider]]\nname = \"openai\"\naddrs = [\"{}/32\"]\n[[provider]]\nname = \"anthropic\"\naddrs = [\"{}/32\"]\n[[provider]]\nname = \"gemini\"\naddrs = [\"{}/32\"]\n",
-            ips[0], ips[1], ips[2]
-        ),
+        &fakes.config(),
         &Opts {
             extra_roots: vec![pki.ca_pem.clone()],
             keys: vec![
@@ -135,9 +125,9 @@ fn official_sdks_get_answers_and_providers_only_ever_see_the_vault_keys() {
     assert_eq!(out["stream"], REPLY);
 
     for (fake, want) in [
-        (&openai, format!("authorization: Bearer {OPENAI_KEY}")),
-        (&anthropic, format!("x-api-key: {ANTHROPIC_KEY}")),
-        (&gemini, format!("x-goog-api-key: {GEMINI_KEY}")),
+        (openai, format!("authorization: Bearer {OPENAI_KEY}")),
+        (anthropic, format!("x-api-key: {ANTHROPIC_KEY}")),
+        (gemini, format!("x-goog-api-key: {GEMINI_KEY}")),
     ] {
         let seen = fake.seen();
         assert!(!seen.is_empty());
