@@ -14,6 +14,7 @@ use crate::{
     tls::{Terminator, TlsError, ca::Ca},
     upstream::pool::{PoolError, Upstreams, root_store},
     vault::{Vault, VaultError},
+    workers::{Workers, WorkersError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,8 @@ pub enum AppError {
     Vault(#[from] VaultError),
     #[error("upstream: {0}")]
     Upstream(#[from] PoolError),
+    #[error(transparent)]
+    Workers(#[from] WorkersError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -85,17 +88,19 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
             bypass_mark: cfg.redirect.bypass_mark,
         },
     ));
+    let workers = Arc::new(Workers::start(cfg.listen.workers)?);
     let mut listening = vec![v4.local_addr()?];
-    tokio::spawn(intercept.clone().serve(v4));
+    tokio::spawn(intercept.clone().serve(v4, workers.clone()));
     if let Some(v6) = v6 {
         listening.push(v6.local_addr()?);
-        tokio::spawn(intercept.clone().serve(v6));
+        tokio::spawn(intercept.clone().serve(v6, workers.clone()));
     }
     info!(
         listen = ?listening,
         cgroup = %redirect.cgroup.display(),
         mode = ?redirect.mode,
         providers = catalog.iter().count(),
+        workers = workers.len(),
         "gateway ready"
     );
 

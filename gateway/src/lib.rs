@@ -18,3 +18,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 pub mod vault;
+pub mod workers;

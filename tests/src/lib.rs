@@ -8,6 +8,7 @@ pub mod dns;
 pub mod fake;
 pub mod provider;
 pub mod vaultfake;
+pub mod wire;
 
 use std::{
     fs,

@@ -320,6 +320,62 @@ fn an_upstream_with_a_bad_certificate_gets_a_502_and_no_request() {
     assert!(!gw.raw_log().contains(OPENAI_KEY));
 }
 
+#[test]
+fn the_injected_key_is_a_never_indexed_hpack_literal_on_the_wire() {
+    require_privileges();
+    let n = unique();
+    let name = format!("gw-icpt-{}-{n}", std::process::id());
+    let cg = CgroupGuard::new(&name);
+    let ip = format!("127.20.{n}.1");
+    let pki = TestPki::new(&["api.openai.com"]);
+    let wire = gateway_tests::wire::WireServer::start(format!("{ip}:443").parse().unwrap(), &pki);
+    let gw = Gateway::start_opts(
+        &name,
+        &cg.path,
+        &format!("[[provider]]\nname = \"openai\"\naddrs = [\"{ip}/32\"]\n"),
+        &Opts {
+            extra_roots: vec![pki.ca_pem.clone()],
+            keys: vec![("openai".into(), OPENAI_KEY.into())],
+            builtin: true,
+            ..Default::default()
+        },
+    );
+    let ca = gw.ca_pem();
+    // Two requests on one client connection, the client sending its own Authorization both
+    // times: the second would be an indexed reference if the first had entered the table.
+    let r = curl(
+        &cg,
+        &ca,
+        "api.openai.com",
+        &ip,
+        "\n%{http_code}",
+        &[
+            "--http2",
+            "-H",
+            "Authorization: Bearer sk-dummy",
+            "https://api.openai.com/v1/models",
+        ],
+        "/v1/models",
+    );
+    assert_eq!(r.stdout.matches("\n200").count(), 2, "{r:?}");
+    let blocks = wire.blocks();
+    assert_eq!(blocks.len(), 2, "{blocks:?}");
+    for fields in &blocks {
+        let auth: Vec<_> = fields
+            .iter()
+            .filter(|f| {
+                f.static_name == Some(23) || f.literal_name.as_deref() == Some("authorization")
+            })
+            .collect();
+        assert_eq!(auth.len(), 1, "exactly one authorization field: {fields:?}");
+        assert_eq!(
+            auth[0].repr,
+            gateway_tests::wire::Repr::NeverIndexed,
+            "{fields:?}"
+        );
+    }
+}
+
 /// Sends raw bytes over TLS (HTTP/1.1 only) and prints the status line, or the error.
 const PY_RAW: &str = r#"
 import socket, ssl, sys
@@ -844,16 +900,22 @@ fn upstream_connections_are_reused_team_keys_follow_the_caller_and_keys_cli_work
         "removing twice fails"
     );
 
-    // Three separate client connections, one upstream connection (kept alive, pooled).
+    // Upstream connections are kept alive and pooled per worker thread (client connections go
+    // to the workers round robin): workers + 2 client connections, at most one new upstream
+    // connection per worker.
+    let workers = e.gw.fields("gateway ready")[0]["workers"]
+        .as_u64()
+        .expect("workers in the ready line") as usize;
     let conns = e.fakes.openai.connections();
-    for _ in 0..3 {
+    for _ in 0..workers + 2 {
         let r = e.curl("api.openai.com", &e.ips[0], &["--http1.1"], "/v1/models");
         assert_eq!(status(&r.stdout).0, 200, "{r:?}");
     }
-    assert_eq!(
-        e.fakes.openai.connections(),
-        conns + 1,
-        "the upstream connection was reused"
+    assert!(
+        e.fakes.openai.connections() <= conns + workers,
+        "the upstream connections were reused: {} new for {} clients on {workers} workers",
+        e.fakes.openai.connections() - conns,
+        workers + 2
     );
 
     // Team keys: a [[vault.select]] for uid 65534 (set up below) picks its own key.

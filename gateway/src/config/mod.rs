@@ -78,6 +78,8 @@ pub struct Listen {
     /// IPv6 listener for pure IPv6 dials; empty string disables it (such dials are then refused).
     #[serde(deserialize_with = "opt_addr", serialize_with = "ser_opt_addr")]
     pub addr6: Option<SocketAddr>,
+    /// Threads serving connections (each a single-threaded runtime); 0 = one per CPU.
+    pub workers: usize,
 }
 
 impl Default for Listen {
@@ -85,6 +87,7 @@ impl Default for Listen {
         Self {
             addr: "127.0.0.1:15001".parse().expect("static"),
             addr6: Some("[::1]:15001".parse().expect("static")),
+            workers: 0,
         }
     }
 }

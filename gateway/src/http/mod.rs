@@ -235,6 +235,5 @@ async fn forward_upstream(
         rp.headers.remove(*h);
     }
     rp.version = Version::default();
-    let body = rb.map_err(|e| Box::new(e) as BoxError).boxed();
-    Ok(Response::from_parts(rp, body))
+    Ok(Response::from_parts(rp, rb))
 }

@@ -38,6 +38,7 @@ use crate::{
     tls::Terminator,
     upstream::{self, pool::Upstreams},
     vault::Vault,
+    workers::Workers,
 };
 
 use hello::Parsed;
@@ -197,13 +198,26 @@ impl Intercept {
         }
     }
 
-    /// Accept connections until the listener fails.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+    /// Accept connections until the listener fails; each is served on one of `workers`.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, workers: Arc<Workers>) {
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
+                    // Re-registered with the worker's own reactor (see `Workers::spawn`).
+                    let std = match stream.into_std() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            warn!(error = %e, "cannot hand the connection to a worker");
+                            continue;
+                        }
+                    };
                     let this = self.clone();
-                    tokio::spawn(async move { this.handle(stream, peer).await });
+                    workers.spawn(async move {
+                        match TcpStream::from_std(std) {
+                            Ok(stream) => this.handle(stream, peer).await,
+                            Err(e) => warn!(error = %e, "worker cannot take the connection"),
+                        }
+                    });
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.

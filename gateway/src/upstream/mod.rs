@@ -50,4 +50,5 @@ pub async fn connect(
     Ok(stream)
 }
 
+pub mod h2;
 pub mod pool;

@@ -1,6 +1,6 @@
 //! Re-originated provider requests: rustls to the original destination (SNI = the client's
 //! SNI, full certificate verification against the system roots plus `upstream.extra_roots`),
-//! pooled and reused per (destination, SNI, protocol), h2 when the client spoke h2 and the
+//! pooled and reused per (destination, SNI, protocol, worker thread), h2 when the client spoke h2 and the
 //! provider agrees, HTTP/1.1 otherwise.
 
 use std::{
@@ -15,7 +15,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{
@@ -28,11 +28,16 @@ use rustls::{ClientConfig, RootCertStore, pki_types::ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::{UpstreamError, connect};
+use super::{
+    UpstreamError, connect,
+    h2::{H2Slot, Sent},
+};
 use crate::redirect::origdst::OrigDstAddr;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ReqBody = BoxBody<Bytes, BoxError>;
+/// The provider's answer, streaming.
+pub type RespBody = BoxBody<Bytes, BoxError>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -94,6 +99,8 @@ struct Key {
     dst: SocketAddr,
     sni: String,
     h2: bool,
+    /// Connections are per worker thread (`workers::current`).
+    worker: usize,
 }
 
 /// The upstream side of every intercepted connection.
@@ -104,6 +111,7 @@ pub struct Upstreams {
     connect_timeout: Duration,
     idle: Duration,
     clients: Mutex<HashMap<Key, Client<Connector, ReqBody>>>,
+    h2: Mutex<HashMap<Key, Arc<H2Slot>>>,
 }
 
 const MAX_CLIENTS: usize = 4096;
@@ -127,7 +135,39 @@ impl Upstreams {
             connect_timeout,
             idle,
             clients: Mutex::new(HashMap::new()),
+            h2: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn connector(&self, dst: OrigDstAddr, sni: &str, h2: bool) -> Result<Connector, PoolError> {
+        let server_name =
+            ServerName::try_from(sni.to_string()).map_err(|_| PoolError::ServerName(sni.into()))?;
+        Ok(Connector {
+            dst,
+            sni: server_name,
+            tls: if h2 {
+                self.tls_h2.clone()
+            } else {
+                self.tls_h1.clone()
+            },
+            mark: self.mark,
+            timeout: self.connect_timeout,
+        })
+    }
+
+    /// The h2 connection slot for (dst, SNI).
+    fn h2_slot(&self, dst: OrigDstAddr, sni: &str) -> Arc<H2Slot> {
+        let key = Key {
+            dst: dst.0,
+            sni: sni.to_string(),
+            h2: true,
+            worker: crate::workers::current(),
+        };
+        let mut slots = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.len() >= MAX_CLIENTS && !slots.contains_key(&key) {
+            slots.clear();
+        }
+        slots.entry(key).or_default().clone()
     }
 
     fn client(
@@ -140,6 +180,7 @@ impl Upstreams {
             dst: dst.0,
             sni: sni.to_string(),
             h2,
+            worker: crate::workers::current(),
         };
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&key) {
@@ -148,19 +189,7 @@ impl Upstreams {
         if clients.len() >= MAX_CLIENTS {
             clients.clear();
         }
-        let server_name =
-            ServerName::try_from(sni.to_string()).map_err(|_| PoolError::ServerName(sni.into()))?;
-        let connector = Connector {
-            dst,
-            sni: server_name,
-            tls: if h2 {
-                self.tls_h2.clone()
-            } else {
-                self.tls_h1.clone()
-            },
-            mark: self.mark,
-            timeout: self.connect_timeout,
-        };
+        let connector = self.connector(dst, sni, h2)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(self.idle)
             .pool_max_idle_per_host(64)
@@ -170,36 +199,40 @@ impl Upstreams {
         Ok(client)
     }
 
-    /// Send `req` (absolute URI) to `dst`, presenting `sni`.
+    /// Send `req` (absolute URI) to `dst`, presenting `sni`: over h2 when the client spoke h2
+    /// and the provider agrees, HTTP/1.1 otherwise.
     pub async fn send(
         &self,
         dst: OrigDstAddr,
         sni: &str,
         h2: bool,
-        req: http::Request<ReqBody>,
-    ) -> Result<http::Response<Incoming>, SendError> {
-        let client = self
-            .client(dst, sni, h2)
-            .map_err(|e| SendError::Unavailable(e.to_string()))?;
-        client.request(req).await.map_err(classify)
+        mut req: http::Request<ReqBody>,
+    ) -> Result<http::Response<RespBody>, SendError> {
+        let unavailable = |e: PoolError| SendError::Unavailable(e.to_string());
+        if h2 {
+            let connector = self.connector(dst, sni, true).map_err(unavailable)?;
+            match self.h2_slot(dst, sni).send(&connector, req).await? {
+                Sent::Response(resp) => return Ok(resp),
+                Sent::NotH2(back) => req = back,
+            }
+        }
+        let client = self.client(dst, sni, false).map_err(unavailable)?;
+        let resp = client.request(req).await.map_err(|e| classify_error(&e))?;
+        Ok(resp.map(|b: Incoming| b.map_err(|e| Box::new(e) as BoxError).boxed()))
     }
 }
 
-/// Find our own connect error (or rustls's certificate error) in a client error's sources.
-fn classify(e: hyper_util::client::legacy::Error) -> SendError {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+/// Find our own connect error (or rustls's certificate error) in an error's sources.
+pub(super) fn classify_error(e: &(dyn std::error::Error + 'static)) -> SendError {
+    let mut cur = Some(e);
     let mut text = e.to_string();
     while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && let Some(tls) = inner.downcast_ref::<rustls::Error>()
-            && matches!(tls, rustls::Error::InvalidCertificate(_))
-        {
-            return SendError::Certificate(tls.to_string());
-        }
-        if let Some(tls) = err.downcast_ref::<rustls::Error>()
-            && matches!(tls, rustls::Error::InvalidCertificate(_))
-        {
+        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls @ rustls::Error::InvalidCertificate(_)) = tls {
             return SendError::Certificate(tls.to_string());
         }
         if err.downcast_ref::<UpstreamError>().is_some() {
@@ -219,6 +252,16 @@ pub struct Connector {
     timeout: Duration,
 }
 
+impl Connector {
+    /// TCP with the bypass mark, then TLS with the client's SNI and full verification.
+    pub(super) async fn connect_tls(&self) -> Result<TlsStream<TcpStream>, BoxError> {
+        let tcp = connect(self.dst, self.mark, self.timeout).await?;
+        Ok(tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(self.sni.clone(), tcp)
+            .await?)
+    }
+}
+
 impl tower_service::Service<http::Uri> for Connector {
     type Response = UpstreamIo;
     type Error = BoxError;
@@ -231,10 +274,7 @@ impl tower_service::Service<http::Uri> for Connector {
     fn call(&mut self, _uri: http::Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let tcp = connect(this.dst, this.mark, this.timeout).await?;
-            let tls = tokio_rustls::TlsConnector::from(this.tls.clone())
-                .connect(this.sni.clone(), tcp)
-                .await?;
+            let tls = this.connect_tls().await?;
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             Ok(UpstreamIo {
                 inner: TokioIo::new(tls),

@@ -20,6 +20,10 @@ const UPSTREAM: &str = "127.10.251.1";
 const NGINX_PROXY: &str = "127.10.251.2";
 const MITM: &str = "127.10.251.3";
 const LAT_N: usize = 3000;
+/// Latency runs per path, interleaved (order reversed every other round): each run is a new
+/// client connection, so where the scheduler puts the threads of that run varies; many short
+/// runs average that out.
+const LAT_ROUNDS: usize = 10;
 const TPUT_N: usize = 40_000;
 
 struct Killed(Child);
@@ -275,7 +279,7 @@ pub fn run(pid: u32) -> String {
     let log = dir.path().join("h2load.log");
     let log_arg = format!("--log-file={}", log.display());
     // Warm up every path (connections, leaf cache, upstream pool), then measure latency for all
-    // paths in two interleaved rounds (order reversed in the second), then throughput.
+    // paths in LAT_ROUNDS interleaved rounds (order reversed every other one), then throughput.
     for p in &paths {
         h2load(
             h2load_cmd(p, &cg, &["-n", "300", "-c", "1", "-m", "1", &log_arg]),
@@ -283,8 +287,8 @@ pub fn run(pid: u32) -> String {
         );
     }
     let mut lats: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
-    for round in 0..2 {
-        let order: Vec<usize> = if round == 0 {
+    for round in 0..LAT_ROUNDS {
+        let order: Vec<usize> = if round % 2 == 0 {
             (0..paths.len()).collect()
         } else {
             (0..paths.len()).rev().collect()
@@ -292,9 +296,9 @@ pub fn run(pid: u32) -> String {
         for i in order {
             let p = &paths[i];
             let n = if p.label == "mitmproxy" {
-                LAT_N / 6
+                LAT_N / LAT_ROUNDS / 3
             } else {
-                LAT_N / 2
+                LAT_N / LAT_ROUNDS
             };
             let (lat, _) = h2load(
                 h2load_cmd(
