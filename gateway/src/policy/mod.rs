@@ -2,3 +2,5 @@
 //! sent is removed ([`credentials`]); prompt scanning (mask / block / hold) joins here.
 
 pub mod credentials;
+pub mod detect;
+pub mod scan;

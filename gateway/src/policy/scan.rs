@@ -1,0 +1,582 @@
+//! Rules compiled into one scanner: every rule's patterns in one multi-pattern regex (one pass
+//! over the text, the pattern id says which rule hit), plus a lazy DFA over the same patterns,
+//! anchored, that tells whether a match could still start at a position if more text came —
+//! what a streaming masker must hold back ([`StreamMasker`]).
+//!
+//! Streaming gives the same text as masking the whole answer at once: the masker releases text
+//! only up to the first position where a match is still possible, and a match is only applied
+//! once no longer match can start before it.
+
+use std::sync::Arc;
+
+use regex_automata::{
+    Anchored, Input,
+    hybrid::dfa::{Cache, DFA},
+    meta,
+    util::{pool::Pool, syntax},
+};
+use serde::{Deserialize, Serialize};
+
+use super::detect::{self, Confirm};
+use crate::redirect::identity::Identity;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    #[default]
+    Mask,
+    Block,
+    Hold,
+    /// Record only; never alters traffic.
+    Monitor,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Mask => "mask",
+            Action::Block => "block",
+            Action::Hold => "hold",
+            Action::Monitor => "monitor",
+        }
+    }
+}
+
+/// Whose traffic a rule applies to: every given field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Who {
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    /// A group name: the caller's primary group, or the user is a listed member.
+    pub group: Option<String>,
+    pub unit: Option<String>,
+    /// cgroup path prefix, as in the logs (relative to the cgroup v2 root).
+    pub cgroup: Option<String>,
+    pub pod_uid: Option<String>,
+}
+
+impl Who {
+    pub fn matches(&self, id: &Identity) -> bool {
+        self.uid.is_none_or(|u| u == id.uid)
+            && self
+                .user
+                .as_ref()
+                .is_none_or(|u| id.user.as_ref() == Some(u))
+            && self
+                .unit
+                .as_ref()
+                .is_none_or(|u| id.unit.as_ref() == Some(u))
+            && self
+                .pod_uid
+                .as_ref()
+                .is_none_or(|p| id.pod_uid.as_ref() == Some(p))
+            && self.cgroup.as_ref().is_none_or(|c| {
+                id.cgroup.as_deref().is_some_and(|have| {
+                    have == c || have.starts_with(&format!("{}/", c.trim_end_matches('/')))
+                })
+            })
+            && self.group.as_ref().is_none_or(|g| in_group(g, id))
+    }
+}
+
+/// The caller's primary gid is the group's, or its user is a listed member.
+pub fn in_group(group: &str, id: &Identity) -> bool {
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => {
+            g.gid.as_raw() == id.gid || id.user.as_ref().is_some_and(|u| g.mem.contains(u))
+        }
+        _ => false,
+    }
+}
+
+/// `[[rule]]` in the config.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    /// A built-in detector's name, or "all" for every one of them.
+    #[serde(default)]
+    pub detector: Option<String>,
+    /// A regular expression of your own (bounded: every repetition needs an upper limit).
+    #[serde(default)]
+    pub pattern: Option<String>,
+    #[serde(default = "both")]
+    pub on: Vec<Direction>,
+    #[serde(default)]
+    pub action: Action,
+    /// Replacement for `mask`; `<rule>` and `<detector>` are filled in. Default `[MASKED:<rule>]`.
+    #[serde(default)]
+    pub replacement: Option<String>,
+    /// Matches equal to one of these are left alone.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Matches matching one of these (whole match) are left alone.
+    #[serde(default)]
+    pub allow_regex: Vec<String>,
+    #[serde(default, rename = "match")]
+    pub who: Option<Who>,
+}
+
+fn both() -> Vec<Direction> {
+    vec![Direction::Request, Direction::Response]
+}
+
+/// `[policy]`: allow-lists that hold for every rule.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub allow: Vec<String>,
+    pub allow_regex: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("rule `{rule}`: {reason}")]
+    Rule { rule: String, reason: String },
+    #[error("policy.allow_regex[{index}]: {reason}")]
+    Allow { index: usize, reason: String },
+    #[error("cannot compile the rules: {0}")]
+    Build(String),
+}
+
+pub struct Rule {
+    pub name: String,
+    pub action: Action,
+    request: bool,
+    response: bool,
+    replacement: String,
+    who: Option<Who>,
+    allow: Vec<String>,
+    allow_regex: Vec<meta::Regex>,
+}
+
+struct Pat {
+    rule: usize,
+    detector: &'static str,
+    confirm: Option<Confirm>,
+    secret_group: bool,
+}
+
+/// One hit: the part of the text the rule acts on (the `s` group when the pattern has one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub rule: usize,
+    pub detector: &'static str,
+    pub start: usize,
+    pub end: usize,
+    /// Where the whole match ended (scanning resumes there).
+    whole_start: usize,
+    whole_end: usize,
+}
+
+/// Who is talking, which way.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub dir: Direction,
+    pub id: &'a Identity,
+}
+
+type CachePool = Pool<
+    Cache,
+    Box<dyn Fn() -> Cache + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>,
+>;
+
+pub struct Scanner {
+    rules: Vec<Rule>,
+    pats: Vec<Pat>,
+    re: meta::Regex,
+    live: Arc<DFA>,
+    caches: CachePool,
+    global_allow: Vec<String>,
+    global_allow_regex: Vec<meta::Regex>,
+    /// Longest possible match in bytes, over all patterns.
+    pub max_len: usize,
+}
+
+fn syntax_config() -> syntax::Config {
+    syntax::Config::new().unicode(false).utf8(false)
+}
+
+/// Compile one pattern alone, to report its problems against its rule.
+fn check_pattern(p: &str) -> Result<usize, String> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(p)
+        .map_err(|e| e.to_string())?;
+    let props = hir.properties();
+    if props.minimum_len().unwrap_or(0) == 0 {
+        return Err("the pattern can match empty text".into());
+    }
+    props.maximum_len().ok_or_else(|| {
+        "the pattern is unbounded (use {m,n} instead of *, + or {m,}): a streaming answer could \
+         otherwise be held back without limit"
+            .to_string()
+    })
+}
+
+fn allow_regex(p: &str) -> Result<meta::Regex, String> {
+    meta::Regex::builder()
+        .syntax(syntax_config())
+        .build(&format!("^(?:{p})$"))
+        .map_err(|e| e.to_string())
+}
+
+impl Scanner {
+    /// Compile `[[rule]]`s; none at all means every built-in detector masks both ways.
+    pub fn new(rules: &[RuleConfig], policy: &PolicyConfig) -> Result<Self, ScanError> {
+        let implicit: Vec<RuleConfig>;
+        let rules = if rules.is_empty() {
+            implicit = detect::DETECTORS
+                .iter()
+                .map(|d| RuleConfig {
+                    name: d.name.to_string(),
+                    detector: Some(d.name.to_string()),
+                    pattern: None,
+                    on: both(),
+                    action: Action::Mask,
+                    replacement: None,
+                    allow: Vec::new(),
+                    allow_regex: Vec::new(),
+                    who: None,
+                })
+                .collect();
+            &implicit[..]
+        } else {
+            rules
+        };
+        let mut out_rules = Vec::new();
+        let mut pats = Vec::new();
+        let mut patterns: Vec<String> = Vec::new();
+        let mut max_len = 0;
+        let mut names = std::collections::HashSet::new();
+        for (ri, rc) in rules.iter().enumerate() {
+            let bad = |reason: String| ScanError::Rule {
+                rule: rc.name.clone(),
+                reason,
+            };
+            if rc.name.is_empty()
+                || !rc
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            {
+                return Err(bad("name: letters, digits, '-', '_' and '.' only".into()));
+            }
+            if !names.insert(rc.name.clone()) {
+                return Err(bad("a second rule with this name".into()));
+            }
+            if rc.on.is_empty() {
+                return Err(bad("`on` must name request, response or both".into()));
+            }
+            let mut add = |pattern: &str,
+                           detector: &'static str,
+                           confirm: Option<Confirm>|
+             -> Result<(), ScanError> {
+                let len = check_pattern(pattern).map_err(&bad)?;
+                max_len = max_len.max(len);
+                pats.push(Pat {
+                    rule: ri,
+                    detector,
+                    confirm,
+                    secret_group: pattern.contains("(?P<s>"),
+                });
+                patterns.push(pattern.to_string());
+                Ok(())
+            };
+            match (&rc.detector, &rc.pattern) {
+                (Some(_), Some(_)) => {
+                    return Err(bad("give `detector` or `pattern`, not both".into()));
+                }
+                (None, None) => return Err(bad("needs `detector` or `pattern`".into())),
+                (Some(d), None) if d == "all" => {
+                    for det in detect::DETECTORS {
+                        add(det.pattern, det.name, det.confirm)?;
+                    }
+                }
+                (Some(d), None) => {
+                    let det = detect::by_name(d).ok_or_else(|| {
+                        bad(format!(
+                            "no built-in detector `{d}` (known: {})",
+                            detect::DETECTORS
+                                .iter()
+                                .map(|d| d.name)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    })?;
+                    add(det.pattern, det.name, det.confirm)?;
+                }
+                (None, Some(p)) => add(p, "pattern", None)?,
+            }
+            let allow_regex = rc
+                .allow_regex
+                .iter()
+                .map(|p| allow_regex(p).map_err(|e| bad(format!("allow_regex `{p}`: {e}"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            out_rules.push(Rule {
+                name: rc.name.clone(),
+                action: rc.action,
+                request: rc.on.contains(&Direction::Request),
+                response: rc.on.contains(&Direction::Response),
+                replacement: rc
+                    .replacement
+                    .clone()
+                    .unwrap_or_else(|| "[MASKED:<rule>]".into()),
+                who: rc.who.clone(),
+                allow: rc.allow.clone(),
+                allow_regex,
+            });
+        }
+        let global_allow_regex = policy
+            .allow_regex
+            .iter()
+            .enumerate()
+            .map(|(index, p)| allow_regex(p).map_err(|reason| ScanError::Allow { index, reason }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let re = meta::Regex::builder()
+            .syntax(syntax_config())
+            .build_many(&patterns)
+            .map_err(|e| ScanError::Build(e.to_string()))?;
+        let live = DFA::builder()
+            .syntax(syntax_config())
+            .configure(DFA::config().cache_capacity(4 << 20))
+            .build_many(&patterns)
+            .map_err(|e| ScanError::Build(e.to_string()))?;
+        let live = Arc::new(live);
+        let for_pool = live.clone();
+        let caches: CachePool = Pool::new(Box::new(move || for_pool.create_cache()));
+        Ok(Self {
+            rules: out_rules,
+            pats,
+            re,
+            live,
+            caches,
+            global_allow: policy.allow.clone(),
+            global_allow_regex,
+            max_len,
+        })
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    fn allowed(&self, rule: &Rule, s: &[u8]) -> bool {
+        let hit = |lits: &[String]| lits.iter().any(|l| l.as_bytes() == s);
+        let hit_re = |res: &[meta::Regex]| res.iter().any(|r| r.is_match(s));
+        hit(&self.global_allow)
+            || hit(&rule.allow)
+            || hit_re(&self.global_allow_regex)
+            || hit_re(&rule.allow_regex)
+    }
+
+    /// Every hit in `hay[from..]` (bytes before `from` are look-behind context only).
+    pub fn find(&self, hay: &[u8], from: usize, ctx: Ctx<'_>) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        let mut at = from;
+        let mut caps = self.re.create_captures();
+        while at <= hay.len() {
+            let Some(m) = self.re.search(&Input::new(hay).range(at..)) else {
+                break;
+            };
+            let pat = &self.pats[m.pattern().as_usize()];
+            let rule = &self.rules[pat.rule];
+            let (s, e) = if pat.secret_group {
+                self.re.search_captures(
+                    &Input::new(hay)
+                        .range(m.start()..m.end())
+                        .anchored(Anchored::Pattern(m.pattern())),
+                    &mut caps,
+                );
+                caps.get_group_by_name("s")
+                    .map(|g| (g.start, g.end))
+                    .unwrap_or((m.start(), m.end()))
+            } else {
+                (m.start(), m.end())
+            };
+            let applies = match ctx.dir {
+                Direction::Request => rule.request,
+                Direction::Response => rule.response,
+            } && rule.who.as_ref().is_none_or(|w| w.matches(ctx.id));
+            let ok = applies
+                && pat.confirm.is_none_or(|c| c(&hay[s..e]))
+                && !self.allowed(rule, &hay[s..e]);
+            if ok {
+                hits.push(Hit {
+                    rule: pat.rule,
+                    detector: pat.detector,
+                    start: s,
+                    end: e,
+                    whole_start: m.start(),
+                    whole_end: m.end(),
+                });
+                at = m.end().max(m.start() + 1);
+            } else {
+                // Another rule (or a shorter match of this one) may still start inside.
+                at = m.start() + 1;
+            }
+        }
+        hits
+    }
+
+    /// The first position in `hay[from..]` where a match could still start if more text came
+    /// (`hay.len()` when there is none).
+    pub fn earliest_live(&self, hay: &[u8], from: usize) -> usize {
+        let mut cache = self.caches.get();
+        let dfa = &*self.live;
+        'start: for s in from..hay.len() {
+            let input = Input::new(hay).range(s..).anchored(Anchored::Yes);
+            let Ok(mut sid) = dfa.start_state_forward(&mut cache, &input) else {
+                return s;
+            };
+            if sid.is_dead() {
+                continue;
+            }
+            for &b in &hay[s..] {
+                match dfa.next_state(&mut cache, sid, b) {
+                    Ok(next) if next.is_dead() => continue 'start,
+                    Ok(next) => sid = next,
+                    // A cache failure: assume live (hold, never leak).
+                    Err(_) => return s,
+                }
+            }
+            return s;
+        }
+        hay.len()
+    }
+
+    fn replacement(&self, hit: &Hit) -> String {
+        let rule = &self.rules[hit.rule];
+        rule.replacement
+            .replace("<rule>", &rule.name)
+            .replace("<detector>", hit.detector)
+    }
+
+    /// Apply the `mask` hits to `text[from..upto]` (hits must lie inside).
+    fn render(&self, text: &str, from: usize, upto: usize, hits: &[Hit]) -> String {
+        let mut out = String::with_capacity(upto - from);
+        let mut pos = from;
+        for h in hits {
+            if self.rules[h.rule].action != Action::Mask || h.start < pos {
+                continue;
+            }
+            out.push_str(&text[pos..floor(text, h.start)]);
+            out.push_str(&self.replacement(h));
+            pos = ceil(text, h.end);
+        }
+        out.push_str(&text[pos.min(upto)..upto]);
+        out
+    }
+
+    /// Mask a whole text at once; the hits are returned for the record (and for block / hold).
+    pub fn mask(&self, text: &str, ctx: Ctx<'_>) -> (String, Vec<Hit>) {
+        let hits = self.find(text.as_bytes(), 0, ctx);
+        if hits.is_empty() {
+            return (text.to_string(), hits);
+        }
+        (self.render(text, 0, text.len(), &hits), hits)
+    }
+}
+
+fn floor(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+/// Look-behind context kept from released text (regex assertions look one byte back).
+const CONTEXT: usize = 4;
+
+/// Masks one stream of text (one content block) as it arrives.
+pub struct StreamMasker {
+    scanner: Arc<Scanner>,
+    dir: Direction,
+    id: Arc<Identity>,
+    /// Released context (≤ CONTEXT bytes) followed by the held text.
+    buf: String,
+    held_from: usize,
+    pub hits: Vec<(usize, &'static str)>,
+}
+
+impl StreamMasker {
+    pub fn new(scanner: Arc<Scanner>, dir: Direction, id: Arc<Identity>) -> Self {
+        Self {
+            scanner,
+            dir,
+            id,
+            buf: String::new(),
+            held_from: 0,
+            hits: Vec::new(),
+        }
+    }
+
+    /// Bytes held back right now.
+    pub fn held(&self) -> usize {
+        self.buf.len() - self.held_from
+    }
+
+    /// Take `chunk`; return what can be released now (masked).
+    pub fn push(&mut self, chunk: &str) -> String {
+        self.buf.push_str(chunk);
+        let bytes = self.buf.as_bytes();
+        let live = self.scanner.earliest_live(bytes, self.held_from);
+        let ctx = Ctx {
+            dir: self.dir,
+            id: &self.id,
+        };
+        let hits = self.scanner.find(bytes, self.held_from, ctx);
+        // Matches starting before the first live position are final.
+        let done: Vec<Hit> = hits.into_iter().filter(|h| h.whole_start < live).collect();
+        let mut cut = live;
+        if let Some(last) = done.iter().map(|h| h.whole_end).max() {
+            cut = cut.max(last);
+        }
+        self.release(floor(&self.buf, cut), &done)
+    }
+
+    /// The stream ended: everything left, masked.
+    pub fn finish(&mut self) -> String {
+        let ctx = Ctx {
+            dir: self.dir,
+            id: &self.id,
+        };
+        let hits = self.scanner.find(self.buf.as_bytes(), self.held_from, ctx);
+        self.release(self.buf.len(), &hits)
+    }
+
+    fn release(&mut self, cut: usize, hits: &[Hit]) -> String {
+        if cut <= self.held_from {
+            return String::new();
+        }
+        for h in hits {
+            self.hits.push((h.rule, h.detector));
+        }
+        let out = self.scanner.render(&self.buf, self.held_from, cut, hits);
+        // Keep a little released text as look-behind context for the next scan.
+        let keep_from = floor(&self.buf, cut.saturating_sub(CONTEXT));
+        self.buf.drain(..keep_from);
+        self.held_from = cut - keep_from;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;
