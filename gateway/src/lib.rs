@@ -14,6 +14,7 @@ pub mod intercept;
 pub mod policy;
 pub mod provider;
 pub mod redirect;
+pub mod response;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

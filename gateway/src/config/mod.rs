@@ -51,6 +51,10 @@ pub struct Config {
     pub builtin_providers: bool,
     #[serde(rename = "provider")]
     pub providers: Vec<ProviderConfig>,
+    /// What is masked, blocked, held or recorded; none = every built-in detector masks.
+    #[serde(rename = "rule")]
+    pub rules: Vec<crate::policy::scan::RuleConfig>,
+    pub policy: crate::policy::scan::PolicyConfig,
 }
 
 impl Default for Config {
@@ -66,6 +70,8 @@ impl Default for Config {
             log: Log::default(),
             builtin_providers: true,
             providers: Vec::new(),
+            rules: Vec::new(),
+            policy: Default::default(),
         }
     }
 }
@@ -351,6 +357,19 @@ impl Config {
                     format!("`{}` is not a key name", s.key),
                 ));
             }
+        }
+        if let Err(e) = crate::policy::scan::Scanner::new(&self.rules, &self.policy) {
+            use crate::policy::scan::ScanError;
+            return Err(match e {
+                ScanError::Rule { rule, reason } => {
+                    let i = self.rules.iter().position(|r| r.name == rule).unwrap_or(0);
+                    bad(format!("rule[{i}] ({rule})"), reason)
+                }
+                ScanError::Allow { index, reason } => {
+                    bad(format!("policy.allow_regex[{index}]"), reason)
+                }
+                ScanError::Build(reason) => bad("rule".into(), reason),
+            });
         }
         let mut names = std::collections::HashSet::new();
         for (i, p) in self.providers.iter().enumerate() {

@@ -105,3 +105,44 @@ fn durations() {
     assert!(dur::parse("m").is_err());
     assert!(dur::parse("99999999999999999999d").is_err());
 }
+
+#[test]
+fn rules_parse_and_bad_ones_are_named() {
+    let c = Config::parse(
+        r#"
+        [[rule]]
+        name = "customer-id"
+        pattern = "CUST-[0-9]{8}"
+        on = ["request", "response"]
+        action = "mask"
+        [[rule]]
+        name = "keys"
+        detector = "all"
+        action = "block"
+        on = ["request"]
+        match = { user = "contractor" }
+        [policy]
+        allow = ["AKIAIOSFODNN7EXAMPLE"]
+        "#,
+        "t.toml",
+    )
+    .expect("valid rules");
+    assert_eq!(c.rules.len(), 2);
+    assert_eq!(c.rules[1].action, crate::policy::scan::Action::Block);
+    let e = err(
+        "[[rule]]\nname = \"a\"\npattern = \"x\"\n[[rule]]\nname = \"greedy\"\npattern = \"s-.+\"\n",
+    );
+    assert!(
+        e.contains("rule[1] (greedy)") && e.contains("unbounded"),
+        "{e}"
+    );
+    let e = err("[[rule]]\nname = \"d\"\ndetector = \"nope\"\n");
+    assert!(
+        e.contains("rule[0] (d)") && e.contains("no built-in detector"),
+        "{e}"
+    );
+    let e = err("[[rule]]\nname = \"d\"\npattern = \"x\"\naction = \"explode\"\n");
+    assert!(e.contains("explode"), "{e}");
+    let e = err("[policy]\nallow_regex = [\"(\"]\n");
+    assert!(e.contains("policy.allow_regex[0]"), "{e}");
+}

@@ -579,4 +579,4 @@ impl StreamMasker {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,0 +1,206 @@
+//! Response stage (DESIGN §1, §6): decode the provider's answer event by event, mask secrets in
+//! its text — across event seams, holding back only what could still become a match — and
+//! re-encode it in the same framing, so the client's SDK parses it as before.
+//!
+//! - SSE (`text/event-stream`): every provider's streams; one event in, the same event out
+//!   (plus, where a held tail must be released after the last delta of a block, one extra delta
+//!   event of the same kind just before the event that closes the block).
+//! - Gemini's JSON-array stream: element by element, separators kept.
+//! - A JSON answer: masked field by field once complete.
+//!
+//! Which text is a delta is recognised per event shape ([`dialect`]): OpenAI chat chunks
+//! (`choices[].delta`), Responses API typed events, Anthropic `content_block_delta`, Gemini
+//! `candidates[].content.parts[]`. Every other string in an event is masked as a whole; opaque
+//! fields (signatures, encrypted content) are left alone.
+
+pub mod body;
+pub mod dialect;
+
+use std::{collections::HashMap, sync::Arc};
+
+use serde_json::Value;
+
+use crate::{
+    policy::scan::{Ctx, Direction, Scanner, StreamMasker},
+    redirect::identity::Identity,
+};
+
+/// Fields that carry opaque data a provider verifies: never edited.
+const OPAQUE: &[&str] = &["signature", "encrypted_content", "data", "id", "item_id"];
+
+/// One text stream inside an answer (a choice's content, a content block, ...).
+struct Stream {
+    masker: StreamMasker,
+    /// The last event that carried a delta for it, and where the text sits: the model for an
+    /// extra delta event releasing the held tail.
+    template: (Option<String>, Value),
+    pointer: String,
+}
+
+/// Masks the events of one answer.
+pub struct Rewriter {
+    scanner: Arc<Scanner>,
+    id: Arc<Identity>,
+    streams: HashMap<String, Stream>,
+    /// (rule index, detector) of every hit, for the record.
+    pub hits: Vec<(usize, &'static str)>,
+}
+
+/// An SSE event's name (if any) and its JSON data.
+pub type Event = (Option<String>, Value);
+
+impl Rewriter {
+    pub fn new(scanner: Arc<Scanner>, id: Arc<Identity>) -> Self {
+        Self {
+            scanner,
+            id,
+            streams: HashMap::new(),
+            hits: Vec::new(),
+        }
+    }
+
+    /// Mask a whole string.
+    fn mask_whole(&mut self, s: &str) -> Option<String> {
+        let (out, hits) = self.scanner.mask(
+            s,
+            Ctx {
+                dir: Direction::Response,
+                id: &self.id,
+            },
+        );
+        if hits.is_empty() {
+            return None;
+        }
+        self.hits.extend(hits.iter().map(|h| (h.rule, h.detector)));
+        Some(out)
+    }
+
+    /// Mask every string leaf of `v` except opaque fields and `skip` pointers.
+    pub fn mask_leaves(&mut self, v: &mut Value, base: &mut String, skip: &[String]) {
+        match v {
+            Value::String(s) => {
+                if !skip.iter().any(|p| p == base)
+                    && let Some(m) = self.mask_whole(s)
+                {
+                    *s = m;
+                }
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter_mut().enumerate() {
+                    let len = base.len();
+                    base.push('/');
+                    base.push_str(&i.to_string());
+                    self.mask_leaves(x, base, skip);
+                    base.truncate(len);
+                }
+            }
+            Value::Object(o) => {
+                for (k, x) in o.iter_mut() {
+                    if OPAQUE.contains(&k.as_str()) {
+                        continue;
+                    }
+                    let len = base.len();
+                    base.push('/');
+                    base.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    self.mask_leaves(x, base, skip);
+                    base.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// One event in; the events to send in its place, in order.
+    pub fn event(&mut self, name: Option<String>, mut v: Value) -> Vec<Event> {
+        let shape = dialect::shape(&v);
+        let mut out = Vec::new();
+        let deltas = shape.deltas(&v);
+        let pointers: Vec<String> = deltas.iter().map(|d| d.pointer.clone()).collect();
+        for d in &deltas {
+            let Some(text) = v.pointer(&d.pointer).and_then(Value::as_str) else {
+                continue;
+            };
+            let text = text.to_string();
+            let st = self.streams.entry(d.key.clone()).or_insert_with(|| Stream {
+                masker: StreamMasker::new(
+                    self.scanner.clone(),
+                    Direction::Response,
+                    self.id.clone(),
+                ),
+                template: (name.clone(), v.clone()),
+                pointer: d.pointer.clone(),
+            });
+            st.template = (name.clone(), v.clone());
+            st.pointer = d.pointer.clone();
+            let released = st.masker.push(&text);
+            if let Some(slot) = v.pointer_mut(&d.pointer) {
+                *slot = Value::String(released);
+            }
+        }
+        // Blocks that end with this event: release what is held.
+        for key in shape.closes(&v) {
+            let Some(mut st) = self.streams.remove(&key) else {
+                continue;
+            };
+            let rest = st.masker.finish();
+            self.hits.append(&mut st.masker.hits);
+            if rest.is_empty() {
+                continue;
+            }
+            if let Some(Value::String(s)) = v.pointer_mut(&st.pointer)
+                && pointers.contains(&st.pointer)
+            {
+                s.push_str(&rest);
+            } else {
+                let (tname, mut t) = st.template;
+                dialect::as_plain_delta(&mut t);
+                if let Some(slot) = t.pointer_mut(&st.pointer) {
+                    *slot = Value::String(rest);
+                }
+                out.push((tname, t));
+            }
+        }
+        self.mask_leaves(&mut v, &mut String::new(), &pointers);
+        out.push((name, v));
+        out
+    }
+
+    /// The answer ended: an extra delta event for every block still holding text.
+    pub fn finish(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        let mut keys: Vec<String> = self.streams.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            let Some(mut st) = self.streams.remove(&key) else {
+                continue;
+            };
+            let rest = st.masker.finish();
+            self.hits.append(&mut st.masker.hits);
+            if rest.is_empty() {
+                continue;
+            }
+            let (tname, mut t) = st.template;
+            dialect::as_plain_delta(&mut t);
+            if let Some(slot) = t.pointer_mut(&st.pointer) {
+                *slot = Value::String(rest);
+            }
+            out.push((tname, t));
+        }
+        out
+    }
+
+    /// Bytes held back over all blocks.
+    pub fn held(&self) -> usize {
+        self.streams.values().map(|s| s.masker.held()).sum()
+    }
+
+    pub fn take_hits(&mut self) -> Vec<(usize, &'static str)> {
+        for st in self.streams.values_mut() {
+            self.hits.append(&mut st.masker.hits);
+        }
+        std::mem::take(&mut self.hits)
+    }
+}
+
+#[cfg(test)]
+mod tests;

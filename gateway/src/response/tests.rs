@@ -1,0 +1,296 @@
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+
+use super::{
+    Rewriter,
+    body::{Kind, MaskedBody},
+};
+use crate::{
+    policy::scan::{Ctx, Direction, PolicyConfig, Scanner},
+    redirect::identity::Identity,
+};
+
+fn scanner() -> Arc<Scanner> {
+    Arc::new(Scanner::new(&[], &PolicyConfig::default()).unwrap())
+}
+
+#[derive(Clone, Copy, Debug)]
+enum D {
+    Chat,
+    Responses,
+    Anthropic,
+    Gemini,
+}
+
+/// The events of a stream whose text deltas are `parts`, in the provider's shape.
+fn events(d: D, parts: &[&str]) -> Vec<(Option<String>, Value)> {
+    let mut out = Vec::new();
+    match d {
+        D::Chat => {
+            for p in parts {
+                out.push((None, json!({"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":p},"finish_reason":null}]})));
+            }
+            out.push((None, json!({"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})));
+        }
+        D::Responses => {
+            for (i, p) in parts.iter().enumerate() {
+                out.push((Some("response.output_text.delta".into()), json!({"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":p,"sequence_number":i})));
+            }
+            let whole: String = parts.concat();
+            out.push((Some("response.output_text.done".into()), json!({"type":"response.output_text.done","item_id":"msg_1","output_index":0,"content_index":0,"text":whole,"sequence_number":99})));
+        }
+        D::Anthropic => {
+            out.push((Some("content_block_start".into()), json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})));
+            for p in parts {
+                out.push((Some("content_block_delta".into()), json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":p}})));
+            }
+            out.push((
+                Some("content_block_stop".into()),
+                json!({"type":"content_block_stop","index":0}),
+            ));
+        }
+        D::Gemini => {
+            for p in parts {
+                out.push((None, json!({"candidates":[{"content":{"parts":[{"text":p}],"role":"model"},"index":0}]})));
+            }
+            out.push((None, json!({"candidates":[{"content":{"parts":[{"text":""}],"role":"model"},"finishReason":"STOP","index":0}]})));
+        }
+    }
+    out
+}
+
+/// The streamed text as the client's SDK would assemble it.
+fn text_of(d: D, evs: &[(Option<String>, Value)]) -> String {
+    let mut s = String::new();
+    for (_, v) in evs {
+        match d {
+            D::Chat => {
+                if let Some(t) = v
+                    .pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
+                {
+                    s.push_str(t)
+                }
+            }
+            D::Responses => {
+                if v["type"] == "response.output_text.delta" {
+                    s.push_str(v["delta"].as_str().unwrap())
+                }
+            }
+            D::Anthropic => {
+                if let Some(t) = v.pointer("/delta/text").and_then(Value::as_str) {
+                    s.push_str(t)
+                }
+            }
+            D::Gemini => {
+                if let Some(t) = v
+                    .pointer("/candidates/0/content/parts/0/text")
+                    .and_then(Value::as_str)
+                {
+                    s.push_str(t)
+                }
+            }
+        }
+    }
+    s
+}
+
+fn rewrite(sc: &Arc<Scanner>, d: D, parts: &[&str]) -> Vec<(Option<String>, Value)> {
+    let mut rw = Rewriter::new(sc.clone(), Arc::new(Identity::default()));
+    let mut out = Vec::new();
+    for (n, v) in events(d, parts) {
+        out.extend(rw.event(n, v));
+    }
+    out.extend(rw.finish());
+    out
+}
+
+const ALL: [D; 4] = [D::Chat, D::Responses, D::Anthropic, D::Gemini];
+
+#[test]
+fn every_vector_split_at_every_position_across_two_events() {
+    let sc = scanner();
+    let id = Identity::default();
+    for (det, tp, secret, _) in crate::policy::scan::tests::vectors() {
+        let text = format!("Sure: {tp} is the value.");
+        let (whole, _) = sc.mask(
+            &text,
+            Ctx {
+                dir: Direction::Response,
+                id: &id,
+            },
+        );
+        for d in ALL {
+            for cut in (1..text.len()).filter(|c| text.is_char_boundary(*c)) {
+                let out = rewrite(&sc, d, &[&text[..cut], &text[cut..]]);
+                let got = text_of(d, &out);
+                assert_eq!(got, whole, "{det} {d:?} cut {cut}");
+                let all = serde_json::to_string(&out).unwrap();
+                assert!(!all.contains(&secret), "{det} {d:?} cut {cut}: {all}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_vector_across_3_to_10_random_events_and_json_escapes() {
+    let sc = scanner();
+    let id = Identity::default();
+    let mut x: u64 = 7;
+    let mut next = |n: usize| {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        ((x >> 33) as usize) % n.max(1)
+    };
+    for (det, tp, secret, _) in crate::policy::scan::tests::vectors() {
+        // The text travels JSON-escaped (`\/`, `\u0041`); what matters is the decoded text.
+        let text = format!("A/B \u{0041} {tp} done");
+        let (whole, _) = sc.mask(
+            &text,
+            Ctx {
+                dir: Direction::Response,
+                id: &id,
+            },
+        );
+        for d in ALL {
+            for _ in 0..5 {
+                let n = 3 + next(8);
+                let mut cuts: Vec<usize> = (0..n - 1).map(|_| next(text.len())).collect();
+                cuts.sort();
+                cuts.dedup();
+                let mut parts = Vec::new();
+                let mut prev = 0;
+                for c in cuts.into_iter().chain([text.len()]) {
+                    parts.push(&text[prev..c]);
+                    prev = c;
+                }
+                let out = rewrite(&sc, d, &parts);
+                assert_eq!(text_of(d, &out), whole, "{det} {d:?}");
+                assert!(!serde_json::to_string(&out).unwrap().contains(&secret));
+            }
+        }
+    }
+}
+
+#[test]
+fn responses_done_events_carry_the_masked_whole_text() {
+    let sc = scanner();
+    let key = format!("ghp_{}", "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5");
+    let text = format!("key {key} end");
+    let out = rewrite(&sc, D::Responses, &[&text[..8], &text[8..]]);
+    let done = out
+        .iter()
+        .find(|e| e.1["type"] == "response.output_text.done")
+        .unwrap();
+    assert_eq!(done.1["text"], "key [MASKED:github-classic-token] end");
+}
+
+fn frames(chunks: Vec<Vec<u8>>) -> crate::upstream::pool::RespBody {
+    let s =
+        futures_util::stream::iter(chunks.into_iter().map(|c| {
+            Ok::<_, crate::upstream::pool::BoxError>(http_body::Frame::data(Bytes::from(c)))
+        }));
+    http_body_util::StreamBody::new(s).boxed()
+}
+
+async fn run(kind: Kind, chunks: Vec<Vec<u8>>) -> (String, usize) {
+    let hits = Arc::new(std::sync::Mutex::new(0));
+    let h = hits.clone();
+    let body = MaskedBody::new(
+        frames(chunks),
+        kind,
+        Rewriter::new(scanner(), Arc::new(Identity::default())),
+        Box::new(move |v| *h.lock().unwrap() = v.len()),
+    );
+    let out = body.collect().await.unwrap().to_bytes();
+    let n = *hits.lock().unwrap();
+    (String::from_utf8(out.to_vec()).unwrap(), n)
+}
+
+#[tokio::test]
+async fn sse_framing_is_kept_and_a_split_key_is_masked() {
+    let key = format!(
+        "sk-proj-{}",
+        "Ab1Cd2Ef3Gh4Ij5Kl6Mn7Op8Qr9St0Uv1Wx2Yz3Ab4Cd5Ef6Gh7Ij8Kl9Mn0"
+    );
+    let ev = |t: &str| {
+        format!(
+            "data: {}\n\n",
+            json!({"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":t},"finish_reason":null}]})
+        )
+    };
+    let (a, b) = key.split_at(10);
+    let chunks = vec![
+        ev("Your key is ").into_bytes(),
+        // An event split across frames, and a frame with two events.
+        ev(a).as_bytes()[..20].to_vec(),
+        [ev(a).as_bytes()[20..].to_vec(), ev(b).into_bytes()].concat(),
+        format!("data: {}\n\ndata: [DONE]\n\n", json!({"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})).into_bytes(),
+    ];
+    let (out, hits) = run(Kind::Sse, chunks).await;
+    assert!(!out.contains(&key[8..]), "{out}");
+    assert!(out.contains("[MASKED:openai-api-key]"), "{out}");
+    assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+    assert_eq!(hits, 1);
+    for ev in out.split("\n\n").filter(|e| !e.is_empty()) {
+        let data = ev.strip_prefix("data: ").expect("data line");
+        assert!(
+            data == "[DONE]" || serde_json::from_str::<Value>(data).is_ok(),
+            "{ev}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn gemini_json_array_elements_are_masked_and_the_array_stays_valid() {
+    let key = "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q";
+    let el = |t: &str, fin: bool| {
+        let mut v =
+            json!({"candidates":[{"content":{"parts":[{"text":t}],"role":"model"},"index":0}]});
+        if fin {
+            v["candidates"][0]["finishReason"] = json!("STOP");
+        }
+        v.to_string()
+    };
+    let (a, b) = key.split_at(15);
+    let doc = format!(
+        "[{}\r\n,{}\r\n,{}\r\n,{}]",
+        el("The key: ", false),
+        el(a, false),
+        el(b, false),
+        el(" ok", true)
+    );
+    // Delivered in 7-byte frames.
+    let chunks = doc.as_bytes().chunks(7).map(|c| c.to_vec()).collect();
+    let (out, hits) = run(Kind::JsonArray, chunks).await;
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let text: String = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            e.pointer("/candidates/0/content/parts/0/text")
+                .and_then(Value::as_str)
+        })
+        .collect();
+    assert_eq!(text, "The key: [MASKED:google-api-key] ok");
+    assert_eq!(hits, 1);
+}
+
+#[tokio::test]
+async fn a_json_answer_is_masked_field_by_field() {
+    let key = format!("ghp_{}", "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5");
+    let doc = json!({"id":"x","choices":[{"message":{"role":"assistant","content":format!("use {key}")}}]}).to_string();
+    let (out, _) = run(
+        Kind::Json,
+        vec![doc.as_bytes()[..30].to_vec(), doc.as_bytes()[30..].to_vec()],
+    )
+    .await;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "use [MASKED:github-classic-token]"
+    );
+}
