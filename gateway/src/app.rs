@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use crate::{
     config::{Config, ConfigError},
     intercept::{Intercept, InterceptConfig, Interception},
+    policy::scan::Scanner,
     provider::Catalog,
     redirect::{self, Redirect, RedirectError},
     tls::{Terminator, TlsError, ca::Ca},
@@ -151,6 +152,10 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
             cfg.upstream.idle_timeout,
         )),
         vault: Arc::new(vault),
+        scanner: Arc::new(
+            Scanner::new(&cfg.rules, &cfg.policy)
+                .map_err(|e| AppError::Usage(format!("rules: {e}")))?,
+        ),
     })
 }
 

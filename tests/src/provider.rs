@@ -285,7 +285,30 @@ async fn answer(
     let stream = json_body["stream"] == true;
     let path = parts.uri.path();
     let query = parts.uri.query().unwrap_or("");
-    let words: Vec<&str> = REPLY.split_inclusive(' ').collect();
+    // Tests choose the answer text and how it is cut into events (policy tests put secrets in
+    // it, split across events).
+    let reply: String = parts
+        .headers
+        .get("x-test-reply")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(REPLY)
+        .to_string();
+    let chunk: Option<usize> = parts
+        .headers
+        .get("x-test-chunk")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0);
+    let words: Vec<String> = match chunk {
+        Some(n) => reply
+            .chars()
+            .collect::<Vec<_>>()
+            .chunks(n)
+            .map(|c| c.iter().collect())
+            .collect(),
+        None => reply.split_inclusive(' ').map(String::from).collect(),
+    };
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
     match path {
         "/v1/models" => full(
             StatusCode::OK,
@@ -311,7 +334,7 @@ async fn answer(
             StatusCode::OK,
             "application/json",
             json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}})
             .to_string(),
         ),
@@ -335,11 +358,11 @@ async fn answer(
             StatusCode::OK,
             "application/json",
             json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
-                "content": [{"type": "text", "text": REPLY}], "stop_reason": "end_turn", "stop_sequence": null,
+                "content": [{"type": "text", "text": reply}], "stop_reason": "end_turn", "stop_sequence": null,
                 "usage": {"input_tokens": 5, "output_tokens": 6}})
             .to_string(),
         ),
-        p if p.ends_with(":generateContent") => full(StatusCode::OK, "application/json", gemini_chunk(REPLY, true).to_string()),
+        p if p.ends_with(":generateContent") => full(StatusCode::OK, "application/json", gemini_chunk(&reply, true).to_string()),
         p if p.ends_with(":streamGenerateContent") => {
             let n = words.len();
             let chunks: Vec<Value> = words.iter().enumerate().map(|(i, w)| gemini_chunk(w, i + 1 == n)).collect();

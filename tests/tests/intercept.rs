@@ -163,11 +163,13 @@ fn curl_h1_and_h2_streaming_and_not_get_answers_with_the_vault_key_only() {
             assert_eq!((code, ver.as_str()), (200, want_version), "{r:?}");
             if body == chat_stream {
                 assert!(r.stdout.contains("data: [DONE]"), "{}", r.stdout);
+                // One chunk per provider event (masking may add one that releases a held
+                // tail before the final chunk).
                 let words = gateway_tests::provider::REPLY.split_inclusive(' ').count();
-                assert_eq!(
-                    r.stdout.matches("chat.completion.chunk").count(),
-                    words + 1,
-                    "{}",
+                let chunks = r.stdout.matches("chat.completion.chunk").count();
+                assert!(
+                    chunks == words + 1 || chunks == words + 2,
+                    "{chunks} chunks: {}",
                     r.stdout
                 );
             } else {

@@ -24,9 +24,16 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{Instrument as _, debug, debug_span};
 
 use crate::{
-    policy::credentials,
+    policy::{
+        credentials,
+        scan::{Action, Ctx, Direction, Scanner},
+    },
     provider::Provider,
     redirect::{identity::Identity, origdst::OrigDstAddr},
+    response::{
+        Rewriter,
+        body::{Kind, MaskedBody},
+    },
     upstream::pool::{BoxError, SendError, Upstreams},
     vault::Vault,
 };
@@ -45,6 +52,7 @@ pub struct ConnCtx {
     pub h2: bool,
     pub upstreams: Arc<Upstreams>,
     pub vault: Arc<Vault>,
+    pub scanner: Arc<Scanner>,
     pub requests: AtomicU64,
 }
 
@@ -87,7 +95,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
                 drain(body).await;
                 (rescue::respond(adapter, &e), stripped, None)
             }
-            Ok((parts, stripped, key_name)) => match send(parts, body, &ctx).await {
+            Ok((parts, stripped, key_name)) => match send(parts, body, &ctx, endpoint).await {
                 Ok(resp) => (resp, stripped, Some(key_name)),
                 Err(e) => (rescue::respond(adapter, &e), stripped, Some(key_name)),
             },
@@ -182,25 +190,59 @@ async fn prepare(
     Ok((parts, stripped, key_name))
 }
 
-/// Stream the request to the provider and its answer back.
+/// Largest request body the policy stage reads to inspect it.
+const MAX_REQUEST: usize = 32 << 20;
+
+/// Stream the request to the provider and its answer back; on inference endpoints the prompt
+/// is scanned (mask / block / hold) first and the answer is masked as it streams.
 async fn send(
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: Incoming,
     ctx: &ConnCtx,
+    endpoint: &'static str,
 ) -> Result<Response<RespBody>, ExchangeError> {
-    // A request that has already ended (a GET, say) goes out as a body the client knows is
-    // empty: h2 then ends the stream with the HEADERS frame instead of an extra DATA frame the
-    // provider would wait for.
     use http_body::Body as _;
-    if body.is_end_stream() {
-        let empty = http_body_util::Empty::<Bytes>::new()
-            .map_err(|n| match n {})
-            .boxed();
-        return forward_upstream(parts, empty, ctx).await;
+    let adapter = ctx.provider.adapter();
+    let framing = adapter.framing(parts.uri.path(), parts.uri.query(), &parts.headers);
+    // The answer must be readable to be masked.
+    if ctx.scanner.any(Direction::Response) {
+        parts.headers.insert(
+            http::header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
     }
-    // Trailers get the same treatment as headers: a credential there is dropped too.
-    let body = body
-        .map_frame(|frame| match frame.into_trailers() {
+    let scanned = parts.method == http::Method::POST
+        && crate::provider::prompt::SCANNED_ENDPOINTS.contains(&endpoint)
+        && ctx.scanner.any(Direction::Request);
+    let body = if scanned {
+        let raw = http_body_util::Limited::new(body, MAX_REQUEST)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    ExchangeError::TooLarge(MAX_REQUEST)
+                } else {
+                    ExchangeError::BadRequest(format!("reading the request body: {e}"))
+                }
+            })?
+            .to_bytes();
+        let raw = inspect_request(raw, endpoint, ctx)?;
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(raw.len()));
+        http_body_util::Full::new(raw)
+            .map_err(|n| match n {})
+            .boxed()
+    } else if body.is_end_stream() {
+        // A request that has already ended (a GET, say) goes out as a body the client knows is
+        // empty: h2 then ends the stream with the HEADERS frame instead of an extra DATA frame
+        // the provider would wait for.
+        http_body_util::Empty::<Bytes>::new()
+            .map_err(|n| match n {})
+            .boxed()
+    } else {
+        // Trailers get the same treatment as headers: a credential there is dropped too.
+        body.map_frame(|frame| match frame.into_trailers() {
             Ok(mut trailers) => {
                 credentials::strip_headers(&mut trailers);
                 http_body::Frame::trailers(trailers)
@@ -208,8 +250,140 @@ async fn send(
             Err(frame) => frame,
         })
         .map_err(|e| Box::new(e) as BoxError)
-        .boxed();
-    forward_upstream(parts, body, ctx).await
+        .boxed()
+    };
+    let resp = forward_upstream(parts, body, ctx).await?;
+    mask_response(resp, framing, ctx)
+}
+
+/// Scan the prompt text of a request body: block and hold refuse it, mask rewrites it.
+fn inspect_request(
+    raw: Bytes,
+    endpoint: &'static str,
+    ctx: &ConnCtx,
+) -> Result<Bytes, ExchangeError> {
+    let monitor_only = ctx
+        .scanner
+        .rules()
+        .iter()
+        .all(|r| r.action == Action::Monitor);
+    let mut v: serde_json::Value = match serde_json::from_slice(&raw) {
+        Ok(v) => v,
+        Err(_) if monitor_only => return Ok(raw),
+        Err(e) => {
+            return Err(ExchangeError::Uninspectable(format!(
+                "the {endpoint} request body is not valid JSON ({e}), so its prompt cannot be checked"
+            )));
+        }
+    };
+    let pointers = ctx.provider.adapter().prompt_pointers(endpoint, &v);
+    let mut changed = false;
+    let mut verdict: Option<(Action, usize, &'static str)> = None;
+    for p in pointers {
+        let Some(serde_json::Value::String(s)) = v.pointer_mut(&p) else {
+            continue;
+        };
+        let (masked, hits) = ctx.scanner.mask(
+            s,
+            Ctx {
+                dir: Direction::Request,
+                id: &ctx.identity,
+            },
+        );
+        for h in &hits {
+            let action = ctx.scanner.rules()[h.rule].action;
+            let rank = |a: Action| match a {
+                Action::Block => 2,
+                Action::Hold => 1,
+                _ => 0,
+            };
+            if rank(action) > verdict.map_or(0, |v| rank(v.0)) {
+                verdict = Some((action, h.rule, h.detector));
+            }
+            debug!(
+                conn = ctx.conn_id,
+                rule = %ctx.scanner.rules()[h.rule].name,
+                detector = h.detector,
+                action = action.as_str(),
+                "request rule hit"
+            );
+        }
+        if masked != *s {
+            *s = masked;
+            changed = true;
+        }
+    }
+    if let Some((action, rule, detector)) = verdict {
+        let rule = ctx.scanner.rules()[rule].name.clone();
+        let detector = detector.to_string();
+        return Err(match action {
+            Action::Block => ExchangeError::Blocked { rule, detector },
+            _ => ExchangeError::Held { rule, detector },
+        });
+    }
+    if !changed {
+        return Ok(raw);
+    }
+    serde_json::to_vec(&v)
+        .map(Bytes::from)
+        .map_err(|e| ExchangeError::Uninspectable(format!("re-encoding the request: {e}")))
+}
+
+/// Wrap the provider's answer so its text is masked as it streams.
+fn mask_response(
+    resp: Response<RespBody>,
+    framing: crate::provider::adapter::Framing,
+    ctx: &ConnCtx,
+) -> Result<Response<RespBody>, ExchangeError> {
+    if !ctx.scanner.any(Direction::Response) {
+        return Ok(resp);
+    }
+    let header = |name| {
+        resp.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
+    let ct = header(http::header::CONTENT_TYPE);
+    let kind = if ct.starts_with("text/event-stream") {
+        Kind::Sse
+    } else if ct.contains("json") && framing == crate::provider::adapter::Framing::JsonArray {
+        Kind::JsonArray
+    } else if ct.contains("json") {
+        Kind::Json
+    } else if ct.starts_with("text/") {
+        Kind::Text
+    } else {
+        // Audio, images, files: no text to mask.
+        return Ok(resp);
+    };
+    let ce = header(http::header::CONTENT_ENCODING);
+    if !ce.is_empty() && ce != "identity" {
+        return Err(ExchangeError::Upstream(format!(
+            "the answer came compressed ({ce}) although identity was asked for; it cannot be \
+             inspected and was not forwarded"
+        )));
+    }
+    let (mut rp, rb) = resp.into_parts();
+    rp.headers.remove(http::header::CONTENT_LENGTH);
+    let rw = Rewriter::new(ctx.scanner.clone(), Arc::new(ctx.identity.clone()));
+    let conn = ctx.conn_id;
+    let scanner = ctx.scanner.clone();
+    let on_end: crate::response::body::OnEnd = Box::new(move |hits| {
+        for (rule, detector) in hits {
+            debug!(
+                conn,
+                rule = %scanner.rules()[rule].name,
+                detector,
+                "response rule hit"
+            );
+        }
+    });
+    Ok(Response::from_parts(
+        rp,
+        MaskedBody::new(rb, kind, rw, on_end).boxed(),
+    ))
 }
 
 async fn forward_upstream(

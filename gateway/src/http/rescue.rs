@@ -26,6 +26,17 @@ pub enum ExchangeError {
     UpstreamCertificate(String),
     #[error("gateway: the provider could not be reached: {0}")]
     Upstream(String),
+    #[error("gateway: request blocked by policy rule `{rule}` ({detector}); nothing was sent")]
+    Blocked { rule: String, detector: String },
+    #[error(
+        "gateway: request held for approval by rule `{rule}` ({detector}), and approvals are not \
+         available in this build; nothing was sent"
+    )]
+    Held { rule: String, detector: String },
+    #[error("gateway: {0}; nothing was sent (fail-closed)")]
+    Uninspectable(String),
+    #[error("gateway: request body larger than {0} bytes cannot be inspected; nothing was sent")]
+    TooLarge(usize),
 }
 
 impl ExchangeError {
@@ -40,6 +51,11 @@ impl ExchangeError {
                 (StatusCode::BAD_GATEWAY, ErrorKind::UpstreamCertificate)
             }
             ExchangeError::Upstream(_) => (StatusCode::BAD_GATEWAY, ErrorKind::UpstreamUnavailable),
+            ExchangeError::Blocked { .. } | ExchangeError::Held { .. } => {
+                (StatusCode::FORBIDDEN, ErrorKind::Blocked)
+            }
+            ExchangeError::Uninspectable(_) => (StatusCode::BAD_REQUEST, ErrorKind::BadRequest),
+            ExchangeError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::BadRequest),
         }
     }
 }

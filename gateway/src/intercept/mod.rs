@@ -30,6 +30,7 @@ use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::{
     http::{self as gwhttp, ConnCtx},
+    policy::scan::Scanner,
     provider::{Catalog, Provider},
     redirect::{
         identity::{Identity, IdentityResolver},
@@ -55,6 +56,7 @@ pub struct Interception {
     pub terminator: Arc<Terminator>,
     pub upstreams: Arc<Upstreams>,
     pub vault: Arc<Vault>,
+    pub scanner: Arc<Scanner>,
 }
 
 pub struct Intercept {
@@ -392,6 +394,7 @@ impl Intercept {
             h2,
             upstreams: icpt.upstreams.clone(),
             vault: icpt.vault.clone(),
+            scanner: icpt.scanner.clone(),
             requests: Default::default(),
         });
         let served = gwhttp::serve(tls, ctx.clone()).await;

@@ -72,7 +72,7 @@ pub static DETECTORS: &[Detector] = &[
     d(
         "azure-client-secret",
         "Azure AD client secret",
-        r"\b[A-Za-z0-9_~.]{3}8Q~[A-Za-z0-9_~.\-]{31,34}\b",
+        r"\b[A-Za-z0-9_~][A-Za-z0-9_~.]{2}8Q~[A-Za-z0-9_~.\-]{31,34}\b",
     ),
     d(
         "digitalocean-token",

@@ -371,6 +371,14 @@ impl Scanner {
         &self.rules
     }
 
+    /// Does any rule look at traffic going this way?
+    pub fn any(&self, dir: Direction) -> bool {
+        self.rules.iter().any(|r| match dir {
+            Direction::Request => r.request,
+            Direction::Response => r.response,
+        })
+    }
+
     fn allowed(&self, rule: &Rule, s: &[u8]) -> bool {
         let hit = |lits: &[String]| lits.iter().any(|l| l.as_bytes() == s);
         let hit_re = |res: &[meta::Regex]| res.iter().any(|r| r.is_match(s));

@@ -19,6 +19,8 @@ pub enum ErrorKind {
     UpstreamUnavailable,
     /// The gateway failed internally (fail-closed).
     Internal,
+    /// A policy rule refused the request (or the answer could not be inspected).
+    Blocked,
 }
 
 /// How a response stream is framed.
@@ -105,6 +107,7 @@ pub fn kind_label(kind: ErrorKind) -> &'static str {
         ErrorKind::UpstreamCertificate => "upstream_certificate",
         ErrorKind::UpstreamUnavailable => "upstream_unavailable",
         ErrorKind::Internal => "gateway_internal",
+        ErrorKind::Blocked => "blocked_by_policy",
     }
 }
 

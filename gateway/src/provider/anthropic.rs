@@ -40,6 +40,7 @@ impl Adapter for Anthropic {
         let typ = match kind {
             ErrorKind::MissingKey => "authentication_error",
             ErrorKind::BadRequest => "invalid_request_error",
+            ErrorKind::Blocked => "permission_error",
             ErrorKind::UpstreamUnavailable => "overloaded_error",
             _ => "api_error",
         };

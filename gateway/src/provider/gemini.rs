@@ -57,6 +57,7 @@ impl Adapter for Gemini {
             ErrorKind::BadRequest => "INVALID_ARGUMENT",
             ErrorKind::UpstreamUnavailable | ErrorKind::UpstreamCertificate => "UNAVAILABLE",
             ErrorKind::Internal => "INTERNAL",
+            ErrorKind::Blocked => "PERMISSION_DENIED",
         };
         json!({"error": {"code": status.as_u16(), "message": message, "status": st}})
     }

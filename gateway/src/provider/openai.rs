@@ -41,7 +41,7 @@ pub fn openai_prompt_pointers(endpoint: &str, body: &serde_json::Value) -> Vec<S
 pub fn openai_error(status: StatusCode, kind: ErrorKind, message: &str) -> serde_json::Value {
     let typ = match kind {
         ErrorKind::MissingKey => "authentication_error",
-        ErrorKind::BadRequest => "invalid_request_error",
+        ErrorKind::BadRequest | ErrorKind::Blocked => "invalid_request_error",
         _ => "api_error",
     };
     let _ = status;

@@ -5,6 +5,22 @@
 
 use serde_json::Value;
 
+/// Endpoint labels (as the adapters name them) whose requests carry a prompt: scanned by the
+/// policy stage, and refused when their body cannot be parsed (fail-closed).
+pub const SCANNED_ENDPOINTS: &[&str] = &[
+    "chat.completions",
+    "completions",
+    "embeddings",
+    "responses",
+    "messages",
+    "messages.count_tokens",
+    "complete",
+    "generateContent",
+    "streamGenerateContent",
+    "countTokens",
+    "embedContent",
+];
+
 fn esc(seg: &str) -> String {
     seg.replace('~', "~0").replace('/', "~1")
 }

@@ -25,7 +25,7 @@ pub enum Kind {
 }
 
 /// Told the (rule index, detector) of every hit once the answer has ended.
-pub type OnEnd = Box<dyn FnOnce(Vec<(usize, &'static str)>) + Send>;
+pub type OnEnd = Box<dyn FnOnce(Vec<(usize, &'static str)>) + Send + Sync>;
 
 /// Largest answer buffered whole (JSON or text); beyond it the answer is refused, not leaked.
 pub const MAX_WHOLE: usize = 32 << 20;
@@ -55,12 +55,7 @@ struct ArrayState {
 }
 
 impl MaskedBody {
-    pub fn new(
-        inner: RespBody,
-        kind: Kind,
-        rw: Rewriter,
-        on_end: OnEnd,
-    ) -> Self {
+    pub fn new(inner: RespBody, kind: Kind, rw: Rewriter, on_end: OnEnd) -> Self {
         Self {
             inner,
             kind,

@@ -1,0 +1,223 @@
+//! Issue C end to end: secrets in prompts and in answers, through the real redirect, the real
+//! gateway and the official SDKs. The fake providers answer with a text the test chooses
+//! (`x-test-reply`), cut into events of a few characters (`x-test-chunk`), so secrets arrive
+//! split across events.
+
+use std::{path::PathBuf, time::Duration};
+
+use gateway_tests::{
+    CgroupGuard, Gateway, Opts, provider::Providers, py_venv, require_privileges, run, unique,
+};
+
+const OPENAI_KEY: &str = "sk-vault-policy-openai-51";
+const ANTHROPIC_KEY: &str = "sk-ant-vault-policy-52";
+const GEMINI_KEY: &str = "AIza-vault-policy-53";
+const GH: &str = "ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5";
+const AWS: &str = "AKIAIOSFODNN7EXAMPLE";
+const PROMPT_KEY: &str = "sk-proj-Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0FeDcBaZx9Yw8Vu7Ts6Rq5Po4";
+
+struct Env {
+    gw: Gateway,
+    fakes: Providers,
+    cg: CgroupGuard,
+    hosts: PathBuf,
+    ca: PathBuf,
+}
+
+fn env(rules: &str) -> Env {
+    require_privileges();
+    let n = unique();
+    let name = format!("gw-pol-{}-{n}", std::process::id());
+    let cg = CgroupGuard::new(&name);
+    let fakes = Providers::start(50, n);
+    let gw = Gateway::start_opts(
+        &name,
+        &cg.path,
+        &format!("{}{rules}", fakes.config()),
+        &Opts {
+            extra_roots: vec![fakes.pki.ca_pem.clone()],
+            keys: vec![
+                ("openai".into(), OPENAI_KEY.into()),
+                ("anthropic".into(), ANTHROPIC_KEY.into()),
+                ("gemini".into(), GEMINI_KEY.into()),
+            ],
+            builtin: true,
+            ..Default::default()
+        },
+    );
+    let hosts = gw.dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        format!(
+            "127.0.0.1 localhost\n{} api.openai.com\n{} api.anthropic.com\n{} generativelanguage.googleapis.com\n",
+            fakes.ips[0], fakes.ips[1], fakes.ips[2]
+        ),
+    )
+    .unwrap();
+    let ca = gw.ca_pem();
+    Env {
+        gw,
+        fakes,
+        cg,
+        hosts,
+        ca,
+    }
+}
+
+const PY: &str = r#"
+import json, sys, openai, anthropic
+reply, chunk, prompt = sys.argv[1], sys.argv[2], sys.argv[3]
+h = {"x-test-reply": reply, "x-test-chunk": chunk}
+msgs = [{"role": "user", "content": prompt}]
+c = openai.OpenAI(api_key="sk-dummy")
+plain = c.chat.completions.create(model="m", messages=msgs, extra_headers=h).choices[0].message.content
+stream = "".join((ch.choices[0].delta.content or "") for ch in c.chat.completions.create(model="m", messages=msgs, stream=True, extra_headers=h) if ch.choices)
+a = anthropic.Anthropic(api_key="sk-ant-dummy")
+with a.messages.stream(model="claude-x", max_tokens=16, messages=msgs, extra_headers=h) as s:
+    astream = "".join(s.text_stream)
+aplain = a.messages.create(model="claude-x", max_tokens=16, messages=msgs, extra_headers=h).content[0].text
+print(json.dumps({"plain": plain, "stream": stream, "anthropic": astream, "anthropic_plain": aplain}))
+"#;
+
+fn curl(e: &Env, host: &str, ip: &str, path: &str, extra: &[&str]) -> gateway_tests::ClientRun {
+    let resolve = format!("{host}:443:{ip}");
+    let url = format!("https://{host}{path}");
+    let mut args = vec![
+        "-sS",
+        "--max-time",
+        "10",
+        "--resolve",
+        &resolve,
+        "--cacert",
+        e.ca.to_str().unwrap(),
+        "-w",
+        "\n%{http_code}",
+    ];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    run(e.cg.command("curl", &args), Duration::from_secs(20))
+}
+
+#[test]
+fn secrets_are_masked_in_prompts_and_in_streamed_answers_split_across_events() {
+    let e = env("");
+    let py = py_venv().join("bin/python");
+    let reply = format!("Use {GH} and {AWS} for that.");
+    let want = "Use [MASKED:github-classic-token] and [MASKED:aws-access-key-id] for that.";
+    for chunk in ["3", "7"] {
+        let prompt = format!("my key is {PROMPT_KEY}, fix my code");
+        let mut cmd = e.cg.command_with_hosts(
+            &e.hosts,
+            py.to_str().unwrap(),
+            &["-c", PY, &reply, chunk, &prompt],
+        );
+        cmd.env("SSL_CERT_FILE", &e.ca);
+        let r = run(cmd, Duration::from_secs(60));
+        assert!(r.ok, "{r:?}\n{}", e.gw.raw_log());
+        let out: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+        for k in ["plain", "stream", "anthropic", "anthropic_plain"] {
+            assert_eq!(out[k], want, "{k} (chunk {chunk}): {out}");
+        }
+    }
+    // The providers got the prompt with the key masked, never the key.
+    for fake in [&e.fakes.openai, &e.fakes.anthropic] {
+        let seen = fake.seen();
+        assert!(!seen.is_empty());
+        for s in &seen {
+            let body = String::from_utf8_lossy(&s.body);
+            assert!(!body.contains(PROMPT_KEY), "{body}");
+            assert!(body.contains("[MASKED:openai-api-key]"), "{body}");
+            // The body was re-encoded and its length fixed.
+            let cl = s.headers.iter().find(|(n, _)| n == "content-length");
+            assert_eq!(cl.map(|c| c.1.clone()), Some(s.body.len().to_string()));
+        }
+    }
+    // Gemini, both stream forms, with curl.
+    for (q, label) in [("?alt=sse", "sse"), ("", "json-array")] {
+        let r = curl(
+            &e,
+            "generativelanguage.googleapis.com",
+            &e.fakes.ips[2],
+            &format!("/v1beta/models/gemini-x:streamGenerateContent{q}"),
+            &[
+                "-H",
+                &format!("x-test-reply: {reply}"),
+                "-H",
+                "x-test-chunk: 5",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                r#"{"contents":[{"parts":[{"text":"hi"}]}]}"#,
+            ],
+        );
+        assert!(r.stdout.ends_with("\n200"), "{label}: {r:?}");
+        assert!(
+            !r.stdout.contains(GH) && !r.stdout.contains(AWS),
+            "{label}: {r:?}"
+        );
+        let body = r.stdout.rsplit_once('\n').unwrap().0;
+        let elems: Vec<serde_json::Value> = if label == "sse" {
+            body.split("\n\n")
+                .filter_map(|ev| ev.trim().strip_prefix("data: "))
+                .map(|d| serde_json::from_str(d).unwrap())
+                .collect()
+        } else {
+            serde_json::from_str::<serde_json::Value>(body)
+                .unwrap_or_else(|err| panic!("{label}: {err}: {body}"))
+                .as_array()
+                .unwrap()
+                .clone()
+        };
+        let text: String = elems
+            .iter()
+            .filter_map(|v| v.pointer("/candidates/0/content/parts/0/text"))
+            .filter_map(|t| t.as_str())
+            .collect();
+        assert_eq!(text, want, "{label}");
+    }
+    assert!(!e.gw.raw_log().contains(GH));
+    assert!(!e.gw.raw_log().contains(PROMPT_KEY));
+}
+
+#[test]
+fn block_rules_and_unparseable_prompts_are_refused_before_anything_is_sent() {
+    let e = env(
+        "[[rule]]\nname = \"no-cloud-keys\"\ndetector = \"aws-access-key-id\"\naction = \"block\"\non = [\"request\"]\n\
+         [[rule]]\nname = \"customer\"\npattern = \"CUST-[0-9]{8}\"\n",
+    );
+    let chat = |body: &str| {
+        curl(
+            &e,
+            "api.openai.com",
+            &e.fakes.ips[0],
+            "/v1/chat/completions",
+            &["-H", "content-type: application/json", "-d", body],
+        )
+    };
+    let r = chat(&format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"deploy with {AWS}"}}]}}"#
+    ));
+    assert!(r.stdout.ends_with("\n403"), "{r:?}");
+    let body: serde_json::Value =
+        serde_json::from_str(r.stdout.rsplit_once('\n').unwrap().0).unwrap();
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("no-cloud-keys") && !msg.contains(AWS), "{msg}");
+    assert_eq!(body["error"]["code"], "blocked_by_policy");
+
+    let r = chat("{not json");
+    assert!(r.stdout.ends_with("\n400"), "{r:?}");
+    assert!(r.stdout.contains("not valid JSON"), "{r:?}");
+    assert!(
+        e.fakes.openai.seen().is_empty(),
+        "nothing reached the provider"
+    );
+
+    // The custom rule masks both ways; built-ins are off when rules are given.
+    let r = chat(
+        r#"{"model":"m","messages":[{"role":"user","content":"order CUST-12345678 and ghp_x"}]}"#,
+    );
+    assert!(r.stdout.ends_with("\n200"), "{r:?}");
+    let seen = e.fakes.openai.seen();
+    let sent = String::from_utf8_lossy(&seen[0].body);
+    assert!(sent.contains("order [MASKED:customer] and ghp_x"), "{sent}");
+}
