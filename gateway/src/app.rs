@@ -7,7 +7,9 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::{
+    admin::{Admin, AdminError},
     config::{Config, ConfigError},
+    hold::{HoldService, Holds, webhook::Webhook},
     intercept::{Intercept, InterceptConfig, Interception},
     policy::scan::Scanner,
     provider::Catalog,
@@ -37,6 +39,8 @@ pub enum AppError {
     Upstream(#[from] PoolError),
     #[error(transparent)]
     Workers(#[from] WorkersError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -58,6 +62,14 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     info!(config = %cfg.effective(), "effective configuration");
     let catalog = Arc::new(Catalog::from_config(&cfg));
     let interception = Arc::new(interception(&cfg)?);
+    crate::admin::serve(
+        crate::admin::socket_path(&cfg.state_dir),
+        Arc::new(Admin {
+            holds: interception.hold.holds.clone(),
+            approvers: cfg.hold.approvers.clone(),
+        }),
+    )
+    .await?;
 
     // Listen before attaching, so the first redirected connect finds the proxy.
     let v4 = TcpListener::bind(cfg.listen.addr)
@@ -143,14 +155,27 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
     let vault = Vault::new(&cfg.vault, &cfg.state_dir)?;
     vault.check()?;
     let roots = root_store(&cfg.upstream.extra_roots)?;
+    let upstreams = Arc::new(Upstreams::new(
+        roots,
+        cfg.redirect.bypass_mark,
+        cfg.intercept.connect_timeout,
+        cfg.upstream.idle_timeout,
+    ));
+    let webhook = match &cfg.hold.webhook {
+        Some(url) => Some(Arc::new(
+            Webhook::new(url, upstreams.tls_h1(), cfg.redirect.bypass_mark)
+                .map_err(|e| AppError::Usage(format!("hold.webhook: {e}")))?,
+        )),
+        None => None,
+    };
     Ok(Interception {
         terminator: Arc::new(Terminator::new(Arc::new(ca), cfg.upstream.leaf_cache)?),
-        upstreams: Arc::new(Upstreams::new(
-            roots,
-            cfg.redirect.bypass_mark,
-            cfg.intercept.connect_timeout,
-            cfg.upstream.idle_timeout,
-        )),
+        upstreams,
+        hold: Arc::new(HoldService {
+            holds: Arc::new(Holds::default()),
+            cfg: cfg.hold.clone(),
+            webhook,
+        }),
         vault: Arc::new(vault),
         scanner: Arc::new(
             Scanner::new(&cfg.rules, &cfg.policy)

@@ -46,6 +46,30 @@ pub enum Command {
         #[arg(short, long, global = true)]
         config: Option<PathBuf>,
     },
+    /// Requests held for approval (through the running daemon's admin socket).
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Pending holds, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a held request go to the provider.
+    Approve { id: u64 },
+    /// Refuse a held request; the client gets a provider-shaped 403 with the reason.
+    Deny {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -241,3 +241,50 @@ pub fn keys_rm(cfg: &Config, name: &str) -> Result<String, AppError> {
         )))
     }
 }
+
+/// `gateway approvals ...`: one call to the daemon's admin socket.
+pub fn approvals(cfg: &Config, cmd: &crate::cli::ApprovalsCommand) -> Result<String, AppError> {
+    use crate::cli::ApprovalsCommand as A;
+    let socket = crate::admin::socket_path(&cfg.state_dir);
+    let (method, target, body) = match cmd {
+        A::List { .. } => ("GET", "/v1/approvals".to_string(), None),
+        A::Approve { id } => ("POST", format!("/v1/approvals/{id}/approve"), None),
+        A::Deny { id, reason } => (
+            "POST",
+            format!("/v1/approvals/{id}/deny"),
+            Some(serde_json::json!({ "reason": reason })),
+        ),
+    };
+    let (status, v) = crate::admin::call(&socket, method, &target, body.as_ref())?;
+    if status != 200 {
+        let msg = v["error"].as_str().unwrap_or("refused").to_string();
+        return Err(crate::admin::AdminError::Refused(msg).into());
+    }
+    Ok(match cmd {
+        A::List { json: true } => v["holds"].to_string(),
+        A::List { json: false } => {
+            let holds = v["holds"].as_array().cloned().unwrap_or_default();
+            if holds.is_empty() {
+                return Ok("no requests are waiting for approval".into());
+            }
+            let mut out = String::from("ID  USER(UID)  PID  COMM  PROVIDER  ENDPOINT  WHY\n");
+            for h in holds {
+                out.push_str(&format!(
+                    "{}  {}({})  {}  {}  {}  {}  {}\n    {}\n",
+                    h["id"],
+                    h["user"].as_str().unwrap_or("-"),
+                    h["uid"],
+                    h["pid"],
+                    h["comm"].as_str().unwrap_or("-"),
+                    h["provider"].as_str().unwrap_or("-"),
+                    h["endpoint"].as_str().unwrap_or("-"),
+                    h["reason"].as_str().unwrap_or("-"),
+                    h["excerpt"].as_str().unwrap_or("").replace('\n', " "),
+                ));
+            }
+            out.trim_end().to_string()
+        }
+        A::Approve { id } => format!("hold {id} approved"),
+        A::Deny { id, .. } => format!("hold {id} denied"),
+    })
+}

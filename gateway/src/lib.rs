@@ -5,10 +5,12 @@
 //! [`provider`] → [`upstream`]. Shared services: [`config`], [`telemetry`]. [`app`] wires them.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod hold;
 pub mod http;
 pub mod intercept;
 pub mod policy;

@@ -33,6 +33,9 @@ fn main() {
                 cli::KeysCommand::Rm { name } => commands::keys_rm(cfg, &name),
             }))
         }
+        cli::Command::Approvals { command, config } => report(with_config(config, |cfg| {
+            commands::approvals(cfg, &command)
+        })),
         cli::Command::Run { config } => match Config::load(config.as_deref()) {
             Err(e) => {
                 eprintln!("gateway: {e}");

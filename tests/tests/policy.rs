@@ -221,3 +221,228 @@ fn block_rules_and_unparseable_prompts_are_refused_before_anything_is_sent() {
     let sent = String::from_utf8_lossy(&seen[0].body);
     assert!(sent.contains("order [MASKED:customer] and ghp_x"), "{sent}");
 }
+
+const PY_HELD: &str = r#"
+import json, sys, openai
+c = openai.OpenAI(api_key="sk-dummy", max_retries=0, timeout=60)
+try:
+    r = c.chat.completions.create(model="gpt-x", messages=[{"role": "user", "content": sys.argv[1]}])
+    print(json.dumps({"ok": r.choices[0].message.content}))
+except openai.APIStatusError as e:
+    print(json.dumps({"status": e.status_code, "error": str(e)}))
+"#;
+
+/// `gateway approvals <args>` as `uid` (root when 0).
+fn approvals_as(e: &Env, uid: u32, args: &[&str]) -> std::process::Output {
+    let bin = gateway_tests::gateway_bin();
+    let cfg = e.gw.dir.path().join("gateway.toml");
+    let mut all: Vec<String> = vec![
+        format!("--reuid={uid}"),
+        format!("--regid={uid}"),
+        "--clear-groups".into(),
+        bin.to_str().unwrap().into(),
+        "approvals".into(),
+    ];
+    all.extend(args.iter().map(|s| s.to_string()));
+    all.extend(["-c".into(), cfg.to_str().unwrap().into()]);
+    std::process::Command::new("setpriv")
+        .args(&all)
+        .output()
+        .expect("setpriv")
+}
+
+fn holds(e: &Env) -> Vec<serde_json::Value> {
+    let out = e.gw.cli(&["approvals", "list", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn wait_holds(e: &Env, n: usize) -> Vec<serde_json::Value> {
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = holds(e);
+        if h.len() == n {
+            return h;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "wanted {n} holds, have {h:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn held_requests_wait_for_approval_deny_time_out_and_withdraw() {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::PermissionsExt as _;
+    // A webhook receiver on loopback.
+    let n = unique();
+    let hook_addr = format!("127.50.{n}.9:8080");
+    let hook = std::net::TcpListener::bind(&hook_addr).unwrap();
+    let (hook_tx, hook_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for s in hook.incoming().flatten() {
+            let mut s = s;
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = vec![0u8; 65536];
+            let mut got = Vec::new();
+            while let Ok(k) = s.read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..k]);
+                let text = String::from_utf8_lossy(&got).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        let _ =
+                            s.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
+                        let _ = hook_tx.send(body.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let e = env(&format!(
+        "[hold]\nkeywords = [\"production database\"]\ntimeout = \"4s\"\napprovers = [\"nobody\"]\nwebhook = \"http://{hook_addr}/hook\"\n"
+    ));
+    // Let other users reach the admin socket (the test's temp dir is private).
+    for d in [e.gw.dir.path().to_path_buf(), e.gw.dir.path().join("state")] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(
+        e.gw.dir.path().join("gateway.toml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let py = py_venv().join("bin/python");
+    let sdk = |prompt: &str| {
+        let mut cmd =
+            e.cg.command_with_hosts(&e.hosts, py.to_str().unwrap(), &["-c", PY_HELD, prompt]);
+        cmd.env("SSL_CERT_FILE", &e.ca)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let result = |c: std::process::Child| -> serde_json::Value {
+        let out = c.wait_with_output().unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|err| panic!("{err}: {out:?}\n{}", e.gw.raw_log()))
+    };
+    let secret = format!("ghp_{}", "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5");
+    let prompt = format!("please drop the production database, token {secret}");
+
+    // Approve: nothing reaches the provider while held; an outsider cannot approve; an
+    // approver (uid 65534, "nobody") can.
+    let c = sdk(&prompt);
+    let h = wait_holds(&e, 1);
+    let id = h[0]["id"].to_string();
+    assert_eq!(h[0]["provider"], "openai");
+    assert_eq!(h[0]["model"], "gpt-x");
+    assert!(
+        h[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("production database")
+    );
+    let excerpt = h[0]["excerpt"].as_str().unwrap();
+    assert!(
+        excerpt.contains("[MASKED:github-classic-token]") && !excerpt.contains(&secret),
+        "{excerpt}"
+    );
+    assert!(e.fakes.openai.seen().is_empty(), "held means nothing sent");
+    let hook_body = hook_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("webhook called");
+    let hook: serde_json::Value = serde_json::from_str(&hook_body).unwrap();
+    assert_eq!(hook["id"].to_string(), id);
+    assert_eq!(hook["identity"]["uid"], 0);
+    assert!(!hook_body.contains(&secret));
+    let out = approvals_as(&e, 65533, &["approve", &id]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not an approver"),
+        "{out:?}"
+    );
+    let out = approvals_as(&e, 65534, &["approve", &id]);
+    assert!(out.status.success(), "{out:?}");
+    let r = result(c);
+    assert_eq!(r["ok"], gateway_tests::provider::REPLY, "{r}");
+    assert_eq!(e.fakes.openai.seen().len(), 1);
+
+    // Deny, with a reason.
+    let c = sdk(&prompt);
+    let id = wait_holds(&e, 1)[0]["id"].to_string();
+    let out =
+        e.gw.cli(&["approvals", "deny", &id, "--reason", "not on a Friday"]);
+    assert!(out.status.success(), "{out:?}");
+    let r = result(c);
+    assert_eq!(r["status"], 403, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("not on a Friday"),
+        "{r}"
+    );
+
+    // Timeout (4 s).
+    let c = sdk(&prompt);
+    wait_holds(&e, 1);
+    let r = result(c);
+    assert_eq!(r["status"], 403, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("not approved within"),
+        "{r}"
+    );
+    assert!(holds(&e).is_empty());
+
+    // Three at once, then their clients hang up (curl gives up after 1 s): withdrawn.
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"the production database"}]}"#;
+    let resolve = format!("api.openai.com:443:{}", e.fakes.ips[0]);
+    let curls: Vec<_> = (0..3)
+        .map(|_| {
+            e.cg.command(
+                "curl",
+                &[
+                    "-sS",
+                    "--max-time",
+                    "1",
+                    "--resolve",
+                    &resolve,
+                    "--cacert",
+                    e.ca.to_str().unwrap(),
+                    "-H",
+                    "content-type: application/json",
+                    "-d",
+                    body,
+                    "https://api.openai.com/v1/chat/completions",
+                ],
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    wait_holds(&e, 3);
+    for mut c in curls {
+        let _ = c.wait();
+    }
+    wait_holds(&e, 0);
+    assert_eq!(
+        e.fakes.openai.seen().len(),
+        1,
+        "only the approved request was sent"
+    );
+}

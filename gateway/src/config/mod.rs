@@ -55,6 +55,7 @@ pub struct Config {
     #[serde(rename = "rule")]
     pub rules: Vec<crate::policy::scan::RuleConfig>,
     pub policy: crate::policy::scan::PolicyConfig,
+    pub hold: crate::hold::HoldConfig,
 }
 
 impl Default for Config {
@@ -72,6 +73,7 @@ impl Default for Config {
             providers: Vec::new(),
             rules: Vec::new(),
             policy: Default::default(),
+            hold: Default::default(),
         }
     }
 }
@@ -358,6 +360,7 @@ impl Config {
                 ));
             }
         }
+        self.hold.validate().map_err(|(k, r)| bad(k, r))?;
         if let Err(e) = crate::policy::scan::Scanner::new(&self.rules, &self.policy) {
             use crate::policy::scan::ScanError;
             return Err(match e {

@@ -53,6 +53,7 @@ pub struct ConnCtx {
     pub upstreams: Arc<Upstreams>,
     pub vault: Arc<Vault>,
     pub scanner: Arc<Scanner>,
+    pub hold: Arc<crate::hold::HoldService>,
     pub requests: AtomicU64,
 }
 
@@ -211,9 +212,12 @@ async fn send(
             HeaderValue::from_static("identity"),
         );
     }
+    let hold_cfg = &ctx.hold.cfg;
     let scanned = parts.method == http::Method::POST
         && crate::provider::prompt::SCANNED_ENDPOINTS.contains(&endpoint)
-        && ctx.scanner.any(Direction::Request);
+        && (ctx.scanner.any(Direction::Request)
+            || !hold_cfg.keywords.is_empty()
+            || hold_cfg.max_prompt_tokens.is_some());
     let body = if scanned {
         let raw = http_body_util::Limited::new(body, MAX_REQUEST)
             .collect()
@@ -226,7 +230,10 @@ async fn send(
                 }
             })?
             .to_bytes();
-        let raw = inspect_request(raw, endpoint, ctx)?;
+        let (raw, held) = inspect_request(raw, endpoint, ctx)?;
+        if let Some(held) = held {
+            wait_for_approval(held, endpoint, ctx).await?;
+        }
         parts
             .headers
             .insert(http::header::CONTENT_LENGTH, HeaderValue::from(raw.len()));
@@ -257,11 +264,21 @@ async fn send(
 }
 
 /// Scan the prompt text of a request body: block and hold refuse it, mask rewrites it.
+/// Why a request must wait, with what the approver sees of it.
+struct Held {
+    why: String,
+    model: Option<String>,
+    excerpt: String,
+}
+
+/// Longest prompt excerpt an approver (or the webhook) is shown, in characters.
+const EXCERPT: usize = 400;
+
 fn inspect_request(
     raw: Bytes,
     endpoint: &'static str,
     ctx: &ConnCtx,
-) -> Result<Bytes, ExchangeError> {
+) -> Result<(Bytes, Option<Held>), ExchangeError> {
     let monitor_only = ctx
         .scanner
         .rules()
@@ -269,7 +286,7 @@ fn inspect_request(
         .all(|r| r.action == Action::Monitor);
     let mut v: serde_json::Value = match serde_json::from_slice(&raw) {
         Ok(v) => v,
-        Err(_) if monitor_only => return Ok(raw),
+        Err(_) if monitor_only => return Ok((raw, None)),
         Err(e) => {
             return Err(ExchangeError::Uninspectable(format!(
                 "the {endpoint} request body is not valid JSON ({e}), so its prompt cannot be checked"
@@ -277,6 +294,8 @@ fn inspect_request(
         }
     };
     let pointers = ctx.provider.adapter().prompt_pointers(endpoint, &v);
+    let model = v.get("model").and_then(|m| m.as_str()).map(String::from);
+    let mut texts: Vec<String> = Vec::new();
     let mut changed = false;
     let mut verdict: Option<(Action, usize, &'static str)> = None;
     for p in pointers {
@@ -312,21 +331,91 @@ fn inspect_request(
             *s = masked;
             changed = true;
         }
+        texts.push(s.clone());
     }
-    if let Some((action, rule, detector)) = verdict {
-        let rule = ctx.scanner.rules()[rule].name.clone();
-        let detector = detector.to_string();
-        return Err(match action {
-            Action::Block => ExchangeError::Blocked { rule, detector },
-            _ => ExchangeError::Held { rule, detector },
-        });
+    let mut held = None;
+    match verdict {
+        Some((Action::Block, rule, detector)) => {
+            return Err(ExchangeError::Blocked {
+                rule: ctx.scanner.rules()[rule].name.clone(),
+                detector: detector.to_string(),
+            });
+        }
+        Some((_, rule, detector)) => {
+            held = Some(format!(
+                "rule `{}` ({detector})",
+                ctx.scanner.rules()[rule].name
+            ));
+        }
+        None => {}
     }
+    if held.is_none() {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        held = ctx.hold.cfg.trigger(&refs);
+    }
+    // What an approver sees: the prompt as it would be sent (masked), cut short.
+    let held = held.map(|why| Held {
+        why,
+        model,
+        excerpt: texts.join("\n").chars().take(EXCERPT).collect(),
+    });
     if !changed {
-        return Ok(raw);
+        return Ok((raw, held));
     }
-    serde_json::to_vec(&v)
+    let raw = serde_json::to_vec(&v)
         .map(Bytes::from)
-        .map_err(|e| ExchangeError::Uninspectable(format!("re-encoding the request: {e}")))
+        .map_err(|e| ExchangeError::Uninspectable(format!("re-encoding the request: {e}")))?;
+    Ok((raw, held))
+}
+
+/// Park the request until it is approved; denied or timed out → the client's error. When the
+/// client hangs up, this future is dropped and the hold withdrawn with it.
+async fn wait_for_approval(
+    held: Held,
+    endpoint: &'static str,
+    ctx: &ConnCtx,
+) -> Result<(), ExchangeError> {
+    use crate::hold::{Decision, Outcome};
+    let svc = &ctx.hold;
+    let timeout = svc.cfg.timeout;
+    let (info, waiting) = svc.holds.hold(
+        &ctx.identity,
+        &ctx.provider.name,
+        endpoint,
+        held.model,
+        held.why.clone(),
+        held.excerpt,
+        timeout,
+    );
+    tracing::info!(
+        conn = ctx.conn_id,
+        hold = info.id,
+        why = %held.why,
+        pid = info.pid,
+        uid = info.uid,
+        comm = %info.comm,
+        "request held for approval"
+    );
+    if let Some(w) = &svc.webhook {
+        w.notify(info.clone());
+    }
+    match waiting.wait(timeout).await {
+        Outcome::Decided(Decision::Approved { by }) => {
+            tracing::info!(conn = ctx.conn_id, hold = info.id, %by, "hold approved");
+            Ok(())
+        }
+        Outcome::Decided(Decision::Denied { by, reason }) => Err(ExchangeError::HoldDenied {
+            hold: info.id,
+            why: held.why,
+            by,
+            reason,
+        }),
+        Outcome::TimedOut => Err(ExchangeError::HoldTimedOut {
+            hold: info.id,
+            why: held.why,
+            after: timeout,
+        }),
+    }
 }
 
 /// Wrap the provider's answer so its text is masked as it streams.

@@ -28,11 +28,21 @@ pub enum ExchangeError {
     Upstream(String),
     #[error("gateway: request blocked by policy rule `{rule}` ({detector}); nothing was sent")]
     Blocked { rule: String, detector: String },
+    #[error("gateway: request {hold} held for approval ({why}) was denied by {by}{}; nothing was sent", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    HoldDenied {
+        hold: u64,
+        why: String,
+        by: String,
+        reason: Option<String>,
+    },
     #[error(
-        "gateway: request held for approval by rule `{rule}` ({detector}), and approvals are not \
-         available in this build; nothing was sent"
+        "gateway: request {hold} held for approval ({why}) was not approved within {after:?}; nothing was sent"
     )]
-    Held { rule: String, detector: String },
+    HoldTimedOut {
+        hold: u64,
+        why: String,
+        after: std::time::Duration,
+    },
     #[error("gateway: {0}; nothing was sent (fail-closed)")]
     Uninspectable(String),
     #[error("gateway: request body larger than {0} bytes cannot be inspected; nothing was sent")]
@@ -51,9 +61,9 @@ impl ExchangeError {
                 (StatusCode::BAD_GATEWAY, ErrorKind::UpstreamCertificate)
             }
             ExchangeError::Upstream(_) => (StatusCode::BAD_GATEWAY, ErrorKind::UpstreamUnavailable),
-            ExchangeError::Blocked { .. } | ExchangeError::Held { .. } => {
-                (StatusCode::FORBIDDEN, ErrorKind::Blocked)
-            }
+            ExchangeError::Blocked { .. }
+            | ExchangeError::HoldDenied { .. }
+            | ExchangeError::HoldTimedOut { .. } => (StatusCode::FORBIDDEN, ErrorKind::Blocked),
             ExchangeError::Uninspectable(_) => (StatusCode::BAD_REQUEST, ErrorKind::BadRequest),
             ExchangeError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::BadRequest),
         }

@@ -57,6 +57,7 @@ pub struct Interception {
     pub upstreams: Arc<Upstreams>,
     pub vault: Arc<Vault>,
     pub scanner: Arc<Scanner>,
+    pub hold: Arc<crate::hold::HoldService>,
 }
 
 pub struct Intercept {
@@ -395,6 +396,7 @@ impl Intercept {
             upstreams: icpt.upstreams.clone(),
             vault: icpt.vault.clone(),
             scanner: icpt.scanner.clone(),
+            hold: icpt.hold.clone(),
             requests: Default::default(),
         });
         let served = gwhttp::serve(tls, ctx.clone()).await;

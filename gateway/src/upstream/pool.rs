@@ -155,6 +155,11 @@ impl Upstreams {
         })
     }
 
+    /// The client TLS configuration (system roots + extra roots), HTTP/1.1 ALPN.
+    pub fn tls_h1(&self) -> Arc<ClientConfig> {
+        self.tls_h1.clone()
+    }
+
     /// The h2 connection slot for (dst, SNI).
     fn h2_slot(&self, dst: OrigDstAddr, sni: &str) -> Arc<H2Slot> {
         let key = Key {

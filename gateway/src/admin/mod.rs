@@ -1,0 +1,216 @@
+//! Admin API: HTTP/1.1 on a Unix socket in the state dir (DESIGN §7). The socket is open to
+//! every local user; the peer's credentials (SO_PEERCRED) decide what it may do: root and
+//! `hold.approvers` list and decide holds, anybody may ask whether the daemon runs.
+//!
+//! The CLI (`gateway approvals ...`) is the client: [`call`].
+
+use std::{
+    convert::Infallible,
+    io::{Read as _, Write as _},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::UnixListener;
+use tracing::{info, warn};
+
+use crate::hold::{Decision, Holds, may_approve};
+
+pub const SOCKET: &str = "admin.sock";
+
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(SOCKET)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot listen on {path}: {source}")]
+    Listen {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the gateway daemon is not running (nothing listens on {path}: {source}); start it with `gateway run`"
+    )]
+    NotRunning {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("admin socket {path}: {reason}")]
+    Protocol { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Refused(String),
+}
+
+pub struct Admin {
+    pub holds: Arc<Holds>,
+    pub approvers: Vec<String>,
+}
+
+/// Serve the admin API on `path` (a stale socket file is replaced).
+pub async fn serve(path: PathBuf, admin: Arc<Admin>) -> Result<(), AdminError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).map_err(|source| AdminError::Listen {
+        path: path.clone(),
+        source,
+    })?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).map_err(|source| {
+        AdminError::Listen {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    info!(socket = %path.display(), "admin API ready");
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(cred) = stream.peer_cred() else {
+                continue;
+            };
+            let admin = admin.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(handle(req, &admin, cred.uid(), cred.gid()).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(())
+}
+
+fn reply(status: StatusCode, v: Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    admin: &Admin,
+    uid: u32,
+    gid: u32,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let method = req.method().clone();
+    if path == "/v1/health" {
+        return reply(StatusCode::OK, json!({"ok": true}));
+    }
+    let Some(who) = may_approve(&admin.approvers, uid, gid) else {
+        return reply(
+            StatusCode::FORBIDDEN,
+            json!({"error": format!("uid {uid} is not an approver (hold.approvers; root always is)")}),
+        );
+    };
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match (method, segs.as_slice()) {
+        (Method::GET, ["v1", "approvals"]) => {
+            reply(StatusCode::OK, json!({"holds": admin.holds.list()}))
+        }
+        (Method::POST, ["v1", "approvals", id, verb @ ("approve" | "deny")]) => {
+            let Ok(id) = id.parse::<u64>() else {
+                return reply(StatusCode::BAD_REQUEST, json!({"error": "bad hold id"}));
+            };
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let reason = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["reason"].as_str().map(String::from));
+            let d = if *verb == "approve" {
+                Decision::Approved { by: who.clone() }
+            } else {
+                Decision::Denied {
+                    by: who.clone(),
+                    reason,
+                }
+            };
+            match admin.holds.decide(id, d) {
+                Ok(info) => {
+                    info!(hold = id, by = %who, decision = verb, "hold decided");
+                    reply(
+                        StatusCode::OK,
+                        json!({"decided": verb, "by": who, "hold": info}),
+                    )
+                }
+                Err(e) => reply(StatusCode::NOT_FOUND, json!({"error": e.to_string()})),
+            }
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("no route {path}")}),
+        ),
+    }
+}
+
+/// One request to the daemon's admin socket: (status, JSON body).
+pub fn call(
+    socket: &Path,
+    method: &str,
+    target: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value), AdminError> {
+    let mut s =
+        std::os::unix::net::UnixStream::connect(socket).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                AdminError::NotRunning {
+                    path: socket.to_path_buf(),
+                    source,
+                }
+            }
+            _ => AdminError::Protocol {
+                path: socket.to_path_buf(),
+                reason: format!("cannot connect: {source}"),
+            },
+        })?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {target} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let proto = |reason: String| AdminError::Protocol {
+        path: socket.to_path_buf(),
+        reason,
+    };
+    s.write_all(req.as_bytes())
+        .map_err(|e| proto(e.to_string()))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| proto(e.to_string()))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| proto("truncated answer".into()))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| proto(format!("bad status line in {head:?}")))?;
+    let v = serde_json::from_str(body).unwrap_or(Value::Null);
+    Ok((status, v))
+}
