@@ -61,6 +61,7 @@ impl AppError {
 pub async fn run(cfg: Config) -> Result<(), AppError> {
     info!(config = %cfg.effective(), "effective configuration");
     let catalog = Arc::new(Catalog::from_config(&cfg));
+    raise_nofile();
     let interception = Arc::new(interception(&cfg)?);
     crate::admin::serve(
         crate::admin::socket_path(&cfg.state_dir),
@@ -182,6 +183,20 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
                 .map_err(|e| AppError::Usage(format!("rules: {e}")))?,
         ),
     })
+}
+
+/// Every connection costs the gateway two descriptors (client and upstream): lift the soft
+/// limit to the hard one, as nginx's worker_rlimit_nofile would.
+fn raise_nofile() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "raised the open files limit"),
+            Err(e) => warn!(error = %e, soft, "cannot raise the open files limit"),
+        }
+    }
 }
 
 /// `gateway check`: the config's verdict as one line.

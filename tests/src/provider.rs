@@ -113,6 +113,8 @@ impl FakeProvider {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                // Like a real API front end: no Nagle delay on small writes.
+                let _ = tcp.set_nodelay(true);
                 c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let acceptor = acceptor.clone();
                 let s = s.clone();
@@ -153,6 +155,11 @@ impl FakeProvider {
     /// Let a gated stream finish.
     pub fn open_gate(&self) {
         self.gate.notify.notify_one();
+    }
+
+    /// Open the gate for every gated stream waiting now.
+    pub fn open_gate_all(&self) {
+        self.gate.notify.notify_waiters();
     }
 
     /// Gated streams whose reader went away before the gate opened.

@@ -146,3 +146,21 @@ fn rules_parse_and_bad_ones_are_named() {
     let e = err("[policy]\nallow_regex = [\"(\"]\n");
     assert!(e.contains("policy.allow_regex[0]"), "{e}");
 }
+
+#[test]
+fn the_example_config_parses_with_its_commented_policy_enabled() {
+    let text = include_str!("../../../deploy/config/example.toml");
+    Config::parse(text, "example.toml").expect("example as shipped");
+    // Uncomment the policy section: it must be valid too.
+    let (head, tail) = text.split_once("# Policy.").expect("policy section");
+    let enabled: String = tail
+        .lines()
+        .skip(1)
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let c = Config::parse(&format!("{head}{enabled}"), "example.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.rules.len(), 2);
+    assert_eq!(c.hold.approvers, vec!["alice", "@llm-approvers"]);
+}

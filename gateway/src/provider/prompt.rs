@@ -272,37 +272,66 @@ mod tests {
         let k = "ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5";
         let sc = Scanner::new(&[], &PolicyConfig::default()).unwrap();
         let id = crate::redirect::identity::Identity::default();
-        let shapes: Vec<(&str, fn(&Value) -> Vec<String>, Value)> = vec![
-            ("chat", openai_chat, json!({"model": "m", "messages": [
+        type Locator = fn(&Value) -> Vec<String>;
+        let shapes: Vec<(&str, Locator, Value)> = vec![
+            (
+                "chat",
+                openai_chat,
+                json!({"model": "m", "messages": [
                 {"role": "system", "content": format!("sys {k}")},
                 {"role": "user", "content": [{"type": "text", "text": format!("part {k}")}]},
                 {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function",
                     "function": {"name": "f", "arguments": format!("{{\"token\": \"{k}\"}}")}}]},
-                {"role": "tool", "tool_call_id": "c", "content": format!("result {k}")}]})),
-            ("responses", openai_responses, json!({"instructions": format!("i {k}"), "input": [
+                {"role": "tool", "tool_call_id": "c", "content": format!("result {k}")}]}),
+            ),
+            (
+                "responses",
+                openai_responses,
+                json!({"instructions": format!("i {k}"), "input": [
                 {"role": "user", "content": [{"type": "input_text", "text": format!("t {k}")}]},
                 {"type": "function_call", "call_id": "c", "name": "f", "arguments": format!("a {k}")},
-                {"type": "function_call_output", "call_id": "c", "output": format!("o {k}")}]})),
-            ("anthropic", anthropic_messages, json!({"system": [{"type": "text", "text": format!("s {k}")}], "messages": [
+                {"type": "function_call_output", "call_id": "c", "output": format!("o {k}")}]}),
+            ),
+            (
+                "anthropic",
+                anthropic_messages,
+                json!({"system": [{"type": "text", "text": format!("s {k}")}], "messages": [
                 {"role": "user", "content": format!("u {k}")},
                 {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {"q": format!("q {k}")}}]},
-                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": format!("r {k}")}]}]}]})),
-            ("gemini", gemini, json!({"systemInstruction": {"parts": [{"text": format!("s {k}")}]}, "contents": [
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": format!("r {k}")}]}]}]}),
+            ),
+            (
+                "gemini",
+                gemini,
+                json!({"systemInstruction": {"parts": [{"text": format!("s {k}")}]}, "contents": [
                 {"role": "user", "parts": [{"text": format!("u {k}")}]},
                 {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {"q": format!("q {k}")}}}]},
-                {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"r": format!("r {k}")}}}]}]})),
+                {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"r": format!("r {k}")}}}]}]}),
+            ),
         ];
         for (label, pointers, mut body) in shapes {
             let planted = body.to_string().matches(k).count();
             let ps = pointers(&body);
             for p in ps {
                 if let Some(Value::String(s)) = body.pointer_mut(&p) {
-                    *s = sc.mask(s, Ctx { dir: Direction::Request, id: &id }).0;
+                    *s = sc
+                        .mask(
+                            s,
+                            Ctx {
+                                dir: Direction::Request,
+                                id: &id,
+                            },
+                        )
+                        .0;
                 }
             }
             let out = body.to_string();
             assert!(!out.contains(k), "{label}: {out}");
-            assert_eq!(out.matches("[MASKED:github-classic-token]").count(), planted, "{label}");
+            assert_eq!(
+                out.matches("[MASKED:github-classic-token]").count(),
+                planted,
+                "{label}"
+            );
         }
     }
 }

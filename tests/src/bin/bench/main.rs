@@ -19,6 +19,7 @@ use std::{
 };
 
 mod intercept;
+mod policy;
 
 use gateway_tests::{CgroupGuard, Gateway, require_privileges};
 
@@ -161,6 +162,10 @@ fn main() {
     require_privileges();
     let pid = std::process::id();
     // `bench OUT intercept-only`: just the interception figures, printed (for quick iterations).
+    if std::env::args().nth(2).as_deref() == Some("policy-only") {
+        println!("{}", policy::run(pid));
+        return;
+    }
     if std::env::args().nth(2).as_deref() == Some("intercept-only") {
         println!("{}", intercept::run(pid));
         return;
@@ -306,7 +311,7 @@ userspace: splice(2) through a pipe).\n",
         ends_off_ms = per_gib(cpu_ends_off),
     );
     drop((with, without));
-    let report = report + &intercept::run(pid);
+    let report = report + &intercept::run(pid) + "\n" + &policy::run(pid);
     fs::write(&out_path, &report).expect("write BENCHMARKS.md");
     println!("{report}");
     let _ = Duration::ZERO;
