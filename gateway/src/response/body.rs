@@ -222,6 +222,7 @@ impl MaskedBody {
         match self.kind {
             Kind::Json => match serde_json::from_slice::<Value>(&raw) {
                 Ok(mut v) => {
+                    self.rw.drop_flagged_thinking(&mut v);
                     self.rw.mask_leaves(&mut v, &mut String::new(), &[]);
                     Bytes::from(v.to_string())
                 }

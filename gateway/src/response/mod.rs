@@ -44,6 +44,11 @@ pub struct Rewriter {
     streams: HashMap<String, Stream>,
     /// (rule index, detector) of every hit, for the record.
     pub hits: Vec<(usize, &'static str)>,
+    /// Anthropic thinking blocks being read (by index): signed, so never edited — held whole,
+    /// then passed unchanged or removed.
+    thinking: HashMap<u64, Vec<Event>>,
+    /// Indices of removed blocks: later blocks move down.
+    removed: Vec<u64>,
 }
 
 /// An SSE event's name (if any) and its JSON data.
@@ -56,6 +61,98 @@ impl Rewriter {
             id,
             streams: HashMap::new(),
             hits: Vec::new(),
+            thinking: HashMap::new(),
+            removed: Vec::new(),
+        }
+    }
+
+    /// Does a hit in `text` call for altering it (any rule but `monitor`)? Hits are recorded.
+    fn must_remove(&mut self, text: &str) -> bool {
+        let (_, hits) = self.scanner.mask(
+            text,
+            Ctx {
+                dir: Direction::Response,
+                id: &self.id,
+            },
+        );
+        let alter = hits
+            .iter()
+            .any(|h| self.scanner.rules()[h.rule].action != crate::policy::scan::Action::Monitor);
+        self.hits.extend(hits.iter().map(|h| (h.rule, h.detector)));
+        alter
+    }
+
+    /// Anthropic thinking blocks carry a signature the API checks when the block is sent back:
+    /// they are never edited. The block is held until it ends; without a hit it goes out as it
+    /// came, with one it is removed whole and the blocks after it are renumbered.
+    fn anthropic_thinking(&mut self, name: &Option<String>, v: &mut Value) -> Option<Vec<Event>> {
+        let typ = v.get("type").and_then(Value::as_str)?;
+        let index = v.get("index").and_then(Value::as_u64);
+        match (typ, index) {
+            ("content_block_start", Some(i))
+                if v.pointer("/content_block/type").and_then(Value::as_str) == Some("thinking") =>
+            {
+                self.thinking.insert(i, vec![(name.clone(), v.clone())]);
+                Some(Vec::new())
+            }
+            ("content_block_delta", Some(i)) if self.thinking.contains_key(&i) => {
+                self.thinking
+                    .entry(i)
+                    .or_default()
+                    .push((name.clone(), v.clone()));
+                Some(Vec::new())
+            }
+            ("content_block_stop", Some(i)) if self.thinking.contains_key(&i) => {
+                let mut evs = self.thinking.remove(&i).unwrap_or_default();
+                evs.push((name.clone(), v.clone()));
+                let text: String = evs
+                    .iter()
+                    .filter_map(|(_, e)| {
+                        e.pointer("/delta/thinking")
+                            .or_else(|| e.pointer("/content_block/thinking"))
+                            .and_then(Value::as_str)
+                    })
+                    .collect();
+                if self.must_remove(&text) {
+                    self.removed.push(i);
+                    return Some(Vec::new());
+                }
+                for (_, e) in evs.iter_mut() {
+                    self.renumber(e);
+                }
+                Some(evs)
+            }
+            _ => None,
+        }
+    }
+
+    fn renumber(&self, v: &mut Value) {
+        if let Some(i) = v.get("index").and_then(Value::as_u64) {
+            let shift = self.removed.iter().filter(|r| **r < i).count() as u64;
+            if shift > 0 {
+                v["index"] = Value::from(i - shift);
+            }
+        }
+    }
+
+    /// A whole Anthropic message (`content` blocks): a thinking block with a hit is removed.
+    pub fn drop_flagged_thinking(&mut self, v: &mut Value) {
+        if v.get("type").and_then(Value::as_str) != Some("message") {
+            return;
+        }
+        let Some(blocks) = v.get_mut("content").and_then(Value::as_array_mut) else {
+            return;
+        };
+        let mut keep = Vec::new();
+        for b in std::mem::take(blocks) {
+            let flagged = b.get("type").and_then(Value::as_str) == Some("thinking")
+                && self.must_remove(b.get("thinking").and_then(Value::as_str).unwrap_or(""));
+            if !flagged {
+                keep.push(b);
+            }
+        }
+        if let Some(blocks) = v.get_mut("content").and_then(Value::as_array_mut) {
+            *blocks = keep;
         }
     }
 
@@ -112,6 +209,10 @@ impl Rewriter {
 
     /// One event in; the events to send in its place, in order.
     pub fn event(&mut self, name: Option<String>, mut v: Value) -> Vec<Event> {
+        if let Some(out) = self.anthropic_thinking(&name, &mut v) {
+            return out;
+        }
+        self.renumber_anthropic(&mut v);
         let shape = dialect::shape(&v);
         let mut out = Vec::new();
         let deltas = shape.deltas(&v);
@@ -187,6 +288,16 @@ impl Rewriter {
             out.push((tname, t));
         }
         out
+    }
+
+    fn renumber_anthropic(&self, v: &mut Value) {
+        if !self.removed.is_empty()
+            && v.get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.starts_with("content_block_"))
+        {
+            self.renumber(v);
+        }
     }
 
     /// Bytes held back over all blocks.

@@ -294,3 +294,93 @@ async fn a_json_answer_is_masked_field_by_field() {
         "use [MASKED:github-classic-token]"
     );
 }
+
+fn anthropic_with_thinking(thought: &[&str], text: &str) -> Vec<(Option<String>, Value)> {
+    let ev = |n: &str, v: Value| (Some(n.to_string()), v);
+    let mut out = vec![
+        ev(
+            "message_start",
+            json!({"type":"message_start","message":{"id":"m","type":"message","role":"assistant","content":[],"model":"claude-x"}}),
+        ),
+        ev(
+            "content_block_start",
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}),
+        ),
+    ];
+    for t in thought {
+        out.push(ev("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":t}})));
+    }
+    out.push(ev("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxDYjJ2fb8A"}})));
+    out.push(ev(
+        "content_block_stop",
+        json!({"type":"content_block_stop","index":0}),
+    ));
+    out.push(ev(
+        "content_block_start",
+        json!({"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}),
+    ));
+    out.push(ev(
+        "content_block_delta",
+        json!({"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":text}}),
+    ));
+    out.push(ev(
+        "content_block_stop",
+        json!({"type":"content_block_stop","index":1}),
+    ));
+    out.push(ev("message_stop", json!({"type":"message_stop"})));
+    out
+}
+
+#[test]
+fn signed_thinking_blocks_pass_unchanged_or_are_removed_whole() {
+    let sc = scanner();
+    let run = |evs: Vec<(Option<String>, Value)>| {
+        let mut rw = Rewriter::new(sc.clone(), Arc::new(Identity::default()));
+        let mut out = Vec::new();
+        for (n, v) in evs {
+            out.extend(rw.event(n, v));
+        }
+        out.extend(rw.finish());
+        out
+    };
+    // No secret: byte for byte the same events, signature included.
+    let clean = anthropic_with_thinking(&["Let me ", "think."], "Answer.");
+    assert_eq!(run(clean.clone()), clean);
+    // A secret split across thinking deltas: the block is gone, the text block is index 0.
+    let k = "ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5";
+    let out = run(anthropic_with_thinking(
+        &["the token is ", &k[..10], &k[10..]],
+        "Answer.",
+    ));
+    let all = serde_json::to_string(&out).unwrap();
+    assert!(
+        !all.contains(&k[10..]) && !all.contains("signature_delta"),
+        "{all}"
+    );
+    let starts: Vec<&Value> = out
+        .iter()
+        .filter(|e| e.1["type"] == "content_block_start")
+        .map(|e| &e.1)
+        .collect();
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0]["index"], 0);
+    assert_eq!(starts[0]["content_block"]["type"], "text");
+    assert!(
+        out.iter().all(|e| e.1.get("index").is_none_or(|i| i == 0)),
+        "{all}"
+    );
+}
+
+#[tokio::test]
+async fn a_whole_anthropic_message_loses_a_flagged_thinking_block() {
+    let k = "ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5";
+    let doc = json!({"id":"m","type":"message","role":"assistant","model":"claude-x","content":[
+        {"type":"thinking","thinking":format!("maybe {k}"),"signature":"EqQB"},
+        {"type":"text","text":"Answer."}]})
+    .to_string();
+    let (out, hits) = run(Kind::Json, vec![doc.into_bytes()]).await;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["content"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(v["content"][0]["type"], "text");
+    assert_eq!(hits, 1);
+}
