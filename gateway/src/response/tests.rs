@@ -384,3 +384,35 @@ async fn a_whole_anthropic_message_loses_a_flagged_thinking_block() {
     assert_eq!(v["content"][0]["type"], "text");
     assert_eq!(hits, 1);
 }
+
+#[tokio::test]
+async fn json_escaped_secrets_on_the_wire_are_decoded_and_masked() {
+    // `\u005f` is `_`, `\/` is `/`: the provider may escape any character.
+    let raw = [
+        r#"data: {"choices":[{"index":0,"delta":{"content":"token ghp\u005faB3dE5gH7jK9"},"finish_reason":null}]}"#,
+        r#"data: {"choices":[{"index":0,"delta":{"content":"mN1pQ3sT5vW7yZ9bC1dE3fG5 and https:\/\/hooks.slack.com\/services\/T0A1B2C3D\/B0A1B2C3D\/"},"finish_reason":null}]}"#,
+        r#"data: {"choices":[{"index":0,"delta":{"content":"abcdefghijklmnopqrstuvwx done"},"finish_reason":"stop"}]}"#,
+        "data: [DONE]",
+    ];
+    let chunks = raw
+        .iter()
+        .map(|e| format!("{e}\n\n").into_bytes())
+        .collect();
+    let (out, hits) = run(Kind::Sse, chunks).await;
+    let text: String = out
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(
+        text,
+        "token [MASKED:github-classic-token] and [MASKED:slack-webhook] done"
+    );
+    assert_eq!(hits, 2);
+    assert!(!out.contains("aB3dE5gH7jK9mN1"), "{out}");
+}
