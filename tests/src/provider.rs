@@ -430,6 +430,15 @@ impl Providers {
         }
     }
 
+    /// A hosts file naming the fakes with the providers' real host names (for a private mount
+    /// namespace: `CgroupGuard::command_with_hosts`).
+    pub fn hosts(&self) -> String {
+        format!(
+            "127.0.0.1 localhost\n{} api.openai.com\n{} api.anthropic.com\n{} generativelanguage.googleapis.com\n",
+            self.ips[0], self.ips[1], self.ips[2]
+        )
+    }
+
     /// `[[provider]]` entries pointing the built-in providers at the fakes.
     pub fn config(&self) -> String {
         ["openai", "anthropic", "gemini"]

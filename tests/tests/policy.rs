@@ -46,14 +46,7 @@ fn env(rules: &str) -> Env {
         },
     );
     let hosts = gw.dir.path().join("hosts");
-    std::fs::write(
-        &hosts,
-        format!(
-            "127.0.0.1 localhost\n{} api.openai.com\n{} api.anthropic.com\n{} generativelanguage.googleapis.com\n",
-            fakes.ips[0], fakes.ips[1], fakes.ips[2]
-        ),
-    )
-    .unwrap();
+    std::fs::write(&hosts, fakes.hosts()).unwrap();
     let ca = gw.ca_pem();
     Env {
         gw,

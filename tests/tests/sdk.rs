@@ -65,13 +65,8 @@ fn official_sdks_get_answers_and_providers_only_ever_see_the_vault_keys() {
     let name = format!("gw-sdk-{}-{n}", std::process::id());
     let cg = CgroupGuard::new(&name);
     let fakes = Providers::start(30, n);
-    let (openai, anthropic, gemini, ips, pki) = (
-        &fakes.openai,
-        &fakes.anthropic,
-        &fakes.gemini,
-        &fakes.ips,
-        &fakes.pki,
-    );
+    let (openai, anthropic, gemini, pki) =
+        (&fakes.openai, &fakes.anthropic, &fakes.gemini, &fakes.pki);
     let gw = Gateway::start_opts(
         &name,
         &cg.path,
@@ -88,14 +83,7 @@ fn official_sdks_get_answers_and_providers_only_ever_see_the_vault_keys() {
         },
     );
     let hosts = gw.dir.path().join("hosts");
-    std::fs::write(
-        &hosts,
-        format!(
-            "127.0.0.1 localhost\n{} api.openai.com\n{} api.anthropic.com\n{} generativelanguage.googleapis.com\n",
-            ips[0], ips[1], ips[2]
-        ),
-    )
-    .unwrap();
+    std::fs::write(&hosts, fakes.hosts()).unwrap();
     let ca = gw.ca_pem();
     let py = venv.join("bin/python");
     let t = Duration::from_secs(60);

@@ -278,6 +278,19 @@ pub fn entropy(s: &[u8]) -> f64 {
         .sum()
 }
 
+/// How many of lower case, upper case, digits and other bytes occur in `s`.
+fn classes(s: &[u8]) -> usize {
+    [
+        s.iter().any(u8::is_ascii_lowercase),
+        s.iter().any(u8::is_ascii_uppercase),
+        s.iter().any(u8::is_ascii_digit),
+        s.iter().any(|b| !b.is_ascii_alphanumeric()),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count()
+}
+
 /// Random-looking: enough entropy, letters mixed with digits or symbols, not a placeholder.
 pub fn high_entropy(s: &[u8]) -> bool {
     let lower = s.to_ascii_lowercase();
@@ -299,31 +312,13 @@ pub fn high_entropy(s: &[u8]) -> bool {
             return false;
         }
     }
-    let classes = [
-        s.iter().any(u8::is_ascii_lowercase),
-        s.iter().any(u8::is_ascii_uppercase),
-        s.iter().any(u8::is_ascii_digit),
-        s.iter().any(|b| !b.is_ascii_alphanumeric()),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count();
-    classes >= 2 && entropy(s) >= 3.0
+    classes(s) >= 2 && entropy(s) >= 3.0
 }
 
 /// A literal password, not code: three character classes, random-looking, and none of the
 /// brackets or sigils of an expression (`os.environ["X"]`, `getenv(..)`, `${X}`).
 pub fn password_like(s: &[u8]) -> bool {
-    let classes = [
-        s.iter().any(u8::is_ascii_lowercase),
-        s.iter().any(u8::is_ascii_uppercase),
-        s.iter().any(u8::is_ascii_digit),
-        s.iter().any(|b| !b.is_ascii_alphanumeric()),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count();
-    classes >= 3 && !s.iter().any(|b| b"()[]{}$%".contains(b)) && high_entropy(s)
+    classes(s) >= 3 && !s.iter().any(|b| b"()[]{}$%".contains(b)) && high_entropy(s)
 }
 
 /// Luhn checksum over the digits (separators ignored).

@@ -29,6 +29,33 @@ pub struct Identity {
     pub container_id: Option<String>,
 }
 
+/// The identity fields rules and key selections can name; each given one must match (a cgroup
+/// is a path prefix: the cgroup itself or one below it).
+pub struct Match<'a> {
+    pub uid: Option<u32>,
+    pub user: Option<&'a str>,
+    pub unit: Option<&'a str>,
+    pub cgroup: Option<&'a str>,
+    pub pod_uid: Option<&'a str>,
+}
+
+impl Match<'_> {
+    pub fn matches(&self, id: &Identity) -> bool {
+        let same = |want: Option<&str>, have: &Option<String>| {
+            want.is_none_or(|w| have.as_deref() == Some(w))
+        };
+        self.uid.is_none_or(|u| u == id.uid)
+            && same(self.user, &id.user)
+            && same(self.unit, &id.unit)
+            && same(self.pod_uid, &id.pod_uid)
+            && self.cgroup.is_none_or(|c| {
+                id.cgroup.as_deref().is_some_and(|have| {
+                    have == c || have.starts_with(&format!("{}/", c.trim_end_matches('/')))
+                })
+            })
+    }
+}
+
 /// What a cgroup path tells about its owner.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CgroupOwner {

@@ -240,25 +240,15 @@ impl Rewriter {
         }
         // Blocks that end with this event: release what is held.
         for key in shape.closes(&v) {
-            let Some(mut st) = self.streams.remove(&key) else {
+            let Some((st, rest)) = self.close(&key) else {
                 continue;
             };
-            let rest = st.masker.finish();
-            self.hits.append(&mut st.masker.hits);
-            if rest.is_empty() {
-                continue;
-            }
             if let Some(Value::String(s)) = v.pointer_mut(&st.pointer)
                 && pointers.contains(&st.pointer)
             {
                 s.push_str(&rest);
             } else {
-                let (tname, mut t) = st.template;
-                dialect::as_plain_delta(&mut t);
-                if let Some(slot) = t.pointer_mut(&st.pointer) {
-                    *slot = Value::String(rest);
-                }
-                out.push((tname, t));
+                out.push(release_event(st, rest));
             }
         }
         self.mask_leaves(&mut v, &mut String::new(), &pointers);
@@ -268,26 +258,20 @@ impl Rewriter {
 
     /// The answer ended: an extra delta event for every block still holding text.
     pub fn finish(&mut self) -> Vec<Event> {
-        let mut out = Vec::new();
         let mut keys: Vec<String> = self.streams.keys().cloned().collect();
         keys.sort();
-        for key in keys {
-            let Some(mut st) = self.streams.remove(&key) else {
-                continue;
-            };
-            let rest = st.masker.finish();
-            self.hits.append(&mut st.masker.hits);
-            if rest.is_empty() {
-                continue;
-            }
-            let (tname, mut t) = st.template;
-            dialect::as_plain_delta(&mut t);
-            if let Some(slot) = t.pointer_mut(&st.pointer) {
-                *slot = Value::String(rest);
-            }
-            out.push((tname, t));
-        }
-        out
+        keys.iter()
+            .filter_map(|key| self.close(key))
+            .map(|(st, rest)| release_event(st, rest))
+            .collect()
+    }
+
+    /// End the block `key`: its stream and the text it still held, if any.
+    fn close(&mut self, key: &str) -> Option<(Stream, String)> {
+        let mut st = self.streams.remove(key)?;
+        let rest = st.masker.finish();
+        self.hits.append(&mut st.masker.hits);
+        (!rest.is_empty()).then_some((st, rest))
     }
 
     fn renumber_anthropic(&self, v: &mut Value) {
@@ -311,6 +295,16 @@ impl Rewriter {
         }
         std::mem::take(&mut self.hits)
     }
+}
+
+/// One more delta event like the block's last, carrying `rest`.
+fn release_event(st: Stream, rest: String) -> Event {
+    let (name, mut t) = st.template;
+    dialect::as_plain_delta(&mut t);
+    if let Some(slot) = t.pointer_mut(&st.pointer) {
+        *slot = Value::String(rest);
+    }
+    (name, t)
 }
 
 #[cfg(test)]

@@ -100,25 +100,15 @@ pub struct Select {
 impl Select {
     pub fn matches(&self, provider: &str, id: &Identity) -> bool {
         self.provider.as_deref().is_none_or(|p| p == provider)
-            && self.uid.is_none_or(|u| u == id.uid)
             && self.gid.is_none_or(|g| g == id.gid)
-            && self
-                .user
-                .as_ref()
-                .is_none_or(|u| id.user.as_ref() == Some(u))
-            && self
-                .unit
-                .as_ref()
-                .is_none_or(|u| id.unit.as_ref() == Some(u))
-            && self
-                .pod_uid
-                .as_ref()
-                .is_none_or(|p| id.pod_uid.as_ref() == Some(p))
-            && self.cgroup.as_ref().is_none_or(|c| {
-                id.cgroup.as_deref().is_some_and(|have| {
-                    have == c || have.starts_with(&format!("{}/", c.trim_end_matches('/')))
-                })
-            })
+            && crate::redirect::identity::Match {
+                uid: self.uid,
+                user: self.user.as_deref(),
+                unit: self.unit.as_deref(),
+                cgroup: self.cgroup.as_deref(),
+                pod_uid: self.pod_uid.as_deref(),
+            }
+            .matches(id)
     }
 }
 
