@@ -64,12 +64,14 @@ pub trait Adapter: Send + Sync + 'static {
     /// Put exactly one credential, the vault's, on the request. The value is marked sensitive
     /// so HPACK never indexes it.
     fn inject(&self, headers: &mut HeaderMap, key: &Secret) -> Result<(), InvalidKey> {
+        // The formatted value is wiped when dropped, like the key itself (the HeaderValue
+        // holds its own copy for as long as the request lives).
         let (name, value) = match self.placement() {
             Placement::Bearer => (
                 http::header::AUTHORIZATION.as_str(),
-                format!("Bearer {}", key.expose()),
+                zeroize::Zeroizing::new(format!("Bearer {}", key.expose())),
             ),
-            Placement::Header(h) => (h, key.expose().to_string()),
+            Placement::Header(h) => (h, zeroize::Zeroizing::new(key.expose().to_string())),
         };
         let mut v = HeaderValue::from_str(&value).map_err(|_| InvalidKey)?;
         v.set_sensitive(true);
