@@ -205,6 +205,24 @@ fn block_rules_and_unparseable_prompts_are_refused_before_anything_is_sent() {
         "nothing reached the provider"
     );
 
+    // A second daemon on the same state dir stops before touching anything.
+    let second = run(
+        {
+            let mut c = std::process::Command::new(gateway_tests::gateway_bin());
+            c.args(["run", "-c"])
+                .arg(e.gw.dir.path().join("gateway.toml"));
+            c
+        },
+        Duration::from_secs(20),
+    );
+    assert!(!second.ok, "{second:?}");
+    assert!(
+        second
+            .stderr
+            .contains("another gateway daemon serves this state dir"),
+        "{second:?}"
+    );
+
     // The custom rule masks both ways; built-ins are off when rules are given.
     let r = chat(
         r#"{"model":"m","messages":[{"role":"user","content":"order CUST-12345678 and ghp_x"}]}"#,

@@ -57,6 +57,16 @@ pub struct Admin {
 /// Serve the admin API on `path` (a stale socket file is replaced).
 pub async fn serve(path: PathBuf, admin: Arc<Admin>) -> Result<(), AdminError> {
     use std::os::unix::fs::PermissionsExt as _;
+    // A socket somebody answers on belongs to a running daemon: never take it over.
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        return Err(AdminError::Listen {
+            path: path.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another gateway daemon serves this state dir",
+            ),
+        });
+    }
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).map_err(|source| AdminError::Listen {
         path: path.clone(),
