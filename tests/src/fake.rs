@@ -94,6 +94,31 @@ impl TestPki {
     }
 }
 
+/// What every fake TLS server starts from: its own one-thread runtime (alive as long as the
+/// fake), a listener bound on `addr`, and an acceptor presenting the test leaf with `alpn`.
+pub fn tls_server(
+    what: &str,
+    addr: SocketAddr,
+    pki: &TestPki,
+    alpn: &[&[u8]],
+) -> (
+    tokio::runtime::Runtime,
+    TcpListener,
+    tokio_rustls::TlsAcceptor,
+) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = rt
+        .block_on(TcpListener::bind(addr))
+        .unwrap_or_else(|e| panic!("{what} cannot bind {addr}: {e}"));
+    let mut cfg = pki.server_config();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    (rt, listener, tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
 /// A TLS server on `addr`, running on its own runtime thread until dropped.
 pub struct FakeServer {
     pub addr: SocketAddr,
@@ -104,15 +129,7 @@ pub struct FakeServer {
 
 impl FakeServer {
     pub fn start(addr: SocketAddr, pki: &TestPki) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = rt
-            .block_on(TcpListener::bind(addr))
-            .unwrap_or_else(|e| panic!("fake server cannot bind {addr}: {e}"));
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config()));
+        let (rt, listener, acceptor) = tls_server("fake server", addr, pki, &[b"http/1.1"]);
         let peers = Arc::new(Mutex::new(Vec::new()));
         let heads = Arc::new(Mutex::new(Vec::new()));
         let p = peers.clone();

@@ -16,9 +16,8 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
-use crate::fake::TestPki;
+use crate::{CgroupGuard, Gateway, Opts, fake::TestPki};
 
 /// One request as the provider saw it.
 #[derive(Debug, Clone)]
@@ -91,17 +90,8 @@ pub struct FakeProvider {
 
 impl FakeProvider {
     pub fn start(addr: SocketAddr, pki: &TestPki) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = rt
-            .block_on(TcpListener::bind(addr))
-            .unwrap_or_else(|e| panic!("fake provider cannot bind {addr}: {e}"));
-        let mut cfg = pki.server_config();
-        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let (rt, listener, acceptor) =
+            crate::fake::tls_server("fake provider", addr, pki, &[b"h2", b"http/1.1"]);
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let gate: Arc<Gate> = Arc::default();
         let conns: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
@@ -446,5 +436,52 @@ impl Providers {
             .zip(&self.ips)
             .map(|(name, ip)| format!("[[provider]]\nname = \"{name}\"\naddrs = [\"{ip}/32\"]\n"))
             .collect()
+    }
+}
+
+/// The start of every provider suite: a fresh child cgroup, the three fakes on
+/// `127.<net>.<n>.0/24`, and a gateway attached to that cgroup with the built-in providers
+/// pointed at the fakes (`extra_config` appended), trusting the fakes' CA and holding `keys`.
+/// `hosts` names the fakes with the providers' host names (for `command_with_hosts`).
+pub struct ProviderEnv {
+    pub gw: Gateway,
+    pub fakes: Providers,
+    pub cg: CgroupGuard,
+    /// The gateway's CA certificate: what clients trust.
+    pub ca: std::path::PathBuf,
+    pub hosts: std::path::PathBuf,
+}
+
+impl ProviderEnv {
+    pub fn start(prefix: &str, net: u8, extra_config: &str, keys: &[(&str, &str)]) -> Self {
+        crate::require_privileges();
+        let n = crate::unique();
+        let name = format!("{prefix}-{}-{n}", std::process::id());
+        let cg = CgroupGuard::new(&name);
+        let fakes = Providers::start(net, n);
+        let gw = Gateway::start_opts(
+            &name,
+            &cg.path,
+            &format!("{}{extra_config}", fakes.config()),
+            &Opts {
+                extra_roots: vec![fakes.pki.ca_pem.clone()],
+                keys: keys
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                builtin: true,
+                ..Default::default()
+            },
+        );
+        let hosts = gw.dir.path().join("hosts");
+        std::fs::write(&hosts, fakes.hosts()).expect("write hosts file");
+        let ca = gw.ca_pem();
+        Self {
+            gw,
+            fakes,
+            cg,
+            ca,
+            hosts,
+        }
     }
 }

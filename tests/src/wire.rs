@@ -8,10 +8,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpListener,
-};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::fake::TestPki;
 
@@ -126,17 +123,7 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 impl WireServer {
     /// Serve h2 (ALPN h2 only) on `addr`: every request gets `200` and a small JSON body.
     pub fn start(addr: SocketAddr, pki: &TestPki) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = rt
-            .block_on(TcpListener::bind(addr))
-            .unwrap_or_else(|e| panic!("wire server cannot bind {addr}: {e}"));
-        let mut cfg = pki.server_config();
-        cfg.alpn_protocols = vec![b"h2".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let (rt, listener, acceptor) = crate::fake::tls_server("wire server", addr, pki, &[b"h2"]);
         let blocks = Arc::new(Mutex::new(Vec::new()));
         let b = blocks.clone();
         rt.spawn(async move {

@@ -3,15 +3,12 @@
 //! h2) and raw Python sockets; the fake providers speak OpenAI, Anthropic and Gemini formats and
 //! record every request they get.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 use gateway_tests::{
     CgroupGuard, Gateway, Opts,
     fake::TestPki,
-    provider::{FakeProvider, Providers},
+    provider::{FakeProvider, ProviderEnv},
     require_privileges, run, unique,
 };
 
@@ -20,44 +17,11 @@ const OPENAI_KEY: &str = "sk-vault-openai-5b1f0c2e9a";
 const ANTHROPIC_KEY: &str = "sk-ant-vault-77d3e1aa40";
 const GEMINI_KEY: &str = "AIza-vault-gemini-3c9e04";
 
-struct Env {
-    gw: Gateway,
-    fakes: Providers,
-    cg: CgroupGuard,
-    ips: [String; 3],
-    bundle: PathBuf,
-}
+type Env = ProviderEnv;
 
 fn env_keys(keys: &[(&str, &str)]) -> Env {
-    require_privileges();
-    let n = unique();
-    let name = format!("gw-icpt-{}-{n}", std::process::id());
-    let cg = CgroupGuard::new(&name);
-    let fakes = Providers::start(20, n);
     // Built-in providers keep their hosts; only their addresses are set here.
-    let gw = Gateway::start_opts(
-        &name,
-        &cg.path,
-        &fakes.config(),
-        &Opts {
-            extra_roots: vec![fakes.pki.ca_pem.clone()],
-            keys: keys
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            builtin: true,
-            ..Default::default()
-        },
-    );
-    let bundle = gw.ca_pem();
-    let ips = fakes.ips.clone();
-    Env {
-        gw,
-        fakes,
-        cg,
-        ips,
-        bundle,
-    }
+    ProviderEnv::start("gw-icpt", 20, "", keys)
 }
 
 fn env() -> Env {
@@ -68,11 +32,15 @@ fn env() -> Env {
     ])
 }
 
-impl Env {
+trait EnvCurl {
+    fn curl(&self, host: &str, ip: &str, extra: &[&str], path: &str) -> gateway_tests::ClientRun;
+}
+
+impl EnvCurl for Env {
     fn curl(&self, host: &str, ip: &str, extra: &[&str], path: &str) -> gateway_tests::ClientRun {
         curl(
             &self.cg,
-            &self.bundle,
+            &self.ca,
             host,
             ip,
             "\n%{http_code} %{http_version}",
@@ -146,7 +114,7 @@ fn curl_h1_and_h2_streaming_and_not_get_answers_with_the_vault_key_only() {
             let before = e.fakes.openai.seen().len();
             let r = e.curl(
                 "api.openai.com",
-                &e.ips[0],
+                &e.fakes.ips[0],
                 &[
                     proto,
                     "-H",
@@ -205,7 +173,7 @@ fn curl_h1_and_h2_streaming_and_not_get_answers_with_the_vault_key_only() {
     let msg = r#"{"model":"claude-x","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let r = e.curl(
         "api.anthropic.com",
-        &e.ips[1],
+        &e.fakes.ips[1],
         &[
             "-H",
             "x-api-key: sk-ant-dummy",
@@ -230,7 +198,7 @@ fn curl_h1_and_h2_streaming_and_not_get_answers_with_the_vault_key_only() {
     for q in ["?alt=sse&key=AIza-dummy", "?key=AIza-dummy"] {
         let r = e.curl(
             "generativelanguage.googleapis.com",
-            &e.ips[2],
+            &e.fakes.ips[2],
             &[
                 "-H",
                 "content-type: application/json",
@@ -254,7 +222,7 @@ fn curl_h1_and_h2_streaming_and_not_get_answers_with_the_vault_key_only() {
     // Unknown paths on a provider host are still swapped and forwarded.
     let r = e.curl(
         "api.openai.com",
-        &e.ips[0],
+        &e.fakes.ips[0],
         &["-H", "authorization: Bearer x"],
         "/v2/something/new?a=1",
     );
@@ -272,7 +240,7 @@ fn a_provider_without_a_key_gets_a_provider_shaped_401_and_nothing_is_forwarded(
     let e = env_keys(&[("openai", OPENAI_KEY)]);
     let r = e.curl(
         "api.anthropic.com",
-        &e.ips[1],
+        &e.fakes.ips[1],
         &["-H", "x-api-key: sk-ant-dummy", "-d", "{}"],
         "/v1/messages",
     );
@@ -483,7 +451,7 @@ fn credential_bypass_suite() {
             extra.extend_from_slice(headers);
             let r = e.curl(
                 "api.openai.com",
-                &e.ips[0],
+                &e.fakes.ips[0],
                 &extra,
                 &format!("/v1/models{query}"),
             );
@@ -555,8 +523,8 @@ fn credential_bypass_suite() {
                     "-c",
                     PY_RAW,
                     "api.openai.com",
-                    &e.ips[0],
-                    e.bundle.to_str().unwrap(),
+                    &e.fakes.ips[0],
+                    e.ca.to_str().unwrap(),
                     &raw,
                 ],
             ),
@@ -664,7 +632,7 @@ fn ca_commands_install_into_a_root_that_curl_then_trusts_and_restart_reuses_the_
         1
     );
 
-    let curl_with = |e: &Env, cafile: &Path| curl_models(&e.cg, &e.ips[0], cafile, &[]);
+    let curl_with = |e: &Env, cafile: &Path| curl_models(&e.cg, &e.fakes.ips[0], cafile, &[]);
     let r1 = curl_with(&e, &bundle);
     assert!(r1.ok && r1.stdout.ends_with("\n200"), "{r1:?}");
 
@@ -683,7 +651,7 @@ fn ca_commands_install_into_a_root_that_curl_then_trusts_and_restart_reuses_the_
 /// Spawn curl streaming a gated completion; returns the child and a channel of its stdout lines.
 fn gated_curl(e: &Env, proto: &str) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead as _;
-    let resolve = format!("api.openai.com:443:{}", e.ips[0]);
+    let resolve = format!("api.openai.com:443:{}", e.fakes.ips[0]);
     let body =
         r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let mut child =
@@ -696,7 +664,7 @@ fn gated_curl(e: &Env, proto: &str) -> (std::process::Child, std::sync::mpsc::Re
                 "--resolve",
                 &resolve,
                 "--cacert",
-                e.bundle.to_str().unwrap(),
+                e.ca.to_str().unwrap(),
                 "-H",
                 "x-test-gate: 1",
                 "-d",
@@ -910,7 +878,12 @@ fn upstream_connections_are_reused_team_keys_follow_the_caller_and_keys_cli_work
         .expect("workers in the ready line") as usize;
     let conns = e.fakes.openai.connections();
     for _ in 0..workers + 2 {
-        let r = e.curl("api.openai.com", &e.ips[0], &["--http1.1"], "/v1/models");
+        let r = e.curl(
+            "api.openai.com",
+            &e.fakes.ips[0],
+            &["--http1.1"],
+            "/v1/models",
+        );
         assert_eq!(status(&r.stdout).0, 200, "{r:?}");
     }
     assert!(
@@ -938,8 +911,8 @@ fn upstream_connections_are_reused_team_keys_follow_the_caller_and_keys_cli_work
         e.gw.spawn();
         e
     };
-    let resolve = format!("api.openai.com:443:{}", e.ips[0]);
-    let bundle = e.bundle.to_str().unwrap().to_string();
+    let resolve = format!("api.openai.com:443:{}", e.fakes.ips[0]);
+    let bundle = e.ca.to_str().unwrap().to_string();
     let as_nobody = run(
         e.cg.command(
             "setpriv",
@@ -963,7 +936,7 @@ fn upstream_connections_are_reused_team_keys_follow_the_caller_and_keys_cli_work
         e.fakes.openai.seen().pop().unwrap().credentials(),
         vec!["authorization: Bearer sk-vault-team-nobody".to_string()]
     );
-    let r = e.curl("api.openai.com", &e.ips[0], &[], "/v1/models");
+    let r = e.curl("api.openai.com", &e.fakes.ips[0], &[], "/v1/models");
     assert_eq!(status(&r.stdout).0, 200);
     assert_eq!(
         e.fakes.openai.seen().pop().unwrap().credentials(),

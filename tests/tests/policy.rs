@@ -3,11 +3,9 @@
 //! (`x-test-reply`), cut into events of a few characters (`x-test-chunk`), so secrets arrive
 //! split across events.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
-use gateway_tests::{
-    CgroupGuard, Gateway, Opts, provider::Providers, py_venv, require_privileges, run, unique,
-};
+use gateway_tests::{provider::ProviderEnv, py_venv, run, unique};
 
 const OPENAI_KEY: &str = "sk-vault-policy-openai-51";
 const ANTHROPIC_KEY: &str = "sk-ant-vault-policy-52";
@@ -16,45 +14,19 @@ const GH: &str = "ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5";
 const AWS: &str = "AKIAIOSFODNN7EXAMPLE";
 const PROMPT_KEY: &str = "sk-proj-Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0FeDcBaZx9Yw8Vu7Ts6Rq5Po4";
 
-struct Env {
-    gw: Gateway,
-    fakes: Providers,
-    cg: CgroupGuard,
-    hosts: PathBuf,
-    ca: PathBuf,
-}
+type Env = ProviderEnv;
 
 fn env(rules: &str) -> Env {
-    require_privileges();
-    let n = unique();
-    let name = format!("gw-pol-{}-{n}", std::process::id());
-    let cg = CgroupGuard::new(&name);
-    let fakes = Providers::start(50, n);
-    let gw = Gateway::start_opts(
-        &name,
-        &cg.path,
-        &format!("{}{rules}", fakes.config()),
-        &Opts {
-            extra_roots: vec![fakes.pki.ca_pem.clone()],
-            keys: vec![
-                ("openai".into(), OPENAI_KEY.into()),
-                ("anthropic".into(), ANTHROPIC_KEY.into()),
-                ("gemini".into(), GEMINI_KEY.into()),
-            ],
-            builtin: true,
-            ..Default::default()
-        },
-    );
-    let hosts = gw.dir.path().join("hosts");
-    std::fs::write(&hosts, fakes.hosts()).unwrap();
-    let ca = gw.ca_pem();
-    Env {
-        gw,
-        fakes,
-        cg,
-        hosts,
-        ca,
-    }
+    ProviderEnv::start(
+        "gw-pol",
+        50,
+        rules,
+        &[
+            ("openai", OPENAI_KEY),
+            ("anthropic", ANTHROPIC_KEY),
+            ("gemini", GEMINI_KEY),
+        ],
+    )
 }
 
 const PY: &str = r#"

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use gateway_tests::{
-    CgroupGuard, Gateway, Opts, node_sdk,
-    provider::{Providers, REPLY},
-    py_venv, require_privileges, run, unique,
+    node_sdk,
+    provider::{ProviderEnv, REPLY},
+    py_venv, run,
 };
 
 const OPENAI_KEY: &str = "sk-vault-sdk-openai-91ab";
@@ -58,33 +58,21 @@ console.log(JSON.stringify({ plain, stream }));
 
 #[test]
 fn official_sdks_get_answers_and_providers_only_ever_see_the_vault_keys() {
-    require_privileges();
+    gateway_tests::require_privileges();
     let venv = py_venv();
     let node = node_sdk();
-    let n = unique();
-    let name = format!("gw-sdk-{}-{n}", std::process::id());
-    let cg = CgroupGuard::new(&name);
-    let fakes = Providers::start(30, n);
-    let (openai, anthropic, gemini, pki) =
-        (&fakes.openai, &fakes.anthropic, &fakes.gemini, &fakes.pki);
-    let gw = Gateway::start_opts(
-        &name,
-        &cg.path,
-        &fakes.config(),
-        &Opts {
-            extra_roots: vec![pki.ca_pem.clone()],
-            keys: vec![
-                ("openai".into(), OPENAI_KEY.into()),
-                ("anthropic".into(), ANTHROPIC_KEY.into()),
-                ("gemini".into(), GEMINI_KEY.into()),
-            ],
-            builtin: true,
-            ..Default::default()
-        },
+    let env = ProviderEnv::start(
+        "gw-sdk",
+        30,
+        "",
+        &[
+            ("openai", OPENAI_KEY),
+            ("anthropic", ANTHROPIC_KEY),
+            ("gemini", GEMINI_KEY),
+        ],
     );
-    let hosts = gw.dir.path().join("hosts");
-    std::fs::write(&hosts, fakes.hosts()).unwrap();
-    let ca = gw.ca_pem();
+    let (gw, cg, hosts, ca) = (&env.gw, &env.cg, env.hosts.as_path(), env.ca.as_path());
+    let (openai, anthropic, gemini) = (&env.fakes.openai, &env.fakes.anthropic, &env.fakes.gemini);
     let py = venv.join("bin/python");
     let t = Duration::from_secs(60);
 
@@ -93,8 +81,8 @@ fn official_sdks_get_answers_and_providers_only_ever_see_the_vault_keys() {
         ("anthropic", PY_ANTHROPIC),
         ("google-genai", PY_GENAI),
     ] {
-        let mut cmd = cg.command_with_hosts(&hosts, py.to_str().unwrap(), &["-c", script]);
-        cmd.env("SSL_CERT_FILE", &ca);
+        let mut cmd = cg.command_with_hosts(hosts, py.to_str().unwrap(), &["-c", script]);
+        cmd.env("SSL_CERT_FILE", ca);
         let r = run(cmd, t);
         assert!(r.ok, "{label}: {r:?}\n{}", gw.raw_log());
         let out: serde_json::Value =
@@ -103,9 +91,8 @@ fn official_sdks_get_answers_and_providers_only_ever_see_the_vault_keys() {
         assert_eq!(out["stream"], REPLY, "{label}: {out}");
     }
 
-    let mut cmd =
-        cg.command_with_hosts(&hosts, "node", &["--input-type=module", "-e", NODE_OPENAI]);
-    cmd.current_dir(&node).env("NODE_EXTRA_CA_CERTS", &ca);
+    let mut cmd = cg.command_with_hosts(hosts, "node", &["--input-type=module", "-e", NODE_OPENAI]);
+    cmd.current_dir(&node).env("NODE_EXTRA_CA_CERTS", ca);
     let r = run(cmd, t);
     assert!(r.ok, "node: {r:?}\n{}", gw.raw_log());
     let out: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
