@@ -48,7 +48,8 @@ pub struct ConnCtx {
     pub provider: Arc<Provider>,
     pub sni: String,
     pub orig_dst: OrigDstAddr,
-    pub identity: Identity,
+    /// Shared with every answer's masker (one per connection, not one copy per request).
+    pub identity: Arc<Identity>,
     pub h2: bool,
     pub upstreams: Arc<Upstreams>,
     pub vault: Arc<Vault>,
@@ -456,7 +457,7 @@ fn mask_response(
     }
     let (mut rp, rb) = resp.into_parts();
     rp.headers.remove(http::header::CONTENT_LENGTH);
-    let rw = Rewriter::new(ctx.scanner.clone(), Arc::new(ctx.identity.clone()));
+    let rw = Rewriter::new(ctx.scanner.clone(), ctx.identity.clone());
     let conn = ctx.conn_id;
     let scanner = ctx.scanner.clone();
     let on_end: crate::response::body::OnEnd = Box::new(move |hits| {

@@ -391,7 +391,7 @@ impl Intercept {
             provider,
             sni,
             orig_dst: dst,
-            identity: result.ident.clone().unwrap_or_default(),
+            identity: Arc::new(result.ident.clone().unwrap_or_default()),
             h2,
             upstreams: icpt.upstreams.clone(),
             vault: icpt.vault.clone(),

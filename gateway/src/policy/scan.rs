@@ -382,7 +382,8 @@ impl Scanner {
     pub fn find(&self, hay: &[u8], from: usize, ctx: Ctx<'_>) -> Vec<Hit> {
         let mut hits = Vec::new();
         let mut at = from;
-        let mut caps = self.re.create_captures();
+        // Only patterns with an `s` group need captures: made on the first such match.
+        let mut caps = None;
         while at <= hay.len() {
             let Some(m) = self.re.search(&Input::new(hay).range(at..)) else {
                 break;
@@ -390,11 +391,12 @@ impl Scanner {
             let pat = &self.pats[m.pattern().as_usize()];
             let rule = &self.rules[pat.rule];
             let (s, e) = if pat.secret_group {
+                let caps = caps.get_or_insert_with(|| self.re.create_captures());
                 self.re.search_captures(
                     &Input::new(hay)
                         .range(m.start()..m.end())
                         .anchored(Anchored::Pattern(m.pattern())),
-                    &mut caps,
+                    caps,
                 );
                 caps.get_group_by_name("s")
                     .map(|g| (g.start, g.end))

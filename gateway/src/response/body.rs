@@ -117,11 +117,7 @@ impl MaskedBody {
                         Self::encode_sse(out, &ev, &[]);
                     }
                 }
-                let masked = match self.rw.mask_whole_pub(&text) {
-                    Some(m) => m,
-                    None => text.into_owned(),
-                };
-                out.extend_from_slice(masked.as_bytes());
+                out.extend_from_slice(&self.rw.mask_bytes(text.as_bytes()));
                 out.extend_from_slice(b"\n\n");
             }
         }
@@ -190,11 +186,7 @@ impl MaskedBody {
                                         }
                                     }
                                 }
-                                Err(_) => {
-                                    let t = String::from_utf8_lossy(elem).into_owned();
-                                    let m = self.rw.mask_whole_pub(&t).unwrap_or(t);
-                                    out.extend_from_slice(m.as_bytes());
-                                }
+                                Err(_) => out.extend_from_slice(&self.rw.mask_bytes(elem)),
                             }
                             emitted = i + 1;
                         }
@@ -226,15 +218,9 @@ impl MaskedBody {
                     self.rw.mask_leaves(&mut v, &mut String::new(), &[]);
                     Bytes::from(v.to_string())
                 }
-                Err(_) => {
-                    let t = String::from_utf8_lossy(&raw).into_owned();
-                    Bytes::from(self.rw.mask_whole_pub(&t).unwrap_or(t))
-                }
+                Err(_) => Bytes::from(self.rw.mask_bytes(&raw)),
             },
-            _ => {
-                let t = String::from_utf8_lossy(&raw).into_owned();
-                Bytes::from(self.rw.mask_whole_pub(&t).unwrap_or(t))
-            }
+            _ => Bytes::from(self.rw.mask_bytes(&raw)),
         }
     }
 
@@ -253,8 +239,7 @@ impl MaskedBody {
             }
             Kind::JsonArray => {
                 let rest = std::mem::take(&mut self.buf);
-                let t = String::from_utf8_lossy(&rest).into_owned();
-                out.extend_from_slice(self.rw.mask_whole_pub(&t).unwrap_or(t).as_bytes());
+                out.extend_from_slice(&self.rw.mask_bytes(&rest));
             }
             Kind::Json | Kind::Text => out.extend_from_slice(&self.whole()),
         }
@@ -280,13 +265,6 @@ fn find_blank(b: &[u8]) -> Option<(usize, usize)> {
         i += 1;
     }
     None
-}
-
-impl Rewriter {
-    /// Mask a whole string, for framing code.
-    pub fn mask_whole_pub(&mut self, s: &str) -> Option<String> {
-        self.mask_whole(s)
-    }
 }
 
 impl Body for MaskedBody {

@@ -31,9 +31,10 @@ const OPAQUE: &[&str] = &["signature", "encrypted_content", "data", "id", "item_
 /// One text stream inside an answer (a choice's content, a content block, ...).
 struct Stream {
     masker: StreamMasker,
-    /// The last event that carried a delta for it, and where the text sits: the model for an
-    /// extra delta event releasing the held tail.
-    template: (Option<String>, Value),
+    /// The last event that carried a delta for it and left text held, and where the text
+    /// sits: the model for an extra delta event releasing the held tail. Only such an event
+    /// can be the last before a block closes with text still held, so only those are copied.
+    template: Option<Event>,
     pointer: String,
 }
 
@@ -172,6 +173,16 @@ impl Rewriter {
         Some(out)
     }
 
+    /// Text that is not a JSON event (a comment, a broken element, a non-JSON answer), masked
+    /// as a whole.
+    fn mask_bytes(&mut self, raw: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(raw);
+        match self.mask_whole(&text) {
+            Some(m) => m.into_bytes(),
+            None => text.into_owned().into_bytes(),
+        }
+    }
+
     /// Mask every string leaf of `v` except opaque fields and `skip` pointers.
     pub fn mask_leaves(&mut self, v: &mut Value, base: &mut String, skip: &[String]) {
         match v {
@@ -228,12 +239,14 @@ impl Rewriter {
                     Direction::Response,
                     self.id.clone(),
                 ),
-                template: (name.clone(), v.clone()),
-                pointer: d.pointer.clone(),
+                template: None,
+                pointer: String::new(),
             });
-            st.template = (name.clone(), v.clone());
-            st.pointer = d.pointer.clone();
             let released = st.masker.push(&text);
+            if st.masker.held() > 0 {
+                st.template = Some((name.clone(), v.clone()));
+                st.pointer.clone_from(&d.pointer);
+            }
             if let Some(slot) = v.pointer_mut(&d.pointer) {
                 *slot = Value::String(released);
             }
@@ -284,11 +297,6 @@ impl Rewriter {
         }
     }
 
-    /// Bytes held back over all blocks.
-    pub fn held(&self) -> usize {
-        self.streams.values().map(|s| s.masker.held()).sum()
-    }
-
     pub fn take_hits(&mut self) -> Vec<(usize, &'static str)> {
         for st in self.streams.values_mut() {
             self.hits.append(&mut st.masker.hits);
@@ -299,7 +307,9 @@ impl Rewriter {
 
 /// One more delta event like the block's last, carrying `rest`.
 fn release_event(st: Stream, rest: String) -> Event {
-    let (name, mut t) = st.template;
+    // Held text at the close means the block's last delta left text held, which set the
+    // template.
+    let (name, mut t) = st.template.unwrap_or_default();
     dialect::as_plain_delta(&mut t);
     if let Some(slot) = t.pointer_mut(&st.pointer) {
         *slot = Value::String(rest);
