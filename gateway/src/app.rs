@@ -41,6 +41,8 @@ pub enum AppError {
     Workers(#[from] WorkersError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -68,6 +70,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         Arc::new(Admin {
             holds: interception.hold.holds.clone(),
             approvers: cfg.hold.approvers.clone(),
+            journal: interception.journal.clone(),
         }),
     )
     .await?;
@@ -182,6 +185,14 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
             Scanner::new(&cfg.rules, &cfg.policy)
                 .map_err(|e| AppError::Usage(format!("rules: {e}")))?,
         ),
+        journal: if cfg.journal.enabled {
+            Some(Arc::new(crate::journal::Journal::open(
+                &cfg.journal,
+                &cfg.state_dir,
+            )?))
+        } else {
+            None
+        },
     })
 }
 

@@ -53,6 +53,58 @@ pub enum Command {
         #[arg(short, long, global = true)]
         config: Option<PathBuf>,
     },
+    /// The journal: one record per exchange (through the running daemon's admin socket).
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        /// Read the journal files directly (only while the daemon is stopped).
+        #[arg(long, global = true)]
+        offline: bool,
+    },
+    /// Print a recorded answer as it reached the client, with its timing.
+    Replay {
+        id: u64,
+        /// 2 = twice as fast; 0 = no pauses.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Read the journal files directly (only while the daemon is stopped).
+        #[arg(long)]
+        offline: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JournalCommand {
+    /// One line per exchange, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+        /// Only records newer than this (30s, 10m, 2h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        provider: Option<String>,
+        /// A user name or uid.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// One record, whole: identity, decisions, bodies as delivered, timings.
+    Show {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every record as JSON Lines on standard output.
+    Export {
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Walk the hash chain; name the first record that does not fit.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]

@@ -288,3 +288,217 @@ pub fn approvals(cfg: &Config, cmd: &crate::cli::ApprovalsCommand) -> Result<Str
         A::Deny { id, .. } => format!("hold {id} denied"),
     })
 }
+
+/// Ask the journal: through the daemon, or (`offline`) from its files.
+fn journal_query(
+    cfg: &Config,
+    offline: bool,
+    rest: &[String],
+    query: &str,
+) -> Result<serde_json::Value, AppError> {
+    use crate::journal::{Store, query::answer};
+    if offline {
+        let path = cfg.journal.path(&cfg.state_dir);
+        if !path.exists() {
+            return Err(AppError::Usage(format!(
+                "there is no journal at {} (journal.path / state_dir)",
+                path.display()
+            )));
+        }
+        let store = Store::open(&path).map_err(crate::journal::JournalError::from)?;
+        return answer(&store, rest, query).map_err(|(_, m)| AppError::Usage(m));
+    }
+    let socket = crate::admin::socket_path(&cfg.state_dir);
+    let mut target = String::from("/v1/journal");
+    for r in rest {
+        target.push('/');
+        target.push_str(r);
+    }
+    if !query.is_empty() {
+        target.push('?');
+        target.push_str(query);
+    }
+    let (status, v) = crate::admin::call(&socket, "GET", &target, None).map_err(|e| match e {
+        e @ crate::admin::AdminError::NotRunning { .. } => AppError::Usage(format!(
+            "{e}; or read a stopped daemon's journal with --offline"
+        )),
+        e => e.into(),
+    })?;
+    if status != 200 {
+        let msg = v["error"].as_str().unwrap_or("refused").to_string();
+        return Err(crate::admin::AdminError::Refused(msg).into());
+    }
+    Ok(v)
+}
+
+pub fn journal(
+    cfg: &Config,
+    cmd: &crate::cli::JournalCommand,
+    offline: bool,
+) -> Result<String, AppError> {
+    use crate::{cli::JournalCommand as J, journal::query::encode};
+    match cmd {
+        J::List {
+            json,
+            since,
+            provider,
+            user,
+        } => {
+            let q = encode(&[
+                ("since", since.as_deref()),
+                ("provider", provider.as_deref()),
+                ("user", user.as_deref()),
+            ]);
+            let v = journal_query(cfg, offline, &[], &q)?;
+            let records = v["records"].as_array().cloned().unwrap_or_default();
+            if *json {
+                return Ok(serde_json::Value::Array(records).to_string());
+            }
+            if records.is_empty() {
+                return Ok("no journal records".into());
+            }
+            let mut out = String::from(
+                "ID  TIME  USER(UID)  PID  COMM  PROVIDER  ENDPOINT  MODEL  STATUS  OUTCOME  MS  DECISIONS\n",
+            );
+            for r in records {
+                let decisions: Vec<String> = r["decisions"]
+                    .as_array()
+                    .map(|d| {
+                        d.iter()
+                            .map(|d| {
+                                format!(
+                                    "{}:{}:{}×{}",
+                                    d["direction"].as_str().unwrap_or("?"),
+                                    d["rule"].as_str().unwrap_or("?"),
+                                    d["action"].as_str().unwrap_or("?"),
+                                    d["count"]
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+                out.push_str(&format!(
+                    "{}  {}  {}({})  {}  {}  {}  {}  {}  {}  {}  {:.1}  {}\n",
+                    r["id"],
+                    s("time"),
+                    r["who"]["user"].as_str().unwrap_or("-"),
+                    r["who"]["uid"],
+                    r["who"]["pid"],
+                    r["who"]["comm"].as_str().unwrap_or("-"),
+                    s("provider"),
+                    s("endpoint"),
+                    s("model"),
+                    r["status"],
+                    s("outcome"),
+                    r["duration_ms"].as_f64().unwrap_or(0.0),
+                    if decisions.is_empty() {
+                        "-".to_string()
+                    } else {
+                        decisions.join(",")
+                    }
+                ));
+            }
+            Ok(out.trim_end().to_string())
+        }
+        J::Show { id, json } => {
+            let v = journal_query(cfg, offline, &[id.to_string()], "")?;
+            if *json {
+                return Ok(serde_json::to_string_pretty(&v).unwrap_or_default());
+            }
+            let mut out = String::new();
+            let mut head = crate::journal::query::summary(v.clone());
+            if let Some(m) = head.as_object_mut() {
+                m.remove("prev");
+            }
+            out.push_str(&serde_json::to_string_pretty(&head).unwrap_or_default());
+            for (k, title) in [
+                ("request_body", "request (as sent)"),
+                ("response_body", "response (as delivered)"),
+            ] {
+                out.push_str(&format!("\n--- {title} ---\n"));
+                out.push_str(
+                    v[k].as_str()
+                        .unwrap_or("(not kept: journal.bodies = \"none\")"),
+                );
+            }
+            Ok(out)
+        }
+        J::Export { since } => {
+            let q = encode(&[("since", since.as_deref())]);
+            let v = journal_query(cfg, offline, &["export".to_string()], &q)?;
+            let lines: Vec<String> = v["records"]
+                .as_array()
+                .map(|a| a.iter().map(|r| r.to_string()).collect())
+                .unwrap_or_default();
+            Ok(lines.join("\n"))
+        }
+        J::Verify => {
+            let v = journal_query(cfg, offline, &["verify".to_string()], "")?;
+            let records = v["records"].as_u64().unwrap_or(0);
+            let pruned = v["checkpoint"]["pruned"].as_u64().unwrap_or(0);
+            match v["broken"].as_object() {
+                None => Ok(format!(
+                    "journal verified: {records} records, chain intact{}",
+                    if pruned > 0 {
+                        format!(" from the retention checkpoint ({pruned} older records pruned)")
+                    } else {
+                        String::new()
+                    }
+                )),
+                Some(b) => Err(AppError::Usage(format!(
+                    "journal chain BROKEN at record {}: {} ({records} records)",
+                    b["id"],
+                    b["reason"].as_str().unwrap_or("?")
+                ))),
+            }
+        }
+    }
+}
+
+/// Write a recorded answer to standard output piece by piece, at its recorded pace.
+pub fn replay(cfg: &Config, id: u64, speed: f64, offline: bool) -> Result<String, AppError> {
+    use std::io::Write as _;
+    if !(speed >= 0.0 && speed.is_finite()) {
+        return Err(AppError::Usage(format!(
+            "--speed {speed}: give 0 (no pauses) or more"
+        )));
+    }
+    let v = journal_query(cfg, offline, &[id.to_string()], "")?;
+    let Some(body) = v["response_body"].as_str() else {
+        return Err(AppError::Usage(format!(
+            "record {id} has no answer body (journal.bodies = \"none\" when it was written)"
+        )));
+    };
+    let events = v["events"].as_array().cloned().unwrap_or_default();
+    let body = body.as_bytes();
+    let start = std::time::Instant::now();
+    let mut out = std::io::stdout().lock();
+    let mut pos = 0;
+    for e in &events {
+        let at = e["at_ms"].as_f64().unwrap_or(0.0);
+        let len = e["len"].as_u64().unwrap_or(0) as usize;
+        if speed > 0.0 {
+            let due = std::time::Duration::from_secs_f64(at / 1e3 / speed);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let end = (pos + len).min(body.len());
+        out.write_all(&body[pos..end])?;
+        out.flush()?;
+        pos = end;
+    }
+    // Anything left (a record written before the timeline was complete).
+    out.write_all(&body[pos..])?;
+    out.flush()?;
+    eprintln!(
+        "(record {id}: {} pieces over {:.1} ms as recorded)",
+        events.len(),
+        events
+            .last()
+            .and_then(|e| e["at_ms"].as_f64())
+            .unwrap_or(0.0)
+    );
+    Ok(String::new())
+}

@@ -13,6 +13,7 @@ pub mod config;
 pub mod hold;
 pub mod http;
 pub mod intercept;
+pub mod journal;
 pub mod policy;
 pub mod provider;
 pub mod redirect;

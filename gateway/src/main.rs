@@ -36,6 +36,21 @@ fn main() {
         cli::Command::Approvals { command, config } => report(with_config(config, |cfg| {
             commands::approvals(cfg, &command)
         })),
+        cli::Command::Journal {
+            command,
+            config,
+            offline,
+        } => report(with_config(config, |cfg| {
+            commands::journal(cfg, &command, offline)
+        })),
+        cli::Command::Replay {
+            id,
+            speed,
+            config,
+            offline,
+        } => report(with_config(config, |cfg| {
+            commands::replay(cfg, id, speed, offline)
+        })),
         cli::Command::Run { config } => match Config::load(config.as_deref()) {
             Err(e) => {
                 eprintln!("gateway: {e}");
@@ -69,7 +84,9 @@ fn with_config(
 fn report(r: Result<String, app::AppError>) -> i32 {
     match r {
         Ok(msg) => {
-            println!("{msg}");
+            if !msg.is_empty() {
+                println!("{msg}");
+            }
             0
         }
         Err(e) => {

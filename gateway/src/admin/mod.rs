@@ -52,6 +52,8 @@ pub enum AdminError {
 pub struct Admin {
     pub holds: Arc<Holds>,
     pub approvers: Vec<String>,
+    /// `None` when the journal is off.
+    pub journal: Option<Arc<crate::journal::Journal>>,
 }
 
 /// Serve the admin API on `path` (a stale socket file is replaced).
@@ -169,6 +171,33 @@ async fn handle(
                     )
                 }
                 Err(e) => reply(StatusCode::NOT_FOUND, json!({"error": e.to_string()})),
+            }
+        }
+        (Method::GET, ["v1", "journal", rest @ ..]) => {
+            let Some(j) = &admin.journal else {
+                return reply(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": "the journal is off (journal.enabled = false)"}),
+                );
+            };
+            let query = req.uri().query().unwrap_or("").to_string();
+            let store = j.store.clone();
+            let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+            // sled reads block: off the runtime's threads.
+            let r = tokio::task::spawn_blocking(move || {
+                crate::journal::query::answer(&store, &rest, &query)
+            })
+            .await;
+            match r {
+                Ok(Ok(v)) => reply(StatusCode::OK, v),
+                Ok(Err((code, msg))) => reply(
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+                    json!({"error": msg}),
+                ),
+                Err(e) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"error": e.to_string()}),
+                ),
             }
         }
         _ => reply(

@@ -56,6 +56,7 @@ pub struct Config {
     pub rules: Vec<crate::policy::scan::RuleConfig>,
     pub policy: crate::policy::scan::PolicyConfig,
     pub hold: crate::hold::HoldConfig,
+    pub journal: crate::journal::JournalConfig,
 }
 
 impl Default for Config {
@@ -74,6 +75,7 @@ impl Default for Config {
             rules: Vec::new(),
             policy: Default::default(),
             hold: Default::default(),
+            journal: Default::default(),
         }
     }
 }

@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{Instrument as _, debug, debug_span};
 
 use crate::{
+    journal::{Approval, Decision, Exchange, body::Found, body::JournalBody},
     policy::{
         credentials,
         scan::{Action, Ctx, Direction, Scanner},
@@ -55,6 +56,8 @@ pub struct ConnCtx {
     pub vault: Arc<Vault>,
     pub scanner: Arc<Scanner>,
     pub hold: Arc<crate::hold::HoldService>,
+    /// `None` when `journal.enabled = false`.
+    pub journal: Option<Arc<crate::journal::Journal>>,
     pub requests: AtomicU64,
 }
 
@@ -88,8 +91,17 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
     let span = debug_span!("req", conn = ctx.conn_id, n, endpoint);
     let method = req.method().clone();
     let start = Instant::now();
+    // The record of this exchange; written when the answer ends (or by its Drop when the
+    // client goes away first).
+    let mut ex = Exchange::new(ctx.journal.clone(), &ctx.identity, ctx.conn_id);
+    ex.rec.provider = ctx.provider.name.clone();
+    ex.rec.api = adapter.name().to_string();
+    ex.rec.method = method.to_string();
+    ex.rec.endpoint = endpoint.to_string();
+    ex.rec.path = req.uri().path().to_string();
     async move {
         let (parts, body) = req.into_parts();
+        let mut found = None;
         let (resp, stripped, key_name) = match prepare(parts, &ctx).await {
             Err((e, stripped)) => {
                 // Read (a bounded amount of) what the client is still sending, so an h2 client
@@ -97,11 +109,27 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
                 drain(body).await;
                 (rescue::respond(adapter, &e), stripped, None)
             }
-            Ok((parts, stripped, key_name)) => match send(parts, body, &ctx, endpoint).await {
-                Ok(resp) => (resp, stripped, Some(key_name)),
-                Err(e) => (rescue::respond(adapter, &e), stripped, Some(key_name)),
-            },
+            Ok((parts, stripped, key_name)) => {
+                match send(parts, body, &ctx, endpoint, &mut ex).await {
+                    Ok((resp, f)) => {
+                        found = f;
+                        (resp, stripped, Some(key_name))
+                    }
+                    Err(e) => (rescue::respond(adapter, &e), stripped, Some(key_name)),
+                }
+            }
         };
+        let gateway_error = resp
+            .headers()
+            .get("x-gateway-error")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        ex.rec.status = resp.status().as_u16();
+        ex.rec.gateway_error = gateway_error;
+        ex.rec.key = key_name.clone();
+        ex.rec.stripped_headers = stripped.headers;
+        ex.rec.stripped_params = stripped.params;
+        ex.rec.ttfb_ms = Some(ex.elapsed_ms());
         // Per request at debug: at info, formatting and writing this line cost ~60 µs and a
         // quarter of the throughput (BENCHMARKS.md); the journal records every exchange.
         debug!(
@@ -118,7 +146,8 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
             ttfb_ms = start.elapsed().as_millis() as u64,
             "request"
         );
-        resp
+        let (rp, rb) = resp.into_parts();
+        Response::from_parts(rp, JournalBody::new(rb, ex, found).boxed())
     }
     .instrument(span)
     .await
@@ -202,7 +231,8 @@ async fn send(
     body: Incoming,
     ctx: &ConnCtx,
     endpoint: &'static str,
-) -> Result<Response<RespBody>, ExchangeError> {
+    ex: &mut Exchange,
+) -> Result<(Response<RespBody>, Option<Found>), ExchangeError> {
     use http_body::Body as _;
     let adapter = ctx.provider.adapter();
     let framing = adapter.framing(parts.uri.path(), parts.uri.query(), &parts.headers);
@@ -231,9 +261,11 @@ async fn send(
                 }
             })?
             .to_bytes();
-        let (raw, held) = inspect_request(raw, endpoint, ctx)?;
+        let (raw, held) = inspect_request(raw, endpoint, ctx, ex)?;
+        // What the provider gets (masked), as it gets it.
+        ex.request_body(&raw);
         if let Some(held) = held {
-            wait_for_approval(held, endpoint, ctx).await?;
+            wait_for_approval(held, endpoint, ctx, ex).await?;
         }
         parts
             .headers
@@ -261,7 +293,7 @@ async fn send(
         .boxed()
     };
     let resp = forward_upstream(parts, body, ctx).await?;
-    mask_response(resp, framing, ctx)
+    mask_response(resp, framing, ctx, ctx.journal.is_some())
 }
 
 /// Scan the prompt text of a request body: block and hold refuse it, mask rewrites it.
@@ -279,6 +311,7 @@ fn inspect_request(
     raw: Bytes,
     endpoint: &'static str,
     ctx: &ConnCtx,
+    ex: &mut Exchange,
 ) -> Result<(Bytes, Option<Held>), ExchangeError> {
     let monitor_only = ctx
         .scanner
@@ -296,6 +329,7 @@ fn inspect_request(
     };
     let pointers = ctx.provider.adapter().prompt_pointers(endpoint, &v);
     let model = v.get("model").and_then(|m| m.as_str()).map(String::from);
+    ex.rec.model = model.clone();
     let mut texts: Vec<String> = Vec::new();
     let mut changed = false;
     let mut verdict: Option<(Action, usize, &'static str)> = None;
@@ -320,6 +354,13 @@ fn inspect_request(
             if rank(action) > verdict.map_or(0, |v| rank(v.0)) {
                 verdict = Some((action, h.rule, h.detector));
             }
+            ex.decision(Decision {
+                direction: "request".into(),
+                rule: ctx.scanner.rules()[h.rule].name.clone(),
+                detector: h.detector.into(),
+                action: action.as_str().into(),
+                count: 1,
+            });
             debug!(
                 conn = ctx.conn_id,
                 rule = %ctx.scanner.rules()[h.rule].name,
@@ -375,6 +416,7 @@ async fn wait_for_approval(
     held: Held,
     endpoint: &'static str,
     ctx: &ConnCtx,
+    ex: &mut Exchange,
 ) -> Result<(), ExchangeError> {
     use crate::hold::{Decision, Outcome};
     let svc = &ctx.hold;
@@ -400,22 +442,46 @@ async fn wait_for_approval(
     if let Some(w) = &svc.webhook {
         w.notify(info.clone());
     }
-    match waiting.wait(timeout).await {
+    let since = Instant::now();
+    // Until decided, the record says the client went away while waiting.
+    ex.rec.approval = Some(Approval {
+        hold: info.id,
+        why: held.why.clone(),
+        outcome: "withdrawn".into(),
+        by: None,
+        reason: None,
+        waited_ms: 0.0,
+    });
+    let outcome = waiting.wait(timeout).await;
+    let waited_ms = since.elapsed().as_secs_f64() * 1e3;
+    let approval = ex.rec.approval.as_mut().expect("set above");
+    approval.waited_ms = waited_ms;
+    match outcome {
         Outcome::Decided(Decision::Approved { by }) => {
             tracing::info!(conn = ctx.conn_id, hold = info.id, %by, "hold approved");
+            approval.outcome = "approved".into();
+            approval.by = Some(by);
             Ok(())
         }
-        Outcome::Decided(Decision::Denied { by, reason }) => Err(ExchangeError::HoldDenied {
-            hold: info.id,
-            why: held.why,
-            by,
-            reason,
-        }),
-        Outcome::TimedOut => Err(ExchangeError::HoldTimedOut {
-            hold: info.id,
-            why: held.why,
-            after: timeout,
-        }),
+        Outcome::Decided(Decision::Denied { by, reason }) => {
+            approval.outcome = "denied".into();
+            approval.by = Some(by.clone());
+            approval.reason = reason.clone();
+            Err(ExchangeError::HoldDenied {
+                hold: info.id,
+                why: held.why,
+                by,
+                reason,
+            })
+        }
+        Outcome::TimedOut => {
+            approval.outcome = "timed_out".into();
+            Err(ExchangeError::HoldTimedOut {
+                hold: info.id,
+                why: held.why,
+                after: timeout,
+            })
+        }
     }
 }
 
@@ -424,9 +490,10 @@ fn mask_response(
     resp: Response<RespBody>,
     framing: crate::provider::adapter::Framing,
     ctx: &ConnCtx,
-) -> Result<Response<RespBody>, ExchangeError> {
+    journaled: bool,
+) -> Result<(Response<RespBody>, Option<Found>), ExchangeError> {
     if !ctx.scanner.any(Direction::Response) {
-        return Ok(resp);
+        return Ok((resp, None));
     }
     let header = |name| {
         resp.headers()
@@ -446,7 +513,7 @@ fn mask_response(
         Kind::Text
     } else {
         // Audio, images, files: no text to mask.
-        return Ok(resp);
+        return Ok((resp, None));
     };
     let ce = header(http::header::CONTENT_ENCODING);
     if !ce.is_empty() && ce != "identity" {
@@ -460,19 +527,33 @@ fn mask_response(
     let rw = Rewriter::new(ctx.scanner.clone(), ctx.identity.clone());
     let conn = ctx.conn_id;
     let scanner = ctx.scanner.clone();
+    let found: Option<Found> = journaled.then(Default::default);
+    let sink = found.clone();
     let on_end: crate::response::body::OnEnd = Box::new(move |hits| {
+        let mut sink = sink.as_ref().and_then(|s| s.lock().ok());
         for (rule, detector) in hits {
-            debug!(
-                conn,
-                rule = %scanner.rules()[rule].name,
-                detector,
-                "response rule hit"
-            );
+            let rule = &scanner.rules()[rule];
+            debug!(conn, rule = %rule.name, detector, "response rule hit");
+            if let Some(sink) = sink.as_mut() {
+                sink.push(Decision {
+                    direction: "response".into(),
+                    rule: rule.name.clone(),
+                    detector: detector.into(),
+                    // An answer already streaming is masked whatever the rule's action.
+                    action: if rule.action == Action::Monitor {
+                        "monitor"
+                    } else {
+                        "mask"
+                    }
+                    .into(),
+                    count: 1,
+                });
+            }
         }
     });
-    Ok(Response::from_parts(
-        rp,
-        MaskedBody::new(rb, kind, rw, on_end).boxed(),
+    Ok((
+        Response::from_parts(rp, MaskedBody::new(rb, kind, rw, on_end).boxed()),
+        found,
     ))
 }
 

@@ -58,6 +58,7 @@ pub struct Interception {
     pub vault: Arc<Vault>,
     pub scanner: Arc<Scanner>,
     pub hold: Arc<crate::hold::HoldService>,
+    pub journal: Option<Arc<crate::journal::Journal>>,
 }
 
 pub struct Intercept {
@@ -397,6 +398,7 @@ impl Intercept {
             vault: icpt.vault.clone(),
             scanner: icpt.scanner.clone(),
             hold: icpt.hold.clone(),
+            journal: icpt.journal.clone(),
             requests: Default::default(),
         });
         let served = gwhttp::serve(tls, ctx.clone()).await;

@@ -24,8 +24,9 @@ pub enum Kind {
     Text,
 }
 
-/// Told the (rule index, detector) of every hit once the answer has ended.
-pub type OnEnd = Box<dyn FnOnce(Vec<(usize, &'static str)>) + Send + Sync>;
+/// Told the (rule index, detector) of the hits as the answer streams: those of each piece
+/// before it goes out, the rest when the answer ends (or is dropped).
+pub type OnEnd = Box<dyn FnMut(Vec<(usize, &'static str)>) + Send + Sync>;
 
 /// Largest answer buffered whole (JSON or text); beyond it the answer is refused, not leaked.
 pub const MAX_WHOLE: usize = 32 << 20;
@@ -243,10 +244,19 @@ impl MaskedBody {
             }
             Kind::Json | Kind::Text => out.extend_from_slice(&self.whole()),
         }
-        if let Some(f) = self.on_end.take() {
-            f(self.rw.take_hits());
-        }
+        self.report();
+        self.on_end = None;
         (!out.is_empty()).then(|| Bytes::from(out))
+    }
+
+    /// Hand the hits found so far to `on_end`.
+    fn report(&mut self) {
+        if let Some(f) = self.on_end.as_mut() {
+            let hits = self.rw.take_hits();
+            if !hits.is_empty() {
+                f(hits);
+            }
+        }
     }
 }
 
@@ -313,10 +323,18 @@ impl Body for MaskedBody {
                         }
                     }
                     if !out.is_empty() {
+                        this.report();
                         return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
                     }
                 }
             }
         }
+    }
+}
+
+impl Drop for MaskedBody {
+    fn drop(&mut self) {
+        // Ended early (the client went away): the hits so far still go on record.
+        self.report();
     }
 }

@@ -202,7 +202,7 @@ async fn run(kind: Kind, chunks: Vec<Vec<u8>>) -> (String, usize) {
         frames(chunks),
         kind,
         Rewriter::new(scanner(), Arc::new(Identity::default())),
-        Box::new(move |v| *h.lock().unwrap() = v.len()),
+        Box::new(move |v| *h.lock().unwrap() += v.len()),
     );
     let out = body.collect().await.unwrap().to_bytes();
     let n = *hits.lock().unwrap();

@@ -16,17 +16,17 @@ use std::{
 
 use gateway_tests::{CgroupGuard, Gateway, Opts, fake::TestPki};
 
-const UPSTREAM: &str = "127.10.251.1";
+pub(crate) const UPSTREAM: &str = "127.10.251.1";
 const NGINX_PROXY: &str = "127.10.251.2";
 const MITM: &str = "127.10.251.3";
-const LAT_N: usize = 3000;
+pub(crate) const LAT_N: usize = 3000;
 /// Latency runs per path, interleaved (order reversed every other round): each run is a new
 /// client connection, so where the scheduler puts the threads of that run varies; many short
 /// runs average that out.
-const LAT_ROUNDS: usize = 10;
-const TPUT_N: usize = 40_000;
+pub(crate) const LAT_ROUNDS: usize = 10;
+pub(crate) const TPUT_N: usize = 40_000;
 
-struct Killed(Child);
+pub(crate) struct Killed(Child);
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -45,7 +45,7 @@ fn wait_port(addr: &str) {
 /// Two nginx processes: the upstream, and the reverse proxy in front of it. Separate processes
 /// on purpose: in one process the proxy-to-upstream hop would stay inside one event loop, with
 /// no wakeup of another process, which no real deployment has.
-fn nginx(pki: &TestPki, dir: &Path) -> (Killed, Killed) {
+pub(crate) fn nginx(pki: &TestPki, dir: &Path) -> (Killed, Killed) {
     let common = |d: &Path| {
         format!(
             "master_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\n",
@@ -136,7 +136,7 @@ fn mitmproxy(dir: &Path) -> Option<Killed> {
 }
 
 /// One h2load run; returns (per-request microseconds, requests per second).
-fn h2load(cmd: Command, log: &Path) -> (Vec<f64>, f64) {
+pub(crate) fn h2load(cmd: Command, log: &Path) -> (Vec<f64>, f64) {
     // h2load appends to its log file: start each run with an empty one.
     let _ = fs::remove_file(log);
     let mut cmd = cmd;
@@ -172,13 +172,13 @@ fn h2load(cmd: Command, log: &Path) -> (Vec<f64>, f64) {
     (lat, rps)
 }
 
-struct Path4 {
-    label: &'static str,
-    connect_to: String,
-    in_cgroup: bool,
+pub(crate) struct Path4 {
+    pub(crate) label: &'static str,
+    pub(crate) connect_to: String,
+    pub(crate) in_cgroup: bool,
 }
 
-fn h2load_cmd(p: &Path4, cg: &CgroupGuard, args: &[&str]) -> Command {
+pub(crate) fn h2load_cmd(p: &Path4, cg: &CgroupGuard, args: &[&str]) -> Command {
     let url = "https://api.openai.com/v1/models";
     let connect = format!("--connect-to={}", p.connect_to);
     let mut all: Vec<&str> = vec![&connect];
@@ -193,7 +193,7 @@ fn h2load_cmd(p: &Path4, cg: &CgroupGuard, args: &[&str]) -> Command {
     }
 }
 
-fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+pub(crate) fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pick = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
     (

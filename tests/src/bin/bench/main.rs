@@ -19,6 +19,7 @@ use std::{
 };
 
 mod intercept;
+mod journal;
 mod policy;
 
 use gateway_tests::{CgroupGuard, Gateway, require_privileges};
@@ -161,7 +162,11 @@ fn main() {
         .unwrap_or_else(|| "BENCHMARKS.md".into());
     require_privileges();
     let pid = std::process::id();
-    // `bench OUT intercept-only`: just the interception figures, printed (for quick iterations).
+    // `bench OUT intercept-only | policy-only | journal-only`: just those figures, printed (for quick iterations).
+    if std::env::args().nth(2).as_deref() == Some("journal-only") {
+        println!("{}", journal::run(pid));
+        return;
+    }
     if std::env::args().nth(2).as_deref() == Some("policy-only") {
         println!("{}", policy::run(pid));
         return;
@@ -311,7 +316,8 @@ userspace: splice(2) through a pipe).\n",
         ends_off_ms = per_gib(cpu_ends_off),
     );
     drop((with, without));
-    let report = report + &intercept::run(pid) + "\n" + &policy::run(pid);
+    let report =
+        report + &intercept::run(pid) + "\n" + &policy::run(pid) + "\n" + &journal::run(pid);
     fs::write(&out_path, &report).expect("write BENCHMARKS.md");
     println!("{report}");
     let _ = Duration::ZERO;

@@ -1,0 +1,438 @@
+//! Journal: one record per exchange in sled under the state dir (DESIGN §7), chained by hash
+//! ([`store`]), written by one thread that commits in groups (one flush for every record that
+//! arrived while the last flush ran) and tells each exchange when its record is durable.
+//!
+//! The data path holds an [`Exchange`] per request: every stage fills in its part, and the one
+//! path that ends an exchange — the end of the answer's body ([`body::JournalBody`]), or the
+//! guard's `Drop` when the client went away or an error cut it short — writes the record.
+
+pub mod body;
+pub mod query;
+pub mod store;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, mpsc},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use crate::redirect::identity::Identity;
+pub use store::{Store, StoreError, Verdict};
+
+/// `[journal]` in the config.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalConfig {
+    pub enabled: bool,
+    /// `masked`: request and response bodies as delivered (after masking); `none`: no bodies.
+    pub bodies: Bodies,
+    /// Largest body kept per record and direction (bytes); the rest is counted, not kept.
+    pub max_body: usize,
+    /// Records older than this are pruned (a checkpoint keeps the rest verifiable).
+    #[serde(with = "opt_dur")]
+    pub retention: Option<Duration>,
+    /// Default `<state_dir>/journal`.
+    pub path: Option<PathBuf>,
+    /// Fault injection for crash tests: the writer waits this long before each write, which
+    /// widens the window in which an exchange is done but its record is not yet durable.
+    /// Never set it in production.
+    #[serde(with = "crate::config::dur")]
+    pub write_delay: Duration,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bodies: Bodies::Masked,
+            max_body: 1 << 20,
+            retention: Some(Duration::from_secs(30 * 86_400)),
+            path: None,
+            write_delay: Duration::ZERO,
+        }
+    }
+}
+
+impl JournalConfig {
+    pub fn path(&self, state_dir: &std::path::Path) -> PathBuf {
+        self.path
+            .clone()
+            .unwrap_or_else(|| state_dir.join("journal"))
+    }
+}
+
+mod opt_dur {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "forever" {
+            return Ok(None);
+        }
+        crate::config::dur::parse(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            None => s.serialize_str("forever"),
+            Some(d) => crate::config::dur::serialize(d, s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bodies {
+    Masked,
+    None,
+}
+
+/// Who made the request (the connecting process, from the kernel's record).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Who {
+    pub pid: u32,
+    pub uid: u32,
+    pub user: Option<String>,
+    pub gid: u32,
+    pub comm: String,
+    pub cgroup: Option<String>,
+    pub unit: Option<String>,
+    pub pod_uid: Option<String>,
+    pub container_id: Option<String>,
+}
+
+impl From<&Identity> for Who {
+    fn from(i: &Identity) -> Self {
+        Self {
+            pid: i.tgid,
+            uid: i.uid,
+            user: i.user.clone(),
+            gid: i.gid,
+            comm: i.comm.clone(),
+            cgroup: i.cgroup.clone(),
+            unit: i.unit.clone(),
+            pod_uid: i.pod_uid.clone(),
+            container_id: i.container_id.clone(),
+        }
+    }
+}
+
+/// One rule's verdict on one direction of the exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub direction: String,
+    pub rule: String,
+    pub detector: String,
+    pub action: String,
+    pub count: u32,
+}
+
+/// A hold on the request, and how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    pub hold: u64,
+    pub why: String,
+    /// approved | denied | timed_out | withdrawn
+    pub outcome: String,
+    pub by: Option<String>,
+    pub reason: Option<String>,
+    pub waited_ms: f64,
+}
+
+/// One piece of the answer as it reached the client: when (ms after the request arrived) and
+/// how many bytes of `response_body`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at_ms: f64,
+    pub len: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub id: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub time_ms: u64,
+    pub who: Who,
+    pub conn: u64,
+    pub provider: String,
+    pub api: String,
+    pub method: String,
+    pub endpoint: String,
+    pub path: String,
+    pub model: Option<String>,
+    pub status: u16,
+    /// completed | client_gone | upstream_error | refused
+    pub outcome: String,
+    /// The gateway's own error kind when it answered instead of the provider.
+    pub gateway_error: Option<String>,
+    /// The vault key's name (never its value).
+    pub key: Option<String>,
+    pub stripped_headers: usize,
+    pub stripped_params: usize,
+    pub decisions: Vec<Decision>,
+    pub approval: Option<Approval>,
+    pub ttfb_ms: Option<f64>,
+    pub duration_ms: f64,
+    pub request_body: Option<String>,
+    pub request_bytes: u64,
+    pub response_body: Option<String>,
+    pub response_bytes: u64,
+    /// A body was longer than `journal.max_body` and is cut short here.
+    pub truncated: bool,
+    pub events: Vec<Event>,
+    pub prev: String,
+    pub hash: String,
+}
+
+/// Is the record durable? `Err` carries why not.
+pub type Ack = oneshot::Receiver<Result<u64, String>>;
+
+enum Msg {
+    Append(Box<Record>, Option<oneshot::Sender<Result<u64, String>>>),
+}
+
+/// The daemon's journal: the store and the writer thread feeding it.
+pub struct Journal {
+    pub cfg: JournalConfig,
+    pub store: Arc<Store>,
+    tx: mpsc::Sender<Msg>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the journal writer: {0}")]
+    Thread(std::io::Error),
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `2026-11-26T16:38:12.345Z`
+pub fn rfc3339(ms: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+impl Journal {
+    /// Open the journal, check its chain (a broken one is reported, never dropped: new
+    /// records go on after the last one), prune by retention, start the writer.
+    pub fn open(cfg: &JournalConfig, state_dir: &std::path::Path) -> Result<Self, JournalError> {
+        let path = cfg.path(state_dir);
+        let store = Arc::new(Store::open(&path)?);
+        let verdict = store.verify()?;
+        match &verdict.broken {
+            None => info!(
+                path = %path.display(),
+                records = verdict.records,
+                "journal opened, chain verified"
+            ),
+            Some(b) => error!(
+                path = %path.display(),
+                record = b.id,
+                reason = %b.reason,
+                "journal chain is BROKEN at this record (kept as it is; `gateway journal verify` \
+                 names it); new records continue after the last one"
+            ),
+        }
+        if let Some(r) = cfg.retention {
+            let cut = now_ms().saturating_sub(r.as_millis() as u64);
+            match store.prune(cut) {
+                Ok(0) => {}
+                Ok(n) => info!(pruned = n, "journal records past retention pruned"),
+                Err(e) => warn!(error = %e, "journal pruning failed"),
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        let writer = store.clone();
+        let delay = cfg.write_delay;
+        std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || write_loop(&writer, rx, delay))
+            .map_err(JournalError::Thread)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            store,
+            tx,
+        })
+    }
+
+    fn send(&self, rec: Record, ack: Option<oneshot::Sender<Result<u64, String>>>) {
+        if self.tx.send(Msg::Append(Box::new(rec), ack)).is_err() {
+            error!("journal writer is gone: a record was lost");
+        }
+    }
+}
+
+/// Records that arrive while a flush runs go into the next one.
+const MAX_BATCH: usize = 512;
+
+fn write_loop(store: &Store, rx: mpsc::Receiver<Msg>, delay: Duration) {
+    let (mut last_id, mut head) = match store.head() {
+        Ok(h) => h,
+        Err(e) => {
+            error!(error = %e, "journal head unreadable; records start a new chain segment");
+            (0, store::GENESIS.to_string())
+        }
+    };
+    while let Ok(first) = rx.recv() {
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let mut records = Vec::with_capacity(batch.len());
+        let mut acks = Vec::with_capacity(batch.len());
+        for Msg::Append(mut rec, ack) in batch {
+            last_id += 1;
+            rec.id = last_id;
+            rec.prev = head.clone();
+            rec.hash = String::new();
+            let v = serde_json::to_value(&*rec).unwrap_or_default();
+            rec.hash = store::chain_hash(&head, &v);
+            head = rec.hash.clone();
+            acks.push((rec.id, ack));
+            records.push(*rec);
+        }
+        let result = store.append(&records).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            error!(error = %e, records = records.len(), "journal write failed");
+            // Start again from what is on disk.
+            if let Ok(h) = store.head() {
+                (last_id, head) = h;
+            }
+        }
+        for (id, ack) in acks {
+            if let Some(ack) = ack {
+                let _ = ack.send(result.clone().map(|_| id));
+            }
+        }
+    }
+}
+
+/// One exchange on its way through the data path; writes its record exactly once.
+pub struct Exchange {
+    journal: Option<Arc<Journal>>,
+    pub rec: Record,
+    start: Instant,
+    sealed: bool,
+}
+
+impl Exchange {
+    pub fn new(journal: Option<Arc<Journal>>, who: &Identity, conn: u64) -> Self {
+        let ms = now_ms();
+        Self {
+            journal,
+            rec: Record {
+                time: rfc3339(ms),
+                time_ms: ms,
+                who: Who::from(who),
+                conn,
+                outcome: "client_gone".into(),
+                ..Default::default()
+            },
+            start: Instant::now(),
+            sealed: false,
+        }
+    }
+
+    pub fn elapsed_ms(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() * 1e3
+    }
+
+    /// Are bodies kept, and how much of each?
+    pub fn body_limit(&self) -> Option<usize> {
+        self.journal
+            .as_ref()
+            .filter(|j| j.cfg.bodies == Bodies::Masked)
+            .map(|j| j.cfg.max_body)
+    }
+
+    /// Keep (a bounded part of) the request body as it was sent.
+    pub fn request_body(&mut self, body: &[u8]) {
+        self.rec.request_bytes = body.len() as u64;
+        if let Some(max) = self.body_limit() {
+            let cut = body.len().min(max);
+            self.rec.truncated |= cut < body.len();
+            self.rec.request_body = Some(String::from_utf8_lossy(&body[..cut]).into_owned());
+        }
+    }
+
+    pub fn decision(&mut self, d: Decision) {
+        if let Some(same) =
+            self.rec.decisions.iter_mut().find(|x| {
+                x.direction == d.direction && x.rule == d.rule && x.detector == d.detector
+            })
+        {
+            same.count += d.count;
+        } else {
+            self.rec.decisions.push(d);
+        }
+    }
+
+    /// Write the record; the receiver says when it is durable (`None`: no journal).
+    pub fn finish(mut self, outcome: &str) -> Option<Ack> {
+        self.seal(outcome, true)
+    }
+
+    fn seal(&mut self, outcome: &str, want_ack: bool) -> Option<Ack> {
+        if self.sealed {
+            return None;
+        }
+        self.sealed = true;
+        let journal = self.journal.take()?;
+        self.rec.outcome = if outcome == "completed" && self.rec.gateway_error.is_some() {
+            "refused".to_string()
+        } else {
+            outcome.to_string()
+        };
+        self.rec.duration_ms = self.elapsed_ms();
+        let rec = std::mem::take(&mut self.rec);
+        if want_ack {
+            let (tx, rx) = oneshot::channel();
+            journal.send(rec, Some(tx));
+            Some(rx)
+        } else {
+            journal.send(rec, None);
+            None
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        // Not finished by the answer's end: the client went away, or the exchange was cut
+        // short; what is known so far is recorded.
+        let outcome = self.rec.outcome.clone();
+        self.seal(&outcome, false);
+    }
+}
