@@ -103,7 +103,8 @@ pub fn run(pid: u32) -> String {
                 ..Default::default()
             },
         );
-        gws.push((cg, gw));
+        // The gateway first: it detaches from the cgroup before the cgroup goes.
+        gws.push((gw, cg));
     }
     let path = Path4 {
         label: "gateway",
@@ -132,7 +133,7 @@ pub fn run(pid: u32) -> String {
         v.iter().map(String::as_str).collect()
     }
     // Warm up, then interleaved latency rounds (direct as the floor), then throughput.
-    for (cg, _) in &gws {
+    for (_, cg) in &gws {
         h2load(h2load_cmd(&path, cg, &as_refs(&lat_args(300))), &log);
     }
     let mut lats: Vec<Vec<f64>> = vec![Vec::new(); gws.len() + 1];
@@ -144,15 +145,15 @@ pub fn run(pid: u32) -> String {
         for i in order {
             let args = lat_args(LAT_N / LAT_ROUNDS);
             let (lat, _) = if i == gws.len() {
-                h2load(h2load_cmd(&direct, &gws[0].0, &as_refs(&args)), &log)
+                h2load(h2load_cmd(&direct, &gws[0].1, &as_refs(&args)), &log)
             } else {
-                h2load(h2load_cmd(&path, &gws[i].0, &as_refs(&args)), &log)
+                h2load(h2load_cmd(&path, &gws[i].1, &as_refs(&args)), &log)
             };
             lats[i].extend(lat);
         }
     }
     let mut rows = Vec::new();
-    for (i, (cg, _)) in gws.iter().enumerate() {
+    for (i, (_, cg)) in gws.iter().enumerate() {
         let tn = TPUT_N.to_string();
         let (_, rps) = h2load(
             h2load_cmd(&path, cg, &["-n", &tn, "-c", "8", "-m", "10", &log_arg]),
@@ -169,7 +170,7 @@ pub fn run(pid: u32) -> String {
     // Every gateway really journaled (or not) what it served.
     let journaled: Vec<usize> = gws
         .iter()
-        .map(|(_, gw)| {
+        .map(|(gw, _)| {
             let out = gw.cli(&["journal", "list", "--json"]);
             serde_json::from_slice::<serde_json::Value>(&out.stdout)
                 .ok()
