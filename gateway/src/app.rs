@@ -43,6 +43,8 @@ pub enum AppError {
     Admin(#[from] AdminError),
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -74,6 +76,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         }),
     )
     .await?;
+    crate::metrics::serve(&cfg.metrics).await?;
 
     // Listen before attaching, so the first redirected connect finds the proxy.
     let v4 = TcpListener::bind(cfg.listen.addr)

@@ -63,6 +63,12 @@ pub enum Command {
         #[arg(long, global = true)]
         offline: bool,
     },
+    /// Check this host: kernel and BTF, cgroup v2, bpffs, capabilities, pins, CA trust,
+    /// provider DNS, vault, daemon — one line each.
+    Doctor {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// Print a recorded answer as it reached the client, with its timing.
     Replay {
         id: u64,

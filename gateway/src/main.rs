@@ -43,6 +43,17 @@ fn main() {
         } => report(with_config(config, |cfg| {
             commands::journal(cfg, &command, offline)
         })),
+        cli::Command::Doctor { config } => match Config::load(config.as_deref()) {
+            Err(e) => {
+                eprintln!("gateway: {e}");
+                64
+            }
+            Ok(cfg) => {
+                let (text, failed) = gateway::doctor::render(&gateway::doctor::run(&cfg));
+                println!("{text}");
+                i32::from(failed)
+            }
+        },
         cli::Command::Replay {
             id,
             speed,

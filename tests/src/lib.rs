@@ -144,6 +144,8 @@ pub struct Gateway {
     pub pin_dir: PathBuf,
     pub listen: SocketAddr,
     pub listen6: SocketAddr,
+    /// Where `/metrics` is served.
+    pub metrics: SocketAddr,
     child: Option<Child>,
     log_path: PathBuf,
     runs: u32,
@@ -188,6 +190,9 @@ impl Gateway {
             .parse()
             .unwrap();
         let listen6: SocketAddr = format!("[::1]:{}", free_port("::1")).parse().unwrap();
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
+            .parse()
+            .unwrap();
         let config = dir.path().join("gateway.toml");
         let text = format!(
             r#"state_dir = "{state}"
@@ -210,6 +215,8 @@ extra_roots = [{roots}]
 [log]
 format = "json"
 level = "{level}"
+[metrics]
+listen = "{metrics}"
 {providers}
 "#,
             state = dir.path().join("state").display(),
@@ -244,6 +251,7 @@ level = "{level}"
             pin_dir,
             listen,
             listen6,
+            metrics,
             child: None,
             runs: 0,
         };
@@ -550,3 +558,8 @@ s.settimeout(5)
 s.connect((ip, port))
 print(json.dumps({"local_port": s.getsockname()[1], "peer": list(s.getpeername())}))
 "#;
+
+/// promtool, unpacked by `cargo xtask test` under target/tools (Debian's prometheus package).
+pub fn promtool() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tools/usr/bin/promtool")
+}

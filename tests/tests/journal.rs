@@ -189,6 +189,100 @@ fn exchanges_are_journaled_with_identity_masked_bodies_and_a_verified_chain() {
         took.elapsed().as_secs_f64() * 1e3 >= last * 0.9,
         "{last} ms recorded"
     );
+
+    // The metrics count the same exchanges, and pass promtool.
+    let text = metrics(&e);
+    let value = |prefix: &str, labels: &[&str]| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix) && labels.iter().all(|x| l.contains(x)))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let ok = [
+        r#"provider="openai""#,
+        r#"endpoint="chat.completions""#,
+        r#"status="200""#,
+    ];
+    assert_eq!(value("gateway_requests_total{", &ok), 3.0, "{text}");
+    assert_eq!(
+        value(
+            "gateway_rule_hits_total{",
+            &[r#"rule="github-classic-token""#, r#"direction="response""#]
+        ),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            "gateway_rule_hits_total{",
+            &[r#"rule="openai-api-key""#, r#"direction="request""#]
+        ),
+        3.0,
+        "{text}"
+    );
+    assert!(
+        value("gateway_connections_total{", &[r#"outcome="intercepted""#]) >= 2.0,
+        "{text}"
+    );
+    assert_eq!(
+        value("gateway_journal_write_seconds_count", &[]),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            "gateway_exchange_duration_seconds_count{",
+            &[r#"provider="openai""#]
+        ),
+        3.0,
+        "{text}"
+    );
+    assert!(
+        value("gateway_leaf_cache_total{", &[r#"result="mint""#]) >= 1.0,
+        "{text}"
+    );
+    for secret in [OPENAI_KEY, GH, PROMPT_KEY] {
+        assert!(!text.contains(secret));
+    }
+}
+
+/// `/metrics` of the test's gateway, checked by promtool.
+fn metrics(e: &ProviderEnv) -> String {
+    let url = format!("http://{}/metrics", e.gw.metrics);
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let promtool = gateway_tests::promtool();
+    let mut check = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| {
+            panic!(
+                "{}: {err} (cargo xtask test unpacks it)",
+                promtool.display()
+            )
+        });
+    use std::io::Write as _;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let res = check.wait_with_output().unwrap();
+    assert!(
+        res.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    text
 }
 
 #[test]

@@ -428,4 +428,52 @@ fn held_requests_wait_for_approval_deny_time_out_and_withdraw() {
         1,
         "only the approved request was sent"
     );
+
+    // The journal and the metrics agree on how every hold ended.
+    let outcomes = ["approved", "denied", "timed_out", "withdrawn"];
+    let mut journaled = Vec::new();
+    for _ in 0..50 {
+        let out = e.gw.cli(&["journal", "list", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        journaled = outcomes
+            .iter()
+            .map(|o| {
+                list.as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r["approval"]["outcome"] == *o)
+                    .count() as f64
+            })
+            .collect();
+        if journaled[3] >= 3.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = std::process::Command::new("curl")
+        .args(["-sS", &format!("http://{}/metrics", e.gw.metrics)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let counted: Vec<f64> = outcomes
+        .iter()
+        .map(|o| value(&format!("gateway_holds_total{{outcome=\"{o}\"}}")))
+        .collect();
+    assert_eq!(counted, journaled, "{text}");
+    assert!(
+        counted.iter().all(|&n| n >= 1.0) && counted[3] == 3.0,
+        "{counted:?}"
+    );
+    assert_eq!(
+        value("gateway_holds_total{outcome=\"held\"}"),
+        counted.iter().sum::<f64>()
+    );
+    assert_eq!(value("gateway_holds_pending "), 0.0, "{text}");
 }

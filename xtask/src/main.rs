@@ -327,6 +327,42 @@ fn test_tools() -> Result<()> {
     if output(Command::new("python3").arg("--version")).is_none() {
         bail!("python3 is needed by the end-to-end tests (real Python clients)");
     }
+    promtool()
+}
+
+/// `promtool` (checks the metrics output) from Debian's `prometheus` package, unpacked under
+/// target/tools without installing the package (which would start a Prometheus server).
+fn promtool() -> Result<()> {
+    let dir = workspace().join("target/tools");
+    let bin = dir.join("usr/bin/promtool");
+    if bin.exists() {
+        step("setup: promtool present");
+        return Ok(());
+    }
+    step("setup: unpacking promtool from the Debian prometheus package into target/tools");
+    std::fs::create_dir_all(&dir)?;
+    let debs = dir.join("debs");
+    std::fs::create_dir_all(&debs)?;
+    let got = Command::new("apt-get")
+        .args(["download", "prometheus"])
+        .current_dir(&debs)
+        .status()
+        .context("apt-get download prometheus")?;
+    if !got.success() {
+        run(Command::new("apt-get").arg("update")).context("apt-get update failed")?;
+        run(Command::new("apt-get")
+            .args(["download", "prometheus"])
+            .current_dir(&debs))
+        .context("apt-get download prometheus failed")?;
+    }
+    let deb = std::fs::read_dir(&debs)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("no prometheus .deb downloaded")?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir)).context("dpkg-deb -x failed")?;
+    if !bin.exists() {
+        bail!("the prometheus package has no usr/bin/promtool");
+    }
     Ok(())
 }
 

@@ -57,6 +57,7 @@ pub struct Config {
     pub policy: crate::policy::scan::PolicyConfig,
     pub hold: crate::hold::HoldConfig,
     pub journal: crate::journal::JournalConfig,
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 impl Default for Config {
@@ -76,6 +77,7 @@ impl Default for Config {
             policy: Default::default(),
             hold: Default::default(),
             journal: Default::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -363,6 +365,7 @@ impl Config {
             }
         }
         self.hold.validate().map_err(|(k, r)| bad(k, r))?;
+        self.metrics.validate().map_err(|(k, r)| bad(k, r))?;
         if let Err(e) = crate::policy::scan::Scanner::new(&self.rules, &self.policy) {
             use crate::policy::scan::ScanError;
             return Err(match e {

@@ -443,6 +443,18 @@ async fn wait_for_approval(
         w.notify(info.clone());
     }
     let since = Instant::now();
+    // Pending until decided; a client that hangs up first withdraws it.
+    struct Pending(Option<&'static str>);
+    impl Drop for Pending {
+        fn drop(&mut self) {
+            let m = crate::metrics::get();
+            m.holds_pending.dec();
+            crate::metrics::inc(&m.holds, self.0.unwrap_or("withdrawn"));
+        }
+    }
+    crate::metrics::inc(&crate::metrics::get().holds, "held");
+    crate::metrics::get().holds_pending.inc();
+    let mut pending = Pending(None);
     // Until decided, the record says the client went away while waiting.
     ex.rec.approval = Some(Approval {
         hold: info.id,
@@ -460,11 +472,13 @@ async fn wait_for_approval(
         Outcome::Decided(Decision::Approved { by }) => {
             tracing::info!(conn = ctx.conn_id, hold = info.id, %by, "hold approved");
             approval.outcome = "approved".into();
+            pending.0 = Some("approved");
             approval.by = Some(by);
             Ok(())
         }
         Outcome::Decided(Decision::Denied { by, reason }) => {
             approval.outcome = "denied".into();
+            pending.0 = Some("denied");
             approval.by = Some(by.clone());
             approval.reason = reason.clone();
             Err(ExchangeError::HoldDenied {
@@ -476,6 +490,7 @@ async fn wait_for_approval(
         }
         Outcome::TimedOut => {
             approval.outcome = "timed_out".into();
+            pending.0 = Some("timed_out");
             Err(ExchangeError::HoldTimedOut {
                 hold: info.id,
                 why: held.why,

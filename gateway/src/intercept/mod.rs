@@ -126,6 +126,7 @@ struct ConnResult {
 
 impl Drop for ConnResult {
     fn drop(&mut self) {
+        crate::metrics::inc(&crate::metrics::get().connections, self.outcome.as_str());
         let ident = self.ident.take().unwrap_or_default();
         info!(
             conn = self.id,

@@ -197,7 +197,12 @@ pub struct Record {
 pub type Ack = oneshot::Receiver<Result<u64, String>>;
 
 enum Msg {
-    Append(Box<Record>, Option<oneshot::Sender<Result<u64, String>>>),
+    /// The record, who waits for it, and since when.
+    Append(
+        Box<Record>,
+        Option<oneshot::Sender<Result<u64, String>>>,
+        Instant,
+    ),
 }
 
 /// The daemon's journal: the store and the writer thread feeding it.
@@ -282,7 +287,11 @@ impl Journal {
     }
 
     fn send(&self, rec: Record, ack: Option<oneshot::Sender<Result<u64, String>>>) {
-        if self.tx.send(Msg::Append(Box::new(rec), ack)).is_err() {
+        if self
+            .tx
+            .send(Msg::Append(Box::new(rec), ack, Instant::now()))
+            .is_err()
+        {
             error!("journal writer is gone: a record was lost");
         }
     }
@@ -312,7 +321,7 @@ fn write_loop(store: &Store, rx: mpsc::Receiver<Msg>, delay: Duration) {
         }
         let mut records = Vec::with_capacity(batch.len());
         let mut acks = Vec::with_capacity(batch.len());
-        for Msg::Append(mut rec, ack) in batch {
+        for Msg::Append(mut rec, ack, since) in batch {
             last_id += 1;
             rec.id = last_id;
             rec.prev = head.clone();
@@ -320,18 +329,21 @@ fn write_loop(store: &Store, rx: mpsc::Receiver<Msg>, delay: Duration) {
             let v = serde_json::to_value(&*rec).unwrap_or_default();
             rec.hash = store::chain_hash(&head, &v);
             head = rec.hash.clone();
-            acks.push((rec.id, ack));
+            acks.push((rec.id, ack, since));
             records.push(*rec);
         }
         let result = store.append(&records).map_err(|e| e.to_string());
+        let m = crate::metrics::get();
         if let Err(e) = &result {
+            m.journal_errors.inc();
             error!(error = %e, records = records.len(), "journal write failed");
             // Start again from what is on disk.
             if let Ok(h) = store.head() {
                 (last_id, head) = h;
             }
         }
-        for (id, ack) in acks {
+        for (id, ack, since) in acks {
+            crate::metrics::Metrics::observe(&m.journal_write, since.elapsed());
             if let Some(ack) = ack {
                 let _ = ack.send(result.clone().map(|_| id));
             }
@@ -409,6 +421,7 @@ impl Exchange {
             return None;
         }
         self.sealed = true;
+        self.count();
         let journal = self.journal.take()?;
         self.rec.outcome = if outcome == "completed" && self.rec.gateway_error.is_some() {
             "refused".to_string()
@@ -424,6 +437,43 @@ impl Exchange {
         } else {
             journal.send(rec, None);
             None
+        }
+    }
+}
+
+impl Exchange {
+    /// The exchange in the metrics (journal or not).
+    fn count(&self) {
+        use crate::metrics::{ProviderLabels, RequestLabels, RuleLabels, get};
+        let m = get();
+        let r = &self.rec;
+        if r.provider.is_empty() {
+            return;
+        }
+        m.requests
+            .get_or_create(&RequestLabels {
+                provider: r.provider.clone(),
+                endpoint: r.endpoint.clone(),
+                status: r.status,
+            })
+            .inc();
+        let p = ProviderLabels {
+            provider: r.provider.clone(),
+        };
+        m.duration
+            .get_or_create(&p)
+            .observe(self.start.elapsed().as_secs_f64());
+        if let Some(t) = r.ttfb_ms {
+            m.ttfb.get_or_create(&p).observe(t / 1e3);
+        }
+        for d in &r.decisions {
+            m.rule_hits
+                .get_or_create(&RuleLabels {
+                    rule: d.rule.clone(),
+                    action: d.action.clone(),
+                    direction: d.direction.clone(),
+                })
+                .inc_by(d.count as u64);
         }
     }
 }

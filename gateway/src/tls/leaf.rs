@@ -96,6 +96,14 @@ impl LeafCache {
             }
             map[&name].cell.clone()
         };
+        if cell.initialized() {
+            let m = crate::metrics::get();
+            m.leaf_cache
+                .get_or_create(&crate::metrics::ResultLabels {
+                    result: "hit".into(),
+                })
+                .inc();
+        }
         let (cfg, _) = cell
             .get_or_try_init(|| async { self.mint(&name).map(|c| (c, Instant::now())) })
             .await?;
@@ -127,6 +135,12 @@ impl LeafCache {
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         self.mints
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::get()
+            .leaf_cache
+            .get_or_create(&crate::metrics::ResultLabels {
+                result: "mint".into(),
+            })
+            .inc();
         Ok(Arc::new(cfg))
     }
 }
