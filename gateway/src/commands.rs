@@ -377,6 +377,10 @@ pub fn journal(
                             .collect()
                     })
                     .unwrap_or_default();
+                let mut decisions = decisions;
+                if let Some(a) = r["approval"].as_object() {
+                    decisions.push(format!("hold:{}", a["outcome"].as_str().unwrap_or("?")));
+                }
                 let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
                 out.push_str(&format!(
                     "{}  {}  {}({})  {}  {}  {}  {}  {}  {}  {}  {:.1}  {}\n",

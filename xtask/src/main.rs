@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | run | test | bench`.
+//! Project tasks: `cargo xtask setup | build | run | test | bench | demo`.
 //!
 //! `setup` installs what building the eBPF programs needs (DESIGN §3) and is idempotent;
 //! `run`, `test` and `bench` call it first, so a fresh machine needs only these commands.
@@ -42,6 +42,9 @@ enum Cmd {
     },
     /// Run the benchmarks and write BENCHMARKS.md.
     Bench,
+    /// An offline tour: a fake provider on loopback, the gateway, curl and the Python SDK in a
+    /// demo cgroup (needs root, like the tests).
+    Demo,
 }
 
 const NIGHTLY: &str = "nightly";
@@ -106,6 +109,15 @@ fn real_main() -> Result<()> {
                 .args(&args)
                 .env("GATEWAY_BIN", &bin);
             run_tests(c)
+        }
+        Cmd::Demo => {
+            setup()?;
+            test_tools()?;
+            build(false)?;
+            step("demo (debug build)");
+            run(cargo()
+                .args(["run", "-q", "-p", "gateway-tests", "--bin", "demo"])
+                .env("GATEWAY_BIN", workspace().join("target/debug/gateway")))
         }
         Cmd::Bench => {
             setup()?;
