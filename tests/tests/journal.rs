@@ -417,3 +417,45 @@ done"#,
     }
     eprintln!("{total} completed exchanges checked over 10 kill -9 rounds");
 }
+
+#[test]
+fn bodies_nothing_inspected_are_counted_not_kept() {
+    let e = env("");
+    // An upload (not an inference endpoint: streamed through, never scanned) with a secret in it.
+    let resolve = format!("api.openai.com:443:{}", e.fakes.ips[0]);
+    let upload = format!("line one\nmy token {GH}\n{}", "x".repeat(5000));
+    let r = run(
+        e.cg.command(
+            "curl",
+            &[
+                "-sS",
+                "--resolve",
+                &resolve,
+                "--cacert",
+                e.ca.to_str().unwrap(),
+                "-H",
+                "content-type: application/octet-stream",
+                "--data-binary",
+                &upload,
+                "-w",
+                "\n%{http_code}",
+                "https://api.openai.com/v1/files",
+            ],
+        ),
+        Duration::from_secs(20),
+    );
+    // The fake has no files API: its 404 comes back, and is recorded like any answer.
+    assert!(r.stdout.ends_with("\n404"), "{r:?}");
+    let list = cli_json(&e, &["journal", "list", "--json"]);
+    let id = list[0]["id"].to_string();
+    let rec = cli_json(&e, &["journal", "show", &id, "--json"]);
+    assert_eq!(rec["status"], 404, "{rec:#}");
+    assert_eq!(rec["outcome"], "completed", "{rec:#}");
+    assert_eq!(rec["request_bytes"], upload.len(), "{rec:#}");
+    assert!(rec["request_body"].is_null(), "{rec:#}");
+    let export = String::from_utf8(e.gw.cli(&["journal", "export"]).stdout).unwrap();
+    assert!(
+        !export.contains(GH),
+        "an uninspected body went into the journal"
+    );
+}

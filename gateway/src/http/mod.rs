@@ -146,8 +146,15 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
             ttfb_ms = start.elapsed().as_millis() as u64,
             "request"
         );
+        let ct = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let text = ct.is_empty() || ct.starts_with("text/") || ct.contains("json");
         let (rp, rb) = resp.into_parts();
-        Response::from_parts(rp, JournalBody::new(rb, ex, found).boxed())
+        Response::from_parts(rp, JournalBody::new(rb, ex, found, text).boxed())
     }
     .instrument(span)
     .await
@@ -281,13 +288,21 @@ async fn send(
             .map_err(|n| match n {})
             .boxed()
     } else {
+        // Counted for the record; its bytes are not kept (nothing inspected them).
+        let counter = Arc::new(AtomicU64::new(0));
+        ex.streamed_request = Some(counter.clone());
         // Trailers get the same treatment as headers: a credential there is dropped too.
-        body.map_frame(|frame| match frame.into_trailers() {
+        body.map_frame(move |frame| match frame.into_trailers() {
             Ok(mut trailers) => {
                 credentials::strip_headers(&mut trailers);
                 http_body::Frame::trailers(trailers)
             }
-            Err(frame) => frame,
+            Err(frame) => {
+                if let Some(d) = frame.data_ref() {
+                    counter.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+                frame
+            }
         })
         .map_err(|e| Box::new(e) as BoxError)
         .boxed()

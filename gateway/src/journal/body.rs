@@ -31,8 +31,10 @@ pub struct JournalBody {
 }
 
 impl JournalBody {
-    pub fn new(inner: RespBody, ex: Exchange, found: Option<Found>) -> Self {
-        let limit = ex.body_limit();
+    /// `text`: the answer is text (JSON, SSE, text/*): kept; other answers (audio, files) are
+    /// counted only.
+    pub fn new(inner: RespBody, ex: Exchange, found: Option<Found>, text: bool) -> Self {
+        let limit = ex.body_limit().filter(|_| text);
         Self {
             inner,
             ex: Some(ex),

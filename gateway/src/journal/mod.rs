@@ -355,6 +355,9 @@ fn write_loop(store: &Store, rx: mpsc::Receiver<Msg>, delay: Duration) {
 pub struct Exchange {
     journal: Option<Arc<Journal>>,
     pub rec: Record,
+    /// Bytes of a request body streamed through without inspection (counted, never kept:
+    /// it was not masked).
+    pub streamed_request: Option<Arc<std::sync::atomic::AtomicU64>>,
     start: Instant,
     sealed: bool,
 }
@@ -374,6 +377,7 @@ impl Exchange {
             },
             start: Instant::now(),
             sealed: false,
+            streamed_request: None,
         }
     }
 
@@ -421,6 +425,9 @@ impl Exchange {
             return None;
         }
         self.sealed = true;
+        if let Some(n) = &self.streamed_request {
+            self.rec.request_bytes = n.load(std::sync::atomic::Ordering::Relaxed);
+        }
         self.count();
         let journal = self.journal.take()?;
         self.rec.outcome = if outcome == "completed" && self.rec.gateway_error.is_some() {
