@@ -446,6 +446,17 @@ fn held_requests_wait_for_approval_deny_time_out_and_withdraw() {
             })
             .collect();
         if journaled[3] >= 3.0 {
+            // Who decided, and when.
+            let approved: Vec<&serde_json::Value> = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["approval"]["outcome"] == "approved")
+                .collect();
+            for r in approved {
+                assert!(r["approval"]["by"].as_str().is_some(), "{r}");
+                assert!(r["approval"]["at"].as_str().unwrap().ends_with('Z'), "{r}");
+            }
             break;
         }
         std::thread::sleep(Duration::from_millis(100));

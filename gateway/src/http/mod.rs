@@ -477,12 +477,14 @@ async fn wait_for_approval(
         outcome: "withdrawn".into(),
         by: None,
         reason: None,
+        at: None,
         waited_ms: 0.0,
     });
     let outcome = waiting.wait(timeout).await;
     let waited_ms = since.elapsed().as_secs_f64() * 1e3;
     let approval = ex.rec.approval.as_mut().expect("set above");
     approval.waited_ms = waited_ms;
+    approval.at = Some(crate::journal::rfc3339(crate::journal::now_ms()));
     match outcome {
         Outcome::Decided(Decision::Approved { by }) => {
             tracing::info!(conn = ctx.conn_id, hold = info.id, %by, "hold approved");

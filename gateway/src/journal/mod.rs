@@ -144,6 +144,8 @@ pub struct Approval {
     pub outcome: String,
     pub by: Option<String>,
     pub reason: Option<String>,
+    /// When it was decided (RFC 3339), if it was.
+    pub at: Option<String>,
     pub waited_ms: f64,
 }
 
@@ -265,19 +267,15 @@ impl Journal {
             ),
         }
         if let Some(r) = cfg.retention {
-            let cut = now_ms().saturating_sub(r.as_millis() as u64);
-            match store.prune(cut) {
-                Ok(0) => {}
-                Ok(n) => info!(pruned = n, "journal records past retention pruned"),
-                Err(e) => warn!(error = %e, "journal pruning failed"),
-            }
+            prune(&store, r);
         }
         let (tx, rx) = mpsc::channel();
         let writer = store.clone();
         let delay = cfg.write_delay;
+        let retention = cfg.retention;
         std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || write_loop(&writer, rx, delay))
+            .spawn(move || write_loop(&writer, rx, delay, retention))
             .map_err(JournalError::Thread)?;
         Ok(Self {
             cfg: cfg.clone(),
@@ -300,7 +298,24 @@ impl Journal {
 /// Records that arrive while a flush runs go into the next one.
 const MAX_BATCH: usize = 512;
 
-fn write_loop(store: &Store, rx: mpsc::Receiver<Msg>, delay: Duration) {
+/// How often a running daemon prunes records past retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+fn prune(store: &Store, retention: Duration) {
+    let cut = now_ms().saturating_sub(retention.as_millis() as u64);
+    match store.prune(cut) {
+        Ok(0) => {}
+        Ok(n) => info!(pruned = n, "journal records past retention pruned"),
+        Err(e) => warn!(error = %e, "journal pruning failed"),
+    }
+}
+
+fn write_loop(
+    store: &Store,
+    rx: mpsc::Receiver<Msg>,
+    delay: Duration,
+    retention: Option<Duration>,
+) {
     let (mut last_id, mut head) = match store.head() {
         Ok(h) => h,
         Err(e) => {
@@ -308,7 +323,20 @@ fn write_loop(store: &Store, rx: mpsc::Receiver<Msg>, delay: Duration) {
             (0, store::GENESIS.to_string())
         }
     };
-    while let Ok(first) = rx.recv() {
+    let mut pruned_at = Instant::now();
+    loop {
+        // The writer is the one thread that changes the store: it also prunes, between writes.
+        if let Some(r) = retention
+            && pruned_at.elapsed() >= PRUNE_EVERY
+        {
+            prune(store, r);
+            pruned_at = Instant::now();
+        }
+        let first = match rx.recv_timeout(PRUNE_EVERY) {
+            Ok(m) => m,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
