@@ -164,3 +164,31 @@ fn the_example_config_parses_with_its_commented_policy_enabled() {
     assert_eq!(c.rules.len(), 2);
     assert_eq!(c.hold.approvers, vec!["alice", "@llm-approvers"]);
 }
+
+#[test]
+fn the_shared_vm_example_parses_with_team_keys_and_a_contractor_hold() {
+    let text = include_str!("../../../deploy/config/shared-vm.toml");
+    let c = Config::parse(text, "shared-vm.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.vault.selects.len(), 2);
+    assert_eq!(c.vault.selects[0].group.as_deref(), Some("team-a"));
+    let hold = c
+        .rules
+        .iter()
+        .find(|r| r.name == "contractors-wait")
+        .unwrap();
+    assert_eq!(hold.action, crate::policy::scan::Action::Hold);
+    let id = crate::redirect::identity::Identity::default();
+    let ctx = crate::policy::scan::Ctx {
+        dir: crate::policy::scan::Direction::Request,
+        id: &id,
+    };
+    let prompt = b"a long prompt\nwith lines";
+    // Nobody here is in `contractors`: the rule does not apply.
+    let s = crate::policy::scan::Scanner::new(&c.rules, &c.policy).unwrap();
+    assert!(s.find(prompt, 0, ctx).is_empty());
+    // For a contractor: one hit per prompt, whatever its length.
+    let mut everyone = hold.clone();
+    everyone.who = None;
+    let s = crate::policy::scan::Scanner::new(&[everyone], &c.policy).unwrap();
+    assert_eq!(s.find(prompt, 0, ctx).len(), 1);
+}

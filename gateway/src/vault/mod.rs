@@ -90,6 +90,8 @@ pub struct Select {
     pub uid: Option<u32>,
     pub user: Option<String>,
     pub gid: Option<u32>,
+    /// A group name: the caller's primary group, or its user is a listed member (/etc/group).
+    pub group: Option<String>,
     pub unit: Option<String>,
     /// cgroup path prefix (as in the journal: relative to the cgroup v2 root, starting with '/').
     pub cgroup: Option<String>,
@@ -101,6 +103,10 @@ impl Select {
     pub fn matches(&self, provider: &str, id: &Identity) -> bool {
         self.provider.as_deref().is_none_or(|p| p == provider)
             && self.gid.is_none_or(|g| g == id.gid)
+            && self
+                .group
+                .as_deref()
+                .is_none_or(|g| crate::policy::scan::in_group(g, id))
             && crate::redirect::identity::Match {
                 uid: self.uid,
                 user: self.user.as_deref(),
@@ -498,6 +504,20 @@ mod tests {
             cgroup: Some("/system.slice/ci.service/job-1".into()),
             ..Default::default()
         };
+        // A group by name: root's primary group is gid 0 on every Linux.
+        let by_group = Select {
+            group: Some("root".into()),
+            key: "root-group-key".into(),
+            ..Default::default()
+        };
+        assert!(by_group.matches("openai", &Identity::default()));
+        assert!(!by_group.matches(
+            "openai",
+            &Identity {
+                gid: 65534,
+                ..Default::default()
+            }
+        ));
         let ci_lookalike = Identity {
             cgroup: Some("/system.slice/ci.service-evil".into()),
             ..Default::default()
