@@ -63,6 +63,11 @@ pub enum Command {
         #[arg(long, global = true)]
         offline: bool,
     },
+    /// Is the daemon running and answering? Exit 0 when it is (liveness/readiness probes).
+    Status {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// Check this host: kernel and BTF, cgroup v2, bpffs, capabilities, pins, CA trust,
     /// provider DNS, vault, daemon — one line each.
     Doctor {

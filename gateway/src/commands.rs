@@ -506,3 +506,19 @@ pub fn replay(cfg: &Config, id: u64, speed: f64, offline: bool) -> Result<String
     );
     Ok(String::new())
 }
+
+/// The daemon's health through its admin socket.
+pub fn status(cfg: &Config) -> Result<String, AppError> {
+    let socket = crate::admin::socket_path(&cfg.state_dir);
+    match crate::admin::call(&socket, "GET", "/v1/health", None)? {
+        (200, _) => Ok(format!(
+            "gateway running (admin socket {})",
+            socket.display()
+        )),
+        (s, v) => Err(crate::admin::AdminError::Refused(format!(
+            "the daemon answered {s}: {}",
+            v["error"].as_str().unwrap_or("unhealthy")
+        ))
+        .into()),
+    }
+}

@@ -43,6 +43,7 @@ fn main() {
         } => report(with_config(config, |cfg| {
             commands::journal(cfg, &command, offline)
         })),
+        cli::Command::Status { config } => report(with_config(config, commands::status)),
         cli::Command::Doctor { config } => match Config::load(config.as_deref()) {
             Err(e) => {
                 eprintln!("gateway: {e}");

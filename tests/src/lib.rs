@@ -563,3 +563,37 @@ print(json.dumps({"local_port": s.getsockname()[1], "peer": list(s.getpeername()
 pub fn promtool() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tools/usr/bin/promtool")
 }
+
+/// A venv under target/ with PyPI's kubernetes-validate (Kubernetes JSON schemas, offline).
+pub fn k8s_venv() -> PathBuf {
+    static VENV: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    VENV.get_or_init(|| {
+        let dir = target_dir().join("k8s-venv");
+        if dir.join("bin/kubernetes-validate").exists() {
+            return dir;
+        }
+        let _ = fs::remove_dir_all(&dir);
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&dir)
+            .status()
+            .expect("python3 -m venv");
+        assert!(ok.success(), "creating the kubernetes-validate venv failed");
+        let out = Command::new(dir.join("bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "kubernetes-validate",
+            ])
+            .output()
+            .expect("pip");
+        assert!(
+            out.status.success(),
+            "pip install kubernetes-validate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+    .clone()
+}
