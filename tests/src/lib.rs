@@ -135,6 +135,9 @@ pub struct Opts {
     pub extra: String,
     /// Log filter instead of "info,gateway_ebpf=debug" (must keep gateway::app at info).
     pub log_level: Option<String>,
+    /// `listen.addr` instead of a free loopback port (e.g. an address a network namespace the
+    /// test created can reach).
+    pub listen: Option<SocketAddr>,
 }
 
 /// One test's gateway: its config, state dir, pins and process. Killed and detached on drop.
@@ -186,9 +189,11 @@ impl Gateway {
             .tempdir()
             .expect("tempdir");
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{name}"));
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
-            .parse()
-            .unwrap();
+        let listen: SocketAddr = opts.listen.unwrap_or_else(|| {
+            format!("127.0.0.1:{}", free_port("127.0.0.1"))
+                .parse()
+                .unwrap()
+        });
         let listen6: SocketAddr = format!("[::1]:{}", free_port("::1")).parse().unwrap();
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
             .parse()

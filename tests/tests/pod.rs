@@ -1,0 +1,154 @@
+//! Issue E, "pod": a client in its own network namespace (a veth pair to the host, addresses
+//! the test creates) and its own child cgroup calls a provider through the gateway running in
+//! the host namespace. The redirect target is an address the client's namespace reaches over
+//! the veth (as a pod reaches its node), not its own loopback.
+
+use std::{process::Command, time::Duration};
+
+use gateway_tests::{
+    CgroupGuard, Gateway, Opts, provider::Providers, require_privileges, run, unique,
+};
+
+const KEY: &str = "sk-vault-pod-110";
+
+/// A network namespace with a veth pair to the host: host 169.254.77.1/30, pod
+/// 169.254.77.2/30, the pod's default route via the host. Removed on drop.
+struct PodNet {
+    ns: String,
+    host_if: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PodNet {
+    fn new(tag: &str) -> Self {
+        let ns = format!("gwpod-{tag}");
+        let host_if = format!("gwh{tag}");
+        let pod_if = format!("gwp{tag}");
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        let _ = Command::new("ip").args(["link", "del", &host_if]).output();
+        ip(&["netns", "add", &ns]);
+        let me = Self {
+            ns: ns.clone(),
+            host_if: host_if.clone(),
+        };
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &pod_if,
+        ]);
+        ip(&["link", "set", &pod_if, "netns", &ns]);
+        ip(&["addr", "add", "169.254.77.1/30", "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        let inside = |a: &[&str]| {
+            let mut v = vec!["netns", "exec", &ns, "ip"];
+            v.extend_from_slice(a);
+            ip(&v);
+        };
+        inside(&["link", "set", "lo", "up"]);
+        inside(&["addr", "add", "169.254.77.2/30", "dev", &pod_if]);
+        inside(&["link", "set", &pod_if, "up"]);
+        inside(&["route", "add", "default", "via", "169.254.77.1"]);
+        me
+    }
+}
+
+impl Drop for PodNet {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+    }
+}
+
+#[test]
+fn a_client_in_its_own_network_namespace_is_redirected_intercepted_and_journaled() {
+    require_privileges();
+    let n = unique();
+    let tag = format!("{}{n}", std::process::id() % 10000);
+    let net = PodNet::new(&tag);
+    let fakes = Providers::start(110, n);
+    let name = format!("gw-pod-{}-{n}", std::process::id());
+    let cg = CgroupGuard::new(&name);
+    let gw = Gateway::start_opts(
+        &name,
+        &cg.path,
+        &fakes.config(),
+        &Opts {
+            extra_roots: vec![fakes.pki.ca_pem.clone()],
+            keys: vec![("openai".into(), KEY.into())],
+            builtin: true,
+            listen: Some("169.254.77.1:15001".parse().unwrap()),
+            ..Default::default()
+        },
+    );
+    // curl in the pod's network namespace and the test's cgroup, calling the provider's
+    // address: the connect() is rewritten to 169.254.77.1:15001, reached over the veth.
+    let resolve = format!("api.openai.com:443:{}", fakes.ips[0]);
+    let ca = gw.ca_pem();
+    // Into the cgroup first (`ip netns exec` mounts its own /sys), then into the namespace.
+    let ca = ca.to_str().unwrap().to_string();
+    let cmd = cg.command(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &net.ns,
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--resolve",
+            &resolve,
+            "--cacert",
+            &ca,
+            "-H",
+            "authorization: Bearer sk-dummy",
+            "-w",
+            "\n%{http_code} %{remote_ip}",
+            "https://api.openai.com/v1/models",
+        ],
+    );
+    let r = run(cmd, Duration::from_secs(20));
+    assert!(
+        r.stdout.ends_with(&format!("\n200 {}", fakes.ips[0])),
+        "{r:?}\n{}",
+        gw.raw_log()
+    );
+    // Intercepted: the provider got the vault's key, never the dummy.
+    let seen = fakes.openai.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].credentials(),
+        vec![format!("authorization: Bearer {KEY}")]
+    );
+    // Redirected from the pod's address, attributed by cgroup, journaled.
+    let closed = gw.fields("connection closed");
+    let c = closed
+        .iter()
+        .find(|f| f["outcome"] == "intercepted")
+        .unwrap_or_else(|| panic!("no intercepted connection:\n{}", gw.raw_log()));
+    assert!(
+        c["client"].as_str().unwrap().starts_with("169.254.77.2:"),
+        "{c}"
+    );
+    let out = gw.cli(&["journal", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rec = &list[0];
+    assert_eq!(rec["who"]["comm"], "curl", "{rec}");
+    assert_eq!(
+        rec["who"]["cgroup"].as_str().unwrap(),
+        format!("/{name}"),
+        "{rec}"
+    );
+    assert_eq!(rec["status"], 200);
+}
