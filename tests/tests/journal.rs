@@ -357,16 +357,37 @@ done"#,
     );
     let mut total = 0;
     for round in 0..10 {
-        let child =
+        let mut child =
             e.cg.command("sh", &["-c", &script])
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
-        std::thread::sleep(Duration::from_millis(300 + 70 * round));
+        // Lines as they come: the kill lands a varying time after the first exchange completed
+        // (a fixed delay could fire before any on a slow machine).
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for l in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut lines = vec![
+            rx.recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("round {round}: no exchange completed in 30 s")),
+        ];
+        std::thread::sleep(Duration::from_millis(40 + 37 * round));
         e.gw.kill9();
-        let out = child.wait_with_output().unwrap();
-        let done: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
+        let _ = child.wait();
+        reader.join().unwrap();
+        lines.extend(rx.try_iter());
+        let done: Vec<String> = lines
+            .iter()
             .map(|l| format!("burst-{}-end", l.trim_start_matches("200 ")))
             .collect();
         assert!(
