@@ -152,3 +152,126 @@ fn a_client_in_its_own_network_namespace_is_redirected_intercepted_and_journaled
     );
     assert_eq!(rec["status"], 200);
 }
+
+/// A Kubernetes API on loopback that lists one pod (the real list shape, trimmed).
+fn fake_api(
+    uid: &str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    let body = serde_json::json!({
+        "kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
+        "items": [{"metadata": {"name": "review-job-7", "namespace": "team-a", "uid": uid}}]
+    })
+    .to_string();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            // Only the pods of this node, with the service account's token.
+            let ok = req.starts_with("GET /api/v1/pods?fieldSelector=spec.nodeName%3Dnode-1 ")
+                && req.contains("authorization: Bearer sa-token-1");
+            if ok {
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            let (status, body) = if ok {
+                ("200 OK", body.as_str())
+            } else {
+                ("403 Forbidden", "{}")
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, hits)
+}
+
+#[test]
+fn a_pods_cgroup_is_named_through_the_kubernetes_api() {
+    require_privileges();
+    let n = unique();
+    let uid = "6f0a1c2e-1b2c-4d5e-8f90-a1b2c3d4e5f6";
+    let (api, hits) = fake_api(uid);
+    let fakes = Providers::start(111, n);
+    let name = format!("gw-kpod-{}-{n}", std::process::id());
+    let cg = CgroupGuard::new(&name);
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "sa-token-1\n").unwrap();
+    let gw = Gateway::start_opts(
+        &name,
+        &cg.path,
+        &format!(
+            "{}[kubernetes]\napi = \"http://{api}\"\ntoken_file = {:?}\nnode_name = \"node-1\"\nrefresh = \"1s\"\n",
+            fakes.config(),
+            token.display().to_string()
+        ),
+        &Opts {
+            extra_roots: vec![fakes.pki.ca_pem.clone()],
+            keys: vec![("openai".into(), KEY.into())],
+            builtin: true,
+            ..Default::default()
+        },
+    );
+    for _ in 0..100 {
+        if hits.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        hits.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "{}",
+        gw.raw_log()
+    );
+    // The client runs in a kubelet-shaped pod cgroup below the attached one.
+    let pod_cg = cg
+        .path
+        .join("kubepods/besteffort")
+        .join(format!("pod{uid}"));
+    std::fs::create_dir_all(&pod_cg).unwrap();
+    let resolve = format!("api.openai.com:443:{}", fakes.ips[0]);
+    let ca = gw.ca_pem();
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "echo $$ > \"$0\" && exec \"$@\""])
+        .arg(pod_cg.join("cgroup.procs"))
+        .args([
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--resolve",
+            &resolve,
+            "--cacert",
+        ])
+        .arg(&ca)
+        .args(["-w", "\n%{http_code}", "https://api.openai.com/v1/models"]);
+    let r = run(cmd, Duration::from_secs(20));
+    // Leave the pod cgroup empty again for the guard.
+    for _ in 0..50 {
+        if std::fs::remove_dir(&pod_cg).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir(cg.path.join("kubepods/besteffort"));
+    let _ = std::fs::remove_dir(cg.path.join("kubepods"));
+    assert!(r.stdout.ends_with("\n200"), "{r:?}\n{}", gw.raw_log());
+    let out = gw.cli(&["journal", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let who = &list[0]["who"];
+    assert_eq!(who["pod_uid"], uid, "{who}");
+    assert_eq!(who["pod_namespace"], "team-a", "{who}");
+    assert_eq!(who["pod_name"], "review-job-7", "{who}");
+}

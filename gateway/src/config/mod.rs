@@ -58,6 +58,7 @@ pub struct Config {
     pub hold: crate::hold::HoldConfig,
     pub journal: crate::journal::JournalConfig,
     pub metrics: crate::metrics::MetricsConfig,
+    pub kubernetes: crate::redirect::pods::KubernetesConfig,
 }
 
 impl Default for Config {
@@ -78,6 +79,7 @@ impl Default for Config {
             hold: Default::default(),
             journal: Default::default(),
             metrics: Default::default(),
+            kubernetes: Default::default(),
         }
     }
 }

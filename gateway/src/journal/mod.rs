@@ -106,6 +106,8 @@ pub struct Who {
     pub cgroup: Option<String>,
     pub unit: Option<String>,
     pub pod_uid: Option<String>,
+    pub pod_namespace: Option<String>,
+    pub pod_name: Option<String>,
     pub container_id: Option<String>,
 }
 
@@ -120,6 +122,8 @@ impl From<&Identity> for Who {
             cgroup: i.cgroup.clone(),
             unit: i.unit.clone(),
             pod_uid: i.pod_uid.clone(),
+            pod_namespace: i.pod_namespace.clone(),
+            pod_name: i.pod_name.clone(),
             container_id: i.container_id.clone(),
         }
     }

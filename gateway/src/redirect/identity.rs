@@ -26,6 +26,9 @@ pub struct Identity {
     pub unit: Option<String>,
     pub slice: Option<String>,
     pub pod_uid: Option<String>,
+    /// From the Kubernetes API, when it is configured and knows the pod.
+    pub pod_namespace: Option<String>,
+    pub pod_name: Option<String>,
     pub container_id: Option<String>,
 }
 
@@ -114,6 +117,7 @@ fn is_container_id(s: &str) -> bool {
 /// Resolves identities; caches user names and cgroup paths.
 pub struct IdentityResolver {
     cgroup_root: Option<PathBuf>,
+    pods: Option<std::sync::Arc<super::pods::PodNames>>,
     users: Mutex<HashMap<u32, Option<String>>>,
     cgroups: Mutex<HashMap<u64, String>>,
 }
@@ -124,14 +128,25 @@ impl IdentityResolver {
     pub fn new(cgroup_root: Option<PathBuf>) -> Self {
         Self {
             cgroup_root,
+            pods: None,
             users: Mutex::new(HashMap::new()),
             cgroups: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Names for pod UIDs (the Kubernetes API), when configured.
+    pub fn with_pod_names(mut self, pods: Option<std::sync::Arc<super::pods::PodNames>>) -> Self {
+        self.pods = pods;
+        self
+    }
+
     pub fn resolve(&self, rec: &ConnRecord) -> Identity {
         let cgroup = self.cgroup_path(rec.tgid, rec.cgroup_id);
         let owner = cgroup.as_deref().map(parse_cgroup_path).unwrap_or_default();
+        let named = owner
+            .pod_uid
+            .as_deref()
+            .and_then(|u| self.pods.as_ref()?.get(u));
         Identity {
             pid: rec.pid,
             tgid: rec.tgid,
@@ -144,6 +159,8 @@ impl IdentityResolver {
             unit: owner.unit,
             slice: owner.slice,
             pod_uid: owner.pod_uid,
+            pod_namespace: named.as_ref().map(|n| n.0.clone()),
+            pod_name: named.map(|n| n.1),
             container_id: owner.container_id,
         }
     }

@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod identity;
 pub mod loader;
 pub mod origdst;
+pub mod pods;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -156,7 +157,10 @@ impl Redirect {
 
         Ok(Self {
             orig_dst: Arc::new(origdst::BpfOrigDst::new(flows)),
-            identity: Arc::new(identity::IdentityResolver::new(Some(cg_root))),
+            identity: Arc::new(
+                identity::IdentityResolver::new(Some(cg_root))
+                    .with_pod_names(pods::start(&cfg.kubernetes)),
+            ),
             mode: attached.mode,
             cgroup,
         })
