@@ -106,29 +106,22 @@ fn cgroup(cfg: &Config) -> Check {
     }
 }
 
-fn mounted(fs_type: &str, at: &Path) -> bool {
-    std::fs::read_to_string("/proc/self/mounts")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 2 && f[2] == fs_type && Path::new(f[1]) == at
-        })
-}
-
 fn bpffs(cfg: &Config) -> Check {
-    // The pin dir lives on a bpf filesystem: find the mount it is under.
+    // Where bpf filesystems are mounted; the pin dir must be under one.
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let under = mounts.lines().any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        f.len() > 2 && f[2] == "bpf" && cfg.redirect.pin_dir.starts_with(f[1])
-    });
-    if under {
+    let bpf: Vec<&Path> = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[2] == "bpf").then(|| Path::new(f[1]))
+        })
+        .collect();
+    if bpf.iter().any(|m| cfg.redirect.pin_dir.starts_with(m)) {
         ok(format!(
             "bpf filesystem holds the pin dir {}",
             cfg.redirect.pin_dir.display()
         ))
-    } else if mounted("bpf", Path::new("/sys/fs/bpf")) {
+    } else if bpf.contains(&Path::new("/sys/fs/bpf")) {
         fail(format!(
             "redirect.pin_dir {} is not on a bpf filesystem; put it under /sys/fs/bpf",
             cfg.redirect.pin_dir.display()
@@ -195,15 +188,7 @@ fn pem_body(pem: &str) -> String {
 }
 
 fn bundle_has(bundle: &Path, body: &str) -> bool {
-    std::fs::read_to_string(bundle)
-        .map(|b| {
-            b.lines()
-                .filter(|l| !l.starts_with("-----"))
-                .collect::<Vec<_>>()
-                .concat()
-                .contains(body)
-        })
-        .unwrap_or(false)
+    std::fs::read_to_string(bundle).is_ok_and(|b| pem_body(&b).contains(body))
 }
 
 fn ca(cfg: &Config) -> Vec<Check> {

@@ -366,6 +366,17 @@ listen = "{metrics}"
         (accepted, closed)
     }
 
+    /// The daemon's `/metrics` text (fetched with curl).
+    pub fn metrics_text(&self) -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .arg(format!("http://{}/metrics", self.metrics))
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "fetching /metrics: {out:?}");
+        String::from_utf8(out.stdout).expect("metrics are text")
+    }
+
     /// `gateway <args> -c <config>`.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(gateway_bin())

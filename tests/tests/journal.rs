@@ -248,13 +248,7 @@ fn exchanges_are_journaled_with_identity_masked_bodies_and_a_verified_chain() {
 
 /// `/metrics` of the test's gateway, checked by promtool.
 fn metrics(e: &ProviderEnv) -> String {
-    let url = format!("http://{}/metrics", e.gw.metrics);
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "5", &url])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = e.gw.metrics_text();
     let promtool = gateway_tests::promtool();
     let mut check = std::process::Command::new(&promtool)
         .args(["check", "metrics"])

@@ -461,11 +461,7 @@ fn held_requests_wait_for_approval_deny_time_out_and_withdraw() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let out = std::process::Command::new("curl")
-        .args(["-sS", &format!("http://{}/metrics", e.gw.metrics)])
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = e.gw.metrics_text();
     let value = |name: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(name))

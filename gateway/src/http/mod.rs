@@ -90,7 +90,6 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
     let endpoint = adapter.endpoint(req.method(), req.uri().path());
     let span = debug_span!("req", conn = ctx.conn_id, n, endpoint);
     let method = req.method().clone();
-    let start = Instant::now();
     // The record of this exchange; written when the answer ends (or by its Drop when the
     // client goes away first).
     let mut ex = Exchange::new(ctx.journal.clone(), &ctx.identity, ctx.conn_id);
@@ -142,8 +141,8 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
             stripped_headers = stripped.headers,
             stripped_params = stripped.params,
             key = key_name.as_deref(),
-            gateway_error = resp.headers().get("x-gateway-error").and_then(|v| v.to_str().ok()),
-            ttfb_ms = start.elapsed().as_millis() as u64,
+            gateway_error = ex.rec.gateway_error.as_deref(),
+            ttfb_ms = ex.rec.ttfb_ms.unwrap_or(0.0) as u64,
             "request"
         );
         let ct = resp

@@ -499,9 +499,7 @@ impl Exchange {
         let p = ProviderLabels {
             provider: r.provider.clone(),
         };
-        m.duration
-            .get_or_create(&p)
-            .observe(self.start.elapsed().as_secs_f64());
+        m.duration.get_or_create(&p).observe(r.duration_ms / 1e3);
         if let Some(t) = r.ttfb_ms {
             m.ttfb.get_or_create(&p).observe(t / 1e3);
         }
