@@ -892,6 +892,36 @@ fn upstream_connections_are_reused_team_keys_follow_the_caller_and_keys_cli_work
         e.fakes.openai.connections() - conns,
         workers + 2
     );
+    // Streamed answers back to back on one client connection (one worker): one upstream
+    // connection for all of them. The provider's stream is passed on to its real end (the fake
+    // pauses 5 ms after `[DONE]` before it ends it), not cut at its closing event — cut there,
+    // the upstream connection is still draining when the next request comes, and a new
+    // one is opened for it.
+    let chat_stream =
+        r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let url = "https://api.openai.com/v1/chat/completions";
+    let conns = e.fakes.openai.connections();
+    let r = e.curl(
+        "api.openai.com",
+        &e.fakes.ips[0],
+        &[
+            "--http1.1",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            chat_stream,
+            url,
+            url,
+            url,
+        ],
+        "/v1/chat/completions",
+    );
+    assert_eq!(r.stdout.matches("data: [DONE]").count(), 4, "{r:?}");
+    let new = e.fakes.openai.connections() - conns;
+    assert!(
+        new <= 1,
+        "at most one new upstream connection for 4 streamed answers on one client connection: {new}"
+    );
 
     // Team keys: a [[vault.select]] for uid 65534 (set up below) picks its own key.
     drop(e);

@@ -120,10 +120,13 @@ impl Body for JournalBody {
                 let data = data.clone();
                 this.take(&data);
                 // The last frame, or the provider's last event: SDKs stop reading there and
-                // hang up, so it counts as the end the client sees.
-                if this.inner.is_end_stream() || final_event(&data) {
-                    // The last frame: it goes out once its record is durable.
-                    this.done = true;
+                // hang up, so it counts as the end the client sees. It goes out once its record
+                // is durable. After a closing event the stream is still passed on to its real
+                // end: ending it early would leave the provider's HTTP/1.1 connection busy
+                // draining, and the client's next request would need a new one.
+                let end = this.inner.is_end_stream();
+                if end || final_event(&data) {
+                    this.done = end;
                     if let Some(ack) = this.seal("completed") {
                         this.waiting = Some((Some(frame), ack));
                         cx.waker().wake_by_ref();
