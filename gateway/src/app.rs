@@ -159,8 +159,9 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
         created,
         "internal CA ready; clients must trust this certificate (`gateway ca install`)"
     );
-    let vault = Vault::new(&cfg.vault, &cfg.state_dir)?;
+    let mut vault = Vault::new(&cfg.vault, &cfg.state_dir)?;
     vault.check()?;
+    vault.watch();
     let roots = root_store(&cfg.upstream.extra_roots)?;
     let upstreams = Arc::new(Upstreams::new(
         roots,

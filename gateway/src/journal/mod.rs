@@ -397,12 +397,18 @@ pub struct Exchange {
 impl Exchange {
     pub fn new(journal: Option<Arc<Journal>>, who: &Identity, conn: u64) -> Self {
         let ms = now_ms();
+        // The caller and the time as text only when there is a journal to write them to
+        // (measured: a few % of a proxied request's CPU otherwise); `time` is set at the seal.
+        let who = if journal.is_some() {
+            Who::from(who)
+        } else {
+            Who::default()
+        };
         Self {
             journal,
             rec: Record {
-                time: rfc3339(ms),
                 time_ms: ms,
-                who: Who::from(who),
+                who,
                 conn,
                 outcome: "client_gone".into(),
                 ..Default::default()
@@ -468,6 +474,7 @@ impl Exchange {
             outcome.to_string()
         };
         self.rec.duration_ms = self.elapsed_ms();
+        self.rec.time = rfc3339(self.rec.time_ms);
         let rec = std::mem::take(&mut self.rec);
         if want_ack {
             let (tx, rx) = oneshot::channel();

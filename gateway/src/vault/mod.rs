@@ -16,7 +16,10 @@ use std::{
     io::Write as _,
     os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::SystemTime,
 };
 
@@ -169,6 +172,9 @@ pub struct Vault {
     env_prefix: String,
     selects: Vec<Select>,
     cache: Mutex<Option<Cached>>,
+    /// Set by the watcher thread ([`Vault::watch`]) when the file may have changed; without a
+    /// watcher every lookup checks the file's mtime.
+    watch: Option<Arc<AtomicBool>>,
     hashicorp: Option<hashicorp::Hashicorp>,
 }
 
@@ -187,8 +193,71 @@ impl Vault {
             env_prefix: cfg.env_prefix.clone(),
             selects: cfg.selects.clone(),
             cache: Mutex::new(None),
+            watch: None,
             hashicorp,
         })
+    }
+
+    /// For the daemon: watch the vault file's directory (inotify) from a thread, so a lookup
+    /// re-reads the file only after the kernel reported a change to it instead of a `stat` per
+    /// request (measured: ~4% of the CPU a proxied request costs). `gateway keys set` renames
+    /// a new file into place, which the watch sees as soon as it happens. If the watch cannot
+    /// be set up (no such directory yet, inotify limits), lookups keep checking the mtime.
+    pub fn watch(&mut self) {
+        if self.kind != BackendKind::File {
+            return;
+        }
+        let (Some(dir), Some(name)) = (self.file.parent(), self.file.file_name()) else {
+            return;
+        };
+        use nix::sys::inotify::{AddWatchFlags as F, InitFlags, Inotify};
+        let ino = match Inotify::init(InitFlags::IN_CLOEXEC) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(error = %e, "vault: no inotify; checking the file on every request");
+                return;
+            }
+        };
+        let flags = F::IN_CLOSE_WRITE
+            | F::IN_MOVED_TO
+            | F::IN_MOVED_FROM
+            | F::IN_DELETE
+            | F::IN_CREATE
+            | F::IN_ATTRIB
+            | F::IN_MODIFY;
+        if let Err(e) = ino.add_watch(dir, flags) {
+            tracing::warn!(dir = %dir.display(), error = %e, "vault: cannot watch the directory; checking the file on every request");
+            return;
+        }
+        let changed = Arc::new(AtomicBool::new(true));
+        let flag = changed.clone();
+        let name = name.to_os_string();
+        let spawned = std::thread::Builder::new()
+            .name("gw-vault-watch".into())
+            .spawn(move || {
+                loop {
+                    match ino.read_events() {
+                        Ok(events) => {
+                            if events.iter().any(|e| {
+                                e.name.as_deref() == Some(name.as_os_str())
+                                    || e.mask.contains(F::IN_Q_OVERFLOW)
+                            }) {
+                                flag.store(true, Ordering::Release);
+                            }
+                        }
+                        Err(nix::errno::Errno::EINTR) => {}
+                        Err(e) => {
+                            // From here on every lookup checks the file again.
+                            tracing::warn!(error = %e, "vault: watch failed; checking the file on every request");
+                            flag.store(true, Ordering::Release);
+                            return;
+                        }
+                    }
+                }
+            });
+        if spawned.is_ok() {
+            self.watch = Some(changed);
+        }
     }
 
     pub fn file(&self) -> &Path {
@@ -236,9 +305,22 @@ impl Vault {
                     .map(Secret::new))
             }
             BackendKind::File => {
-                // One stat per request (on the hot path): a file that cannot be stat'ed counts
-                // as absent, as `exists()` would have it.
+                // Watched and unchanged since the last read: the cache as it is.
+                if let Some(w) = &self.watch
+                    && !w.load(Ordering::Acquire)
+                {
+                    let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(c) = cache.as_ref() {
+                        return Ok(c.keys.get(name).cloned());
+                    }
+                }
+                // Cleared before the file is read: a change during the read sets it again.
+                if let Some(w) = &self.watch {
+                    w.store(false, Ordering::Release);
+                }
+                // A file that cannot be stat'ed counts as absent, as `exists()` would have it.
                 let Ok(meta) = std::fs::metadata(&self.file) else {
+                    *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     return Ok(None);
                 };
                 let mtime = meta.modified().ok();
@@ -247,10 +329,10 @@ impl Vault {
                     .as_ref()
                     .is_none_or(|c| c.mtime != mtime || mtime.is_none())
                 {
-                    *cache = Some(Cached {
-                        mtime,
-                        keys: self.load_file()?,
-                    });
+                    // A file that does not load fails every request (closed) until it is fixed.
+                    *cache = None;
+                    let keys = self.load_file()?;
+                    *cache = Some(Cached { mtime, keys });
                 }
                 Ok(cache.as_ref().and_then(|c| c.keys.get(name).cloned()))
             }
@@ -467,6 +549,63 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         other.set("openai", &Secret::new("second")).unwrap();
         assert_eq!(get(&v, "openai").as_deref(), Some("second"));
+    }
+
+    /// The watched vault (the daemon's): every kind of change is seen, shortly after it
+    /// happens (the watch thread reports it).
+    #[test]
+    fn a_watched_file_is_reread_after_each_change_and_fails_closed_when_broken() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = vault(d.path());
+        v.watch();
+        assert!(v.watch.is_some(), "inotify watch set up");
+        let eventually = |want: Option<&str>| {
+            let t = std::time::Instant::now();
+            loop {
+                let got = v.get_local("openai").ok().flatten();
+                if got.as_ref().map(|s| s.expose()) == want {
+                    return;
+                }
+                assert!(
+                    t.elapsed() < std::time::Duration::from_secs(5),
+                    "vault still says {:?}, want {want:?}",
+                    got.map(|s| s.expose().to_string())
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        eventually(None);
+        let other = vault(d.path());
+        other.set("openai", &Secret::new("first")).unwrap();
+        eventually(Some("first"));
+        for _ in 0..3 {
+            assert_eq!(get(&v, "openai").as_deref(), Some("first"), "cached");
+        }
+        other.set("openai", &Secret::new("second")).unwrap();
+        eventually(Some("second"));
+        // Written in place (an editor), not renamed.
+        std::fs::write(other.file(), "[keys]\nopenai = \"third\"\n").unwrap();
+        eventually(Some("third"));
+        // Broken in place: every lookup fails until it is fixed.
+        std::fs::write(other.file(), "[keys]\nopenai = third-unquoted\n").unwrap();
+        let t = std::time::Instant::now();
+        while v.get_local("openai").is_ok() {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(5),
+                "broken file noticed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(
+            v.get_local("openai").is_err(),
+            "still failing, not the old key"
+        );
+        std::fs::write(other.file(), "[keys]\nopenai = \"fourth\"\n").unwrap();
+        eventually(Some("fourth"));
+        std::fs::remove_file(other.file()).unwrap();
+        eventually(None);
+        other.set("openai", &Secret::new("fifth")).unwrap();
+        eventually(Some("fifth"));
     }
 
     #[test]

@@ -289,6 +289,23 @@ pub fn run(pid: u32) -> String {
             &log,
         );
     }
+    // For profiling by hand: `BENCH_HOLD=SECS` keeps everything up that long after the warm-up
+    // (h2load from a shell that joined the printed cgroup takes the gateway path).
+    if let Some(secs) = std::env::var("BENCH_HOLD")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        eprintln!(
+            "holding {secs} s: cgroup {}, gateway pid {}, paths {:?}",
+            cg.path.display(),
+            gw.pid(),
+            paths
+                .iter()
+                .map(|p| (p.label, &p.connect_to))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+    }
     let mut lats: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     for round in 0..LAT_ROUNDS {
         let order: Vec<usize> = if round % 2 == 0 {
