@@ -106,6 +106,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
             client_hello_timeout: cfg.intercept.client_hello_timeout,
             connect_timeout: cfg.intercept.connect_timeout,
             bypass_mark: cfg.redirect.bypass_mark,
+            exempt_namespaces: cfg.kubernetes.exempt_namespaces.clone(),
         },
     ));
     let workers = Arc::new(Workers::start(cfg.listen.workers)?);

@@ -3,7 +3,7 @@
 //! the host namespace. The redirect target is an address the client's namespace reaches over
 //! the veth (as a pod reaches its node), not its own loopback.
 
-use std::{process::Command, time::Duration};
+use std::{path::Path, process::Command, time::Duration};
 
 use gateway_tests::{
     CgroupGuard, Gateway, Opts, provider::Providers, require_privileges, run, unique,
@@ -167,7 +167,10 @@ fn fake_api(
     let h = hits.clone();
     let body = serde_json::json!({
         "kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
-        "items": [{"metadata": {"name": "review-job-7", "namespace": "team-a", "uid": uid}}]
+        "items": [
+            {"metadata": {"name": "review-job-7", "namespace": "team-a", "uid": uid}},
+            {"metadata": {"name": "vendor-bot-1", "namespace": "vendor-exempt", "uid": EXEMPT_UID}}
+        ]
     })
     .to_string();
     std::thread::spawn(move || {
@@ -197,8 +200,50 @@ fn fake_api(
     (addr, hits)
 }
 
+/// A pod in a namespace listed in `kubernetes.exempt_namespaces`.
+const EXEMPT_UID: &str = "0b9c8d7e-6f5a-4b3c-9d2e-1f0a9b8c7d6e";
+
+/// curl from a kubelet-shaped pod cgroup (`<cg>/kubepods/besteffort/pod<uid>`), removed after.
+fn curl_in_pod(
+    cg: &Path,
+    uid: &str,
+    ip: &str,
+    cafile: &Path,
+    extra: &[&str],
+) -> gateway_tests::ClientRun {
+    let pod_cg = cg.join("kubepods/besteffort").join(format!("pod{uid}"));
+    std::fs::create_dir_all(&pod_cg).unwrap();
+    let resolve = format!("api.openai.com:443:{ip}");
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "echo $$ > \"$0\" && exec \"$@\""])
+        .arg(pod_cg.join("cgroup.procs"))
+        .args([
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--resolve",
+            &resolve,
+            "--cacert",
+        ])
+        .arg(cafile)
+        .args(extra)
+        .args(["-w", "\n%{http_code}", "https://api.openai.com/v1/models"]);
+    let r = run(cmd, Duration::from_secs(20));
+    // Leave the pod cgroup empty again for the guard.
+    for _ in 0..50 {
+        if std::fs::remove_dir(&pod_cg).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir(cg.join("kubepods/besteffort"));
+    let _ = std::fs::remove_dir(cg.join("kubepods"));
+    r
+}
+
 #[test]
-fn a_pods_cgroup_is_named_through_the_kubernetes_api() {
+fn a_pods_cgroup_is_named_through_the_kubernetes_api_and_exempt_namespaces_pass_untouched() {
     require_privileges();
     let n = unique();
     let uid = "6f0a1c2e-1b2c-4d5e-8f90-a1b2c3d4e5f6";
@@ -213,7 +258,7 @@ fn a_pods_cgroup_is_named_through_the_kubernetes_api() {
         &name,
         &cg.path,
         &format!(
-            "{}[kubernetes]\napi = \"http://{api}\"\ntoken_file = {:?}\nnode_name = \"node-1\"\nrefresh = \"1s\"\n",
+            "{}[kubernetes]\napi = \"http://{api}\"\ntoken_file = {:?}\nnode_name = \"node-1\"\nrefresh = \"1s\"\nexempt_namespaces = [\"vendor-exempt\"]\n",
             fakes.config(),
             token.display().to_string()
         ),
@@ -236,37 +281,8 @@ fn a_pods_cgroup_is_named_through_the_kubernetes_api() {
         gw.raw_log()
     );
     // The client runs in a kubelet-shaped pod cgroup below the attached one.
-    let pod_cg = cg
-        .path
-        .join("kubepods/besteffort")
-        .join(format!("pod{uid}"));
-    std::fs::create_dir_all(&pod_cg).unwrap();
-    let resolve = format!("api.openai.com:443:{}", fakes.ips[0]);
     let ca = gw.ca_pem();
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", "echo $$ > \"$0\" && exec \"$@\""])
-        .arg(pod_cg.join("cgroup.procs"))
-        .args([
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "--resolve",
-            &resolve,
-            "--cacert",
-        ])
-        .arg(&ca)
-        .args(["-w", "\n%{http_code}", "https://api.openai.com/v1/models"]);
-    let r = run(cmd, Duration::from_secs(20));
-    // Leave the pod cgroup empty again for the guard.
-    for _ in 0..50 {
-        if std::fs::remove_dir(&pod_cg).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = std::fs::remove_dir(cg.path.join("kubepods/besteffort"));
-    let _ = std::fs::remove_dir(cg.path.join("kubepods"));
+    let r = curl_in_pod(&cg.path, uid, &fakes.ips[0], &ca, &[]);
     assert!(r.stdout.ends_with("\n200"), "{r:?}\n{}", gw.raw_log());
     let out = gw.cli(&["journal", "list", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -274,4 +290,38 @@ fn a_pods_cgroup_is_named_through_the_kubernetes_api() {
     assert_eq!(who["pod_uid"], uid, "{who}");
     assert_eq!(who["pod_namespace"], "team-a", "{who}");
     assert_eq!(who["pod_name"], "review-job-7", "{who}");
+
+    // A pod in an exempt namespace: its connection is passed through untouched — the gateway's
+    // CA does not verify (no termination), the provider's own does, the provider sees the
+    // pod's own key and no vault key, and nothing is journaled.
+    let r = curl_in_pod(&cg.path, EXEMPT_UID, &fakes.ips[0], &ca, &[]);
+    assert!(
+        !r.stdout.ends_with("\n200"),
+        "not terminated with the gateway's CA: {r:?}"
+    );
+    let before = fakes.openai.seen().len();
+    let r = curl_in_pod(
+        &cg.path,
+        EXEMPT_UID,
+        &fakes.ips[0],
+        &fakes.pki.ca_pem,
+        &["-H", "authorization: Bearer sk-pod-own-key"],
+    );
+    assert!(r.stdout.ends_with("\n200"), "{r:?}\n{}", gw.raw_log());
+    let seen = fakes.openai.seen();
+    assert_eq!(seen.len(), before + 1);
+    assert_eq!(
+        seen.last().unwrap().credentials(),
+        vec!["authorization: Bearer sk-pod-own-key".to_string()]
+    );
+    let out = gw.cli(&["journal", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().map(|a| a.len()), Some(1), "{list}");
+    let exempt: Vec<_> = gw
+        .fields("connection accepted")
+        .into_iter()
+        .filter(|f| f["decision"] == "exempt")
+        .collect();
+    assert_eq!(exempt.len(), 2, "{}", gw.raw_log());
+    assert_eq!(exempt[0]["pod_namespace"], "vendor-exempt");
 }

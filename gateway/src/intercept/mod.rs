@@ -49,6 +49,8 @@ pub struct InterceptConfig {
     pub client_hello_timeout: Duration,
     pub connect_timeout: Duration,
     pub bypass_mark: u32,
+    /// `kubernetes.exempt_namespaces`: pods there are spliced, never intercepted.
+    pub exempt_namespaces: Vec<String>,
 }
 
 /// What terminating and re-originating provider connections needs.
@@ -313,6 +315,12 @@ impl Intercept {
             Parsed::NotTls | Parsed::Incomplete => None,
         };
         let ident = result.ident.as_ref().expect("set before serve_conn");
+        let exempt = provider.is_some()
+            && ident
+                .pod_namespace
+                .as_ref()
+                .is_some_and(|ns| self.cfg.exempt_namespaces.contains(ns));
+        let provider = provider.filter(|_| !exempt);
         info!(
             conn = result.id,
             orig_dst = %dst,
@@ -325,10 +333,17 @@ impl Intercept {
             cgroup = ident.cgroup.as_deref(),
             unit = ident.unit.as_deref(),
             pod_uid = ident.pod_uid.as_deref(),
+            pod_namespace = ident.pod_namespace.as_deref(),
             sni = result.sni.as_deref(),
             tls = matches!(parsed, Parsed::Hello(_)),
             provider = provider.as_ref().map(|p| p.name.as_str()),
-            decision = if provider.is_some() { "intercept" } else { "splice" },
+            decision = if exempt {
+                "exempt"
+            } else if provider.is_some() {
+                "intercept"
+            } else {
+                "splice"
+            },
             "connection accepted"
         );
         result.provider = provider.as_ref().map(|p| p.name.clone());

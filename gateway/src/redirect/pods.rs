@@ -29,6 +29,10 @@ pub struct KubernetesConfig {
     pub node_name: Option<String>,
     #[serde(with = "crate::config::dur")]
     pub refresh: Duration,
+    /// Pods in these namespaces are not intercepted: their provider connections are passed
+    /// through untouched (spliced, like non-provider traffic), so they need their own keys
+    /// and nothing of theirs is masked, held or journaled. Needs the pod names (the API).
+    pub exempt_namespaces: Vec<String>,
 }
 
 impl Default for KubernetesConfig {
@@ -39,6 +43,7 @@ impl Default for KubernetesConfig {
             ca_file: None,
             node_name: None,
             refresh: Duration::from_secs(30),
+            exempt_namespaces: Vec::new(),
         }
     }
 }
