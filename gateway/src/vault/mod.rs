@@ -162,8 +162,17 @@ struct KeysFile {
 }
 
 struct Cached {
-    mtime: Option<SystemTime>,
+    /// (mtime, inode, size): a file renamed into place is a new inode even when the
+    /// file system's timestamps are too coarse to tell (ext2/3: one second).
+    stamp: (Option<SystemTime>, u64, u64),
     keys: BTreeMap<String, Secret>,
+}
+
+/// What the watch thread reports: a change since the last read, or that it stopped (from then
+/// on every lookup checks the file).
+struct Watch {
+    changed: AtomicBool,
+    dead: AtomicBool,
 }
 
 pub struct Vault {
@@ -174,7 +183,7 @@ pub struct Vault {
     cache: Mutex<Option<Cached>>,
     /// Set by the watcher thread ([`Vault::watch`]) when the file may have changed; without a
     /// watcher every lookup checks the file's mtime.
-    watch: Option<Arc<AtomicBool>>,
+    watch: Option<Arc<Watch>>,
     hashicorp: Option<hashicorp::Hashicorp>,
 }
 
@@ -207,7 +216,7 @@ impl Vault {
         if self.kind != BackendKind::File {
             return;
         }
-        let (Some(dir), Some(name)) = (self.file.parent(), self.file.file_name()) else {
+        let Some(dir) = self.file.parent() else {
             return;
         };
         use nix::sys::inotify::{AddWatchFlags as F, InitFlags, Inotify};
@@ -222,41 +231,51 @@ impl Vault {
             | F::IN_MOVED_TO
             | F::IN_MOVED_FROM
             | F::IN_DELETE
+            | F::IN_DELETE_SELF
+            | F::IN_MOVE_SELF
             | F::IN_CREATE
             | F::IN_ATTRIB
             | F::IN_MODIFY;
-        if let Err(e) = ino.add_watch(dir, flags) {
-            tracing::warn!(dir = %dir.display(), error = %e, "vault: cannot watch the directory; checking the file on every request");
-            return;
+        // Any change in the file's directory counts (not only events naming the file): a
+        // Kubernetes Secret volume swaps a `..data` symlink and never touches `vault.toml`
+        // itself. A symlinked file is watched where it points to as well.
+        let mut dirs = vec![dir.to_path_buf()];
+        if let Ok(real) = std::fs::canonicalize(&self.file)
+            && let Some(rd) = real.parent()
+            && rd != dir
+        {
+            dirs.push(rd.to_path_buf());
         }
-        let changed = Arc::new(AtomicBool::new(true));
-        let flag = changed.clone();
-        let name = name.to_os_string();
+        for d in &dirs {
+            if let Err(e) = ino.add_watch(d.as_path(), flags) {
+                tracing::warn!(dir = %d.display(), error = %e, "vault: cannot watch the directory; checking the file on every request");
+                return;
+            }
+        }
+        let watch = Arc::new(Watch {
+            changed: AtomicBool::new(true),
+            dead: AtomicBool::new(false),
+        });
+        let w = watch.clone();
         let spawned = std::thread::Builder::new()
             .name("gw-vault-watch".into())
             .spawn(move || {
                 loop {
                     match ino.read_events() {
-                        Ok(events) => {
-                            if events.iter().any(|e| {
-                                e.name.as_deref() == Some(name.as_os_str())
-                                    || e.mask.contains(F::IN_Q_OVERFLOW)
-                            }) {
-                                flag.store(true, Ordering::Release);
-                            }
+                        Ok(events) if !events.is_empty() => {
+                            w.changed.store(true, Ordering::Release);
                         }
-                        Err(nix::errno::Errno::EINTR) => {}
+                        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                         Err(e) => {
-                            // From here on every lookup checks the file again.
                             tracing::warn!(error = %e, "vault: watch failed; checking the file on every request");
-                            flag.store(true, Ordering::Release);
+                            w.dead.store(true, Ordering::Release);
                             return;
                         }
                     }
                 }
             });
         if spawned.is_ok() {
-            self.watch = Some(changed);
+            self.watch = Some(watch);
         }
     }
 
@@ -306,8 +325,12 @@ impl Vault {
             }
             BackendKind::File => {
                 // Watched and unchanged since the last read: the cache as it is.
-                if let Some(w) = &self.watch
-                    && !w.load(Ordering::Acquire)
+                let watch = self
+                    .watch
+                    .as_ref()
+                    .filter(|w| !w.dead.load(Ordering::Acquire));
+                if let Some(w) = watch
+                    && !w.changed.load(Ordering::Acquire)
                 {
                     let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(c) = cache.as_ref() {
@@ -315,24 +338,29 @@ impl Vault {
                     }
                 }
                 // Cleared before the file is read: a change during the read sets it again.
-                if let Some(w) = &self.watch {
-                    w.store(false, Ordering::Release);
+                if let Some(w) = watch {
+                    w.changed.store(false, Ordering::Release);
                 }
                 // A file that cannot be stat'ed counts as absent, as `exists()` would have it.
                 let Ok(meta) = std::fs::metadata(&self.file) else {
                     *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     return Ok(None);
                 };
-                let mtime = meta.modified().ok();
+                let stamp = (
+                    meta.modified().ok(),
+                    std::os::unix::fs::MetadataExt::ino(&meta),
+                    meta.len(),
+                );
                 let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
                 if cache
                     .as_ref()
-                    .is_none_or(|c| c.mtime != mtime || mtime.is_none())
+                    // Watched: here only after a reported change, so read it in any case.
+                    .is_none_or(|c| watch.is_some() || c.stamp != stamp || stamp.0.is_none())
                 {
                     // A file that does not load fails every request (closed) until it is fixed.
                     *cache = None;
                     let keys = self.load_file()?;
-                    *cache = Some(Cached { mtime, keys });
+                    *cache = Some(Cached { stamp, keys });
                 }
                 Ok(cache.as_ref().and_then(|c| c.keys.get(name).cloned()))
             }
@@ -606,6 +634,44 @@ mod tests {
         eventually(None);
         other.set("openai", &Secret::new("fifth")).unwrap();
         eventually(Some("fifth"));
+    }
+
+    /// A Kubernetes Secret volume: `vault.toml -> ..data/vault.toml`, `..data -> ..<ts>`, an
+    /// update writes a new `..<ts>` and renames a new `..data` link over the old one.
+    #[test]
+    fn a_watched_secret_volume_is_reread_when_its_data_link_is_swapped() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("secret");
+        let write = |ts: &str, key: &str| {
+            let data = dir.join(ts);
+            std::fs::create_dir_all(&data).unwrap();
+            let f = data.join("vault.toml");
+            std::fs::write(&f, format!("[keys]\nopenai = \"{key}\"\n")).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let tmp = dir.join("..data_tmp");
+            symlink(ts, &tmp).unwrap();
+            std::fs::rename(&tmp, dir.join("..data")).unwrap();
+        };
+        std::fs::create_dir_all(&dir).unwrap();
+        write("..2026_11_26_1", "first");
+        symlink("..data/vault.toml", dir.join("vault.toml")).unwrap();
+        let cfg = VaultConfig {
+            file: Some(dir.join("vault.toml")),
+            ..Default::default()
+        };
+        let mut v = Vault::new(&cfg, d.path()).unwrap();
+        v.watch();
+        assert_eq!(get(&v, "openai").as_deref(), Some("first"));
+        write("..2026_11_26_2", "second");
+        let t = std::time::Instant::now();
+        while get(&v, "openai").as_deref() != Some("second") {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(5),
+                "the swapped secret is read"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     #[test]
