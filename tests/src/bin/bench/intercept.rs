@@ -236,7 +236,7 @@ fn mint_cost() -> (f64, f64) {
 pub fn run(pid: u32) -> String {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new(&["api.openai.com"]);
-    let _nginx = nginx(&pki, dir.path());
+    let nginx_procs = nginx(&pki, dir.path());
     let cg = CgroupGuard::new(&format!("gw-bench-b-{pid}"));
     let gw = Gateway::start_opts(
         &format!("gw-bench-b-{pid}"),
@@ -307,6 +307,14 @@ pub fn run(pid: u32) -> String {
         std::thread::sleep(std::time::Duration::from_secs(secs));
     }
     let mut lats: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
+    // CPU the proxy process spends per request in the latency rounds (all its threads, from
+    // schedstat): steadier than latency on a 2-core VM, and what latency is made of here.
+    let proxy_pid = |label: &str| match label {
+        "gateway" => Some(gw.pid()),
+        "nginx-proxy" => Some(nginx_procs.1.0.id()),
+        _ => None,
+    };
+    let mut cpu_ns: Vec<(u64, usize)> = vec![(0, 0); paths.len()];
     for round in 0..LAT_ROUNDS {
         let order: Vec<usize> = if round % 2 == 0 {
             (0..paths.len()).collect()
@@ -320,6 +328,7 @@ pub fn run(pid: u32) -> String {
             } else {
                 LAT_N / LAT_ROUNDS
             };
+            let before = proxy_pid(p.label).map(task_cpu_ns);
             let (lat, _) = h2load(
                 h2load_cmd(
                     p,
@@ -328,6 +337,10 @@ pub fn run(pid: u32) -> String {
                 ),
                 &log,
             );
+            if let (Some(b), Some(pid)) = (before, proxy_pid(p.label)) {
+                cpu_ns[i].0 += task_cpu_ns(pid).saturating_sub(b);
+                cpu_ns[i].1 += lat.len();
+            }
             lats[i].extend(lat);
         }
     }
@@ -363,6 +376,16 @@ pub fn run(pid: u32) -> String {
         "the gateway path went through interception ({intercepted})"
     );
     drop(gw);
+    let cpu_us = |l: &str| {
+        paths
+            .iter()
+            .position(|p| p.label == l)
+            .map(|i| cpu_ns[i])
+            .filter(|c| c.1 > 0)
+            .map(|c| c.0 as f64 / c.1 as f64 / 1e3)
+            .unwrap_or(0.0)
+    };
+    let (cpu_gw, cpu_px) = (cpu_us("gateway"), cpu_us("nginx-proxy"));
     let get = |l: &str| rows.iter().find(|r| r.0 == l).copied();
     let (g, n) = (get("gateway").unwrap(), get("nginx-proxy").unwrap());
     let lat_ratio = g.1 / n.1;
@@ -390,6 +413,11 @@ pub fn run(pid: u32) -> String {
         mark(lat_ratio <= 1.3),
         mark(tput_ratio >= 0.7)
     ));
+    s.push_str(&format!(
+        "\nCPU per request in the latency rounds (the proxy process, all threads): gateway \
+         {cpu_gw:.0} µs, nginx-proxy {cpu_px:.0} µs ({:.2}×).\n",
+        cpu_gw / cpu_px.max(1e-9)
+    ));
     match mitm_ratio {
         Some(m) => s.push_str(&format!(
             "**Throughput gateway / mitmproxy: {m:.1}×** — goal ≥ 5×: {}.\n",
@@ -406,4 +434,16 @@ pub fn run(pid: u32) -> String {
         mark(mint <= 0.5)
     ));
     s
+}
+
+/// CPU time of every thread of `pid` so far (schedstat, ns).
+fn task_cpu_ns(pid: u32) -> u64 {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
+                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0)
 }
