@@ -64,7 +64,15 @@ pub struct CgroupGuard {
 
 impl CgroupGuard {
     pub fn new(name: &str) -> Self {
-        let path = cgroup2_root().join(name);
+        Self::at(cgroup2_root().join(name))
+    }
+
+    /// A cgroup at `path` (its missing parents created; those are the caller's to remove).
+    pub fn at(path: PathBuf) -> Self {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .unwrap_or_else(|e| panic!("create cgroup {}: {e}", parent.display()));
+        }
         if path.exists() {
             let _ = fs::write(path.join("cgroup.kill"), "1");
             let _ = fs::remove_dir(&path);

@@ -211,32 +211,21 @@ fn curl_in_pod(
     cafile: &Path,
     extra: &[&str],
 ) -> gateway_tests::ClientRun {
-    let pod_cg = cg.join("kubepods/besteffort").join(format!("pod{uid}"));
-    std::fs::create_dir_all(&pod_cg).unwrap();
+    let pod = CgroupGuard::at(cg.join("kubepods/besteffort").join(format!("pod{uid}")));
     let resolve = format!("api.openai.com:443:{ip}");
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", "echo $$ > \"$0\" && exec \"$@\""])
-        .arg(pod_cg.join("cgroup.procs"))
-        .args([
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "--resolve",
-            &resolve,
-            "--cacert",
-        ])
-        .arg(cafile)
-        .args(extra)
-        .args(["-w", "\n%{http_code}", "https://api.openai.com/v1/models"]);
-    let r = run(cmd, Duration::from_secs(20));
-    // Leave the pod cgroup empty again for the guard.
-    for _ in 0..50 {
-        if std::fs::remove_dir(&pod_cg).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut args = vec![
+        "-sS",
+        "--max-time",
+        "10",
+        "--resolve",
+        &resolve,
+        "--cacert",
+        cafile.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-w", "\n%{http_code}", "https://api.openai.com/v1/models"]);
+    let r = run(pod.command("curl", &args), Duration::from_secs(20));
+    drop(pod);
     let _ = std::fs::remove_dir(cg.join("kubepods/besteffort"));
     let _ = std::fs::remove_dir(cg.join("kubepods"));
     r
