@@ -1,5 +1,10 @@
 //! Connection workers: one single-threaded tokio runtime per thread, each connection served
-//! start to end on one of them (round robin), the way pingora runs without work stealing.
+//! start to end on one of them, the way pingora runs without work stealing. A new connection
+//! goes to the worker serving the fewest (the lowest-numbered one on a tie), not round robin:
+//! under light load the same thread stays busy and warm — its caches, its upstream connections,
+//! and the scheduler's picture of it — instead of every other connection waking a thread that
+//! has gone cold. Measured on the bench VM: a new connection on a cold worker ran its first
+//! few hundred requests ~20–40 µs slower each (BENCHMARKS.md, issue B).
 //!
 //! Why not the multi-threaded runtime for connections: a request's path is several tasks (the
 //! connection, hyper's per-stream task, the upstream h2 connection). On a work-stealing runtime
@@ -9,7 +14,10 @@
 
 use std::{
     future::Future,
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use tokio::runtime::{Builder, Handle};
@@ -35,7 +43,20 @@ pub enum WorkersError {
 
 pub struct Workers {
     handles: Vec<Handle>,
-    next: AtomicUsize,
+    /// Connections each worker is serving now.
+    live: Arc<[AtomicUsize]>,
+}
+
+/// Counts a connection against its worker until the connection's future ends or is dropped.
+struct Live {
+    live: Arc<[AtomicUsize]>,
+    index: usize,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.live[self.index].fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Workers {
@@ -62,10 +83,8 @@ impl Workers {
                 })
                 .map_err(|source| WorkersError::Start { index, source })?;
         }
-        Ok(Self {
-            handles,
-            next: AtomicUsize::new(0),
-        })
+        let live = (0..n).map(|_| AtomicUsize::new(0)).collect();
+        Ok(Self { handles, live })
     }
 
     pub fn len(&self) -> usize {
@@ -76,13 +95,108 @@ impl Workers {
         self.handles.is_empty()
     }
 
-    /// Run `f` on the next worker. Sockets `f` uses must be registered there: pass std sockets
-    /// and convert them inside `f` (a tokio socket stays with the runtime that made it).
+    /// The worker serving the fewest connections now; the lowest-numbered on a tie.
+    fn pick(&self) -> usize {
+        let mut best = 0;
+        let mut least = usize::MAX;
+        for (i, n) in self.live.iter().enumerate() {
+            let n = n.load(Ordering::Relaxed);
+            if n < least {
+                best = i;
+                least = n;
+            }
+        }
+        best
+    }
+
+    /// Run the connection `f` on the least busy worker. Sockets `f` uses must be registered
+    /// there: pass std sockets and convert them inside `f` (a tokio socket stays with the
+    /// runtime that made it).
     pub fn spawn<F>(&self, f: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        self.handles[i].spawn(f);
+        let index = self.pick();
+        self.live[index].fetch_add(1, Ordering::Relaxed);
+        let live = Live {
+            live: self.live.clone(),
+            index,
+        };
+        self.handles[index].spawn(async move {
+            let _live = live;
+            f.await
+        });
+    }
+
+    /// Connections each worker is serving now.
+    pub fn live(&self) -> Vec<usize> {
+        self.live
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn wait_until(w: &Workers, want: &[usize]) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while w.live() != want {
+            assert!(
+                Instant::now() < deadline,
+                "live connections per worker: {:?}, expected {want:?}",
+                w.live()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A connection that runs until its sender is dropped; reports the worker it ran on.
+    fn conn(
+        w: &Workers,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        std::sync::mpsc::Receiver<usize>,
+    ) {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (tx, rx) = std::sync::mpsc::channel();
+        w.spawn(async move {
+            let _ = tx.send(current());
+            let _ = stopped.await;
+        });
+        (stop, rx)
+    }
+
+    #[test]
+    fn least_busy_worker_takes_the_next_connection() {
+        let w = Workers::start(3).unwrap();
+        let on = |rx: &std::sync::mpsc::Receiver<usize>| {
+            rx.recv_timeout(Duration::from_secs(5)).unwrap()
+        };
+        // Idle: one connection after another ends stays on the first worker.
+        for _ in 0..3 {
+            let (stop, rx) = conn(&w);
+            assert_eq!(on(&rx), 0);
+            drop(stop);
+            wait_until(&w, &[0, 0, 0]);
+        }
+        // Busy: each new connection goes where fewest are served.
+        let (a, ra) = conn(&w);
+        let (b, rb) = conn(&w);
+        let (c, rc) = conn(&w);
+        assert_eq!((on(&ra), on(&rb), on(&rc)), (0, 1, 2));
+        wait_until(&w, &[1, 1, 1]);
+        drop(b);
+        wait_until(&w, &[1, 0, 1]);
+        let (d, rd) = conn(&w);
+        assert_eq!(on(&rd), 1);
+        let (e, re) = conn(&w);
+        assert_eq!(on(&re), 0);
+        wait_until(&w, &[2, 1, 1]);
+        drop((a, c, d, e));
+        wait_until(&w, &[0, 0, 0]);
     }
 }

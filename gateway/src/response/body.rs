@@ -80,7 +80,7 @@ impl MaskedBody {
             out.push(b'\n');
         }
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(ev.1.to_string().as_bytes());
+        json_into(out, &ev.1);
         out.extend_from_slice(b"\n\n");
     }
 
@@ -166,7 +166,7 @@ impl MaskedBody {
                             out.extend_from_slice(&buf[emitted..i]);
                             for ev in self.rw.finish() {
                                 out.extend_from_slice(b",\r\n");
-                                out.extend_from_slice(ev.1.to_string().as_bytes());
+                                json_into(out, &ev.1);
                             }
                             emitted = i;
                         }
@@ -181,7 +181,7 @@ impl MaskedBody {
                                     let evs = self.rw.event(None, v);
                                     let n = evs.len();
                                     for (k, ev) in evs.into_iter().enumerate() {
-                                        out.extend_from_slice(ev.1.to_string().as_bytes());
+                                        json_into(out, &ev.1);
                                         if k + 1 < n {
                                             out.extend_from_slice(b",\r\n");
                                         }
@@ -215,13 +215,28 @@ impl MaskedBody {
         match self.kind {
             Kind::Json => match serde_json::from_slice::<Value>(&raw) {
                 Ok(mut v) => {
+                    let before = self.rw.hits.len();
                     self.rw.drop_flagged_thinking(&mut v);
                     self.rw.mask_leaves(&mut v, &mut String::new(), &[]);
-                    Bytes::from(v.to_string())
+                    if self.rw.hits.len() == before {
+                        // Nothing found: the answer goes out byte for byte as it came.
+                        return raw.freeze();
+                    }
+                    let mut out = Vec::with_capacity(raw.len());
+                    json_into(&mut out, &v);
+                    Bytes::from(out)
                 }
-                Err(_) => Bytes::from(self.rw.mask_bytes(&raw)),
+                Err(_) => self.text_whole(raw),
             },
-            _ => Bytes::from(self.rw.mask_bytes(&raw)),
+            _ => self.text_whole(raw),
+        }
+    }
+
+    /// A body masked as one text; without a hit it goes out byte for byte.
+    fn text_whole(&mut self, raw: BytesMut) -> Bytes {
+        match self.rw.mask_whole(&String::from_utf8_lossy(&raw)) {
+            Some(masked) => Bytes::from(masked),
+            None => raw.freeze(),
         }
     }
 
@@ -242,7 +257,12 @@ impl MaskedBody {
                 let rest = std::mem::take(&mut self.buf);
                 out.extend_from_slice(&self.rw.mask_bytes(&rest));
             }
-            Kind::Json | Kind::Text => out.extend_from_slice(&self.whole()),
+            Kind::Json | Kind::Text => {
+                let whole = self.whole();
+                self.report();
+                self.on_end = None;
+                return (!whole.is_empty()).then_some(whole);
+            }
         }
         self.report();
         self.on_end = None;
@@ -337,4 +357,9 @@ impl Drop for MaskedBody {
         // Ended early (the client went away): the hits so far still go on record.
         self.report();
     }
+}
+
+/// Append `v` as JSON (no intermediate string; writing to a Vec cannot fail).
+fn json_into(out: &mut Vec<u8>, v: &Value) {
+    serde_json::to_writer(&mut *out, v).expect("JSON into a Vec");
 }

@@ -193,6 +193,19 @@ impl Rewriter {
                     *s = m;
                 }
             }
+            // Without pointers to skip, no pointer is built (the common case: a whole answer).
+            Value::Array(a) if skip.is_empty() => {
+                for x in a.iter_mut() {
+                    self.mask_leaves(x, base, skip);
+                }
+            }
+            Value::Object(o) if skip.is_empty() => {
+                for (k, x) in o.iter_mut() {
+                    if !OPAQUE.contains(&k.as_str()) {
+                        self.mask_leaves(x, base, skip);
+                    }
+                }
+            }
             Value::Array(a) => {
                 for (i, x) in a.iter_mut().enumerate() {
                     let len = base.len();
