@@ -306,6 +306,24 @@ listen = "{metrics}"
         self.child.as_ref().expect("running").id()
     }
 
+    /// SIGTERM, as a service manager stops it, and wait for the exit (kill -9 after
+    /// `grace`). The exit status, or `None` when it had to be killed or was not running.
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
     /// kill -9, and reap.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

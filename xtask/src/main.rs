@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | run | test | bench | demo`.
+//! Project tasks: `cargo xtask setup | build | run | test | bench | pgo | demo`.
 //!
 //! `setup` installs what building the eBPF programs needs (DESIGN §3) and is idempotent;
 //! `run`, `test` and `bench` call it first, so a fresh machine needs only these commands.
@@ -6,6 +6,7 @@
 use std::{
     env,
     ffi::OsString,
+    fs,
     path::{Path, PathBuf},
     process::{Command, ExitCode},
 };
@@ -42,6 +43,9 @@ enum Cmd {
     },
     /// Run the benchmarks and write BENCHMARKS.md.
     Bench,
+    /// Retrain the release build's profile (profile-guided optimisation): build an instrumented
+    /// gateway, run the training workload through the real redirect, write gateway/pgo/.
+    Pgo,
     /// An offline tour: a fake provider on loopback, the gateway, curl and the Python SDK in a
     /// demo cgroup (needs root, like the tests).
     Demo,
@@ -82,12 +86,13 @@ fn real_main() -> Result<()> {
         Cmd::Setup => setup(),
         Cmd::Build { release } => {
             setup()?;
-            build(release)
+            let bin = build(release)?;
+            step(&format!("built {}", bin.display()));
+            Ok(())
         }
         Cmd::Run { args } => {
             setup()?;
-            build(true)?;
-            let bin = workspace().join("target/release/gateway");
+            let bin = build(true)?;
             let mut cmd = Command::new(&bin);
             cmd.arg("run").args(&args);
             step(&format!("running {} run {}", bin.display(), args.join(" ")));
@@ -124,7 +129,7 @@ fn real_main() -> Result<()> {
             setup()?;
             test_tools()?;
             bench_tools()?;
-            build(true)?;
+            let (bin, how) = build_how(true)?;
             step("benchmarks (release build)");
             run(cargo()
                 .args([
@@ -137,7 +142,14 @@ fn real_main() -> Result<()> {
                     "--",
                 ])
                 .arg(workspace().join("BENCHMARKS.md"))
-                .env("GATEWAY_BIN", workspace().join("target/release/gateway")))
+                .env("GATEWAY_BIN", bin)
+                .env("GATEWAY_BUILD", how))
+        }
+        Cmd::Pgo => {
+            setup()?;
+            test_tools()?;
+            bench_tools()?;
+            pgo_train()
         }
     }
 }
@@ -400,15 +412,233 @@ fn bench_tools() -> Result<()> {
     .context("pip install mitmproxy failed")
 }
 
-fn build(release: bool) -> Result<()> {
+/// The release build's profile (gzip of `llvm-profdata merge --sparse`), and what trained it.
+const PGO_PROFILE: &str = "gateway/pgo/gateway.profdata.gz";
+const PGO_TRAINED: &str = "gateway/pgo/TRAINED";
+
+/// Build the gateway; returns the binary. A release build is optimised with the committed
+/// profile when this rustc's LLVM reads it (same major version as the one that trained it);
+/// it lands in target/<host>/release then, beside the plain one, so neither build undoes the
+/// other's artifacts.
+fn build(release: bool) -> Result<PathBuf> {
+    build_how(release).map(|(bin, _)| bin)
+}
+
+/// [`build`], and how the binary was built (for BENCHMARKS.md).
+fn build_how(release: bool) -> Result<(PathBuf, String)> {
     step(&format!(
         "building the gateway ({})",
         if release { "release" } else { "debug" }
     ));
     let mut c = cargo();
     c.args(["build", "-p", "gateway"]);
-    if release {
-        c.arg("--release");
+    if !release {
+        run(&mut c)?;
+        return Ok((workspace().join("target/debug/gateway"), "debug".into()));
     }
-    run(&mut c)
+    c.arg("--release");
+    match pgo_profile() {
+        Ok(profile) => {
+            let host = host_triple()?;
+            step(&format!("  with the profile {PGO_PROFILE} (PGO)"));
+            c.args(["--target", &host, "--config"])
+                .arg(target_rustflags(
+                    &host,
+                    &[
+                        format!("-Cprofile-use={}", profile.display()),
+                        // A function changed since training just goes without its profile.
+                        "-Cllvm-args=-no-pgo-warn-mismatch".into(),
+                    ],
+                ));
+            run(&mut c)?;
+            let trained = fs::read_to_string(workspace().join(PGO_TRAINED)).unwrap_or_default();
+            let commit = trained
+                .lines()
+                .find_map(|l| l.strip_prefix("commit = "))
+                .map(|c| {
+                    c.trim()
+                        .trim_matches('"')
+                        .chars()
+                        .take(7)
+                        .collect::<String>()
+                })
+                .unwrap_or_default();
+            Ok((
+                workspace()
+                    .join("target")
+                    .join(&host)
+                    .join("release/gateway"),
+                format!("release, profile-guided (profile trained at commit {commit})"),
+            ))
+        }
+        Err(why) => {
+            step(&format!("  without profile-guided optimisation: {why}"));
+            run(&mut c)?;
+            Ok((
+                workspace().join("target/release/gateway"),
+                format!("release, no profile-guided optimisation ({why})"),
+            ))
+        }
+    }
+}
+
+/// `--config` value setting the rustflags of `host` builds only: not build scripts, and not
+/// the nested eBPF build (an environment variable would reach it).
+fn target_rustflags(host: &str, flags: &[String]) -> String {
+    let list: Vec<String> = flags.iter().map(|f| format!("{f:?}")).collect();
+    format!("target.{host}.rustflags=[{}]", list.join(","))
+}
+
+fn rustc_vv() -> Result<String> {
+    output(Command::new("rustc").current_dir(workspace()).arg("-vV")).context("rustc -vV failed")
+}
+
+fn host_triple() -> Result<String> {
+    rustc_vv()?
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(|h| h.trim().to_string())
+        .context("no host line in rustc -vV")
+}
+
+/// Major version of the LLVM inside rustc.
+fn rustc_llvm_major() -> Result<String> {
+    rustc_vv()?
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .map(|m| m.trim().to_string())
+        .context("no LLVM version in rustc -vV")
+}
+
+/// The profile, unpacked under target/, if this toolchain can use it; why not otherwise.
+fn pgo_profile() -> Result<PathBuf, String> {
+    if env::var_os("GATEWAY_NO_PGO").is_some() {
+        return Err("GATEWAY_NO_PGO is set".into());
+    }
+    let ws = workspace();
+    let packed = ws.join(PGO_PROFILE);
+    if !packed.exists() {
+        return Err(format!(
+            "{PGO_PROFILE} is missing (cargo xtask pgo makes it)"
+        ));
+    }
+    let trained = fs::read_to_string(ws.join(PGO_TRAINED)).unwrap_or_default();
+    let want = trained
+        .lines()
+        .find_map(|l| l.strip_prefix("llvm = "))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .ok_or_else(|| format!("{PGO_TRAINED} does not name the LLVM that trained it"))?;
+    let have = rustc_llvm_major().map_err(|e| e.to_string())?;
+    if want != have {
+        return Err(format!(
+            "the profile is from LLVM {want}, this rustc has LLVM {have} (cargo xtask pgo retrains)"
+        ));
+    }
+    let out = ws.join("target/pgo/gateway.profdata");
+    let fresh = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    if fresh(&out) < fresh(&packed) || !out.exists() {
+        fs::create_dir_all(out.parent().expect("has a parent")).map_err(|e| e.to_string())?;
+        let file = fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+        let st = Command::new("gzip")
+            .args(["-dc"])
+            .arg(&packed)
+            .stdout(file)
+            .status()
+            .map_err(|e| format!("gzip: {e}"))?;
+        if !st.success() {
+            let _ = fs::remove_file(&out);
+            return Err(format!("gzip -dc {PGO_PROFILE} failed with {st}"));
+        }
+    }
+    Ok(out)
+}
+
+/// `cargo xtask pgo`: instrumented build, training workload (bench train), merged profile.
+fn pgo_train() -> Result<()> {
+    let ws = workspace();
+    let host = host_triple()?;
+    let llvm = rustc_llvm_major()?;
+    let profdata = PathBuf::from(format!("/usr/lib/llvm-{llvm}/bin/llvm-profdata"));
+    if !profdata.exists() {
+        bail!(
+            "{} is missing: rustc uses LLVM {llvm}, and its profiles need that llvm-profdata \
+             (Debian package llvm-{llvm})",
+            profdata.display()
+        );
+    }
+    let gen_dir = ws.join("target/pgo-gen");
+    let raw = gen_dir.join("profraw");
+    let _ = fs::remove_dir_all(&raw);
+    fs::create_dir_all(&raw)?;
+    step("pgo: building an instrumented gateway (target/pgo-gen)");
+    run(cargo()
+        .args(["build", "--release", "-p", "gateway", "--target", &host])
+        .arg("--target-dir")
+        .arg(&gen_dir)
+        .arg("--config")
+        .arg(target_rustflags(
+            &host,
+            &[format!("-Cprofile-generate={}", raw.display())],
+        )))?;
+    step("pgo: training (bench train: h2 and HTTP/1.1 clients through the redirect)");
+    run(cargo()
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "gateway-tests",
+            "--bin",
+            "bench",
+            "--",
+        ])
+        .args(["/dev/null", "train"])
+        .env("GATEWAY_BIN", gen_dir.join(&host).join("release/gateway")))?;
+    let raws: Vec<PathBuf> = fs::read_dir(&raw)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "profraw"))
+        .collect();
+    if raws.is_empty() {
+        bail!("the training wrote no profile into {}", raw.display());
+    }
+    let merged = gen_dir.join("gateway.profdata");
+    step("pgo: merging");
+    run(Command::new(&profdata)
+        .args(["merge", "--sparse", "-o"])
+        .arg(&merged)
+        .args(&raws))?;
+    let packed = ws.join(PGO_PROFILE);
+    fs::create_dir_all(packed.parent().expect("has a parent"))?;
+    let file = fs::File::create(&packed)?;
+    let st = Command::new("gzip")
+        .args(["-9n", "-c"])
+        .arg(&merged)
+        .stdout(file)
+        .status()?;
+    if !st.success() {
+        bail!("gzip failed with {st}");
+    }
+    let commit = output(
+        Command::new("git")
+            .current_dir(&ws)
+            .args(["rev-parse", "HEAD"]),
+    )
+    .unwrap_or_default();
+    let rustc = rustc_vv()?.lines().next().unwrap_or_default().to_string();
+    fs::write(
+        ws.join(PGO_TRAINED),
+        format!(
+            "# Written by `cargo xtask pgo`: what trained {PGO_PROFILE}.\n\
+             # Retrain after changes to the data path; a stale profile only optimises less.\n\
+             commit = \"{}\"\nrustc = \"{rustc}\"\nllvm = \"{llvm}\"\n\
+             workload = \"bench train (tests/src/bin/bench/train.rs)\"\n",
+            commit.trim()
+        ),
+    )?;
+    step(&format!(
+        "pgo: wrote {PGO_PROFILE} ({} bytes) and {PGO_TRAINED}",
+        fs::metadata(&packed)?.len()
+    ));
+    Ok(())
 }

@@ -69,11 +69,15 @@ pub(crate) fn nginx(pki: &TestPki, dir: &Path) -> (Killed, Killed) {
     let px_dir = dir.join("nginx-proxy");
     fs::create_dir_all(&up_dir).unwrap();
     fs::create_dir_all(&px_dir).unwrap();
+    // `/v1/chat/completions` answers with a streamed chat completion (used by `bench train`);
+    // everything else with a small JSON body (what the latency and throughput rounds ask for).
     let upstream = format!(
         "{}http {{\n{}server {{ listen {UPSTREAM}:443 ssl http2; {tls}\n\
+         location = /v1/chat/completions {{ default_type text/event-stream; return 200 '{}'; }}\n\
          location / {{ default_type application/json; return 200 '{{\"object\":\"list\",\"data\":[]}}'; }} }}\n}}\n",
         common(&up_dir),
-        http_common(&up_dir)
+        http_common(&up_dir),
+        chat_stream().replace('\n', "\\n"),
     );
     let proxy = format!(
         "{}http {{\n{}upstream provider {{ server {UPSTREAM}:443; keepalive 64; }}\n\
@@ -107,6 +111,27 @@ pub(crate) fn nginx(pki: &TestPki, dir: &Path) -> (Killed, Killed) {
     let px = start(&px_dir, proxy);
     wait_port(&format!("{NGINX_PROXY}:443"));
     (up, px)
+}
+
+/// An OpenAI chat completion stream: a few deltas, an access key id split across two of them,
+/// `[DONE]`. Written for nginx's `return`: no `'` and no `$`.
+pub(crate) fn chat_stream() -> String {
+    let deltas = [
+        "Here is the summary. ",
+        "The deploy used key AKIAZ7QW3R",
+        "TY5UIO2PAS for the bucket, ",
+        "and the build passed.",
+    ];
+    let mut out = String::new();
+    for d in deltas {
+        out.push_str(&format!(
+            "data: {{\"id\":\"chatcmpl-b\",\"object\":\"chat.completion.chunk\",\"created\":1,\
+             \"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{d}\"}},\
+             \"finish_reason\":null}}]}}\n\n"
+        ));
+    }
+    out.push_str("data: [DONE]\n\n");
+    out
 }
 
 fn mitmproxy(dir: &Path) -> Option<Killed> {

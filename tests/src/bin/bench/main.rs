@@ -21,6 +21,7 @@ use std::{
 mod intercept;
 mod journal;
 mod policy;
+mod train;
 
 use gateway_tests::{CgroupGuard, Gateway, require_privileges};
 
@@ -171,6 +172,11 @@ fn main() {
         println!("{}", policy::run(pid));
         return;
     }
+    // `bench OUT train`: the profiling workload of `cargo xtask pgo` (writes nothing to OUT).
+    if std::env::args().nth(2).as_deref() == Some("train") {
+        train::run(pid);
+        return;
+    }
     if std::env::args().nth(2).as_deref() == Some("intercept-only") {
         println!("{}", intercept::run(pid));
         return;
@@ -271,8 +277,9 @@ fn main() {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let report = format!(
         "# Benchmarks\n\n\
-Written by `cargo xtask bench` on {date}; kernel {kernel}, {cores} cores. Every figure is a ratio\n\
-against a baseline measured in the same run, rounds interleaved ({ROUNDS} rounds per side).\n\n\
+Written by `cargo xtask bench` on {date}; kernel {kernel}, {cores} cores; gateway build: {build}.\n\
+Every figure is a ratio against a baseline measured in the same run, rounds interleaved\n\
+({ROUNDS} rounds per side).\n\n\
 ## Redirect (issue A)\n\n\
 ### connect() to a non-provider address on a redirected port\n\n\
 {CONNECT_ROUNDS} rounds per side of {CONNECTS_PER_ROUND} connects, alternating, to {non_provider} (port 443 is redirected, the address is not a\n\
@@ -306,6 +313,7 @@ userspace: splice(2) through a pipe).\n",
         mark(p50_ratio <= 1.05),
         mark(b_ratio >= 0.9),
         date = chrono_free_date(),
+        build = std::env::var("GATEWAY_BUILD").unwrap_or_else(|_| "as given in GATEWAY_BIN".into()),
         kernel = kernel.trim(),
         cores = std::thread::available_parallelism()
             .map(|n| n.get())
