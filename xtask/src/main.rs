@@ -642,3 +642,33 @@ fn pgo_train() -> Result<()> {
     ));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rustflags_config_is_a_toml_list_that_survives_odd_paths() {
+        let v = target_rustflags(
+            "x86_64-unknown-linux-gnu",
+            &[
+                "-Cprofile-use=/w s/\"q\"/p.profdata".into(),
+                "-Cllvm-args=-no-pgo-warn-mismatch".into(),
+            ],
+        );
+        assert_eq!(
+            v,
+            r#"target.x86_64-unknown-linux-gnu.rustflags=["-Cprofile-use=/w s/\"q\"/p.profdata","-Cllvm-args=-no-pgo-warn-mismatch"]"#
+        );
+    }
+
+    #[test]
+    fn the_committed_profile_names_the_llvm_that_trained_it() {
+        let trained = fs::read_to_string(workspace().join(PGO_TRAINED)).unwrap();
+        assert!(
+            trained.lines().any(|l| l.starts_with("llvm = \"")),
+            "{PGO_TRAINED}: {trained}"
+        );
+        assert!(workspace().join(PGO_PROFILE).exists());
+    }
+}
