@@ -535,11 +535,14 @@ fn pgo_profile() -> Result<PathBuf, String> {
             "the profile is from LLVM {want}, this rustc has LLVM {have} (cargo xtask pgo retrains)"
         ));
     }
-    let out = ws.join("target/pgo/gateway.profdata");
-    let fresh = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
-    if fresh(&out) < fresh(&packed) || !out.exists() {
+    // Named by its content: cargo tracks the rustflags, not the file they name, so a new
+    // profile must change the flags to get the gateway rebuilt with it.
+    let bytes = fs::read(&packed).map_err(|e| format!("{PGO_PROFILE}: {e}"))?;
+    let out = ws.join(format!("target/pgo/gateway-{:016x}.profdata", fnv1a(&bytes)));
+    if !out.exists() {
         fs::create_dir_all(out.parent().expect("has a parent")).map_err(|e| e.to_string())?;
-        let file = fs::File::create(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+        let part = out.with_extension("part");
+        let file = fs::File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?;
         let st = Command::new("gzip")
             .args(["-dc"])
             .arg(&packed)
@@ -547,11 +550,19 @@ fn pgo_profile() -> Result<PathBuf, String> {
             .status()
             .map_err(|e| format!("gzip: {e}"))?;
         if !st.success() {
-            let _ = fs::remove_file(&out);
+            let _ = fs::remove_file(&part);
             return Err(format!("gzip -dc {PGO_PROFILE} failed with {st}"));
         }
+        fs::rename(&part, &out).map_err(|e| format!("{}: {e}", out.display()))?;
     }
     Ok(out)
+}
+
+/// FNV-1a, 64 bit: a content name, not a security check.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// `cargo xtask pgo`: instrumented build, training workload (bench train), merged profile.
@@ -660,6 +671,12 @@ mod tests {
             v,
             r#"target.x86_64-unknown-linux-gnu.rustflags=["-Cprofile-use=/w s/\"q\"/p.profdata","-Cllvm-args=-no-pgo-warn-mismatch"]"#
         );
+    }
+
+    #[test]
+    fn fnv1a_known_values() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 
     #[test]
