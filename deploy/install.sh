@@ -9,7 +9,14 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-bin="$here/../target/release/gateway"
+# `cargo xtask build --release` leaves the profile-guided build in target/<host>/release; a plain
+# `cargo build --release` in target/release. The newer of the two, unless --bin says.
+plain="$here/../target/release/gateway"
+pgo="$here/../target/$(uname -m)-unknown-linux-gnu/release/gateway"
+bin=$plain
+if [ -x "$pgo" ] && { [ ! -x "$plain" ] || [ "$pgo" -nt "$plain" ]; }; then
+    bin=$pgo
+fi
 destdir=""
 start=yes
 while [ $# -gt 0 ]; do

@@ -538,7 +538,10 @@ fn pgo_profile() -> Result<PathBuf, String> {
     // Named by its content: cargo tracks the rustflags, not the file they name, so a new
     // profile must change the flags to get the gateway rebuilt with it.
     let bytes = fs::read(&packed).map_err(|e| format!("{PGO_PROFILE}: {e}"))?;
-    let out = ws.join(format!("target/pgo/gateway-{:016x}.profdata", fnv1a(&bytes)));
+    let out = ws.join(format!(
+        "target/pgo/gateway-{:016x}.profdata",
+        fnv1a(&bytes)
+    ));
     if !out.exists() {
         fs::create_dir_all(out.parent().expect("has a parent")).map_err(|e| e.to_string())?;
         let part = out.with_extension("part");
@@ -554,6 +557,16 @@ fn pgo_profile() -> Result<PathBuf, String> {
             return Err(format!("gzip -dc {PGO_PROFILE} failed with {st}"));
         }
         fs::rename(&part, &out).map_err(|e| format!("{}: {e}", out.display()))?;
+        // Earlier profiles unpacked here are dead weight now.
+        for old in fs::read_dir(out.parent().expect("has a parent"))
+            .into_iter()
+            .flatten()
+        {
+            let Ok(old) = old else { continue };
+            if old.path() != out && old.path().extension().is_some_and(|x| x == "profdata") {
+                let _ = fs::remove_file(old.path());
+            }
+        }
     }
     Ok(out)
 }
