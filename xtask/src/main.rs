@@ -699,6 +699,17 @@ mod tests {
             trained.lines().any(|l| l.starts_with("llvm = \"")),
             "{PGO_TRAINED}: {trained}"
         );
-        assert!(workspace().join(PGO_PROFILE).exists());
+        // An indexed LLVM profile (what rustc's -Cprofile-use reads), not a raw one.
+        let out = Command::new("gzip")
+            .arg("-dc")
+            .arg(workspace().join(PGO_PROFILE))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "gzip -dc {PGO_PROFILE}");
+        assert_eq!(
+            out.stdout.get(..8),
+            Some(&0x8169_666f_7270_6cff_u64.to_le_bytes()[..]),
+            "{PGO_PROFILE} is not an indexed profile"
+        );
     }
 }
