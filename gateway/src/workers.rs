@@ -129,7 +129,8 @@ impl Workers {
     }
 
     /// Connections each worker is serving now.
-    pub fn live(&self) -> Vec<usize> {
+    #[cfg(test)]
+    fn live(&self) -> Vec<usize> {
         self.live
             .iter()
             .map(|n| n.load(Ordering::Relaxed))

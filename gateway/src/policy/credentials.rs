@@ -52,33 +52,28 @@ pub fn strip_headers(h: &mut HeaderMap) -> usize {
             creds.push(n.clone());
         }
     }
-    if !hop {
-        let mut removed = 0;
-        for n in creds {
-            if let http::header::Entry::Occupied(e) = h.entry(n) {
-                removed += e.remove_entry_mult().1.count();
-            }
+    if hop {
+        // Names listed in `connection` are hop-by-hop too (a credential named there goes
+        // uncounted, as a hop-by-hop header).
+        let listed: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in listed {
+            h.remove(n);
         }
-        return removed;
-    }
-    // Names listed in `connection` are hop-by-hop too.
-    let listed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in listed {
-        h.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        h.remove(*n);
+        for n in HOP_BY_HOP {
+            h.remove(*n);
+        }
     }
     let mut removed = 0;
-    for n in CREDENTIAL_HEADERS {
-        removed += h.get_all(*n).iter().count();
-        h.remove(*n);
+    for n in creds {
+        if let http::header::Entry::Occupied(e) = h.entry(n) {
+            removed += e.remove_entry_mult().1.count();
+        }
     }
     removed
 }

@@ -242,9 +242,9 @@ impl MaskedBody {
 
     fn end(&mut self) -> Option<Bytes> {
         self.done = true;
-        let mut out = Vec::new();
-        match self.kind {
+        let out = match self.kind {
             Kind::Sse => {
+                let mut out = Vec::new();
                 if !self.buf.is_empty() {
                     let raw = std::mem::take(&mut self.buf);
                     self.sse_event(&raw, &mut out);
@@ -252,21 +252,17 @@ impl MaskedBody {
                 for ev in self.rw.finish() {
                     Self::encode_sse(&mut out, &ev, &[]);
                 }
+                Bytes::from(out)
             }
             Kind::JsonArray => {
                 let rest = std::mem::take(&mut self.buf);
-                out.extend_from_slice(&self.rw.mask_bytes(&rest));
+                Bytes::from(self.rw.mask_bytes(&rest))
             }
-            Kind::Json | Kind::Text => {
-                let whole = self.whole();
-                self.report();
-                self.on_end = None;
-                return (!whole.is_empty()).then_some(whole);
-            }
-        }
+            Kind::Json | Kind::Text => self.whole(),
+        };
         self.report();
         self.on_end = None;
-        (!out.is_empty()).then(|| Bytes::from(out))
+        (!out.is_empty()).then_some(out)
     }
 
     /// Hand the hits found so far to `on_end`.

@@ -193,24 +193,15 @@ impl Rewriter {
                     *s = m;
                 }
             }
-            // Without pointers to skip, no pointer is built (the common case: a whole answer).
-            Value::Array(a) if skip.is_empty() => {
-                for x in a.iter_mut() {
-                    self.mask_leaves(x, base, skip);
-                }
-            }
-            Value::Object(o) if skip.is_empty() => {
-                for (k, x) in o.iter_mut() {
-                    if !OPAQUE.contains(&k.as_str()) {
-                        self.mask_leaves(x, base, skip);
-                    }
-                }
-            }
+            // The JSON pointer is only built when there are pointers to skip (a whole answer
+            // has none).
             Value::Array(a) => {
                 for (i, x) in a.iter_mut().enumerate() {
                     let len = base.len();
-                    base.push('/');
-                    base.push_str(&i.to_string());
+                    if !skip.is_empty() {
+                        base.push('/');
+                        base.push_str(&i.to_string());
+                    }
                     self.mask_leaves(x, base, skip);
                     base.truncate(len);
                 }
@@ -221,8 +212,10 @@ impl Rewriter {
                         continue;
                     }
                     let len = base.len();
-                    base.push('/');
-                    base.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    if !skip.is_empty() {
+                        base.push('/');
+                        base.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    }
                     self.mask_leaves(x, base, skip);
                     base.truncate(len);
                 }
