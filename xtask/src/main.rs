@@ -131,18 +131,8 @@ fn real_main() -> Result<()> {
             bench_tools()?;
             let (bin, how) = build_how(true)?;
             step("benchmarks (release build)");
-            run(cargo()
-                .args([
-                    "run",
-                    "--release",
-                    "-p",
-                    "gateway-tests",
-                    "--bin",
-                    "bench",
-                    "--",
-                ])
+            run(bench(&bin)
                 .arg(workspace().join("BENCHMARKS.md"))
-                .env("GATEWAY_BIN", bin)
                 .env("GATEWAY_BUILD", how))
         }
         Cmd::Pgo => {
@@ -437,36 +427,29 @@ fn build_how(release: bool) -> Result<(PathBuf, String)> {
         return Ok((workspace().join("target/debug/gateway"), "debug".into()));
     }
     c.arg("--release");
-    match pgo_profile() {
+    let rustc = rustc()?;
+    match pgo_profile(&rustc) {
         Ok(profile) => {
-            let host = host_triple()?;
+            let host = &rustc.host;
             step(&format!("  with the profile {PGO_PROFILE} (PGO)"));
-            c.args(["--target", &host, "--config"])
-                .arg(target_rustflags(
-                    &host,
-                    &[
-                        format!("-Cprofile-use={}", profile.display()),
-                        // A function changed since training just goes without its profile.
-                        "-Cllvm-args=-no-pgo-warn-mismatch".into(),
-                    ],
-                ));
+            c.args(["--target", host, "--config"]).arg(target_rustflags(
+                host,
+                &[
+                    format!("-Cprofile-use={}", profile.display()),
+                    // A function changed since training just goes without its profile.
+                    "-Cllvm-args=-no-pgo-warn-mismatch".into(),
+                ],
+            ));
             run(&mut c)?;
-            let trained = fs::read_to_string(workspace().join(PGO_TRAINED)).unwrap_or_default();
-            let commit = trained
-                .lines()
-                .find_map(|l| l.strip_prefix("commit = "))
-                .map(|c| {
-                    c.trim()
-                        .trim_matches('"')
-                        .chars()
-                        .take(7)
-                        .collect::<String>()
-                })
-                .unwrap_or_default();
+            let commit: String = trained("commit")
+                .unwrap_or_default()
+                .chars()
+                .take(7)
+                .collect();
             Ok((
                 workspace()
                     .join("target")
-                    .join(&host)
+                    .join(host)
                     .join("release/gateway"),
                 format!("release, profile-guided (profile trained at commit {commit})"),
             ))
@@ -489,30 +472,82 @@ fn target_rustflags(host: &str, flags: &[String]) -> String {
     format!("target.{host}.rustflags=[{}]", list.join(","))
 }
 
-fn rustc_vv() -> Result<String> {
-    output(Command::new("rustc").current_dir(workspace()).arg("-vV")).context("rustc -vV failed")
+/// What `rustc -vV` says, asked once per build.
+struct Rustc {
+    /// "rustc 1.95.0 (...)"
+    version: String,
+    host: String,
+    /// Major version of the LLVM inside rustc.
+    llvm_major: String,
 }
 
-fn host_triple() -> Result<String> {
-    rustc_vv()?
-        .lines()
-        .find_map(|l| l.strip_prefix("host: "))
-        .map(|h| h.trim().to_string())
-        .context("no host line in rustc -vV")
+fn rustc() -> Result<Rustc> {
+    let vv = output(Command::new("rustc").current_dir(workspace()).arg("-vV"))
+        .context("rustc -vV failed")?;
+    let field = |name: &str| {
+        vv.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .with_context(|| format!("no `{name}` line in rustc -vV"))
+    };
+    Ok(Rustc {
+        version: vv.lines().next().unwrap_or_default().to_string(),
+        host: field("host: ")?,
+        llvm_major: field("LLVM version: ")?
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    })
 }
 
-/// Major version of the LLVM inside rustc.
-fn rustc_llvm_major() -> Result<String> {
-    rustc_vv()?
-        .lines()
-        .find_map(|l| l.strip_prefix("LLVM version: "))
-        .and_then(|v| v.split('.').next())
-        .map(|m| m.trim().to_string())
-        .context("no LLVM version in rustc -vV")
+/// A `key = "value"` line of gateway/pgo/TRAINED.
+fn trained(key: &str) -> Option<String> {
+    let text = fs::read_to_string(workspace().join(PGO_TRAINED)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.trim_start().strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_string())
+}
+
+/// `gzip FLAGS INPUT > OUT`, written through OUT.part so an interruption leaves no half file.
+fn gzip(flags: &[&str], input: &Path, out: &Path) -> Result<()> {
+    let part = out.with_extension("part");
+    let file = fs::File::create(&part).with_context(|| part.display().to_string())?;
+    let st = Command::new("gzip")
+        .args(flags)
+        .arg(input)
+        .stdout(file)
+        .status()
+        .context("gzip")?;
+    if !st.success() {
+        let _ = fs::remove_file(&part);
+        bail!(
+            "gzip {} {} failed with {st}",
+            flags.join(" "),
+            input.display()
+        );
+    }
+    fs::rename(&part, out).with_context(|| out.display().to_string())
+}
+
+/// `cargo run --release --bin bench -- ARGS` against the gateway binary `bin`.
+fn bench(bin: &Path) -> Command {
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--release",
+        "-p",
+        "gateway-tests",
+        "--bin",
+        "bench",
+        "--",
+    ])
+    .env("GATEWAY_BIN", bin);
+    c
 }
 
 /// The profile, unpacked under target/, if this toolchain can use it; why not otherwise.
-fn pgo_profile() -> Result<PathBuf, String> {
+fn pgo_profile(rustc: &Rustc) -> Result<PathBuf, String> {
     if env::var_os("GATEWAY_NO_PGO").is_some() {
         return Err("GATEWAY_NO_PGO is set".into());
     }
@@ -523,14 +558,10 @@ fn pgo_profile() -> Result<PathBuf, String> {
             "{PGO_PROFILE} is missing (cargo xtask pgo makes it)"
         ));
     }
-    let trained = fs::read_to_string(ws.join(PGO_TRAINED)).unwrap_or_default();
-    let want = trained
-        .lines()
-        .find_map(|l| l.strip_prefix("llvm = "))
-        .map(|v| v.trim().trim_matches('"').to_string())
+    let want = trained("llvm")
         .ok_or_else(|| format!("{PGO_TRAINED} does not name the LLVM that trained it"))?;
-    let have = rustc_llvm_major().map_err(|e| e.to_string())?;
-    if want != have {
+    let have = &rustc.llvm_major;
+    if want != *have {
         return Err(format!(
             "the profile is from LLVM {want}, this rustc has LLVM {have} (cargo xtask pgo retrains)"
         ));
@@ -543,26 +574,11 @@ fn pgo_profile() -> Result<PathBuf, String> {
         fnv1a(&bytes)
     ));
     if !out.exists() {
-        fs::create_dir_all(out.parent().expect("has a parent")).map_err(|e| e.to_string())?;
-        let part = out.with_extension("part");
-        let file = fs::File::create(&part).map_err(|e| format!("{}: {e}", part.display()))?;
-        let st = Command::new("gzip")
-            .args(["-dc"])
-            .arg(&packed)
-            .stdout(file)
-            .status()
-            .map_err(|e| format!("gzip: {e}"))?;
-        if !st.success() {
-            let _ = fs::remove_file(&part);
-            return Err(format!("gzip -dc {PGO_PROFILE} failed with {st}"));
-        }
-        fs::rename(&part, &out).map_err(|e| format!("{}: {e}", out.display()))?;
+        let dir = out.parent().expect("has a parent");
+        fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        gzip(&["-dc"], &packed, &out).map_err(|e| format!("{e:#}"))?;
         // Earlier profiles unpacked here are dead weight now.
-        for old in fs::read_dir(out.parent().expect("has a parent"))
-            .into_iter()
-            .flatten()
-        {
-            let Ok(old) = old else { continue };
+        for old in fs::read_dir(dir).into_iter().flatten().flatten() {
             if old.path() != out && old.path().extension().is_some_and(|x| x == "profdata") {
                 let _ = fs::remove_file(old.path());
             }
@@ -581,8 +597,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// `cargo xtask pgo`: instrumented build, training workload (bench train), merged profile.
 fn pgo_train() -> Result<()> {
     let ws = workspace();
-    let host = host_triple()?;
-    let llvm = rustc_llvm_major()?;
+    let rustc = rustc()?;
+    let (host, llvm) = (&rustc.host, &rustc.llvm_major);
     let profdata = PathBuf::from(format!("/usr/lib/llvm-{llvm}/bin/llvm-profdata"));
     if !profdata.exists() {
         bail!(
@@ -597,27 +613,16 @@ fn pgo_train() -> Result<()> {
     fs::create_dir_all(&raw)?;
     step("pgo: building an instrumented gateway (target/pgo-gen)");
     run(cargo()
-        .args(["build", "--release", "-p", "gateway", "--target", &host])
+        .args(["build", "--release", "-p", "gateway", "--target", host])
         .arg("--target-dir")
         .arg(&gen_dir)
         .arg("--config")
         .arg(target_rustflags(
-            &host,
+            host,
             &[format!("-Cprofile-generate={}", raw.display())],
         )))?;
     step("pgo: training (bench train: h2 and HTTP/1.1 clients through the redirect)");
-    run(cargo()
-        .args([
-            "run",
-            "--release",
-            "-p",
-            "gateway-tests",
-            "--bin",
-            "bench",
-            "--",
-        ])
-        .args(["/dev/null", "train"])
-        .env("GATEWAY_BIN", gen_dir.join(&host).join("release/gateway")))?;
+    run(bench(&gen_dir.join(host).join("release/gateway")).args(["/dev/null", "train"]))?;
     let raws: Vec<PathBuf> = fs::read_dir(&raw)?
         .flatten()
         .map(|e| e.path())
@@ -634,28 +639,20 @@ fn pgo_train() -> Result<()> {
         .args(&raws))?;
     let packed = ws.join(PGO_PROFILE);
     fs::create_dir_all(packed.parent().expect("has a parent"))?;
-    let file = fs::File::create(&packed)?;
-    let st = Command::new("gzip")
-        .args(["-9n", "-c"])
-        .arg(&merged)
-        .stdout(file)
-        .status()?;
-    if !st.success() {
-        bail!("gzip failed with {st}");
-    }
+    gzip(&["-9n", "-c"], &merged, &packed)?;
     let commit = output(
         Command::new("git")
             .current_dir(&ws)
             .args(["rev-parse", "HEAD"]),
     )
     .unwrap_or_default();
-    let rustc = rustc_vv()?.lines().next().unwrap_or_default().to_string();
+    let version = &rustc.version;
     fs::write(
         ws.join(PGO_TRAINED),
         format!(
             "# Written by `cargo xtask pgo`: what trained {PGO_PROFILE}.\n\
              # Retrain after changes to the data path; a stale profile only optimises less.\n\
-             commit = \"{}\"\nrustc = \"{rustc}\"\nllvm = \"{llvm}\"\n\
+             commit = \"{}\"\nrustc = \"{version}\"\nllvm = \"{llvm}\"\n\
              workload = \"bench train (tests/src/bin/bench/train.rs)\"\n",
             commit.trim()
         ),
@@ -699,6 +696,13 @@ mod tests {
             trained.lines().any(|l| l.starts_with("llvm = \"")),
             "{PGO_TRAINED}: {trained}"
         );
+        // What the build reads from it.
+        let llvm = super::trained("llvm").unwrap_or_default();
+        assert!(
+            !llvm.is_empty() && llvm.bytes().all(|b| b.is_ascii_digit()),
+            "llvm = {llvm:?}"
+        );
+        assert_eq!(super::trained("commit").map(|c| c.len()), Some(40));
         // An indexed LLVM profile (what rustc's -Cprofile-use reads), not a raw one.
         let out = Command::new("gzip")
             .arg("-dc")
