@@ -258,26 +258,44 @@ fn mint_cost() -> (f64, f64) {
     })
 }
 
-pub fn run(pid: u32) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new(&["api.openai.com"]);
-    let nginx_procs = nginx(&pki, dir.path());
-    let cg = CgroupGuard::new(&format!("gw-bench-b-{pid}"));
-    let gw = Gateway::start_opts(
-        &format!("gw-bench-b-{pid}"),
+/// A gateway in `cg` in front of the nginx upstream (the openai provider at UPSTREAM, the test
+/// CA trusted upstream, a vault key), with `extra` appended to its config.
+pub(crate) fn upstream_gateway(
+    name: &str,
+    cg: &CgroupGuard,
+    pki: &TestPki,
+    log_level: &str,
+    extra: &str,
+) -> Gateway {
+    Gateway::start_opts(
+        name,
         &cg.path,
         &format!("[[provider]]\nname = \"openai\"\naddrs = [\"{UPSTREAM}/32\"]\n"),
         &Opts {
             extra_roots: vec![pki.ca_pem.clone()],
             keys: vec![("openai".into(), "sk-bench".into())],
             builtin: true,
-            // The production default (the tests' extra eBPF debug output is not measured).
-            log_level: Some(std::env::var("BENCH_GW_LOG").unwrap_or_else(|_| "info".into())),
-            // The proxy path alone, as nginx-proxy has no journal: what the journal adds is
-            // measured on its own (journal.rs).
-            extra: "[journal]\nenabled = false\n".into(),
+            log_level: Some(log_level.into()),
+            extra: extra.into(),
             ..Default::default()
         },
+    )
+}
+
+pub fn run(pid: u32) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(&["api.openai.com"]);
+    let nginx_procs = nginx(&pki, dir.path());
+    let cg = CgroupGuard::new(&format!("gw-bench-b-{pid}"));
+    let gw = upstream_gateway(
+        &format!("gw-bench-b-{pid}"),
+        &cg,
+        &pki,
+        // The production default (the tests' extra eBPF debug output is not measured).
+        &std::env::var("BENCH_GW_LOG").unwrap_or_else(|_| "info".into()),
+        // The proxy path alone, as nginx-proxy has no journal: what the journal adds is
+        // measured on its own (journal.rs).
+        "[journal]\nenabled = false\n",
     );
     let mitm = mitmproxy(dir.path());
     let mut paths = vec![

@@ -9,10 +9,10 @@ use gateway::{
     journal::{Bodies, Exchange, Journal, JournalConfig},
     redirect::identity::Identity,
 };
-use gateway_tests::{CgroupGuard, Gateway, Opts, fake::TestPki};
+use gateway_tests::{CgroupGuard, fake::TestPki};
 
 use crate::intercept::{
-    LAT_N, LAT_ROUNDS, Path4, TPUT_N, UPSTREAM, h2load, h2load_cmd, nginx, stats,
+    LAT_N, LAT_ROUNDS, Path4, TPUT_N, UPSTREAM, h2load, h2load_cmd, nginx, stats, upstream_gateway,
 };
 
 const WRITES: usize = 3000;
@@ -90,19 +90,7 @@ pub fn run(pid: u32) -> String {
     for (i, (_, extra)) in variants.iter().enumerate() {
         let name = format!("gw-bench-d{i}-{pid}");
         let cg = CgroupGuard::new(&name);
-        let gw = Gateway::start_opts(
-            &name,
-            &cg.path,
-            &format!("[[provider]]\nname = \"openai\"\naddrs = [\"{UPSTREAM}/32\"]\n"),
-            &Opts {
-                extra_roots: vec![pki.ca_pem.clone()],
-                keys: vec![("openai".into(), "sk-bench".into())],
-                builtin: true,
-                extra: extra.to_string(),
-                log_level: Some("info".into()),
-                ..Default::default()
-            },
-        );
+        let gw = upstream_gateway(&name, &cg, &pki, "info", extra);
         // The gateway first: it detaches from the cgroup before the cgroup goes.
         gws.push((gw, cg));
     }

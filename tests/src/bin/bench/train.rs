@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use gateway_tests::{CgroupGuard, Gateway, Opts, fake::TestPki};
+use gateway_tests::{CgroupGuard, fake::TestPki};
 
-use crate::intercept::{UPSTREAM, nginx};
+use crate::intercept::{UPSTREAM, nginx, upstream_gateway};
 
 /// A chat request whose prompt holds an access key id (masked on the way out).
 const CHAT: &str = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Summarise: user alice rotated key AKIAZ7QW3RTY5UIO2PAS, build 4f2a9c passed, contact ops@example.com if billing-api fails."}]}"#;
@@ -20,18 +20,7 @@ pub fn run(pid: u32) {
     let pki = TestPki::new(&["api.openai.com"]);
     let _nginx = nginx(&pki, dir.path());
     let cg = CgroupGuard::new(&format!("gw-bench-t-{pid}"));
-    let mut gw = Gateway::start_opts(
-        &format!("gw-bench-t-{pid}"),
-        &cg.path,
-        &format!("[[provider]]\nname = \"openai\"\naddrs = [\"{UPSTREAM}/32\"]\n"),
-        &Opts {
-            extra_roots: vec![pki.ca_pem.clone()],
-            keys: vec![("openai".into(), "sk-bench".into())],
-            builtin: true,
-            log_level: Some("info".into()),
-            ..Default::default()
-        },
-    );
+    let mut gw = upstream_gateway(&format!("gw-bench-t-{pid}"), &cg, &pki, "info", "");
     let body = dir.path().join("chat.json");
     std::fs::write(&body, CHAT).unwrap();
     let body = body.to_str().unwrap().to_string();
