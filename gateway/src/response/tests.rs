@@ -280,6 +280,17 @@ async fn gemini_json_array_elements_are_masked_and_the_array_stays_valid() {
 }
 
 #[tokio::test]
+async fn an_answer_without_a_hit_goes_out_byte_for_byte() {
+    // Spacing, key order and escapes a re-serialisation would change.
+    let doc = "{ \"z\": 1,\n  \"a\": \"caf\\u00e9 \\/ ok\",  \"n\": 1.50 }\n";
+    let (out, hits) = run(Kind::Json, vec![doc.as_bytes().to_vec()]).await;
+    assert_eq!((out.as_str(), hits), (doc, 0));
+    let text = "plain text,\twith  spacing\n";
+    let (out, hits) = run(Kind::Text, vec![text.as_bytes().to_vec()]).await;
+    assert_eq!((out.as_str(), hits), (text, 0));
+}
+
+#[tokio::test]
 async fn a_json_answer_is_masked_field_by_field() {
     let key = format!("ghp_{}", "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5");
     let doc = json!({"id":"x","choices":[{"message":{"role":"assistant","content":format!("use {key}")}}]}).to_string();

@@ -57,7 +57,9 @@ pub fn run(pid: u32) {
                 out.status.success() && ok.contains(" 0 4xx, 0 5xx"),
                 "training run {args:?} failed: {text}"
             );
-            eprintln!("train round {round}: {} ({ok})", args.join(" "));
+            // Header values stay out of the output (one is a client credential, if a dummy).
+            let shown: Vec<&str> = args.iter().copied().filter(|a| !a.contains(": ")).collect();
+            eprintln!("train round {round}: {} ({ok})", shown.join(" "));
         }
     }
     let masked = gw
