@@ -3,4 +3,5 @@
 
 pub mod credentials;
 pub mod detect;
+pub mod prefilter;
 pub mod scan;

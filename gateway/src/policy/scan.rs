@@ -17,7 +17,10 @@ use regex_automata::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::detect::{self, Confirm};
+use super::{
+    detect::{self, Confirm},
+    prefilter::{self, Cue, Prefilter, Source},
+};
 use crate::redirect::identity::Identity;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -183,6 +186,8 @@ pub struct Scanner {
     rules: Vec<Rule>,
     pats: Vec<Pat>,
     re: meta::Regex,
+    /// Where matches can be; `None`: everywhere (a custom pattern without prefix literals).
+    prefilter: Option<Prefilter>,
     live: Arc<DFA>,
     caches: CachePool,
     global_allow: Vec<String>,
@@ -248,6 +253,8 @@ impl Scanner {
         let mut pats = Vec::new();
         let mut patterns: Vec<String> = Vec::new();
         let mut max_len = 0;
+        // Per pattern: a built-in detector's cues, and the longest match.
+        let mut lens: Vec<(Option<&'static [Cue]>, usize)> = Vec::new();
         let mut names = std::collections::HashSet::new();
         for (ri, rc) in rules.iter().enumerate() {
             let bad = |reason: String| ScanError::Rule {
@@ -270,10 +277,12 @@ impl Scanner {
             }
             let mut add = |pattern: &str,
                            detector: &'static str,
-                           confirm: Option<Confirm>|
+                           confirm: Option<Confirm>,
+                           cues: Option<&'static [Cue]>|
              -> Result<(), ScanError> {
                 let len = check_pattern(pattern).map_err(&bad)?;
                 max_len = max_len.max(len);
+                lens.push((cues, len));
                 pats.push(Pat {
                     rule: ri,
                     detector,
@@ -290,7 +299,7 @@ impl Scanner {
                 (None, None) => return Err(bad("needs `detector` or `pattern`".into())),
                 (Some(d), None) if d == "all" => {
                     for det in detect::DETECTORS {
-                        add(det.pattern, det.name, det.confirm)?;
+                        add(det.pattern, det.name, det.confirm, Some(det.cues))?;
                     }
                 }
                 (Some(d), None) => {
@@ -304,9 +313,9 @@ impl Scanner {
                                 .join(", ")
                         ))
                     })?;
-                    add(det.pattern, det.name, det.confirm)?;
+                    add(det.pattern, det.name, det.confirm, Some(det.cues))?;
                 }
-                (None, Some(p)) => add(p, "pattern", None)?,
+                (None, Some(p)) => add(p, "pattern", None, None)?,
             }
             let allow_regex = rc
                 .allow_regex
@@ -337,6 +346,15 @@ impl Scanner {
             .syntax(syntax_config())
             .build_many(&patterns)
             .map_err(|e| ScanError::Build(e.to_string()))?;
+        let sources: Vec<Source<'_>> = lens
+            .iter()
+            .zip(&patterns)
+            .map(|((cues, len), p)| match cues {
+                Some(c) => Source::Cues(c, *len),
+                None => Source::Pattern(p, *len),
+            })
+            .collect();
+        let prefilter = Prefilter::new(&sources).map_err(ScanError::Build)?;
         let live = DFA::builder()
             .syntax(syntax_config())
             .configure(DFA::config().cache_capacity(4 << 20))
@@ -349,6 +367,7 @@ impl Scanner {
             rules: out_rules,
             pats,
             re,
+            prefilter,
             live,
             caches,
             global_allow: policy.allow.clone(),
@@ -381,11 +400,47 @@ impl Scanner {
     /// Every hit in `hay[from..]` (bytes before `from` are look-behind context only).
     pub fn find(&self, hay: &[u8], from: usize, ctx: Ctx<'_>) -> Vec<Hit> {
         let mut hits = Vec::new();
-        let mut at = from;
         // Only patterns with an `s` group need captures: made on the first such match.
         let mut caps = None;
-        while at <= hay.len() {
-            let Some(m) = self.re.search(&Input::new(hay).range(at..)) else {
+        match &self.prefilter {
+            Some(pf) if hay.len().saturating_sub(from) >= prefilter::MIN_TEXT => {
+                let mut at = from;
+                for (lo, hi) in pf.windows(hay, from) {
+                    at = self.find_in(hay, at.max(lo), hi, ctx, &mut caps, &mut hits);
+                }
+            }
+            _ => {
+                self.find_in(hay, from, hay.len(), ctx, &mut caps, &mut hits);
+            }
+        }
+        hits
+    }
+
+    /// [`Self::find`] over every byte, without the prefilter: what it must agree with.
+    #[cfg(test)]
+    pub(crate) fn find_everywhere(&self, hay: &[u8], from: usize, ctx: Ctx<'_>) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        self.find_in(hay, from, hay.len(), ctx, &mut None, &mut hits);
+        hits
+    }
+
+    #[cfg(test)]
+    pub(crate) fn has_prefilter(&self) -> bool {
+        self.prefilter.is_some()
+    }
+
+    /// The hits in `hay[at..end]`; returns where a search after them would go on.
+    fn find_in(
+        &self,
+        hay: &[u8],
+        mut at: usize,
+        end: usize,
+        ctx: Ctx<'_>,
+        caps: &mut Option<regex_automata::util::captures::Captures>,
+        hits: &mut Vec<Hit>,
+    ) -> usize {
+        while at <= end {
+            let Some(m) = self.re.search(&Input::new(hay).range(at..end)) else {
                 break;
             };
             let pat = &self.pats[m.pattern().as_usize()];
@@ -426,7 +481,7 @@ impl Scanner {
                 at = m.start() + 1;
             }
         }
-        hits
+        at
     }
 
     /// The first position in `hay[from..]` where a match could still start if more text came

@@ -1,0 +1,775 @@
+//! Where in a text a match could be: candidate windows for the scanner's one combined regex.
+//!
+//! The combined regex (43 detectors, several without any literal) runs at lazy-DFA speed,
+//! ~2 ns a byte, over every byte. Almost all text holds no secret, so a cheap pass first finds
+//! *cues* — something every match of a detector contains, a known distance after the match
+//! start — and the regex then runs only over `[cue − back, cue + longest match]`, merged.
+//!
+//! Exactness: every match of every pattern lies inside one merged window (its cue is inside it,
+//! the window spans from the earliest start to the longest end), so leftmost-first search over
+//! the windows finds exactly what a search over the whole text finds. A cue that were not
+//! necessary would lose secrets; the tests sample thousands of matches of every detector from
+//! its own pattern and check each lies in a window.
+//!
+//! The pass looks at 32 bytes at a time: a Teddy-style fingerprint of the first three bytes of
+//! every literal cue (nibble lookups, 8 buckets; case-insensitive cues cost nothing extra), and
+//! byte classes (digit, upper, token, `.`, `-`) from which the literal-less detectors' shapes
+//! (card numbers, IBANs, SSNs, Discord's dotted token) are bit operations on 64-bit masks. AVX2
+//! when the CPU has it; a scalar version of the same tables otherwise (tested to agree).
+//! Custom `pattern` rules use their prefix literals (aho-corasick); a pattern without a finite
+//! set of them turns the prefilter off (every byte is scanned, as before).
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
+
+/// Something every match of a detector contains.
+#[derive(Clone, Copy)]
+pub enum Cue {
+    Lit(Lit),
+    /// `\b` 13 digits or more in groups of four, each maybe after a separator: payment cards.
+    CardDigits,
+    /// `\b` two upper-case letters, two digits, then (after an optional space) four letters or
+    /// digits: IBANs.
+    IbanHead,
+    /// `\b` ddd-dd-dddd.
+    Ssn,
+    /// `.`, six token bytes, `.`: the middle of a Discord bot token, whose first `.` is 24..=26
+    /// bytes after the match start.
+    DotPair,
+}
+
+/// A literal cue: `[..]` in `text` is a byte class (`a-f` ranges allowed).
+#[derive(Clone, Copy)]
+pub struct Lit {
+    pub text: &'static str,
+    /// ASCII case-insensitive.
+    pub ci: bool,
+    /// The match starts at most this many bytes before the literal.
+    pub back: usize,
+    /// The literal starts the match after a `\b`: the byte before is not a word byte.
+    pub word_start: bool,
+    /// A necessary condition on the bytes after the literal.
+    pub then: Option<fn(&[u8]) -> bool>,
+}
+
+/// A literal cue at the match start.
+pub const fn lit(text: &'static str) -> Cue {
+    Cue::Lit(Lit {
+        text,
+        ci: false,
+        back: 0,
+        word_start: false,
+        then: None,
+    })
+}
+
+impl Cue {
+    pub const fn ci(self) -> Cue {
+        match self {
+            Cue::Lit(mut l) => {
+                l.ci = true;
+                Cue::Lit(l)
+            }
+            other => other,
+        }
+    }
+    /// `\b` before the literal (only for literals at the match start).
+    pub const fn wb(self) -> Cue {
+        match self {
+            Cue::Lit(mut l) => {
+                l.word_start = true;
+                Cue::Lit(l)
+            }
+            other => other,
+        }
+    }
+    pub const fn back(self, n: usize) -> Cue {
+        match self {
+            Cue::Lit(mut l) => {
+                l.back = n;
+                Cue::Lit(l)
+            }
+            other => other,
+        }
+    }
+    pub const fn then(self, f: fn(&[u8]) -> bool) -> Cue {
+        match self {
+            Cue::Lit(mut l) => {
+                l.then = Some(f);
+                Cue::Lit(l)
+            }
+            other => other,
+        }
+    }
+}
+
+pub fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// `\s` with Unicode off.
+fn is_space(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ')
+}
+
+/// `["']?\s{0,4}` then `:` or `=`: the assignment after a keyword.
+pub fn assign(r: &[u8]) -> bool {
+    let mut i = usize::from(matches!(r.first(), Some(b'"' | b'\'')));
+    let mut spaces = 0;
+    while spaces < 4 && r.get(i).copied().is_some_and(is_space) {
+        i += 1;
+        spaces += 1;
+    }
+    matches!(r.get(i), Some(b':' | b'='))
+}
+
+/// 256-bit byte set.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    fn add(&mut self, b: u8) {
+        self.0[(b >> 6) as usize] |= 1 << (b & 63);
+    }
+    fn has(&self, b: u8) -> bool {
+        self.0[(b >> 6) as usize] >> (b & 63) & 1 == 1
+    }
+    fn bytes(&self) -> impl Iterator<Item = u8> + '_ {
+        (0..=255u8).filter(|b| self.has(*b))
+    }
+}
+
+/// Parse a cue literal into byte sets, one per position.
+fn parse_lit(text: &str, ci: bool) -> Result<Vec<ByteSet>, String> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let mut set = ByteSet::default();
+        if b[i] == b'[' {
+            let close = b[i..]
+                .iter()
+                .position(|c| *c == b']')
+                .ok_or_else(|| format!("cue `{text}`: `[` without `]`"))?
+                + i;
+            let class = &b[i + 1..close];
+            let mut k = 0;
+            while k < class.len() {
+                if k + 2 < class.len() && class[k + 1] == b'-' {
+                    for c in class[k]..=class[k + 2] {
+                        set.add(c);
+                    }
+                    k += 3;
+                } else {
+                    set.add(class[k]);
+                    k += 1;
+                }
+            }
+            i = close + 1;
+        } else {
+            set.add(b[i]);
+            i += 1;
+        }
+        if ci {
+            for c in set.bytes().collect::<Vec<_>>() {
+                set.add(c.to_ascii_lowercase());
+                set.add(c.to_ascii_uppercase());
+            }
+        }
+        if set.has(0) {
+            return Err(format!("cue `{text}`: a NUL byte"));
+        }
+        out.push(set);
+    }
+    if out.len() < 3 {
+        return Err(format!("cue `{text}`: shorter than 3 bytes"));
+    }
+    Ok(out)
+}
+
+/// What one found cue means for one pattern.
+#[derive(Clone, Copy)]
+struct Use {
+    back: usize,
+    word_start: bool,
+    then: Option<fn(&[u8]) -> bool>,
+    /// Longest match of the pattern.
+    len: usize,
+}
+
+struct Anchor {
+    seq: Vec<ByteSet>,
+    uses: Vec<Use>,
+}
+
+/// One detector's cues with its longest match, or a custom pattern's text.
+pub enum Source<'a> {
+    Cues(&'a [Cue], usize),
+    Pattern(&'a str, usize),
+}
+
+// Class bits of one byte (each a nibble rectangle, so two lookups decide it exactly).
+const C_DIGIT: u8 = 1;
+const C_UP_A: u8 = 2; // 0x41..=0x4f
+const C_UP_B: u8 = 4; // 0x50..=0x5a
+const C_LO_A: u8 = 8; // 0x61..=0x6f
+const C_LO_B: u8 = 16; // 0x70..=0x7a
+const C_DOT: u8 = 32;
+const C_DASH: u8 = 64;
+const C_UNDER: u8 = 128;
+const C_UPPER: u8 = C_UP_A | C_UP_B;
+/// `[A-Za-z0-9_\-]`
+const C_TOKEN: u8 = !C_DOT;
+
+fn class_tables() -> ([u8; 16], [u8; 16]) {
+    let (mut lo, mut hi) = ([0u8; 16], [0u8; 16]);
+    let mut add = |bytes: &mut dyn Iterator<Item = u8>, bit: u8| {
+        for b in bytes {
+            lo[(b & 15) as usize] |= bit;
+            hi[(b >> 4) as usize] |= bit;
+        }
+    };
+    add(&mut (b'0'..=b'9'), C_DIGIT);
+    add(&mut (0x41..=0x4f), C_UP_A);
+    add(&mut (0x50..=0x5a), C_UP_B);
+    add(&mut (0x61..=0x6f), C_LO_A);
+    add(&mut (0x70..=0x7a), C_LO_B);
+    add(&mut std::iter::once(b'.'), C_DOT);
+    add(&mut std::iter::once(b'-'), C_DASH);
+    add(&mut std::iter::once(b'_'), C_UNDER);
+    (lo, hi)
+}
+
+/// Bytes one step of the pass looks at.
+const CHUNK: usize = 64;
+/// Bytes a step reads: the fingerprint looks two bytes further.
+const READ: usize = CHUNK + 2;
+
+/// Masks of one 64-byte chunk: bit i is about byte i.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+struct Chunk {
+    /// Some literal cue's first three bytes may start here (which: `buckets[i]`).
+    lits: u64,
+    digit: u64,
+    upper: u64,
+    token: u64,
+    dot: u64,
+    dash: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Tables {
+    /// Teddy: per fingerprint offset, low- and high-nibble bucket tables.
+    lo: [[u8; 16]; 3],
+    hi: [[u8; 16]; 3],
+    class_lo: [u8; 16],
+    class_hi: [u8; 16],
+}
+
+impl Tables {
+    /// `s` holds at least [`READ`] bytes.
+    fn chunk_scalar(&self, s: &[u8], buckets: &mut [u8; CHUNK]) -> Chunk {
+        let mut c = Chunk::default();
+        for i in 0..CHUNK {
+            let nib = |x: u8, k: usize| self.lo[k][(x & 15) as usize] & self.hi[k][(x >> 4) as usize];
+            let t = nib(s[i], 0) & nib(s[i + 1], 1) & nib(s[i + 2], 2);
+            buckets[i] = t;
+            let x = s[i];
+            let class = self.class_lo[(x & 15) as usize] & self.class_hi[(x >> 4) as usize];
+            let bit = |on: bool| u64::from(on) << i;
+            c.lits |= bit(t != 0);
+            c.digit |= bit(class & C_DIGIT != 0);
+            c.upper |= bit(class & C_UPPER != 0);
+            c.token |= bit(class & C_TOKEN != 0);
+            c.dot |= bit(class & C_DOT != 0);
+            c.dash |= bit(class & C_DASH != 0);
+        }
+        c
+    }
+
+    /// # Safety
+    /// The CPU has AVX2; `p` points at [`READ`] readable bytes.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[allow(unsafe_code)]
+    unsafe fn chunk_avx2(&self, p: *const u8, buckets: &mut [u8; CHUNK]) -> Chunk {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees AVX2 and READ readable bytes at `p`; every load is
+        // unaligned and ends at p + 2 + 32 + 32 = p + READ at most.
+        unsafe {
+            let tab = |t: &[u8; 16]| _mm256_broadcastsi128_si256(_mm_loadu_si128(t.as_ptr().cast()));
+            let low = _mm256_set1_epi8(0x0f);
+            let zero = _mm256_setzero_si256();
+            let lo = [tab(&self.lo[0]), tab(&self.lo[1]), tab(&self.lo[2])];
+            let hi = [tab(&self.hi[0]), tab(&self.hi[1]), tab(&self.hi[2])];
+            let (class_lo, class_hi) = (tab(&self.class_lo), tab(&self.class_hi));
+            let any = |v: __m256i| u64::from(!(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, zero)) as u32));
+            let mut c = Chunk::default();
+            for half in 0..2 {
+                let q = p.add(32 * half);
+                let mut t = _mm256_set1_epi8(-1);
+                let mut l0 = zero;
+                let mut h0 = zero;
+                for k in 0..3 {
+                    let v = _mm256_loadu_si256(q.add(k).cast());
+                    let l = _mm256_and_si256(v, low);
+                    let h = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                    if k == 0 {
+                        (l0, h0) = (l, h);
+                    }
+                    t = _mm256_and_si256(
+                        t,
+                        _mm256_and_si256(_mm256_shuffle_epi8(lo[k], l), _mm256_shuffle_epi8(hi[k], h)),
+                    );
+                }
+                _mm256_storeu_si256(buckets.as_mut_ptr().add(32 * half).cast(), t);
+                let class = _mm256_and_si256(
+                    _mm256_shuffle_epi8(class_lo, l0),
+                    _mm256_shuffle_epi8(class_hi, h0),
+                );
+                let has = |bits: u8| any(_mm256_and_si256(class, _mm256_set1_epi8(bits as i8)));
+                let sh = 32 * half;
+                c.lits |= any(t) << sh;
+                c.digit |= has(C_DIGIT) << sh;
+                c.upper |= has(C_UPPER) << sh;
+                c.token |= has(C_TOKEN) << sh;
+                c.dot |= has(C_DOT) << sh;
+                c.dash |= has(C_DASH) << sh;
+            }
+            c
+        }
+    }
+}
+
+pub struct Prefilter {
+    tables: Tables,
+    anchors: Vec<Anchor>,
+    /// Anchor indices per Teddy bucket.
+    buckets: [Vec<usize>; 8],
+    /// Every cue's first three bytes: rejects the byte triples Teddy's nibbles let through.
+    triples: Triples,
+    /// Longest match of the pattern each shape cue stands for (0: no such pattern).
+    card: usize,
+    iban: usize,
+    ssn: usize,
+    dots: usize,
+    /// Custom patterns' prefix literals, with each one's longest match.
+    custom: Option<(AhoCorasick, Vec<usize>)>,
+    avx2: bool,
+}
+
+/// Text shorter than this is scanned whole: finding windows would cost more than it saves.
+pub const MIN_TEXT: usize = 256;
+
+impl Prefilter {
+    /// `None` when some pattern has no usable cue (the scanner then scans every byte).
+    pub fn new(sources: &[Source<'_>]) -> Result<Option<Self>, String> {
+        let mut anchors: Vec<(String, bool, Anchor)> = Vec::new();
+        let (mut card, mut iban, mut ssn, mut dots) = (0, 0, 0, 0);
+        let mut custom_lits: Vec<Vec<u8>> = Vec::new();
+        let mut custom_len = Vec::new();
+        for src in sources {
+            match *src {
+                Source::Cues(cues, len) => {
+                    if cues.is_empty() {
+                        return Ok(None);
+                    }
+                    for cue in cues {
+                        match cue {
+                            Cue::Lit(l) => {
+                                if l.word_start && l.back != 0 {
+                                    return Err(format!("cue `{}`: \\b with back > 0", l.text));
+                                }
+                                let u = Use {
+                                    back: l.back,
+                                    word_start: l.word_start,
+                                    then: l.then,
+                                    len,
+                                };
+                                match anchors.iter_mut().find(|a| a.0 == l.text && a.1 == l.ci) {
+                                    Some(a) => a.2.uses.push(u),
+                                    None => anchors.push((
+                                        l.text.to_string(),
+                                        l.ci,
+                                        Anchor {
+                                            seq: parse_lit(l.text, l.ci)?,
+                                            uses: vec![u],
+                                        },
+                                    )),
+                                }
+                            }
+                            Cue::CardDigits => card = card.max(len),
+                            Cue::IbanHead => iban = iban.max(len),
+                            Cue::Ssn => ssn = ssn.max(len),
+                            Cue::DotPair => dots = dots.max(len),
+                        }
+                    }
+                }
+                Source::Pattern(p, len) => {
+                    let Ok(hir) = regex_syntax::ParserBuilder::new()
+                        .unicode(false)
+                        .utf8(false)
+                        .build()
+                        .parse(p)
+                    else {
+                        return Ok(None);
+                    };
+                    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+                    match seq.literals() {
+                        Some(lits) if !lits.is_empty() && lits.iter().all(|l| !l.is_empty()) => {
+                            for l in lits {
+                                custom_lits.push(l.as_bytes().to_vec());
+                                custom_len.push(len);
+                            }
+                        }
+                        _ => return Ok(None),
+                    }
+                }
+            }
+        }
+        let (cls_lo, cls_hi) = class_tables();
+        let mut tables = Tables {
+            lo: [[0; 16]; 3],
+            hi: [[0; 16]; 3],
+            class_lo: cls_lo,
+            class_hi: cls_hi,
+        };
+        let buckets = assign_buckets(&anchors.iter().map(|a| &a.2.seq[..3]).collect::<Vec<_>>());
+        for (b, members) in buckets.iter().enumerate() {
+            for &i in members {
+                for k in 0..3 {
+                    for x in anchors[i].2.seq[k].bytes() {
+                        tables.lo[k][(x & 15) as usize] |= 1 << b;
+                        tables.hi[k][(x >> 4) as usize] |= 1 << b;
+                    }
+                }
+            }
+        }
+        let triples = Triples::new(anchors.iter().map(|a| &a.2.seq[..3]));
+        let custom = if custom_lits.is_empty() {
+            None
+        } else {
+            let ac = AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .build(&custom_lits)
+                .map_err(|e| e.to_string())?;
+            Some((ac, custom_len))
+        };
+        Ok(Some(Self {
+            tables,
+            anchors: anchors.into_iter().map(|a| a.2).collect(),
+            buckets,
+            triples,
+            card,
+            iban,
+            ssn,
+            dots,
+            custom,
+            avx2: avx2(),
+        }))
+    }
+
+    /// The masks of `hay[at..at + CHUNK]` (zeros past the end).
+    #[inline]
+    fn chunk(&self, hay: &[u8], at: usize, buckets: &mut [u8; CHUNK]) -> Chunk {
+        if at + READ <= hay.len() {
+            return self.kernel(&hay[at..], buckets);
+        }
+        let mut pad = [0u8; READ];
+        let rest = &hay[at.min(hay.len())..];
+        pad[..rest.len()].copy_from_slice(rest);
+        self.kernel(&pad, buckets)
+    }
+
+    /// `s` has at least [`READ`] bytes.
+    #[inline]
+    fn kernel(&self, s: &[u8], buckets: &mut [u8; CHUNK]) -> Chunk {
+        assert!(s.len() >= READ);
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        if self.avx2 {
+            // SAFETY: AVX2 was detected at construction; `s` has at least READ bytes.
+            return unsafe { self.tables.chunk_avx2(s.as_ptr(), buckets) };
+        }
+        self.tables.chunk_scalar(s, buckets)
+    }
+
+    /// Merged windows `[lo, hi)` over `hay[from..]` that hold every match starting at or after
+    /// `from` (bytes before `from` are look-behind context only).
+    pub fn windows(&self, hay: &[u8], from: usize) -> Vec<(usize, usize)> {
+        let mut w = Vec::new();
+        self.cues(hay, from, &mut w);
+        if let Some((ac, lens)) = &self.custom {
+            for m in ac.find_overlapping_iter(aho_corasick::Input::new(hay).span(from..hay.len())) {
+                w.push((m.start(), (m.start() + lens[m.pattern().as_usize()]).min(hay.len())));
+            }
+        }
+        merge(w)
+    }
+
+    fn cues(&self, hay: &[u8], from: usize, w: &mut Vec<(usize, usize)>) {
+        let n = hay.len();
+        if from >= n {
+            return;
+        }
+        let (mut bk_cur, mut bk_next) = ([0u8; CHUNK], [0u8; CHUNK]);
+        let mut at = from;
+        let mut cur = self.chunk(hay, at, &mut bk_cur);
+        let boundary = |p: usize| p == 0 || !is_word(hay[p - 1]);
+        loop {
+            let next_at = at + CHUNK;
+            let next = if next_at < n {
+                self.chunk(hay, next_at, &mut bk_next)
+            } else {
+                Chunk::default()
+            };
+            if cur.lits != 0 {
+                self.literal_cues(hay, from, at, cur.lits, &bk_cur, w);
+            }
+            self.shape_cues(hay, from, at, &cur, &next, &boundary, w);
+            if next_at >= n {
+                break;
+            }
+            at = next_at;
+            cur = next;
+            std::mem::swap(&mut bk_cur, &mut bk_next);
+        }
+    }
+
+    /// Check the fingerprint hits of one chunk against their cues.
+    fn literal_cues(
+        &self,
+        hay: &[u8],
+        from: usize,
+        at: usize,
+        mut m: u64,
+        buckets: &[u8; CHUNK],
+        w: &mut Vec<(usize, usize)>,
+    ) {
+        let n = hay.len();
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let p = at + i;
+            if p + 3 > n || !self.triples.has(&hay[p..p + 3]) {
+                continue;
+            }
+            let mut bits = buckets[i];
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                for &ai in &self.buckets[b] {
+                    let a = &self.anchors[ai];
+                    let end = p + a.seq.len();
+                    if end > n || !a.seq.iter().zip(&hay[p..end]).all(|(s, x)| s.has(*x)) {
+                        continue;
+                    }
+                    for u in &a.uses {
+                        if (u.word_start && p > 0 && is_word(hay[p - 1]))
+                            || u.then.is_some_and(|f| !f(&hay[end..]))
+                        {
+                            continue;
+                        }
+                        w.push((p.saturating_sub(u.back).max(from), (p + u.len).min(n)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Card numbers, IBANs, SSNs and Discord's dotted tokens starting in one chunk (their
+    /// shapes reach at most 16 bytes into the next).
+    #[allow(clippy::too_many_arguments)]
+    fn shape_cues(
+        &self,
+        hay: &[u8],
+        from: usize,
+        at: usize,
+        cur: &Chunk,
+        next: &Chunk,
+        boundary: &dyn Fn(usize) -> bool,
+        w: &mut Vec<(usize, usize)>,
+    ) {
+        let n = hay.len();
+        let wide = |a: u64, b: u64| u128::from(a) | u128::from(b) << 64;
+        // Bits i.. of a wide mask, as the chunk's 64.
+        let at_ = |x: u128, k: u32| (x >> k) as u64;
+        let mut emit = |mask: u64, len: usize, first: usize, last: usize, bound: bool| {
+            let mut m = mask;
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let p = at + i;
+                if !bound || boundary(p) {
+                    w.push((p.saturating_sub(first).max(from), (p.saturating_sub(last) + len).min(n)));
+                }
+            }
+        };
+        if cur.digit != 0 && (self.card | self.ssn | self.iban) != 0 {
+            let d = wide(cur.digit, next.digit);
+            let d2 = d & d >> 1;
+            let d4 = d2 & d2 >> 2;
+            if self.card != 0 && d4 as u64 != 0 {
+                // Groups of four at +0, +4|5, +8|9|10, then a digit at +12..=15.
+                let m = at_(d4, 0)
+                    & (at_(d4, 4) | at_(d4, 5))
+                    & (at_(d4, 8) | at_(d4, 9) | at_(d4, 10))
+                    & (at_(d, 12) | at_(d, 13) | at_(d, 14) | at_(d, 15));
+                emit(m, self.card, 0, 0, true);
+            }
+            if self.ssn != 0 && cur.dash != 0 {
+                let dash = wide(cur.dash, next.dash);
+                let m = at_(d2, 0)
+                    & at_(d, 2)
+                    & at_(dash, 3)
+                    & at_(d2, 4)
+                    & at_(dash, 6)
+                    & at_(d4, 7);
+                emit(m, self.ssn, 0, 0, true);
+            }
+            if self.iban != 0 && cur.upper != 0 {
+                let u = wide(cur.upper, next.upper);
+                let ud = u | d;
+                let ud2 = ud & ud >> 1;
+                let ud4 = ud2 & ud2 >> 2;
+                let m = at_(u, 0) & at_(u, 1) & at_(d2, 2) & (at_(ud4, 4) | at_(ud4, 5));
+                emit(m, self.iban, 0, 0, true);
+            }
+        }
+        if self.dots != 0 && cur.dot != 0 {
+            let dot = wide(cur.dot, next.dot);
+            let t = wide(cur.token, next.token);
+            let t2 = t & t >> 1;
+            let t6 = t2 & t2 >> 2 & t2 >> 4;
+            emit(at_(dot, 0) & at_(t6, 1) & at_(dot, 7), self.dots, 26, 24, false);
+        }
+    }
+}
+
+/// A set of byte triples, hashed into 2^16 bits (8 KiB): no false negatives, few positives.
+struct Triples(Option<Box<[u64; 1024]>>);
+
+impl Triples {
+    /// Cues whose first three bytes allow more combinations than this skip the set.
+    const MAX: usize = 1 << 12;
+
+    fn new<'a>(prints: impl Iterator<Item = &'a [ByteSet]>) -> Self {
+        let mut bits = Box::new([0u64; 1024]);
+        for p in prints {
+            let sets: Vec<Vec<u8>> = p.iter().map(|s| s.bytes().collect()).collect();
+            if sets.iter().map(Vec::len).product::<usize>() > Self::MAX {
+                return Triples(None);
+            }
+            for &a in &sets[0] {
+                for &b in &sets[1] {
+                    for &c in &sets[2] {
+                        let h = Self::hash(&[a, b, c]);
+                        bits[h >> 6] |= 1 << (h & 63);
+                    }
+                }
+            }
+        }
+        Triples(Some(bits))
+    }
+
+    fn hash(t: &[u8]) -> usize {
+        let x = u64::from(t[0]) | u64::from(t[1]) << 8 | u64::from(t[2]) << 16;
+        (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as usize
+    }
+
+    fn has(&self, t: &[u8]) -> bool {
+        self.0.as_ref().is_none_or(|bits| {
+            let h = Self::hash(t);
+            bits[h >> 6] >> (h & 63) & 1 == 1
+        })
+    }
+}
+
+/// How often a byte turns up in prose, code and logs (a rough model, relative).
+fn frequency(b: u8) -> f64 {
+    const LETTERS: &[u8; 26] = b"etaoinsrhldcumfpgwybvkxjqz";
+    match b {
+        b' ' => 150.0,
+        b'a'..=b'z' => 80.0 / (1.0 + LETTERS.iter().position(|c| *c == b).unwrap_or(25) as f64 * 0.25),
+        b'A'..=b'Z' => 0.1 * frequency(b.to_ascii_lowercase()),
+        b'0'..=b'9' => 5.0,
+        b'\n' | b'.' | b',' | b'_' | b'-' | b'(' | b')' | b'"' | b':' | b'=' | b'/' => 4.0,
+        0x21..=0x7e => 1.0,
+        _ => 0.5,
+    }
+}
+
+/// Spread the cues' 3-byte fingerprints over 8 buckets so that few ordinary byte triples pass.
+/// A bucket lets through every triple its nibble tables allow, including mixes of its cues;
+/// each cue goes where it adds the least to the expected rate (most frequent cues first).
+fn assign_buckets(prints: &[&[ByteSet]]) -> [Vec<usize>; 8] {
+    let total: f64 = (0..=255u8).map(frequency).sum();
+    // Expected pass rate of a bucket holding these cues.
+    let rate = |members: &[usize]| -> f64 {
+        if members.is_empty() {
+            return 0.0;
+        }
+        (0..3)
+            .map(|k| {
+                let (mut lo, mut hi) = (0u16, 0u16);
+                for &m in members {
+                    for x in prints[m][k].bytes() {
+                        lo |= 1 << (x & 15);
+                        hi |= 1 << (x >> 4);
+                    }
+                }
+                (0..=255u8)
+                    .filter(|x| lo >> (x & 15) & 1 == 1 && hi >> (x >> 4) & 1 == 1)
+                    .map(frequency)
+                    .sum::<f64>()
+                    / total
+            })
+            .product()
+    };
+    let mut order: Vec<usize> = (0..prints.len()).collect();
+    order.sort_by(|a, b| rate(&[*b]).total_cmp(&rate(&[*a])));
+    let mut buckets: [Vec<usize>; 8] = Default::default();
+    for i in order {
+        let best = (0..8)
+            .min_by(|x, y| {
+                let cost = |b: usize| {
+                    let mut with = buckets[b].clone();
+                    with.push(i);
+                    rate(&with) - rate(&buckets[b])
+                };
+                cost(*x).total_cmp(&cost(*y))
+            })
+            .unwrap_or(0);
+        buckets[best].push(i);
+    }
+    buckets
+}
+
+fn merge(mut w: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
+    w.sort_unstable();
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(w.len());
+    for (lo, hi) in w {
+        if lo >= hi {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests;

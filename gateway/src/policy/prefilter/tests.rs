@@ -1,0 +1,267 @@
+//! The prefilter must never lose a match: every sampled match of every detector lies in a
+//! window, the scanner finds the same hits with and without it, and the AVX2 kernel agrees
+//! with the scalar one byte for byte.
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use regex_automata::{Input, meta};
+use regex_syntax::hir::{Class, Hir, HirKind};
+
+use super::*;
+use crate::{
+    policy::{
+        detect::DETECTORS,
+        scan::{Ctx, Direction, PolicyConfig, RuleConfig, Scanner},
+    },
+    redirect::identity::Identity,
+};
+
+fn parse(p: &str) -> Hir {
+    regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(p)
+        .expect("pattern parses")
+}
+
+fn max_len(p: &str) -> usize {
+    parse(p).properties().maximum_len().expect("bounded")
+}
+
+/// Append a random string the pattern `h` matches (look-arounds are left to the context).
+fn sample(h: &Hir, rng: &mut StdRng, out: &mut Vec<u8>) {
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => {}
+        HirKind::Literal(l) => out.extend_from_slice(&l.0),
+        HirKind::Class(Class::Bytes(c)) => {
+            let all: Vec<u8> = c.iter().flat_map(|r| r.start()..=r.end()).collect();
+            out.push(all[rng.random_range(0..all.len())]);
+        }
+        HirKind::Class(Class::Unicode(c)) => {
+            let all: Vec<char> = c.iter().flat_map(|r| r.start()..=r.end()).take(4096).collect();
+            let ch = all[rng.random_range(0..all.len())];
+            out.extend_from_slice(ch.to_string().as_bytes());
+        }
+        HirKind::Repetition(r) => {
+            let max = r.max.unwrap_or(r.min + 8);
+            let n = match rng.random_range(0..4) {
+                0 => r.min,
+                1 => max,
+                _ => rng.random_range(r.min..=max.min(r.min + 12)),
+            };
+            for _ in 0..n {
+                sample(&r.sub, rng, out);
+            }
+        }
+        HirKind::Capture(c) => sample(&c.sub, rng, out),
+        HirKind::Concat(v) => v.iter().for_each(|h| sample(h, rng, out)),
+        HirKind::Alternation(v) => sample(&v[rng.random_range(0..v.len())], rng, out),
+    }
+}
+
+/// Text around a sample: nothing, separators, word bytes, or arbitrary printable ASCII.
+fn context(rng: &mut StdRng, out: &mut Vec<u8>) {
+    const PIECES: &[&[u8]] = &[
+        b"", b" ", b"\n", b"\"", b"x", b"_", b"-", b".", b"=", b"key=", b"token: ", b"1234",
+    ];
+    for _ in 0..rng.random_range(0..4) {
+        if rng.random_bool(0.7) {
+            out.extend_from_slice(PIECES[rng.random_range(0..PIECES.len())]);
+        } else {
+            out.push(rng.random_range(0x20..0x7f));
+        }
+    }
+}
+
+/// Mostly a non-word byte, so that `\b` around a sample usually holds.
+fn separator(rng: &mut StdRng, out: &mut Vec<u8>) {
+    if rng.random_bool(0.7) {
+        const SEP: &[u8] = b" \n\"'=.,;:/";
+        out.push(SEP[rng.random_range(0..SEP.len())]);
+    }
+}
+
+fn all_sources() -> Vec<(Vec<Cue>, usize)> {
+    DETECTORS
+        .iter()
+        .map(|d| (d.cues.to_vec(), max_len(d.pattern)))
+        .collect()
+}
+
+fn prefilter_of(src: &[(Vec<Cue>, usize)], avx2: bool) -> Prefilter {
+    let sources: Vec<Source<'_>> = src.iter().map(|(c, l)| Source::Cues(c, *l)).collect();
+    let mut pf = Prefilter::new(&sources)
+        .expect("cues parse")
+        .expect("every detector has cues");
+    pf.avx2 = avx2 && super::avx2();
+    pf
+}
+
+fn covered(windows: &[(usize, usize)], s: usize, e: usize) -> bool {
+    windows.iter().any(|(lo, hi)| *lo <= s && e <= *hi)
+}
+
+#[test]
+fn every_sampled_match_of_every_detector_lies_in_a_window() {
+    let src = all_sources();
+    let both = [prefilter_of(&src, true), prefilter_of(&src, false)];
+    let mut rng = StdRng::seed_from_u64(0x5eed);
+    for d in DETECTORS {
+        let hir = parse(d.pattern);
+        let alone = [prefilter_of(&[(d.cues.to_vec(), max_len(d.pattern))], false)];
+        let re = meta::Regex::builder()
+            .syntax(regex_automata::util::syntax::Config::new().unicode(false).utf8(false))
+            .build(d.pattern)
+            .unwrap();
+        let mut matched = 0;
+        for round in 0..400 {
+            let mut text = Vec::new();
+            context(&mut rng, &mut text);
+            separator(&mut rng, &mut text);
+            sample(&hir, &mut rng, &mut text);
+            separator(&mut rng, &mut text);
+            context(&mut rng, &mut text);
+            // From 0, and from inside the text (the streaming masker's case).
+            let from = if round % 4 == 3 { rng.random_range(0..=text.len().min(6)) } else { 0 };
+            let mut at = from;
+            while let Some(m) = re.search(&Input::new(&text).range(at..)) {
+                matched += 1;
+                for pf in both.iter().chain(&alone) {
+                    let w = pf.windows(&text, from);
+                    assert!(
+                        covered(&w, m.start(), m.end()),
+                        "{}: match {}..{} of {:?} (from {from}) outside the windows {w:?} (avx2 {})",
+                        d.name,
+                        m.start(),
+                        m.end(),
+                        String::from_utf8_lossy(&text),
+                        pf.avx2,
+                    );
+                }
+                at = m.start() + 1;
+            }
+        }
+        // The sampler must actually produce matches, or the test proves nothing.
+        assert!(matched >= 200, "{}: only {matched} of 400 samples matched", d.name);
+    }
+}
+
+#[test]
+fn the_scanner_finds_the_same_hits_with_and_without_the_prefilter() {
+    let sc = Scanner::new(&[], &PolicyConfig::default()).unwrap();
+    assert!(sc.has_prefilter());
+    let id = Identity::default();
+    let ctx = Ctx {
+        dir: Direction::Response,
+        id: &id,
+    };
+    let vectors = crate::policy::scan::tests::vectors();
+    let prose: &[&str] = &[
+        "The deployment uses an S3 bucket; commit 3f786850e387550fdab836ed7e6dc881de23001b.\n",
+        "request 123e4567-e89b-12d3-a456-426614174000 took 35 ms; call 555-12-3456 or 4111.\n",
+        "let api_key = os.environ[\"KEY\"]; password: hunter2 secret=\n",
+        "postgres://app:s3cr3t-Pa55@db:5432/x https://discord.com/api/webhooks/1 -----BEGIN x\n",
+    ];
+    let hirs: Vec<Hir> = DETECTORS.iter().map(|d| parse(d.pattern)).collect();
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut total = 0;
+    for _ in 0..300 {
+        let mut text = Vec::new();
+        while text.len() < 3000 {
+            match rng.random_range(0..5) {
+                0 => text.extend_from_slice(prose[rng.random_range(0..prose.len())].as_bytes()),
+                1 => {
+                    let v = &vectors[rng.random_range(0..vectors.len())];
+                    let s = if rng.random_bool(0.5) { &v.1 } else { &v.3 };
+                    text.extend_from_slice(s.as_bytes());
+                }
+                2 => sample(&hirs[rng.random_range(0..hirs.len())], &mut rng, &mut text),
+                _ => context(&mut rng, &mut text),
+            }
+        }
+        for from in [0, rng.random_range(0..text.len() / 2)] {
+            let got = sc.find(&text, from, ctx);
+            let want = sc.find_everywhere(&text, from, ctx);
+            assert_eq!(got, want, "{:?} from {from}", String::from_utf8_lossy(&text));
+            total += want.len();
+        }
+    }
+    assert!(total > 1000, "only {total} hits: the texts do not exercise the detectors");
+}
+
+#[test]
+fn the_avx2_kernel_agrees_with_the_scalar_one() {
+    if !super::avx2() {
+        // Nothing to compare on this CPU: the scalar kernel is the only one that runs.
+        eprintln!("no AVX2 on this CPU");
+        return;
+    }
+    let src = all_sources();
+    let pf = prefilter_of(&src, true);
+    let mut rng = StdRng::seed_from_u64(99);
+    let alphabet = b"0123456789abcdefABCDEFKQSGT_-.:~=\"' \n\x00\xff";
+    for _ in 0..10_000 {
+        let s: Vec<u8> = (0..READ)
+            .map(|_| {
+                if rng.random_bool(0.5) {
+                    alphabet[rng.random_range(0..alphabet.len())]
+                } else {
+                    rng.random()
+                }
+            })
+            .collect();
+        let (mut a, mut b) = ([0u8; CHUNK], [0u8; CHUNK]);
+        #[allow(unsafe_code)]
+        // SAFETY: AVX2 is present (checked above); `s` has READ bytes.
+        let fast = unsafe { pf.tables.chunk_avx2(s.as_ptr(), &mut a) };
+        let slow = pf.tables.chunk_scalar(&s, &mut b);
+        assert_eq!(fast, slow, "{s:?}");
+        assert_eq!(a, b, "{s:?}");
+    }
+}
+
+#[test]
+fn custom_patterns_use_their_prefix_literals_or_turn_the_prefilter_off() {
+    let rule = |name: &str, pattern: &str| -> RuleConfig {
+        serde_json::from_value(serde_json::json!({"name": name, "pattern": pattern})).unwrap()
+    };
+    let all: RuleConfig =
+        serde_json::from_value(serde_json::json!({"name": "builtin", "detector": "all"})).unwrap();
+    let with_lits = Scanner::new(
+        &[rule("ticket", r"(?i:tkt|ticket)-[0-9]{6}"), all],
+        &PolicyConfig::default(),
+    )
+    .unwrap();
+    assert!(with_lits.has_prefilter());
+    let no_lits = Scanner::new(&[rule("digits", r"[a-z]{2}-[0-9]{6}")], &PolicyConfig::default()).unwrap();
+    assert!(!no_lits.has_prefilter());
+    let id = Identity::default();
+    let ctx = Ctx {
+        dir: Direction::Request,
+        id: &id,
+    };
+    let mut text = "filler text without anything. ".repeat(20);
+    text.push_str("see TiCkEt-123456 and tkt-654321, also ghp_");
+    text.push_str(&"a1".repeat(18));
+    text.push_str(" end");
+    for sc in [&with_lits, &no_lits] {
+        assert_eq!(
+            sc.find(text.as_bytes(), 0, ctx),
+            sc.find_everywhere(text.as_bytes(), 0, ctx)
+        );
+    }
+    let hits = with_lits.find(text.as_bytes(), 0, ctx);
+    let names: Vec<&str> = hits.iter().map(|h| h.detector).collect();
+    assert_eq!(names, ["pattern", "pattern", "github-classic-token"], "{hits:?}");
+}
+
+#[test]
+fn bad_cues_are_refused() {
+    for (text, why) in [("ab", "shorter"), ("[ab", "without"), ("a\0b", "NUL")] {
+        let cues = [lit(text)];
+        let err = Prefilter::new(&[Source::Cues(&cues, 10)]).err().expect("refused");
+        assert!(err.contains(why), "{text}: {err}");
+    }
+    let cues = [lit("abc").back(2).wb()];
+    assert!(Prefilter::new(&[Source::Cues(&cues, 10)]).is_err());
+}
