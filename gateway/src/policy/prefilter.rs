@@ -512,27 +512,27 @@ impl Prefilter {
         if from >= n {
             return;
         }
-        let (mut bk_cur, mut bk_next) = ([0u8; CHUNK], [0u8; CHUNK]);
+        let mut buckets = [0u8; CHUNK];
         let mut at = from;
-        let mut cur = self.chunk(hay, at, &mut bk_cur);
+        let mut cur = self.chunk(hay, at, &mut buckets);
         let boundary = |p: usize| p == 0 || !is_word(hay[p - 1]);
         loop {
+            // The literals first: the next chunk's masks reuse `buckets`.
+            if cur.lits != 0 {
+                self.literal_cues(hay, from, at, cur.lits, &buckets, w);
+            }
             let next_at = at + CHUNK;
             let next = if next_at < n {
-                self.chunk(hay, next_at, &mut bk_next)
+                self.chunk(hay, next_at, &mut buckets)
             } else {
                 Chunk::default()
             };
-            if cur.lits != 0 {
-                self.literal_cues(hay, from, at, cur.lits, &bk_cur, w);
-            }
             self.shape_cues(hay, from, at, &cur, &next, &boundary, w);
             if next_at >= n {
                 break;
             }
             at = next_at;
             cur = next;
-            std::mem::swap(&mut bk_cur, &mut bk_next);
         }
     }
 

@@ -145,7 +145,6 @@ pub struct Rule {
     pub action: Action,
     request: bool,
     response: bool,
-    replacement: String,
     who: Option<Who>,
     allow: Vec<String>,
     allow_regex: Vec<meta::Regex>,
@@ -154,6 +153,8 @@ pub struct Rule {
 struct Pat {
     rule: usize,
     detector: &'static str,
+    /// The rule's replacement with `<rule>` and `<detector>` filled in.
+    replacement: String,
     confirm: Option<Confirm>,
     secret_group: bool,
 }
@@ -162,6 +163,8 @@ struct Pat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
     pub rule: usize,
+    /// Which pattern (of the rule's) hit.
+    pat: usize,
     pub detector: &'static str,
     pub start: usize,
     pub end: usize,
@@ -275,6 +278,7 @@ impl Scanner {
             if rc.on.is_empty() {
                 return Err(bad("`on` must name request, response or both".into()));
             }
+            let template = rc.replacement.as_deref().unwrap_or("[MASKED:<rule>]");
             let mut add = |pattern: &str,
                            detector: &'static str,
                            confirm: Option<Confirm>,
@@ -286,6 +290,9 @@ impl Scanner {
                 pats.push(Pat {
                     rule: ri,
                     detector,
+                    replacement: template
+                        .replace("<rule>", &rc.name)
+                        .replace("<detector>", detector),
                     confirm,
                     secret_group: pattern.contains("(?P<s>"),
                 });
@@ -327,10 +334,6 @@ impl Scanner {
                 action: rc.action,
                 request: rc.on.contains(&Direction::Request),
                 response: rc.on.contains(&Direction::Response),
-                replacement: rc
-                    .replacement
-                    .clone()
-                    .unwrap_or_else(|| "[MASKED:<rule>]".into()),
                 who: rc.who.clone(),
                 allow: rc.allow.clone(),
                 allow_regex,
@@ -469,6 +472,7 @@ impl Scanner {
             if ok {
                 hits.push(Hit {
                     rule: pat.rule,
+                    pat: m.pattern().as_usize(),
                     detector: pat.detector,
                     start: s,
                     end: e,
@@ -510,13 +514,6 @@ impl Scanner {
         hay.len()
     }
 
-    fn replacement(&self, hit: &Hit) -> String {
-        let rule = &self.rules[hit.rule];
-        rule.replacement
-            .replace("<rule>", &rule.name)
-            .replace("<detector>", hit.detector)
-    }
-
     /// Apply the `mask` hits to `text[from..upto]` (hits must lie inside).
     fn render(&self, text: &str, from: usize, upto: usize, hits: &[Hit]) -> String {
         let mut out = String::with_capacity(upto - from);
@@ -526,7 +523,7 @@ impl Scanner {
                 continue;
             }
             out.push_str(&text[pos..floor(text, h.start)]);
-            out.push_str(&self.replacement(h));
+            out.push_str(&self.pats[h.pat].replacement);
             pos = ceil(text, h.end);
         }
         out.push_str(&text[pos.min(upto)..upto]);
