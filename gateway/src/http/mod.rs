@@ -76,15 +76,20 @@ where
         async move { Ok::<_, Infallible>(fut.await) }
     });
     let io = TokioIo::new(io);
+    // Each boxed alone: an HTTP/1.1 connection does not carry the size of an h2 one.
     if ctx.h2 {
-        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .serve_connection(io, svc)
-            .await
+        Box::pin(
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(io, svc),
+        )
+        .await
     } else {
-        hyper::server::conn::http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(io, svc)
-            .await
+        Box::pin(
+            hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(io, svc),
+        )
+        .await
     }
 }
 
@@ -271,10 +276,15 @@ async fn send(
                 }
             })?
             .to_bytes();
-        let (raw, held) = inspect_request(raw, endpoint, ctx, ex)?;
+        let (mut raw, held) = inspect_request(raw, endpoint, ctx, ex)?;
         // What the provider gets (masked), as it gets it.
         ex.request_body(&raw);
         if let Some(held) = held {
+            // A hold can last minutes. The body and the header values are slices of hyper's
+            // read buffer; copied out, that buffer serves the connection's next reads instead
+            // of a second one being allocated beside it (memory per held request).
+            raw = Bytes::copy_from_slice(&raw);
+            unshare(&mut parts.headers);
             wait_for_approval(held, endpoint, ctx, ex).await?;
         }
         parts
@@ -312,6 +322,16 @@ async fn send(
     };
     let resp = forward_upstream(parts, body, ctx).await?;
     mask_response(resp, framing, ctx, ctx.journal.is_some())
+}
+
+/// Header values in buffers of their own (not slices of the connection's read buffer).
+fn unshare(headers: &mut http::HeaderMap) {
+    for v in headers.values_mut() {
+        if let Ok(mut own) = HeaderValue::from_bytes(v.as_bytes()) {
+            own.set_sensitive(v.is_sensitive());
+            *v = own;
+        }
+    }
 }
 
 /// Scan the prompt text of a request body: block and hold refuse it, mask rewrites it.

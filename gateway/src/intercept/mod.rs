@@ -168,8 +168,10 @@ async fn read_hello(
         if buf.len() >= hello::MAX_HELLO {
             return Ok((buf, Parsed::Malformed("ClientHello too large")));
         }
-        let mut chunk = [0u8; 4096];
-        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+        // Straight into `buf`: a stack array here would sit in every connection's task for
+        // its whole life (the task's size is its largest state).
+        buf.reserve(4096);
+        let n = match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
             Ok(r) => r?,
             // Nothing (more) within the timeout: a server-speaks-first protocol, or a stalled
             // client. With no bytes at all it is not TLS; a partial hello is refused.
@@ -184,7 +186,6 @@ async fn read_hello(
             };
             return Ok((buf, p));
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -367,7 +368,7 @@ impl Intercept {
             return;
         }
         result.bytes_up = prefix.len() as u64;
-        let stats = splice::splice(client, upstream).await;
+        let stats = Box::pin(splice::splice(client, upstream)).await;
         result.bytes_up += stats.up;
         result.bytes_down = stats.down;
         result.reset = stats.reset;
@@ -394,7 +395,9 @@ impl Intercept {
         result: &mut ConnResult,
     ) {
         let icpt = &self.interception;
-        let tls = match icpt.terminator.accept(&sni, prefix, client).await {
+        // The handshake and the HTTP connection are boxed, each on its own: the connection's
+        // task then holds only what its current stage needs (memory per held request).
+        let tls = match Box::pin(icpt.terminator.accept(&sni, prefix, client)).await {
             Ok(t) => t,
             Err(e) => {
                 result.outcome = Outcome::TlsFailed;
@@ -417,7 +420,7 @@ impl Intercept {
             journal: icpt.journal.clone(),
             requests: Default::default(),
         });
-        let served = gwhttp::serve(tls, ctx.clone()).await;
+        let served = Box::pin(gwhttp::serve(tls, ctx.clone())).await;
         result.requests = ctx.requests.load(Ordering::Relaxed);
         result.outcome = Outcome::Intercepted;
         if let Err(e) = served {

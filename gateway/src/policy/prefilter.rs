@@ -703,7 +703,22 @@ fn frequency(b: u8) -> f64 {
 /// A bucket lets through every triple its nibble tables allow, including mixes of its cues;
 /// each cue goes where it adds the least to the expected rate (most frequent cues first).
 fn assign_buckets(prints: &[&[ByteSet]]) -> [Vec<usize>; 8] {
-    let total: f64 = (0..=255u8).map(frequency).sum();
+    let freq: Vec<f64> = (0..=255u8).map(frequency).collect();
+    let total: f64 = freq.iter().sum();
+    // Per cue and offset: the low and high nibbles its bytes use.
+    let nibbles: Vec<[(u16, u16); 3]> = prints
+        .iter()
+        .map(|p| {
+            let mut n = [(0u16, 0u16); 3];
+            for (k, set) in p.iter().take(3).enumerate() {
+                for x in set.bytes() {
+                    n[k].0 |= 1 << (x & 15);
+                    n[k].1 |= 1 << (x >> 4);
+                }
+            }
+            n
+        })
+        .collect();
     // Expected pass rate of a bucket holding these cues.
     let rate = |members: &[usize]| -> f64 {
         if members.is_empty() {
@@ -711,16 +726,12 @@ fn assign_buckets(prints: &[&[ByteSet]]) -> [Vec<usize>; 8] {
         }
         (0..3)
             .map(|k| {
-                let (mut lo, mut hi) = (0u16, 0u16);
-                for &m in members {
-                    for x in prints[m][k].bytes() {
-                        lo |= 1 << (x & 15);
-                        hi |= 1 << (x >> 4);
-                    }
-                }
+                let (lo, hi) = members.iter().fold((0u16, 0u16), |(lo, hi), m| {
+                    (lo | nibbles[*m][k].0, hi | nibbles[*m][k].1)
+                });
                 (0..=255u8)
                     .filter(|x| lo >> (x & 15) & 1 == 1 && hi >> (x >> 4) & 1 == 1)
-                    .map(frequency)
+                    .map(|x| freq[x as usize])
                     .sum::<f64>()
                     / total
             })

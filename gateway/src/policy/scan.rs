@@ -402,17 +402,38 @@ impl Scanner {
 
     /// Every hit in `hay[from..]` (bytes before `from` are look-behind context only).
     pub fn find(&self, hay: &[u8], from: usize, ctx: Ctx<'_>) -> Vec<Hit> {
+        let windows = match &self.prefilter {
+            Some(pf) if hay.len().saturating_sub(from) >= prefilter::MIN_TEXT => {
+                let windows = pf.windows(hay, from);
+                // A search call costs about as much as scanning a hundred bytes: text dense
+                // with cues is scanned whole.
+                let cost: usize = windows.iter().map(|(lo, hi)| hi - lo + 100).sum();
+                (cost < hay.len() - from).then_some(windows)
+            }
+            _ => None,
+        };
+        self.find_within(hay, from, windows, ctx)
+    }
+
+    /// The hits in the windows (`None`: in all of `hay[from..]`).
+    fn find_within(
+        &self,
+        hay: &[u8],
+        from: usize,
+        windows: Option<Vec<(usize, usize)>>,
+        ctx: Ctx<'_>,
+    ) -> Vec<Hit> {
         let mut hits = Vec::new();
         // Only patterns with an `s` group need captures: made on the first such match.
         let mut caps = None;
-        match &self.prefilter {
-            Some(pf) if hay.len().saturating_sub(from) >= prefilter::MIN_TEXT => {
+        match windows {
+            Some(windows) => {
                 let mut at = from;
-                for (lo, hi) in pf.windows(hay, from) {
+                for (lo, hi) in windows {
                     at = self.find_in(hay, at.max(lo), hi, ctx, &mut caps, &mut hits);
                 }
             }
-            _ => {
+            None => {
                 self.find_in(hay, from, hay.len(), ctx, &mut caps, &mut hits);
             }
         }
@@ -422,9 +443,14 @@ impl Scanner {
     /// [`Self::find`] over every byte, without the prefilter: what it must agree with.
     #[cfg(test)]
     pub(crate) fn find_everywhere(&self, hay: &[u8], from: usize, ctx: Ctx<'_>) -> Vec<Hit> {
-        let mut hits = Vec::new();
-        self.find_in(hay, from, hay.len(), ctx, &mut None, &mut hits);
-        hits
+        self.find_within(hay, from, None, ctx)
+    }
+
+    /// [`Self::find`] in the prefilter's windows, however many.
+    #[cfg(test)]
+    pub(crate) fn find_windowed(&self, hay: &[u8], from: usize, ctx: Ctx<'_>) -> Vec<Hit> {
+        let pf = self.prefilter.as_ref().expect("a prefilter");
+        self.find_within(hay, from, Some(pf.windows(hay, from)), ctx)
     }
 
     #[cfg(test)]

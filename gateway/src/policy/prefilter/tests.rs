@@ -180,9 +180,10 @@ fn the_scanner_finds_the_same_hits_with_and_without_the_prefilter() {
             }
         }
         for from in [0, rng.random_range(0..text.len() / 2)] {
-            let got = sc.find(&text, from, ctx);
             let want = sc.find_everywhere(&text, from, ctx);
-            assert_eq!(got, want, "{:?} from {from}", String::from_utf8_lossy(&text));
+            let text_ = String::from_utf8_lossy(&text);
+            assert_eq!(sc.find_windowed(&text, from, ctx), want, "{text_:?} from {from}");
+            assert_eq!(sc.find(&text, from, ctx), want, "{text_:?} from {from}");
             total += want.len();
         }
     }
@@ -244,12 +245,14 @@ fn custom_patterns_use_their_prefix_literals_or_turn_the_prefilter_off() {
     text.push_str("see TiCkEt-123456 and tkt-654321, also ghp_");
     text.push_str(&"a1".repeat(18));
     text.push_str(" end");
-    for sc in [&with_lits, &no_lits] {
-        assert_eq!(
-            sc.find(text.as_bytes(), 0, ctx),
-            sc.find_everywhere(text.as_bytes(), 0, ctx)
-        );
-    }
+    assert_eq!(
+        with_lits.find_windowed(text.as_bytes(), 0, ctx),
+        with_lits.find_everywhere(text.as_bytes(), 0, ctx)
+    );
+    assert_eq!(
+        no_lits.find(text.as_bytes(), 0, ctx),
+        no_lits.find_everywhere(text.as_bytes(), 0, ctx)
+    );
     let hits = with_lits.find(text.as_bytes(), 0, ctx);
     let names: Vec<&str> = hits.iter().map(|h| h.detector).collect();
     assert_eq!(names, ["pattern", "pattern", "github-classic-token"], "{hits:?}");
