@@ -15,7 +15,8 @@
 //! every literal cue (nibble lookups, 8 buckets; case-insensitive cues cost nothing extra), and
 //! byte classes (digit, upper, token, `.`, `-`) from which the literal-less detectors' shapes
 //! (card numbers, IBANs, SSNs, Discord's dotted token) are bit operations on 64-bit masks. AVX2
-//! when the CPU has it; a scalar version of the same tables otherwise (tested to agree).
+//! (or AVX-512BW) when the CPU has it; a scalar version of the same tables otherwise (tested to
+//! agree).
 //! Custom `pattern` rules use their prefix literals (aho-corasick); a pattern without a finite
 //! set of them turns the prefilter off (every byte is scanned, as before).
 
@@ -341,6 +342,64 @@ impl Tables {
     }
 }
 
+impl Tables {
+    /// [`Self::chunk_avx2`] in one 64-byte vector (AVX-512BW: masks come out as 64 bits).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512BW; `p` points at [`READ`] readable bytes.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512bw")]
+    #[allow(unsafe_code)]
+    unsafe fn chunk_avx512(&self, p: *const u8, buckets: &mut [u8; CHUNK]) -> Chunk {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees AVX-512BW and READ readable bytes at `p`; the loads are
+        // unaligned and end at p + 2 + 64 = p + READ at most.
+        unsafe {
+            let tab = |t: &[u8; 16]| _mm512_broadcast_i32x4(_mm_loadu_si128(t.as_ptr().cast()));
+            let low = _mm512_set1_epi8(0x0f);
+            let mut t = _mm512_set1_epi8(-1);
+            let (mut l0, mut h0) = (low, low);
+            for k in 0..3 {
+                let v = _mm512_loadu_si512(p.add(k).cast());
+                let l = _mm512_and_si512(v, low);
+                let h = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+                if k == 0 {
+                    (l0, h0) = (l, h);
+                }
+                t = _mm512_and_si512(
+                    t,
+                    _mm512_and_si512(
+                        _mm512_shuffle_epi8(tab(&self.lo[k]), l),
+                        _mm512_shuffle_epi8(tab(&self.hi[k]), h),
+                    ),
+                );
+            }
+            _mm512_storeu_si512(buckets.as_mut_ptr().cast(), t);
+            let class = _mm512_and_si512(
+                _mm512_shuffle_epi8(tab(&self.class_lo), l0),
+                _mm512_shuffle_epi8(tab(&self.class_hi), h0),
+            );
+            let has = |bits: u8| _mm512_test_epi8_mask(class, _mm512_set1_epi8(bits as i8));
+            Chunk {
+                lits: _mm512_test_epi8_mask(t, t),
+                digit: has(C_DIGIT),
+                upper: has(C_UPPER),
+                token: has(C_TOKEN),
+                dot: has(C_DOT),
+                dash: has(C_DASH),
+            }
+        }
+    }
+}
+
+/// The vector instructions the pass uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Simd {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
 pub struct Prefilter {
     tables: Tables,
     anchors: Vec<Anchor>,
@@ -355,7 +414,7 @@ pub struct Prefilter {
     dots: usize,
     /// Custom patterns' prefix literals, with each one's longest match.
     custom: Option<(AhoCorasick, Vec<usize>)>,
-    avx2: bool,
+    simd: Simd,
 }
 
 /// Text shorter than this is scanned whole: finding windows would cost more than it saves.
@@ -465,7 +524,7 @@ impl Prefilter {
             ssn,
             dots,
             custom,
-            avx2: avx2(),
+            simd: simd(),
         }))
     }
 
@@ -487,9 +546,12 @@ impl Prefilter {
         assert!(s.len() >= READ);
         #[cfg(target_arch = "x86_64")]
         #[allow(unsafe_code)]
-        if self.avx2 {
-            // SAFETY: AVX2 was detected at construction; `s` has at least READ bytes.
-            return unsafe { self.tables.chunk_avx2(s.as_ptr(), buckets) };
+        match self.simd {
+            // SAFETY: the feature was detected at construction; `s` has at least READ bytes.
+            Simd::Avx512 => return unsafe { self.tables.chunk_avx512(s.as_ptr(), buckets) },
+            // SAFETY: as above.
+            Simd::Avx2 => return unsafe { self.tables.chunk_avx2(s.as_ptr(), buckets) },
+            Simd::Scalar => {}
         }
         self.tables.chunk_scalar(s, buckets)
     }
@@ -771,15 +833,17 @@ fn merge(mut w: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
     out
 }
 
-fn avx2() -> bool {
+fn simd() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx2")
+        if std::is_x86_feature_detected!("avx512bw") {
+            return Simd::Avx512;
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            return Simd::Avx2;
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Simd::Scalar
 }
 
 #[cfg(test)]
