@@ -320,7 +320,9 @@ async fn send(
         .map_err(|e| Box::new(e) as BoxError)
         .boxed()
     };
-    let resp = forward_upstream(parts, body, ctx).await?;
+    // Boxed: the upstream request's state is large and only needed from here on; a request
+    // waiting for approval above then carries a smaller future (memory per held request).
+    let resp = Box::pin(forward_upstream(parts, body, ctx)).await?;
     mask_response(resp, framing, ctx, ctx.journal.is_some())
 }
 
