@@ -213,7 +213,12 @@ pub static DETECTORS: &[Detector] = &[
         r"https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/[0-9]{17,20}/[A-Za-z0-9_\-]{60,68}",
         &[lit("://").back(5).then(discord_host)],
     ),
-    d("twilio-api-key", "Twilio API key", r"\bSK[0-9a-f]{32}\b", &[lit("SK[0-9a-f]").wb()]),
+    d(
+        "twilio-api-key",
+        "Twilio API key",
+        r"\bSK[0-9a-f]{32}\b",
+        &[lit("SK[0-9a-f]").wb()],
+    ),
     d(
         "sendgrid-api-key",
         "SendGrid API key",
@@ -232,7 +237,12 @@ pub static DETECTORS: &[Detector] = &[
         r#"(?i:(?:dd|datadog)_?(?:api|app)_?key)["']?\s{0,4}[:=]\s{0,4}["']?(?P<s>[a-f0-9]{32,40})\b"#,
         &[lit("key").ci().back(12).then(assign)],
     ),
-    d("npm-token", "npm access token", r"\bnpm_[A-Za-z0-9]{36}\b", &[lit("npm_").wb()]),
+    d(
+        "npm-token",
+        "npm access token",
+        r"\bnpm_[A-Za-z0-9]{36}\b",
+        &[lit("npm_").wb()],
+    ),
     d(
         "pypi-token",
         "PyPI upload token",
@@ -282,14 +292,24 @@ pub static DETECTORS: &[Detector] = &[
         r"\bsk-ant-(?:api|admin|oat|ort)[0-9]{2}-[A-Za-z0-9_\-]{80,120}",
         &[lit("sk-ant-").wb()],
     ),
-    d("groq-api-key", "Groq API key", r"\bgsk_[A-Za-z0-9]{52}\b", &[lit("gsk_").wb()]),
+    d(
+        "groq-api-key",
+        "Groq API key",
+        r"\bgsk_[A-Za-z0-9]{52}\b",
+        &[lit("gsk_").wb()],
+    ),
     d(
         "huggingface-token",
         "Hugging Face access token",
         r"\bhf_[A-Za-z]{34}\b",
         &[lit("hf_").wb()],
     ),
-    d("xai-api-key", "xAI API key", r"\bxai-[A-Za-z0-9]{80}\b", &[lit("xai-").wb()]),
+    d(
+        "xai-api-key",
+        "xAI API key",
+        r"\bxai-[A-Za-z0-9]{80}\b",
+        &[lit("xai-").wb()],
+    ),
     d(
         "perplexity-api-key",
         "Perplexity API key",
@@ -326,7 +346,14 @@ pub static DETECTORS: &[Detector] = &[
         "password= / secret= / token= with a random-looking value",
         r#"(?i:password|passwd|pwd|secret|api_?key|access_?token|auth_?token|client_?secret)["']?\s{0,4}(?:[:=]|:=|=>)\s{0,4}["']?(?P<s>[^\s"'<>,;`]{8,64})"#,
         password_like,
-        &[lit("password").ci().then(assign), lit("passwd").ci().then(assign), lit("pwd").ci().then(assign), lit("secret").ci().back(7).then(assign), lit("key").ci().back(4).then(assign), lit("token").ci().back(7).then(assign)],
+        &[
+            lit("password").ci().then(assign),
+            lit("passwd").ci().then(assign),
+            lit("pwd").ci().then(assign),
+            lit("secret").ci().back(7).then(assign),
+            lit("key").ci().back(4).then(assign),
+            lit("token").ci().back(7).then(assign),
+        ],
     ),
     // Personal and financial identifiers
     dc(

@@ -11,17 +11,20 @@
 //! necessary would lose secrets; the tests sample thousands of matches of every detector from
 //! its own pattern and check each lies in a window.
 //!
-//! The pass looks at 32 bytes at a time: a Teddy-style fingerprint of the first three bytes of
+//! The pass looks at 64 bytes at a time: a Teddy-style fingerprint of the first three bytes of
 //! every literal cue (nibble lookups, 8 buckets; case-insensitive cues cost nothing extra), and
 //! byte classes (digit, upper, token, `.`, `-`) from which the literal-less detectors' shapes
-//! (card numbers, IBANs, SSNs, Discord's dotted token) are bit operations on 64-bit masks. AVX2
-//! (or AVX-512BW) when the CPU has it; a scalar version of the same tables otherwise (tested to
-//! agree).
+//! (card numbers, IBANs, SSNs, Discord's dotted token) are bit operations on 64-bit masks.
+//! AVX-512BW or AVX2 when the CPU has it; a scalar version of the same tables otherwise (tested
+//! to agree).
 //! Custom `pattern` rules use their prefix literals (aho-corasick); a pattern without a finite
 //! set of them turns the prefilter off (every byte is scanned, as before).
 
 use aho_corasick::{AhoCorasick, MatchKind};
-use regex_syntax::hir::literal::{ExtractKind, Extractor};
+use regex_syntax::hir::{
+    Hir,
+    literal::{ExtractKind, Extractor},
+};
 
 /// Something every match of a detector contains.
 #[derive(Clone, Copy)]
@@ -106,6 +109,11 @@ impl Cue {
 
 pub fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// `\b` can hold before a word byte at `p`: nothing or a non-word byte precedes it.
+fn boundary_before(hay: &[u8], p: usize) -> bool {
+    p == 0 || !is_word(hay[p - 1])
 }
 
 /// `\s` with Unicode off.
@@ -203,10 +211,10 @@ struct Anchor {
     uses: Vec<Use>,
 }
 
-/// One detector's cues with its longest match, or a custom pattern's text.
+/// One detector's cues with its longest match, or a custom pattern's syntax.
 pub enum Source<'a> {
     Cues(&'a [Cue], usize),
-    Pattern(&'a str, usize),
+    Pattern(Hir, usize),
 }
 
 // Class bits of one byte (each a nibble rectangle, so two lookups decide it exactly).
@@ -272,7 +280,8 @@ impl Tables {
     fn chunk_scalar(&self, s: &[u8], buckets: &mut [u8; CHUNK]) -> Chunk {
         let mut c = Chunk::default();
         for i in 0..CHUNK {
-            let nib = |x: u8, k: usize| self.lo[k][(x & 15) as usize] & self.hi[k][(x >> 4) as usize];
+            let nib =
+                |x: u8, k: usize| self.lo[k][(x & 15) as usize] & self.hi[k][(x >> 4) as usize];
             let t = nib(s[i], 0) & nib(s[i + 1], 1) & nib(s[i + 2], 2);
             buckets[i] = t;
             let x = s[i];
@@ -298,13 +307,15 @@ impl Tables {
         // SAFETY: the caller guarantees AVX2 and READ readable bytes at `p`; every load is
         // unaligned and ends at p + 2 + 32 + 32 = p + READ at most.
         unsafe {
-            let tab = |t: &[u8; 16]| _mm256_broadcastsi128_si256(_mm_loadu_si128(t.as_ptr().cast()));
+            let tab =
+                |t: &[u8; 16]| _mm256_broadcastsi128_si256(_mm_loadu_si128(t.as_ptr().cast()));
             let low = _mm256_set1_epi8(0x0f);
             let zero = _mm256_setzero_si256();
             let lo = [tab(&self.lo[0]), tab(&self.lo[1]), tab(&self.lo[2])];
             let hi = [tab(&self.hi[0]), tab(&self.hi[1]), tab(&self.hi[2])];
             let (class_lo, class_hi) = (tab(&self.class_lo), tab(&self.class_hi));
-            let any = |v: __m256i| u64::from(!(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, zero)) as u32));
+            let any =
+                |v: __m256i| u64::from(!(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, zero)) as u32));
             let mut c = Chunk::default();
             for half in 0..2 {
                 let q = p.add(32 * half);
@@ -320,7 +331,10 @@ impl Tables {
                     }
                     t = _mm256_and_si256(
                         t,
-                        _mm256_and_si256(_mm256_shuffle_epi8(lo[k], l), _mm256_shuffle_epi8(hi[k], h)),
+                        _mm256_and_si256(
+                            _mm256_shuffle_epi8(lo[k], l),
+                            _mm256_shuffle_epi8(hi[k], h),
+                        ),
                     );
                 }
                 _mm256_storeu_si256(buckets.as_mut_ptr().add(32 * half).cast(), t);
@@ -340,9 +354,7 @@ impl Tables {
             c
         }
     }
-}
 
-impl Tables {
     /// [`Self::chunk_avx2`] in one 64-byte vector (AVX-512BW: masks come out as 64 bits).
     ///
     /// # Safety
@@ -423,7 +435,8 @@ pub const MIN_TEXT: usize = 256;
 impl Prefilter {
     /// `None` when some pattern has no usable cue (the scanner then scans every byte).
     pub fn new(sources: &[Source<'_>]) -> Result<Option<Self>, String> {
-        let mut anchors: Vec<(String, bool, Anchor)> = Vec::new();
+        // Cues with the same text share one anchor: (text, case-insensitive, anchor).
+        let mut anchors: Vec<(&str, bool, Anchor)> = Vec::new();
         let (mut card, mut iban, mut ssn, mut dots) = (0, 0, 0, 0);
         let mut custom_lits: Vec<Vec<u8>> = Vec::new();
         let mut custom_len = Vec::new();
@@ -448,7 +461,7 @@ impl Prefilter {
                                 match anchors.iter_mut().find(|a| a.0 == l.text && a.1 == l.ci) {
                                     Some(a) => a.2.uses.push(u),
                                     None => anchors.push((
-                                        l.text.to_string(),
+                                        l.text,
                                         l.ci,
                                         Anchor {
                                             seq: parse_lit(l.text, l.ci)?,
@@ -464,16 +477,8 @@ impl Prefilter {
                         }
                     }
                 }
-                Source::Pattern(p, len) => {
-                    let Ok(hir) = regex_syntax::ParserBuilder::new()
-                        .unicode(false)
-                        .utf8(false)
-                        .build()
-                        .parse(p)
-                    else {
-                        return Ok(None);
-                    };
-                    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+                Source::Pattern(ref hir, len) => {
+                    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(hir);
                     match seq.literals() {
                         Some(lits) if !lits.is_empty() && lits.iter().all(|l| !l.is_empty()) => {
                             for l in lits {
@@ -493,13 +498,14 @@ impl Prefilter {
             class_lo: cls_lo,
             class_hi: cls_hi,
         };
-        let buckets = assign_buckets(&anchors.iter().map(|a| &a.2.seq[..3]).collect::<Vec<_>>());
+        let prints: Vec<Print> = anchors.iter().map(|a| print(&a.2.seq)).collect();
+        let buckets = assign_buckets(&prints);
         for (b, members) in buckets.iter().enumerate() {
             for &i in members {
-                for k in 0..3 {
-                    for x in anchors[i].2.seq[k].bytes() {
-                        tables.lo[k][(x & 15) as usize] |= 1 << b;
-                        tables.hi[k][(x >> 4) as usize] |= 1 << b;
+                for (k, (lo, hi)) in prints[i].iter().enumerate() {
+                    for n in 0..16 {
+                        tables.lo[k][n] |= ((lo >> n & 1) as u8) << b;
+                        tables.hi[k][n] |= ((hi >> n & 1) as u8) << b;
                     }
                 }
             }
@@ -563,7 +569,10 @@ impl Prefilter {
         self.cues(hay, from, &mut w);
         if let Some((ac, lens)) = &self.custom {
             for m in ac.find_overlapping_iter(aho_corasick::Input::new(hay).span(from..hay.len())) {
-                w.push((m.start(), (m.start() + lens[m.pattern().as_usize()]).min(hay.len())));
+                w.push((
+                    m.start(),
+                    (m.start() + lens[m.pattern().as_usize()]).min(hay.len()),
+                ));
             }
         }
         merge(w)
@@ -577,7 +586,6 @@ impl Prefilter {
         let mut buckets = [0u8; CHUNK];
         let mut at = from;
         let mut cur = self.chunk(hay, at, &mut buckets);
-        let boundary = |p: usize| p == 0 || !is_word(hay[p - 1]);
         loop {
             // The literals first: the next chunk's masks reuse `buckets`.
             if cur.lits != 0 {
@@ -589,7 +597,7 @@ impl Prefilter {
             } else {
                 Chunk::default()
             };
-            self.shape_cues(hay, from, at, &cur, &next, &boundary, w);
+            self.shape_cues(hay, from, at, &cur, &next, w);
             if next_at >= n {
                 break;
             }
@@ -627,7 +635,7 @@ impl Prefilter {
                         continue;
                     }
                     for u in &a.uses {
-                        if (u.word_start && p > 0 && is_word(hay[p - 1]))
+                        if (u.word_start && !boundary_before(hay, p))
                             || u.then.is_some_and(|f| !f(&hay[end..]))
                         {
                             continue;
@@ -641,7 +649,6 @@ impl Prefilter {
 
     /// Card numbers, IBANs, SSNs and Discord's dotted tokens starting in one chunk (their
     /// shapes reach at most 16 bytes into the next).
-    #[allow(clippy::too_many_arguments)]
     fn shape_cues(
         &self,
         hay: &[u8],
@@ -649,7 +656,6 @@ impl Prefilter {
         at: usize,
         cur: &Chunk,
         next: &Chunk,
-        boundary: &dyn Fn(usize) -> bool,
         w: &mut Vec<(usize, usize)>,
     ) {
         let n = hay.len();
@@ -662,8 +668,11 @@ impl Prefilter {
                 let i = m.trailing_zeros() as usize;
                 m &= m - 1;
                 let p = at + i;
-                if !bound || boundary(p) {
-                    w.push((p.saturating_sub(first).max(from), (p.saturating_sub(last) + len).min(n)));
+                if !bound || boundary_before(hay, p) {
+                    w.push((
+                        p.saturating_sub(first).max(from),
+                        (p.saturating_sub(last) + len).min(n),
+                    ));
                 }
             }
         };
@@ -681,12 +690,8 @@ impl Prefilter {
             }
             if self.ssn != 0 && cur.dash != 0 {
                 let dash = wide(cur.dash, next.dash);
-                let m = at_(d2, 0)
-                    & at_(d, 2)
-                    & at_(dash, 3)
-                    & at_(d2, 4)
-                    & at_(dash, 6)
-                    & at_(d4, 7);
+                let m =
+                    at_(d2, 0) & at_(d, 2) & at_(dash, 3) & at_(d2, 4) & at_(dash, 6) & at_(d4, 7);
                 emit(m, self.ssn, 0, 0, true);
             }
             if self.iban != 0 && cur.upper != 0 {
@@ -703,7 +708,13 @@ impl Prefilter {
             let t = wide(cur.token, next.token);
             let t2 = t & t >> 1;
             let t6 = t2 & t2 >> 2 & t2 >> 4;
-            emit(at_(dot, 0) & at_(t6, 1) & at_(dot, 7), self.dots, 26, 24, false);
+            emit(
+                at_(dot, 0) & at_(t6, 1) & at_(dot, 7),
+                self.dots,
+                26,
+                24,
+                false,
+            );
         }
     }
 }
@@ -747,12 +758,28 @@ impl Triples {
     }
 }
 
+/// A cue's Teddy fingerprint: per offset 0..3, the low and high nibbles its bytes use.
+type Print = [(u16, u16); 3];
+
+fn print(seq: &[ByteSet]) -> Print {
+    let mut p = [(0u16, 0u16); 3];
+    for (k, set) in seq.iter().take(3).enumerate() {
+        for x in set.bytes() {
+            p[k].0 |= 1 << (x & 15);
+            p[k].1 |= 1 << (x >> 4);
+        }
+    }
+    p
+}
+
 /// How often a byte turns up in prose, code and logs (a rough model, relative).
 fn frequency(b: u8) -> f64 {
     const LETTERS: &[u8; 26] = b"etaoinsrhldcumfpgwybvkxjqz";
     match b {
         b' ' => 150.0,
-        b'a'..=b'z' => 80.0 / (1.0 + LETTERS.iter().position(|c| *c == b).unwrap_or(25) as f64 * 0.25),
+        b'a'..=b'z' => {
+            80.0 / (1.0 + LETTERS.iter().position(|c| *c == b).unwrap_or(25) as f64 * 0.25)
+        }
         b'A'..=b'Z' => 0.1 * frequency(b.to_ascii_lowercase()),
         b'0'..=b'9' => 5.0,
         b'\n' | b'.' | b',' | b'_' | b'-' | b'(' | b')' | b'"' | b':' | b'=' | b'/' => 4.0,
@@ -764,23 +791,9 @@ fn frequency(b: u8) -> f64 {
 /// Spread the cues' 3-byte fingerprints over 8 buckets so that few ordinary byte triples pass.
 /// A bucket lets through every triple its nibble tables allow, including mixes of its cues;
 /// each cue goes where it adds the least to the expected rate (most frequent cues first).
-fn assign_buckets(prints: &[&[ByteSet]]) -> [Vec<usize>; 8] {
+fn assign_buckets(prints: &[Print]) -> [Vec<usize>; 8] {
     let freq: Vec<f64> = (0..=255u8).map(frequency).collect();
     let total: f64 = freq.iter().sum();
-    // Per cue and offset: the low and high nibbles its bytes use.
-    let nibbles: Vec<[(u16, u16); 3]> = prints
-        .iter()
-        .map(|p| {
-            let mut n = [(0u16, 0u16); 3];
-            for (k, set) in p.iter().take(3).enumerate() {
-                for x in set.bytes() {
-                    n[k].0 |= 1 << (x & 15);
-                    n[k].1 |= 1 << (x >> 4);
-                }
-            }
-            n
-        })
-        .collect();
     // Expected pass rate of a bucket holding these cues.
     let rate = |members: &[usize]| -> f64 {
         if members.is_empty() {
@@ -789,7 +802,7 @@ fn assign_buckets(prints: &[&[ByteSet]]) -> [Vec<usize>; 8] {
         (0..3)
             .map(|k| {
                 let (lo, hi) = members.iter().fold((0u16, 0u16), |(lo, hi), m| {
-                    (lo | nibbles[*m][k].0, hi | nibbles[*m][k].1)
+                    (lo | prints[*m][k].0, hi | prints[*m][k].1)
                 });
                 (0..=255u8)
                     .filter(|x| lo >> (x & 15) & 1 == 1 && hi >> (x >> 4) & 1 == 1)

@@ -15,6 +15,7 @@ use regex_automata::{
     meta,
     util::{pool::Pool, syntax},
 };
+use regex_syntax::hir::Hir;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -203,23 +204,30 @@ fn syntax_config() -> syntax::Config {
     syntax::Config::new().unicode(false).utf8(false)
 }
 
-/// Compile one pattern alone, to report its problems against its rule.
-fn check_pattern(p: &str) -> Result<usize, String> {
-    let hir = regex_syntax::ParserBuilder::new()
+/// Parse a pattern as the scanner compiles it (bytes, Unicode off).
+pub(crate) fn parse_pattern(p: &str) -> Result<Hir, String> {
+    regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .build()
         .parse(p)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// Compile one pattern alone, to report its problems against its rule; its syntax and its
+/// longest match.
+fn check_pattern(p: &str) -> Result<(Hir, usize), String> {
+    let hir = parse_pattern(p)?;
     let props = hir.properties();
     if props.minimum_len().unwrap_or(0) == 0 {
         return Err("the pattern can match empty text".into());
     }
-    props.maximum_len().ok_or_else(|| {
+    let len = props.maximum_len().ok_or_else(|| {
         "the pattern is unbounded (use {m,n} instead of *, + or {m,}): a streaming answer could \
          otherwise be held back without limit"
             .to_string()
-    })
+    })?;
+    Ok((hir, len))
 }
 
 fn allow_regex(p: &str) -> Result<meta::Regex, String> {
@@ -256,8 +264,9 @@ impl Scanner {
         let mut pats = Vec::new();
         let mut patterns: Vec<String> = Vec::new();
         let mut max_len = 0;
-        // Per pattern: a built-in detector's cues, and the longest match.
-        let mut lens: Vec<(Option<&'static [Cue]>, usize)> = Vec::new();
+        // Per pattern, for the prefilter: a built-in detector's cues, or a custom pattern's
+        // syntax; and the longest match.
+        let mut sources: Vec<Source<'static>> = Vec::new();
         let mut names = std::collections::HashSet::new();
         for (ri, rc) in rules.iter().enumerate() {
             let bad = |reason: String| ScanError::Rule {
@@ -284,9 +293,12 @@ impl Scanner {
                            confirm: Option<Confirm>,
                            cues: Option<&'static [Cue]>|
              -> Result<(), ScanError> {
-                let len = check_pattern(pattern).map_err(&bad)?;
+                let (hir, len) = check_pattern(pattern).map_err(&bad)?;
                 max_len = max_len.max(len);
-                lens.push((cues, len));
+                sources.push(match cues {
+                    Some(c) => Source::Cues(c, len),
+                    None => Source::Pattern(hir, len),
+                });
                 pats.push(Pat {
                     rule: ri,
                     detector,
@@ -349,14 +361,6 @@ impl Scanner {
             .syntax(syntax_config())
             .build_many(&patterns)
             .map_err(|e| ScanError::Build(e.to_string()))?;
-        let sources: Vec<Source<'_>> = lens
-            .iter()
-            .zip(&patterns)
-            .map(|((cues, len), p)| match cues {
-                Some(c) => Source::Cues(c, *len),
-                None => Source::Pattern(p, *len),
-            })
-            .collect();
         let prefilter = Prefilter::new(&sources).map_err(ScanError::Build)?;
         let live = DFA::builder()
             .syntax(syntax_config())

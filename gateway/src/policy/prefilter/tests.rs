@@ -16,12 +16,7 @@ use crate::{
 };
 
 fn parse(p: &str) -> Hir {
-    regex_syntax::ParserBuilder::new()
-        .unicode(false)
-        .utf8(false)
-        .build()
-        .parse(p)
-        .expect("pattern parses")
+    crate::policy::scan::parse_pattern(p).expect("pattern parses")
 }
 
 fn max_len(p: &str) -> usize {
@@ -38,7 +33,11 @@ fn sample(h: &Hir, rng: &mut StdRng, out: &mut Vec<u8>) {
             out.push(all[rng.random_range(0..all.len())]);
         }
         HirKind::Class(Class::Unicode(c)) => {
-            let all: Vec<char> = c.iter().flat_map(|r| r.start()..=r.end()).take(4096).collect();
+            let all: Vec<char> = c
+                .iter()
+                .flat_map(|r| r.start()..=r.end())
+                .take(4096)
+                .collect();
             let ch = all[rng.random_range(0..all.len())];
             out.extend_from_slice(ch.to_string().as_bytes());
         }
@@ -110,9 +109,16 @@ fn every_sampled_match_of_every_detector_lies_in_a_window() {
     let mut rng = StdRng::seed_from_u64(0x5eed);
     for d in DETECTORS {
         let hir = parse(d.pattern);
-        let alone = [prefilter_of(&[(d.cues.to_vec(), max_len(d.pattern))], false)];
+        let alone = [prefilter_of(
+            &[(d.cues.to_vec(), max_len(d.pattern))],
+            false,
+        )];
         let re = meta::Regex::builder()
-            .syntax(regex_automata::util::syntax::Config::new().unicode(false).utf8(false))
+            .syntax(
+                regex_automata::util::syntax::Config::new()
+                    .unicode(false)
+                    .utf8(false),
+            )
             .build(d.pattern)
             .unwrap();
         let mut matched = 0;
@@ -124,7 +130,11 @@ fn every_sampled_match_of_every_detector_lies_in_a_window() {
             separator(&mut rng, &mut text);
             context(&mut rng, &mut text);
             // From 0, and from inside the text (the streaming masker's case).
-            let from = if round % 4 == 3 { rng.random_range(0..=text.len().min(6)) } else { 0 };
+            let from = if round % 4 == 3 {
+                rng.random_range(0..=text.len().min(6))
+            } else {
+                0
+            };
             let mut at = from;
             while let Some(m) = re.search(&Input::new(&text).range(at..)) {
                 matched += 1;
@@ -144,7 +154,11 @@ fn every_sampled_match_of_every_detector_lies_in_a_window() {
             }
         }
         // The sampler must actually produce matches, or the test proves nothing.
-        assert!(matched >= 200, "{}: only {matched} of 400 samples matched", d.name);
+        assert!(
+            matched >= 200,
+            "{}: only {matched} of 400 samples matched",
+            d.name
+        );
     }
 }
 
@@ -184,12 +198,19 @@ fn the_scanner_finds_the_same_hits_with_and_without_the_prefilter() {
         for from in [0, rng.random_range(0..text.len() / 2)] {
             let want = sc.find_everywhere(&text, from, ctx);
             let text_ = String::from_utf8_lossy(&text);
-            assert_eq!(sc.find_windowed(&text, from, ctx), want, "{text_:?} from {from}");
+            assert_eq!(
+                sc.find_windowed(&text, from, ctx),
+                want,
+                "{text_:?} from {from}"
+            );
             assert_eq!(sc.find(&text, from, ctx), want, "{text_:?} from {from}");
             total += want.len();
         }
     }
-    assert!(total > 1000, "only {total} hits: the texts do not exercise the detectors");
+    assert!(
+        total > 1000,
+        "only {total} hits: the texts do not exercise the detectors"
+    );
 }
 
 #[test]
@@ -243,7 +264,11 @@ fn custom_patterns_use_their_prefix_literals_or_turn_the_prefilter_off() {
     )
     .unwrap();
     assert!(with_lits.has_prefilter());
-    let no_lits = Scanner::new(&[rule("digits", r"[a-z]{2}-[0-9]{6}")], &PolicyConfig::default()).unwrap();
+    let no_lits = Scanner::new(
+        &[rule("digits", r"[a-z]{2}-[0-9]{6}")],
+        &PolicyConfig::default(),
+    )
+    .unwrap();
     assert!(!no_lits.has_prefilter());
     let id = Identity::default();
     let ctx = Ctx {
@@ -264,14 +289,20 @@ fn custom_patterns_use_their_prefix_literals_or_turn_the_prefilter_off() {
     );
     let hits = with_lits.find(text.as_bytes(), 0, ctx);
     let names: Vec<&str> = hits.iter().map(|h| h.detector).collect();
-    assert_eq!(names, ["pattern", "pattern", "github-classic-token"], "{hits:?}");
+    assert_eq!(
+        names,
+        ["pattern", "pattern", "github-classic-token"],
+        "{hits:?}"
+    );
 }
 
 #[test]
 fn bad_cues_are_refused() {
     for (text, why) in [("ab", "shorter"), ("[ab", "without"), ("a\0b", "NUL")] {
         let cues = [lit(text)];
-        let err = Prefilter::new(&[Source::Cues(&cues, 10)]).err().expect("refused");
+        let err = Prefilter::new(&[Source::Cues(&cues, 10)])
+            .err()
+            .expect("refused");
         assert!(err.contains(why), "{text}: {err}");
     }
     let cues = [lit("abc").back(2).wb()];

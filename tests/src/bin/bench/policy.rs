@@ -361,9 +361,14 @@ pub fn run(pid: u32) -> String {
     }
     std::thread::sleep(Duration::from_millis(500));
     let held_kib = (rss_kib(gpid).saturating_sub(base)) as f64 / CONCURRENT as f64;
-    if let Some(secs) = std::env::var("BENCH_PAUSE_HELD").ok().and_then(|s| s.parse().ok()) {
+    if let Some(secs) = std::env::var("BENCH_PAUSE_HELD")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         // For looking at the gateway by hand (/proc/PID/smaps) with the holds in place.
-        eprintln!("holding {CONCURRENT} requests in gateway pid {gpid} for {secs} s (base RSS {base} KiB)");
+        eprintln!(
+            "holding {CONCURRENT} requests in gateway pid {gpid} for {secs} s (base RSS {base} KiB)"
+        );
         std::thread::sleep(Duration::from_secs(secs));
     }
     drop(conns);
