@@ -13,13 +13,19 @@ pub mod programs {
     pub const SENDMSG6: &str = "gw_sendmsg6";
     pub const GETPEERNAME4: &str = "gw_getpeername4";
     pub const GETPEERNAME6: &str = "gw_getpeername6";
+    pub const RECVMSG4: &str = "gw_recvmsg4";
+    pub const RECVMSG6: &str = "gw_recvmsg6";
     pub const SOCK_OPS: &str = "gw_sock_ops";
+    /// cgroup_skb egress: publishes a redirected DNS datagram under its 4-tuple.
+    pub const EGRESS: &str = "gw_egress";
     /// Every cgroup `sock_addr` program, in attach order.
-    pub const SOCK_ADDR: [&str; 6] = [
+    pub const SOCK_ADDR: [&str; 8] = [
         CONNECT4,
         CONNECT6,
         SENDMSG4,
         SENDMSG6,
+        RECVMSG4,
+        RECVMSG6,
         GETPEERNAME4,
         GETPEERNAME6,
     ];
@@ -27,9 +33,9 @@ pub mod programs {
 
 /// Map names (the statics in `gateway-ebpf`). All of them are pinned by the daemon.
 pub mod maps {
-    /// `LpmTrie<[u8; 4], u8>`: provider IPv4 CIDRs.
+    /// `LpmTrie<[u8; 4], u8>`: provider IPv4 CIDRs; the value is `ADDR_*` bits.
     pub const PROVIDERS_V4: &str = "GW_PROVIDERS_V4";
-    /// `LpmTrie<[u8; 16], u8>`: provider IPv6 CIDRs.
+    /// `LpmTrie<[u8; 16], u8>`: provider IPv6 CIDRs; the value is `ADDR_*` bits.
     pub const PROVIDERS_V6: &str = "GW_PROVIDERS_V6";
     /// `HashMap<u16, u8>`: redirected destination ports, host byte order.
     pub const PORTS: &str = "GW_PORTS";
@@ -39,18 +45,22 @@ pub mod maps {
     pub const SOCKETS: &str = "GW_SOCKETS";
     /// `LruHashMap<FlowKey, ConnInfo>`: the client's 4-tuple as the proxy sees it → record.
     pub const FLOWS: &str = "GW_FLOWS";
+    /// `LruHashMap<FlowKey, ConnInfo>`: a redirected DNS datagram's 4-tuple as the proxy's UDP
+    /// socket sees it → the record of the socket that sent it (kept: a socket sends many).
+    pub const UDP_FLOWS: &str = "GW_UDP_FLOWS";
     /// `Array<Meta>` with one entry: which object and which cgroup the pins belong to.
     pub const META: &str = "GW_META";
     /// aya-log's ring buffer (declared by `aya-log-ebpf`).
     pub const LOGS: &str = "AYA_LOGS";
     /// Every map the object declares, for pinning.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         PROVIDERS_V4,
         PROVIDERS_V6,
         PORTS,
         PROXY,
         SOCKETS,
         FLOWS,
+        UDP_FLOWS,
         META,
         LOGS,
     ];
@@ -60,12 +70,32 @@ pub const MAX_CIDRS: u32 = 65_536;
 pub const MAX_PORTS: u32 = 64;
 pub const MAX_SOCKETS: u32 = 65_536;
 pub const MAX_FLOWS: u32 = 65_536;
+pub const MAX_UDP_FLOWS: u32 = 16_384;
+
+/// The DNS port: TCP and UDP to it, from the attached cgroup, go through the gateway.
+pub const DNS_PORT: u16 = 53;
+
+/// Provider-set value bits (`GW_PROVIDERS_V4/V6`).
+/// The address belongs to a provider: every connection to it is intercepted or refused.
+pub const ADDR_PROVIDER: u8 = 1;
+/// Every provider claiming the address shares it with unrelated sites (a CDN front): TLS with
+/// another server name is spliced there instead of refused.
+pub const ADDR_SHARED: u8 = 2;
+
+/// `ConnInfo::flags` bits.
+/// The destination was a provider address (the `ADDR_*` bits are in the low byte).
+pub const CONN_ADDR_MASK: u32 = 0xff;
+/// A DNS query (TCP or UDP port 53) redirected to the gateway's DNS proxy.
+pub const CONN_F_DNS: u32 = 0x100;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
 /// `ProxyConfig::flags`: a v6 listener exists (pure IPv6 dials go to `v6_addr`).
 pub const PROXY_F_V6: u32 = 1;
+/// `ProxyConfig::flags`: the workloads' DNS goes through the gateway (learning provider
+/// addresses from the answers they receive).
+pub const PROXY_F_DNS: u32 = 2;
 
 /// Where redirected connects go, and which sockets to leave alone. One entry, index 0.
 #[repr(C)]
@@ -79,14 +109,15 @@ pub struct ProxyConfig {
     pub v4_port: u16,
     /// IPv6 listener port, host byte order.
     pub v6_port: u16,
-    /// Sockets with this `SO_MARK` (the gateway's own upstream sockets) are never touched.
-    /// Host byte order. 0 disables the mark check.
+    /// Together with `bypass_cgroup`: sockets with this `SO_MARK` (the gateway's own upstream
+    /// sockets) are never touched. Host byte order. 0 exempts nothing.
     pub bypass_mark: u32,
     /// `PROXY_F_*` bits.
     pub flags: u32,
-    /// When non-zero, connects from this thread-group id are never touched either (a second
-    /// guard beside the mark). Host byte order.
-    pub bypass_tgid: u32,
+    /// The gateway's own cgroup v2 id: only a socket carrying the mark *and* opened from this
+    /// cgroup is exempt (a process that inherits a dead daemon's pid, or sets the mark, is not).
+    /// Host byte order. 0 exempts nothing.
+    pub bypass_cgroup: u64,
 }
 
 /// What the programs know about a redirected connection, from the `connect()` call.
@@ -107,7 +138,8 @@ pub struct ConnInfo {
     /// Real uid / gid of the caller, host byte order.
     pub uid: u32,
     pub gid: u32,
-    pub _pad0: u32,
+    /// `CONN_*` bits: the destination's `ADDR_*` bits, `CONN_F_DNS`. Host byte order.
+    pub flags: u32,
     /// cgroup v2 id of the caller (the inode number of its cgroup directory), host byte order.
     pub cgroup_id: u64,
     /// `comm` of the calling thread, NUL padded.
@@ -174,7 +206,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(
             core::mem::size_of::<ProxyConfig>(),
-            4 + 16 + 2 + 2 + 4 + 4 + 4
+            4 + 16 + 2 + 2 + 4 + 4 + 8
         );
         assert_eq!(
             core::mem::size_of::<ConnInfo>(),

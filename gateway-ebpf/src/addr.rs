@@ -1,14 +1,19 @@
 //! cgroup sock_addr hooks: the first step of the data path (DESIGN §1, §4).
 //!
-//! - `connect4/6`: a TCP connect to a provider address on a redirected port is rewritten to the
-//!   proxy and its original destination + caller identity stored under the socket cookie; a UDP
-//!   connect there is denied (EPERM) so QUIC falls back to TCP.
-//! - `sendmsg4/6`: an unconnected UDP send to a provider address on a redirected port is denied.
+//! Default deny on provider addresses: every call to one is decided here.
+//! - `connect4/6`: TCP to a provider address on a redirected port → rewritten to the proxy,
+//!   the original destination + caller identity stored under the socket cookie; TCP on any
+//!   other port, UDP on any port, and any other socket type → EPERM.
+//! - DNS (TCP and UDP port 53, any server): rewritten to the proxy's address and port, which
+//!   serves DNS on both protocols and learns provider addresses from the answers before the
+//!   workload sees them. `recvmsg4/6` make the answer appear to come from the server asked;
+//!   the `egress` program publishes each datagram under its 4-tuple for the proxy.
+//! - `sendmsg4/6`: unconnected UDP: DNS rewritten as above; to a provider address → EPERM.
 //! - `getpeername4/6`: a redirected socket reports the address it dialled, not the proxy.
 //!
-//! Sockets carrying the gateway's bypass mark (its own upstream sockets), and any socket of the
-//! gateway's own process, are never touched. Failures to record a redirect fail closed: the
-//! connect is denied rather than sent direct.
+//! Only sockets carrying the gateway's bypass mark *and* opened from the gateway's own cgroup
+//! are never touched (no pid: a dead daemon's pid can be reused). Failures to record a redirect
+//! fail closed: the call is denied rather than sent direct.
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -22,7 +27,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use gateway_common::{
-    AF_INET, AF_INET6, ConnInfo, PROXY_F_V6, ProxyConfig, is_v4_mapped, v4_mapped,
+    AF_INET, AF_INET6, CONN_F_DNS, ConnInfo, DNS_PORT, PROXY_F_DNS, PROXY_F_V6, ProxyConfig,
+    is_v4_mapped, v4_mapped,
 };
 
 use crate::{
@@ -35,12 +41,16 @@ const SOCK_DGRAM: u32 = 2;
 
 /// What a hook decided about one call.
 enum Verdict {
-    /// Not a provider destination (or not a hooked socket type): untouched, not logged.
+    /// Not a provider or DNS destination: untouched, not logged.
     Pass,
-    /// Provider destination, but the caller is the gateway itself.
+    /// Provider or DNS destination, but the caller is the gateway itself.
     Bypass,
+    /// A provider connection, to the proxy.
     Redirect,
-    Deny,
+    /// A DNS query, to the proxy's DNS service.
+    Dns,
+    /// Refused (EPERM); `reason` for the log.
+    Deny(&'static str),
 }
 
 #[inline(always)]
@@ -64,18 +74,24 @@ fn port_hooked(port: u16) -> bool {
     unsafe { PORTS.get(port) }.is_some()
 }
 
+/// The provider-set bits of an IPv4 address (0: not a provider address).
 #[inline(always)]
-fn v4_is_provider(ip_be: u32) -> bool {
+fn v4_flags(ip_be: u32) -> u8 {
     PROVIDERS_V4
         .get(Key::new(32, ip_be.to_ne_bytes()))
-        .is_some()
+        .copied()
+        .unwrap_or(0)
 }
 
 #[inline(always)]
-fn v6_is_provider(ip: &[u32; 4]) -> bool {
+fn v6_flags(ip: &[u32; 4]) -> u8 {
+    if is_v4_mapped(ip) {
+        return v4_flags(ip[3]);
+    }
     PROVIDERS_V6
         .get(Key::new(128, words_to_bytes(ip)))
-        .is_some()
+        .copied()
+        .unwrap_or(0)
 }
 
 #[inline(always)]
@@ -93,13 +109,13 @@ fn words_to_bytes(ip: &[u32; 4]) -> [u8; 16] {
     out
 }
 
-/// The gateway's own sockets: marked with the bypass mark, or opened by the gateway process.
+/// The gateway's own sockets: marked with the bypass mark *and* opened from its cgroup.
 #[inline(always)]
 fn is_gateway_socket(ctx: &SockAddrContext, cfg: &ProxyConfig) -> bool {
-    if cfg.bypass_tgid != 0 && (bpf_get_current_pid_tgid() >> 32) as u32 == cfg.bypass_tgid {
-        return true;
+    if cfg.bypass_mark == 0 || cfg.bypass_cgroup == 0 {
+        return false;
     }
-    if cfg.bypass_mark == 0 {
+    if unsafe { bpf_get_current_cgroup_id() } != cfg.bypass_cgroup {
         return false;
     }
     let sk: *mut bpf_sock = unsafe { (*sa(ctx)).__bindgen_anon_1.sk };
@@ -121,6 +137,7 @@ fn record(
     orig_ip: [u32; 4],
     orig_port: u16,
     sock_family: u16,
+    flags: u32,
 ) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
@@ -133,7 +150,7 @@ fn record(
         tgid: (pid_tgid >> 32) as u32,
         uid: uid_gid as u32,
         gid: (uid_gid >> 32) as u32,
-        _pad0: 0,
+        flags,
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         comm,
     };
@@ -141,16 +158,36 @@ fn record(
     SOCKETS.insert(cookie, info, 0).map_err(|e| e as i64)
 }
 
-/// Decide for a destination already known to be a provider on a hooked port.
+/// The one decision for a connect() or an unconnected send: `addr_flags` are the destination's
+/// provider-set bits, `dns` whether it is port 53 with DNS learning on.
 #[inline(always)]
-fn decide_provider(ctx: &SockAddrContext, cfg: &ProxyConfig) -> Verdict {
+fn decide(
+    ctx: &SockAddrContext,
+    cfg: &ProxyConfig,
+    port: u16,
+    addr_flags: u8,
+    dns: bool,
+    connect: bool,
+) -> Verdict {
+    if addr_flags == 0 && !dns {
+        return Verdict::Pass;
+    }
     if is_gateway_socket(ctx, cfg) {
         return Verdict::Bypass;
     }
-    match socket_type(ctx) {
-        SOCK_STREAM => Verdict::Redirect,
-        SOCK_DGRAM => Verdict::Deny,
-        _ => Verdict::Pass,
+    let ty = socket_type(ctx);
+    if dns && (ty == SOCK_DGRAM || (ty == SOCK_STREAM && connect)) {
+        return Verdict::Dns;
+    }
+    if addr_flags == 0 {
+        // Port 53 but neither TCP nor UDP (e.g. SCTP): not ours to serve.
+        return Verdict::Pass;
+    }
+    match ty {
+        SOCK_STREAM if connect && port_hooked(port) => Verdict::Redirect,
+        SOCK_STREAM => Verdict::Deny("tcp port not intercepted"),
+        SOCK_DGRAM => Verdict::Deny("udp"),
+        _ => Verdict::Deny("socket type"),
     }
 }
 
@@ -161,42 +198,52 @@ fn log_verdict(ctx: &SockAddrContext, verdict: &Verdict, hook: &str, ip: [u8; 16
         Verdict::Pass => {}
         Verdict::Bypass => debug!(ctx, "{} bypassed [{:i}]:{} tgid {}", hook, ip, port, tgid),
         Verdict::Redirect => debug!(ctx, "{} redirected [{:i}]:{} tgid {}", hook, ip, port, tgid),
-        Verdict::Deny => debug!(ctx, "{} denied udp [{:i}]:{} tgid {}", hook, ip, port, tgid),
+        Verdict::Dns => debug!(ctx, "{} dns [{:i}]:{} tgid {}", hook, ip, port, tgid),
+        Verdict::Deny(why) => debug!(
+            ctx,
+            "{} denied {} [{:i}]:{} tgid {}", hook, *why, ip, port, tgid
+        ),
+    }
+}
+
+#[inline(always)]
+fn set_v4(ctx: &SockAddrContext, ip_be: u32, port: u16) {
+    unsafe {
+        (*sa(ctx)).user_ip4 = ip_be;
+        (*sa(ctx)).user_port = u16::to_be(port) as u32;
+    }
+}
+
+/// connect4 and sendmsg4: `connect` tells which.
+#[inline(always)]
+fn hook4(ctx: &SockAddrContext, connect: bool, hook: &str) -> i32 {
+    let Some(cfg) = proxy() else { return ALLOW };
+    let port = user_port(ctx);
+    let ip = unsafe { (*sa(ctx)).user_ip4 };
+    let dns = port == DNS_PORT && cfg.flags & PROXY_F_DNS != 0 && ip != cfg.v4_addr;
+    let addr_flags = v4_flags(ip);
+    let mut verdict = decide(ctx, cfg, port, addr_flags, dns, connect);
+    let conn_flags = addr_flags as u32 | if dns { CONN_F_DNS } else { 0 };
+    if matches!(verdict, Verdict::Redirect | Verdict::Dns) {
+        if record(ctx, v4_mapped(ip), port, AF_INET, conn_flags).is_err() {
+            verdict = Verdict::Deny("record failed");
+        } else {
+            set_v4(ctx, cfg.v4_addr, cfg.v4_port);
+        }
+    }
+    log_verdict(ctx, &verdict, hook, words_to_bytes(&v4_mapped(ip)), port);
+    match verdict {
+        Verdict::Deny(_) => DENY,
+        _ => ALLOW,
     }
 }
 
 pub fn connect4(ctx: &SockAddrContext) -> i32 {
-    let Some(cfg) = proxy() else { return ALLOW };
-    let port = user_port(ctx);
-    if !port_hooked(port) {
-        return ALLOW;
-    }
-    let ip = unsafe { (*sa(ctx)).user_ip4 };
-    if !v4_is_provider(ip) {
-        return ALLOW;
-    }
-    let mut verdict = decide_provider(ctx, cfg);
-    if let Verdict::Redirect = verdict {
-        if record(ctx, v4_mapped(ip), port, AF_INET).is_err() {
-            verdict = Verdict::Deny;
-        } else {
-            unsafe {
-                (*sa(ctx)).user_ip4 = cfg.v4_addr;
-                (*sa(ctx)).user_port = u16::to_be(cfg.v4_port) as u32;
-            }
-        }
-    }
-    log_verdict(
-        ctx,
-        &verdict,
-        "connect4",
-        words_to_bytes(&v4_mapped(ip)),
-        port,
-    );
-    match verdict {
-        Verdict::Deny => DENY,
-        _ => ALLOW,
-    }
+    hook4(ctx, true, "connect4")
+}
+
+pub fn sendmsg4(ctx: &SockAddrContext) -> i32 {
+    hook4(ctx, false, "sendmsg4")
 }
 
 #[inline(always)]
@@ -224,34 +271,36 @@ fn set_user_ip6(ctx: &SockAddrContext, ip: &[u32; 4]) {
     }
 }
 
-/// Whether an IPv6 destination (possibly v4-mapped) is a provider address.
 #[inline(always)]
-fn v6_dst_is_provider(ip: &[u32; 4]) -> bool {
+fn is_proxy6(cfg: &ProxyConfig, ip: &[u32; 4]) -> bool {
     if is_v4_mapped(ip) {
-        v4_is_provider(ip[3])
+        ip[3] == cfg.v4_addr
     } else {
-        v6_is_provider(ip)
+        cfg.flags & PROXY_F_V6 != 0
+            && ip[0] == cfg.v6_addr[0]
+            && ip[1] == cfg.v6_addr[1]
+            && ip[2] == cfg.v6_addr[2]
+            && ip[3] == cfg.v6_addr[3]
     }
 }
 
-pub fn connect6(ctx: &SockAddrContext) -> i32 {
+/// connect6 and sendmsg6 (IPv6 and v4-mapped destinations).
+#[inline(always)]
+fn hook6(ctx: &SockAddrContext, connect: bool, hook: &str) -> i32 {
     let Some(cfg) = proxy() else { return ALLOW };
     let port = user_port(ctx);
-    if !port_hooked(port) {
-        return ALLOW;
-    }
     let ip = user_ip6(ctx);
-    if !v6_dst_is_provider(&ip) {
-        return ALLOW;
-    }
-    let mut verdict = decide_provider(ctx, cfg);
-    if let Verdict::Redirect = verdict {
+    let dns = port == DNS_PORT && cfg.flags & PROXY_F_DNS != 0 && !is_proxy6(cfg, &ip);
+    let addr_flags = v6_flags(&ip);
+    let mut verdict = decide(ctx, cfg, port, addr_flags, dns, connect);
+    let conn_flags = addr_flags as u32 | if dns { CONN_F_DNS } else { 0 };
+    if matches!(verdict, Verdict::Redirect | Verdict::Dns) {
         let mapped = is_v4_mapped(&ip);
         if !mapped && cfg.flags & PROXY_F_V6 == 0 {
-            // No IPv6 listener: refuse rather than let the connection go direct.
-            verdict = Verdict::Deny;
-        } else if record(ctx, ip, port, AF_INET6).is_err() {
-            verdict = Verdict::Deny;
+            // No IPv6 listener: refuse rather than let the call go direct.
+            verdict = Verdict::Deny("no ipv6 listener");
+        } else if record(ctx, ip, port, AF_INET6, conn_flags).is_err() {
+            verdict = Verdict::Deny("record failed");
         } else if mapped {
             set_user_ip6(ctx, &v4_mapped(cfg.v4_addr));
             unsafe { (*sa(ctx)).user_port = u16::to_be(cfg.v4_port) as u32 };
@@ -260,61 +309,19 @@ pub fn connect6(ctx: &SockAddrContext) -> i32 {
             unsafe { (*sa(ctx)).user_port = u16::to_be(cfg.v6_port) as u32 };
         }
     }
-    log_verdict(ctx, &verdict, "connect6", words_to_bytes(&ip), port);
+    log_verdict(ctx, &verdict, hook, words_to_bytes(&ip), port);
     match verdict {
-        Verdict::Deny => DENY,
+        Verdict::Deny(_) => DENY,
         _ => ALLOW,
     }
 }
 
-pub fn sendmsg4(ctx: &SockAddrContext) -> i32 {
-    let Some(cfg) = proxy() else { return ALLOW };
-    let port = user_port(ctx);
-    if !port_hooked(port) {
-        return ALLOW;
-    }
-    let ip = unsafe { (*sa(ctx)).user_ip4 };
-    if !v4_is_provider(ip) {
-        return ALLOW;
-    }
-    let verdict = if is_gateway_socket(ctx, cfg) {
-        Verdict::Bypass
-    } else {
-        Verdict::Deny
-    };
-    log_verdict(
-        ctx,
-        &verdict,
-        "sendmsg4",
-        words_to_bytes(&v4_mapped(ip)),
-        port,
-    );
-    match verdict {
-        Verdict::Deny => DENY,
-        _ => ALLOW,
-    }
+pub fn connect6(ctx: &SockAddrContext) -> i32 {
+    hook6(ctx, true, "connect6")
 }
 
 pub fn sendmsg6(ctx: &SockAddrContext) -> i32 {
-    let Some(cfg) = proxy() else { return ALLOW };
-    let port = user_port(ctx);
-    if !port_hooked(port) {
-        return ALLOW;
-    }
-    let ip = user_ip6(ctx);
-    if !v6_dst_is_provider(&ip) {
-        return ALLOW;
-    }
-    let verdict = if is_gateway_socket(ctx, cfg) {
-        Verdict::Bypass
-    } else {
-        Verdict::Deny
-    };
-    log_verdict(ctx, &verdict, "sendmsg6", words_to_bytes(&ip), port);
-    match verdict {
-        Verdict::Deny => DENY,
-        _ => ALLOW,
-    }
+    hook6(ctx, false, "sendmsg6")
 }
 
 #[inline(always)]
@@ -325,10 +332,7 @@ fn redirected(ctx: &SockAddrContext) -> Option<&'static ConnInfo> {
 
 pub fn getpeername4(ctx: &SockAddrContext) -> i32 {
     if let Some(info) = redirected(ctx) {
-        unsafe {
-            (*sa(ctx)).user_ip4 = info.orig_ip[3];
-            (*sa(ctx)).user_port = u16::to_be(info.orig_port) as u32;
-        }
+        set_v4(ctx, info.orig_ip[3], info.orig_port);
     }
     ALLOW
 }
@@ -337,6 +341,46 @@ pub fn getpeername6(ctx: &SockAddrContext) -> i32 {
     if let Some(info) = redirected(ctx) {
         let ip = info.orig_ip;
         set_user_ip6(ctx, &ip);
+        unsafe { (*sa(ctx)).user_port = u16::to_be(info.orig_port) as u32 };
+    }
+    ALLOW
+}
+
+/// A DNS answer from the proxy is reported as coming from the server the socket asked (resolvers
+/// drop answers from any other address). Needs kernel ≥ 5.2. Must return 1.
+pub fn recvmsg4(ctx: &SockAddrContext) -> i32 {
+    let Some(cfg) = proxy() else { return ALLOW };
+    let Some(info) = redirected(ctx) else {
+        return ALLOW;
+    };
+    if info.flags & CONN_F_DNS == 0 {
+        return ALLOW;
+    }
+    let ip = unsafe { (*sa(ctx)).user_ip4 };
+    if ip == cfg.v4_addr && user_port(ctx) == cfg.v4_port {
+        set_v4(ctx, info.orig_ip[3], info.orig_port);
+    }
+    ALLOW
+}
+
+pub fn recvmsg6(ctx: &SockAddrContext) -> i32 {
+    let Some(cfg) = proxy() else { return ALLOW };
+    let Some(info) = redirected(ctx) else {
+        return ALLOW;
+    };
+    if info.flags & CONN_F_DNS == 0 {
+        return ALLOW;
+    }
+    let ip = user_ip6(ctx);
+    let port = user_port(ctx);
+    let from_proxy = if is_v4_mapped(&ip) {
+        ip[3] == cfg.v4_addr && port == cfg.v4_port
+    } else {
+        is_proxy6(cfg, &ip) && port == cfg.v6_port
+    };
+    if from_proxy {
+        let orig = info.orig_ip;
+        set_user_ip6(ctx, &orig);
         unsafe { (*sa(ctx)).user_port = u16::to_be(info.orig_port) as u32 };
     }
     ALLOW

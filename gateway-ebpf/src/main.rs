@@ -1,7 +1,8 @@
 //! eBPF programs of the gateway's redirect stage (DESIGN §4).
 //!
 //! Entry points are one line each; the work is in `addr` (cgroup sock_addr hooks: connect,
-//! sendmsg, getpeername) and `ops` (sock_ops: publish a redirected flow under its 4-tuple).
+//! sendmsg, recvmsg, getpeername), `ops` (sock_ops: publish a redirected flow under its
+//! 4-tuple) and `skb` (cgroup_skb egress: the same for redirected DNS datagrams).
 //! Every program needs kernel ≥ 5.8 (bpf_link for cgroups, getpeername hooks, LRU maps,
 //! ring-buffer logging); developed and tested on 6.x.
 #![no_std]
@@ -10,10 +11,11 @@
 mod addr;
 mod maps;
 mod ops;
+mod skb;
 
 use aya_ebpf::{
-    macros::{cgroup_sock_addr, sock_ops},
-    programs::{SockAddrContext, SockOpsContext},
+    macros::{cgroup_skb, cgroup_sock_addr, sock_ops},
+    programs::{SkBuffContext, SockAddrContext, SockOpsContext},
 };
 
 /// Return value of a cgroup sock_addr program: let the call go on (possibly rewritten).
@@ -49,6 +51,21 @@ pub fn gw_getpeername4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(getpeername6)]
 pub fn gw_getpeername6(ctx: SockAddrContext) -> i32 {
     addr::getpeername6(&ctx)
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn gw_recvmsg4(ctx: SockAddrContext) -> i32 {
+    addr::recvmsg4(&ctx)
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn gw_recvmsg6(ctx: SockAddrContext) -> i32 {
+    addr::recvmsg6(&ctx)
+}
+
+#[cgroup_skb(egress)]
+pub fn gw_egress(ctx: SkBuffContext) -> i32 {
+    skb::egress(&ctx)
 }
 
 #[sock_ops]

@@ -6,7 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap},
 };
 use gateway_common::{
-    ConnInfo, FlowKey, MAX_CIDRS, MAX_FLOWS, MAX_PORTS, MAX_SOCKETS, Meta, ProxyConfig,
+    ConnInfo, FlowKey, MAX_CIDRS, MAX_FLOWS, MAX_PORTS, MAX_SOCKETS, MAX_UDP_FLOWS, Meta,
+    ProxyConfig,
 };
 
 #[map(name = "GW_PROVIDERS_V4")]
@@ -26,6 +27,10 @@ pub static SOCKETS: LruHashMap<u64, ConnInfo> = LruHashMap::with_max_entries(MAX
 
 #[map(name = "GW_FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, ConnInfo> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+#[map(name = "GW_UDP_FLOWS")]
+pub static UDP_FLOWS: LruHashMap<FlowKey, ConnInfo> =
+    LruHashMap::with_max_entries(MAX_UDP_FLOWS, 0);
 
 #[map(name = "GW_META")]
 pub static META: Array<Meta> = Array::with_max_entries(1, 0);

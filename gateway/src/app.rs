@@ -65,7 +65,7 @@ impl AppError {
 pub async fn run(cfg: Config) -> Result<(), AppError> {
     info!(config = %cfg.effective(), "effective configuration");
     let catalog = Arc::new(Catalog::from_config(&cfg));
-    raise_nofile();
+    let nofile = raise_nofile();
     let interception = Arc::new(interception(&cfg)?);
     crate::admin::serve(
         crate::admin::socket_path(&cfg.state_dir),
@@ -96,7 +96,55 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         None => None,
     };
 
+    // The workloads' DNS lands on the same address and port, over UDP (TCP queries come
+    // through the TCP listener). Bound before attaching, like the TCP listeners; a v4 socket
+    // that cannot be bound stops the start: the programs would send every query nowhere.
+    let mut udp = Vec::new();
+    if cfg.dns.learn {
+        let a4 = v4.local_addr()?;
+        let s4 = tokio::net::UdpSocket::bind(a4)
+            .await
+            .map_err(|source| AppError::Listen { addr: a4, source })?;
+        udp.push((Arc::new(s4), a4));
+        if let Some(l6) = &v6 {
+            let a6 = l6.local_addr()?;
+            let s6 = tokio::net::UdpSocket::bind(a6)
+                .await
+                .map_err(|source| AppError::Listen { addr: a6, source })?;
+            udp.push((Arc::new(s6), a6));
+        }
+    }
+
     let redirect = Redirect::start(&cfg, &catalog, v6.is_some())?;
+    let dns = cfg.dns.learn.then(|| {
+        Arc::new(redirect::dns::DnsProxy::new(
+            catalog.clone(),
+            redirect.set.clone(),
+            cfg.redirect.bypass_mark,
+            cfg.dns.query_timeout,
+            cfg.dns.max_inflight,
+            udp.iter().map(|(_, a)| *a).collect(),
+        ))
+    });
+    if let Some(dns) = &dns {
+        for (sock, addr) in udp {
+            tokio::spawn(
+                dns.clone()
+                    .serve_udp(sock, addr, redirect.udp_flows.clone()),
+            );
+        }
+    }
+    let limits = Arc::new(crate::intercept::limits::Limits::new(
+        cfg.limits.per_workload,
+        cfg.limits.max_connections,
+        nofile,
+    ));
+    info!(
+        per_workload = limits.per_workload(),
+        max_connections = limits.total(),
+        dns_learning = cfg.dns.learn,
+        "connection bounds"
+    );
     let intercept = Arc::new(Intercept::new(
         catalog.clone(),
         redirect.orig_dst.clone(),
@@ -105,9 +153,13 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         InterceptConfig {
             client_hello_timeout: cfg.intercept.client_hello_timeout,
             connect_timeout: cfg.intercept.connect_timeout,
+            handshake_timeout: cfg.intercept.handshake_timeout,
+            header_read_timeout: cfg.intercept.header_read_timeout,
             bypass_mark: cfg.redirect.bypass_mark,
             exempt_namespaces: cfg.kubernetes.exempt_namespaces.clone(),
         },
+        limits,
+        dns,
     ));
     let workers = Arc::new(Workers::start(cfg.listen.workers)?);
     let mut listening = vec![v4.local_addr()?];
@@ -202,16 +254,23 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
 }
 
 /// Every connection costs the gateway two descriptors (client and upstream): lift the soft
-/// limit to the hard one, as nginx's worker_rlimit_nofile would.
-fn raise_nofile() {
+/// limit to the hard one, as nginx's worker_rlimit_nofile would. Returns the limit in force
+/// (the connection budget is derived from it).
+fn raise_nofile() -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-    {
-        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => info!(from = soft, to = hard, "raised the open files limit"),
-            Err(e) => warn!(error = %e, soft, "cannot raise the open files limit"),
-        }
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                info!(from = soft, to = hard, "raised the open files limit");
+                hard
+            }
+            Err(e) => {
+                warn!(error = %e, soft, "cannot raise the open files limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
     }
 }
 

@@ -88,6 +88,11 @@ pub struct Metrics {
     pub journal_errors: Counter,
     /// hit | mint
     pub leaf_cache: Family<ResultLabels, Counter>,
+    /// Workload DNS queries through the gateway, by result (answered, servfail, no_record,
+    /// busy, upstream_failed).
+    pub dns_queries: Family<ResultLabels, Counter>,
+    /// Provider addresses written into the kernel set from workloads' DNS answers.
+    pub dns_learned: Counter,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -111,6 +116,8 @@ impl Metrics {
             ),
             journal_errors: Counter::default(),
             leaf_cache: Family::default(),
+            dns_queries: Family::default(),
+            dns_learned: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -162,6 +169,16 @@ impl Metrics {
             "leaf_cache",
             "Leaf certificates served from the cache or minted",
             m.leaf_cache.clone(),
+        );
+        registry.register(
+            "dns_queries",
+            "Workload DNS queries through the gateway, by result",
+            m.dns_queries.clone(),
+        );
+        registry.register(
+            "dns_learned_addresses",
+            "Provider addresses written into the kernel set from workloads' DNS answers",
+            m.dns_learned.clone(),
         );
         Self { registry, ..m }
     }

@@ -59,6 +59,7 @@ pub struct Config {
     pub journal: crate::journal::JournalConfig,
     pub metrics: crate::metrics::MetricsConfig,
     pub kubernetes: crate::redirect::pods::KubernetesConfig,
+    pub limits: Limits,
 }
 
 impl Default for Config {
@@ -80,6 +81,7 @@ impl Default for Config {
             journal: Default::default(),
             metrics: Default::default(),
             kubernetes: Default::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -115,13 +117,19 @@ pub struct Redirect {
     pub ports: Vec<u16>,
     /// Where programs, links and maps are pinned (on a bpf filesystem).
     pub pin_dir: PathBuf,
-    /// SO_MARK carried by the gateway's own upstream sockets; never redirected.
+    /// SO_MARK carried by the gateway's own upstream sockets; a socket is left alone only with
+    /// this mark *and* from the gateway's own cgroup.
     pub bypass_mark: u32,
+    /// Where identity positions (system.slice units, user slices, the kubelet's kubepods tree)
+    /// are read from; default: the cgroup v2 root. Names below a unit are the unit's own and
+    /// never count.
+    pub identity_root: Option<PathBuf>,
 }
 
 impl Default for Redirect {
     fn default() -> Self {
         Self {
+            identity_root: None,
             cgroup: None,
             ports: vec![443],
             pin_dir: PathBuf::from("/sys/fs/bpf/gateway"),
@@ -147,6 +155,15 @@ pub struct Dns {
     /// Retry interval after a failed resolution.
     #[serde(with = "dur")]
     pub retry: Duration,
+    /// The workloads' own DNS (TCP and UDP port 53 from the attached cgroup) goes through the
+    /// gateway, which writes provider addresses from the answers into the kernel set before
+    /// the workload sees them. Off, only static and self-resolved addresses are covered.
+    pub learn: bool,
+    /// How long the gateway waits for the workload's DNS server before the query fails.
+    #[serde(with = "dur")]
+    pub query_timeout: Duration,
+    /// DNS queries in flight at once through the gateway; more are dropped (the client retries).
+    pub max_inflight: usize,
 }
 
 impl Default for Dns {
@@ -157,6 +174,9 @@ impl Default for Dns {
             max_ttl: Duration::from_secs(3600),
             grace: Duration::from_secs(600),
             retry: Duration::from_secs(30),
+            learn: true,
+            query_timeout: Duration::from_secs(5),
+            max_inflight: 1024,
         }
     }
 }
@@ -164,13 +184,19 @@ impl Default for Dns {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Intercept {
-    /// How long to wait for a client's first bytes (TLS ClientHello) before treating the
-    /// connection as not TLS and splicing it.
+    /// How long to wait for a client's TLS ClientHello; a connection that has not sent one
+    /// by then is closed (never spliced).
     #[serde(with = "dur")]
     pub client_hello_timeout: Duration,
     /// Timeout for connecting to the original destination.
     #[serde(with = "dur")]
     pub connect_timeout: Duration,
+    /// The rest of the TLS handshake with the client, after its ClientHello.
+    #[serde(with = "dur")]
+    pub handshake_timeout: Duration,
+    /// HTTP/1.1: how long a client may take to send a request's headers.
+    #[serde(with = "dur")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Intercept {
@@ -178,6 +204,29 @@ impl Default for Intercept {
         Self {
             client_hello_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Bounds that keep one workload from taking the daemon from everyone else.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Connections open at once from one calling cgroup; its next one is refused (logged,
+    /// counted) while others are served. 0 = a quarter of `max_connections`.
+    pub per_workload: usize,
+    /// Connections open at once in all; 0 = from the descriptor limit (raised to its hard
+    /// maximum at start), leaving room for two descriptors per connection and the daemon's own.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            per_workload: 0,
+            max_connections: 0,
         }
     }
 }
@@ -244,6 +293,10 @@ pub struct ProviderConfig {
     /// Wire format: openai | anthropic | gemini | azure | openai-compatible (the default for
     /// providers that are not built in).
     pub api: Option<crate::provider::Api>,
+    /// The provider's addresses also serve unrelated sites (a CDN front): TLS there with
+    /// another server name is spliced and logged instead of refused. Default false: the
+    /// provider owns its addresses (built-ins carry their own declaration).
+    pub shared: Option<bool>,
 }
 
 impl Config {
@@ -337,6 +390,45 @@ impl Config {
         }
         if self.dns.retry.is_zero() {
             return Err(bad("dns.retry".into(), "must be greater than zero".into()));
+        }
+        if self.dns.query_timeout.is_zero() {
+            return Err(bad(
+                "dns.query_timeout".into(),
+                "must be greater than zero".into(),
+            ));
+        }
+        if self.dns.max_inflight == 0 {
+            return Err(bad("dns.max_inflight".into(), "must be at least 1".into()));
+        }
+        if let Some(root) = &self.redirect.identity_root {
+            crate::redirect::cgroup::check_cgroup_dir(root)
+                .map_err(|e| bad("redirect.identity_root".into(), e.to_string()))?;
+        }
+        for (key, d) in [
+            (
+                "intercept.client_hello_timeout",
+                self.intercept.client_hello_timeout,
+            ),
+            (
+                "intercept.handshake_timeout",
+                self.intercept.handshake_timeout,
+            ),
+            (
+                "intercept.header_read_timeout",
+                self.intercept.header_read_timeout,
+            ),
+        ] {
+            if d.is_zero() {
+                return Err(bad(key.into(), "must be greater than zero".into()));
+            }
+        }
+        if self.limits.max_connections != 0
+            && self.limits.per_workload > self.limits.max_connections
+        {
+            return Err(bad(
+                "limits.per_workload".into(),
+                "must not exceed limits.max_connections".into(),
+            ));
         }
         for (i, r) in self.upstream.extra_roots.iter().enumerate() {
             if !r.is_file() {

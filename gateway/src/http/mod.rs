@@ -59,6 +59,8 @@ pub struct ConnCtx {
     /// `None` when `journal.enabled = false`.
     pub journal: Option<Arc<crate::journal::Journal>>,
     pub requests: AtomicU64,
+    /// HTTP/1.1: the longest a client may take to send a request's headers.
+    pub header_read_timeout: std::time::Duration,
 }
 
 /// Serve HTTP on a terminated TLS stream until the client is done.
@@ -87,6 +89,8 @@ where
         Box::pin(
             hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(ctx.header_read_timeout)
                 .serve_connection(io, svc),
         )
         .await

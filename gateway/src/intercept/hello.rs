@@ -19,7 +19,7 @@ pub struct ClientHello {
 pub enum Parsed {
     /// Need more bytes.
     Incomplete,
-    /// Not a TLS handshake at all (e.g. plain HTTP): splice as is.
+    /// Not a TLS handshake at all (e.g. plain HTTP): refused on a provider address.
     NotTls,
     /// Looks like TLS but is malformed: refuse, so a parser disagreement can never hide an SNI.
     Malformed(&'static str),

@@ -1,16 +1,20 @@
-//! Intercept: decide per redirected connection whether to inspect it or pass it through.
-//!
-//! Second stage of the data path (DESIGN §1). For each accepted connection: take the original
-//! destination + identity from the redirect stage, read the TLS ClientHello (replayed later,
-//! byte for byte), and
-//! - SNI not a provider host, no SNI, or not TLS → splice both ways to the original destination;
-//! - provider SNI → the interception stage (TLS termination; until it lands: the same splice,
-//!   logged as a provider connection);
-//! - malformed TLS → refused (a parser disagreement must never smuggle a provider SNI past us).
+//! Intercept: decide per redirected connection whether to inspect it, pass it through, or
+//! refuse it. Second stage of the data path (DESIGN §1); the decision is made once, in
+//! [`decide`], for every connection. For each accepted connection: take the original
+//! destination + identity from the redirect stage, admit it within the caller's bounds
+//! ([`limits`]), then
+//! - a DNS query over TCP (port 53) → the DNS proxy (`redirect::dns`);
+//! - read the TLS ClientHello (replayed later, byte for byte):
+//!   - provider SNI → TLS termination and the HTTP phases (pods of an exempt namespace: splice);
+//!   - another SNI, no SNI or an IP literal → refused, unless every provider claiming the
+//!     address shares it with unrelated sites (a CDN front): then spliced, SNI logged;
+//!   - ECH with another outer name → refused (the real server name is hidden);
+//!   - no ClientHello within the timeout, not TLS, malformed TLS → refused.
 //!
 //! One tracing span per connection; its result is logged exactly once, on drop.
 
 pub mod hello;
+pub mod limits;
 pub mod splice;
 
 use std::{
@@ -32,9 +36,10 @@ use crate::{
     http::{self as gwhttp, ConnCtx},
     policy::scan::Scanner,
     provider::{Catalog, Provider},
+    redirect::dns::DnsProxy,
     redirect::{
         identity::{Identity, IdentityResolver},
-        origdst::{ClientAddr, OrigDst, OrigDstAddr, ProxyAddr, normalize},
+        origdst::{ClientAddr, ConnRecord, OrigDst, OrigDstAddr, ProxyAddr, normalize},
     },
     tls::Terminator,
     upstream::{self, pool::Upstreams},
@@ -48,6 +53,8 @@ use hello::Parsed;
 pub struct InterceptConfig {
     pub client_hello_timeout: Duration,
     pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
     pub bypass_mark: u32,
     /// `kubernetes.exempt_namespaces`: pods there are spliced, never intercepted.
     pub exempt_namespaces: Vec<String>,
@@ -69,6 +76,9 @@ pub struct Intercept {
     identity: Arc<IdentityResolver>,
     interception: Arc<Interception>,
     cfg: InterceptConfig,
+    limits: Arc<limits::Limits>,
+    /// DNS over TCP from the workloads; `None` when `dns.learn` is off.
+    dns: Option<Arc<DnsProxy>>,
 }
 
 /// How a connection ended. Label-safe: a fixed set of values.
@@ -84,8 +94,13 @@ pub enum Outcome {
     Intercepted,
     /// The client did not complete our TLS handshake (often: it does not trust the CA).
     TlsFailed,
-    /// Refused: malformed TLS.
+    /// Refused: not TLS, no ClientHello in time, malformed TLS, or a server name that is not a
+    /// provider's on a provider's own address.
     Refused,
+    /// Refused: the calling workload (or the gateway as a whole) is at its connection bound.
+    Limited,
+    /// A DNS query over TCP, answered through the DNS proxy.
+    Dns,
     /// The original destination could not be reached.
     UpstreamFailed,
     /// An I/O error mid-connection.
@@ -101,6 +116,8 @@ impl Outcome {
             Outcome::Intercepted => "intercepted",
             Outcome::TlsFailed => "tls_failed",
             Outcome::Refused => "refused",
+            Outcome::Limited => "limited",
+            Outcome::Dns => "dns",
             Outcome::UpstreamFailed => "upstream_failed",
             Outcome::Error => "error",
         }
@@ -153,7 +170,8 @@ impl Drop for ConnResult {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Read until the ClientHello is complete (or the bytes are clearly not one).
+/// Read until the ClientHello is complete (or the bytes are clearly not one). `NotTls` with no
+/// bytes at all means nothing came within `timeout` (or the client closed).
 async fn read_hello(
     stream: &mut TcpStream,
     timeout: Duration,
@@ -174,7 +192,7 @@ async fn read_hello(
         let n = match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
             Ok(r) => r?,
             // Nothing (more) within the timeout: a server-speaks-first protocol, or a stalled
-            // client. With no bytes at all it is not TLS; a partial hello is refused.
+            // client. Either way it is refused, never spliced.
             Err(_) if buf.is_empty() => return Ok((buf, Parsed::NotTls)),
             Err(_) => return Ok((buf, Parsed::Malformed("ClientHello incomplete at timeout"))),
         };
@@ -196,6 +214,8 @@ impl Intercept {
         identity: Arc<IdentityResolver>,
         interception: Arc<Interception>,
         cfg: InterceptConfig,
+        limits: Arc<limits::Limits>,
+        dns: Option<Arc<DnsProxy>>,
     ) -> Self {
         Self {
             catalog,
@@ -203,6 +223,8 @@ impl Intercept {
             identity,
             interception,
             cfg,
+            limits,
+            dns,
         }
     }
 
@@ -274,6 +296,25 @@ impl Intercept {
                 return;
             }
         };
+        // Bounds first: a flooding workload costs one map lookup and a close, nothing more.
+        let _admitted = match self.limits.admit(rec.cgroup_id) {
+            Ok(a) => a,
+            Err(e) => {
+                result.orig_dst = Some(rec.orig_dst);
+                result.ident = Some(Identity {
+                    pid: rec.pid,
+                    tgid: rec.tgid,
+                    uid: rec.uid,
+                    gid: rec.gid,
+                    comm: rec.comm.clone(),
+                    cgroup_id: rec.cgroup_id,
+                    ..Default::default()
+                });
+                result.outcome = Outcome::Limited;
+                result.error = Some(e.to_string());
+                return;
+            }
+        };
         let ident = self.identity.resolve(&rec);
         let span = info_span!(
             "conn",
@@ -285,12 +326,47 @@ impl Intercept {
         );
         result.orig_dst = Some(rec.orig_dst);
         result.ident = Some(ident);
-        self.serve_conn(stream, rec.orig_dst, &mut result)
+        if rec.dns {
+            return self
+                .serve_dns(stream, &rec, &mut result)
+                .instrument(span)
+                .await;
+        }
+        self.serve_conn(stream, &rec, &mut result)
             .instrument(span)
             .await;
     }
 
-    async fn serve_conn(&self, mut client: TcpStream, dst: OrigDstAddr, result: &mut ConnResult) {
+    /// A workload's DNS query over TCP: through the DNS proxy (which learns provider addresses
+    /// from the answers), or refused when learning is off (then nothing sent it here).
+    async fn serve_dns(&self, client: TcpStream, rec: &ConnRecord, result: &mut ConnResult) {
+        let Some(dns) = &self.dns else {
+            result.outcome = Outcome::Refused;
+            result.error = Some("DNS over TCP redirected while dns.learn is off".into());
+            return;
+        };
+        let asker = crate::redirect::dns::Asker {
+            pid: rec.tgid,
+            uid: rec.uid,
+            comm: rec.comm.clone(),
+        };
+        match dns
+            .serve_tcp(client, rec.orig_dst, &asker, self.cfg.connect_timeout)
+            .await
+        {
+            Ok(n) => {
+                result.outcome = Outcome::Dns;
+                result.requests = n;
+            }
+            Err(e) => {
+                result.outcome = Outcome::UpstreamFailed;
+                result.error = Some(e.to_string());
+            }
+        }
+    }
+
+    async fn serve_conn(&self, mut client: TcpStream, rec: &ConnRecord, result: &mut ConnResult) {
+        let dst = rec.orig_dst;
         let _ = client.set_nodelay(true);
         let (prefix, parsed) = match read_hello(&mut client, self.cfg.client_hello_timeout).await {
             Ok(r) => r,
@@ -300,28 +376,22 @@ impl Intercept {
                 return;
             }
         };
-        let provider = match &parsed {
-            Parsed::Malformed(why) => {
-                result.outcome = Outcome::Refused;
-                result.error = Some((*why).to_string());
-                return;
-            }
-            Parsed::Hello(h) => {
-                result.sni = h.sni.clone();
-                h.sni
-                    .as_deref()
-                    .and_then(|s| self.catalog.match_host(s))
-                    .cloned()
-            }
-            Parsed::NotTls | Parsed::Incomplete => None,
-        };
+        if let Parsed::Hello(h) = &parsed {
+            result.sni = h.sni.clone();
+        }
         let ident = result.ident.as_ref().expect("set before serve_conn");
-        let exempt = provider.is_some()
-            && ident
-                .pod_namespace
-                .as_ref()
-                .is_some_and(|ns| self.cfg.exempt_namespaces.contains(ns));
-        let provider = provider.filter(|_| !exempt);
+        let exempt_ns = ident
+            .pod_namespace
+            .as_ref()
+            .is_some_and(|ns| self.cfg.exempt_namespaces.contains(ns));
+        let decision = decide(
+            &parsed,
+            prefix.is_empty(),
+            rec.shared(),
+            exempt_ns,
+            &self.catalog,
+            self.cfg.client_hello_timeout,
+        );
         info!(
             conn = result.id,
             orig_dst = %dst,
@@ -337,22 +407,47 @@ impl Intercept {
             pod_namespace = ident.pod_namespace.as_deref(),
             sni = result.sni.as_deref(),
             tls = matches!(parsed, Parsed::Hello(_)),
-            provider = provider.as_ref().map(|p| p.name.as_str()),
-            decision = if exempt {
-                "exempt"
-            } else if provider.is_some() {
-                "intercept"
-            } else {
-                "splice"
-            },
+            shared = rec.shared(),
+            provider = decision.provider().map(|p| p.name.as_str()),
+            decision = decision.as_str(),
             "connection accepted"
         );
-        result.provider = provider.as_ref().map(|p| p.name.clone());
-        if let (Some(p), Some(sni)) = (provider, result.sni.clone()) {
-            return self
-                .intercept_conn(client, prefix, sni, p, dst, result)
-                .await;
-        }
+        result.provider = decision.provider().map(|p| p.name.clone());
+        let provider = match decision {
+            Decision::Intercept(p) => p,
+            Decision::Refuse { why, alert } => {
+                result.outcome = Outcome::Refused;
+                result.error = Some(why);
+                if let Some(desc) = alert {
+                    // A fatal TLS alert: the client reports a clear handshake error instead of
+                    // a bare reset.
+                    let _ = client
+                        .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, desc])
+                        .await;
+                    let _ = client.shutdown().await;
+                }
+                return;
+            }
+            Decision::Splice | Decision::Exempt(_) => {
+                return self.splice_conn(client, prefix, dst, result).await;
+            }
+        };
+        let sni = result
+            .sni
+            .clone()
+            .expect("a provider decision has a server name");
+        self.intercept_conn(client, prefix, sni, provider, dst, result)
+            .await
+    }
+
+    /// Pass the connection through to its original destination, byte for byte.
+    async fn splice_conn(
+        &self,
+        client: TcpStream,
+        prefix: Vec<u8>,
+        dst: OrigDstAddr,
+        result: &mut ConnResult,
+    ) {
         let mut upstream =
             match upstream::connect(dst, self.cfg.bypass_mark, self.cfg.connect_timeout).await {
                 Ok(s) => s,
@@ -397,11 +492,20 @@ impl Intercept {
         let icpt = &self.interception;
         // The handshake and the HTTP connection are boxed, each on its own: the connection's
         // task then holds only what its current stage needs (memory per held request).
-        let tls = match Box::pin(icpt.terminator.accept(&sni, prefix, client)).await {
-            Ok(t) => t,
-            Err(e) => {
+        let accept = Box::pin(icpt.terminator.accept(&sni, prefix, client));
+        let tls = match tokio::time::timeout(self.cfg.handshake_timeout, accept).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
                 result.outcome = Outcome::TlsFailed;
                 result.error = Some(e.to_string());
+                return;
+            }
+            Err(_) => {
+                result.outcome = Outcome::TlsFailed;
+                result.error = Some(format!(
+                    "TLS handshake not complete within {:?} (intercept.handshake_timeout)",
+                    self.cfg.handshake_timeout
+                ));
                 return;
             }
         };
@@ -419,6 +523,7 @@ impl Intercept {
             hold: icpt.hold.clone(),
             journal: icpt.journal.clone(),
             requests: Default::default(),
+            header_read_timeout: self.cfg.header_read_timeout,
         });
         let served = Box::pin(gwhttp::serve(tls, ctx.clone())).await;
         result.requests = ctx.requests.load(Ordering::Relaxed);
@@ -429,3 +534,99 @@ impl Intercept {
         }
     }
 }
+
+/// What happens to one redirected TLS connection: decided once, here.
+#[derive(Debug)]
+pub enum Decision {
+    /// Terminate TLS and run every request through the HTTP phases.
+    Intercept(Arc<Provider>),
+    /// A pod of an exempt namespace: passed through untouched (the provider, when the SNI
+    /// names one).
+    Exempt(Option<Arc<Provider>>),
+    /// Another site on a shared (CDN) address: passed through untouched, logged with its SNI.
+    Splice,
+    /// Closed; `alert` is the TLS alert sent first, if any.
+    Refuse { why: String, alert: Option<u8> },
+}
+
+const ALERT_ACCESS_DENIED: u8 = 49;
+const ALERT_UNRECOGNIZED_NAME: u8 = 112;
+
+impl Decision {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Decision::Intercept(_) => "intercept",
+            Decision::Exempt(_) => "exempt",
+            Decision::Splice => "splice",
+            Decision::Refuse { .. } => "refuse",
+        }
+    }
+
+    pub fn provider(&self) -> Option<&Arc<Provider>> {
+        match self {
+            Decision::Intercept(p) | Decision::Exempt(Some(p)) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// The decision for a connection to a provider address (every connection here is one): what the
+/// client sent first (`empty`: nothing at all came), whether the address is shared with other
+/// sites, and whether the caller is a pod of an exempt namespace.
+pub fn decide(
+    parsed: &Parsed,
+    empty: bool,
+    shared: bool,
+    exempt_ns: bool,
+    catalog: &Catalog,
+    hello_timeout: Duration,
+) -> Decision {
+    let refuse = |why: String, alert: Option<u8>| Decision::Refuse { why, alert };
+    let h = match parsed {
+        Parsed::Malformed(why) => return refuse(format!("malformed TLS: {why}"), None),
+        Parsed::NotTls | Parsed::Incomplete if empty => {
+            return refuse(
+                format!(
+                    "no TLS ClientHello within {hello_timeout:?} (intercept.client_hello_timeout)"
+                ),
+                None,
+            );
+        }
+        Parsed::NotTls | Parsed::Incomplete => {
+            return refuse("not TLS: only TLS reaches a provider address".into(), None);
+        }
+        Parsed::Hello(h) => h,
+    };
+    // An IP literal is not a server name (RFC 6066 §3): the same as none.
+    let name = h
+        .sni
+        .as_deref()
+        .filter(|s| s.parse::<std::net::IpAddr>().is_err());
+    let provider = name.and_then(|s| catalog.match_host(s));
+    if exempt_ns {
+        return Decision::Exempt(provider.cloned());
+    }
+    if let Some(p) = provider {
+        return Decision::Intercept(p.clone());
+    }
+    if h.ech {
+        return refuse(
+            "Encrypted Client Hello on a provider address: the real server name is hidden".into(),
+            Some(ALERT_ACCESS_DENIED),
+        );
+    }
+    if shared {
+        return Decision::Splice;
+    }
+    let why = match (&h.sni, name) {
+        (None, _) => "no server name (SNI) on a provider's own address".to_string(),
+        (Some(ip), None) => format!("IP literal `{ip}` as server name on a provider's own address"),
+        (Some(_), Some(other)) => {
+            format!("server name `{other}` is not a provider host, on a provider's own address")
+        }
+    };
+    refuse(why, Some(ALERT_UNRECOGNIZED_NAME))
+}
+
+#[cfg(test)]
+mod tests;

@@ -12,7 +12,7 @@ pub mod gemini;
 pub mod openai;
 pub mod prompt;
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -78,7 +78,8 @@ impl HostPattern {
         match self {
             HostPattern::Exact(h) => h.eq_ignore_ascii_case(host),
             HostPattern::Suffix(sfx) => {
-                host.len() > sfx.len() && host[host.len() - sfx.len()..].eq_ignore_ascii_case(sfx)
+                let h = host.as_bytes();
+                h.len() > sfx.len() && h[h.len() - sfx.len()..].eq_ignore_ascii_case(sfx.as_bytes())
             }
         }
     }
@@ -106,9 +107,22 @@ pub struct Provider {
     pub addrs: Vec<IpNet>,
     pub key: Option<String>,
     pub api: Api,
+    /// Its addresses also serve unrelated sites (a CDN front): other server names are spliced
+    /// there, not refused.
+    pub shared: bool,
 }
 
 impl Provider {
+    /// The provider-set bits its addresses carry in the kernel.
+    pub fn addr_flags(&self) -> u8 {
+        gateway_common::ADDR_PROVIDER
+            | if self.shared {
+                gateway_common::ADDR_SHARED
+            } else {
+                0
+            }
+    }
+
     pub fn adapter(&self) -> &'static dyn Adapter {
         self.api.adapter()
     }
@@ -122,16 +136,50 @@ impl Provider {
     }
 }
 
-/// (name, hosts, API); the vault key name defaults to the provider name.
-const BUILTIN: &[(&str, &[&str], Api)] = &[
-    ("openai", &["api.openai.com"], Api::OpenAi),
-    ("anthropic", &["api.anthropic.com"], Api::Anthropic),
-    (
+/// A built-in provider; the vault key name defaults to the provider name.
+struct Builtin {
+    name: &'static str,
+    hosts: &'static [&'static str],
+    api: Api,
+    /// Published static ranges (the provider's own documentation).
+    addrs: &'static [&'static str],
+    /// Behind a CDN front whose addresses serve unrelated sites too. Where nothing says the
+    /// addresses are the provider's own, shared is the declaration that breaks no other site.
+    shared: bool,
+}
+
+const fn cdn(name: &'static str, hosts: &'static [&'static str], api: Api) -> Builtin {
+    Builtin {
+        name,
+        hosts,
+        api,
+        addrs: &[],
+        shared: true,
+    }
+}
+
+const BUILTIN: &[Builtin] = &[
+    // Cloudflare in front (its error pages name api.openai.com); OpenAI publishes egress ranges
+    // only (developers.openai.com/api/docs/guides/ip-addresses), none for the API's ingress.
+    cdn("openai", &["api.openai.com"], Api::OpenAi),
+    // Anthropic publishes its API's inbound addresses and says they "will not change without
+    // notice" (platform.claude.com/docs/en/api/ip-addresses: 160.79.104.0/23, 2607:6bc0::/48;
+    // the newer ja/ko editions add 153.61.224.0/22). They are Anthropic's own: owned.
+    Builtin {
+        name: "anthropic",
+        hosts: &["api.anthropic.com"],
+        api: Api::Anthropic,
+        addrs: &["160.79.104.0/23", "153.61.224.0/22", "2607:6bc0::/48"],
+        shared: false,
+    },
+    // Google Front End: the addresses of every Google API and site (goog.json).
+    cdn(
         "gemini",
         &["generativelanguage.googleapis.com"],
         Api::Gemini,
     ),
-    (
+    // Azure's multi-tenant front ends, no published ranges per service.
+    cdn(
         "azure-openai",
         &[
             "*.openai.azure.com",
@@ -140,18 +188,20 @@ const BUILTIN: &[(&str, &[&str], Api)] = &[
         ],
         Api::Azure,
     ),
-    ("mistral", &["api.mistral.ai"], Api::OpenAiCompatible),
-    ("groq", &["api.groq.com"], Api::OpenAiCompatible),
-    ("deepseek", &["api.deepseek.com"], Api::OpenAiCompatible),
-    ("xai", &["api.x.ai"], Api::OpenAiCompatible),
-    ("openrouter", &["openrouter.ai"], Api::OpenAiCompatible),
-    (
+    // Cloudflare (mistral, groq, openrouter: Cloudflare error pages); the others publish no
+    // ranges and nothing says their addresses are their own.
+    cdn("mistral", &["api.mistral.ai"], Api::OpenAiCompatible),
+    cdn("groq", &["api.groq.com"], Api::OpenAiCompatible),
+    cdn("deepseek", &["api.deepseek.com"], Api::OpenAiCompatible),
+    cdn("xai", &["api.x.ai"], Api::OpenAiCompatible),
+    cdn("openrouter", &["openrouter.ai"], Api::OpenAiCompatible),
+    cdn(
         "together",
         &["api.together.xyz", "api.together.ai"],
         Api::OpenAiCompatible,
     ),
-    ("fireworks", &["api.fireworks.ai"], Api::OpenAiCompatible),
-    (
+    cdn("fireworks", &["api.fireworks.ai"], Api::OpenAiCompatible),
+    cdn(
         "cohere",
         &["api.cohere.com", "api.cohere.ai"],
         Api::OpenAiCompatible,
@@ -159,7 +209,7 @@ const BUILTIN: &[(&str, &[&str], Api)] = &[
 ];
 
 pub fn builtin_names() -> Vec<&'static str> {
-    BUILTIN.iter().map(|(n, _, _)| *n).collect()
+    BUILTIN.iter().map(|b| b.name).collect()
 }
 
 /// All providers in force: built-ins (unless disabled) overridden and extended by the config.
@@ -174,15 +224,21 @@ impl Catalog {
         let mut providers: Vec<Provider> = if cfg.builtin_providers {
             BUILTIN
                 .iter()
-                .map(|(name, hosts, api)| Provider {
-                    name: (*name).to_string(),
-                    hosts: hosts
+                .map(|b| Provider {
+                    name: b.name.to_string(),
+                    hosts: b
+                        .hosts
                         .iter()
                         .map(|h| HostPattern::parse(h).expect("built-in host is valid"))
                         .collect(),
-                    addrs: Vec::new(),
-                    key: Some((*name).to_string()),
-                    api: *api,
+                    addrs: b
+                        .addrs
+                        .iter()
+                        .map(|a| parse_cidr(a).expect("built-in CIDR is valid"))
+                        .collect(),
+                    key: Some(b.name.to_string()),
+                    api: b.api,
+                    shared: b.shared,
                 })
                 .collect()
         } else {
@@ -208,7 +264,12 @@ impl Catalog {
                     if !hosts.is_empty() {
                         p.hosts = hosts;
                     }
-                    p.addrs = addrs;
+                    if !addrs.is_empty() {
+                        p.addrs = addrs;
+                    }
+                    if let Some(shared) = pc.shared {
+                        p.shared = shared;
+                    }
                     if pc.key.is_some() {
                         p.key = pc.key.clone();
                     }
@@ -222,6 +283,7 @@ impl Catalog {
                     addrs,
                     key: pc.key.clone().or_else(|| Some(pc.name.clone())),
                     api: pc.api.unwrap_or(Api::OpenAiCompatible),
+                    shared: pc.shared.unwrap_or(false),
                 }),
             }
         }
@@ -241,20 +303,38 @@ impl Catalog {
             .find(|p| p.hosts.iter().any(|h| h.matches(host)))
     }
 
-    /// Every static CIDR of every provider.
-    pub fn static_cidrs(&self) -> BTreeSet<IpNet> {
-        self.providers
-            .iter()
-            .flat_map(|p| p.addrs.iter().copied())
-            .collect()
+    /// Every static CIDR of every provider, with its provider-set bits: shared only when every
+    /// provider claiming it says so.
+    pub fn static_cidrs(&self) -> BTreeMap<IpNet, u8> {
+        let mut out = BTreeMap::new();
+        for p in &self.providers {
+            for net in &p.addrs {
+                out.entry(*net)
+                    .and_modify(|f| *f &= p.addr_flags())
+                    .or_insert(p.addr_flags());
+            }
+        }
+        out
     }
 
-    /// Every exact host name to resolve, deduplicated.
-    pub fn resolvable_hosts(&self) -> BTreeSet<String> {
-        self.providers
-            .iter()
-            .flat_map(|p| p.resolvable_hosts().map(str::to_string).collect::<Vec<_>>())
-            .collect()
+    /// Every exact host name to resolve, deduplicated, with the bits its addresses get.
+    pub fn resolvable_hosts(&self) -> BTreeMap<String, u8> {
+        let mut out = BTreeMap::new();
+        for p in &self.providers {
+            for h in p.resolvable_hosts() {
+                out.entry(h.to_string())
+                    .and_modify(|f| *f &= p.addr_flags())
+                    .or_insert(p.addr_flags());
+            }
+        }
+        out
+    }
+
+    /// The provider-set bits for a DNS name (trailing dot and case ignored), if it is a
+    /// provider host: the bits of the first provider that matches.
+    pub fn dns_name_flags(&self, name: &str) -> Option<u8> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.match_host(&name).map(|p| p.addr_flags())
     }
 }
 
@@ -296,7 +376,7 @@ mod tests {
         );
         assert!(c.match_host("evil-openai.azure.com.example").is_none());
         assert!(c.match_host("example.com").is_none());
-        assert!(!c.resolvable_hosts().iter().any(|h| h.contains('*')));
+        assert!(!c.resolvable_hosts().keys().any(|h| h.contains('*')));
     }
 
     #[test]
@@ -323,8 +403,48 @@ mod tests {
         assert!(c.match_host("llm.corp.example").is_some());
         assert!(c.iter().all(|p| p.name != "cohere"));
         let cidrs = c.static_cidrs();
-        assert!(cidrs.contains(&"127.10.0.1/32".parse().unwrap()));
-        assert!(cidrs.contains(&"10.1.2.0/24".parse().unwrap()));
+        use gateway_common::{ADDR_PROVIDER as P, ADDR_SHARED as S};
+        // openai is a CDN front: its own addrs stay shared; a new provider owns its addresses.
+        assert_eq!(cidrs.get(&"127.10.0.1/32".parse().unwrap()), Some(&(P | S)));
+        assert_eq!(cidrs.get(&"10.1.2.0/24".parse().unwrap()), Some(&P));
+    }
+
+    #[test]
+    fn shared_declarations_and_published_ranges() {
+        use gateway_common::{ADDR_PROVIDER as P, ADDR_SHARED as S};
+        let c = Catalog::from_config(&cfg(r#"
+            [[provider]]
+            name = "gemini"
+            shared = false
+            [[provider]]
+            name = "edge"
+            hosts = ["llm.edge.example"]
+            addrs = ["203.0.113.0/24"]
+            shared = true
+            [[provider]]
+            name = "owner"
+            hosts = ["llm.owner.example"]
+            addrs = ["203.0.113.0/24"]
+        "#));
+        let find = |n: &str| c.iter().find(|p| p.name == n).unwrap().clone();
+        assert!(
+            !find("anthropic").shared,
+            "Anthropic publishes addresses of its own"
+        );
+        assert!(find("openai").shared && find("azure-openai").shared && find("mistral").shared);
+        assert!(!find("gemini").shared, "the config's declaration wins");
+        let cidrs = c.static_cidrs();
+        assert_eq!(cidrs.get(&"160.79.104.0/23".parse().unwrap()), Some(&P));
+        assert_eq!(cidrs.get(&"2607:6bc0::/48".parse().unwrap()), Some(&P));
+        assert_eq!(
+            cidrs.get(&"203.0.113.0/24".parse().unwrap()),
+            Some(&P),
+            "an address one provider owns is owned, whoever else shares it"
+        );
+        assert_eq!(c.dns_name_flags("API.OpenAI.com."), Some(P | S));
+        assert_eq!(c.dns_name_flags("x.openai.azure.com"), Some(P | S));
+        assert_eq!(c.dns_name_flags("llm.owner.example"), Some(P));
+        assert_eq!(c.dns_name_flags("example.com"), None);
     }
 
     #[test]

@@ -143,6 +143,22 @@ pub fn cgroup_id(path: &Path) -> Result<u64, CgroupError> {
         })
 }
 
+/// The gateway's own cgroup v2 id: its sockets are exempt from the programs only from there.
+pub fn own_cgroup_id(root: &Path) -> Result<u64, CgroupError> {
+    let path = Path::new("/proc/self/cgroup");
+    let text = std::fs::read_to_string(path).map_err(|source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or_else(|| {
+            CgroupError::Missing(PathBuf::from("/proc/self/cgroup: no cgroup v2 line"))
+        })?;
+    cgroup_id(&root.join(rel.trim_start_matches('/')))
+}
+
 /// Make sure `pin_dir` lives on a bpf filesystem, mounting bpffs at /sys/fs/bpf when it is
 /// missing there (as Cilium and systemd do). Returns whether a mount was made.
 pub fn ensure_bpffs(pin_dir: &Path) -> Result<bool, CgroupError> {

@@ -8,19 +8,24 @@
 //! attached before the old links go so that no connect slips through in between.
 
 use std::{
+    collections::BTreeMap,
     fs::File,
     path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData},
+    maps::{
+        Array, HashMap, Map, MapData,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{
-        CgroupAttachMode, CgroupSockAddr, SockOps,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SockOps,
         links::{FdLink, PinnedLink},
     },
 };
 use gateway_common::{Meta, ProxyConfig, maps, programs};
+use ipnet::IpNet;
 use sha2::{Digest as _, Sha256};
 
 use super::RedirectError;
@@ -68,7 +73,9 @@ impl PinLayout {
         self.root.join("progs").join(name)
     }
     fn all_programs() -> impl Iterator<Item = &'static str> {
-        programs::SOCK_ADDR.into_iter().chain([programs::SOCK_OPS])
+        programs::SOCK_ADDR
+            .into_iter()
+            .chain([programs::SOCK_OPS, programs::EGRESS])
     }
 }
 
@@ -77,6 +84,8 @@ pub struct AttachOptions<'a> {
     pub cgroup: &'a Path,
     pub proxy: ProxyConfig,
     pub ports: &'a [u16],
+    /// Static provider nets, written before any new program is attached.
+    pub static_nets: &'a BTreeMap<IpNet, u8>,
 }
 
 /// The loaded object with its (pinned) maps, after attach or adoption.
@@ -143,12 +152,21 @@ pub fn attach_or_adopt(opts: &AttachOptions<'_>) -> Result<Attached, RedirectErr
     let adopt = all_links_pinned(&layout)
         && meta.is_some_and(|m| m.object_sha256 == sha && m.cgroup_id == cgroup_id);
 
-    let (mut ebpf, mode, old_links) = if adopt {
-        let ebpf = loader_with_pins(&layout)
+    let (ebpf, mode, old_links) = if adopt {
+        let mut ebpf = loader_with_pins(&layout)
             .load(EBPF_OBJECT)
             .map_err(bpf_err("open pinned maps"))?;
+        write_providers(&mut ebpf, opts.static_nets.iter().map(|(n, f)| (*n, *f)))?;
+        write_config(&mut ebpf, opts, sha, cgroup_id)?;
         (ebpf, AttachMode::Adopted, Vec::new())
     } else {
+        // What the old programs redirect today, carried over so the new ones start with it:
+        // between the swap of the links and the first refresh, nothing may go direct.
+        let carried = if existing {
+            old_providers(&layout)
+        } else {
+            Vec::new()
+        };
         // Keep the old links alive (and so the old programs attached) until the new ones are.
         let old_links = if existing {
             take_down_pins(&layout)?
@@ -167,6 +185,18 @@ pub fn attach_or_adopt(opts: &AttachOptions<'_>) -> Result<Attached, RedirectErr
         let mut ebpf = loader_with_pins(&layout)
             .load(EBPF_OBJECT)
             .map_err(bpf_err(what))?;
+        // Everything the programs read is in place before the first one is attached.
+        let n = carried.len();
+        write_providers(
+            &mut ebpf,
+            carried
+                .into_iter()
+                .chain(opts.static_nets.iter().map(|(n, f)| (*n, *f))),
+        )?;
+        if n > 0 {
+            tracing::info!(carried = n, "provider set carried over to the new programs");
+        }
+        write_config(&mut ebpf, opts, sha, cgroup_id)?;
         attach_all(&mut ebpf, &layout, opts.cgroup)?;
         let mode = if existing && !old_links.is_empty() {
             AttachMode::Replaced
@@ -176,7 +206,6 @@ pub fn attach_or_adopt(opts: &AttachOptions<'_>) -> Result<Attached, RedirectErr
         (ebpf, mode, old_links)
     };
 
-    write_config(&mut ebpf, opts, sha, cgroup_id)?;
     // The new programs are attached and configured: the old links may go now.
     drop(old_links);
     Ok(Attached {
@@ -227,6 +256,90 @@ fn attach_all(ebpf: &mut Ebpf, layout: &PinLayout, cgroup: &Path) -> Result<(), 
         .map_err(pin_err(format!("pin link {name}")))?;
     prog.pin(layout.prog(name))
         .map_err(pin_err(format!("pin program {name}")))?;
+    let name = programs::EGRESS;
+    let prog: &mut CgroupSkb = ebpf
+        .program_mut(name)
+        .ok_or(RedirectError::MissingProgram(name))?
+        .try_into()
+        .map_err(bpf_err(format!("program {name}")))?;
+    prog.load().map_err(bpf_err(format!("load {name}")))?;
+    let id = prog
+        .attach(&cg, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+        .map_err(bpf_err(format!("attach {name} to {}", cgroup.display())))?;
+    let link = prog
+        .take_link(id)
+        .map_err(bpf_err(format!("take link {name}")))?;
+    let link = FdLink::try_from(link).map_err(bpf_err(format!("link {name}")))?;
+    link.pin(layout.link(name))
+        .map_err(pin_err(format!("pin link {name}")))?;
+    prog.pin(layout.prog(name))
+        .map_err(pin_err(format!("pin program {name}")))?;
+    Ok(())
+}
+
+/// The provider entries of the pinned maps (an earlier daemon's), to carry over. A map that
+/// cannot be read (another layout) carries nothing; the new set is then filled from the config
+/// and DNS, and that is logged.
+fn old_providers(layout: &PinLayout) -> Vec<(IpNet, u8)> {
+    let mut out = Vec::new();
+    let v4 = MapData::from_pin(layout.map(maps::PROVIDERS_V4))
+        .ok()
+        .and_then(|d| LpmTrie::<MapData, [u8; 4], u8>::try_from(Map::LpmTrie(d)).ok());
+    let v6 = MapData::from_pin(layout.map(maps::PROVIDERS_V6))
+        .ok()
+        .and_then(|d| LpmTrie::<MapData, [u8; 16], u8>::try_from(Map::LpmTrie(d)).ok());
+    if v4.is_none() || v6.is_none() {
+        tracing::warn!(
+            "the pinned provider set cannot be read; the new programs start with the configured addresses only"
+        );
+    }
+    if let Some(t) = v4 {
+        out.extend(t.iter().filter_map(Result::ok).filter_map(|(k, v)| {
+            ipnet::Ipv4Net::new(k.data().into(), k.prefix_len() as u8)
+                .ok()
+                .map(|n| (IpNet::V4(n), v | gateway_common::ADDR_PROVIDER))
+        }));
+    }
+    if let Some(t) = v6 {
+        out.extend(t.iter().filter_map(Result::ok).filter_map(|(k, v)| {
+            ipnet::Ipv6Net::new(k.data().into(), k.prefix_len() as u8)
+                .ok()
+                .map(|n| (IpNet::V6(n), v | gateway_common::ADDR_PROVIDER))
+        }));
+    }
+    out
+}
+
+/// Write provider nets into the object's tries (later entries for the same net win).
+fn write_providers(
+    ebpf: &mut Ebpf,
+    nets: impl Iterator<Item = (IpNet, u8)>,
+) -> Result<(), RedirectError> {
+    let nets: Vec<(IpNet, u8)> = nets.collect();
+    {
+        let mut v4: LpmTrie<&mut MapData, [u8; 4], u8> = LpmTrie::try_from(
+            ebpf.map_mut(maps::PROVIDERS_V4)
+                .ok_or(RedirectError::MissingMap(maps::PROVIDERS_V4))?,
+        )
+        .map_err(bpf_err("GW_PROVIDERS_V4"))?;
+        for (net, f) in &nets {
+            if let IpNet::V4(n) = net {
+                v4.insert(&Key::new(n.prefix_len().into(), n.network().octets()), f, 0)
+                    .map_err(bpf_err("write GW_PROVIDERS_V4"))?;
+            }
+        }
+    }
+    let mut v6: LpmTrie<&mut MapData, [u8; 16], u8> = LpmTrie::try_from(
+        ebpf.map_mut(maps::PROVIDERS_V6)
+            .ok_or(RedirectError::MissingMap(maps::PROVIDERS_V6))?,
+    )
+    .map_err(bpf_err("GW_PROVIDERS_V6"))?;
+    for (net, f) in &nets {
+        if let IpNet::V6(n) = net {
+            v6.insert(&Key::new(n.prefix_len().into(), n.network().octets()), f, 0)
+                .map_err(bpf_err("write GW_PROVIDERS_V6"))?;
+        }
+    }
     Ok(())
 }
 

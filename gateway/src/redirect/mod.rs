@@ -7,6 +7,7 @@
 
 pub mod addrset;
 pub mod cgroup;
+pub mod dns;
 pub mod identity;
 pub mod loader;
 pub mod origdst;
@@ -15,7 +16,7 @@ pub mod pods;
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use aya::maps::{HashMap, MapData, lpm_trie::LpmTrie};
-use gateway_common::{PROXY_F_V6, ProxyConfig, maps};
+use gateway_common::{PROXY_F_DNS, PROXY_F_V6, ProxyConfig, maps};
 use tokio::io::unix::AsyncFd;
 use tracing::{info, warn};
 
@@ -63,12 +64,16 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// The running redirect stage.
 pub struct Redirect {
     pub orig_dst: Arc<dyn origdst::OrigDst>,
+    /// Who sent each redirected DNS datagram, and to which server.
+    pub udp_flows: Arc<dyn origdst::UdpOrigDst>,
     pub identity: Arc<identity::IdentityResolver>,
+    /// The kernel's provider set: the DNS proxy writes what workloads learn into it.
+    pub set: Arc<addrset::ProviderSet>,
     pub mode: AttachMode,
     pub cgroup: PathBuf,
 }
 
-fn proxy_config(cfg: &Config, v6_listening: bool) -> ProxyConfig {
+fn proxy_config(cfg: &Config, v6_listening: bool, own_cgroup: u64) -> ProxyConfig {
     let v4 = match cfg.listen.addr {
         SocketAddr::V4(a) => a,
         SocketAddr::V6(_) => unreachable!("validated: listen.addr is IPv4"),
@@ -89,8 +94,8 @@ fn proxy_config(cfg: &Config, v6_listening: bool) -> ProxyConfig {
             PROXY_F_V6
         } else {
             0
-        },
-        bypass_tgid: std::process::id(),
+        } | if cfg.dns.learn { PROXY_F_DNS } else { 0 },
+        bypass_cgroup: own_cgroup,
     }
 }
 
@@ -106,7 +111,9 @@ where
 }
 
 impl Redirect {
-    /// Attach (or adopt), then start the background tasks. Must run inside a tokio runtime.
+    /// Attach (or adopt), then start the background tasks. Must run inside a tokio runtime, with
+    /// the TCP and (when `dns.learn`) UDP listeners already bound: the first redirected call
+    /// must find them.
     pub fn start(
         cfg: &Config,
         catalog: &Catalog,
@@ -120,11 +127,20 @@ impl Redirect {
             .unwrap_or_else(|| cg_root.clone());
         cgroup::check_cgroup_dir(&cgroup)?;
         let sha = loader::object_sha256();
+        let own_cgroup = cgroup::own_cgroup_id(&cg_root)?;
+        if own_cgroup == cgroup::cgroup_id(&cgroup)? {
+            warn!(
+                cgroup = %cgroup.display(),
+                "the gateway runs in the very cgroup it covers: its exemption rests on the socket mark alone (CAP_NET_ADMIN); run it in a cgroup of its own (a systemd unit)"
+            );
+        }
+        let static_nets = catalog.static_cidrs();
         let attached = loader::attach_or_adopt(&loader::AttachOptions {
             pin_dir: &cfg.redirect.pin_dir,
             cgroup: &cgroup,
-            proxy: proxy_config(cfg, v6_listening),
+            proxy: proxy_config(cfg, v6_listening, own_cgroup),
             ports: &cfg.redirect.ports,
+            static_nets: &static_nets,
         })?;
         info!(
             mode = ?attached.mode,
@@ -142,12 +158,16 @@ impl Redirect {
         }
 
         let flows: HashMap<MapData, _, _> = take(&mut ebpf, maps::FLOWS)?;
+        let udp_flows: HashMap<MapData, _, _> = take(&mut ebpf, maps::UDP_FLOWS)?;
         let v4: LpmTrie<MapData, [u8; 4], u8> = take(&mut ebpf, maps::PROVIDERS_V4)?;
         let v6: LpmTrie<MapData, [u8; 16], u8> = take(&mut ebpf, maps::PROVIDERS_V6)?;
-        let set = addrset::AddrSet::new(catalog.static_cidrs());
-        tokio::spawn(addrset::maintain(
-            set,
+        let set = Arc::new(addrset::ProviderSet::new(
+            addrset::AddrSet::new(static_nets),
             Box::new(addrset::BpfCidrs { v4, v6 }),
+            &cfg.dns,
+        )?);
+        tokio::spawn(addrset::maintain(
+            set.clone(),
             catalog.resolvable_hosts(),
             cfg.dns.clone(),
         ));
@@ -157,6 +177,8 @@ impl Redirect {
 
         Ok(Self {
             orig_dst: Arc::new(origdst::BpfOrigDst::new(flows)),
+            udp_flows: Arc::new(origdst::BpfUdpFlows::new(udp_flows)),
+            set,
             identity: Arc::new(
                 identity::IdentityResolver::new(Some(cg_root))
                     .with_pod_names(pods::start(&cfg.kubernetes)),

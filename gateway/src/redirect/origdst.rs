@@ -44,9 +44,19 @@ pub struct ConnRecord {
     pub gid: u32,
     pub cgroup_id: u64,
     pub comm: String,
+    /// The destination's provider-set bits at connect() time (`ADDR_*`; 0 for DNS to a
+    /// non-provider server).
+    pub addr_flags: u8,
+    /// A DNS query redirected to the gateway's DNS service (TCP or UDP port 53).
+    pub dns: bool,
 }
 
 impl ConnRecord {
+    /// TLS with a server name not of a provider may be spliced here (a shared CDN front).
+    pub fn shared(&self) -> bool {
+        self.addr_flags & gateway_common::ADDR_SHARED != 0
+    }
+
     pub fn from_info(info: &ConnInfo) -> Self {
         let ip = words_to_ip(&info.orig_ip);
         let end = info
@@ -63,6 +73,8 @@ impl ConnRecord {
             gid: info.gid,
             cgroup_id: info.cgroup_id,
             comm: String::from_utf8_lossy(&info.comm[..end]).into_owned(),
+            addr_flags: (info.flags & gateway_common::CONN_ADDR_MASK) as u8,
+            dns: info.flags & gateway_common::CONN_F_DNS != 0,
         }
     }
 }
@@ -163,6 +175,57 @@ impl OrigDst for BpfOrigDst {
     }
 }
 
+/// The `GW_UDP_FLOWS` map: who sent a redirected DNS datagram, and to which server. Read,
+/// not taken: a socket sends many queries (the egress program rewrites the entry each time).
+pub struct BpfUdpFlows {
+    flows: HashMap<MapData, FlowKey, ConnInfo>,
+}
+
+impl BpfUdpFlows {
+    pub fn new(flows: HashMap<MapData, FlowKey, ConnInfo>) -> Self {
+        Self { flows }
+    }
+}
+
+/// Where a redirected datagram was going; a mock in tests.
+pub trait UdpOrigDst: Send + Sync + 'static {
+    fn get(&self, client: ClientAddr, proxy: ProxyAddr)
+    -> Result<Option<ConnRecord>, OrigDstError>;
+}
+
+impl UdpOrigDst for BpfUdpFlows {
+    fn get(
+        &self,
+        client: ClientAddr,
+        proxy: ProxyAddr,
+    ) -> Result<Option<ConnRecord>, OrigDstError> {
+        let key = flow_key(
+            ClientAddr(normalize(client.0)),
+            ProxyAddr(normalize(proxy.0)),
+        );
+        match self.flows.get(&key, 0) {
+            Ok(info) => Ok(Some(ConnRecord::from_info(&info))),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl UdpOrigDst for MockOrigDst {
+    fn get(
+        &self,
+        client: ClientAddr,
+        _proxy: ProxyAddr,
+    ) -> Result<Option<ConnRecord>, OrigDstError> {
+        Ok(self
+            .records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&normalize(client.0))
+            .cloned())
+    }
+}
+
 /// In-process tests: records inserted by the test, keyed by client address.
 #[derive(Default)]
 pub struct MockOrigDst {
@@ -231,7 +294,7 @@ mod tests {
             tgid: 9,
             uid: 1000,
             gid: 100,
-            _pad0: 0,
+            flags: gateway_common::CONN_F_DNS | gateway_common::ADDR_PROVIDER as u32,
             cgroup_id: 77,
             comm,
         };
@@ -242,6 +305,9 @@ mod tests {
         );
         assert_eq!(r.comm, "curl");
         assert!(!r.v6_socket);
+        assert!(r.dns);
+        assert_eq!(r.addr_flags, gateway_common::ADDR_PROVIDER);
+        assert!(!r.shared());
     }
 
     #[test]
@@ -257,6 +323,8 @@ mod tests {
             gid: 0,
             cgroup_id: 1,
             comm: "x".into(),
+            addr_flags: gateway_common::ADDR_PROVIDER,
+            dns: false,
         };
         m.insert(client, rec.clone());
         let proxy = ProxyAddr("127.0.0.1:15001".parse().unwrap());

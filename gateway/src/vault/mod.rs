@@ -700,6 +700,7 @@ mod tests {
             addrs: vec![],
             key: Some("openai".into()),
             api: crate::provider::Api::OpenAi,
+            shared: true,
         };
         let alice = Identity {
             user: Some("alice".into()),
