@@ -22,7 +22,12 @@ pub struct FakeDns {
 
 impl FakeDns {
     pub fn start() -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind fake dns");
+        Self::start_at("127.0.0.1:0".parse().unwrap())
+    }
+
+    /// On a given address (e.g. a loopback address's port 53, where resolv.conf can name it).
+    pub fn start_at(at: SocketAddr) -> Self {
+        let sock = UdpSocket::bind(at).expect("bind fake dns");
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let addr = sock.local_addr().unwrap();

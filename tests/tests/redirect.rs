@@ -29,6 +29,11 @@ struct Env {
 }
 
 fn env_with(extra_providers: &str, names: &[&str]) -> Env {
+    env_full(false, extra_providers, names)
+}
+
+/// `shared`: the test provider declares its address shared with other sites (a CDN front).
+fn env_full(shared: bool, extra_providers: &str, names: &[&str]) -> Env {
     require_privileges();
     let n = unique();
     let name = format!("gw-test-{}-{n}", std::process::id());
@@ -37,7 +42,7 @@ fn env_with(extra_providers: &str, names: &[&str]) -> Env {
     let pki = TestPki::new(names);
     let server = FakeServer::start(format!("{ip}:443").parse().unwrap(), &pki);
     let providers = format!(
-        "[[provider]]\nname = \"openai\"\nhosts = [\"api.openai.com\"]\naddrs = [\"{ip}/32\"]\n{extra_providers}"
+        "[[provider]]\nname = \"openai\"\nhosts = [\"api.openai.com\"]\naddrs = [\"{ip}/32\"]\nshared = {shared}\n{extra_providers}"
     );
     let gw = Gateway::start_opts(
         &name,
@@ -223,8 +228,8 @@ fn curl_and_python_in_the_cgroup_land_in_the_gateway_with_their_identity() {
 }
 
 #[test]
-fn a_non_provider_sni_passes_through_byte_for_byte() {
-    let e = env();
+fn a_non_provider_sni_passes_through_byte_for_byte_on_a_shared_address_only() {
+    let e = env_full(true, "", &["api.openai.com", "example.com"]);
     let n = 1 << 20;
     let py = run(
         e.cg.command(
@@ -254,7 +259,8 @@ fn a_non_provider_sni_passes_through_byte_for_byte() {
     assert!(closed["bytes_up"].as_u64().unwrap() > n as u64);
     assert!(closed["bytes_down"].as_u64().unwrap() >= n as u64);
 
-    // Not TLS at all: spliced too (curl speaking plain HTTP to port 443).
+    // Not TLS at all: refused even on a shared address (curl speaking plain HTTP to port 443).
+    let seen = e.server.peers().len();
     let plain = run(
         e.cg.command(
             "curl",
@@ -262,32 +268,76 @@ fn a_non_provider_sni_passes_through_byte_for_byte() {
         ),
         T,
     );
-    assert!(
-        !plain.ok,
-        "the fake server only speaks TLS; curl must see it fail, not the gateway answer"
-    );
+    assert!(!plain.ok, "plain HTTP to a provider address must fail");
     e.gw.wait_for(Duration::from_secs(5), |evs| {
-        evs.iter()
-            .any(|ev| message(ev) == "connection accepted" && ev["fields"]["tls"] == false)
+        evs.iter().any(|ev| {
+            message(ev) == "connection closed"
+                && ev["fields"]["outcome"] == "refused"
+                && ev["fields"]["error"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("not TLS"))
+        })
     })
-    .expect("plain connection logged as not TLS");
+    .unwrap_or_else(|| panic!("plain connection refused as not TLS:\n{}", e.gw.raw_log()));
+    assert_eq!(e.server.peers().len(), seen, "nothing reached the provider");
 }
 
 #[test]
-fn marked_sockets_and_processes_outside_the_cgroup_are_not_redirected() {
+fn a_non_provider_sni_on_a_providers_own_address_is_refused() {
+    let e = env();
+    let py = run(
+        e.cg.command(
+            "python3",
+            &[
+                "-c",
+                PY_ECHO_CLIENT,
+                "example.com",
+                &e.ip,
+                "443",
+                e.upstream_ca(),
+                "16",
+            ],
+        ),
+        T,
+    );
+    assert!(!py.ok, "the connection must be refused: {py:?}");
+    assert!(
+        py.stderr.contains("UNRECOGNIZED_NAME") || py.stderr.contains("unrecognized name"),
+        "the client hears why (a TLS alert): {}",
+        py.stderr
+    );
+    let (acc, closed) = e.gw.conn_to(&format!("{}:443", e.ip));
+    assert_eq!(acc["decision"], "refuse");
+    assert_eq!(closed["outcome"], "refused", "{closed}");
+    assert!(e.server.peers().is_empty(), "nothing reached the provider");
+}
+
+#[test]
+fn processes_outside_the_cgroup_are_not_redirected_and_the_mark_alone_exempts_nothing() {
     let e = env();
     let mark = (0x6777_6179u32).to_string(); // the default bypass mark
-    for (label, cmd) in [
-        (
-            "marked socket in the cgroup",
-            e.cg.command("python3", &["-c", PY_CONNECT, &e.ip, "443", &mark]),
-        ),
-        ("process outside the cgroup", {
-            let mut c = std::process::Command::new("python3");
-            c.args(["-c", PY_CONNECT, &e.ip, "443", "0"]);
-            c
-        }),
-    ] {
+    // A workload that sets the gateway's mark (it has CAP_NET_ADMIN here) is still redirected:
+    // only the gateway's own cgroup may use the mark.
+    let before = e.accepted_count();
+    let r = run(
+        e.cg.command("python3", &["-c", PY_CONNECT, &e.ip, "443", &mark]),
+        T,
+    );
+    assert!(r.ok, "{r:?}");
+    let port = json(&r.stdout)["local_port"].as_u64().unwrap() as u16;
+    e.gw.wait_for(Duration::from_secs(5), |evs| {
+        evs.iter()
+            .filter(|ev| message(ev) == "connection accepted")
+            .count()
+            > before
+    })
+    .expect("marked connect from the workload's cgroup redirected");
+    assert!(!e.server.peers().iter().any(|p| p.port() == port));
+    for (label, cmd) in [("process outside the cgroup", {
+        let mut c = std::process::Command::new("python3");
+        c.args(["-c", PY_CONNECT, &e.ip, "443", "0"]);
+        c
+    })] {
         let before = e.accepted_count();
         let r = run(cmd, T);
         assert!(r.ok, "{label}: {r:?}");
@@ -344,7 +394,7 @@ print(json.dumps(res))
 "#;
 
 #[test]
-fn udp_to_a_provider_on_a_redirected_port_is_denied_and_other_udp_works() {
+fn udp_to_a_provider_on_any_port_is_denied_and_other_udp_works() {
     let e = env();
     let other_ip = format!("{}.2", e.ip.rsplit_once('.').unwrap().0);
     let rx_port = UdpSocket::bind(format!("{}:0", e.ip)).unwrap();
@@ -362,13 +412,16 @@ fn udp_to_a_provider_on_a_redirected_port_is_denied_and_other_udp_works() {
     assert_eq!(res["sendto_provider_443"], "EPERM", "{res}");
     assert_eq!(res["connect_provider_443"], "EPERM", "{res}");
     assert_eq!(res["sendto_mapped_443"], "EPERM", "{res}");
-    assert_eq!(res["sendto_provider_other_port"], "ok", "{res}");
+    assert_eq!(
+        res["sendto_provider_other_port"], "EPERM",
+        "UDP to a provider address is refused on every port: {res}"
+    );
     assert_eq!(res["sendto_other_ip_443"], "ok", "{res}");
     let mut buf = [0u8; 64];
-    let n = rx_port
-        .recv(&mut buf)
-        .expect("datagram to the provider address on another port arrives");
-    assert_eq!(&buf[..n], b"other-port");
+    assert!(
+        rx_port.recv(&mut buf).is_err(),
+        "nothing reaches the provider address on another port"
+    );
     let n = rx_ip
         .recv(&mut buf)
         .expect("datagram to another address on 443 arrives");
@@ -469,7 +522,7 @@ fn attached(cg: &std::path::Path) -> Vec<(String, String)> {
 fn killed_daemon_fails_closed_restart_adopts_and_detach_restores_direct_access() {
     let mut e = env();
     let progs = attached(&e.cg.path);
-    assert_eq!(progs.len(), 7, "seven programs attached: {progs:?}");
+    assert_eq!(progs.len(), 10, "ten programs attached: {progs:?}");
     let ok = e.curl("api.openai.com", true);
     assert!(ok.ok, "{ok:?}");
 
@@ -493,7 +546,7 @@ fn killed_daemon_fails_closed_restart_adopts_and_detach_restores_direct_access()
     );
     assert_eq!(
         attached(&e.cg.path).len(),
-        7,
+        10,
         "pins keep the programs attached"
     );
 
@@ -516,7 +569,7 @@ fn killed_daemon_fails_closed_restart_adopts_and_detach_restores_direct_access()
     let out = e.gw.cli(&["detach"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && stdout.contains("detached: removed 7 program links"),
+        out.status.success() && stdout.contains("detached: removed 10 program links"),
         "{out:?}"
     );
     assert!(!e.gw.pin_dir.exists());
@@ -648,7 +701,7 @@ fn provider_hosts_are_resolved_re_resolved_by_ttl_and_dropped_after_grace() {
 #[test]
 fn pins_for_another_cgroup_are_replaced_not_stacked() {
     let mut e = env();
-    assert_eq!(attached(&e.cg.path).len(), 7);
+    assert_eq!(attached(&e.cg.path).len(), 10);
     e.gw.kill9();
     // Same pin dir, another cgroup: the old programs must go, the new ones attach once.
     let other = CgroupGuard::new(&format!("{}-b", e.name));
@@ -667,7 +720,7 @@ fn pins_for_another_cgroup_are_replaced_not_stacked() {
             .collect();
     assert_eq!(modes, vec![Value::from("Fresh"), Value::from("Replaced")]);
     assert_eq!(attached(&e.cg.path), vec![], "old cgroup released");
-    assert_eq!(attached(&other.path).len(), 7, "new cgroup attached once");
+    assert_eq!(attached(&other.path).len(), 10, "new cgroup attached once");
     // A client in the new cgroup is redirected; one in the old cgroup goes direct.
     let resolve = format!("api.openai.com:443:{}", e.ip);
     let args = [
@@ -695,4 +748,114 @@ fn pins_for_another_cgroup_are_replaced_not_stacked() {
     );
     drop(e.gw);
     drop(other);
+}
+
+/// `cmd args` in the cgroup, in a private mount namespace whose /etc/resolv.conf names
+/// `nameserver` (the machine's own file is never touched).
+fn with_resolver(
+    cg: &CgroupGuard,
+    resolv: &std::path::Path,
+    program: &str,
+    args: &[&str],
+) -> std::process::Command {
+    let mut c = std::process::Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/resolv.conf && echo $$ > \"$1\" && shift 2 && exec \"$@\"")
+        .arg(resolv)
+        .arg(cg.path.join("cgroup.procs"))
+        .arg("placeholder")
+        .arg(program)
+        .args(args);
+    c
+}
+
+#[test]
+fn an_address_learned_from_the_workloads_own_dns_answer_is_intercepted() {
+    require_privileges();
+    let n = unique();
+    let name = format!("gw-test-{}-{n}", std::process::id());
+    let cg = CgroupGuard::new(&name);
+    let ip = format!("127.10.{n}.1");
+    let pki = TestPki::new(&["api.openai.com"]);
+    let server =
+        gateway_tests::provider::FakeProvider::start(format!("{ip}:443").parse().unwrap(), &pki);
+    // The workload's own resolver, which the gateway's resolver (a closed port) knows nothing of.
+    let dns = gateway_tests::dns::FakeDns::start_at(format!("127.53.{n}.1:53").parse().unwrap());
+    dns.set("api.openai.com", &[ip.parse().unwrap()], 30);
+    dns.set("www.example.org", &["127.0.0.1".parse().unwrap()], 30);
+    let gw = Gateway::start_opts(
+        &name,
+        &cg.path,
+        "[[provider]]\nname = \"openai\"\nhosts = [\"api.openai.com\"]\n",
+        &Opts {
+            extra_roots: vec![pki.ca_pem.clone()],
+            keys: vec![("openai".into(), VAULT_KEY.into())],
+            ..Default::default()
+        },
+    );
+    let resolv = gw.dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!("nameserver 127.53.{n}.1\noptions attempts:1 timeout:2\n"),
+    )
+    .unwrap();
+    let bundle = pki.dir.path().join("bundle.pem");
+    std::fs::write(
+        &bundle,
+        std::fs::read_to_string(&pki.ca_pem).unwrap()
+            + &std::fs::read_to_string(gw.ca_pem()).unwrap(),
+    )
+    .unwrap();
+    // Nothing but the workload's DNS says 127.10.n.1 is OpenAI's.
+    let r = run(
+        with_resolver(
+            &cg,
+            &resolv,
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                bundle.to_str().unwrap(),
+                "-H",
+                "authorization: Bearer sk-dummy-client-key",
+                "-w",
+                "\n%{http_code} %{remote_ip}",
+                "https://api.openai.com/v1/models",
+            ],
+        ),
+        T,
+    );
+    assert!(
+        r.stdout.ends_with(&format!("\n200 {ip}")),
+        "{r:?}\n{}",
+        gw.raw_log()
+    );
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1, "one request reached the provider");
+    assert_eq!(
+        seen[0].credentials(),
+        vec![format!("authorization: Bearer {VAULT_KEY}")]
+    );
+    assert!(dns.queries() >= 1, "the workload's own server answered");
+    let learned = gw.fields("provider addresses learned from a workload's DNS answer");
+    assert!(
+        learned
+            .iter()
+            .any(|f| f["addrs"].as_str().unwrap_or("").contains(&ip)),
+        "{learned:?}"
+    );
+    // Other names resolve through the same path untouched; getent sees the server it asked.
+    let r = run(
+        with_resolver(&cg, &resolv, "getent", &["ahostsv4", "www.example.org"]),
+        T,
+    );
+    assert!(r.ok && r.stdout.contains("127.0.0.1"), "{r:?}");
+    // And a name the server does not know fails as it would without the gateway.
+    let r = run(
+        with_resolver(&cg, &resolv, "getent", &["hosts", "nx.example.org"]),
+        T,
+    );
+    assert_eq!(r.code, Some(2), "NXDOMAIN passes as NXDOMAIN: {r:?}");
 }
