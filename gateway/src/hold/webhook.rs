@@ -1,7 +1,7 @@
 //! The optional webhook: one POST with a JSON description of a new hold (id, identity,
 //! provider, model, reason, masked excerpt). Best effort: a failure is logged, the hold stays.
 
-use std::{net::ToSocketAddrs, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -53,8 +53,9 @@ impl Webhook {
         let https = self.url.scheme_str() == Some("https");
         let host = self.url.host().unwrap_or_default().to_string();
         let port = self.url.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let addr = (host.trim_matches(['[', ']']), port)
-            .to_socket_addrs()
+        // getaddrinfo blocks: tokio runs it on its blocking pool, never on a connection thread.
+        let addr = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+            .await
             .map_err(|e| WebhookError::Io(format!("resolve {host}: {e}")))?
             .next()
             .ok_or_else(|| WebhookError::Io(format!("{host} has no address")))?;

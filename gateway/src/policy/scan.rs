@@ -83,12 +83,39 @@ impl Who {
 
 /// The caller's primary gid is the group's, or its user is a listed member.
 pub fn in_group(group: &str, id: &Identity) -> bool {
-    match nix::unistd::Group::from_name(group) {
-        Ok(Some(g)) => {
-            g.gid.as_raw() == id.gid || id.user.as_ref().is_some_and(|u| g.mem.contains(u))
-        }
-        _ => false,
+    match group_entry(group) {
+        Some((gid, members)) => gid == id.gid || id.user.as_ref().is_some_and(|u| members.contains(u)),
+        None => false,
     }
+}
+
+/// A group's gid and members, from a cache refreshed every 30 s: the lookup reads /etc/group
+/// (or NSS), which blocks, and it is asked on the connection threads for every request.
+fn group_entry(group: &str) -> Option<(u32, Arc<Vec<String>>)> {
+    use std::{
+        collections::HashMap,
+        sync::{Mutex, OnceLock},
+        time::{Duration, Instant},
+    };
+    type Entry = (Instant, Option<(u32, Arc<Vec<String>>)>);
+    static CACHE: OnceLock<Mutex<HashMap<String, Entry>>> = OnceLock::new();
+    const FRESH: Duration = Duration::from_secs(30);
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some((at, e)) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(group)
+        && at.elapsed() < FRESH
+    {
+        return e.clone();
+    }
+    let e = match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Some((g.gid.as_raw(), Arc::new(g.mem))),
+        _ => None,
+    };
+    let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if c.len() > 1024 {
+        c.clear();
+    }
+    c.insert(group.to_string(), (Instant::now(), e.clone()));
+    e
 }
 
 /// `[[rule]]` in the config.

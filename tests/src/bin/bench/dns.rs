@@ -1,0 +1,180 @@
+//! Issue F: a workload's DNS query through the gateway (the programs send it to the DNS proxy,
+//! which forwards it to the server the workload asked, reads the answer and learns provider
+//! addresses before passing it on) vs the same query direct to the same server, from a sibling
+//! cgroup without the programs. Rounds interleaved; latency per query and queries/s.
+
+use std::{
+    net::UdpSocket,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use gateway_tests::{CgroupGuard, Gateway, dns::FakeDns};
+
+use crate::{join, lat, leave};
+
+const ROUNDS: usize = 20;
+const QUERIES_PER_ROUND: usize = 250;
+const SERVER: &str = "127.53.250.1:53";
+const QPS_THREADS: usize = 4;
+const QPS_SECS: f64 = 2.0;
+
+/// A query for `name` (type A, recursion desired) with id `id`.
+fn query(name: &str, id: u16) -> Vec<u8> {
+    let mut q = Vec::with_capacity(64);
+    q.extend(id.to_be_bytes());
+    q.extend([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend(label.as_bytes());
+    }
+    q.extend([0, 0, 1, 0, 1]);
+    q
+}
+
+/// A socket connected to the server, created after the process joined its cgroup (a socket
+/// belongs to the cgroup it was created in).
+fn client() -> UdpSocket {
+    let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+    s.connect(SERVER).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+fn ask(s: &UdpSocket, q: &[u8], buf: &mut [u8]) {
+    s.send(q).expect("send");
+    loop {
+        let n = s.recv(buf).expect("answer within 5 s");
+        if n >= 12 && buf[..2] == q[..2] {
+            assert_eq!(buf[3] & 0x0f, 0, "NOERROR");
+            return;
+        }
+    }
+}
+
+fn round(name: &str) -> Vec<f64> {
+    let s = client();
+    let mut buf = [0u8; 1500];
+    (0..QUERIES_PER_ROUND)
+        .map(|i| {
+            let q = query(name, i as u16);
+            let t = Instant::now();
+            ask(&s, &q, &mut buf);
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect()
+}
+
+/// Queries/s with `QPS_THREADS` clients asking back to back.
+fn qps(name: &str) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..QPS_THREADS)
+        .map(|t| {
+            let (stop, done, name) = (stop.clone(), done.clone(), name.to_string());
+            std::thread::spawn(move || {
+                let s = client();
+                let mut buf = [0u8; 1500];
+                let mut i = (t as u16) << 12;
+                while !stop.load(Ordering::Relaxed) {
+                    ask(&s, &query(&name, i), &mut buf);
+                    i = i.wrapping_add(1);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(QPS_SECS));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / QPS_SECS
+}
+
+pub fn run(pid: u32) -> String {
+    let with = CgroupGuard::new(&format!("gw-bench-{pid}-dns-on"));
+    let without = CgroupGuard::new(&format!("gw-bench-{pid}-dns-off"));
+    let dns = FakeDns::start_at(SERVER.parse().unwrap());
+    dns.set("www.example.org", &["127.0.0.1".parse().unwrap()], 300);
+    dns.set("api.openai.com", &["127.10.249.1".parse().unwrap()], 300);
+    let gw = Gateway::start(
+        &format!("gw-bench-{pid}-dns"),
+        &with.path,
+        "[[provider]]\nname = \"openai\"\nhosts = [\"api.openai.com\"]\n",
+    );
+    // Warm-up (and the provider address learned once).
+    for side in [&with, &without] {
+        join(&side.path);
+        round("www.example.org");
+        round("api.openai.com");
+    }
+    let mut other = (Vec::new(), Vec::new());
+    let mut provider = (Vec::new(), Vec::new());
+    for r in 0..ROUNDS {
+        let order = if r % 2 == 0 { [true, false] } else { [false, true] };
+        for attached in order {
+            join(if attached { &with.path } else { &without.path });
+            let o = round("www.example.org");
+            let p = round("api.openai.com");
+            if attached {
+                other.0.extend(o);
+                provider.0.extend(p);
+            } else {
+                other.1.extend(o);
+                provider.1.extend(p);
+            }
+        }
+    }
+    join(&with.path);
+    let qps_on = qps("www.example.org");
+    join(&without.path);
+    let qps_off = qps("www.example.org");
+    leave();
+    let learned = gw
+        .fields("provider addresses learned from a workload's DNS answer")
+        .len();
+    assert!(learned >= 1, "the provider answer went through the gateway");
+    drop(gw);
+    drop((with, without, dns));
+
+    let (o_on, o_off) = (lat(other.0), lat(other.1));
+    let (p_on, p_off) = (lat(provider.0), lat(provider.1));
+    let added50 = o_on.p50 - o_off.p50;
+    let mark = |ok: bool| if ok { "met" } else { "NOT met" };
+    format!(
+        "## DNS through the gateway (issue F)\n\n\
+A workload's UDP query to its own server ({SERVER}, a fake answering from a table): with the\n\
+programs attached it goes to the gateway's DNS proxy, which forwards it from a marked socket,\n\
+reads the answer, writes provider addresses into the kernel set and passes the answer on;\n\
+without them (sibling cgroup) it goes straight to the server. {ROUNDS} rounds per side of\n\
+{QUERIES_PER_ROUND} queries, alternating; one connected socket per round, as glibc uses.\n\n\
+| name | side | p50 µs | p99 µs | mean µs |\n|---|---|---|---|---|\n\
+| www.example.org | through the gateway | {:.1} | {:.1} | {:.1} |\n\
+| www.example.org | direct | {:.1} | {:.1} | {:.1} |\n\
+| api.openai.com (provider: learned) | through the gateway | {:.1} | {:.1} | {:.1} |\n\
+| api.openai.com | direct | {:.1} | {:.1} | {:.1} |\n\n\
+**Added latency at p50: {added50:.1} µs** (ratio {:.2}×) — goal ≤ 50 µs: {}. p99 added: {:.1} µs.\n\n\
+Queries/s with {QPS_THREADS} clients back to back for {QPS_SECS} s: {qps_on:.0} through the gateway,\n\
+{qps_off:.0} direct ({:.2}×; the single-threaded fake server is part of both figures).\n",
+        o_on.p50,
+        o_on.p99,
+        o_on.mean,
+        o_off.p50,
+        o_off.p99,
+        o_off.mean,
+        p_on.p50,
+        p_on.p99,
+        p_on.mean,
+        p_off.p50,
+        p_off.p99,
+        p_off.mean,
+        o_on.p50 / o_off.p50,
+        mark(added50 <= 50.0),
+        o_on.p99 - o_off.p99,
+        qps_on / qps_off,
+    )
+}
