@@ -49,6 +49,8 @@ pub const SHARED6: &str = "2001:db8:3::40";
 pub const OTHER4: &str = "198.51.100.99";
 /// Where a fake Kubernetes API can listen (inside the namespace).
 pub const K8S_API: &str = "198.51.100.60";
+/// A source address only clients bind to: a connection the fake sees from it came direct.
+pub const CLIENT_SRC: &str = "198.51.100.77";
 
 /// DNS-2's answers: `(v4, v6)` pairs, index 0..20.
 pub fn pool(i: u8) -> (String, String) {
@@ -133,6 +135,7 @@ impl World {
             SHARED6,
             OTHER4,
             K8S_API,
+            CLIENT_SRC,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -148,7 +151,7 @@ impl World {
         let pki = TestPki::new(NAMES);
         let provider_ips: Vec<&String> = addrs
             .iter()
-            .filter(|a| ![DNS1, DNS2, DNS2_V6, K8S_API].contains(&a.as_str()))
+            .filter(|a| ![DNS1, DNS2, DNS2_V6, K8S_API, CLIENT_SRC].contains(&a.as_str()))
             .collect();
         let listen: Vec<SocketAddr> = provider_ips
             .iter()
