@@ -6,6 +6,8 @@
 
 pub mod dns;
 pub mod fake;
+pub mod mediation;
+pub mod netns;
 pub mod provider;
 pub mod vaultfake;
 pub mod wire;
@@ -146,6 +148,15 @@ pub struct Opts {
     /// `listen.addr` instead of a free loopback port (e.g. an address a network namespace the
     /// test created can reach).
     pub listen: Option<SocketAddr>,
+    /// Run the daemon inside this network namespace (`nsenter --net=/run/netns/NAME`): its
+    /// listeners (`listen.addr` 127.0.0.1:15001, `listen.addr6` [::1]:15001 unless `listen`
+    /// says otherwise, metrics 127.0.0.1:9464) are that namespace's. The admin socket, the
+    /// log and the pins are reached from the host as usual.
+    pub netns: Option<String>,
+    /// Extra lines inside the `[redirect]` section (e.g. `identity_root = "..."`).
+    pub redirect_extra: String,
+    /// `redirect.ports` instead of `[443]`.
+    pub ports: Option<Vec<u16>>,
 }
 
 /// One test's gateway: its config, state dir, pins and process. Killed and detached on drop.
@@ -160,6 +171,7 @@ pub struct Gateway {
     child: Option<Child>,
     log_path: PathBuf,
     runs: u32,
+    netns: Option<String>,
 }
 
 impl Gateway {
@@ -197,15 +209,38 @@ impl Gateway {
             .tempdir()
             .expect("tempdir");
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{name}"));
-        let listen: SocketAddr = opts.listen.unwrap_or_else(|| {
-            format!("127.0.0.1:{}", free_port("127.0.0.1"))
-                .parse()
-                .unwrap()
-        });
-        let listen6: SocketAddr = format!("[::1]:{}", free_port("::1")).parse().unwrap();
-        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
-            .parse()
-            .unwrap();
+        let (listen, listen6, metrics): (SocketAddr, SocketAddr, SocketAddr) =
+            if opts.netns.is_some() {
+                // The namespace is the test's own: fixed ports cannot collide.
+                (
+                    opts.listen
+                        .unwrap_or_else(|| "127.0.0.1:15001".parse().unwrap()),
+                    "[::1]:15001".parse().unwrap(),
+                    "127.0.0.1:9464".parse().unwrap(),
+                )
+            } else {
+                (
+                    opts.listen.unwrap_or_else(|| {
+                        format!("127.0.0.1:{}", free_port("127.0.0.1"))
+                            .parse()
+                            .unwrap()
+                    }),
+                    format!("[::1]:{}", free_port("::1")).parse().unwrap(),
+                    format!("127.0.0.1:{}", free_port("127.0.0.1"))
+                        .parse()
+                        .unwrap(),
+                )
+            };
+        let ports = opts
+            .ports
+            .as_ref()
+            .map(|p| {
+                p.iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| "443".to_string());
         let config = dir.path().join("gateway.toml");
         let text = format!(
             r#"state_dir = "{state}"
@@ -216,8 +251,9 @@ addr = "{listen}"
 addr6 = "{listen6}"
 [redirect]
 cgroup = "{cgroup}"
-ports = [443]
+ports = [{ports}]
 pin_dir = "{pin}"
+{redirect_extra}
 [dns]
 {dns}
 [intercept]
@@ -238,6 +274,7 @@ listen = "{metrics}"
             roots = roots.join(", "),
             builtin = opts.builtin,
             extra = opts.extra,
+            redirect_extra = opts.redirect_extra,
             level = opts
                 .log_level
                 .as_deref()
@@ -267,6 +304,7 @@ listen = "{metrics}"
             metrics,
             child: None,
             runs: 0,
+            netns: opts.netns.clone(),
         };
         gw.spawn();
         gw
@@ -281,7 +319,16 @@ listen = "{metrics}"
             .append(true)
             .open(&self.log_path)
             .expect("open gateway log");
-        let child = Command::new(gateway_bin())
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                // nsenter execs the daemon: the child's pid is the daemon's.
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(gateway_bin());
+                c
+            }
+            None => Command::new(gateway_bin()),
+        };
+        let child = cmd
             .args(["run", "-c"])
             .arg(&self.config)
             .env_remove("RUST_LOG")
@@ -394,7 +441,15 @@ listen = "{metrics}"
 
     /// The daemon's `/metrics` text (fetched with curl).
     pub fn metrics_text(&self) -> String {
-        let out = Command::new("curl")
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("curl");
+                c
+            }
+            None => Command::new("curl"),
+        };
+        let out = cmd
             .args(["-sS", "--max-time", "5"])
             .arg(format!("http://{}/metrics", self.metrics))
             .output()

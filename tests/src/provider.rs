@@ -30,6 +30,17 @@ pub struct Seen {
     pub headers: Vec<(String, String)>,
     pub trailers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The address the request's TCP connection arrived at (the fake's side).
+    pub local: Option<SocketAddr>,
+    /// The TLS server name the client sent (None: plain HTTP, or no SNI).
+    pub sni: Option<String>,
+}
+
+/// One TCP connection a fake provider accepted (recorded before any byte is read).
+#[derive(Debug, Clone)]
+pub struct Conn {
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
 }
 
 impl Seen {
@@ -84,6 +95,7 @@ pub struct FakeProvider {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     conns: Arc<std::sync::atomic::AtomicUsize>,
+    conn_log: Arc<Mutex<Vec<Conn>>>,
     gate: Arc<Gate>,
     _rt: tokio::runtime::Runtime,
 }
@@ -109,14 +121,17 @@ impl FakeProvider {
                 let acceptor = acceptor.clone();
                 let s = s.clone();
                 let g = g.clone();
+                let local = tcp.local_addr().ok();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
+                    let sni = tls.get_ref().1.server_name().map(String::from);
                     let svc = service_fn(move |req| {
                         let s = s.clone();
                         let g = g.clone();
-                        async move { Ok::<_, Infallible>(answer(req, s, g).await) }
+                        let sni = sni.clone();
+                        async move { Ok::<_, Infallible>(answer(req, s, g, local, sni).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), svc)
@@ -128,9 +143,94 @@ impl FakeProvider {
             addr,
             seen,
             conns,
+            conn_log: Arc::default(),
             gate,
             _rt: rt,
         }
+    }
+
+    /// One fake on every address of `addrs` (sockets bound by the calling thread, so in its
+    /// network namespace), sharing one record. A connection whose first byte is a TLS
+    /// handshake record gets TLS (h2 or HTTP/1.1 by ALPN); any other is served as plain
+    /// HTTP/1.1, so a client that reaches a plain port directly is seen with its credentials
+    /// too. Every TCP connection is recorded before a byte is read ([`Self::conn_log`]).
+    pub fn start_many(addrs: &[SocketAddr], pki: &TestPki) -> Self {
+        let (rt, first, acceptor) =
+            crate::fake::tls_server("fake provider", addrs[0], pki, &[b"h2", b"http/1.1"]);
+        let mut listeners = vec![first];
+        for a in &addrs[1..] {
+            let l = rt
+                .block_on(tokio::net::TcpListener::bind(a))
+                .unwrap_or_else(|e| panic!("fake provider cannot bind {a}: {e}"));
+            listeners.push(l);
+        }
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let gate: Arc<Gate> = Arc::default();
+        let conns: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let conn_log: Arc<Mutex<Vec<Conn>>> = Arc::default();
+        for listener in listeners {
+            let (s, g, c, log) = (seen.clone(), gate.clone(), conns.clone(), conn_log.clone());
+            let acceptor = acceptor.clone();
+            rt.spawn(async move {
+                loop {
+                    let Ok((tcp, peer)) = listener.accept().await else {
+                        continue;
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let local = tcp.local_addr().expect("local addr");
+                    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    log.lock().unwrap().push(Conn { local, peer });
+                    let (acceptor, s, g) = (acceptor.clone(), s.clone(), g.clone());
+                    tokio::spawn(async move {
+                        let mut first = [0u8; 1];
+                        if !matches!(tcp.peek(&mut first).await, Ok(1)) {
+                            return;
+                        }
+                        let builder =
+                            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                        if first[0] == 0x16 {
+                            let Ok(tls) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            let sni = tls.get_ref().1.server_name().map(String::from);
+                            let svc = service_fn(move |req| {
+                                let (s, g, sni) = (s.clone(), g.clone(), sni.clone());
+                                async move {
+                                    Ok::<_, Infallible>(answer(req, s, g, Some(local), sni).await)
+                                }
+                            });
+                            let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+                        } else {
+                            let svc = service_fn(move |req| {
+                                let (s, g) = (s.clone(), g.clone());
+                                async move {
+                                    Ok::<_, Infallible>(answer(req, s, g, Some(local), None).await)
+                                }
+                            });
+                            let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+                        }
+                    });
+                }
+            });
+        }
+        Self {
+            addr: addrs[0],
+            seen,
+            conns,
+            conn_log,
+            gate,
+            _rt: rt,
+        }
+    }
+
+    /// Every TCP connection accepted so far (by [`Self::start_many`] fakes).
+    pub fn conn_log(&self) -> Vec<Conn> {
+        self.conn_log.lock().unwrap().clone()
+    }
+
+    /// Connections accepted so far on `local`.
+    pub fn conns_at(&self, local: SocketAddr) -> usize {
+        self.conn_log().iter().filter(|c| c.local == local).count()
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -254,6 +354,8 @@ async fn answer(
     req: Request<Incoming>,
     seen: Arc<Mutex<Vec<Seen>>>,
     gate: Arc<Gate>,
+    local: Option<SocketAddr>,
+    sni: Option<String>,
 ) -> Response<Body> {
     let gated_req = req.headers().contains_key("x-test-gate");
     let (parts, body) = req.into_parts();
@@ -277,6 +379,8 @@ async fn answer(
         headers: pairs(&parts.headers),
         trailers,
         body: bytes.clone(),
+        local,
+        sni,
     });
     let json_body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let stream = json_body["stream"] == true;
