@@ -286,7 +286,7 @@ fn sdk_case(prefix: &str, host: &str, script: &str, key_name: &str, key: &str, c
         let r = run(cmd, Duration::from_secs(60));
         wait_seen(&w, &ip, 443, 2);
         let creds = creds_at(&w, &ip);
-        let want = format!("{cred}: {key}");
+        let want = format!("{cred}{key}");
         if !r.ok || creds.len() != 2 || creds.iter().any(|c| *c != want) {
             failures.push(format!(
                 "{label}: sdk {:?} / {:?}; the provider at {ip} saw {creds:?}",
@@ -313,7 +313,8 @@ fn the_python_openai_sdk_resolving_through_its_own_dns_is_intercepted_over_ipv4_
         PY_OPENAI,
         "openai",
         OPENAI_KEY,
-        "authorization",
+        // OpenAI's credential is a bearer token.
+        "authorization: Bearer ",
     );
 }
 
@@ -326,7 +327,7 @@ fn the_python_anthropic_sdk_resolving_through_its_own_dns_is_intercepted_over_ip
         PY_ANTHROPIC,
         "anthropic",
         ANTHROPIC_KEY,
-        "x-api-key",
+        "x-api-key: ",
     );
 }
 

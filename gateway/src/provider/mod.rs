@@ -107,20 +107,23 @@ pub struct Provider {
     pub addrs: Vec<IpNet>,
     pub key: Option<String>,
     pub api: Api,
-    /// Its addresses also serve unrelated sites (a CDN front): other server names are spliced
-    /// there, not refused.
+    /// The addresses its host names resolve to also serve unrelated sites (a CDN front): other
+    /// server names are spliced there, not refused.
     pub shared: bool,
+    /// The same for its static `addrs`: false unless the entry that listed them says shared
+    /// (an address written into the config is the provider's own by default).
+    pub addrs_shared: bool,
 }
 
 impl Provider {
-    /// The provider-set bits its addresses carry in the kernel.
+    /// The provider-set bits the addresses its names resolve to carry in the kernel.
     pub fn addr_flags(&self) -> u8 {
-        gateway_common::ADDR_PROVIDER
-            | if self.shared {
-                gateway_common::ADDR_SHARED
-            } else {
-                0
-            }
+        bits(self.shared)
+    }
+
+    /// The bits of its static `addrs`.
+    pub fn static_flags(&self) -> u8 {
+        bits(self.addrs_shared)
     }
 
     pub fn adapter(&self) -> &'static dyn Adapter {
@@ -134,6 +137,15 @@ impl Provider {
             HostPattern::Suffix(_) => None,
         })
     }
+}
+
+fn bits(shared: bool) -> u8 {
+    gateway_common::ADDR_PROVIDER
+        | if shared {
+            gateway_common::ADDR_SHARED
+        } else {
+            0
+        }
 }
 
 /// A built-in provider; the vault key name defaults to the provider name.
@@ -239,6 +251,8 @@ impl Catalog {
                     key: Some(b.name.to_string()),
                     api: b.api,
                     shared: b.shared,
+                    // Published ranges (Anthropic's) are the provider's own; none is shared.
+                    addrs_shared: false,
                 })
                 .collect()
         } else {
@@ -266,6 +280,7 @@ impl Catalog {
                     }
                     if !addrs.is_empty() {
                         p.addrs = addrs;
+                        p.addrs_shared = pc.shared.unwrap_or(false);
                     }
                     if let Some(shared) = pc.shared {
                         p.shared = shared;
@@ -284,6 +299,7 @@ impl Catalog {
                     key: pc.key.clone().or_else(|| Some(pc.name.clone())),
                     api: pc.api.unwrap_or(Api::OpenAiCompatible),
                     shared: pc.shared.unwrap_or(false),
+                    addrs_shared: pc.shared.unwrap_or(false),
                 }),
             }
         }
@@ -310,8 +326,8 @@ impl Catalog {
         for p in &self.providers {
             for net in &p.addrs {
                 out.entry(*net)
-                    .and_modify(|f| *f &= p.addr_flags())
-                    .or_insert(p.addr_flags());
+                    .and_modify(|f| *f &= p.static_flags())
+                    .or_insert(p.static_flags());
             }
         }
         out
@@ -404,9 +420,11 @@ mod tests {
         assert!(c.iter().all(|p| p.name != "cohere"));
         let cidrs = c.static_cidrs();
         use gateway_common::{ADDR_PROVIDER as P, ADDR_SHARED as S};
-        // openai is a CDN front: its own addrs stay shared; a new provider owns its addresses.
-        assert_eq!(cidrs.get(&"127.10.0.1/32".parse().unwrap()), Some(&(P | S)));
+        // Addresses written into the config are the provider's own unless the entry says shared,
+        // even for a built-in behind a CDN (whose resolved addresses stay shared).
+        assert_eq!(cidrs.get(&"127.10.0.1/32".parse().unwrap()), Some(&P));
         assert_eq!(cidrs.get(&"10.1.2.0/24".parse().unwrap()), Some(&P));
+        assert_eq!(c.dns_name_flags("api.openai.com"), Some(P | S));
     }
 
     #[test]

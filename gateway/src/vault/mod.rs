@@ -701,6 +701,7 @@ mod tests {
             key: Some("openai".into()),
             api: crate::provider::Api::OpenAi,
             shared: true,
+            addrs_shared: false,
         };
         let alice = Identity {
             user: Some("alice".into()),
