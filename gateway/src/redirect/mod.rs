@@ -158,7 +158,7 @@ impl Redirect {
         Ok(Self {
             orig_dst: Arc::new(origdst::BpfOrigDst::new(flows)),
             identity: Arc::new(
-                identity::IdentityResolver::new(Some(cg_root))
+                identity::IdentityResolver::new(Some(cg_root.clone()), cg_root)
                     .with_pod_names(pods::start(&cfg.kubernetes)),
             ),
             mode: attached.mode,
