@@ -274,7 +274,7 @@ impl Intercept {
                 return;
             }
         };
-        let ident = self.identity.resolve(&rec);
+        let ident = self.identity.resolve_async(&rec).await;
         let span = info_span!(
             "conn",
             id,

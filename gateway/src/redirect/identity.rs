@@ -142,11 +142,30 @@ impl IdentityResolver {
         self
     }
 
-    /// Resolve on this thread: may call getpwuid and walk the cgroup tree.
+    /// Resolve on this thread: may call getpwuid and walk the cgroup tree. For tests and the
+    /// CLI; connections use [`Self::resolve_async`].
     pub fn resolve(&self, rec: &ConnRecord) -> Identity {
         let user = self.user_name(rec.uid);
         let cgroup = self.cgroup(rec.tgid, rec.cgroup_id);
         self.identity(rec, user, cgroup.as_deref())
+    }
+
+    /// Resolve from the caches when both know the caller, else on the blocking pool: an async
+    /// worker never waits on getpwuid or a walk of the cgroup tree.
+    pub async fn resolve_async(self: &Arc<Self>, rec: &ConnRecord) -> Identity {
+        if let (Some(user), Some(cgroup)) =
+            (self.cached_user(rec.uid), self.cached_cgroup(rec.cgroup_id))
+        {
+            return self.identity(rec, user, cgroup.as_deref());
+        }
+        let (this, r) = (self.clone(), rec.clone());
+        match tokio::task::spawn_blocking(move || this.resolve(&r)).await {
+            Ok(id) => id,
+            Err(e) => {
+                warn!(error = %e, "identity lookup failed: the kernel's record alone");
+                self.identity(rec, None, None)
+            }
+        }
     }
 
     fn identity(&self, rec: &ConnRecord, user: Option<String>, cg: Option<&Cgroup>) -> Identity {

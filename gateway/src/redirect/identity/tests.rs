@@ -552,6 +552,29 @@ fn an_unknown_cgroup_has_no_path() {
     assert_eq!(owner_of(&id), CgroupOwner::default());
 }
 
+#[tokio::test]
+async fn resolve_async_agrees_and_then_answers_from_the_cache() {
+    let t = Tree::new();
+    let r = Arc::new(t.resolver());
+    let rec = rec(0, t.mk("/system.slice/ci.service/job"));
+    let first = r.resolve_async(&rec).await;
+    assert_eq!(first, r.resolve(&rec));
+    assert_eq!(first.unit.as_deref(), Some("ci.service"));
+    assert_eq!(first.user.as_deref(), Some("root"));
+    assert!(r.cached_user(0).is_some() && r.cached_cgroup(rec.cgroup_id).is_some());
+    // Gone from the tree, still known by its id (cgroup ids are never reused).
+    fs::remove_dir_all(t.path("/system.slice")).unwrap();
+    assert_eq!(r.resolve_async(&rec).await, first);
+}
+
+#[tokio::test]
+async fn resolve_async_without_cgroups() {
+    let r = Arc::new(IdentityResolver::new(None, PathBuf::from("/")));
+    let id = r.resolve_async(&rec(0, 1)).await;
+    assert_eq!(id.cgroup, None);
+    assert_eq!(id.user.as_deref(), Some("root"));
+}
+
 #[test]
 fn root_user_resolves() {
     let r = IdentityResolver::new(None, PathBuf::from("/"));
