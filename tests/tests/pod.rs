@@ -255,6 +255,8 @@ fn a_pods_cgroup_is_named_through_the_kubernetes_api_and_exempt_namespaces_pass_
             extra_roots: vec![fakes.pki.ca_pem.clone()],
             keys: vec![("openai".into(), KEY.into())],
             builtin: true,
+            // The kubelet's tree sits under the test's cgroup, not at the machine's root.
+            redirect_extra: format!("identity_root = {:?}", cg.path.display().to_string()),
             ..Default::default()
         },
     );

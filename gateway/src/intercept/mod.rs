@@ -315,7 +315,8 @@ impl Intercept {
                 return;
             }
         };
-        let ident = self.identity.resolve(&rec);
+        // Off the connection thread when it needs the disk (user names, cgroup walks).
+        let ident = self.identity.resolve_async(&rec).await;
         let span = info_span!(
             "conn",
             id,

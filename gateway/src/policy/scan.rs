@@ -84,7 +84,9 @@ impl Who {
 /// The caller's primary gid is the group's, or its user is a listed member.
 pub fn in_group(group: &str, id: &Identity) -> bool {
     match group_entry(group) {
-        Some((gid, members)) => gid == id.gid || id.user.as_ref().is_some_and(|u| members.contains(u)),
+        Some((gid, members)) => {
+            gid == id.gid || id.user.as_ref().is_some_and(|u| members.contains(u))
+        }
         None => false,
     }
 }

@@ -1,17 +1,24 @@
 //! Who opened a redirected connection: the kernel's record (pid, tgid, uid, gid, comm, cgroup
 //! id) plus what userspace can add: the user name, the cgroup path, and from that path a systemd
-//! unit, a user slice, a Kubernetes pod UID or a container id where present.
+//! unit, a user slice, a Kubernetes pod UID or a container id where present, read only from
+//! positions the system owns below the identity root (see `place`).
 
 use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
-    sync::Mutex,
+    path::{Component, Path, PathBuf},
+    sync::{Arc, Mutex},
 };
 
 use serde::Serialize;
+use tracing::warn;
 
 use super::origdst::ConnRecord;
+
+mod place;
+
+pub use place::CgroupOwner;
+use place::Placed;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Identity {
@@ -59,75 +66,70 @@ impl Match<'_> {
     }
 }
 
-/// What a cgroup path tells about its owner.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CgroupOwner {
-    pub unit: Option<String>,
-    pub slice: Option<String>,
-    pub pod_uid: Option<String>,
-    pub container_id: Option<String>,
+/// The owner a cgroup path names by position alone, for a caller whose kernel-reported uid is
+/// `uid`. `path` is relative to the identity root. The directories' owners are not looked at:
+/// [`IdentityResolver`] does that too.
+pub fn parse_cgroup_path(path: &str, uid: u32) -> CgroupOwner {
+    Placed::new(&components(path)).owner(usize::MAX, uid)
 }
 
-/// Parse systemd, user-slice and Kubernetes conventions out of a cgroup path.
-pub fn parse_cgroup_path(path: &str) -> CgroupOwner {
-    let mut owner = CgroupOwner::default();
-    for comp in path.split('/').filter(|c| !c.is_empty()) {
-        if let Some(uid) = comp
-            .strip_prefix("user-")
-            .and_then(|r| r.strip_suffix(".slice"))
-            && uid.bytes().all(|b| b.is_ascii_digit())
-        {
-            owner.slice = Some(comp.to_string());
-        }
-        // cgroupfs driver: /kubepods/burstable/pod<uid>/<container id>
-        // systemd driver:  /kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid with _>.slice/cri-containerd-<id>.scope
-        if let Some(pos) = comp.rfind("pod") {
-            let rest = comp[pos + 3..].trim_end_matches(".slice");
-            if path.contains("kubepods") && is_uid_like(rest) {
-                owner.pod_uid = Some(rest.replace('_', "-"));
-                continue;
-            }
-        }
-        let scope_id = comp
-            .strip_suffix(".scope")
-            .and_then(|s| s.rsplit_once('-'))
-            .map(|(_, id)| id);
-        if let Some(id) = scope_id.filter(|id| is_container_id(id)) {
-            owner.container_id = Some(id.to_string());
-        } else if is_container_id(comp) {
-            owner.container_id = Some(comp.to_string());
-        }
-        if comp.ends_with(".service") || comp.ends_with(".scope") {
-            owner.unit = Some(comp.to_string());
-        }
-    }
-    owner
+fn components(path: &str) -> Vec<&str> {
+    path.split('/').filter(|c| !c.is_empty()).collect()
 }
 
-fn is_uid_like(s: &str) -> bool {
-    s.len() == 36
-        && s.bytes()
-            .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_')
-}
-
-fn is_container_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Resolves identities; caches user names and cgroup paths.
+/// Resolves identities; caches user names and cgroups.
 pub struct IdentityResolver {
+    /// The cgroup v2 mount; `None`: no cgroup lookups.
     cgroup_root: Option<PathBuf>,
-    pods: Option<std::sync::Arc<super::pods::PodNames>>,
+    /// The identity root's components below the mount; `None` when it is not below it.
+    identity_root: Option<Vec<String>>,
+    pods: Option<Arc<super::pods::PodNames>>,
     users: Mutex<HashMap<u32, Option<String>>>,
-    cgroups: Mutex<HashMap<u64, String>>,
+    /// By cgroup id; `None`: the id was not found in the tree (a cgroup id is never reused).
+    cgroups: Mutex<HashMap<u64, Option<Arc<Cgroup>>>>,
+}
+
+/// One cgroup, looked up once.
+struct Cgroup {
+    /// Relative to the cgroup v2 mount, starting with '/'.
+    path: String,
+    placed: Placed,
+    /// How many directories, from the identity root down, are owned by root (counted only as
+    /// far as `placed` needs).
+    owned: usize,
 }
 
 const MAX_CACHE: usize = 4096;
 
 impl IdentityResolver {
-    pub fn new(cgroup_root: Option<PathBuf>) -> Self {
+    /// `cgroup_root` is the cgroup v2 mount (`None`: no cgroup lookups); `identity_root` the
+    /// directory below it (or the mount itself) where systemd's and the kubelet's trees start.
+    /// Units, slices and pods are read only from positions below the identity root; a cgroup
+    /// outside it has none.
+    pub fn new(cgroup_root: Option<PathBuf>, identity_root: PathBuf) -> Self {
+        let below = cgroup_root.as_ref().and_then(|m| {
+            identity_root
+                .strip_prefix(m)
+                .ok()?
+                .components()
+                .map(|c| match c {
+                    Component::Normal(s) => s.to_str().map(str::to_string),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+        });
+        if let Some(m) = &cgroup_root
+            && below.is_none()
+        {
+            warn!(
+                identity_root = %identity_root.display(),
+                cgroup_root = %m.display(),
+                "the identity root is not below the cgroup v2 mount: no connection gets a unit, slice or pod",
+            );
+        }
         Self {
             cgroup_root,
+            identity_root: below,
             pods: None,
             users: Mutex::new(HashMap::new()),
             cgroups: Mutex::new(HashMap::new()),
@@ -135,14 +137,41 @@ impl IdentityResolver {
     }
 
     /// Names for pod UIDs (the Kubernetes API), when configured.
-    pub fn with_pod_names(mut self, pods: Option<std::sync::Arc<super::pods::PodNames>>) -> Self {
+    pub fn with_pod_names(mut self, pods: Option<Arc<super::pods::PodNames>>) -> Self {
         self.pods = pods;
         self
     }
 
+    /// Resolve on this thread: may call getpwuid and walk the cgroup tree. For tests and the
+    /// CLI; connections use [`Self::resolve_async`].
     pub fn resolve(&self, rec: &ConnRecord) -> Identity {
-        let cgroup = self.cgroup_path(rec.tgid, rec.cgroup_id);
-        let owner = cgroup.as_deref().map(parse_cgroup_path).unwrap_or_default();
+        let user = self.user_name(rec.uid);
+        let cgroup = self.cgroup(rec.tgid, rec.cgroup_id);
+        self.identity(rec, user, cgroup.as_deref())
+    }
+
+    /// Resolve from the caches when both know the caller, else on the blocking pool: an async
+    /// worker never waits on getpwuid or a walk of the cgroup tree.
+    pub async fn resolve_async(self: &Arc<Self>, rec: &ConnRecord) -> Identity {
+        if let (Some(user), Some(cgroup)) =
+            (self.cached_user(rec.uid), self.cached_cgroup(rec.cgroup_id))
+        {
+            return self.identity(rec, user, cgroup.as_deref());
+        }
+        let (this, r) = (self.clone(), rec.clone());
+        match tokio::task::spawn_blocking(move || this.resolve(&r)).await {
+            Ok(id) => id,
+            Err(e) => {
+                warn!(error = %e, "identity lookup failed: the kernel's record alone");
+                self.identity(rec, None, None)
+            }
+        }
+    }
+
+    fn identity(&self, rec: &ConnRecord, user: Option<String>, cg: Option<&Cgroup>) -> Identity {
+        let owner = cg
+            .map(|c| c.placed.owner(c.owned, rec.uid))
+            .unwrap_or_default();
         let named = owner
             .pod_uid
             .as_deref()
@@ -151,11 +180,11 @@ impl IdentityResolver {
             pid: rec.pid,
             tgid: rec.tgid,
             uid: rec.uid,
-            user: self.user_name(rec.uid),
+            user,
             gid: rec.gid,
             comm: rec.comm.clone(),
             cgroup_id: rec.cgroup_id,
-            cgroup,
+            cgroup: cg.map(|c| c.path.clone()),
             unit: owner.unit,
             slice: owner.slice,
             pod_uid: owner.pod_uid,
@@ -165,15 +194,20 @@ impl IdentityResolver {
         }
     }
 
+    fn cached_user(&self, uid: u32) -> Option<Option<String>> {
+        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        users.get(&uid).cloned()
+    }
+
     fn user_name(&self, uid: u32) -> Option<String> {
-        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(u) = users.get(&uid) {
-            return u.clone();
+        if let Some(u) = self.cached_user(uid) {
+            return u;
         }
         let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
             .ok()
             .flatten()
             .map(|u| u.name);
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         if users.len() >= MAX_CACHE {
             users.clear();
         }
@@ -181,30 +215,82 @@ impl IdentityResolver {
         name
     }
 
-    /// The cgroup path (relative to the v2 root, starting with '/') of a cgroup id: first from
-    /// /proc/<tgid>/cgroup when that process still lives there, else by walking the hierarchy.
-    fn cgroup_path(&self, tgid: u32, id: u64) -> Option<String> {
-        let root = self.cgroup_root.as_ref()?;
-        if let Some(p) = self
-            .cgroups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-        {
-            return Some(p.clone());
+    /// `Some(found)` when cgroup `id` needs no lookup.
+    fn cached_cgroup(&self, id: u64) -> Option<Option<Arc<Cgroup>>> {
+        if self.cgroup_root.is_none() {
+            return Some(None);
         }
-        let found = proc_cgroup(tgid)
-            .filter(|rel| ino(&root.join(rel.trim_start_matches('/'))) == Some(id))
-            .or_else(|| walk_for(root, id));
-        if let Some(p) = &found {
-            let mut c = self.cgroups.lock().unwrap_or_else(|p| p.into_inner());
-            if c.len() >= MAX_CACHE {
-                c.clear();
-            }
-            c.insert(id, p.clone());
+        let cgroups = self.cgroups.lock().unwrap_or_else(|p| p.into_inner());
+        cgroups.get(&id).cloned()
+    }
+
+    fn cgroup(&self, tgid: u32, id: u64) -> Option<Arc<Cgroup>> {
+        if let Some(c) = self.cached_cgroup(id) {
+            return c;
         }
+        let found = self.lookup(tgid, id).map(Arc::new);
+        let mut cgroups = self.cgroups.lock().unwrap_or_else(|p| p.into_inner());
+        if cgroups.len() >= MAX_CACHE {
+            cgroups.clear();
+        }
+        cgroups.insert(id, found.clone());
         found
     }
+
+    /// The cgroup with id `id`: its path (from /proc/<tgid>/cgroup when that process still
+    /// lives there, else by walking the hierarchy), what its positions name, and how far down
+    /// its directories are root's.
+    fn lookup(&self, tgid: u32, id: u64) -> Option<Cgroup> {
+        let mount = self.cgroup_root.as_ref()?;
+        let path = proc_cgroup(tgid)
+            .filter(|rel| {
+                rel.split('/').all(|c| c != "." && c != "..")
+                    && ino(&mount.join(rel.trim_start_matches('/'))) == Some(id)
+            })
+            .or_else(|| walk_for(mount, id))?;
+        let (placed, owned) = match (&self.identity_root, self.below_identity_root(&path)) {
+            (Some(root), Some(comps)) => {
+                let placed = Placed::new(&comps);
+                let dir: PathBuf = std::iter::once(mount.as_os_str())
+                    .chain(root.iter().map(|c| c.as_ref()))
+                    .collect();
+                let owned = root_owned(&dir, &comps, placed.needs());
+                (placed, owned)
+            }
+            _ => (Placed::default(), 0),
+        };
+        Some(Cgroup {
+            path,
+            placed,
+            owned,
+        })
+    }
+
+    /// The components of `path` (relative to the mount) below the identity root.
+    fn below_identity_root<'a>(&self, path: &'a str) -> Option<Vec<&'a str>> {
+        let root = self.identity_root.as_ref()?;
+        let comps = components(path);
+        (comps.len() >= root.len() && comps.iter().zip(root).all(|(c, r)| c == r))
+            .then(|| comps[root.len()..].to_vec())
+    }
+}
+
+/// How many of the first `needs` directories (`root`, then `root/comps[0]`, ...) are owned by
+/// root and writable by no one else; counting stops at the first that is not (or is gone).
+fn root_owned(root: &Path, comps: &[&str], needs: usize) -> usize {
+    let mut dir = root.to_path_buf();
+    for i in 0..needs {
+        if i > 0 {
+            let Some(c) = comps.get(i - 1) else { return i };
+            dir.push(c);
+        }
+        let ok = std::fs::symlink_metadata(&dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0);
+        if !ok {
+            return i;
+        }
+    }
+    needs
 }
 
 fn ino(p: &Path) -> Option<u64> {
@@ -250,50 +336,4 @@ fn walk_for(root: &Path, id: u64) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn systemd_service_and_user_slice() {
-        let o = parse_cgroup_path("/system.slice/gitlab-runner.service");
-        assert_eq!(o.unit.as_deref(), Some("gitlab-runner.service"));
-        let o = parse_cgroup_path("/user.slice/user-1000.slice/session-3.scope");
-        assert_eq!(o.slice.as_deref(), Some("user-1000.slice"));
-        assert_eq!(o.unit.as_deref(), Some("session-3.scope"));
-        assert_eq!(o.pod_uid, None);
-    }
-
-    #[test]
-    fn kubernetes_systemd_and_cgroupfs_drivers() {
-        let cid = "a".repeat(64);
-        let o = parse_cgroup_path(&format!(
-            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod6f1c2a3b_1d2e_4f50_8a9b_0c1d2e3f4a5b.slice/cri-containerd-{cid}.scope"
-        ));
-        assert_eq!(
-            o.pod_uid.as_deref(),
-            Some("6f1c2a3b-1d2e-4f50-8a9b-0c1d2e3f4a5b")
-        );
-        assert_eq!(o.container_id.as_deref(), Some(cid.as_str()));
-        let o = parse_cgroup_path(&format!(
-            "/kubepods/besteffort/pod6f1c2a3b-1d2e-4f50-8a9b-0c1d2e3f4a5b/{cid}"
-        ));
-        assert_eq!(
-            o.pod_uid.as_deref(),
-            Some("6f1c2a3b-1d2e-4f50-8a9b-0c1d2e3f4a5b")
-        );
-        assert_eq!(o.container_id.as_deref(), Some(cid.as_str()));
-    }
-
-    #[test]
-    fn plain_paths_carry_no_owner() {
-        assert_eq!(parse_cgroup_path("/"), CgroupOwner::default());
-        assert_eq!(parse_cgroup_path("/gw-test-123"), CgroupOwner::default());
-        assert_eq!(parse_cgroup_path("/podcast"), CgroupOwner::default());
-    }
-
-    #[test]
-    fn root_user_resolves() {
-        let r = IdentityResolver::new(None);
-        assert_eq!(r.user_name(0).as_deref(), Some("root"));
-    }
-}
+mod tests;

@@ -180,8 +180,11 @@ impl Redirect {
             udp_flows: Arc::new(origdst::BpfUdpFlows::new(udp_flows)),
             set,
             identity: Arc::new(
-                identity::IdentityResolver::new(Some(cg_root))
-                    .with_pod_names(pods::start(&cfg.kubernetes)),
+                identity::IdentityResolver::new(
+                    Some(cg_root.clone()),
+                    cfg.redirect.identity_root.clone().unwrap_or(cg_root),
+                )
+                .with_pod_names(pods::start(&cfg.kubernetes)),
             ),
             mode: attached.mode,
             cgroup,

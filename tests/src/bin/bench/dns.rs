@@ -115,7 +115,11 @@ pub fn run(pid: u32) -> String {
     let mut other = (Vec::new(), Vec::new());
     let mut provider = (Vec::new(), Vec::new());
     for r in 0..ROUNDS {
-        let order = if r % 2 == 0 { [true, false] } else { [false, true] };
+        let order = if r % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
         for attached in order {
             join(if attached { &with.path } else { &without.path });
             let o = round("www.example.org");
