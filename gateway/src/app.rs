@@ -134,7 +134,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
             );
         }
     }
-    let limits = Arc::new(crate::intercept::limits::Limits::new(
+    let limits = Arc::new(crate::limits::Limits::new(
         cfg.limits.per_workload,
         cfg.limits.max_connections,
         nofile,

@@ -17,6 +17,7 @@ pub mod hold;
 pub mod http;
 pub mod intercept;
 pub mod journal;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod provider;

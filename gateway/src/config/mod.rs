@@ -211,7 +211,7 @@ impl Default for Intercept {
 }
 
 /// Bounds that keep one workload from taking the daemon from everyone else.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Connections open at once from one calling cgroup; its next one is refused (logged,
@@ -220,15 +220,6 @@ pub struct Limits {
     /// Connections open at once in all; 0 = from the descriptor limit (raised to its hard
     /// maximum at start), leaving room for two descriptors per connection and the daemon's own.
     pub max_connections: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            per_workload: 0,
-            max_connections: 0,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

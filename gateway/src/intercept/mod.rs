@@ -2,7 +2,7 @@
 //! refuse it. Second stage of the data path (DESIGN §1); the decision is made once, in
 //! [`decide`], for every connection. For each accepted connection: take the original
 //! destination + identity from the redirect stage, admit it within the caller's bounds
-//! ([`limits`]), then
+//! ([`crate::limits`]), then
 //! - a DNS query over TCP (port 53) → the DNS proxy (`redirect::dns`);
 //! - read the TLS ClientHello (replayed later, byte for byte):
 //!   - provider SNI → TLS termination and the HTTP phases (pods of an exempt namespace: splice);
@@ -14,7 +14,6 @@
 //! One tracing span per connection; its result is logged exactly once, on drop.
 
 pub mod hello;
-pub mod limits;
 pub mod splice;
 
 use std::{
@@ -76,7 +75,7 @@ pub struct Intercept {
     identity: Arc<IdentityResolver>,
     interception: Arc<Interception>,
     cfg: InterceptConfig,
-    limits: Arc<limits::Limits>,
+    limits: Arc<crate::limits::Limits>,
     /// DNS over TCP from the workloads; `None` when `dns.learn` is off.
     dns: Option<Arc<DnsProxy>>,
 }
@@ -214,7 +213,7 @@ impl Intercept {
         identity: Arc<IdentityResolver>,
         interception: Arc<Interception>,
         cfg: InterceptConfig,
-        limits: Arc<limits::Limits>,
+        limits: Arc<crate::limits::Limits>,
         dns: Option<Arc<DnsProxy>>,
     ) -> Self {
         Self {
@@ -311,7 +310,9 @@ impl Intercept {
                     ..Default::default()
                 });
                 result.outcome = Outcome::Limited;
-                result.error = Some(e.to_string());
+                result.error = Some(format!(
+                    "open connections: {e} (limits.per_workload, limits.max_connections)"
+                ));
                 return;
             }
         };
@@ -350,6 +351,7 @@ impl Intercept {
             pid: rec.tgid,
             uid: rec.uid,
             comm: rec.comm.clone(),
+            cgroup_id: rec.cgroup_id,
         };
         match dns
             .serve_tcp(client, rec.orig_dst, &asker, self.cfg.connect_timeout)

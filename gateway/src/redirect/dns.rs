@@ -30,7 +30,6 @@ use hickory_proto::{
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpStream, UdpSocket},
-    sync::Semaphore,
 };
 use tracing::{debug, info, warn};
 
@@ -38,7 +37,7 @@ use super::{
     addrset::ProviderSet,
     origdst::{ClientAddr, OrigDstAddr, ProxyAddr, UdpOrigDst},
 };
-use crate::provider::Catalog;
+use crate::{limits::Limits, provider::Catalog};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -172,6 +171,8 @@ pub struct Asker {
     pub pid: u32,
     pub uid: u32,
     pub comm: String,
+    /// Its cgroup: a quarter of the queries in flight is the most one cgroup may hold.
+    pub cgroup_id: u64,
 }
 
 /// The DNS service: forwarding, learning, answering.
@@ -180,7 +181,8 @@ pub struct DnsProxy {
     set: Arc<ProviderSet>,
     mark: u32,
     timeout: Duration,
-    inflight: Arc<Semaphore>,
+    /// Queries in flight, per asking cgroup (a quarter of `dns.max_inflight`) and in all.
+    inflight: Arc<Limits>,
     /// The proxy's own addresses: a query "to" them would loop.
     own: Vec<SocketAddr>,
 }
@@ -201,7 +203,7 @@ impl DnsProxy {
             set,
             mark,
             timeout,
-            inflight: Arc::new(Semaphore::new(max_inflight)),
+            inflight: Arc::new(Limits::new((max_inflight / 4).max(1), max_inflight, 0)),
             own,
         }
     }
@@ -304,10 +306,13 @@ impl DnsProxy {
                     continue;
                 }
             };
-            let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
-                count("busy");
-                warn!(%peer, "too many DNS queries in flight: query dropped (the client retries)");
-                continue;
+            let permit = match self.inflight.admit(rec.cgroup_id) {
+                Ok(p) => p,
+                Err(e) => {
+                    count("busy");
+                    warn!(%peer, pid = rec.tgid, comm = %rec.comm, bound = %e, "too many DNS queries in flight: query dropped (the client retries)");
+                    continue;
+                }
             };
             let query = buf[..n].to_vec();
             let this = self.clone();
@@ -318,6 +323,7 @@ impl DnsProxy {
                     pid: rec.tgid,
                     uid: rec.uid,
                     comm: rec.comm.clone(),
+                    cgroup_id: rec.cgroup_id,
                 };
                 let server = rec.orig_dst.0;
                 let reply = match this.exchange_udp(&query, server, &asker).await {
@@ -363,7 +369,20 @@ impl DnsProxy {
             let Some(query) = read_frame(&mut client, self.timeout * 2).await else {
                 return Ok(served);
             };
-            let _permit = self.inflight.acquire().await.ok();
+            // The connection itself holds a place among the connection bounds; its queries,
+            // one at a time, also count among the DNS ones.
+            let _permit = match self.inflight.admit(asker.cgroup_id) {
+                Ok(p) => p,
+                Err(e) => {
+                    count("busy");
+                    warn!(%server, pid = asker.pid, bound = %e, "too many DNS queries in flight: SERVFAIL");
+                    let sf = servfail(&query).ok_or(DnsError::Loop)?;
+                    if client.write_all(&frame(&sf)).await.is_err() {
+                        return Ok(served);
+                    }
+                    continue;
+                }
+            };
             upstream.write_all(&frame(&query)).await.map_err(up)?;
             let answer =
                 read_frame(&mut upstream, self.timeout)

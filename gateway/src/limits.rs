@@ -1,7 +1,8 @@
-//! Bounds per workload: how many connections one calling cgroup may hold open, and how many
-//! all of them may, so that one workload flooding the gateway is refused while everyone else is
-//! served. The key is the caller's cgroup id as the kernel reported it (not forgeable); a
-//! connection holds its place until its `Admitted` is dropped, whatever path ends it.
+//! Bounds per workload (a leaf module: it imports nothing of ours): how many connections — or
+//! DNS queries in flight — one calling cgroup may hold, and how many all of them may, so that
+//! one workload flooding the gateway is refused while everyone else is served. The key is the
+//! caller's cgroup id as the kernel reported it (not forgeable); a place is held until its
+//! `Admitted` is dropped, whatever path ends it.
 
 use std::{
     collections::HashMap,
@@ -10,9 +11,9 @@ use std::{
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {
-    #[error("the calling cgroup already holds {0} open connections (limits.per_workload)")]
+    #[error("the calling cgroup is at its bound ({0} at once)")]
     Workload(usize),
-    #[error("the gateway already holds {0} open connections (limits.max_connections)")]
+    #[error("the gateway is at its bound ({0} at once)")]
     Total(usize),
 }
 
