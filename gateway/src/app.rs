@@ -97,21 +97,19 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     };
 
     // The workloads' DNS lands on the same address and port, over UDP (TCP queries come
-    // through the TCP listener). Bound before attaching, like the TCP listeners; a v4 socket
-    // that cannot be bound stops the start: the programs would send every query nowhere.
+    // through the TCP listener). Bound before attaching, like the TCP listeners; a socket that
+    // cannot be bound stops the start: the programs would send every query nowhere.
     let mut udp = Vec::new();
     if cfg.dns.learn {
-        let a4 = v4.local_addr()?;
-        let s4 = tokio::net::UdpSocket::bind(a4)
-            .await
-            .map_err(|source| AppError::Listen { addr: a4, source })?;
-        udp.push((Arc::new(s4), a4));
+        let mut addrs = vec![v4.local_addr()?];
         if let Some(l6) = &v6 {
-            let a6 = l6.local_addr()?;
-            let s6 = tokio::net::UdpSocket::bind(a6)
-                .await
-                .map_err(|source| AppError::Listen { addr: a6, source })?;
-            udp.push((Arc::new(s6), a6));
+            addrs.push(l6.local_addr()?);
+        }
+        for addr in addrs {
+            let s = std::net::UdpSocket::bind(addr)
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+                .map_err(|source| AppError::Listen { addr, source })?;
+            udp.push((s, addr));
         }
     }
 
@@ -127,12 +125,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         ))
     });
     if let Some(dns) = &dns {
-        for (sock, addr) in udp {
-            tokio::spawn(
-                dns.clone()
-                    .serve_udp(sock, addr, redirect.udp_flows.clone()),
-            );
-        }
+        redirect::dns::spawn_udp(dns.clone(), udp, redirect.udp_flows.clone())?;
     }
     let limits = Arc::new(crate::limits::Limits::new(
         cfg.limits.per_workload,

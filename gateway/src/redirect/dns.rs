@@ -185,9 +185,148 @@ pub struct DnsProxy {
     inflight: Arc<Limits>,
     /// The proxy's own addresses: a query "to" them would loop.
     own: Vec<SocketAddr>,
+    /// Connected, marked sockets per server the workloads ask, reused query after query.
+    forwarders: std::sync::Mutex<HashMap<SocketAddr, Arc<Forwarder>>>,
 }
 
 const MAX_MESSAGE: usize = 65_535;
+/// Servers with pooled sockets; queries to more servers get a socket each.
+const MAX_FORWARDERS: usize = 64;
+/// Sockets per server (each on its own random port): a forged answer must guess the port
+/// among these as well as the 16-bit id the gateway picked, and repeat the question.
+const SOCKETS_PER_SERVER: usize = 4;
+
+/// Whether `answer` answers `query`: same id, a response, the same question (names compared
+/// without case, as a server may echo 0x20-randomised case back).
+fn answers(query: &[u8], answer: &[u8]) -> bool {
+    let Some(qlen) = question_len(query) else {
+        return answer.len() >= 12 && answer[..2] == query[..2] && answer[2] & 0x80 != 0;
+    };
+    answer.len() >= 12 + qlen
+        && answer[..2] == query[..2]
+        && answer[2] & 0x80 != 0
+        && answer[12..12 + qlen].eq_ignore_ascii_case(&query[12..12 + qlen])
+}
+
+/// Length of the first question (name + type + class), when the query has exactly one.
+fn question_len(q: &[u8]) -> Option<usize> {
+    if q.len() < 12 || q[4..6] != [0, 1] {
+        return None;
+    }
+    let mut i = 12;
+    loop {
+        let l = *q.get(i)? as usize;
+        if l == 0 {
+            break;
+        }
+        if l & 0xc0 != 0 {
+            return None;
+        }
+        i += 1 + l;
+    }
+    (i + 5 <= q.len()).then_some(i + 5 - 12)
+}
+
+type Waiter = (Vec<u8>, tokio::sync::oneshot::Sender<Vec<u8>>);
+
+/// Pooled upstream sockets for one server: each query gets a fresh random id (the client's is
+/// put back on the answer), one reader per socket hands answers to their waiters.
+struct Forwarder {
+    server: SocketAddr,
+    socks: Vec<Arc<UdpSocket>>,
+    /// Our id → (the query, to check the answer's question against; the waiter).
+    pending: std::sync::Mutex<HashMap<u16, Waiter>>,
+}
+
+impl Forwarder {
+    fn start(server: SocketAddr, mark: u32) -> std::io::Result<Arc<Self>> {
+        let socks = (0..SOCKETS_PER_SERVER)
+            .map(|_| marked_udp(server, mark).map(Arc::new))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let f = Arc::new(Self {
+            server,
+            socks,
+            pending: Default::default(),
+        });
+        for s in &f.socks {
+            tokio::spawn(Self::read(Arc::downgrade(&f), s.clone()));
+        }
+        Ok(f)
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Waiter>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn read(this: std::sync::Weak<Self>, sock: Arc<UdpSocket>) {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        loop {
+            let r = sock.recv(&mut buf).await;
+            let Some(this) = this.upgrade() else { return };
+            match r {
+                Ok(n) if n >= 12 => {
+                    let id = u16::from_be_bytes([buf[0], buf[1]]);
+                    let mut p = this.pending();
+                    if p.get(&id).is_some_and(|(q, _)| answers(q, &buf[..n]))
+                        && let Some((_, tx)) = p.remove(&id)
+                    {
+                        let _ = tx.send(buf[..n].to_vec());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // ICMP unreachable on a connected socket: the server is not there. Every
+                    // waiter fails now rather than at its timeout.
+                    debug!(server = %this.server, error = %e, "DNS server unreachable");
+                    this.pending().clear();
+                }
+            }
+        }
+    }
+
+    async fn ask(&self, query: &[u8], timeout: Duration) -> Result<Vec<u8>, DnsError> {
+        if query.len() < 12 {
+            return Err(DnsError::Unreadable("query shorter than a DNS header".into()));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut q = query.to_vec();
+        let id = {
+            let mut p = self.pending();
+            let id = loop {
+                let id: u16 = rand::random();
+                if !p.contains_key(&id) {
+                    break id;
+                }
+            };
+            q[..2].copy_from_slice(&id.to_be_bytes());
+            p.insert(id, (q.clone(), tx));
+            id
+        };
+        let sock = &self.socks[usize::from(id) % self.socks.len()];
+        let server = self.server;
+        if let Err(source) = sock.send(&q).await {
+            self.pending().remove(&id);
+            return Err(DnsError::Upstream { server, source });
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(mut answer)) => {
+                answer[..2].copy_from_slice(&query[..2]);
+                Ok(answer)
+            }
+            Ok(Err(_)) => Err(DnsError::Upstream {
+                server,
+                source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            }),
+            Err(_) => {
+                self.pending().remove(&id);
+                Err(DnsError::Timeout {
+                    server,
+                    after: timeout,
+                })
+            }
+        }
+    }
+}
 
 impl DnsProxy {
     pub fn new(
@@ -205,6 +344,7 @@ impl DnsProxy {
             timeout,
             inflight: Arc::new(Limits::new((max_inflight / 4).max(1), max_inflight, 0)),
             own,
+            forwarders: Default::default(),
         }
     }
 
@@ -250,10 +390,40 @@ impl DnsProxy {
         if self.own.contains(&server) {
             return Err(DnsError::Loop);
         }
+        let answer = match self.forwarder(server) {
+            Some(f) => f.ask(query, self.timeout).await?,
+            None => self.ask_alone(query, server).await?,
+        };
+        self.inspect(&answer, asker)?;
+        Ok(answer)
+    }
+
+    /// The pooled sockets for `server` (created on first use), or None past the pool's size.
+    fn forwarder(&self, server: SocketAddr) -> Option<Arc<Forwarder>> {
+        let mut pool = self.forwarders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = pool.get(&server) {
+            return Some(f.clone());
+        }
+        if pool.len() >= MAX_FORWARDERS {
+            return None;
+        }
+        match Forwarder::start(server, self.mark) {
+            Ok(f) => {
+                pool.insert(server, f.clone());
+                Some(f)
+            }
+            Err(e) => {
+                warn!(%server, error = %e, "cannot open DNS sockets to the server; one per query");
+                None
+            }
+        }
+    }
+
+    /// A socket of its own for one query (past the pool's size).
+    async fn ask_alone(&self, query: &[u8], server: SocketAddr) -> Result<Vec<u8>, DnsError> {
         let up = |source| DnsError::Upstream { server, source };
         let sock = marked_udp(server, self.mark).map_err(up)?;
         sock.send(query).await.map_err(up)?;
-        let id = query.get(..2);
         let mut buf = vec![0u8; MAX_MESSAGE];
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
@@ -264,14 +434,12 @@ impl DnsProxy {
                     after: self.timeout,
                 })?
                 .map_err(up)?;
-            // The connected socket only hears `server`; a reply to another id is not ours.
-            if n >= 12 && Some(&buf[..2]) == id {
+            // The connected socket only hears `server`; another id or question is not ours.
+            if answers(query, &buf[..n]) {
                 buf.truncate(n);
-                break;
+                return Ok(buf);
             }
         }
-        self.inspect(&buf, asker)?;
-        Ok(buf)
     }
 
     /// Serve UDP queries arriving on `sock` (bound to `local`) until it fails. Each datagram's
@@ -408,6 +576,40 @@ impl DnsProxy {
             served += 1;
         }
     }
+}
+
+/// Serve the UDP sockets on a thread of their own with a single-threaded runtime: a query's
+/// receive, forward, answer and reply then never hop between threads (on a small machine
+/// each hop is a wake-up that costs more than the work).
+pub fn spawn_udp(
+    proxy: Arc<DnsProxy>,
+    sockets: Vec<(std::net::UdpSocket, SocketAddr)>,
+    flows: Arc<dyn UdpOrigDst>,
+) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("gateway-dns".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let mut tasks = Vec::new();
+                for (std_sock, addr) in sockets {
+                    match UdpSocket::from_std(std_sock) {
+                        Ok(s) => tasks.push(tokio::spawn(proxy.clone().serve_udp(
+                            Arc::new(s),
+                            addr,
+                            flows.clone(),
+                        ))),
+                        Err(e) => warn!(%addr, error = %e, "DNS socket unusable"),
+                    }
+                }
+                for t in tasks {
+                    let _ = t.await;
+                }
+            })
+        })?;
+    Ok(())
 }
 
 fn count(result: &str) {

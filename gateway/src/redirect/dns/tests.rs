@@ -416,3 +416,52 @@ async fn an_unanswered_query_and_a_query_without_record_do_not_pass() {
             .is_err()
     );
 }
+
+#[test]
+fn an_answer_must_repeat_the_id_and_the_question() {
+    let mut q = Message::new();
+    q.set_id(7)
+        .add_query(Query::query(name("api.openai.com."), RecordType::A));
+    let query = q.to_vec().unwrap();
+    let good = answer("API.openai.COM.", RecordType::A, vec![]);
+    let mut good = good;
+    good.set_id(7);
+    assert!(answers(&query, &good.to_vec().unwrap()), "case may differ");
+    let mut other_id = good.clone();
+    other_id.set_id(8);
+    assert!(!answers(&query, &other_id.to_vec().unwrap()));
+    let mut other_name = answer("api.evil.example.", RecordType::A, vec![]);
+    other_name.set_id(7);
+    assert!(!answers(&query, &other_name.to_vec().unwrap()));
+    let mut other_type = answer("api.openai.com.", RecordType::AAAA, vec![]);
+    other_type.set_id(7);
+    assert!(!answers(&query, &other_type.to_vec().unwrap()));
+    // The query itself (QR clear) is no answer.
+    assert!(!answers(&query, &query));
+}
+
+#[tokio::test]
+async fn pooled_sockets_keep_each_clients_id_and_many_queries_in_flight() {
+    let server = fake_server(vec![a("api.openai.com.", "198.51.100.71", 60)]).await;
+    let p = proxy(Box::new(Shared::default()), vec![]);
+    let asker = Asker::default();
+    let mut tasks = Vec::new();
+    for id in 0..64u16 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut q = Message::new();
+            q.set_id(id * 1000)
+                .add_query(Query::query(name("api.openai.com."), RecordType::A));
+            let a = p
+                .exchange_udp(&q.to_vec().unwrap(), server, &Asker::default())
+                .await
+                .unwrap();
+            Message::from_vec(&a).unwrap().id()
+        }));
+    }
+    for (id, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap(), id as u16 * 1000);
+    }
+    let _ = asker;
+    assert_eq!(p.forwarders.lock().unwrap().len(), 1, "one pool for the server");
+}
