@@ -694,3 +694,38 @@ pub fn k8s_venv() -> PathBuf {
     })
     .clone()
 }
+
+/// Make pins look like another build's: zero the pinned `GW_META` entry (bpftool), so the
+/// next start replaces the programs instead of adopting them.
+pub fn zero_pinned_meta(pin_dir: &std::path::Path) {
+    let map = pin_dir.join("maps/GW_META");
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(&map)
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool map dump {}: {out:?}",
+        map.display()
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bpftool json {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let entry = &v[0];
+    let key_len = entry["key"].as_array().map(|a| a.len()).unwrap_or(4);
+    let val_len = entry["value"]
+        .as_array()
+        .map(|a| a.len())
+        .unwrap_or_else(|| panic!("GW_META has no entry to zero: {v}"));
+    let mut args: Vec<String> = vec!["map".into(), "update".into(), "pinned".into()];
+    args.push(map.display().to_string());
+    args.push("key".into());
+    args.extend(std::iter::repeat_n("0".to_string(), key_len));
+    args.push("value".into());
+    args.extend(std::iter::repeat_n("0".to_string(), val_len));
+    let out = std::process::Command::new("bpftool")
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bpftool map update: {out:?}");
+}

@@ -1166,39 +1166,6 @@ while not os.path.exists(stop):
 print(json.dumps(res))
 "#;
 
-fn zero_meta(pin_dir: &std::path::Path) {
-    let map = pin_dir.join("maps/GW_META");
-    let out = std::process::Command::new("bpftool")
-        .args(["-j", "map", "dump", "pinned"])
-        .arg(&map)
-        .output()
-        .expect("bpftool");
-    assert!(
-        out.status.success(),
-        "bpftool map dump {}: {out:?}",
-        map.display()
-    );
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("bpftool json {e}: {}", String::from_utf8_lossy(&out.stdout)));
-    let entry = &v[0];
-    let key_len = entry["key"].as_array().map(|a| a.len()).unwrap_or(4);
-    let val_len = entry["value"]
-        .as_array()
-        .map(|a| a.len())
-        .unwrap_or_else(|| panic!("GW_META has no entry to zero: {v}"));
-    let mut args: Vec<String> = vec!["map".into(), "update".into(), "pinned".into()];
-    args.push(map.display().to_string());
-    args.push("key".into());
-    args.extend(std::iter::repeat_n("0".to_string(), key_len));
-    args.push("value".into());
-    args.extend(std::iter::repeat_n("0".to_string(), val_len));
-    let out = std::process::Command::new("bpftool")
-        .args(&args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "bpftool map update: {out:?}");
-}
-
 #[test]
 fn pins_replaced_by_a_changed_config_or_another_build_never_let_a_connection_go_direct() {
     let w = World::new("gw-med-pins");
@@ -1245,7 +1212,7 @@ fn pins_replaced_by_a_changed_config_or_another_build_never_let_a_connection_go_
     // 2. Pins from "another build": the pinned META zeroed, as an older object would leave it.
     for _ in 0..3 {
         gw.kill9();
-        zero_meta(&gw.pin_dir);
+        gateway_tests::zero_pinned_meta(&gw.pin_dir);
         gw.spawn();
         std::thread::sleep(Duration::from_millis(700));
     }

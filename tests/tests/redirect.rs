@@ -780,7 +780,7 @@ fn an_address_learned_from_the_workloads_own_dns_answer_is_intercepted() {
     let dns = gateway_tests::dns::FakeDns::start_at(format!("127.53.{n}.1:53").parse().unwrap());
     dns.set("api.openai.com", &[ip.parse().unwrap()], 30);
     dns.set("www.example.org", &["127.0.0.1".parse().unwrap()], 30);
-    let gw = Gateway::start_opts(
+    let mut gw = Gateway::start_opts(
         &name,
         &cg.path,
         "[[provider]]\nname = \"openai\"\nhosts = [\"api.openai.com\"]\n",

@@ -208,6 +208,13 @@ fn answers(query: &[u8], answer: &[u8]) -> bool {
         && answer[12..12 + qlen].eq_ignore_ascii_case(&query[12..12 + qlen])
 }
 
+/// `answers` for a query sent under another id.
+fn answers_as(query: &[u8], id: u16, answer: &[u8]) -> bool {
+    answer.len() >= 2
+        && answer[..2] == id.to_be_bytes()
+        && answers(query, &[&query[..2], &answer[2..]].concat())
+}
+
 /// Length of the first question (name + type + class), when the query has exactly one.
 fn question_len(q: &[u8]) -> Option<usize> {
     if q.len() < 12 || q[4..6] != [0, 1] {
@@ -227,35 +234,105 @@ fn question_len(q: &[u8]) -> Option<usize> {
     (i + 5 <= q.len()).then_some(i + 5 - 12)
 }
 
-type Waiter = (Vec<u8>, tokio::sync::oneshot::Sender<Vec<u8>>);
+/// A workload waiting on the proxy's UDP socket: where its answer goes.
+struct Udp {
+    sock: Arc<UdpSocket>,
+    peer: SocketAddr,
+    /// Its place among the queries in flight, given back when the answer (or SERVFAIL) goes.
+    _permit: crate::limits::Admitted,
+}
+
+impl Udp {
+    fn send(&self, msg: Vec<u8>) {
+        match self.sock.try_send_to(&msg, self.peer) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let (sock, peer) = (self.sock.clone(), self.peer);
+                tokio::spawn(async move {
+                    let _ = sock.send_to(&msg, peer).await;
+                });
+            }
+            Err(e) => debug!(peer = %self.peer, error = %e, "cannot return the DNS answer"),
+        }
+    }
+}
+
+/// Where a forwarded query's answer goes.
+enum Reply {
+    /// Read, then straight back to the workload, by the reader that received it.
+    Udp(Udp),
+    /// To a task waiting for it (`Forwarder::ask`, in tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Waiter(tokio::sync::oneshot::Sender<Vec<u8>>),
+}
+
+struct Pending {
+    /// The query as the workload sent it (its own id): the answer gets that id back, and its
+    /// question must match.
+    query: Vec<u8>,
+    reply: Reply,
+    asker: Asker,
+    deadline: tokio::time::Instant,
+}
 
 /// Pooled upstream sockets for one server: each query gets a fresh random id (the client's is
-/// put back on the answer), one reader per socket hands answers to their waiters.
+/// put back on the answer); one reader per socket hands each answer on; a sweeper answers
+/// SERVFAIL for queries the server left unanswered.
 struct Forwarder {
     server: SocketAddr,
     socks: Vec<Arc<UdpSocket>>,
-    /// Our id → (the query, to check the answer's question against; the waiter).
-    pending: std::sync::Mutex<HashMap<u16, Waiter>>,
+    timeout: Duration,
+    pending: std::sync::Mutex<HashMap<u16, Pending>>,
+    proxy: std::sync::Weak<DnsProxy>,
 }
 
 impl Forwarder {
-    fn start(server: SocketAddr, mark: u32) -> std::io::Result<Arc<Self>> {
+    fn start(
+        server: SocketAddr,
+        mark: u32,
+        timeout: Duration,
+        proxy: std::sync::Weak<DnsProxy>,
+    ) -> std::io::Result<Arc<Self>> {
         let socks = (0..SOCKETS_PER_SERVER)
             .map(|_| marked_udp(server, mark).map(Arc::new))
             .collect::<std::io::Result<Vec<_>>>()?;
         let f = Arc::new(Self {
             server,
             socks,
+            timeout,
             pending: Default::default(),
+            proxy,
         });
         for s in &f.socks {
             tokio::spawn(Self::read(Arc::downgrade(&f), s.clone()));
         }
+        tokio::spawn(Self::sweep(Arc::downgrade(&f)));
         Ok(f)
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Waiter>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u16, Pending>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hand `p` its answer (None: none will come).
+    fn settle(&self, p: Pending, answer: Option<&mut [u8]>) {
+        match (p.reply, answer) {
+            (Reply::Waiter(tx), Some(a)) => {
+                a[..2].copy_from_slice(&p.query[..2]);
+                let _ = tx.send(a.to_vec());
+            }
+            (Reply::Waiter(_), None) => {}
+            (Reply::Udp(to), a) => {
+                let Some(proxy) = self.proxy.upgrade() else {
+                    return;
+                };
+                let a = a.map(|a| {
+                    a[..2].copy_from_slice(&p.query[..2]);
+                    &*a
+                });
+                proxy.deliver(a, &p.query, &to, &p.asker, self.server);
+            }
+        }
     }
 
     async fn read(this: std::sync::Weak<Self>, sock: Arc<UdpSocket>) {
@@ -266,29 +343,63 @@ impl Forwarder {
             match r {
                 Ok(n) if n >= 12 => {
                     let id = u16::from_be_bytes([buf[0], buf[1]]);
-                    let mut p = this.pending();
-                    if p.get(&id).is_some_and(|(q, _)| answers(q, &buf[..n]))
-                        && let Some((_, tx)) = p.remove(&id)
-                    {
-                        let _ = tx.send(buf[..n].to_vec());
+                    let p = {
+                        let mut pending = this.pending();
+                        // Our id and the same question: anything else is not an answer to us.
+                        let ours = pending
+                            .get(&id)
+                            .is_some_and(|p| answers_as(&p.query, id, &buf[..n]));
+                        if ours { pending.remove(&id) } else { None }
+                    };
+                    if let Some(p) = p {
+                        this.settle(p, Some(&mut buf[..n]));
                     }
                 }
                 Ok(_) => {}
                 Err(e) => {
                     // ICMP unreachable on a connected socket: the server is not there. Every
-                    // waiter fails now rather than at its timeout.
+                    // query waiting on it fails now rather than at its timeout.
                     debug!(server = %this.server, error = %e, "DNS server unreachable");
-                    this.pending().clear();
+                    let all: Vec<Pending> = this.pending().drain().map(|(_, p)| p).collect();
+                    for p in all {
+                        this.settle(p, None);
+                    }
                 }
             }
         }
     }
 
-    async fn ask(&self, query: &[u8], timeout: Duration) -> Result<Vec<u8>, DnsError> {
-        if query.len() < 12 {
-            return Err(DnsError::Unreadable("query shorter than a DNS header".into()));
+    async fn sweep(this: std::sync::Weak<Self>) {
+        let tick = {
+            let Some(f) = this.upgrade() else { return };
+            (f.timeout / 8).clamp(Duration::from_millis(20), Duration::from_millis(500))
+        };
+        loop {
+            tokio::time::sleep(tick).await;
+            let Some(this) = this.upgrade() else { return };
+            let now = tokio::time::Instant::now();
+            let expired: Vec<Pending> = {
+                let mut p = this.pending();
+                let ids: Vec<u16> = p
+                    .iter()
+                    .filter(|(_, q)| q.deadline <= now)
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.iter().filter_map(|id| p.remove(id)).collect()
+            };
+            for p in expired {
+                this.settle(p, None);
+            }
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
+    }
+
+    /// Send `query` under a fresh id; its answer goes to `reply`.
+    fn forward(self: &Arc<Self>, query: &[u8], reply: Reply, asker: Asker) -> Result<(), DnsError> {
+        if query.len() < 12 {
+            return Err(DnsError::Unreadable(
+                "query shorter than a DNS header".into(),
+            ));
+        }
         let mut q = query.to_vec();
         let id = {
             let mut p = self.pending();
@@ -299,32 +410,53 @@ impl Forwarder {
                 }
             };
             q[..2].copy_from_slice(&id.to_be_bytes());
-            p.insert(id, (q.clone(), tx));
+            p.insert(
+                id,
+                Pending {
+                    query: query.to_vec(),
+                    reply,
+                    asker,
+                    deadline: tokio::time::Instant::now() + self.timeout,
+                },
+            );
             id
         };
         let sock = &self.socks[usize::from(id) % self.socks.len()];
-        let server = self.server;
-        if let Err(source) = sock.send(&q).await {
-            self.pending().remove(&id);
-            return Err(DnsError::Upstream { server, source });
-        }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(mut answer)) => {
-                answer[..2].copy_from_slice(&query[..2]);
-                Ok(answer)
+        match sock.try_send(&q) {
+            Ok(_) => Ok(()),
+            // Not known writable yet (a new socket) or a full buffer: wait for it in a task.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let (this, sock) = (self.clone(), sock.clone());
+                tokio::spawn(async move {
+                    if sock.send(&q).await.is_err() {
+                        let p = this.pending().remove(&id);
+                        if let Some(p) = p {
+                            this.settle(p, None);
+                        }
+                    }
+                });
+                Ok(())
             }
-            Ok(Err(_)) => Err(DnsError::Upstream {
-                server,
-                source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
-            }),
-            Err(_) => {
+            Err(source) => {
+                // The server unreachable: this query fails now.
                 self.pending().remove(&id);
-                Err(DnsError::Timeout {
-                    server,
-                    after: timeout,
+                Err(DnsError::Upstream {
+                    server: self.server,
+                    source,
                 })
             }
         }
+    }
+
+    /// Forward `query` and wait for its answer (the client's id put back).
+    #[cfg(test)]
+    async fn ask(self: &Arc<Self>, query: &[u8], asker: &Asker) -> Result<Vec<u8>, DnsError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.forward(query, Reply::Waiter(tx), asker.clone())?;
+        rx.await.map_err(|_| DnsError::Timeout {
+            server: self.server,
+            after: self.timeout,
+        })
     }
 }
 
@@ -380,9 +512,11 @@ impl DnsProxy {
         Ok(new)
     }
 
-    /// One query over UDP to `server`: the answer as the workload may receive it.
+    /// One query over UDP to `server`: the answer as the workload may receive it (the path
+    /// `serve_udp` takes, awaited; for tests).
+    #[cfg(test)]
     async fn exchange_udp(
-        &self,
+        self: &Arc<Self>,
         query: &[u8],
         server: SocketAddr,
         asker: &Asker,
@@ -391,15 +525,49 @@ impl DnsProxy {
             return Err(DnsError::Loop);
         }
         let answer = match self.forwarder(server) {
-            Some(f) => f.ask(query, self.timeout).await?,
+            Some(f) => f.ask(query, asker).await?,
             None => self.ask_alone(query, server).await?,
         };
         self.inspect(&answer, asker)?;
         Ok(answer)
     }
 
+    /// Read a forwarded query's answer and send the workload what it may receive: the answer,
+    /// or SERVFAIL (`answer` None: the server gave none). Runs on the reader that received the
+    /// answer: no hop to another task.
+    fn deliver(
+        &self,
+        answer: Option<&[u8]>,
+        query: &[u8],
+        to: &Udp,
+        asker: &Asker,
+        server: SocketAddr,
+    ) {
+        let reply = match answer {
+            Some(a) => match self.inspect(a, asker) {
+                Ok(_) => {
+                    count("answered");
+                    Some(a.to_vec())
+                }
+                Err(e) => {
+                    count(e.result());
+                    warn!(%server, pid = asker.pid, comm = %asker.comm, error = %e, "DNS query failed closed: SERVFAIL");
+                    servfail(query)
+                }
+            },
+            None => {
+                count("upstream_failed");
+                warn!(%server, pid = asker.pid, comm = %asker.comm, timeout = ?self.timeout, "DNS server gave no answer: SERVFAIL");
+                servfail(query)
+            }
+        };
+        if let Some(r) = reply {
+            to.send(r);
+        }
+    }
+
     /// The pooled sockets for `server` (created on first use), or None past the pool's size.
-    fn forwarder(&self, server: SocketAddr) -> Option<Arc<Forwarder>> {
+    fn forwarder(self: &Arc<Self>, server: SocketAddr) -> Option<Arc<Forwarder>> {
         let mut pool = self.forwarders.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = pool.get(&server) {
             return Some(f.clone());
@@ -407,7 +575,7 @@ impl DnsProxy {
         if pool.len() >= MAX_FORWARDERS {
             return None;
         }
-        match Forwarder::start(server, self.mark) {
+        match Forwarder::start(server, self.mark, self.timeout, Arc::downgrade(self)) {
             Ok(f) => {
                 pool.insert(server, f.clone());
                 Some(f)
@@ -482,35 +650,48 @@ impl DnsProxy {
                     continue;
                 }
             };
-            let query = buf[..n].to_vec();
-            let this = self.clone();
-            let sock = sock.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let asker = Asker {
-                    pid: rec.tgid,
-                    uid: rec.uid,
-                    comm: rec.comm.clone(),
-                    cgroup_id: rec.cgroup_id,
-                };
-                let server = rec.orig_dst.0;
-                let reply = match this.exchange_udp(&query, server, &asker).await {
-                    Ok(answer) => {
-                        count("answered");
-                        Some(answer)
-                    }
-                    Err(e) => {
+            let asker = Asker {
+                pid: rec.tgid,
+                uid: rec.uid,
+                comm: rec.comm.clone(),
+                cgroup_id: rec.cgroup_id,
+            };
+            let server = rec.orig_dst.0;
+            let to = Udp {
+                sock: sock.clone(),
+                peer,
+                _permit: permit,
+            };
+            let query = &buf[..n];
+            if self.own.contains(&server) {
+                count(DnsError::Loop.result());
+                warn!(%server, pid = asker.pid, "DNS query to the gateway itself: SERVFAIL");
+                if let Some(sf) = servfail(query) {
+                    to.send(sf);
+                }
+                continue;
+            }
+            match self.forwarder(server) {
+                // The common path: forwarded here, answered by the reader that receives it.
+                Some(f) => {
+                    let q = query.to_vec();
+                    if let Err(e) = f.forward(&q, Reply::Udp(to), asker.clone()) {
                         count(e.result());
                         warn!(%server, pid = asker.pid, comm = %asker.comm, error = %e, "DNS query failed closed: SERVFAIL");
-                        servfail(&query)
+                        if let Some(sf) = servfail(&q) {
+                            let _ = sock.try_send_to(&sf, peer);
+                        }
                     }
-                };
-                if let Some(r) = reply
-                    && let Err(e) = sock.send_to(&r, peer).await
-                {
-                    debug!(%peer, error = %e, "cannot return the DNS answer");
                 }
-            });
+                // Past the pool's size: a socket and a task of its own.
+                None => {
+                    let (this, query) = (self.clone(), query.to_vec());
+                    tokio::spawn(async move {
+                        let answer = this.ask_alone(&query, server).await.ok();
+                        this.deliver(answer.as_deref(), &query, &to, &asker, server);
+                    });
+                }
+            }
         }
     }
 

@@ -463,5 +463,9 @@ async fn pooled_sockets_keep_each_clients_id_and_many_queries_in_flight() {
         assert_eq!(t.await.unwrap(), id as u16 * 1000);
     }
     let _ = asker;
-    assert_eq!(p.forwarders.lock().unwrap().len(), 1, "one pool for the server");
+    assert_eq!(
+        p.forwarders.lock().unwrap().len(),
+        1,
+        "one pool for the server"
+    );
 }
