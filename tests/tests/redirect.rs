@@ -855,4 +855,46 @@ fn an_address_learned_from_the_workloads_own_dns_answer_is_intercepted() {
         T,
     );
     assert_eq!(r.code, Some(2), "NXDOMAIN passes as NXDOMAIN: {r:?}");
+
+    // Another build replaces the pins: what the workloads taught the old programs is carried
+    // over, so a client still holding the address (no new lookup) is intercepted, not direct.
+    gw.kill9();
+    gateway_tests::zero_pinned_meta(&gw.pin_dir);
+    gw.spawn();
+    let modes: Vec<Value> = gw
+        .fields("eBPF redirect in force")
+        .iter()
+        .map(|f| f["mode"].clone())
+        .collect();
+    assert_eq!(modes.last(), Some(&Value::from("Replaced")), "{modes:?}");
+    let resolve = format!("api.openai.com:443:{ip}");
+    let r = run(
+        cg.command(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "10",
+                "--resolve",
+                &resolve,
+                "--cacert",
+                bundle.to_str().unwrap(),
+                "-H",
+                "authorization: Bearer sk-dummy-client-key",
+                "https://api.openai.com/v1/models",
+            ],
+        ),
+        T,
+    );
+    assert!(r.ok, "{r:?}\n{}", gw.raw_log());
+    let seen = server.seen();
+    assert_eq!(
+        seen.len(),
+        2,
+        "the second request reached the provider through the gateway"
+    );
+    assert_eq!(
+        seen[1].credentials(),
+        vec![format!("authorization: Bearer {VAULT_KEY}")]
+    );
 }
