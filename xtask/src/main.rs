@@ -61,11 +61,13 @@ const LLVM_PACKAGES: [&str; 4] = [
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the tests drive: real clients and namespace tools.
-const TEST_PACKAGES: [(&str, &str); 6] = [
+const TEST_PACKAGES: [(&str, &str); 8] = [
     ("curl", "curl"),
     ("ip", "iproute2"),
     ("unshare", "util-linux"),
     ("setpriv", "util-linux"),
+    ("nsenter", "util-linux"),
+    ("openssl", "openssl"),
     ("bpftool", "bpftool"),
     ("systemd-analyze", "systemd"),
 ];
