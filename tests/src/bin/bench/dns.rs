@@ -18,7 +18,8 @@ use crate::{join, lat, leave};
 
 const ROUNDS: usize = 20;
 const QUERIES_PER_ROUND: usize = 250;
-const SERVER: &str = "127.53.250.1:53";
+/// The fake server of each pass (one address each: a closed socket lingers a moment).
+const SERVERS: [&str; 2] = ["127.53.250.1:53", "127.53.250.2:53"];
 const QPS_THREADS: usize = 4;
 const QPS_SECS: f64 = 2.0;
 
@@ -37,9 +38,9 @@ fn query(name: &str, id: u16) -> Vec<u8> {
 
 /// A socket connected to the server, created after the process joined its cgroup (a socket
 /// belongs to the cgroup it was created in).
-fn client() -> UdpSocket {
+fn client(server: &str) -> UdpSocket {
     let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
-    s.connect(SERVER).expect("connect");
+    s.connect(server).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s
 }
@@ -55,8 +56,8 @@ fn ask(s: &UdpSocket, q: &[u8], buf: &mut [u8]) {
     }
 }
 
-fn round(name: &str) -> Vec<f64> {
-    let s = client();
+fn round(server: &str, name: &str) -> Vec<f64> {
+    let s = client(server);
     let mut buf = [0u8; 1500];
     (0..QUERIES_PER_ROUND)
         .map(|i| {
@@ -69,14 +70,15 @@ fn round(name: &str) -> Vec<f64> {
 }
 
 /// Queries/s with `QPS_THREADS` clients asking back to back.
-fn qps(name: &str) -> f64 {
+fn qps(server: &str, name: &str) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = (0..QPS_THREADS)
         .map(|t| {
             let (stop, done, name) = (stop.clone(), done.clone(), name.to_string());
+            let server = server.to_string();
             std::thread::spawn(move || {
-                let s = client();
+                let s = client(&server);
                 let mut buf = [0u8; 1500];
                 let mut i = (t as u16) << 12;
                 while !stop.load(Ordering::Relaxed) {
@@ -120,9 +122,10 @@ fn pin(on: bool) {
 fn pass(pid: u32, pinned: bool) -> Pass {
     pin(pinned);
     let tag = if pinned { "pin" } else { "free" };
+    let server = SERVERS[usize::from(!pinned)];
     let with = CgroupGuard::new(&format!("gw-bench-{pid}-dns-{tag}-on"));
     let without = CgroupGuard::new(&format!("gw-bench-{pid}-dns-{tag}-off"));
-    let dns = FakeDns::start_at(SERVER.parse().unwrap());
+    let dns = FakeDns::start_at(server.parse().unwrap());
     dns.set("www.example.org", &["127.0.0.1".parse().unwrap()], 300);
     dns.set("api.openai.com", &["127.10.249.1".parse().unwrap()], 300);
     let gw = Gateway::start(
@@ -133,8 +136,8 @@ fn pass(pid: u32, pinned: bool) -> Pass {
     // Warm-up (and the provider address learned once).
     for side in [&with, &without] {
         join(&side.path);
-        round("www.example.org");
-        round("api.openai.com");
+        round(server, "www.example.org");
+        round(server, "api.openai.com");
     }
     let mut other = (Vec::new(), Vec::new());
     let mut provider = (Vec::new(), Vec::new());
@@ -146,8 +149,8 @@ fn pass(pid: u32, pinned: bool) -> Pass {
         };
         for attached in order {
             join(if attached { &with.path } else { &without.path });
-            let o = round("www.example.org");
-            let p = round("api.openai.com");
+            let o = round(server, "www.example.org");
+            let p = round(server, "api.openai.com");
             if attached {
                 other.0.extend(o);
                 provider.0.extend(p);
@@ -158,9 +161,9 @@ fn pass(pid: u32, pinned: bool) -> Pass {
         }
     }
     join(&with.path);
-    let qps_on = qps("www.example.org");
+    let qps_on = qps(server, "www.example.org");
     join(&without.path);
-    let qps_off = qps("www.example.org");
+    let qps_off = qps(server, "www.example.org");
     leave();
     let learned = gw
         .fields("provider addresses learned from a workload's DNS answer")
@@ -217,7 +220,7 @@ server is part of both figures).\n",
     let (free_text, free_added) = table(free);
     format!(
         "## DNS through the gateway (issue F)\n\n\
-A workload's UDP query to its own server ({SERVER}, a fake answering from a table): with the\n\
+A workload's UDP query to its own server (127.53.250.x:53, a fake answering from a table): with the\n\
 programs attached it goes to the gateway's DNS proxy, which forwards it from a pooled marked\n\
 socket, reads the answer, writes provider addresses into the kernel set and passes the answer\n\
 on; without them (sibling cgroup) it goes straight to the server. {ROUNDS} rounds per side of\n\
