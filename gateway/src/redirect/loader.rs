@@ -215,65 +215,42 @@ pub fn attach_or_adopt(opts: &AttachOptions<'_>) -> Result<Attached, RedirectErr
     })
 }
 
+/// Load program `$name` as `$ty`, attach it with `$attach`, pin its link and the program.
+/// (A macro: the three program types share these steps but no trait that names them.)
+macro_rules! attach_pinned {
+    ($ebpf:expr, $layout:expr, $cgroup:expr, $name:expr, $ty:ty, |$prog:ident| $attach:expr) => {{
+        let name = $name;
+        let $prog: &mut $ty = $ebpf
+            .program_mut(name)
+            .ok_or(RedirectError::MissingProgram(name))?
+            .try_into()
+            .map_err(bpf_err(format!("program {name}")))?;
+        $prog.load().map_err(bpf_err(format!("load {name}")))?;
+        let id = $attach.map_err(bpf_err(format!("attach {name} to {}", $cgroup.display())))?;
+        let link = $prog
+            .take_link(id)
+            .map_err(bpf_err(format!("take link {name}")))?;
+        let link = FdLink::try_from(link).map_err(bpf_err(format!("link {name}")))?;
+        link.pin($layout.link(name))
+            .map_err(pin_err(format!("pin link {name}")))?;
+        $prog
+            .pin($layout.prog(name))
+            .map_err(pin_err(format!("pin program {name}")))?;
+    }};
+}
+
 /// With bpf_link (kernel >= 5.7) a cgroup attachment takes no flags and always coexists with
 /// other programs (multi-attach semantics): `Single` is aya's way of passing 0.
 fn attach_all(ebpf: &mut Ebpf, layout: &PinLayout, cgroup: &Path) -> Result<(), RedirectError> {
     let cg = File::open(cgroup).map_err(io_err(cgroup))?;
     for name in programs::SOCK_ADDR {
-        let prog: &mut CgroupSockAddr = ebpf
-            .program_mut(name)
-            .ok_or(RedirectError::MissingProgram(name))?
-            .try_into()
-            .map_err(bpf_err(format!("program {name}")))?;
-        prog.load().map_err(bpf_err(format!("load {name}")))?;
-        let id = prog
-            .attach(&cg, CgroupAttachMode::Single)
-            .map_err(bpf_err(format!("attach {name} to {}", cgroup.display())))?;
-        let link = prog
-            .take_link(id)
-            .map_err(bpf_err(format!("take link {name}")))?;
-        let link = FdLink::try_from(link).map_err(bpf_err(format!("link {name}")))?;
-        link.pin(layout.link(name))
-            .map_err(pin_err(format!("pin link {name}")))?;
-        prog.pin(layout.prog(name))
-            .map_err(pin_err(format!("pin program {name}")))?;
+        attach_pinned!(ebpf, layout, cgroup, name, CgroupSockAddr, |p| p
+            .attach(&cg, CgroupAttachMode::Single));
     }
-    let name = programs::SOCK_OPS;
-    let prog: &mut SockOps = ebpf
-        .program_mut(name)
-        .ok_or(RedirectError::MissingProgram(name))?
-        .try_into()
-        .map_err(bpf_err(format!("program {name}")))?;
-    prog.load().map_err(bpf_err(format!("load {name}")))?;
-    let id = prog
-        .attach(&cg, CgroupAttachMode::Single)
-        .map_err(bpf_err(format!("attach {name} to {}", cgroup.display())))?;
-    let link = prog
-        .take_link(id)
-        .map_err(bpf_err(format!("take link {name}")))?;
-    let link = FdLink::try_from(link).map_err(bpf_err(format!("link {name}")))?;
-    link.pin(layout.link(name))
-        .map_err(pin_err(format!("pin link {name}")))?;
-    prog.pin(layout.prog(name))
-        .map_err(pin_err(format!("pin program {name}")))?;
-    let name = programs::EGRESS;
-    let prog: &mut CgroupSkb = ebpf
-        .program_mut(name)
-        .ok_or(RedirectError::MissingProgram(name))?
-        .try_into()
-        .map_err(bpf_err(format!("program {name}")))?;
-    prog.load().map_err(bpf_err(format!("load {name}")))?;
-    let id = prog
-        .attach(&cg, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
-        .map_err(bpf_err(format!("attach {name} to {}", cgroup.display())))?;
-    let link = prog
-        .take_link(id)
-        .map_err(bpf_err(format!("take link {name}")))?;
-    let link = FdLink::try_from(link).map_err(bpf_err(format!("link {name}")))?;
-    link.pin(layout.link(name))
-        .map_err(pin_err(format!("pin link {name}")))?;
-    prog.pin(layout.prog(name))
-        .map_err(pin_err(format!("pin program {name}")))?;
+    attach_pinned!(ebpf, layout, cgroup, programs::SOCK_OPS, SockOps, |p| p
+        .attach(&cg, CgroupAttachMode::Single));
+    attach_pinned!(ebpf, layout, cgroup, programs::EGRESS, CgroupSkb, |p| p
+        .attach(&cg, CgroupSkbAttachType::Egress, CgroupAttachMode::Single));
     Ok(())
 }
 

@@ -139,6 +139,25 @@ pub fn flow_key(client: ClientAddr, proxy: ProxyAddr) -> FlowKey {
     }
 }
 
+fn normalized_key(client: ClientAddr, proxy: ProxyAddr) -> FlowKey {
+    flow_key(
+        ClientAddr(normalize(client.0)),
+        ProxyAddr(normalize(proxy.0)),
+    )
+}
+
+/// One flow map's record for `key`, if any.
+fn lookup(
+    map: &HashMap<MapData, FlowKey, ConnInfo>,
+    key: &FlowKey,
+) -> Result<Option<ConnRecord>, OrigDstError> {
+    match map.get(key, 0) {
+        Ok(info) => Ok(Some(ConnRecord::from_info(&info))),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The `GW_FLOWS` map.
 pub struct BpfOrigDst {
     flows: Mutex<HashMap<MapData, FlowKey, ConnInfo>>,
@@ -158,20 +177,14 @@ impl OrigDst for BpfOrigDst {
         client: ClientAddr,
         proxy: ProxyAddr,
     ) -> Result<Option<ConnRecord>, OrigDstError> {
-        let key = flow_key(
-            ClientAddr(normalize(client.0)),
-            ProxyAddr(normalize(proxy.0)),
-        );
+        let key = normalized_key(client, proxy);
         let mut flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());
-        match flows.get(&key, 0) {
-            Ok(info) => {
-                // A failed delete only leaves the entry to LRU eviction; the record is good.
-                let _ = flows.remove(&key);
-                Ok(Some(ConnRecord::from_info(&info)))
-            }
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(e.into()),
+        let rec = lookup(&flows, &key)?;
+        if rec.is_some() {
+            // A failed delete only leaves the entry to LRU eviction; the record is good.
+            let _ = flows.remove(&key);
         }
+        Ok(rec)
     }
 }
 

@@ -318,6 +318,22 @@ async fn fake_server(records: Vec<Record>) -> SocketAddr {
     addr
 }
 
+/// What the egress program records for a workload's query to `server`.
+fn dns_record(server: SocketAddr) -> ConnRecord {
+    ConnRecord {
+        orig_dst: OrigDstAddr(server),
+        v6_socket: false,
+        pid: 1,
+        tgid: 1,
+        uid: 0,
+        gid: 0,
+        cgroup_id: 1,
+        comm: "dig".into(),
+        addr_flags: 0,
+        dns: true,
+    }
+}
+
 #[tokio::test]
 async fn the_address_is_in_the_set_before_the_answer_reaches_the_workload() {
     let server = fake_server(vec![
@@ -331,21 +347,7 @@ async fn the_address_is_in_the_set_before_the_answer_reaches_the_workload() {
     let p = proxy(Box::new(sink.clone()), vec![local]);
     let flows = Arc::new(MockOrigDst::default());
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    flows.insert(
-        client.local_addr().unwrap(),
-        ConnRecord {
-            orig_dst: OrigDstAddr(server),
-            v6_socket: false,
-            pid: 1,
-            tgid: 1,
-            uid: 0,
-            gid: 0,
-            cgroup_id: 1,
-            comm: "curl".into(),
-            addr_flags: 0,
-            dns: true,
-        },
-    );
+    flows.insert(client.local_addr().unwrap(), dns_record(server));
     tokio::spawn(p.clone().serve_udp(listen, local, flows));
     let mut q = Message::new();
     q.set_id(99)
@@ -380,21 +382,7 @@ async fn an_unanswered_query_and_a_query_without_record_do_not_pass() {
     let flows = Arc::new(MockOrigDst::default());
     let asked = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    flows.insert(
-        asked.local_addr().unwrap(),
-        ConnRecord {
-            orig_dst: OrigDstAddr(server),
-            v6_socket: false,
-            pid: 1,
-            tgid: 1,
-            uid: 0,
-            gid: 0,
-            cgroup_id: 1,
-            comm: "dig".into(),
-            addr_flags: 0,
-            dns: true,
-        },
-    );
+    flows.insert(asked.local_addr().unwrap(), dns_record(server));
     tokio::spawn(p.clone().serve_udp(listen, local, flows));
     let mut q = Message::new();
     q.set_id(5)
