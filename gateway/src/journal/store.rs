@@ -24,6 +24,37 @@ pub enum StoreError {
     Sled { path: PathBuf, source: sled::Error },
     #[error("journal record {id}: {reason}")]
     Corrupt { id: u64, reason: String },
+    #[error("cannot make the journal at {path} private (0700 directory, 0600 files): {source}")]
+    Private {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The journal holds prompts and answers: its directory is 0700 and every file in it 0600,
+/// whoever created them and whatever the umask (sled creates its files 0644).
+fn make_private(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The hash before the first record.
@@ -86,6 +117,11 @@ fn hex(b: &[u8]) -> String {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let private = |source| StoreError::Private {
+            path: path.to_path_buf(),
+            source,
+        };
+        make_private(path).map_err(private)?;
         let db = sled::Config::new().path(path).open().map_err(|source| {
             let locked = matches!(&source, sled::Error::Io(e)
                 if e.kind() == std::io::ErrorKind::WouldBlock
@@ -108,6 +144,8 @@ impl Store {
         };
         let records = db.open_tree("records").map_err(err)?;
         let meta = db.open_tree("meta").map_err(err)?;
+        // Again now that sled has created its files.
+        make_private(path).map_err(private)?;
         Ok(Self {
             path: path.to_path_buf(),
             db,
@@ -319,6 +357,41 @@ fn key_id(k: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_journal_is_private_whatever_the_umask() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("journal");
+        // An earlier version's journal, world-readable.
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store = Store::open(&path).unwrap();
+        chain(&store, 3, |i| i);
+        store.db.flush().unwrap();
+        drop(store);
+        let _ = Store::open(&path).unwrap();
+        let mut seen = 0;
+        let mut stack = vec![path.clone()];
+        while let Some(dir) = stack.pop() {
+            assert_eq!(
+                std::fs::metadata(&dir).unwrap().mode() & 0o777,
+                0o700,
+                "{dir:?}"
+            );
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    seen += 1;
+                    let mode = e.metadata().unwrap().mode() & 0o777;
+                    assert_eq!(mode, 0o600, "{:?}", e.path());
+                }
+            }
+        }
+        assert!(seen >= 2, "sled's files were looked at ({seen})");
+    }
 
     fn rec(id: u64, prev: &str, time_ms: u64, text: &str) -> Record {
         let mut r = Record {

@@ -156,6 +156,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 #[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
 struct KeysFile {
     #[serde(default)]
     keys: BTreeMap<String, String>,
@@ -383,9 +384,7 @@ impl Vault {
         let text = Zeroizing::new(std::fs::read_to_string(&self.file).map_err(io)?);
         let parsed: KeysFile = toml::from_str(&text).map_err(|e| VaultError::Parse {
             path: self.file.clone(),
-            // toml's message may quote the offending line, which may hold a key: keep only
-            // the first line of the message.
-            reason: e.message().lines().next().unwrap_or("").to_string(),
+            reason: parse_reason(&text, &e),
         })?;
         Ok(parsed
             .keys
@@ -495,6 +494,37 @@ impl Vault {
     }
 }
 
+/// Why the vault file does not parse, without a byte of its contents: toml's messages quote
+/// the offending value or line ("invalid type: integer `123…`", a caret under the line), and
+/// every value in this file is a key. The line number and the kind of mistake are enough.
+fn parse_reason(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message();
+    let what = if msg.starts_with("invalid type") {
+        "a value that is not a quoted string"
+    } else if msg.contains("duplicate key") {
+        "a key defined twice"
+    } else if msg.contains("missing field") {
+        "no [keys] table"
+    } else if msg.contains("unknown field") {
+        "a section or key the vault file does not have"
+    } else {
+        "a TOML syntax error"
+    };
+    let at = e
+        .span()
+        .map(|s| {
+            let upto = s.start.min(text.len());
+            let line = text.as_bytes()[..upto]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1;
+            format!(" at line {line}")
+        })
+        .unwrap_or_default();
+    format!("{what}{at} (the contents are not quoted: they hold keys)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -561,10 +591,42 @@ mod tests {
             e.contains("chmod 600") && !e.contains("sk-secret-value"),
             "{e}"
         );
-        std::fs::write(v.file(), "[keys]\nopenai = sk-secret-value-unquoted\n").unwrap();
-        std::fs::set_permissions(v.file(), std::fs::Permissions::from_mode(0o600)).unwrap();
-        let e = v.check().unwrap_err().to_string();
-        assert!(!e.contains("sk-secret-value"), "{e}");
+        // Malformed in every way a hand-edited file can be: no error quotes a value.
+        for (text, want) in [
+            (
+                "[keys]\nopenai = sk-secret-value-unquoted\n",
+                "syntax error at line 2",
+            ),
+            (
+                "[keys]\nopenai = 4242424242424242\n",
+                "not a quoted string at line 2",
+            ),
+            (
+                "[keys]\nopenai = [\"sk-secret-value-in-a-list\"]\n",
+                "not a quoted string",
+            ),
+            (
+                "[keys]\nopenai = { v = \"sk-secret-value-inline\" }\n",
+                "not a quoted string",
+            ),
+            (
+                "[keys]\nopenai = \"sk-secret-value-1\"\nopenai = \"sk-secret-value-2\"\n",
+                "defined twice",
+            ),
+            ("[keys]\nopenai = \"sk-secret-value-open\n", "syntax error"),
+            (
+                "openai = \"sk-secret-value-top\"\n",
+                "a section or key the vault file does not have",
+            ),
+        ] {
+            std::fs::write(v.file(), text).unwrap();
+            std::fs::set_permissions(v.file(), std::fs::Permissions::from_mode(0o600)).unwrap();
+            let e = v.check().unwrap_err().to_string();
+            assert!(
+                !e.contains("sk-secret-value") && !e.contains("4242") && e.contains(want),
+                "{text:?}: {e}"
+            );
+        }
     }
 
     #[test]
