@@ -300,15 +300,7 @@ impl Intercept {
             Ok(a) => a,
             Err(e) => {
                 result.orig_dst = Some(rec.orig_dst);
-                result.ident = Some(Identity {
-                    pid: rec.pid,
-                    tgid: rec.tgid,
-                    uid: rec.uid,
-                    gid: rec.gid,
-                    comm: rec.comm.clone(),
-                    cgroup_id: rec.cgroup_id,
-                    ..Default::default()
-                });
+                result.ident = Some(Identity::of_record(&rec));
                 result.outcome = Outcome::Limited;
                 result.error = Some(format!(
                     "open connections: {e} (limits.per_workload, limits.max_connections)"
@@ -347,16 +339,7 @@ impl Intercept {
             result.error = Some("DNS over TCP redirected while dns.learn is off".into());
             return;
         };
-        let asker = crate::redirect::dns::Asker {
-            pid: rec.tgid,
-            uid: rec.uid,
-            comm: rec.comm.clone(),
-            cgroup_id: rec.cgroup_id,
-        };
-        match dns
-            .serve_tcp(client, rec.orig_dst, &asker, self.cfg.connect_timeout)
-            .await
-        {
+        match dns.serve_tcp(client, rec, self.cfg.connect_timeout).await {
             Ok(n) => {
                 result.outcome = Outcome::Dns;
                 result.requests = n;

@@ -211,14 +211,6 @@ impl AddrSet {
     pub fn next_expiry(&self) -> Option<Instant> {
         self.dynamic.values().map(|e| e.until).min()
     }
-
-    pub fn len(&self) -> usize {
-        self.static_nets.len() + self.dynamic.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The provider set shared by the periodic resolver, the DNS proxy and expiry: one lock, and

@@ -35,7 +35,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     addrset::ProviderSet,
-    origdst::{ClientAddr, OrigDstAddr, ProxyAddr, UdpOrigDst},
+    origdst::{ClientAddr, ConnRecord, OrigDstAddr, ProxyAddr, UdpOrigDst},
 };
 use crate::{limits::Limits, provider::Catalog};
 
@@ -165,16 +165,6 @@ pub fn servfail(query: &[u8]) -> Option<Vec<u8>> {
     m.to_vec().ok()
 }
 
-/// Who asked, for the log.
-#[derive(Debug, Clone, Default)]
-pub struct Asker {
-    pub pid: u32,
-    pub uid: u32,
-    pub comm: String,
-    /// Its cgroup: a quarter of the queries in flight is the most one cgroup may hold.
-    pub cgroup_id: u64,
-}
-
 /// The DNS service: forwarding, learning, answering.
 pub struct DnsProxy {
     catalog: Arc<Catalog>,
@@ -199,20 +189,16 @@ const SOCKETS_PER_SERVER: usize = 4;
 /// Whether `answer` answers `query`: same id, a response, the same question (names compared
 /// without case, as a server may echo 0x20-randomised case back).
 fn answers(query: &[u8], answer: &[u8]) -> bool {
-    let Some(qlen) = question_len(query) else {
-        return answer.len() >= 12 && answer[..2] == query[..2] && answer[2] & 0x80 != 0;
-    };
-    answer.len() >= 12 + qlen
-        && answer[..2] == query[..2]
-        && answer[2] & 0x80 != 0
-        && answer[12..12 + qlen].eq_ignore_ascii_case(&query[12..12 + qlen])
+    query.len() >= 2 && answers_as(query, u16::from_be_bytes([query[0], query[1]]), answer)
 }
 
-/// `answers` for a query sent under another id.
+/// `answers` for `query` sent under the id `id`.
 fn answers_as(query: &[u8], id: u16, answer: &[u8]) -> bool {
-    answer.len() >= 2
+    let qlen = question_len(query).unwrap_or(0);
+    answer.len() >= 12 + qlen
         && answer[..2] == id.to_be_bytes()
-        && answers(query, &[&query[..2], &answer[2..]].concat())
+        && answer[2] & 0x80 != 0
+        && answer[12..12 + qlen].eq_ignore_ascii_case(&query[12..12 + qlen])
 }
 
 /// Length of the first question (name + type + class), when the query has exactly one.
@@ -271,7 +257,7 @@ struct Pending {
     /// question must match.
     query: Vec<u8>,
     reply: Reply,
-    asker: Asker,
+    asker: ConnRecord,
     deadline: tokio::time::Instant,
 }
 
@@ -314,24 +300,32 @@ impl Forwarder {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Hand `p` its answer (None: none will come).
-    fn settle(&self, p: Pending, answer: Option<&mut [u8]>) {
-        match (p.reply, answer) {
-            (Reply::Waiter(tx), Some(a)) => {
-                a[..2].copy_from_slice(&p.query[..2]);
-                let _ = tx.send(a.to_vec());
+    /// Hand `p` its answer (with the client's id back on it), or why none will come.
+    fn settle(&self, p: Pending, answer: Result<&mut [u8], DnsError>) {
+        let answer = answer.map(|a| {
+            a[..2].copy_from_slice(&p.query[..2]);
+            &*a
+        });
+        match p.reply {
+            Reply::Waiter(tx) => {
+                if let Ok(a) = answer {
+                    let _ = tx.send(a.to_vec());
+                }
             }
-            (Reply::Waiter(_), None) => {}
-            (Reply::Udp(to), a) => {
-                let Some(proxy) = self.proxy.upgrade() else {
-                    return;
-                };
-                let a = a.map(|a| {
-                    a[..2].copy_from_slice(&p.query[..2]);
-                    &*a
-                });
-                proxy.deliver(a, &p.query, &to, &p.asker, self.server);
+            Reply::Udp(to) => {
+                if let Some(proxy) = self.proxy.upgrade()
+                    && let Some(r) = proxy.reply_for(answer, &p.query, &p.asker, self.server)
+                {
+                    to.send(r);
+                }
             }
+        }
+    }
+
+    fn unreachable(&self, kind: std::io::ErrorKind) -> DnsError {
+        DnsError::Upstream {
+            server: self.server,
+            source: kind.into(),
         }
     }
 
@@ -352,7 +346,7 @@ impl Forwarder {
                         if ours { pending.remove(&id) } else { None }
                     };
                     if let Some(p) = p {
-                        this.settle(p, Some(&mut buf[..n]));
+                        this.settle(p, Ok(&mut buf[..n]));
                     }
                 }
                 Ok(_) => {}
@@ -362,7 +356,7 @@ impl Forwarder {
                     debug!(server = %this.server, error = %e, "DNS server unreachable");
                     let all: Vec<Pending> = this.pending().drain().map(|(_, p)| p).collect();
                     for p in all {
-                        this.settle(p, None);
+                        this.settle(p, Err(this.unreachable(e.kind())));
                     }
                 }
             }
@@ -388,19 +382,30 @@ impl Forwarder {
                 ids.iter().filter_map(|id| p.remove(id)).collect()
             };
             for p in expired {
-                this.settle(p, None);
+                this.settle(
+                    p,
+                    Err(DnsError::Timeout {
+                        server: this.server,
+                        after: this.timeout,
+                    }),
+                );
             }
         }
     }
 
     /// Send `query` under a fresh id; its answer goes to `reply`.
-    fn forward(self: &Arc<Self>, query: &[u8], reply: Reply, asker: Asker) -> Result<(), DnsError> {
+    fn forward(
+        self: &Arc<Self>,
+        query: Vec<u8>,
+        reply: Reply,
+        asker: ConnRecord,
+    ) -> Result<(), DnsError> {
         if query.len() < 12 {
             return Err(DnsError::Unreadable(
                 "query shorter than a DNS header".into(),
             ));
         }
-        let mut q = query.to_vec();
+        let mut q = query.clone();
         let id = {
             let mut p = self.pending();
             let id = loop {
@@ -413,7 +418,7 @@ impl Forwarder {
             p.insert(
                 id,
                 Pending {
-                    query: query.to_vec(),
+                    query,
                     reply,
                     asker,
                     deadline: tokio::time::Instant::now() + self.timeout,
@@ -428,10 +433,10 @@ impl Forwarder {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let (this, sock) = (self.clone(), sock.clone());
                 tokio::spawn(async move {
-                    if sock.send(&q).await.is_err() {
+                    if let Err(e) = sock.send(&q).await {
                         let p = this.pending().remove(&id);
                         if let Some(p) = p {
-                            this.settle(p, None);
+                            this.settle(p, Err(this.unreachable(e.kind())));
                         }
                     }
                 });
@@ -450,9 +455,9 @@ impl Forwarder {
 
     /// Forward `query` and wait for its answer (the client's id put back).
     #[cfg(test)]
-    async fn ask(self: &Arc<Self>, query: &[u8], asker: &Asker) -> Result<Vec<u8>, DnsError> {
+    async fn ask(self: &Arc<Self>, query: &[u8], asker: &ConnRecord) -> Result<Vec<u8>, DnsError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.forward(query, Reply::Waiter(tx), asker.clone())?;
+        self.forward(query.to_vec(), Reply::Waiter(tx), asker.clone())?;
         rx.await.map_err(|_| DnsError::Timeout {
             server: self.server,
             after: self.timeout,
@@ -482,7 +487,7 @@ impl DnsProxy {
 
     /// Read an answer; write its provider addresses into the kernel set. Ok: the answer may go
     /// to the workload. Err: it must not (the caller answers SERVFAIL).
-    pub fn inspect(&self, answer: &[u8], asker: &Asker) -> Result<usize, DnsError> {
+    pub fn inspect(&self, answer: &[u8], asker: &ConnRecord) -> Result<usize, DnsError> {
         let msg = Message::from_vec(answer).map_err(|e| DnsError::Unreadable(e.to_string()))?;
         if msg.message_type() != MessageType::Response {
             return Err(DnsError::Unreadable("not a response".into()));
@@ -503,7 +508,7 @@ impl DnsProxy {
         let addrs: Vec<String> = found.iter().map(|f| f.ip.to_string()).collect();
         if new > 0 {
             info!(
-                names = ?names, addrs = ?addrs, new, pid = asker.pid, uid = asker.uid,
+                names = ?names, addrs = ?addrs, new, pid = asker.tgid, uid = asker.uid,
                 comm = %asker.comm, "provider addresses learned from a workload's DNS answer"
             );
         } else {
@@ -519,7 +524,7 @@ impl DnsProxy {
         self: &Arc<Self>,
         query: &[u8],
         server: SocketAddr,
-        asker: &Asker,
+        asker: &ConnRecord,
     ) -> Result<Vec<u8>, DnsError> {
         if self.own.contains(&server) {
             return Err(DnsError::Loop);
@@ -532,37 +537,26 @@ impl DnsProxy {
         Ok(answer)
     }
 
-    /// Read a forwarded query's answer and send the workload what it may receive: the answer,
-    /// or SERVFAIL (`answer` None: the server gave none). Runs on the reader that received the
-    /// answer: no hop to another task.
-    fn deliver(
+    /// What the workload gets for its query: the answer, when it could be read and its
+    /// provider addresses written; SERVFAIL (counted, logged) for any other outcome. The one
+    /// place every path (UDP pooled or alone, TCP) turns an exchange into a reply.
+    fn reply_for(
         &self,
-        answer: Option<&[u8]>,
+        answer: Result<&[u8], DnsError>,
         query: &[u8],
-        to: &Udp,
-        asker: &Asker,
+        asker: &ConnRecord,
         server: SocketAddr,
-    ) {
-        let reply = match answer {
-            Some(a) => match self.inspect(a, asker) {
-                Ok(_) => {
-                    count("answered");
-                    Some(a.to_vec())
-                }
-                Err(e) => {
-                    count(e.result());
-                    warn!(%server, pid = asker.pid, comm = %asker.comm, error = %e, "DNS query failed closed: SERVFAIL");
-                    servfail(query)
-                }
-            },
-            None => {
-                count("upstream_failed");
-                warn!(%server, pid = asker.pid, comm = %asker.comm, timeout = ?self.timeout, "DNS server gave no answer: SERVFAIL");
+    ) -> Option<Vec<u8>> {
+        match answer.and_then(|a| self.inspect(a, asker).map(|_| a)) {
+            Ok(a) => {
+                count("answered");
+                Some(a.to_vec())
+            }
+            Err(e) => {
+                count(e.result());
+                warn!(%server, pid = asker.tgid, comm = %asker.comm, error = %e, "DNS query failed closed: SERVFAIL");
                 servfail(query)
             }
-        };
-        if let Some(r) = reply {
-            to.send(r);
         }
     }
 
@@ -650,13 +644,8 @@ impl DnsProxy {
                     continue;
                 }
             };
-            let asker = Asker {
-                pid: rec.tgid,
-                uid: rec.uid,
-                comm: rec.comm.clone(),
-                cgroup_id: rec.cgroup_id,
-            };
             let server = rec.orig_dst.0;
+            let asker = rec;
             let to = Udp {
                 sock: sock.clone(),
                 peer,
@@ -664,31 +653,31 @@ impl DnsProxy {
             };
             let query = &buf[..n];
             if self.own.contains(&server) {
-                count(DnsError::Loop.result());
-                warn!(%server, pid = asker.pid, "DNS query to the gateway itself: SERVFAIL");
-                if let Some(sf) = servfail(query) {
-                    to.send(sf);
+                if let Some(r) = self.reply_for(Err(DnsError::Loop), query, &asker, server) {
+                    to.send(r);
                 }
                 continue;
             }
             match self.forwarder(server) {
                 // The common path: forwarded here, answered by the reader that receives it.
                 Some(f) => {
-                    let q = query.to_vec();
-                    if let Err(e) = f.forward(&q, Reply::Udp(to), asker.clone()) {
-                        count(e.result());
-                        warn!(%server, pid = asker.pid, comm = %asker.comm, error = %e, "DNS query failed closed: SERVFAIL");
-                        if let Some(sf) = servfail(&q) {
-                            let _ = sock.try_send_to(&sf, peer);
-                        }
+                    if let Err(e) = f.forward(query.to_vec(), Reply::Udp(to), asker.clone())
+                        && let Some(r) = self.reply_for(Err(e), query, &asker, server)
+                    {
+                        let _ = sock.try_send_to(&r, peer);
                     }
                 }
                 // Past the pool's size: a socket and a task of its own.
                 None => {
                     let (this, query) = (self.clone(), query.to_vec());
                     tokio::spawn(async move {
-                        let answer = this.ask_alone(&query, server).await.ok();
-                        this.deliver(answer.as_deref(), &query, &to, &asker, server);
+                        let reply = match this.ask_alone(&query, server).await {
+                            Ok(a) => this.reply_for(Ok(&a), &query, &asker, server),
+                            Err(e) => this.reply_for(Err(e), &query, &asker, server),
+                        };
+                        if let Some(r) = reply {
+                            to.send(r);
+                        }
                     });
                 }
             }
@@ -700,11 +689,10 @@ impl DnsProxy {
     pub async fn serve_tcp(
         &self,
         mut client: TcpStream,
-        server: OrigDstAddr,
-        asker: &Asker,
+        asker: &ConnRecord,
         connect_timeout: Duration,
     ) -> Result<u64, DnsError> {
-        let server = server.0;
+        let server = asker.orig_dst.0;
         if self.own.contains(&server) {
             return Err(DnsError::Loop);
         }
@@ -724,7 +712,7 @@ impl DnsProxy {
                 Ok(p) => p,
                 Err(e) => {
                     count("busy");
-                    warn!(%server, pid = asker.pid, bound = %e, "too many DNS queries in flight: SERVFAIL");
+                    warn!(%server, pid = asker.tgid, bound = %e, "too many DNS queries in flight: SERVFAIL");
                     let sf = servfail(&query).ok_or(DnsError::Loop)?;
                     if client.write_all(&frame(&sf)).await.is_err() {
                         return Ok(served);
@@ -740,17 +728,9 @@ impl DnsProxy {
                         server,
                         after: self.timeout,
                     })?;
-            let reply = match self.inspect(&answer, asker) {
-                Ok(_) => {
-                    count("answered");
-                    answer
-                }
-                Err(e) => {
-                    count(e.result());
-                    warn!(%server, pid = asker.pid, comm = %asker.comm, error = %e, "DNS query failed closed: SERVFAIL");
-                    servfail(&query).ok_or(e)?
-                }
-            };
+            let reply = self
+                .reply_for(Ok(&answer), &query, asker, server)
+                .ok_or_else(|| DnsError::Unreadable("the query is not a DNS message".into()))?;
             if client.write_all(&frame(&reply)).await.is_err() {
                 return Ok(served);
             }

@@ -39,6 +39,21 @@ pub struct Identity {
     pub container_id: Option<String>,
 }
 
+impl Identity {
+    /// What the kernel recorded, and nothing userspace adds (no user name, cgroup, unit, pod).
+    pub fn of_record(rec: &ConnRecord) -> Self {
+        Self {
+            pid: rec.pid,
+            tgid: rec.tgid,
+            uid: rec.uid,
+            gid: rec.gid,
+            comm: rec.comm.clone(),
+            cgroup_id: rec.cgroup_id,
+            ..Default::default()
+        }
+    }
+}
+
 /// The identity fields rules and key selections can name; each given one must match (a cgroup
 /// is a path prefix: the cgroup itself or one below it).
 pub struct Match<'a> {
@@ -177,13 +192,7 @@ impl IdentityResolver {
             .as_deref()
             .and_then(|u| self.pods.as_ref()?.get(u));
         Identity {
-            pid: rec.pid,
-            tgid: rec.tgid,
-            uid: rec.uid,
             user,
-            gid: rec.gid,
-            comm: rec.comm.clone(),
-            cgroup_id: rec.cgroup_id,
             cgroup: cg.map(|c| c.path.clone()),
             unit: owner.unit,
             slice: owner.slice,
@@ -191,6 +200,7 @@ impl IdentityResolver {
             pod_namespace: named.as_ref().map(|n| n.0.clone()),
             pod_name: named.map(|n| n.1),
             container_id: owner.container_id,
+            ..Identity::of_record(rec)
         }
     }
 

@@ -258,33 +258,24 @@ fn attach_all(ebpf: &mut Ebpf, layout: &PinLayout, cgroup: &Path) -> Result<(), 
 /// cannot be read (another layout) carries nothing; the new set is then filled from the config
 /// and DNS, and that is logged.
 fn old_providers(layout: &PinLayout) -> Vec<(IpNet, u8)> {
-    let mut out = Vec::new();
     let v4 = MapData::from_pin(layout.map(maps::PROVIDERS_V4))
         .ok()
-        .and_then(|d| LpmTrie::<MapData, [u8; 4], u8>::try_from(Map::LpmTrie(d)).ok());
+        .and_then(|d| LpmTrie::try_from(Map::LpmTrie(d)).ok());
     let v6 = MapData::from_pin(layout.map(maps::PROVIDERS_V6))
         .ok()
-        .and_then(|d| LpmTrie::<MapData, [u8; 16], u8>::try_from(Map::LpmTrie(d)).ok());
-    if v4.is_none() || v6.is_none() {
+        .and_then(|d| LpmTrie::try_from(Map::LpmTrie(d)).ok());
+    let (Some(v4), Some(v6)) = (v4, v6) else {
         tracing::warn!(
             "the pinned provider set cannot be read; the new programs start with the configured addresses only"
         );
-    }
-    if let Some(t) = v4 {
-        out.extend(t.iter().filter_map(Result::ok).filter_map(|(k, v)| {
-            ipnet::Ipv4Net::new(k.data().into(), k.prefix_len() as u8)
-                .ok()
-                .map(|n| (IpNet::V4(n), v | gateway_common::ADDR_PROVIDER))
-        }));
-    }
-    if let Some(t) = v6 {
-        out.extend(t.iter().filter_map(Result::ok).filter_map(|(k, v)| {
-            ipnet::Ipv6Net::new(k.data().into(), k.prefix_len() as u8)
-                .ok()
-                .map(|n| (IpNet::V6(n), v | gateway_common::ADDR_PROVIDER))
-        }));
-    }
-    out
+        return Vec::new();
+    };
+    use super::addrset::CidrSink as _;
+    super::addrset::BpfCidrs { v4, v6 }
+        .current()
+        .into_iter()
+        .map(|(n, f)| (n, f | gateway_common::ADDR_PROVIDER))
+        .collect()
 }
 
 /// Write provider nets into the object's tries (later entries for the same net win).

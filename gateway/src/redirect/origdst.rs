@@ -230,12 +230,7 @@ impl UdpOrigDst for MockOrigDst {
         client: ClientAddr,
         _proxy: ProxyAddr,
     ) -> Result<Option<ConnRecord>, OrigDstError> {
-        Ok(self
-            .records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&normalize(client.0))
-            .cloned())
+        Ok(self.records().get(&normalize(client.0)).cloned())
     }
 }
 
@@ -247,10 +242,11 @@ pub struct MockOrigDst {
 
 impl MockOrigDst {
     pub fn insert(&self, client: SocketAddr, record: ConnRecord) {
-        self.records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(normalize(client), record);
+        self.records().insert(normalize(client), record);
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, StdHashMap<SocketAddr, ConnRecord>> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -260,11 +256,7 @@ impl OrigDst for MockOrigDst {
         client: ClientAddr,
         _proxy: ProxyAddr,
     ) -> Result<Option<ConnRecord>, OrigDstError> {
-        Ok(self
-            .records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&normalize(client.0)))
+        Ok(self.records().remove(&normalize(client.0)))
     }
 }
 

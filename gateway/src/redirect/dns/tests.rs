@@ -270,7 +270,7 @@ fn proxy(sink: Box<dyn CidrSink>, own: Vec<SocketAddr>) -> Arc<DnsProxy> {
 #[test]
 fn an_unreadable_answer_or_a_failed_write_fails_closed() {
     let p = proxy(Box::new(Shared::default()), vec![]);
-    let asker = Asker::default();
+    let asker = dns_record("192.0.2.53:53".parse().unwrap());
     assert!(matches!(
         p.inspect(b"not dns at all", &asker),
         Err(DnsError::Unreadable(_))
@@ -432,7 +432,6 @@ fn an_answer_must_repeat_the_id_and_the_question() {
 async fn pooled_sockets_keep_each_clients_id_and_many_queries_in_flight() {
     let server = fake_server(vec![a("api.openai.com.", "198.51.100.71", 60)]).await;
     let p = proxy(Box::new(Shared::default()), vec![]);
-    let asker = Asker::default();
     let mut tasks = Vec::new();
     for id in 0..64u16 {
         let p = p.clone();
@@ -441,7 +440,7 @@ async fn pooled_sockets_keep_each_clients_id_and_many_queries_in_flight() {
             q.set_id(id * 1000)
                 .add_query(Query::query(name("api.openai.com."), RecordType::A));
             let a = p
-                .exchange_udp(&q.to_vec().unwrap(), server, &Asker::default())
+                .exchange_udp(&q.to_vec().unwrap(), server, &dns_record(server))
                 .await
                 .unwrap();
             Message::from_vec(&a).unwrap().id()
@@ -450,7 +449,6 @@ async fn pooled_sockets_keep_each_clients_id_and_many_queries_in_flight() {
     for (id, t) in tasks.into_iter().enumerate() {
         assert_eq!(t.await.unwrap(), id as u16 * 1000);
     }
-    let _ = asker;
     assert_eq!(
         p.forwarders.lock().unwrap().len(),
         1,
