@@ -597,6 +597,22 @@ impl Scanner {
         }
         (self.render(text, 0, text.len(), &hits), hits)
     }
+
+    /// Mask every hit but `monitor` ones, whatever the rule's action (a `hold` rule's secret
+    /// too): for text shown to people, such as a held request's excerpt.
+    pub fn mask_all(&self, text: &str, ctx: Ctx<'_>) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut pos = 0;
+        for h in self.find(text.as_bytes(), 0, ctx) {
+            if self.rules[h.rule].action != Action::Monitor && h.start >= pos {
+                out.push_str(&text[pos..floor(text, h.start)]);
+                out.push_str(&self.pats[h.pat].replacement);
+                pos = ceil(text, h.end);
+            }
+        }
+        out.push_str(&text[pos..]);
+        out
+    }
 }
 
 fn floor(s: &str, mut i: usize) -> usize {
