@@ -11,7 +11,6 @@ use crate::{
     config::{Config, ConfigError},
     hold::{HoldService, Holds, webhook::Webhook},
     intercept::{Intercept, InterceptConfig, Interception},
-    policy::scan::Scanner,
     provider::Catalog,
     redirect::{self, Redirect, RedirectError},
     tls::{Terminator, TlsError, ca::Ca},
@@ -231,10 +230,11 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
             webhook,
         }),
         vault: Arc::new(vault),
-        scanner: Arc::new(
-            Scanner::new(&cfg.rules, &cfg.policy)
+        policy: Arc::new(
+            crate::policy::Policy::new(&cfg.rules, &cfg.policy)
                 .map_err(|e| AppError::Usage(format!("rules: {e}")))?,
         ),
+        max_request_body: cfg.limits.max_request_body(),
         journal: if cfg.journal.enabled {
             Some(Arc::new(crate::journal::Journal::open(
                 &cfg.journal,

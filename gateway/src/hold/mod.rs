@@ -70,10 +70,11 @@ impl HoldConfig {
         Ok(())
     }
 
-    /// Why this prompt text must wait, if it must: a keyword, or its estimated size.
-    pub fn trigger(&self, prompt: &[&str]) -> Option<String> {
+    /// Why a request must wait, if it must: a keyword anywhere in its text (`all`), or the
+    /// estimated size of its prompt (`prompt`, as the adapter locates it).
+    pub fn trigger(&self, all: &[&str], prompt: &[&str]) -> Option<String> {
         if !self.keywords.is_empty() {
-            for text in prompt {
+            for text in all {
                 let lower = text.to_lowercase();
                 if let Some(k) = self
                     .keywords
@@ -294,11 +295,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            c.trigger(&["drop the production database now"]).as_deref(),
+            c.trigger(&["drop the production database now"], &[])
+                .as_deref(),
             Some("keyword `Production Database`")
         );
-        assert!(c.trigger(&["short"]).is_none());
-        assert!(c.trigger(&[&"x".repeat(41)]).unwrap().contains("limit 10"));
+        assert!(c.trigger(&["short"], &["short"]).is_none());
+        assert!(
+            c.trigger(&[], &[&"x".repeat(41)])
+                .unwrap()
+                .contains("limit 10")
+        );
     }
 
     #[tokio::test]

@@ -45,8 +45,8 @@ pub enum ExchangeError {
     },
     #[error("gateway: {0}; nothing was sent (fail-closed)")]
     Uninspectable(String),
-    #[error("gateway: request body larger than {0} bytes cannot be inspected; nothing was sent")]
-    TooLarge(usize),
+    #[error("gateway: {0}")]
+    Request(#[from] crate::request::RequestError),
 }
 
 impl ExchangeError {
@@ -65,7 +65,19 @@ impl ExchangeError {
             | ExchangeError::HoldDenied { .. }
             | ExchangeError::HoldTimedOut { .. } => (StatusCode::FORBIDDEN, ErrorKind::Blocked),
             ExchangeError::Uninspectable(_) => (StatusCode::BAD_REQUEST, ErrorKind::BadRequest),
-            ExchangeError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::BadRequest),
+            ExchangeError::Request(e) => {
+                use crate::request::RequestError as R;
+                match e {
+                    R::UnknownEncoding(_) => {
+                        (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorKind::BadRequest)
+                    }
+                    R::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::BadRequest),
+                    R::Unmaskable { .. } => (StatusCode::FORBIDDEN, ErrorKind::Blocked),
+                    R::Encoding { .. } | R::DuplicateKey | R::Unreadable(_) | R::Path(_) => {
+                        (StatusCode::BAD_REQUEST, ErrorKind::BadRequest)
+                    }
+                }
+            }
         }
     }
 }

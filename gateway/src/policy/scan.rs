@@ -218,6 +218,20 @@ pub struct PolicyConfig {
     /// Every built-in detector masks both ways beside the `[[rule]]`s. Turned off only by
     /// saying so: `builtin_detectors = false`.
     pub builtin_detectors: bool,
+    /// A request body that does not parse as what it looks like.
+    pub unreadable: Unreadable,
+}
+
+/// `[policy] unreadable`: what happens to a body the gateway cannot parse as what it looks
+/// like (broken JSON, a malformed multipart body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unreadable {
+    /// Refused (the default).
+    #[default]
+    Refuse,
+    /// Scanned as raw bytes: forwarded unchanged when nothing is found, refused otherwise.
+    ScanRaw,
 }
 
 impl Default for PolicyConfig {
@@ -226,6 +240,7 @@ impl Default for PolicyConfig {
             allow: Vec::new(),
             allow_regex: Vec::new(),
             builtin_detectors: true,
+            unreadable: Unreadable::Refuse,
         }
     }
 }

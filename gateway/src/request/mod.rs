@@ -21,9 +21,9 @@ pub mod json;
 pub mod path;
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::policy::scan::Unreadable;
 use crate::policy::scan::{Ctx, Effect, Hit, Render, Scanner};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,18 +49,6 @@ pub enum RequestError {
     Unmaskable { detector: &'static str },
     #[error("the request path cannot be used: {0}")]
     Path(#[from] path::PathError),
-}
-
-/// `[policy] unreadable`: what happens to a body the gateway cannot parse as what it looks
-/// like (broken JSON, a malformed multipart body).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Unreadable {
-    /// Refused (the default).
-    #[default]
-    Refuse,
-    /// Scanned as raw bytes: forwarded unchanged when nothing is found, refused otherwise.
-    ScanRaw,
 }
 
 /// One body inspected.
