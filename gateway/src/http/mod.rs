@@ -27,7 +27,7 @@ use crate::{
     journal::{Approval, Decision, Exchange, body::Found, body::JournalBody},
     policy::{
         credentials,
-        scan::{Action, Ctx, Direction, Effect, Scanner},
+        scan::{Ctx, Direction, Effect, Scanner},
     },
     provider::Provider,
     redirect::{identity::Identity, origdst::OrigDstAddr},
@@ -653,17 +653,13 @@ fn mask_response(
             .to_ascii_lowercase()
     };
     let ct = header(http::header::CONTENT_TYPE);
+    // What the answer claims only breaks ties; its framing is found from its bytes.
     let kind = if ct.starts_with("text/event-stream") {
         Kind::Sse
     } else if ct.contains("json") && framing == crate::provider::adapter::Framing::JsonArray {
         Kind::JsonArray
-    } else if ct.contains("json") {
-        Kind::Json
-    } else if ct.starts_with("text/") {
-        Kind::Text
     } else {
-        // Audio, images, files: no text to mask.
-        return Ok((resp, None, None));
+        Kind::Sniff
     };
     let ce = header(http::header::CONTENT_ENCODING);
     if !ce.is_empty() && ce != "identity" {
@@ -674,11 +670,26 @@ fn mask_response(
     }
     let (mut rp, rb) = resp.into_parts();
     rp.headers.remove(http::header::CONTENT_LENGTH);
+    let header_hits = mask_headers(&mut rp.headers, scanner, &ctx.identity);
     let rw = Rewriter::new(scanner.clone(), ctx.identity.clone());
     let conn = ctx.conn_id;
     let scanner = scanner.clone();
     let found: Option<Found> = journaled.then(Default::default);
     let sink = found.clone();
+    if let Some(f) = &found
+        && let Ok(mut f) = f.lock()
+    {
+        for h in &header_hits {
+            f.push(Decision {
+                direction: "response".into(),
+                rule: scanner.rules()[h.rule].name.clone(),
+                detector: h.detector.into(),
+                action: h.effect.as_str().into(),
+                count: 1,
+            });
+        }
+    }
+    let complete: Completion = Default::default();
     let on_end: crate::response::body::OnEnd = Box::new(move |hits| {
         let mut sink = sink.as_ref().and_then(|s| s.lock().ok());
         for (rule, detector) in hits {
@@ -689,23 +700,61 @@ fn mask_response(
                     direction: "response".into(),
                     rule: rule.name.clone(),
                     detector: detector.into(),
-                    // An answer already streaming is masked whatever the rule's action.
-                    action: if rule.action == Action::Monitor {
-                        "monitor"
-                    } else {
-                        "mask"
-                    }
-                    .into(),
+                    // Decided in one place: in answers, block and hold mask.
+                    action: rule.action.effect(Direction::Response).as_str().into(),
                     count: 1,
                 });
             }
         }
     });
     Ok((
-        Response::from_parts(rp, MaskedBody::new(rb, kind, rw, on_end).boxed()),
+        Response::from_parts(
+            rp,
+            MaskedBody::new(rb, kind, rw, on_end)
+                .with_completion(complete.clone())
+                .boxed(),
+        ),
         found,
-        None,
+        Some(complete),
     ))
+}
+
+/// Scan every response header value: a hit is masked in place (a value that is not text and
+/// carries one is removed). The hits, for the record.
+fn mask_headers(
+    h: &mut http::HeaderMap,
+    scanner: &Scanner,
+    id: &crate::redirect::identity::Identity,
+) -> Vec<crate::policy::scan::Hit> {
+    let ctx = Ctx {
+        dir: Direction::Response,
+        id,
+    };
+    let mut all = Vec::new();
+    let mut drop = Vec::new();
+    for (name, v) in h.iter_mut() {
+        let hits = scanner.find(v.as_bytes(), 0, ctx);
+        if hits.is_empty() {
+            continue;
+        }
+        if hits.iter().any(|x| x.effect != Effect::Record) {
+            match v.to_str() {
+                Ok(s) => {
+                    let masked = scanner.apply(s, &hits, crate::policy::scan::Render::Forward);
+                    match HeaderValue::from_str(&masked) {
+                        Ok(nv) => *v = nv,
+                        Err(_) => drop.push(name.clone()),
+                    }
+                }
+                Err(_) => drop.push(name.clone()),
+            }
+        }
+        all.extend(hits);
+    }
+    for n in drop {
+        h.remove(n);
+    }
+    all
 }
 
 async fn forward_upstream(
