@@ -235,6 +235,7 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
                 .map_err(|e| AppError::Usage(format!("rules: {e}")))?,
         ),
         max_request_body: cfg.limits.max_request_body(),
+        max_streams: cfg.limits.streams_per_connection(),
         journal: if cfg.journal.enabled {
             Some(Arc::new(crate::journal::Journal::open(
                 &cfg.journal,

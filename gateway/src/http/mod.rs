@@ -61,6 +61,8 @@ pub struct ConnCtx {
     pub policy: Arc<crate::policy::Policy>,
     /// `limits.max_request_body`.
     pub max_request_body: usize,
+    /// `limits.streams_per_connection`.
+    pub max_streams: u32,
     pub hold: Arc<crate::hold::HoldService>,
     /// `None` when `journal.enabled = false`.
     pub journal: Option<Arc<crate::journal::Journal>>,
@@ -88,6 +90,7 @@ where
     if ctx.h2 {
         Box::pin(
             hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .max_concurrent_streams(ctx.max_streams)
                 .serve_connection(io, svc),
         )
         .await
@@ -166,7 +169,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
         ex.rec.status = resp.status().as_u16();
         ex.rec.gateway_error = gateway_error;
         ex.rec.key = key_name.clone();
-        ex.rec.stripped_headers = stripped.headers;
+        ex.rec.stripped_headers += stripped.headers;
         ex.rec.stripped_params = stripped.params;
         ex.rec.ttfb_ms = Some(ex.elapsed_ms());
         // Per request at debug: at info, formatting and writing this line cost ~60 µs and a

@@ -66,6 +66,8 @@ pub struct Interception {
     pub policy: Arc<crate::policy::Policy>,
     /// `limits.max_request_body`.
     pub max_request_body: usize,
+    /// `limits.streams_per_connection`.
+    pub max_streams: u32,
     pub hold: Arc<crate::hold::HoldService>,
     pub journal: Option<Arc<crate::journal::Journal>>,
 }
@@ -508,6 +510,7 @@ impl Intercept {
             vault: icpt.vault.clone(),
             policy: icpt.policy.clone(),
             max_request_body: icpt.max_request_body,
+            max_streams: icpt.max_streams,
             hold: icpt.hold.clone(),
             journal: icpt.journal.clone(),
             requests: Default::default(),
