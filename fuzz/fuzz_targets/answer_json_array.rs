@@ -51,5 +51,8 @@ fuzz_target!(|inp: Input| {
         .iter()
         .filter_map(|e| e.pointer("/candidates/0/content/parts/0/text")?.as_str())
         .collect();
-    assert!(!seen.contains(secret), "secret in the streamed text: {seen:?}");
+    assert!(
+        !seen.contains(secret),
+        "secret in the streamed text: {seen:?}"
+    );
 });

@@ -49,9 +49,15 @@ fuzz_target!(|inp: Input| {
         }
         let v: serde_json::Value =
             serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {data:?}"));
-        if let Some(t) = v.pointer("/choices/0/delta/content").and_then(|t| t.as_str()) {
+        if let Some(t) = v
+            .pointer("/choices/0/delta/content")
+            .and_then(|t| t.as_str())
+        {
             seen.push_str(t);
         }
     }
-    assert!(!seen.contains(secret), "secret in the streamed text: {seen:?}");
+    assert!(
+        !seen.contains(secret),
+        "secret in the streamed text: {seen:?}"
+    );
 });

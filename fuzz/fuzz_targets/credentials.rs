@@ -3,7 +3,9 @@
 //! keeps exactly its non-credential parameters, in order.
 #![no_main]
 
-use gateway::policy::credentials::{CREDENTIAL_HEADERS, CREDENTIAL_PARAMS, HOP_BY_HOP, strip_headers, strip_query};
+use gateway::policy::credentials::{
+    CREDENTIAL_HEADERS, CREDENTIAL_PARAMS, HOP_BY_HOP, strip_headers, strip_query,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use libfuzzer_sys::{arbitrary, fuzz_target};
 
@@ -16,14 +18,24 @@ struct Input {
 }
 
 fn name_for(raw: &str) -> String {
-    let known: Vec<&str> = CREDENTIAL_HEADERS.iter().chain(HOP_BY_HOP).copied().collect();
+    let known: Vec<&str> = CREDENTIAL_HEADERS
+        .iter()
+        .chain(HOP_BY_HOP)
+        .copied()
+        .collect();
     match raw.as_bytes().first() {
         Some(d @ b'0'..=b'9') => {
             let n = known[usize::from(d - b'0') % known.len()];
             // Upper-case some letters: names are case-insensitive.
             n.chars()
                 .zip(raw.chars().chain(std::iter::repeat('a')))
-                .map(|(c, r)| if r.is_ascii_uppercase() { c.to_ascii_uppercase() } else { c })
+                .map(|(c, r)| {
+                    if r.is_ascii_uppercase() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
                 .collect()
         }
         _ => raw.to_string(),
@@ -79,11 +91,23 @@ fuzz_target!(|inp: Input| {
     let before = h.len();
     let removed = strip_headers(&mut h);
     for n in h.keys() {
-        assert!(!CREDENTIAL_HEADERS.contains(&n.as_str()), "credential header {n} survived");
-        assert!(!HOP_BY_HOP.contains(&n.as_str()), "hop-by-hop header {n} survived");
-        assert!(!listed.contains(n), "header {n} named by connection survived");
+        assert!(
+            !CREDENTIAL_HEADERS.contains(&n.as_str()),
+            "credential header {n} survived"
+        );
+        assert!(
+            !HOP_BY_HOP.contains(&n.as_str()),
+            "hop-by-hop header {n} survived"
+        );
+        assert!(
+            !listed.contains(n),
+            "header {n} named by connection survived"
+        );
     }
-    assert!(removed <= creds && before - h.len() >= removed, "{removed} of {creds}");
+    assert!(
+        removed <= creds && before - h.len() >= removed,
+        "{removed} of {creds}"
+    );
     if listed.is_empty() {
         assert_eq!(removed, creds);
     }
@@ -99,16 +123,27 @@ fuzz_target!(|inp: Input| {
         .filter(|kv| !is_credential(kv))
         .filter(|kv| !kv.is_empty())
         .collect();
-    let all = uri.query().unwrap_or("").split(['&', ';']).filter(|kv| is_credential(kv)).count();
+    let all = uri
+        .query()
+        .unwrap_or("")
+        .split(['&', ';'])
+        .filter(|kv| is_credential(kv))
+        .count();
     assert_eq!(n, all);
     assert_eq!(out.path(), uri.path());
     if n > 0 {
-        let got: Vec<&str> = out.query().map(|q| q.split('&').collect()).unwrap_or_default();
+        let got: Vec<&str> = out
+            .query()
+            .map(|q| q.split('&').collect())
+            .unwrap_or_default();
         assert_eq!(got, want, "{uri} → {out}");
     } else {
         assert_eq!(out, uri);
     }
     for kv in out.query().unwrap_or("").split(['&', ';']) {
-        assert!(!is_credential(kv) || kv.is_empty(), "credential parameter {kv:?} survived in {out}");
+        assert!(
+            !is_credential(kv) || kv.is_empty(),
+            "credential parameter {kv:?} survived in {out}"
+        );
     }
 });

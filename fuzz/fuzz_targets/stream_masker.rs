@@ -24,14 +24,23 @@ fn scanner() -> Arc<Scanner> {
             on: vec![Direction::Request, Direction::Response],
             action,
             replacement: None,
-            allow: if name == "cust" { vec!["CUST-00000000".into()] } else { Vec::new() },
+            allow: if name == "cust" {
+                vec!["CUST-00000000".into()]
+            } else {
+                Vec::new()
+            },
             allow_regex: Vec::new(),
             who: None,
         };
         let rules = [
             rule("builtin", Some("all"), None, Action::Mask),
             rule("cust", None, Some("CUST-[0-9]{8}"), Action::Mask),
-            rule("kv", None, Some("(?:token|key)=(?P<s>[a-z0-9]{4,12})"), Action::Mask),
+            rule(
+                "kv",
+                None,
+                Some("(?:token|key)=(?P<s>[a-z0-9]{4,12})"),
+                Action::Mask,
+            ),
             rule("ab", None, Some("a[ab]{1,6}b"), Action::Mask),
             rule("watch", None, Some("watch-[0-9]{3}"), Action::Monitor),
         ];
@@ -49,20 +58,37 @@ struct Input {
 
 fuzz_target!(|inp: Input| {
     let text = match inp.plant {
-        Some((s, at)) => plant(&inp.text, usize::from(at), SECRETS[usize::from(s) % SECRETS.len()]),
+        Some((s, at)) => plant(
+            &inp.text,
+            usize::from(at),
+            SECRETS[usize::from(s) % SECRETS.len()],
+        ),
         None => inp.text,
     };
     let scanner = scanner();
     let id = Arc::new(Identity::default());
     let whole = scanner
-        .mask(&text, Ctx { dir: Direction::Response, id: &id })
+        .mask(
+            &text,
+            Ctx {
+                dir: Direction::Response,
+                id: &id,
+            },
+        )
         .0;
     let mut m = StreamMasker::new(scanner.clone(), Direction::Response, id.clone());
     let mut streamed = String::new();
     for piece in cut_text(&text, &inp.cuts) {
         streamed.push_str(&m.push(&piece));
-        assert!(m.held() <= scanner.max_len + piece.len() + 8, "held {} bytes", m.held());
+        assert!(
+            m.held() <= scanner.max_len + piece.len() + 8,
+            "held {} bytes",
+            m.held()
+        );
     }
     streamed.push_str(&m.finish());
-    assert_eq!(streamed, whole, "streamed masking differs from whole-text masking");
+    assert_eq!(
+        streamed, whole,
+        "streamed masking differs from whole-text masking"
+    );
 });

@@ -41,7 +41,11 @@ pub const SECRETS: &[&str] = &[
 
 /// `text` with `secret` inserted, between spaces, at about `at` (a char boundary).
 pub fn plant(text: &str, at: usize, secret: &str) -> String {
-    let mut i = if text.is_empty() { 0 } else { at % (text.len() + 1) };
+    let mut i = if text.is_empty() {
+        0
+    } else {
+        at % (text.len() + 1)
+    };
     while !text.is_char_boundary(i) {
         i -= 1;
     }

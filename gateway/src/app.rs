@@ -11,7 +11,6 @@ use crate::{
     config::{Config, ConfigError},
     hold::{HoldService, Holds, ids::Ids, webhook::Webhook},
     intercept::{Intercept, InterceptConfig, Interception},
-    policy::scan::Scanner,
     provider::Catalog,
     redirect::{self, Redirect, RedirectError},
     tls::{Terminator, TlsError, ca::Ca},
@@ -215,8 +214,8 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
         cfg.intercept.connect_timeout,
         cfg.upstream.idle_timeout,
     ));
-    let scanner = Arc::new(
-        Scanner::new(&cfg.rules, &cfg.policy)
+    let policy = Arc::new(
+        crate::policy::Policy::new(&cfg.rules, &cfg.policy)
             .map_err(|e| AppError::Usage(format!("rules: {e}")))?,
     );
     let webhook = match &cfg.hold.webhook {
@@ -236,10 +235,12 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
             )),
             cfg: cfg.hold.clone(),
             webhook,
-            scanner: scanner.clone(),
+            policy: policy.clone(),
         }),
         vault: Arc::new(vault),
-        scanner,
+        policy,
+        max_request_body: cfg.limits.max_request_body(),
+        max_streams: cfg.limits.streams_per_connection(),
         journal: if cfg.journal.enabled {
             Some(Arc::new(crate::journal::Journal::open(
                 &cfg.journal,

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod policy;
 pub mod provider;
 pub mod redirect;
+pub mod request;
 pub mod response;
 pub mod telemetry;
 pub mod tls;

@@ -434,9 +434,9 @@ done"#,
 }
 
 #[test]
-fn bodies_nothing_inspected_are_counted_not_kept() {
+fn an_upload_on_any_path_is_inspected_and_journaled_masked() {
     let e = env("");
-    // An upload (not an inference endpoint: streamed through, never scanned) with a secret in it.
+    // An upload (not an inference endpoint) with a secret in it: scanned all the same.
     let resolve = format!("api.openai.com:443:{}", e.fakes.ips[0]);
     let upload = format!("line one\nmy token {GH}\n{}", "x".repeat(5000));
     let r = run(
@@ -461,16 +461,25 @@ fn bodies_nothing_inspected_are_counted_not_kept() {
     );
     // The fake has no files API: its 404 comes back, and is recorded like any answer.
     assert!(r.stdout.ends_with("\n404"), "{r:?}");
+    let seen = e.fakes.openai.seen();
+    let body = String::from_utf8_lossy(&seen.last().unwrap().body).into_owned();
+    assert!(
+        !body.contains(GH) && body.contains("[MASKED:github-classic-token]"),
+        "{body}"
+    );
     let list = cli_json(&e, &["journal", "list", "--json"]);
     let id = list[0]["id"].to_string();
     let rec = cli_json(&e, &["journal", "show", &id, "--json"]);
     assert_eq!(rec["status"], 404, "{rec:#}");
     assert_eq!(rec["outcome"], "completed", "{rec:#}");
-    assert_eq!(rec["request_bytes"], upload.len(), "{rec:#}");
-    assert!(rec["request_body"].is_null(), "{rec:#}");
-    let export = String::from_utf8(e.gw.cli(&["journal", "export"]).stdout).unwrap();
+    assert_eq!(rec["request_bytes"], body.len(), "{rec:#}");
     assert!(
-        !export.contains(GH),
-        "an uninspected body went into the journal"
+        rec["request_body"]
+            .as_str()
+            .unwrap()
+            .contains("my token [MASKED:github-classic-token]"),
+        "{rec:#}"
     );
+    let export = String::from_utf8(e.gw.cli(&["journal", "export"]).stdout).unwrap();
+    assert!(!export.contains(GH), "a raw secret went into the journal");
 }

@@ -220,6 +220,30 @@ pub struct Limits {
     /// Connections open at once in all; 0 = from the descriptor limit (raised to its hard
     /// maximum at start), leaving room for two descriptors per connection and the daemon's own.
     pub max_connections: usize,
+    /// The largest request body (after undoing its Content-Encoding) the gateway reads to
+    /// inspect; a larger one is refused (413). 0 = 32 MiB.
+    pub max_request_body: usize,
+    /// HTTP/2 streams one client connection may have open at once (more are refused by the
+    /// protocol, `REFUSED_STREAM`). 0 = 100.
+    pub streams_per_connection: u32,
+}
+
+impl Limits {
+    pub fn streams_per_connection(&self) -> u32 {
+        if self.streams_per_connection == 0 {
+            100
+        } else {
+            self.streams_per_connection
+        }
+    }
+
+    pub fn max_request_body(&self) -> usize {
+        if self.max_request_body == 0 {
+            32 << 20
+        } else {
+            self.max_request_body
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 pub use printable::printable;
 
 use crate::{
-    policy::scan::{Ctx, Direction, Scanner},
+    policy::{Policy, scan::Direction},
     redirect::identity::Identity,
 };
 
@@ -102,10 +102,11 @@ impl HoldConfig {
         Ok(())
     }
 
-    /// Why this prompt text must wait, if it must: a keyword, or its estimated size.
-    pub fn trigger(&self, prompt: &[&str]) -> Option<String> {
+    /// Why a request must wait, if it must: a keyword anywhere in its text (`all`), or the
+    /// estimated size of its prompt (`prompt`, as the adapter locates it).
+    pub fn trigger(&self, all: &[&str], prompt: &[&str]) -> Option<String> {
         if !self.keywords.is_empty() {
-            for text in prompt {
+            for text in all {
                 let lower = text.to_lowercase();
                 if let Some(k) = self
                     .keywords
@@ -140,9 +141,9 @@ pub struct HoldService {
     pub holds: Arc<Holds>,
     pub cfg: HoldConfig,
     pub webhook: Option<Arc<webhook::Webhook>>,
-    /// Masks what approvers see once more, with every rule (second line of defence: the
-    /// request stage hands over an excerpt that is already masked).
-    pub scanner: Arc<Scanner>,
+    /// Its scanner masks what approvers see once more, with every rule (second line of
+    /// defence: the request stage hands over an excerpt that is already masked).
+    pub policy: Arc<Policy>,
 }
 
 /// A request to be held: who made it, and what an approver is shown of it.
@@ -162,12 +163,12 @@ impl HoldService {
     /// Park a request (its excerpt and model masked with every rule first); refused when
     /// the holds are full or no id can be recorded.
     pub fn hold(&self, mut req: Request<'_>) -> Result<(HoldInfo, Waiting), HoldError> {
-        let ctx = Ctx {
-            dir: Direction::Request,
-            id: req.identity,
-        };
-        req.excerpt = self.scanner.mask_all(&req.excerpt, ctx);
-        req.model = req.model.map(|m| self.scanner.mask_all(&m, ctx));
+        let scanner = self.policy.scanner();
+        let id = req.identity;
+        req.excerpt = scanner.redact(&req.excerpt, Direction::Request, id);
+        req.model = req
+            .model
+            .map(|m| scanner.redact(&m, Direction::Request, id));
         self.holds.hold(req, self.cfg.timeout)
     }
 }

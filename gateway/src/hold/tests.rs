@@ -1,5 +1,8 @@
 use super::*;
-use crate::policy::scan::{Action, PolicyConfig, RuleConfig};
+use crate::policy::{
+    Policy,
+    scan::{Action, PolicyConfig, RuleConfig},
+};
 
 fn holds(cfg: &HoldConfig) -> Arc<Holds> {
     Arc::new(Holds::new(cfg, ids::Ids::in_memory()))
@@ -34,11 +37,16 @@ fn triggers() {
         ..Default::default()
     };
     assert_eq!(
-        c.trigger(&["drop the production database now"]).as_deref(),
+        c.trigger(&["drop the production database now"], &[])
+            .as_deref(),
         Some("keyword `Production Database`")
     );
-    assert!(c.trigger(&["short"]).is_none());
-    assert!(c.trigger(&[&"x".repeat(41)]).unwrap().contains("limit 10"));
+    assert!(c.trigger(&["short"], &["short"]).is_none());
+    assert!(
+        c.trigger(&[], &[&"x".repeat(41)])
+            .unwrap()
+            .contains("limit 10")
+    );
 }
 
 #[test]
@@ -229,13 +237,13 @@ fn approvers_see_no_secret_and_no_raw_control_characters() {
             who: None,
         },
     ];
-    let scanner = Arc::new(Scanner::new(&rules, &PolicyConfig::default()).unwrap());
+    let policy = Arc::new(Policy::new(&rules, &PolicyConfig::default()).unwrap());
     let cfg = HoldConfig::default();
     let svc = HoldService {
         holds: holds(&cfg),
         cfg,
         webhook: None,
-        scanner,
+        policy,
     };
     let token = "ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5";
     let mut id = user(7);

@@ -27,10 +27,11 @@ use crate::{
     journal::{Approval, Decision, Exchange, body::Found, body::JournalBody},
     policy::{
         credentials,
-        scan::{Action, Ctx, Direction, Scanner},
+        scan::{Ctx, Direction, Effect, Scanner},
     },
     provider::Provider,
     redirect::{identity::Identity, origdst::OrigDstAddr},
+    request::RequestError,
     response::{
         Rewriter,
         body::{Kind, MaskedBody},
@@ -43,6 +44,9 @@ pub use rescue::ExchangeError;
 
 pub type RespBody = BoxBody<Bytes, BoxError>;
 
+/// Set by the answer's decoder when the provider's closing event has passed.
+pub type Completion = Arc<std::sync::atomic::AtomicBool>;
+
 /// What every request on one intercepted connection shares.
 pub struct ConnCtx {
     pub conn_id: u64,
@@ -54,7 +58,11 @@ pub struct ConnCtx {
     pub h2: bool,
     pub upstreams: Arc<Upstreams>,
     pub vault: Arc<Vault>,
-    pub scanner: Arc<Scanner>,
+    pub policy: Arc<crate::policy::Policy>,
+    /// `limits.max_request_body`.
+    pub max_request_body: usize,
+    /// `limits.streams_per_connection`.
+    pub max_streams: u32,
     pub hold: Arc<crate::hold::HoldService>,
     /// `None` when `journal.enabled = false`.
     pub journal: Option<Arc<crate::journal::Journal>>,
@@ -82,6 +90,7 @@ where
     if ctx.h2 {
         Box::pin(
             hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .max_concurrent_streams(ctx.max_streams)
                 .serve_connection(io, svc),
         )
         .await
@@ -100,7 +109,12 @@ where
 async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody> {
     let n = ctx.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let adapter = ctx.provider.adapter();
-    let endpoint = adapter.endpoint(req.method(), req.uri().path());
+    // The path is normalised once; the endpoint, the policy and the upstream all see that one.
+    let (req, path_error) = normalise_target(req);
+    let endpoint = adapter.endpoint(
+        req.method(),
+        &crate::request::path::for_routing(req.uri().path()),
+    );
     let span = debug_span!("req", conn = ctx.conn_id, n, endpoint);
     let method = req.method().clone();
     // The record of this exchange; written when the answer ends (or by its Drop when the
@@ -114,20 +128,36 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
     async move {
         let (parts, body) = req.into_parts();
         let mut found = None;
-        let (resp, stripped, key_name) = match prepare(parts, &ctx).await {
+        let mut completion = None;
+        let prepared = match path_error {
+            Some(e) => Err((ExchangeError::from(e), credentials::Stripped::default())),
+            None => prepare(parts, &ctx).await,
+        };
+        let (resp, stripped, key_name) = match prepared {
             Err((e, stripped)) => {
                 // Read (a bounded amount of) what the client is still sending, so an h2 client
                 // gets our answer rather than a reset of its unfinished stream.
                 drain(body).await;
                 (rescue::respond(adapter, &e), stripped, None)
             }
-            Ok((parts, stripped, key_name)) => {
-                match send(parts, body, &ctx, endpoint, &mut ex).await {
-                    Ok((resp, f)) => {
+            Ok((parts, stripped, key_name, key)) => {
+                // The scanner for this exchange: one that knows the key it injects.
+                let scanner = match key.as_ref().map(|k| ctx.policy.with_key(k)) {
+                    None => Ok(ctx.policy.scanner()),
+                    Some(r) => r.map_err(|e| ExchangeError::Uninspectable(format!("policy: {e}"))),
+                };
+                drop(key);
+                let sent = match scanner {
+                    Ok(scanner) => send(parts, body, &ctx, &scanner, endpoint, &mut ex).await,
+                    Err(e) => Err(e),
+                };
+                match sent {
+                    Ok((resp, f, c)) => {
                         found = f;
-                        (resp, stripped, Some(key_name))
+                        completion = c;
+                        (resp, stripped, key_name)
                     }
-                    Err(e) => (rescue::respond(adapter, &e), stripped, Some(key_name)),
+                    Err(e) => (rescue::respond(adapter, &e), stripped, key_name),
                 }
             }
         };
@@ -139,7 +169,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
         ex.rec.status = resp.status().as_u16();
         ex.rec.gateway_error = gateway_error;
         ex.rec.key = key_name.clone();
-        ex.rec.stripped_headers = stripped.headers;
+        ex.rec.stripped_headers += stripped.headers;
         ex.rec.stripped_params = stripped.params;
         ex.rec.ttfb_ms = Some(ex.elapsed_ms());
         // Per request at debug: at info, formatting and writing this line cost ~60 µs and a
@@ -166,6 +196,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
             .to_ascii_lowercase();
         let text = ct.is_empty() || ct.starts_with("text/") || ct.contains("json");
         let (rp, rb) = resp.into_parts();
+        let _ = &completion;
         Response::from_parts(rp, JournalBody::new(rb, ex, found, text).boxed())
     }
     .instrument(span)
@@ -177,7 +208,12 @@ async fn drain(body: Incoming) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), limited.collect()).await;
 }
 
-type Prepared = (http::request::Parts, credentials::Stripped, String);
+type Prepared = (
+    http::request::Parts,
+    credentials::Stripped,
+    Option<String>,
+    Option<crate::vault::Secret>,
+);
 
 /// Policy and vault on the request head: strip, pick and inject the key, aim at the SNI.
 async fn prepare(
@@ -219,7 +255,6 @@ async fn prepare(
     adapter
         .inject(&mut parts.headers, &key)
         .map_err(|e| (ExchangeError::Vault(e.to_string()), stripped))?;
-    drop(key);
 
     // Always the SNI the client's TLS asked for: the Host header cannot steer the request.
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -237,75 +272,119 @@ async fn prepare(
     })?;
     parts.headers.insert(HOST, host);
     parts.version = Version::HTTP_11;
-    Ok((parts, stripped, key_name))
+    Ok((parts, stripped, Some(key_name), Some(key)))
 }
 
-/// Largest request body the policy stage reads to inspect it.
-const MAX_REQUEST: usize = 32 << 20;
+/// The request with its path normalised ([`crate::request::path`]); a path that cannot be
+/// normalised leaves the request as it is, with the error to answer it with.
+fn normalise_target(
+    req: Request<Incoming>,
+) -> (Request<Incoming>, Option<crate::request::RequestError>) {
+    let path = req.uri().path();
+    let norm = match crate::request::path::normalise(path) {
+        Ok(n) => n,
+        Err(e) => return (req, Some(e.into())),
+    };
+    if norm == path {
+        return (req, None);
+    }
+    let (mut parts, body) = req.into_parts();
+    let pq = match parts.uri.query() {
+        Some(q) => format!("{norm}?{q}"),
+        None => norm,
+    };
+    let mut up = parts.uri.clone().into_parts();
+    match pq.parse() {
+        Ok(pq) => up.path_and_query = Some(pq),
+        Err(_) => {
+            return (
+                Request::from_parts(parts, body),
+                Some(crate::request::path::PathError::BadEscape.into()),
+            );
+        }
+    }
+    match http::Uri::from_parts(up) {
+        Ok(u) => parts.uri = u,
+        Err(_) => {
+            return (
+                Request::from_parts(parts, body),
+                Some(crate::request::path::PathError::BadEscape.into()),
+            );
+        }
+    }
+    (Request::from_parts(parts, body), None)
+}
 
-/// Stream the request to the provider and its answer back; on inference endpoints the prompt
-/// is scanned (mask / block / hold) first and the answer is masked as it streams.
+/// Stream the request to the provider and its answer back: the request body is read whole and
+/// inspected ([`crate::request`]: mask / block / hold) before anything is sent, and the answer
+/// is masked as it streams.
 async fn send(
     mut parts: http::request::Parts,
     body: Incoming,
     ctx: &ConnCtx,
+    scanner: &Arc<Scanner>,
     endpoint: &'static str,
     ex: &mut Exchange,
-) -> Result<(Response<RespBody>, Option<Found>), ExchangeError> {
+) -> Result<(Response<RespBody>, Option<Found>, Option<Completion>), ExchangeError> {
     use http_body::Body as _;
     let adapter = ctx.provider.adapter();
     let framing = adapter.framing(parts.uri.path(), parts.uri.query(), &parts.headers);
     // The answer must be readable to be masked.
-    if ctx.scanner.any(Direction::Response) {
+    if scanner.any(Direction::Response) {
         parts.headers.insert(
             http::header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         );
     }
     let hold_cfg = &ctx.hold.cfg;
-    let scanned = parts.method == http::Method::POST
-        && crate::provider::prompt::SCANNED_ENDPOINTS.contains(&endpoint)
-        && (ctx.scanner.any(Direction::Request)
-            || !hold_cfg.keywords.is_empty()
-            || hold_cfg.max_prompt_tokens.is_some());
-    let body = if scanned {
-        let raw = http_body_util::Limited::new(body, MAX_REQUEST)
+    let inspected = scanner.any(Direction::Request)
+        || !hold_cfg.keywords.is_empty()
+        || hold_cfg.max_prompt_tokens.is_some();
+    let body = if body.is_end_stream() {
+        // A request that has already ended (a GET, say) goes out as a body the client knows is
+        // empty: h2 then ends the stream with the HEADERS frame instead of an extra DATA frame
+        // the provider would wait for.
+        parts.headers.remove(http::header::CONTENT_ENCODING);
+        http_body_util::Empty::<Bytes>::new()
+            .map_err(|n| match n {})
+            .boxed()
+    } else if inspected {
+        let max = ctx.max_request_body;
+        let collected = http_body_util::Limited::new(body, max)
             .collect()
             .await
             .map_err(|e| {
                 if e.is::<http_body_util::LengthLimitError>() {
-                    ExchangeError::TooLarge(MAX_REQUEST)
+                    ExchangeError::from(RequestError::TooLarge(max))
                 } else {
                     ExchangeError::BadRequest(format!("reading the request body: {e}"))
                 }
-            })?
-            .to_bytes();
-        let (mut raw, held) = inspect_request(raw, endpoint, ctx, ex)?;
-        // What the provider gets (masked), as it gets it.
-        ex.request_body(&raw);
+            })?;
+        // Trailers are not forwarded: the body goes out whole, with a length. Credentials in
+        // them are counted as stripped.
+        if let Some(t) = collected.trailers() {
+            let mut t = t.clone();
+            ex.rec.stripped_headers += credentials::strip_headers(&mut t);
+        }
+        let raw = collected.to_bytes();
+        let (out, held) = inspect_request(raw, &mut parts.headers, scanner, endpoint, ctx, ex)?;
+        let mut out = out;
         if let Some(held) = held {
             // A hold can last minutes. The body and the header values are slices of hyper's
             // read buffer; copied out, that buffer serves the connection's next reads instead
             // of a second one being allocated beside it (memory per held request).
-            raw = Bytes::copy_from_slice(&raw);
+            out = Bytes::copy_from_slice(&out);
             unshare(&mut parts.headers);
-            wait_for_approval(held, raw.len(), endpoint, ctx, ex).await?;
+            wait_for_approval(held, out.len(), endpoint, ctx, ex).await?;
         }
         parts
             .headers
-            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(raw.len()));
-        http_body_util::Full::new(raw)
-            .map_err(|n| match n {})
-            .boxed()
-    } else if body.is_end_stream() {
-        // A request that has already ended (a GET, say) goes out as a body the client knows is
-        // empty: h2 then ends the stream with the HEADERS frame instead of an extra DATA frame
-        // the provider would wait for.
-        http_body_util::Empty::<Bytes>::new()
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        http_body_util::Full::new(out)
             .map_err(|n| match n {})
             .boxed()
     } else {
-        // Counted for the record; its bytes are not kept (nothing inspected them).
+        // No rule looks at requests: streamed, counted for the record, its bytes not kept.
         let counter = Arc::new(AtomicU64::new(0));
         ex.streamed_request = Some(counter.clone());
         // Trailers get the same treatment as headers: a credential there is dropped too.
@@ -327,7 +406,7 @@ async fn send(
     // Boxed: the upstream request's state is large and only needed from here on; a request
     // waiting for approval above then carries a smaller future (memory per held request).
     let resp = Box::pin(forward_upstream(parts, body, ctx)).await?;
-    mask_response(resp, framing, ctx, ctx.journal.is_some())
+    mask_response(resp, framing, ctx, scanner, ctx.journal.is_some())
 }
 
 /// Header values in buffers of their own (not slices of the connection's read buffer).
@@ -340,7 +419,6 @@ fn unshare(headers: &mut http::HeaderMap) {
     }
 }
 
-/// Scan the prompt text of a request body: block and hold refuse it, mask rewrites it.
 /// Why a request must wait, with what the approver sees of it.
 struct Held {
     why: String,
@@ -351,107 +429,120 @@ struct Held {
 /// Longest prompt excerpt an approver (or the webhook) is shown, in characters.
 const EXCERPT: usize = 400;
 
+/// Decode and scan a request body ([`crate::request`]): block refuses it, hold parks it, mask
+/// rewrites it. Returns what goes upstream; the journal gets what people may see.
 fn inspect_request(
     raw: Bytes,
+    headers: &mut http::HeaderMap,
+    scanner: &Scanner,
     endpoint: &'static str,
     ctx: &ConnCtx,
     ex: &mut Exchange,
 ) -> Result<(Bytes, Option<Held>), ExchangeError> {
-    let monitor_only = ctx
-        .scanner
-        .rules()
-        .iter()
-        .all(|r| r.action == Action::Monitor);
-    let mut v: serde_json::Value = match serde_json::from_slice(&raw) {
-        Ok(v) => v,
-        Err(_) if monitor_only => return Ok((raw, None)),
-        Err(e) => {
-            return Err(ExchangeError::Uninspectable(format!(
-                "the {endpoint} request body is not valid JSON ({e}), so its prompt cannot be checked"
-            )));
-        }
+    use crate::request::{Inspector, decode};
+    let codings = decode::codings(
+        headers
+            .get_all(http::header::CONTENT_ENCODING)
+            .iter()
+            .map(|v| v.to_str().map(str::to_string).map_err(|_| ())),
+    )?;
+    let body = if codings.iter().any(|c| c != "identity") {
+        let d = decode::decode(raw.to_vec(), &codings, ctx.max_request_body)?;
+        // What goes upstream is what was scanned: the decoded body.
+        headers.remove(http::header::CONTENT_ENCODING);
+        Bytes::from(d)
+    } else {
+        headers.remove(http::header::CONTENT_ENCODING);
+        raw
     };
-    let pointers = ctx.provider.adapter().prompt_pointers(endpoint, &v);
-    let model = v.get("model").and_then(|m| m.as_str()).map(String::from);
-    ex.rec.model = model.clone();
-    let mut texts: Vec<String> = Vec::new();
-    let mut changed = false;
-    let mut verdict: Option<(Action, usize, &'static str)> = None;
-    for p in pointers {
-        let Some(serde_json::Value::String(s)) = v.pointer_mut(&p) else {
-            continue;
-        };
-        let (masked, hits) = ctx.scanner.mask(
-            s,
-            Ctx {
-                dir: Direction::Request,
-                id: &ctx.identity,
-            },
+    let ct = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let ins = Inspector {
+        scanner,
+        ctx: Ctx {
+            dir: Direction::Request,
+            id: &ctx.identity,
+        },
+        unreadable: ctx.policy.config().unreadable,
+    }
+    .inspect(&body, &ct)?;
+    for h in &ins.hits {
+        let rule = &scanner.rules()[h.rule];
+        ex.decision(Decision {
+            direction: "request".into(),
+            rule: rule.name.clone(),
+            detector: h.detector.into(),
+            action: h.effect.as_str().into(),
+            count: 1,
+        });
+        debug!(
+            conn = ctx.conn_id,
+            rule = %rule.name,
+            detector = h.detector,
+            action = h.effect.as_str(),
+            "request rule hit"
         );
-        for h in &hits {
-            let action = ctx.scanner.rules()[h.rule].action;
-            let rank = |a: Action| match a {
-                Action::Block => 2,
-                Action::Hold => 1,
-                _ => 0,
-            };
-            if rank(action) > verdict.map_or(0, |v| rank(v.0)) {
-                verdict = Some((action, h.rule, h.detector));
-            }
-            ex.decision(Decision {
-                direction: "request".into(),
-                rule: ctx.scanner.rules()[h.rule].name.clone(),
-                detector: h.detector.into(),
-                action: action.as_str().into(),
-                count: 1,
-            });
-            debug!(
-                conn = ctx.conn_id,
-                rule = %ctx.scanner.rules()[h.rule].name,
-                detector = h.detector,
-                action = action.as_str(),
-                "request rule hit"
-            );
-        }
-        if masked != *s {
-            *s = masked;
-            changed = true;
-        }
-        texts.push(s.clone());
     }
-    let mut held = None;
-    match verdict {
-        Some((Action::Block, rule, detector)) => {
+    let model = ins
+        .json
+        .as_ref()
+        .and_then(|v| v.get("model"))
+        .and_then(|m| m.as_str())
+        .map(String::from);
+    ex.rec.model = model.clone();
+    let mut held = match ins.verdict() {
+        Some(h) if h.effect == Effect::Block => {
             return Err(ExchangeError::Blocked {
-                rule: ctx.scanner.rules()[rule].name.clone(),
-                detector: detector.to_string(),
+                rule: scanner.rules()[h.rule].name.clone(),
+                detector: h.detector.to_string(),
             });
         }
-        Some((_, rule, detector)) => {
-            held = Some(format!(
-                "rule `{}` ({detector})",
-                ctx.scanner.rules()[rule].name
-            ));
-        }
-        None => {}
-    }
+        Some(h) if h.effect == Effect::Hold => Some(format!(
+            "rule `{}` ({})",
+            scanner.rules()[h.rule].name,
+            h.detector
+        )),
+        _ => None,
+    };
+    // The prompt as the adapter locates it (for the excerpt and the token estimate), in the
+    // rendering people may see; every text of the body when the adapter knows no prompt here.
+    let prompt: Vec<&str> = match ins.json.as_ref() {
+        Some(v) => ctx
+            .provider
+            .adapter()
+            .prompt_pointers(endpoint, v)
+            .iter()
+            .filter_map(|p| v.pointer(p).and_then(|x| x.as_str()))
+            .collect(),
+        None => Vec::new(),
+    };
+    let all: Vec<&str> = ins.texts.iter().map(String::as_str).collect();
+    let prompt = if prompt.is_empty() {
+        all.clone()
+    } else {
+        prompt
+    };
     if held.is_none() {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        held = ctx.hold.cfg.trigger(&refs);
+        held = ctx.hold.cfg.trigger(&all, &prompt);
     }
-    // What an approver sees: the prompt as it would be sent (masked), cut short.
     let held = held.map(|why| Held {
         why,
         model,
-        excerpt: texts.join("\n").chars().take(EXCERPT).collect(),
+        excerpt: prompt.join("\n").chars().take(EXCERPT).collect(),
     });
-    if !changed {
-        return Ok((raw, held));
+    let forward = match ins.forward {
+        Some(f) => Bytes::from(f),
+        None => body,
+    };
+    // What the provider gets, as people may see it (held or blocked hits masked too).
+    match &ins.record {
+        Some(r) => ex.request_body(r),
+        None => ex.request_body(&forward),
     }
-    let raw = serde_json::to_vec(&v)
-        .map(Bytes::from)
-        .map_err(|e| ExchangeError::Uninspectable(format!("re-encoding the request: {e}")))?;
-    Ok((raw, held))
+    Ok((forward, held))
 }
 
 /// Park the request (its body `body_len` bytes) until it is approved; denied or timed out →
@@ -564,10 +655,11 @@ fn mask_response(
     resp: Response<RespBody>,
     framing: crate::provider::adapter::Framing,
     ctx: &ConnCtx,
+    scanner: &Arc<Scanner>,
     journaled: bool,
-) -> Result<(Response<RespBody>, Option<Found>), ExchangeError> {
-    if !ctx.scanner.any(Direction::Response) {
-        return Ok((resp, None));
+) -> Result<(Response<RespBody>, Option<Found>, Option<Completion>), ExchangeError> {
+    if !scanner.any(Direction::Response) {
+        return Ok((resp, None, None));
     }
     let header = |name| {
         resp.headers()
@@ -577,17 +669,13 @@ fn mask_response(
             .to_ascii_lowercase()
     };
     let ct = header(http::header::CONTENT_TYPE);
+    // What the answer claims only breaks ties; its framing is found from its bytes.
     let kind = if ct.starts_with("text/event-stream") {
         Kind::Sse
     } else if ct.contains("json") && framing == crate::provider::adapter::Framing::JsonArray {
         Kind::JsonArray
-    } else if ct.contains("json") {
-        Kind::Json
-    } else if ct.starts_with("text/") {
-        Kind::Text
     } else {
-        // Audio, images, files: no text to mask.
-        return Ok((resp, None));
+        Kind::Sniff
     };
     let ce = header(http::header::CONTENT_ENCODING);
     if !ce.is_empty() && ce != "identity" {
@@ -598,11 +686,26 @@ fn mask_response(
     }
     let (mut rp, rb) = resp.into_parts();
     rp.headers.remove(http::header::CONTENT_LENGTH);
-    let rw = Rewriter::new(ctx.scanner.clone(), ctx.identity.clone());
+    let header_hits = mask_headers(&mut rp.headers, scanner, &ctx.identity);
+    let rw = Rewriter::new(scanner.clone(), ctx.identity.clone());
     let conn = ctx.conn_id;
-    let scanner = ctx.scanner.clone();
+    let scanner = scanner.clone();
     let found: Option<Found> = journaled.then(Default::default);
     let sink = found.clone();
+    if let Some(f) = &found
+        && let Ok(mut f) = f.lock()
+    {
+        for h in &header_hits {
+            f.push(Decision {
+                direction: "response".into(),
+                rule: scanner.rules()[h.rule].name.clone(),
+                detector: h.detector.into(),
+                action: h.effect.as_str().into(),
+                count: 1,
+            });
+        }
+    }
+    let complete: Completion = Default::default();
     let on_end: crate::response::body::OnEnd = Box::new(move |hits| {
         let mut sink = sink.as_ref().and_then(|s| s.lock().ok());
         for (rule, detector) in hits {
@@ -613,22 +716,61 @@ fn mask_response(
                     direction: "response".into(),
                     rule: rule.name.clone(),
                     detector: detector.into(),
-                    // An answer already streaming is masked whatever the rule's action.
-                    action: if rule.action == Action::Monitor {
-                        "monitor"
-                    } else {
-                        "mask"
-                    }
-                    .into(),
+                    // Decided in one place: in answers, block and hold mask.
+                    action: rule.action.effect(Direction::Response).as_str().into(),
                     count: 1,
                 });
             }
         }
     });
     Ok((
-        Response::from_parts(rp, MaskedBody::new(rb, kind, rw, on_end).boxed()),
+        Response::from_parts(
+            rp,
+            MaskedBody::new(rb, kind, rw, on_end)
+                .with_completion(complete.clone())
+                .boxed(),
+        ),
         found,
+        Some(complete),
     ))
+}
+
+/// Scan every response header value: a hit is masked in place (a value that is not text and
+/// carries one is removed). The hits, for the record.
+fn mask_headers(
+    h: &mut http::HeaderMap,
+    scanner: &Scanner,
+    id: &crate::redirect::identity::Identity,
+) -> Vec<crate::policy::scan::Hit> {
+    let ctx = Ctx {
+        dir: Direction::Response,
+        id,
+    };
+    let mut all = Vec::new();
+    let mut drop = Vec::new();
+    for (name, v) in h.iter_mut() {
+        let hits = scanner.find(v.as_bytes(), 0, ctx);
+        if hits.is_empty() {
+            continue;
+        }
+        if hits.iter().any(|x| x.effect != Effect::Record) {
+            match v.to_str() {
+                Ok(s) => {
+                    let masked = scanner.apply(s, &hits, crate::policy::scan::Render::Forward);
+                    match HeaderValue::from_str(&masked) {
+                        Ok(nv) => *v = nv,
+                        Err(_) => drop.push(name.clone()),
+                    }
+                }
+                Err(_) => drop.push(name.clone()),
+            }
+        }
+        all.extend(hits);
+    }
+    for n in drop {
+        h.remove(n);
+    }
+    all
 }
 
 async fn forward_upstream(

@@ -53,8 +53,8 @@ pub enum ExchangeError {
     HoldUnrecorded(String),
     #[error("gateway: {0}; nothing was sent (fail-closed)")]
     Uninspectable(String),
-    #[error("gateway: request body larger than {0} bytes cannot be inspected; nothing was sent")]
-    TooLarge(usize),
+    #[error("gateway: {0}")]
+    Request(#[from] crate::request::RequestError),
 }
 
 impl ExchangeError {
@@ -77,7 +77,19 @@ impl ExchangeError {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Internal)
             }
             ExchangeError::Uninspectable(_) => (StatusCode::BAD_REQUEST, ErrorKind::BadRequest),
-            ExchangeError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::BadRequest),
+            ExchangeError::Request(e) => {
+                use crate::request::RequestError as R;
+                match e {
+                    R::UnknownEncoding(_) => {
+                        (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorKind::BadRequest)
+                    }
+                    R::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::BadRequest),
+                    R::Unmaskable { .. } => (StatusCode::FORBIDDEN, ErrorKind::Blocked),
+                    R::Encoding { .. } | R::DuplicateKey | R::Unreadable(_) | R::Path(_) => {
+                        (StatusCode::BAD_REQUEST, ErrorKind::BadRequest)
+                    }
+                }
+            }
         }
     }
 }

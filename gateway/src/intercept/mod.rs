@@ -33,7 +33,6 @@ use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::{
     http::{self as gwhttp, ConnCtx},
-    policy::scan::Scanner,
     provider::{Catalog, Provider},
     redirect::dns::DnsProxy,
     redirect::{
@@ -64,7 +63,11 @@ pub struct Interception {
     pub terminator: Arc<Terminator>,
     pub upstreams: Arc<Upstreams>,
     pub vault: Arc<Vault>,
-    pub scanner: Arc<Scanner>,
+    pub policy: Arc<crate::policy::Policy>,
+    /// `limits.max_request_body`.
+    pub max_request_body: usize,
+    /// `limits.streams_per_connection`.
+    pub max_streams: u32,
     pub hold: Arc<crate::hold::HoldService>,
     pub journal: Option<Arc<crate::journal::Journal>>,
 }
@@ -505,7 +508,9 @@ impl Intercept {
             h2,
             upstreams: icpt.upstreams.clone(),
             vault: icpt.vault.clone(),
-            scanner: icpt.scanner.clone(),
+            policy: icpt.policy.clone(),
+            max_request_body: icpt.max_request_body,
+            max_streams: icpt.max_streams,
             hold: icpt.hold.clone(),
             journal: icpt.journal.clone(),
             requests: Default::default(),

@@ -215,6 +215,9 @@ struct Anchor {
 pub enum Source<'a> {
     Cues(&'a [Cue], usize),
     Pattern(Hir, usize),
+    /// Literals every match contains, each with how far before it a match may start and how
+    /// far after its start a match may end (a vault key's pieces).
+    Literals(Vec<(Vec<u8>, usize, usize)>, usize),
 }
 
 // Class bits of one byte (each a nibble rectangle, so two lookups decide it exactly).
@@ -424,8 +427,9 @@ pub struct Prefilter {
     iban: usize,
     ssn: usize,
     dots: usize,
-    /// Custom patterns' prefix literals, with each one's longest match.
-    custom: Option<(AhoCorasick, Vec<usize>)>,
+    /// Custom patterns' literals, each with (how far before it a match may start, how far
+    /// after its start a match may end).
+    custom: Option<(AhoCorasick, Vec<(usize, usize)>)>,
     simd: Simd,
 }
 
@@ -483,10 +487,16 @@ impl Prefilter {
                         Some(lits) if !lits.is_empty() && lits.iter().all(|l| !l.is_empty()) => {
                             for l in lits {
                                 custom_lits.push(l.as_bytes().to_vec());
-                                custom_len.push(len);
+                                custom_len.push((0, len));
                             }
                         }
                         _ => return Ok(None),
+                    }
+                }
+                Source::Literals(ref lits, _) => {
+                    for (l, back, fwd) in lits {
+                        custom_lits.push(l.clone());
+                        custom_len.push((*back, *fwd));
                     }
                 }
             }
@@ -569,9 +579,10 @@ impl Prefilter {
         self.cues(hay, from, &mut w);
         if let Some((ac, lens)) = &self.custom {
             for m in ac.find_overlapping_iter(aho_corasick::Input::new(hay).span(from..hay.len())) {
+                let (back, fwd) = lens[m.pattern().as_usize()];
                 w.push((
-                    m.start(),
-                    (m.start() + lens[m.pattern().as_usize()]).min(hay.len()),
+                    m.start().saturating_sub(back).max(from),
+                    (m.start() + fwd).min(hay.len()),
                 ));
             }
         }

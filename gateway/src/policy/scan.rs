@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     detect::{self, Confirm},
-    prefilter::{self, Cue, Prefilter, Source},
+    prefilter::{self, Prefilter, Source},
 };
 use crate::redirect::identity::Identity;
 
@@ -49,6 +49,63 @@ impl Action {
             Action::Block => "block",
             Action::Hold => "hold",
             Action::Monitor => "monitor",
+        }
+    }
+
+    /// What a hit of a rule with this action does to traffic going `dir`: the one place that
+    /// decides it. An answer already streaming cannot be refused or held, so `block` and
+    /// `hold` mask there (and the record says which rule asked for what).
+    pub fn effect(self, dir: Direction) -> Effect {
+        match (self, dir) {
+            (Action::Monitor, _) => Effect::Record,
+            (Action::Mask, _) | (_, Direction::Response) => Effect::Mask,
+            (Action::Block, Direction::Request) => Effect::Block,
+            (Action::Hold, Direction::Request) => Effect::Hold,
+        }
+    }
+}
+
+/// What one hit does (see [`Action::effect`]), strongest last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Effect {
+    /// Recorded only; the text passes unchanged.
+    Record,
+    /// Replaced by the rule's replacement.
+    Mask,
+    /// The request waits for approval (what is recorded and shown is masked; what goes out
+    /// once approved is the text as sent).
+    Hold,
+    /// The request is refused.
+    Block,
+}
+
+impl Effect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Record => "monitor",
+            Effect::Mask => "mask",
+            Effect::Hold => "hold",
+            Effect::Block => "block",
+        }
+    }
+}
+
+/// Which hits a rendering replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Render {
+    /// What goes to the other side: `mask` effects only (a held request, once approved, goes
+    /// out as the client wrote it).
+    #[default]
+    Forward,
+    /// What people and the journal see: every hit but `monitor` ones.
+    Record,
+}
+
+impl Render {
+    fn replaces(self, e: Effect) -> bool {
+        match self {
+            Render::Forward => e == Effect::Mask,
+            Render::Record => e != Effect::Record,
         }
     }
 }
@@ -153,11 +210,39 @@ fn both() -> Vec<Direction> {
 }
 
 /// `[policy]`: allow-lists that hold for every rule.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     pub allow: Vec<String>,
     pub allow_regex: Vec<String>,
+    /// Every built-in detector masks both ways beside the `[[rule]]`s. Turned off only by
+    /// saying so: `builtin_detectors = false`.
+    pub builtin_detectors: bool,
+    /// A request body that does not parse as what it looks like.
+    pub unreadable: Unreadable,
+}
+
+/// `[policy] unreadable`: what happens to a body the gateway cannot parse as what it looks
+/// like (broken JSON, a malformed multipart body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unreadable {
+    /// Refused (the default).
+    #[default]
+    Refuse,
+    /// Scanned as raw bytes: forwarded unchanged when nothing is found, refused otherwise.
+    ScanRaw,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            allow_regex: Vec::new(),
+            builtin_detectors: true,
+            unreadable: Unreadable::Refuse,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,11 +265,13 @@ pub struct Rule {
     allow_regex: Vec<meta::Regex>,
 }
 
+/// One pattern of the combined regex: a built-in detector (shared by every rule that names
+/// it), a custom `pattern` rule, or a vault key.
 struct Pat {
-    rule: usize,
     detector: &'static str,
-    /// The rule's replacement with `<rule>` and `<detector>` filled in.
-    replacement: String,
+    /// The rules this pattern serves, in config order, each with its replacement (`<rule>`
+    /// and `<detector>` filled in).
+    rules: Vec<(usize, String)>,
     confirm: Option<Confirm>,
     secret_group: bool,
 }
@@ -192,9 +279,12 @@ struct Pat {
 /// One hit: the part of the text the rule acts on (the `s` group when the pattern has one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
+    /// The rule whose effect won (the strongest of the pattern's rules that apply).
     pub rule: usize,
-    /// Which pattern (of the rule's) hit.
+    pub effect: Effect,
+    /// Which pattern hit, and which of its rules (for the replacement).
     pat: usize,
+    slot: usize,
     pub detector: &'static str,
     pub start: usize,
     pub end: usize,
@@ -227,6 +317,8 @@ pub struct Scanner {
     global_allow_regex: Vec<meta::Regex>,
     /// Longest possible match in bytes, over all patterns.
     pub max_len: usize,
+    /// Digests of the vault keys this scanner detects.
+    keys: std::collections::HashSet<[u8; 32]>,
 }
 
 fn syntax_config() -> syntax::Config {
@@ -266,14 +358,87 @@ fn allow_regex(p: &str) -> Result<meta::Regex, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The name of the rule (and detector) that masks vault keys.
+pub const VAULT_KEY: &str = "vault-key";
+
+/// A vault key shorter than this is matched whole only; a longer one also by any piece of
+/// at least this many bytes.
+pub const KEY_PIECE: usize = 24;
+
+/// Keys shorter than this are not detectors (they would mask ordinary words).
+const KEY_MIN: usize = 12;
+
+fn key_digest(key: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(key.as_bytes()).into()
+}
+
+/// A regex matching the key or any piece of it of [`KEY_PIECE`] bytes or more, longest
+/// first: for every start offset, the piece's first `KEY_PIECE` bytes, then as many of the
+/// key's following bytes as the text repeats.
+fn key_pattern(key: &[u8]) -> String {
+    fn lit(b: u8) -> String {
+        format!("\\x{b:02x}")
+    }
+    let n = key.len();
+    if n < KEY_PIECE {
+        return key.iter().map(|&b| lit(b)).collect();
+    }
+    let mut alts = Vec::new();
+    for start in 0..=n - KEY_PIECE {
+        let mut p: String = key[start..start + KEY_PIECE]
+            .iter()
+            .map(|&b| lit(b))
+            .collect();
+        // (?:a(?:b(?:c)?)?)? over the rest of the key.
+        let rest = &key[start + KEY_PIECE..];
+        let mut tail = String::new();
+        for &b in rest.iter().rev() {
+            tail = format!("(?:{}{tail})?", lit(b));
+        }
+        p.push_str(&tail);
+        alts.push(p);
+    }
+    format!("(?:{})", alts.join("|"))
+}
+
+/// The prefilter's literals for a key: 8-byte pieces at offsets 0, 8, 16, ...: every piece
+/// of [`KEY_PIECE`] bytes contains one. Each with how far before it a match can start and how
+/// far after its start a match can end.
+fn key_cues(key: &[u8]) -> Vec<(Vec<u8>, usize, usize)> {
+    const W: usize = 8;
+    if key.len() < KEY_PIECE {
+        return vec![(key.to_vec(), 0, key.len())];
+    }
+    (0..=key.len() - W)
+        .step_by(W)
+        .map(|o| (key[o..o + W].to_vec(), o, key.len() - o))
+        .collect()
+}
+
 impl Scanner {
-    /// Compile `[[rule]]`s; none at all means every built-in detector masks both ways.
+    /// Compile `[[rule]]`s; the built-in detectors mask both ways beside them unless
+    /// `policy.builtin_detectors = false`.
     pub fn new(rules: &[RuleConfig], policy: &PolicyConfig) -> Result<Self, ScanError> {
-        let implicit: Vec<RuleConfig>;
-        let rules = if rules.is_empty() {
-            implicit = detect::DETECTORS
-                .iter()
-                .map(|d| RuleConfig {
+        Self::with_keys(rules, policy, &[])
+    }
+
+    /// [`Self::new`], and every vault key in `keys` masked wherever it (or a piece of it of
+    /// [`KEY_PIECE`] bytes or more) appears, both ways.
+    pub fn with_keys(
+        rules: &[RuleConfig],
+        policy: &PolicyConfig,
+        keys: &[crate::vault::Secret],
+    ) -> Result<Self, ScanError> {
+        let mut all: Vec<RuleConfig> = rules.to_vec();
+        if policy.builtin_detectors {
+            for d in detect::DETECTORS {
+                if all.iter().any(|r| r.name == d.name) {
+                    // A rule of the user's own with a detector's name replaces that implicit
+                    // rule (its name is the one masks and records carry).
+                    continue;
+                }
+                all.push(RuleConfig {
                     name: d.name.to_string(),
                     detector: Some(d.name.to_string()),
                     pattern: None,
@@ -283,20 +448,39 @@ impl Scanner {
                     allow: Vec::new(),
                     allow_regex: Vec::new(),
                     who: None,
-                })
-                .collect();
-            &implicit[..]
-        } else {
-            rules
-        };
+                });
+            }
+        }
+        let mut key_set = std::collections::HashSet::new();
+        let keys: Vec<&str> = keys
+            .iter()
+            .map(|k| k.expose())
+            .filter(|k| k.len() >= KEY_MIN && key_set.insert(key_digest(k)))
+            .collect();
+        if !keys.is_empty() && !all.iter().any(|r| r.name == VAULT_KEY) {
+            all.push(RuleConfig {
+                name: VAULT_KEY.to_string(),
+                detector: None,
+                pattern: None,
+                on: both(),
+                action: Action::Mask,
+                replacement: None,
+                allow: Vec::new(),
+                allow_regex: Vec::new(),
+                who: None,
+            });
+        }
+        let rules = &all[..];
         let mut out_rules = Vec::new();
-        let mut pats = Vec::new();
+        let mut pats: Vec<Pat> = Vec::new();
         let mut patterns: Vec<String> = Vec::new();
         let mut max_len = 0;
         // Per pattern, for the prefilter: a built-in detector's cues, or a custom pattern's
         // syntax; and the longest match.
         let mut sources: Vec<Source<'static>> = Vec::new();
         let mut names = std::collections::HashSet::new();
+        // Built-in detector → its pattern index (one pattern however many rules name it).
+        let mut by_detector: std::collections::HashMap<&'static str, usize> = Default::default();
         for (ri, rc) in rules.iter().enumerate() {
             let bad = |reason: String| ScanError::Rule {
                 rule: rc.name.clone(),
@@ -317,37 +501,52 @@ impl Scanner {
                 return Err(bad("`on` must name request, response or both".into()));
             }
             let template = rc.replacement.as_deref().unwrap_or("[MASKED:<rule>]");
-            let mut add = |pattern: &str,
-                           detector: &'static str,
-                           confirm: Option<Confirm>,
-                           cues: Option<&'static [Cue]>|
-             -> Result<(), ScanError> {
-                let (hir, len) = check_pattern(pattern).map_err(&bad)?;
+            let rep = |detector: &str| {
+                template
+                    .replace("<rule>", &rc.name)
+                    .replace("<detector>", detector)
+            };
+            let mut add_builtin = |det: &'static detect::Detector| -> Result<(), ScanError> {
+                if let Some(&p) = by_detector.get(det.name) {
+                    pats[p].rules.push((ri, rep(det.name)));
+                    return Ok(());
+                }
+                let (_, len) = check_pattern(det.pattern).map_err(&bad)?;
                 max_len = max_len.max(len);
-                sources.push(match cues {
-                    Some(c) => Source::Cues(c, len),
-                    None => Source::Pattern(hir, len),
-                });
+                sources.push(Source::Cues(det.cues, len));
+                by_detector.insert(det.name, pats.len());
                 pats.push(Pat {
-                    rule: ri,
-                    detector,
-                    replacement: template
-                        .replace("<rule>", &rc.name)
-                        .replace("<detector>", detector),
-                    confirm,
-                    secret_group: pattern.contains("(?P<s>"),
+                    detector: det.name,
+                    rules: vec![(ri, rep(det.name))],
+                    confirm: det.confirm,
+                    secret_group: det.pattern.contains("(?P<s>"),
                 });
-                patterns.push(pattern.to_string());
+                patterns.push(det.pattern.to_string());
                 Ok(())
             };
             match (&rc.detector, &rc.pattern) {
                 (Some(_), Some(_)) => {
                     return Err(bad("give `detector` or `pattern`, not both".into()));
                 }
+                (None, None) if rc.name == VAULT_KEY => {
+                    for k in &keys {
+                        let k = k.as_bytes();
+                        let len = k.len();
+                        max_len = max_len.max(len);
+                        sources.push(Source::Literals(key_cues(k), len));
+                        pats.push(Pat {
+                            detector: VAULT_KEY,
+                            rules: vec![(ri, rep(VAULT_KEY))],
+                            confirm: None,
+                            secret_group: false,
+                        });
+                        patterns.push(key_pattern(k));
+                    }
+                }
                 (None, None) => return Err(bad("needs `detector` or `pattern`".into())),
                 (Some(d), None) if d == "all" => {
                     for det in detect::DETECTORS {
-                        add(det.pattern, det.name, det.confirm, Some(det.cues))?;
+                        add_builtin(det)?;
                     }
                 }
                 (Some(d), None) => {
@@ -361,9 +560,20 @@ impl Scanner {
                                 .join(", ")
                         ))
                     })?;
-                    add(det.pattern, det.name, det.confirm, Some(det.cues))?;
+                    add_builtin(det)?;
                 }
-                (None, Some(p)) => add(p, "pattern", None, None)?,
+                (None, Some(p)) => {
+                    let (hir, len) = check_pattern(p).map_err(&bad)?;
+                    max_len = max_len.max(len);
+                    sources.push(Source::Pattern(hir, len));
+                    pats.push(Pat {
+                        detector: "pattern",
+                        rules: vec![(ri, rep("pattern"))],
+                        confirm: None,
+                        secret_group: p.contains("(?P<s>"),
+                    });
+                    patterns.push(p.to_string());
+                }
             }
             let allow_regex = rc
                 .allow_regex
@@ -379,6 +589,11 @@ impl Scanner {
                 allow: rc.allow.clone(),
                 allow_regex,
             });
+        }
+        if patterns.is_empty() {
+            return Err(ScanError::Build(
+                "no rules: `policy.builtin_detectors = false` and no `[[rule]]`".into(),
+            ));
         }
         let global_allow_regex = policy
             .allow_regex
@@ -409,7 +624,13 @@ impl Scanner {
             global_allow: policy.allow.clone(),
             global_allow_regex,
             max_len,
+            keys: key_set,
         })
+    }
+
+    /// Does this scanner mask the vault key `key`?
+    pub fn knows_key(&self, key: &str) -> bool {
+        key.len() < KEY_MIN || self.keys.contains(&key_digest(key))
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -506,7 +727,6 @@ impl Scanner {
                 break;
             };
             let pat = &self.pats[m.pattern().as_usize()];
-            let rule = &self.rules[pat.rule];
             let (s, e) = if pat.secret_group {
                 let caps = caps.get_or_insert_with(|| self.re.create_captures());
                 self.re.search_captures(
@@ -521,17 +741,30 @@ impl Scanner {
             } else {
                 (m.start(), m.end())
             };
-            let applies = match ctx.dir {
-                Direction::Request => rule.request,
-                Direction::Response => rule.response,
-            } && rule.who.as_ref().is_none_or(|w| w.matches(ctx.id));
-            let ok = applies
-                && pat.confirm.is_none_or(|c| c(&hay[s..e]))
-                && !self.allowed(rule, &hay[s..e]);
-            if ok {
+            // Of the pattern's rules that apply here, the one with the strongest effect.
+            let mut best: Option<(Effect, usize, usize)> = None;
+            if pat.confirm.is_none_or(|c| c(&hay[s..e])) {
+                for (slot, (ri, _)) in pat.rules.iter().enumerate() {
+                    let rule = &self.rules[*ri];
+                    let applies = match ctx.dir {
+                        Direction::Request => rule.request,
+                        Direction::Response => rule.response,
+                    } && rule.who.as_ref().is_none_or(|w| w.matches(ctx.id));
+                    if !applies || self.allowed(rule, &hay[s..e]) {
+                        continue;
+                    }
+                    let effect = rule.action.effect(ctx.dir);
+                    if best.is_none_or(|b| effect > b.0) {
+                        best = Some((effect, *ri, slot));
+                    }
+                }
+            }
+            if let Some((effect, rule, slot)) = best {
                 hits.push(Hit {
-                    rule: pat.rule,
+                    rule,
+                    effect,
                     pat: m.pattern().as_usize(),
+                    slot,
                     detector: pat.detector,
                     start: s,
                     end: e,
@@ -540,7 +773,7 @@ impl Scanner {
                 });
                 at = m.end().max(m.start() + 1);
             } else {
-                // Another rule (or a shorter match of this one) may still start inside.
+                // Another pattern (or a shorter match of this one) may still start inside.
                 at = m.start() + 1;
             }
         }
@@ -573,45 +806,50 @@ impl Scanner {
         hay.len()
     }
 
-    /// Apply the `mask` hits to `text[from..upto]` (hits must lie inside).
-    fn render(&self, text: &str, from: usize, upto: usize, hits: &[Hit]) -> String {
+    /// Apply the hits `how` replaces to `text[from..upto]` (hits must lie inside).
+    fn render(&self, text: &str, from: usize, upto: usize, hits: &[Hit], how: Render) -> String {
         let mut out = String::with_capacity(upto - from);
         let mut pos = from;
         for h in hits {
-            if self.rules[h.rule].action != Action::Mask || h.start < pos {
+            if !how.replaces(h.effect) || h.start < pos {
                 continue;
             }
             out.push_str(&text[pos..floor(text, h.start)]);
-            out.push_str(&self.pats[h.pat].replacement);
+            out.push_str(&self.pats[h.pat].rules[h.slot].1);
             pos = ceil(text, h.end);
         }
         out.push_str(&text[pos.min(upto)..upto]);
         out
     }
 
-    /// Mask a whole text at once; the hits are returned for the record (and for block / hold).
+    /// Every hit in a whole text.
+    pub fn scan(&self, text: &str, ctx: Ctx<'_>) -> Vec<Hit> {
+        self.find(text.as_bytes(), 0, ctx)
+    }
+
+    /// `text` with the hits `how` replaces replaced.
+    pub fn apply(&self, text: &str, hits: &[Hit], how: Render) -> String {
+        self.render(text, 0, text.len(), hits, how)
+    }
+
+    /// Mask a whole text at once (what goes to the other side); the hits are returned for the
+    /// record (and for block / hold).
     pub fn mask(&self, text: &str, ctx: Ctx<'_>) -> (String, Vec<Hit>) {
-        let hits = self.find(text.as_bytes(), 0, ctx);
+        let hits = self.scan(text, ctx);
         if hits.is_empty() {
             return (text.to_string(), hits);
         }
-        (self.render(text, 0, text.len(), &hits), hits)
+        (self.apply(text, &hits, Render::Forward), hits)
     }
 
-    /// Mask every hit but `monitor` ones, whatever the rule's action (a `hold` rule's secret
-    /// too): for text shown to people, such as a held request's excerpt.
-    pub fn mask_all(&self, text: &str, ctx: Ctx<'_>) -> String {
-        let mut out = String::with_capacity(text.len());
-        let mut pos = 0;
-        for h in self.find(text.as_bytes(), 0, ctx) {
-            if self.rules[h.rule].action != Action::Monitor && h.start >= pos {
-                out.push_str(&text[pos..floor(text, h.start)]);
-                out.push_str(&self.pats[h.pat].replacement);
-                pos = ceil(text, h.end);
-            }
+    /// A text as people and the journal may see it: every hit but `monitor` ones replaced,
+    /// whatever the rule's action.
+    pub fn redact(&self, text: &str, dir: Direction, id: &Identity) -> String {
+        let hits = self.scan(text, Ctx { dir, id });
+        if hits.is_empty() {
+            return text.to_string();
         }
-        out.push_str(&text[pos..]);
-        out
+        self.apply(text, &hits, Render::Record)
     }
 }
 
@@ -696,7 +934,9 @@ impl StreamMasker {
         for h in hits {
             self.hits.push((h.rule, h.detector));
         }
-        let out = self.scanner.render(&self.buf, self.held_from, cut, hits);
+        let out = self
+            .scanner
+            .render(&self.buf, self.held_from, cut, hits, Render::Forward);
         // Keep a little released text as look-behind context for the next scan.
         let keep_from = floor(&self.buf, cut.saturating_sub(CONTEXT));
         self.buf.drain(..keep_from);

@@ -1,4 +1,12 @@
 //! Where the streamed text sits in each provider's events, and which event closes a block.
+//!
+//! A delta is a piece of one text stream that later events continue: its text is masked
+//! across events (held back while a match could still form). Which strings are deltas is known
+//! per event shape; under a shape's delta object every string whose field carries text
+//! (`content`, `text`, `reasoning`, `refusal`, `transcript`, `arguments`, `cited_text`, ...) is
+//! one, at whatever depth, keyed by its path (array positions by the element's `index`).
+//! Logprob tokens are a stream of their own per choice. Every other string of an event is
+//! masked whole, in that event.
 
 use serde_json::Value;
 
@@ -6,6 +14,8 @@ use serde_json::Value;
 pub struct Delta {
     pub key: String,
     pub pointer: String,
+    /// `pointer` names an array of `{token, bytes, ...}` objects (logprobs), not a string.
+    pub tokens: bool,
 }
 
 pub enum Shape {
@@ -17,6 +27,10 @@ pub enum Shape {
     Anthropic,
     /// Gemini `GenerateContentResponse` chunks.
     Gemini,
+    /// Ollama-style NDJSON chunks (`message.content`, `response`), ended by `done: true`.
+    Ollama,
+    /// Cohere v2 chat stream events (`content-delta`, ...).
+    Cohere,
     Other,
 }
 
@@ -30,6 +44,16 @@ pub fn shape(v: &Value) -> Shape {
         Shape::Gemini
     } else if typ.starts_with("content_block_") || typ.starts_with("message_") || typ == "ping" {
         Shape::Anthropic
+    } else if typ.starts_with("content-")
+        || typ.starts_with("tool-call-")
+        || typ.starts_with("citation-")
+    {
+        Shape::Cohere
+    } else if v.get("done").is_some_and(Value::is_boolean)
+        && (v.get("message").is_some_and(Value::is_object)
+            || v.get("response").is_some_and(Value::is_string))
+    {
+        Shape::Ollama
     } else {
         Shape::Other
     }
@@ -39,6 +63,60 @@ fn idx(v: &Value, k: &str) -> u64 {
     v.get(k).and_then(Value::as_u64).unwrap_or(0)
 }
 
+/// Field names whose string values are streamed text.
+const TEXT_FIELDS: &[&str] = &[
+    "content",
+    "text",
+    "reasoning",
+    "reasoning_content",
+    "refusal",
+    "transcript",
+    "arguments",
+    "partial_json",
+    "thinking",
+    "cited_text",
+    "response",
+];
+
+fn esc(seg: &str) -> String {
+    seg.replace('~', "~0").replace('/', "~1")
+}
+
+/// Every streamed-text string under `v` (at `pointer`), keyed below `key`.
+fn text_leaves(v: &Value, pointer: &str, key: &str, field: Option<&str>, out: &mut Vec<Delta>) {
+    match v {
+        Value::String(_) if field.is_some_and(|f| TEXT_FIELDS.contains(&f)) => out.push(Delta {
+            key: key.to_string(),
+            pointer: pointer.to_string(),
+            tokens: false,
+        }),
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                let k = x.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
+                text_leaves(
+                    x,
+                    &format!("{pointer}/{i}"),
+                    &format!("{key}/{k}"),
+                    field,
+                    out,
+                );
+            }
+        }
+        Value::Object(o) => {
+            for (f, x) in o {
+                text_leaves(
+                    x,
+                    &format!("{pointer}/{}", esc(f)),
+                    &format!("{key}/{}", esc(f)),
+                    Some(f),
+                    out,
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
 impl Shape {
     pub fn deltas(&self, v: &Value) -> Vec<Delta> {
         let mut out = Vec::new();
@@ -46,43 +124,33 @@ impl Shape {
             Shape::OpenAiChat => {
                 for (i, c) in v["choices"].as_array().into_iter().flatten().enumerate() {
                     let ci = c.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
-                    if c.pointer("/delta/content").is_some_and(Value::is_string) {
-                        out.push(Delta {
-                            key: format!("c/{ci}"),
-                            pointer: format!("/choices/{i}/delta/content"),
-                        });
-                    }
-                    if c.pointer("/delta/reasoning_content")
-                        .is_some_and(Value::is_string)
-                    {
-                        out.push(Delta {
-                            key: format!("r/{ci}"),
-                            pointer: format!("/choices/{i}/delta/reasoning_content"),
-                        });
+                    if let Some(d) = c.get("delta") {
+                        text_leaves(
+                            d,
+                            &format!("/choices/{i}/delta"),
+                            &format!("ch/{ci}/d"),
+                            None,
+                            &mut out,
+                        );
                     }
                     // Legacy completions stream `choices[].text`.
                     if c.get("text").is_some_and(Value::is_string) {
                         out.push(Delta {
-                            key: format!("c/{ci}"),
+                            key: format!("ch/{ci}/text"),
                             pointer: format!("/choices/{i}/text"),
+                            tokens: false,
                         });
                     }
-                    for (j, t) in c
-                        .pointer("/delta/tool_calls")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .enumerate()
-                    {
-                        let ti = t.get("index").and_then(Value::as_u64).unwrap_or(j as u64);
-                        if t.pointer("/function/arguments")
-                            .is_some_and(Value::is_string)
+                    // A streamed chunk's logprobs (a whole answer's are masked as one text).
+                    for part in ["content", "refusal"] {
+                        if c.get("delta").is_some()
+                            && c.pointer(&format!("/logprobs/{part}"))
+                                .is_some_and(Value::is_array)
                         {
                             out.push(Delta {
-                                key: format!("t/{ci}/{ti}"),
-                                pointer: format!(
-                                    "/choices/{i}/delta/tool_calls/{j}/function/arguments"
-                                ),
+                                key: format!("ch/{ci}/lp/{part}"),
+                                pointer: format!("/choices/{i}/logprobs/{part}"),
+                                tokens: true,
                             });
                         }
                     }
@@ -90,31 +158,39 @@ impl Shape {
             }
             Shape::Responses => {
                 let typ = v["type"].as_str().unwrap_or("");
-                if typ.ends_with(".delta") && v.get("delta").is_some_and(Value::is_string) {
-                    out.push(Delta {
-                        key: format!(
-                            "{}/{}/{}",
-                            typ.trim_end_matches(".delta"),
-                            idx(v, "output_index"),
-                            idx(v, "content_index")
-                        ),
-                        pointer: "/delta".into(),
-                    });
+                if let Some(base) = typ.strip_suffix(".delta") {
+                    let key = format!(
+                        "{base}/{}/{}",
+                        idx(v, "output_index"),
+                        idx(v, "content_index")
+                    );
+                    if v.get("delta").is_some_and(Value::is_string) {
+                        out.push(Delta {
+                            key: format!("{key}/d"),
+                            pointer: "/delta".into(),
+                            tokens: false,
+                        });
+                    }
+                    if v.get("logprobs").is_some_and(Value::is_array) {
+                        out.push(Delta {
+                            key: format!("{key}/lp"),
+                            pointer: "/logprobs".into(),
+                            tokens: true,
+                        });
+                    }
                 }
             }
             Shape::Anthropic => {
-                if v["type"] == "content_block_delta" {
-                    let i = idx(v, "index");
-                    for field in ["text", "partial_json", "thinking"] {
-                        if v.pointer(&format!("/delta/{field}"))
-                            .is_some_and(Value::is_string)
-                        {
-                            out.push(Delta {
-                                key: format!("a/{i}/{field}"),
-                                pointer: format!("/delta/{field}"),
-                            });
-                        }
-                    }
+                if v["type"] == "content_block_delta"
+                    && let Some(d) = v.get("delta")
+                {
+                    text_leaves(
+                        d,
+                        "/delta",
+                        &format!("a/{}", idx(v, "index")),
+                        None,
+                        &mut out,
+                    );
                 }
             }
             Shape::Gemini => {
@@ -133,9 +209,35 @@ impl Shape {
                             out.push(Delta {
                                 key: format!("g/{ci}/{}", if thought { "t" } else { "x" }),
                                 pointer: format!("/candidates/{i}/content/parts/{j}/text"),
+                                tokens: false,
                             });
                         }
                     }
+                }
+            }
+            Shape::Ollama => {
+                if let Some(m) = v.get("message") {
+                    text_leaves(m, "/message", "ol/m", None, &mut out);
+                }
+                for f in ["response", "thinking"] {
+                    if v.get(f).is_some_and(Value::is_string) {
+                        out.push(Delta {
+                            key: format!("ol/{f}"),
+                            pointer: format!("/{f}"),
+                            tokens: false,
+                        });
+                    }
+                }
+            }
+            Shape::Cohere => {
+                if let Some(d) = v.get("delta") {
+                    text_leaves(
+                        d,
+                        "/delta",
+                        &format!("co/{}", idx(v, "index")),
+                        None,
+                        &mut out,
+                    );
                 }
             }
             Shape::Other => {}
@@ -143,7 +245,7 @@ impl Shape {
         out
     }
 
-    /// Keys of the streams this event closes.
+    /// Key prefixes of the streams this event closes.
     pub fn closes(&self, v: &Value) -> Vec<String> {
         match self {
             Shape::OpenAiChat => v["choices"]
@@ -152,54 +254,79 @@ impl Shape {
                 .flatten()
                 .enumerate()
                 .filter(|(_, c)| c.get("finish_reason").is_some_and(|f| !f.is_null()))
-                .flat_map(|(i, c)| {
+                .map(|(i, c)| {
                     let ci = c.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
-                    let mut keys = vec![format!("c/{ci}"), format!("r/{ci}")];
-                    // Tool calls of this choice: any index seen (at most a few).
-                    keys.extend((0..16).map(|t| format!("t/{ci}/{t}")));
-                    keys
+                    format!("ch/{ci}/")
                 })
                 .collect(),
             Shape::Responses => {
                 let typ = v["type"].as_str().unwrap_or("");
                 match typ.strip_suffix(".done") {
                     Some(base) => vec![format!(
-                        "{base}/{}/{}",
+                        "{base}/{}/{}/",
                         idx(v, "output_index"),
                         idx(v, "content_index")
                     )],
+                    None if typ == "response.completed"
+                        || typ == "response.failed"
+                        || typ == "response.incomplete" =>
+                    {
+                        vec![String::new()]
+                    }
                     None => Vec::new(),
                 }
             }
-            Shape::Anthropic => {
-                if v["type"] == "content_block_stop" {
-                    let i = idx(v, "index");
-                    ["text", "partial_json", "thinking"]
-                        .iter()
-                        .map(|f| format!("a/{i}/{f}"))
-                        .collect()
-                } else {
-                    Vec::new()
-                }
-            }
+            Shape::Anthropic => match v["type"].as_str() {
+                Some("content_block_stop") => vec![format!("a/{}/", idx(v, "index"))],
+                Some("message_stop") => vec!["a/".into()],
+                _ => Vec::new(),
+            },
             Shape::Gemini => v["candidates"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .enumerate()
                 .filter(|(_, c)| c.get("finishReason").is_some_and(|f| !f.is_null()))
-                .flat_map(|(i, c)| {
+                .map(|(i, c)| {
                     let ci = c.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
-                    [format!("g/{ci}/x"), format!("g/{ci}/t")]
+                    format!("g/{ci}/")
                 })
                 .collect(),
+            Shape::Ollama => {
+                if v["done"] == true {
+                    vec!["ol/".into()]
+                } else {
+                    Vec::new()
+                }
+            }
+            Shape::Cohere => match v["type"].as_str() {
+                Some("content-end") | Some("tool-call-end") => {
+                    vec![format!("co/{}/", idx(v, "index"))]
+                }
+                Some("message-end") => vec!["co/".into()],
+                _ => Vec::new(),
+            },
             Shape::Other => Vec::new(),
         }
     }
 }
 
-/// Make a copy of a delta event carry only its delta: no finish reason, no usage.
-pub fn as_plain_delta(t: &mut Value) {
+/// Make a copy of a delta event carry only the released tail at `keep`: no finish reason, no
+/// usage, and every other delta of it emptied (they went out with the event itself).
+pub fn as_plain_delta(t: &mut Value, keep: &str) {
+    let sh = shape(t);
+    for d in sh.deltas(t) {
+        if d.pointer == keep {
+            continue;
+        }
+        if let Some(slot) = t.pointer_mut(&d.pointer) {
+            *slot = if d.tokens {
+                Value::Array(Vec::new())
+            } else {
+                Value::String(String::new())
+            };
+        }
+    }
     if let Some(choices) = t.get_mut("choices").and_then(Value::as_array_mut) {
         for c in choices {
             if let Some(o) = c.as_object_mut() {
@@ -217,5 +344,8 @@ pub fn as_plain_delta(t: &mut Value) {
     if let Some(o) = t.as_object_mut() {
         o.remove("usage");
         o.remove("usageMetadata");
+        if o.get("done") == Some(&Value::Bool(true)) {
+            o.insert("done".into(), Value::Bool(false));
+        }
     }
 }

@@ -9,9 +9,11 @@
 //! - A JSON answer: masked field by field once complete.
 //!
 //! Which text is a delta is recognised per event shape ([`dialect`]): OpenAI chat chunks
-//! (`choices[].delta`), Responses API typed events, Anthropic `content_block_delta`, Gemini
-//! `candidates[].content.parts[]`. Every other string in an event is masked as a whole; opaque
-//! fields (signatures, encrypted content) are left alone.
+//! (every text field under `choices[].delta`, and logprob tokens), Responses API typed events,
+//! Anthropic `content_block_delta`, Gemini `candidates[].content.parts[]`, Ollama-style NDJSON,
+//! Cohere v2 events. Every other string in an event — whatever its key, `id`, `data` and
+//! `signature` included — is masked as a whole. Only Anthropic's signed thinking blocks,
+//! recognised by their structure, pass unedited (or are removed whole).
 
 pub mod body;
 pub mod dialect;
@@ -25,9 +27,6 @@ use crate::{
     redirect::identity::Identity,
 };
 
-/// Fields that carry opaque data a provider verifies: never edited.
-const OPAQUE: &[&str] = &["signature", "encrypted_content", "data", "id", "item_id"];
-
 /// One text stream inside an answer (a choice's content, a content block, ...).
 struct Stream {
     masker: StreamMasker,
@@ -36,6 +35,8 @@ struct Stream {
     /// can be the last before a block closes with text still held, so only those are copied.
     template: Option<Event>,
     pointer: String,
+    /// The stream is logprob tokens (an array of `{token, ...}` at `pointer`).
+    tokens: bool,
 }
 
 /// Masks the events of one answer.
@@ -50,6 +51,8 @@ pub struct Rewriter {
     thinking: HashMap<u64, Vec<Event>>,
     /// Indices of removed blocks: later blocks move down.
     removed: Vec<u64>,
+    /// Whether the last event (or whole document) came out different from how it came in.
+    altered: bool,
 }
 
 /// An SSE event's name (if any) and its JSON data.
@@ -64,7 +67,13 @@ impl Rewriter {
             hits: Vec::new(),
             thinking: HashMap::new(),
             removed: Vec::new(),
+            altered: false,
         }
+    }
+
+    /// Did the last call change what it was given? (If not, the original bytes can go out.)
+    pub fn take_altered(&mut self) -> bool {
+        std::mem::take(&mut self.altered)
     }
 
     /// Does a hit in `text` call for altering it (any rule but `monitor`)? Hits are recorded.
@@ -91,12 +100,17 @@ impl Rewriter {
         let index = v.get("index").and_then(Value::as_u64);
         match (typ, index) {
             ("content_block_start", Some(i))
-                if v.pointer("/content_block/type").and_then(Value::as_str) == Some("thinking") =>
+                if matches!(
+                    v.pointer("/content_block/type").and_then(Value::as_str),
+                    Some("thinking" | "redacted_thinking")
+                ) =>
             {
+                self.altered = true;
                 self.thinking.insert(i, vec![(name.clone(), v.clone())]);
                 Some(Vec::new())
             }
             ("content_block_delta", Some(i)) if self.thinking.contains_key(&i) => {
+                self.altered = true;
                 self.thinking
                     .entry(i)
                     .or_default()
@@ -106,11 +120,13 @@ impl Rewriter {
             ("content_block_stop", Some(i)) if self.thinking.contains_key(&i) => {
                 let mut evs = self.thinking.remove(&i).unwrap_or_default();
                 evs.push((name.clone(), v.clone()));
+                self.altered = true;
                 let text: String = evs
                     .iter()
                     .filter_map(|(_, e)| {
                         e.pointer("/delta/thinking")
                             .or_else(|| e.pointer("/content_block/thinking"))
+                            .or_else(|| e.pointer("/content_block/data"))
                             .and_then(Value::as_str)
                     })
                     .collect();
@@ -146,9 +162,18 @@ impl Rewriter {
         };
         let mut keep = Vec::new();
         for b in std::mem::take(blocks) {
-            let flagged = b.get("type").and_then(Value::as_str) == Some("thinking")
-                && self.must_remove(b.get("thinking").and_then(Value::as_str).unwrap_or(""));
-            if !flagged {
+            let flagged = match b.get("type").and_then(Value::as_str) {
+                Some("thinking") => {
+                    self.must_remove(b.get("thinking").and_then(Value::as_str).unwrap_or(""))
+                }
+                Some("redacted_thinking") => {
+                    self.must_remove(b.get("data").and_then(Value::as_str).unwrap_or(""))
+                }
+                _ => false,
+            };
+            if flagged {
+                self.altered = true;
+            } else {
                 keep.push(b);
             }
         }
@@ -158,7 +183,7 @@ impl Rewriter {
     }
 
     /// Mask a whole string.
-    fn mask_whole(&mut self, s: &str) -> Option<String> {
+    pub(crate) fn mask_whole(&mut self, s: &str) -> Option<String> {
         let (out, hits) = self.scanner.mask(
             s,
             Ctx {
@@ -170,12 +195,15 @@ impl Rewriter {
             return None;
         }
         self.hits.extend(hits.iter().map(|h| (h.rule, h.detector)));
+        if out != s {
+            self.altered = true;
+        }
         Some(out)
     }
 
     /// Text that is not a JSON event (a comment, a broken element, a non-JSON answer), masked
     /// as a whole.
-    fn mask_bytes(&mut self, raw: &[u8]) -> Vec<u8> {
+    pub(crate) fn mask_bytes(&mut self, raw: &[u8]) -> Vec<u8> {
         let text = String::from_utf8_lossy(raw);
         match self.mask_whole(&text) {
             Some(m) => m.into_bytes(),
@@ -183,15 +211,39 @@ impl Rewriter {
         }
     }
 
-    /// Mask every string leaf of `v` except opaque fields and `skip` pointers.
+    /// Mask every string leaf of `v` (keys too) except the `skip` pointers. An array of
+    /// `{token, ...}` objects (logprobs) is masked as the one text its tokens spell.
     pub fn mask_leaves(&mut self, v: &mut Value, base: &mut String, skip: &[String]) {
+        if !skip.is_empty() && skip.iter().any(|p| p == base) {
+            return;
+        }
         match v {
             Value::String(s) => {
-                if !skip.iter().any(|p| p == base)
-                    && let Some(m) = self.mask_whole(s)
-                {
+                if let Some(m) = self.mask_whole(s) {
                     *s = m;
                 }
+            }
+            Value::Array(a) if is_token_array(a) => {
+                let mut m =
+                    StreamMasker::new(self.scanner.clone(), Direction::Response, self.id.clone());
+                let n = a.len();
+                for (i, t) in a.iter_mut().enumerate() {
+                    let tok = t["token"].as_str().unwrap_or("").to_string();
+                    let mut out = m.push(&tok);
+                    if i + 1 == n {
+                        out.push_str(&m.finish());
+                    }
+                    self.set_token(t, &tok, out);
+                    if let Some(top) = t.get_mut("top_logprobs").and_then(Value::as_array_mut) {
+                        for alt in top {
+                            let at = alt["token"].as_str().unwrap_or("").to_string();
+                            if let Some(masked) = self.mask_whole(&at) {
+                                self.set_token(alt, &at, masked);
+                            }
+                        }
+                    }
+                }
+                self.hits.append(&mut m.hits);
             }
             // The JSON pointer is only built when there are pointers to skip (a whole answer
             // has none).
@@ -207,9 +259,10 @@ impl Rewriter {
                 }
             }
             Value::Object(o) => {
+                let mut renamed = Vec::new();
                 for (k, x) in o.iter_mut() {
-                    if OPAQUE.contains(&k.as_str()) {
-                        continue;
+                    if let Some(nk) = self.mask_whole(k) {
+                        renamed.push((k.clone(), nk));
                     }
                     let len = base.len();
                     if !skip.is_empty() {
@@ -219,9 +272,26 @@ impl Rewriter {
                     self.mask_leaves(x, base, skip);
                     base.truncate(len);
                 }
+                for (k, nk) in renamed {
+                    if let Some(x) = o.remove(&k) {
+                        o.insert(nk, x);
+                    }
+                }
             }
             _ => {}
         }
+    }
+
+    /// Give a logprob entry the text `out` in place of `was` (its `bytes` follow).
+    fn set_token(&mut self, t: &mut Value, was: &str, out: String) {
+        if out == was {
+            return;
+        }
+        self.altered = true;
+        if t.get("bytes").is_some_and(|b| !b.is_null()) {
+            t["bytes"] = Value::Array(out.bytes().map(Value::from).collect());
+        }
+        t["token"] = Value::String(out);
     }
 
     /// One event in; the events to send in its place, in order.
@@ -235,10 +305,6 @@ impl Rewriter {
         let deltas = shape.deltas(&v);
         let pointers: Vec<String> = deltas.iter().map(|d| d.pointer.clone()).collect();
         for d in &deltas {
-            let Some(text) = v.pointer(&d.pointer).and_then(Value::as_str) else {
-                continue;
-            };
-            let text = text.to_string();
             let st = self.streams.entry(d.key.clone()).or_insert_with(|| Stream {
                 masker: StreamMasker::new(
                     self.scanner.clone(),
@@ -247,27 +313,79 @@ impl Rewriter {
                 ),
                 template: None,
                 pointer: String::new(),
+                tokens: d.tokens,
             });
+            let template = v.clone();
+            if d.tokens {
+                let Some(toks) = v.pointer_mut(&d.pointer).and_then(Value::as_array_mut) else {
+                    continue;
+                };
+                let mut changed = Vec::new();
+                for (k, t) in toks.iter().enumerate() {
+                    let tok = t.get("token").and_then(Value::as_str).unwrap_or("");
+                    let out = st.masker.push(tok);
+                    if out != tok {
+                        changed.push((k, tok.to_string(), out));
+                    }
+                }
+                if st.masker.held() > 0 {
+                    st.template = Some((name.clone(), template));
+                    st.pointer.clone_from(&d.pointer);
+                }
+                for (k, was, out) in changed {
+                    if let Some(t) = v.pointer_mut(&d.pointer).and_then(|a| a.get_mut(k)) {
+                        let mut t2 = std::mem::take(t);
+                        self.set_token(&mut t2, &was, out);
+                        *v.pointer_mut(&d.pointer)
+                            .and_then(|a| a.get_mut(k))
+                            .expect("there") = t2;
+                    }
+                }
+                // Alternatives are single tokens: masked whole.
+                if let Some(toks) = v.pointer_mut(&d.pointer).and_then(Value::as_array_mut) {
+                    let mut toks = std::mem::take(toks);
+                    for t in toks.iter_mut() {
+                        if let Some(top) = t.get_mut("top_logprobs").and_then(Value::as_array_mut) {
+                            for alt in top {
+                                let at = alt["token"].as_str().unwrap_or("").to_string();
+                                if let Some(masked) = self.mask_whole(&at) {
+                                    self.set_token(alt, &at, masked);
+                                }
+                            }
+                        }
+                    }
+                    *v.pointer_mut(&d.pointer).expect("there") = Value::Array(toks);
+                }
+                continue;
+            }
+            let Some(text) = v.pointer(&d.pointer).and_then(Value::as_str) else {
+                continue;
+            };
+            let text = text.to_string();
             let released = st.masker.push(&text);
             if st.masker.held() > 0 {
-                st.template = Some((name.clone(), v.clone()));
+                st.template = Some((name.clone(), template));
                 st.pointer.clone_from(&d.pointer);
             }
-            if let Some(slot) = v.pointer_mut(&d.pointer) {
-                *slot = Value::String(released);
+            if released != text {
+                self.altered = true;
+                if let Some(slot) = v.pointer_mut(&d.pointer) {
+                    *slot = Value::String(released);
+                }
             }
         }
         // Blocks that end with this event: release what is held.
-        for key in shape.closes(&v) {
-            let Some((st, rest)) = self.close(&key) else {
-                continue;
-            };
-            if let Some(Value::String(s)) = v.pointer_mut(&st.pointer)
-                && pointers.contains(&st.pointer)
-            {
-                s.push_str(&rest);
-            } else {
-                out.push(release_event(st, rest));
+        for prefix in shape.closes(&v) {
+            for (st, rest) in self.close_prefix(&prefix) {
+                self.altered = true;
+                if !st.tokens
+                    && pointers.contains(&st.pointer)
+                    && let Some(Value::String(s)) = v.pointer_mut(&st.pointer)
+                {
+                    s.push_str(&rest);
+                } else {
+                    out.push(self.release(st, rest));
+                }
             }
         }
         self.mask_leaves(&mut v, &mut String::new(), &pointers);
@@ -277,20 +395,47 @@ impl Rewriter {
 
     /// The answer ended: an extra delta event for every block still holding text.
     pub fn finish(&mut self) -> Vec<Event> {
-        let mut keys: Vec<String> = self.streams.keys().cloned().collect();
-        keys.sort();
-        keys.iter()
-            .filter_map(|key| self.close(key))
-            .map(|(st, rest)| release_event(st, rest))
-            .collect()
+        let closed = self.close_prefix("");
+        let out: Vec<Event> = closed
+            .into_iter()
+            .map(|(st, rest)| self.release(st, rest))
+            .collect();
+        if !out.is_empty() {
+            self.altered = true;
+        }
+        out
     }
 
-    /// End the block `key`: its stream and the text it still held, if any.
-    fn close(&mut self, key: &str) -> Option<(Stream, String)> {
-        let mut st = self.streams.remove(key)?;
-        let rest = st.masker.finish();
-        self.hits.append(&mut st.masker.hits);
-        (!rest.is_empty()).then_some((st, rest))
+    /// The extra event releasing a block's held tail, its other strings masked like any.
+    fn release(&mut self, st: Stream, rest: String) -> Event {
+        let pointer = st.pointer.clone();
+        let mut ev = release_event(st, rest);
+        self.mask_leaves(&mut ev.1, &mut String::new(), &[pointer]);
+        ev
+    }
+
+    /// End every block whose key starts with `prefix`: each stream with the text it still
+    /// held (only those holding any), in key order.
+    fn close_prefix(&mut self, prefix: &str) -> Vec<(Stream, String)> {
+        let mut keys: Vec<String> = self
+            .streams
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        keys.sort();
+        let mut out = Vec::new();
+        for key in keys {
+            let Some(mut st) = self.streams.remove(&key) else {
+                continue;
+            };
+            let rest = st.masker.finish();
+            self.hits.append(&mut st.masker.hits);
+            if !rest.is_empty() {
+                out.push((st, rest));
+            }
+        }
+        out
     }
 
     fn renumber_anthropic(&self, v: &mut Value) {
@@ -311,16 +456,28 @@ impl Rewriter {
     }
 }
 
-/// One more delta event like the block's last, carrying `rest`.
+/// One more delta event like the block's last, carrying `rest` (and nothing else).
 fn release_event(st: Stream, rest: String) -> Event {
     // Held text at the close means the block's last delta left text held, which set the
     // template.
     let (name, mut t) = st.template.unwrap_or_default();
-    dialect::as_plain_delta(&mut t);
+    dialect::as_plain_delta(&mut t, &st.pointer);
     if let Some(slot) = t.pointer_mut(&st.pointer) {
-        *slot = Value::String(rest);
+        *slot = if st.tokens {
+            let bytes: Vec<Value> = rest.bytes().map(Value::from).collect();
+            serde_json::json!([{"token": rest, "logprob": 0.0, "bytes": bytes, "top_logprobs": []}])
+        } else {
+            Value::String(rest)
+        };
     }
     (name, t)
+}
+
+/// An array of logprob entries: objects that each carry a `token` string.
+fn is_token_array(a: &[Value]) -> bool {
+    !a.is_empty()
+        && a.iter()
+            .all(|t| t.get("token").is_some_and(Value::is_string))
 }
 
 #[cfg(test)]

@@ -427,3 +427,333 @@ async fn json_escaped_secrets_on_the_wire_are_decoded_and_masked() {
     assert_eq!(hits, 2);
     assert!(!out.contains("aB3dE5gH7jK9mN1"), "{out}");
 }
+
+// --- Answers decoded whatever they claim to be (issue G, item 4) ---
+
+const GH: &str = "ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5";
+
+async fn run_with(sc: Arc<Scanner>, kind: Kind, chunks: Vec<Vec<u8>>) -> (String, bool) {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let body = MaskedBody::new(
+        frames(chunks),
+        kind,
+        Rewriter::new(sc, Arc::new(Identity::default())),
+        Box::new(|_| {}),
+    )
+    .with_completion(done.clone());
+    let out = body.collect().await.unwrap().to_bytes();
+    (
+        String::from_utf8(out.to_vec()).unwrap(),
+        done.load(std::sync::atomic::Ordering::Acquire),
+    )
+}
+
+/// Cut `s` into pieces of `n` bytes.
+fn cut(s: &str, n: usize) -> Vec<Vec<u8>> {
+    s.as_bytes().chunks(n).map(<[u8]>::to_vec).collect()
+}
+
+fn chat_chunk(delta: Value) -> String {
+    json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": null}]}).to_string()
+}
+
+#[tokio::test]
+async fn sse_is_found_by_content_with_any_line_ending_and_every_line_masked() {
+    let (a, b) = GH.split_at(17);
+    for nl in ["\n", "\r\n", "\r"] {
+        let evs = [
+            format!(
+                ": comment {GH}{nl}id: {GH}{nl}data: {}{nl}{nl}",
+                chat_chunk(json!({"content": a}))
+            ),
+            format!(
+                "event: x{nl}data: {}{nl}{nl}",
+                chat_chunk(json!({"content": b}))
+            ),
+            format!("data: [DONE]{nl}{nl}"),
+        ]
+        .concat();
+        for n in [1, 7, 1000] {
+            // Served as anything: octet-stream, text/plain, no content type → sniffed.
+            let (out, done) = run_with(scanner(), Kind::Sniff, cut(&evs, n)).await;
+            assert!(
+                !out.contains(GH) && !out.contains(a) && !out.contains(b),
+                "{nl:?} {n}: {out}"
+            );
+            assert_eq!(
+                out.matches("[MASKED:github-classic-token]").count(),
+                3,
+                "{nl:?} {n}: {out}"
+            );
+            assert!(done, "[DONE] decoded: the answer is complete");
+        }
+    }
+}
+
+#[tokio::test]
+async fn done_inside_text_does_not_complete_the_answer() {
+    let ev = format!(
+        "data: {}\n\n",
+        chat_chunk(json!({"content": "say data: [DONE] now"}))
+    );
+    let (out, done) = run_with(scanner(), Kind::Sse, vec![ev.into_bytes()]).await;
+    let text: String = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| {
+            v.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(text, "say data: [DONE] now");
+    assert!(!done);
+}
+
+#[tokio::test]
+async fn every_text_field_is_masked_across_events() {
+    let (a, b) = GH.split_at(20);
+    for field in [
+        json!({"reasoning": "R"}),
+        json!({"reasoning_content": "R"}),
+        json!({"refusal": "R"}),
+        json!({"audio": {"transcript": "R"}}),
+        json!({"tool_calls": [{"index": 0, "function": {"arguments": "R"}}]}),
+    ] {
+        let mk = |t: &str| {
+            let s = field.to_string().replace("\"R\"", &json!(t).to_string());
+            format!(
+                "data: {}\n\n",
+                chat_chunk(serde_json::from_str(&s).unwrap())
+            )
+        };
+        let stream = [
+            mk(a),
+            mk(b),
+            format!(
+                "data: {}\n\n",
+                json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            ),
+            "data: [DONE]\n\n".into(),
+        ]
+        .concat();
+        let (out, _) = run_with(scanner(), Kind::Sse, vec![stream.into_bytes()]).await;
+        assert!(!out.contains(a) && !out.contains(b), "{field}: {out}");
+        assert!(
+            out.contains("[MASKED:github-classic-token]"),
+            "{field}: {out}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn logprob_tokens_never_spell_a_masked_secret() {
+    // One token per character, across events, with their bytes.
+    let mut stream = String::new();
+    for ch in GH.chars() {
+        let t = ch.to_string();
+        stream.push_str(&format!(
+            "data: {}\n\n",
+            json!({"choices": [{"index": 0, "delta": {"content": t}, "logprobs": {"content": [{"token": t, "logprob": -0.1, "bytes": t.as_bytes(), "top_logprobs": [{"token": t, "logprob": -0.1, "bytes": t.as_bytes()}]}]}, "finish_reason": null}]})
+        ));
+    }
+    stream.push_str(&format!(
+        "data: {}\n\ndata: [DONE]\n\n",
+        json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    ));
+    let (out, _) = run_with(scanner(), Kind::Sse, vec![stream.into_bytes()]).await;
+    let mut content = String::new();
+    let mut tokens = String::new();
+    let mut bytes = Vec::new();
+    for line in out.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        content.push_str(
+            v.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        );
+        for t in v
+            .pointer("/choices/0/logprobs/content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            tokens.push_str(t["token"].as_str().unwrap());
+            bytes.extend(
+                t["bytes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|b| b.as_u64().unwrap() as u8),
+            );
+        }
+    }
+    assert_eq!(content, "[MASKED:github-classic-token]");
+    assert_eq!(tokens, "[MASKED:github-classic-token]");
+    assert_eq!(String::from_utf8(bytes).unwrap(), tokens);
+    // A whole (non-streamed) answer's logprobs too.
+    let toks: Vec<Value> = GH
+        .chars()
+        .map(|c| json!({"token": c.to_string(), "logprob": 0.0}))
+        .collect();
+    let doc = json!({"choices": [{"index": 0, "message": {"content": "x"}, "logprobs": {"content": toks}}]}).to_string();
+    let (out, _) = run_with(scanner(), Kind::Sniff, vec![doc.into_bytes()]).await;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let spelt: String = v
+        .pointer("/choices/0/logprobs/content")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(spelt, "[MASKED:github-classic-token]");
+}
+
+#[tokio::test]
+async fn ndjson_and_json_arrays_are_decoded_by_content() {
+    let (a, b) = GH.split_at(9);
+    let nd = format!(
+        "{}\n{}\n{}\n",
+        json!({"model": "m", "message": {"role": "assistant", "content": a}, "done": false}),
+        json!({"model": "m", "message": {"role": "assistant", "content": b}, "done": false}),
+        json!({"model": "m", "message": {"role": "assistant", "content": ""}, "done": true}),
+    );
+    for n in [3, 50, 10_000] {
+        let (out, _) = run_with(scanner(), Kind::Sniff, cut(&nd, n)).await;
+        assert!(!out.contains(a) && !out.contains(b), "{n}: {out}");
+        let text: String = out
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(text, "[MASKED:github-classic-token]", "{n}");
+    }
+}
+
+#[tokio::test]
+async fn no_field_is_skipped_by_its_name() {
+    let doc =
+        json!({"id": GH, "data": [{"signature": GH, "item_id": GH, "encrypted_content": GH}]})
+            .to_string();
+    let (out, _) = run_with(scanner(), Kind::Sniff, vec![doc.into_bytes()]).await;
+    assert!(!out.contains(GH), "{out}");
+    assert_eq!(out.matches("[MASKED:github-classic-token]").count(), 4);
+}
+
+#[tokio::test]
+async fn plain_text_streams_and_bytes_are_scanned() {
+    let text = format!("error page: the key {GH} was rejected");
+    for n in [1, 5, 64] {
+        let (out, _) = run_with(scanner(), Kind::Sniff, cut(&text, n)).await;
+        assert_eq!(
+            out, "error page: the key [MASKED:github-classic-token] was rejected",
+            "{n}"
+        );
+    }
+    // Binary with a secret inside: the answer is cut with an error, never passed on.
+    let mut bin = vec![0xff, 0xfe, 0x00, 0x01];
+    bin.extend_from_slice(GH.as_bytes());
+    let body = MaskedBody::new(
+        frames(vec![bin[..10].to_vec(), bin[10..].to_vec()]),
+        Kind::Sniff,
+        Rewriter::new(scanner(), Arc::new(Identity::default())),
+        Box::new(|_| {}),
+    );
+    assert!(body.collect().await.is_err());
+    // Binary without one passes unaltered.
+    let clean: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    let body = MaskedBody::new(
+        frames(vec![clean.clone()]),
+        Kind::Sniff,
+        Rewriter::new(scanner(), Arc::new(Identity::default())),
+        Box::new(|_| {}),
+    );
+    assert_eq!(body.collect().await.unwrap().to_bytes().to_vec(), clean);
+}
+
+#[tokio::test]
+async fn an_echoed_vault_key_or_a_long_piece_of_it_is_masked() {
+    let key = "sk-vault-echo-Zq8Xw2Lm4Nb6Vc1Kj3Hg5Fd7Sa9Pp0Oo";
+    let sc = Arc::new(
+        Scanner::with_keys(
+            &[],
+            &PolicyConfig::default(),
+            &[crate::vault::Secret::new(key)],
+        )
+        .unwrap(),
+    );
+    assert!(sc.knows_key(key));
+    let piece = &key[6..6 + 26];
+    for text in [
+        format!("debug: received {key}"),
+        format!("partial {piece} end"),
+    ] {
+        let (out, _) = run_with(sc.clone(), Kind::Sniff, cut(&text, 4)).await;
+        assert!(
+            !out.contains(piece) && out.contains("[MASKED:vault-key]"),
+            "{out}"
+        );
+        // Split across streamed events.
+        let (a, b) = text.split_at(text.len() / 2);
+        let stream = format!(
+            "data: {}\n\ndata: {}\n\ndata: [DONE]\n\n",
+            chat_chunk(json!({"content": a})),
+            chat_chunk(json!({"content": b}))
+        );
+        let (out, _) = run_with(sc.clone(), Kind::Sse, vec![stream.into_bytes()]).await;
+        let joined: String = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| {
+                v.pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
+            .collect();
+        assert!(
+            !joined.contains(piece) && joined.contains("[MASKED:vault-key]"),
+            "{joined}"
+        );
+    }
+    // A short piece is not a detector (it would mask ordinary text).
+    let (out, _) = run_with(sc.clone(), Kind::Sniff, vec![b"sk-vault-echo".to_vec()]).await;
+    assert_eq!(out, "sk-vault-echo");
+}
+
+#[test]
+fn block_and_hold_rules_mask_in_answers() {
+    use crate::policy::scan::{Action, RuleConfig};
+    for action in [Action::Block, Action::Hold] {
+        let rules = [RuleConfig {
+            name: "r".into(),
+            detector: Some("github-classic-token".into()),
+            pattern: None,
+            on: vec![Direction::Request, Direction::Response],
+            action,
+            replacement: None,
+            allow: vec![],
+            allow_regex: vec![],
+            who: None,
+        }];
+        let sc = Scanner::new(&rules, &PolicyConfig::default()).unwrap();
+        let id = Identity::default();
+        let (out, hits) = sc.mask(
+            &format!("a {GH} b"),
+            Ctx {
+                dir: Direction::Response,
+                id: &id,
+            },
+        );
+        assert_eq!(out, "a [MASKED:r] b", "{action:?}");
+        assert_eq!(hits[0].effect, crate::policy::scan::Effect::Mask);
+    }
+}

@@ -360,7 +360,7 @@ fn custom_rules_allow_lists_and_identity() {
         &[],
         &PolicyConfig {
             allow: vec![key.clone()],
-            allow_regex: vec![],
+            ..Default::default()
         },
     )
     .unwrap();
