@@ -166,7 +166,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
             .to_ascii_lowercase();
         let text = ct.is_empty() || ct.starts_with("text/") || ct.contains("json");
         let (rp, rb) = resp.into_parts();
-        Response::from_parts(rp, JournalBody::new(rb, ex, found, text).boxed())
+        Response::from_parts(rp, JournalBody::new(rb, ex, found, text, None).boxed())
     }
     .instrument(span)
     .await
@@ -196,6 +196,9 @@ async fn prepare(
         )
     })?;
     stripped.params = params;
+    if let Some(Err(why)) = ctx.journal.as_ref().map(|j| j.ready()) {
+        return Err((ExchangeError::JournalUnavailable(why), stripped));
+    }
 
     let Some(key_name) = ctx.vault.key_name(&ctx.provider, &ctx.identity) else {
         return Err((

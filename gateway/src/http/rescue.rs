@@ -47,6 +47,8 @@ pub enum ExchangeError {
     Uninspectable(String),
     #[error("gateway: request body larger than {0} bytes cannot be inspected; nothing was sent")]
     TooLarge(usize),
+    #[error("gateway: the journal cannot record this exchange ({0}); nothing was sent (fail-closed)")]
+    JournalUnavailable(String),
 }
 
 impl ExchangeError {
@@ -66,6 +68,9 @@ impl ExchangeError {
             | ExchangeError::HoldTimedOut { .. } => (StatusCode::FORBIDDEN, ErrorKind::Blocked),
             ExchangeError::Uninspectable(_) => (StatusCode::BAD_REQUEST, ErrorKind::BadRequest),
             ExchangeError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::BadRequest),
+            ExchangeError::JournalUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Internal)
+            }
         }
     }
 }

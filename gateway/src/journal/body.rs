@@ -1,11 +1,21 @@
 //! The answer's body on its way to the client, recorded: every frame's time and size, the
 //! bytes (as delivered, up to `journal.max_body`), and at its end the record written — the
 //! last frame (or the end of the stream) reaches the client only once the record is durable,
-//! so an answer the client saw complete is always in the journal.
+//! so an answer the client saw complete is always in the journal. When the record cannot be
+//! written, the client gets an error in its place (an h2 reset; an HTTP/1.1 connection closed
+//! before the last chunk): an incomplete answer, never a complete unrecorded one.
+//!
+//! Where the answer ends is decided by the stream's decoder, never by looking for bytes in
+//! it: the decoder sets a [`Completion`] when the provider's closing event passed (OpenAI's
+//! `[DONE]`, Anthropic's `message_stop`, the end of a JSON array stream). Without one, the
+//! record is sealed at the body's real end.
 
 use std::{
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll, ready},
 };
 
@@ -19,10 +29,39 @@ use crate::{http::RespBody, upstream::pool::BoxError};
 /// Verdicts found while the answer streamed (filled by the masker, read at the end).
 pub type Found = Arc<Mutex<Vec<Decision>>>;
 
+/// Set by the response decoder once the provider's closing event has passed through: the
+/// answer is complete for the client (SDKs stop reading there and hang up), so the frame
+/// that carried it is the last one withheld until the record is durable.
+#[derive(Debug, Clone, Default)]
+pub struct Completion(Arc<AtomicBool>);
+
+impl Completion {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The closing event passed (called by the decoder, before it yields the frame).
+    pub fn complete(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// The error a client's answer ends with when its record could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("gateway: the journal could not record this answer ({0}); the answer is cut short")]
+pub struct Unrecorded(String);
+
 pub struct JournalBody {
     inner: RespBody,
     ex: Option<Exchange>,
     found: Option<Found>,
+    completion: Option<Completion>,
+    /// `journal.deliver_unrecorded`.
+    deliver_unrecorded: bool,
     kept: Vec<u8>,
     limit: Option<usize>,
     /// Waiting for the record to be durable, with the frame to deliver then (`None`: the end).
@@ -32,13 +71,23 @@ pub struct JournalBody {
 
 impl JournalBody {
     /// `text`: the answer is text (JSON, SSE, text/*): kept; other answers (audio, files) are
-    /// counted only.
-    pub fn new(inner: RespBody, ex: Exchange, found: Option<Found>, text: bool) -> Self {
+    /// counted only. `completion`: set by the decoder at the provider's closing event (`None`:
+    /// the answer ends where its body ends).
+    pub fn new(
+        inner: RespBody,
+        ex: Exchange,
+        found: Option<Found>,
+        text: bool,
+        completion: Option<Completion>,
+    ) -> Self {
         let limit = ex.body_limit().filter(|_| text);
+        let deliver_unrecorded = ex.journal.as_ref().is_some_and(|j| j.cfg.deliver_unrecorded);
         Self {
             inner,
             ex: Some(ex),
             found,
+            completion,
+            deliver_unrecorded,
             kept: Vec::new(),
             limit,
             waiting: None,
@@ -105,7 +154,32 @@ impl Body for JournalBody {
                 Err(_) => Some("the journal writer is gone".to_string()),
             };
             if let Some(e) = failed {
-                tracing::error!(error = %e, "journal record not durable; answer delivered anyway");
+                let m = crate::metrics::get();
+                if this.deliver_unrecorded {
+                    m.journal_unrecorded
+                        .get_or_create(&crate::metrics::ResultLabels {
+                            result: "delivered".into(),
+                        })
+                        .inc();
+                    tracing::error!(
+                        error = %e,
+                        "journal record not durable; answer delivered anyway \
+                         (journal.deliver_unrecorded = true)"
+                    );
+                } else {
+                    m.journal_unrecorded
+                        .get_or_create(&crate::metrics::ResultLabels {
+                            result: "cut".into(),
+                        })
+                        .inc();
+                    tracing::error!(
+                        error = %e,
+                        "journal record not durable; the answer is cut short (the client sees \
+                         an incomplete answer, never a complete unrecorded one)"
+                    );
+                    this.done = true;
+                    return Poll::Ready(Some(Err(Box::new(Unrecorded(e)))));
+                }
             }
             return Poll::Ready(frame.map(Ok));
         }
@@ -114,18 +188,18 @@ impl Body for JournalBody {
         }
         match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
-                let Some(data) = frame.data_ref() else {
-                    return Poll::Ready(Some(Ok(frame)));
-                };
-                let data = data.clone();
-                this.take(&data);
-                // The last frame, or the provider's last event: SDKs stop reading there and
-                // hang up, so it counts as the end the client sees. It goes out once its record
-                // is durable. After a closing event the stream is still passed on to its real
-                // end: ending it early would leave the provider's HTTP/1.1 connection busy
-                // draining, and the client's next request would need a new one.
+                if let Some(data) = frame.data_ref() {
+                    let data = data.clone();
+                    this.take(&data);
+                }
+                // The last frame (data or trailers), or the one that carried the provider's
+                // closing event (the decoder says so): it goes out once its record is durable.
+                // After a closing event the stream is still passed on to its real end: ending
+                // it early would leave the provider's HTTP/1.1 connection busy draining, and
+                // the client's next request would need a new one.
                 let end = this.inner.is_end_stream();
-                if end || final_event(&data) {
+                let closed = this.completion.as_ref().is_some_and(Completion::is_complete);
+                if end || closed {
                     this.done = end;
                     if let Some(ack) = this.seal("completed") {
                         this.waiting = Some((Some(frame), ack));
@@ -179,12 +253,4 @@ impl Drop for JournalBody {
             drop(self.seal("client_gone"));
         }
     }
-}
-
-/// Does this piece of an answer end with a provider's closing event (OpenAI's `[DONE]`,
-/// Anthropic's `message_stop`)?
-fn final_event(data: &[u8]) -> bool {
-    let tail = &data[data.len().saturating_sub(96)..];
-    let has = |needle: &[u8]| tail.windows(needle.len()).any(|w| w == needle);
-    has(b"data: [DONE]") || has(b"event: message_stop")
 }
