@@ -237,27 +237,46 @@ impl Seal {
         Ok(Some(head))
     }
 
-    /// Anchor the last record written: a small file written beside, synced, renamed over the
-    /// head (one write, one fsync, one rename per group commit). Private (0600).
+    /// Anchor the last record written: the head file overwritten in place, one write of a
+    /// fixed size (so its size never changes) per group commit. Private (0600).
+    ///
+    /// Neither fsync'd nor renamed (measured on this VM's ext4, a group of 8 records ≈ 4 ms:
+    /// an fsync here made a group commit 2–3× slower, and a write-and-rename over the old
+    /// head ~1–3 ms more, as ext4 flushes a file renamed over another). One small write into
+    /// the page cache is whole or absent when the daemon is killed; the head is written only
+    /// after its records are durable, so it is never ahead of them, and a write lost to a
+    /// power cut leaves a head one group behind, which verifies. A head torn by a power cut
+    /// fails its MAC: `gateway journal verify` says so, `gateway journal accept` re-anchors.
     pub fn write_head(&self, last_id: u64, last: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
         let head = Head {
             last_id,
             last: last.to_string(),
             mac: self.head_mac(last_id, last),
         };
-        let tmp = self.head_path.with_extension("head.tmp");
-        let mut f = std::fs::OpenOptions::new()
+        let mut buf = serde_json::to_vec(&head).unwrap_or_default();
+        buf.resize(HEAD_SIZE.max(buf.len()), b' ');
+        buf.push(b'\n');
+        let f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .mode(0o600)
-            .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(&serde_json::to_vec(&head).unwrap_or_default())?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, &self.head_path)
+            .open(&self.head_path)?;
+        if f.metadata()?.permissions().mode() & 0o777 != 0o600 {
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        f.write_all_at(&buf, 0)?;
+        if f.metadata()?.len() > buf.len() as u64 {
+            f.set_len(buf.len() as u64)?;
+        }
+        Ok(())
     }
 }
+
+/// The head file's size (JSON padded with spaces): ids up to 20 digits and two 64-digit MACs
+/// fit.
+const HEAD_SIZE: usize = 255;
 
 #[cfg(test)]
 mod tests {

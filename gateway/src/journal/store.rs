@@ -997,8 +997,14 @@ mod tests {
         let without = run(false, &mut last, &mut head);
         store.anchor(last, &head).unwrap();
         let with = run(true, &mut last, &mut head);
+        let t = std::time::Instant::now();
+        for _ in 0..rounds {
+            store.anchor(last, &head).unwrap();
+        }
+        let alone = t.elapsed() / rounds;
         eprintln!(
-            "group commit (8 records) on {}: {without:?} without the head, {with:?} with it",
+            "group commit (8 records) on {}: {without:?} without the head, {with:?} with it; \
+             the head write alone {alone:?}",
             base.display()
         );
         let v = store.verify().unwrap();
