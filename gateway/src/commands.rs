@@ -305,7 +305,10 @@ fn offline_store(cfg: &Config, keyed: bool) -> Result<crate::journal::Store, App
             cfg.journal.key_file(&cfg.state_dir),
             cfg.journal.head_file(&cfg.state_dir),
         );
-        Some(Seal::load(&key, &head).map_err(|e| JournalError::from(crate::journal::StoreError::from(e)))?)
+        Some(
+            Seal::load(&key, &head)
+                .map_err(|e| JournalError::from(crate::journal::StoreError::from(e)))?,
+        )
     } else {
         None
     };
@@ -559,9 +562,7 @@ pub fn journal(
                 ));
             }
             let store = offline_store(cfg, true)?;
-            let before = store
-                .verify()
-                .map_err(crate::journal::JournalError::from)?;
+            let before = store.verify().map_err(crate::journal::JournalError::from)?;
             if let Some(b) = before
                 .breaks
                 .iter()

@@ -122,12 +122,7 @@ fn reply(status: StatusCode, v: Value) -> Response<AdminBody> {
     r
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    admin: &Admin,
-    uid: u32,
-    gid: u32,
-) -> Response<AdminBody> {
+async fn handle(req: Request<Incoming>, admin: &Admin, uid: u32, gid: u32) -> Response<AdminBody> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let method = req.method().clone();
     if path == "/v1/health" {
@@ -303,7 +298,11 @@ pub fn call_lines(
         }
     }
     let body: Box<dyn std::io::BufRead> = if chunked {
-        Box::new(std::io::BufReader::new(Chunked { inner: r, left: 0, done: false }))
+        Box::new(std::io::BufReader::new(Chunked {
+            inner: r,
+            left: 0,
+            done: false,
+        }))
     } else {
         Box::new(std::io::Read::take(r, length.unwrap_or(u64::MAX)))
     };
@@ -323,7 +322,9 @@ pub fn call_lines(
             if let Some(n) = v["end"].as_u64() {
                 return Ok(n);
             }
-            let msg = v["error"].as_str().unwrap_or("an unknown line in the listing");
+            let msg = v["error"]
+                .as_str()
+                .unwrap_or("an unknown line in the listing");
             return Err(AdminError::Refused(msg.to_string()));
         }
         line(v).map_err(|e| proto(format!("cannot write the listing: {e}")))?;

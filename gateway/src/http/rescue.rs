@@ -47,7 +47,9 @@ pub enum ExchangeError {
     Uninspectable(String),
     #[error("gateway: request body larger than {0} bytes cannot be inspected; nothing was sent")]
     TooLarge(usize),
-    #[error("gateway: the journal cannot record this exchange ({0}); nothing was sent (fail-closed)")]
+    #[error(
+        "gateway: the journal cannot record this exchange ({0}); nothing was sent (fail-closed)"
+    )]
     JournalUnavailable(String),
 }
 

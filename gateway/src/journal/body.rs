@@ -62,6 +62,9 @@ pub struct JournalBody {
     completion: Option<Completion>,
     /// `journal.deliver_unrecorded`.
     deliver_unrecorded: bool,
+    /// The gateway's own error answer (a refusal: nothing of the provider's is in it): it
+    /// reaches the client even when its record fails.
+    refusal: bool,
     kept: Vec<u8>,
     limit: Option<usize>,
     /// Waiting for the record to be durable, with the frame to deliver then (`None`: the end).
@@ -81,8 +84,13 @@ impl JournalBody {
         completion: Option<Completion>,
     ) -> Self {
         let limit = ex.body_limit().filter(|_| text);
-        let deliver_unrecorded = ex.journal.as_ref().is_some_and(|j| j.cfg.deliver_unrecorded);
+        let deliver_unrecorded = ex
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.cfg.deliver_unrecorded);
+        let refusal = ex.rec.gateway_error.is_some();
         Self {
+            refusal,
             inner,
             ex: Some(ex),
             found,
@@ -155,7 +163,13 @@ impl Body for JournalBody {
             };
             if let Some(e) = failed {
                 let m = crate::metrics::get();
-                if this.deliver_unrecorded {
+                if this.refusal {
+                    // Cutting it would only hide why the request failed.
+                    tracing::error!(
+                        error = %e,
+                        "journal record of a refusal not durable; the refusal is delivered"
+                    );
+                } else if this.deliver_unrecorded {
                     m.journal_unrecorded
                         .get_or_create(&crate::metrics::ResultLabels {
                             result: "delivered".into(),
@@ -198,7 +212,10 @@ impl Body for JournalBody {
                 // it early would leave the provider's HTTP/1.1 connection busy draining, and
                 // the client's next request would need a new one.
                 let end = this.inner.is_end_stream();
-                let closed = this.completion.as_ref().is_some_and(Completion::is_complete);
+                let closed = this
+                    .completion
+                    .as_ref()
+                    .is_some_and(Completion::is_complete);
                 if end || closed {
                     this.done = end;
                     if let Some(ack) = this.seal("completed") {

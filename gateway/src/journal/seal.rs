@@ -189,7 +189,10 @@ impl Seal {
     /// A record's link: the MAC over the previous record's link and the record's canonical
     /// encoding (as [`super::store::chain_hash`], keyed).
     pub fn record_mac(&self, prev: &str, record: &Value) -> String {
-        self.mac("record", &[prev.as_bytes(), &super::store::canonical(record)])
+        self.mac(
+            "record",
+            &[prev.as_bytes(), &super::store::canonical(record)],
+        )
     }
 
     pub fn checkpoint_mac(&self, first_id: u64, prev: &str, pruned: u64) -> String {
@@ -287,7 +290,10 @@ mod tests {
     #[test]
     fn the_key_is_created_once_private_and_never_printed() {
         let d = tempfile::tempdir().unwrap();
-        let (k, h) = (d.path().join("s/journal.key"), d.path().join("s/journal.head"));
+        let (k, h) = (
+            d.path().join("s/journal.key"),
+            d.path().join("s/journal.head"),
+        );
         let (a, created) = Seal::load_or_create(&k, &h).unwrap();
         assert!(created);
         assert_eq!(std::fs::metadata(&k).unwrap().mode() & 0o777, 0o600);
@@ -306,7 +312,10 @@ mod tests {
         let d2 = tempfile::tempdir().unwrap();
         let (c, _) = Seal::load_or_create(&d2.path().join("k"), &d2.path().join("h")).unwrap();
         assert_ne!(a.record_mac("x", &v), c.record_mac("x", &v));
-        assert_ne!(a.record_mac("x", &v), super::super::store::chain_hash("x", &v));
+        assert_ne!(
+            a.record_mac("x", &v),
+            super::super::store::chain_hash("x", &v)
+        );
     }
 
     #[test]
@@ -318,7 +327,9 @@ mod tests {
         s.write_head(7, "abc").unwrap();
         assert_eq!(std::fs::metadata(&h).unwrap().mode() & 0o777, 0o600);
         assert_eq!(s.read_head().unwrap().unwrap().last_id, 7);
-        let forged = std::fs::read_to_string(&h).unwrap().replace("\"last_id\":7", "\"last_id\":3");
+        let forged = std::fs::read_to_string(&h)
+            .unwrap()
+            .replace("\"last_id\":7", "\"last_id\":3");
         std::fs::write(&h, forged).unwrap();
         assert!(s.read_head().unwrap_err().contains("valid MAC"));
         // A head without its key: refused, not a fresh key.
@@ -331,6 +342,9 @@ mod tests {
         // A damaged key is named, not quoted.
         std::fs::write(&k, "not-a-key-but-secret-looking\n").unwrap();
         let e = Seal::load(&k, &h).unwrap_err().to_string();
-        assert!(e.contains("64 hex digits") && !e.contains("secret-looking"), "{e}");
+        assert!(
+            e.contains("64 hex digits") && !e.contains("secret-looking"),
+            "{e}"
+        );
     }
 }

@@ -440,11 +440,13 @@ impl Store {
             if record_break.is_some() {
                 continue;
             }
-            let fail = |reason: String| Some(Broken {
-                id,
-                reason,
-                kind: BreakKind::Record,
-            });
+            let fail = |reason: String| {
+                Some(Broken {
+                    id,
+                    reason,
+                    kind: BreakKind::Record,
+                })
+            };
             let v = match v {
                 Ok(v) => v,
                 Err(e) => {
@@ -459,7 +461,10 @@ impl Store {
                 continue;
             }
             if v["id"].as_u64() != Some(id) {
-                record_break = fail(format!("its id field says {} (records reordered?)", v["id"]));
+                record_break = fail(format!(
+                    "its id field says {} (records reordered?)",
+                    v["id"]
+                ));
                 continue;
             }
             if v["prev"].as_str() != Some(prev.as_str()) {
@@ -471,8 +476,7 @@ impl Store {
                 && m.prev != prev
             {
                 record_break = fail(
-                    "the keyed chain starts here, but not after the record the marker names"
-                        .into(),
+                    "the keyed chain starts here, but not after the record the marker names".into(),
                 );
                 continue;
             }
@@ -758,7 +762,9 @@ mod tests {
 
     fn broken(store: &Store) -> Broken {
         let v = store.verify().unwrap();
-        v.broken.clone().unwrap_or_else(|| panic!("verifies: {v:?}"))
+        v.broken
+            .clone()
+            .unwrap_or_else(|| panic!("verifies: {v:?}"))
     }
 
     #[test]
@@ -863,7 +869,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = keyed(dir.path(), &dir.path().join("j"));
         chain(&store, 4, |_| 1);
-        let (two, three) = (store.raw_get(2).unwrap().unwrap(), store.raw_get(3).unwrap().unwrap());
+        let (two, three) = (
+            store.raw_get(2).unwrap().unwrap(),
+            store.raw_get(3).unwrap().unwrap(),
+        );
         store.raw_put(2, &three).unwrap();
         store.raw_put(3, &two).unwrap();
         let b = broken(&store);
@@ -951,10 +960,8 @@ mod tests {
         let b = broken(&store);
         assert_eq!(b.id, 4, "{b:?}");
         // The marker moved on (to pass more records off as unkeyed): its MAC fails.
-        let mut m: Marker = serde_json::from_slice(
-            &store.meta.get(MARKER).unwrap().unwrap(),
-        )
-        .unwrap();
+        let mut m: Marker =
+            serde_json::from_slice(&store.meta.get(MARKER).unwrap().unwrap()).unwrap();
         m.id = 6;
         store
             .raw_put_meta("keyed_from", &serde_json::to_vec(&m).unwrap())
@@ -1008,6 +1015,9 @@ mod tests {
             base.display()
         );
         let v = store.verify().unwrap();
-        assert_eq!((v.records, v.broken, v.anchored), (8 * 2 * rounds as u64, None, Some(last)));
+        assert_eq!(
+            (v.records, v.broken, v.anchored),
+            (8 * 2 * rounds as u64, None, Some(last))
+        );
     }
 }
