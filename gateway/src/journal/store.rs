@@ -983,7 +983,7 @@ mod tests {
         let seal = store.seal().unwrap();
         let (mut last, mut head) = store.head().unwrap();
         let rounds = 200;
-        let mut run = |anchor: bool, last: &mut u64, head: &mut String| {
+        let run = |anchor: bool, last: &mut u64, head: &mut String| {
             let t = std::time::Instant::now();
             for _ in 0..rounds {
                 let mut group = Vec::new();
