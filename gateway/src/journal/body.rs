@@ -271,3 +271,125 @@ impl Drop for JournalBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Journal, JournalConfig};
+
+    fn journal(dir: &std::path::Path, cfg: JournalConfig) -> Arc<Journal> {
+        Arc::new(Journal::open(&cfg, dir).unwrap())
+    }
+
+    fn answer(frames: &[&'static str]) -> RespBody {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = frames
+            .iter()
+            .map(|f| Ok(Frame::data(Bytes::from_static(f.as_bytes()))))
+            .collect();
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed()
+    }
+
+    fn exchange(j: &Arc<Journal>) -> Exchange {
+        let mut ex = Exchange::new(Some(j.clone()), &Default::default(), 1);
+        ex.rec.provider = "openai".into();
+        ex
+    }
+
+    const SSE: [&str; 3] = ["data: {\"a\":1}\n\n", "data: [DONE]\n\n", ": trailing\n\n"];
+
+    #[tokio::test]
+    async fn the_closing_event_is_the_decoders_word_never_the_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let j = journal(d.path(), JournalConfig::default());
+        // No signal: `data: [DONE]` in the bytes seals nothing; the body's end does.
+        let mut b = JournalBody::new(answer(&SSE), exchange(&j), None, true, None);
+        for _ in 0..2 {
+            b.frame().await.unwrap().unwrap();
+        }
+        assert_eq!(j.store.iter().count(), 0, "sealed by searching the bytes");
+        b.frame().await.unwrap().unwrap();
+        assert!(b.frame().await.is_none());
+        assert_eq!(j.store.iter().count(), 1);
+        // The signal, set as the decoder passes the closing event: the frame that carried it
+        // comes once the record is durable, before the body's end.
+        let done = Completion::new();
+        let mut b = JournalBody::new(answer(&SSE), exchange(&j), None, true, Some(done.clone()));
+        b.frame().await.unwrap().unwrap();
+        done.complete();
+        b.frame().await.unwrap().unwrap();
+        let recs: Vec<_> = j.store.iter().map(|r| r.unwrap().1).collect();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[1]["outcome"], "completed");
+        // The rest still flows to its end; nothing is recorded twice.
+        b.frame().await.unwrap().unwrap();
+        assert!(b.frame().await.is_none());
+        drop(b);
+        assert_eq!(j.store.iter().count(), 2);
+        assert_eq!(j.store.verify().unwrap().broken, None);
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_record_ends_the_answer_with_an_error_and_refuses_the_next() {
+        let d = tempfile::tempdir().unwrap();
+        let fail = d.path().join("fail");
+        let cfg = JournalConfig {
+            fail_writes_while: Some(fail.clone()),
+            ..Default::default()
+        };
+        let j = journal(d.path(), cfg.clone());
+        assert_eq!(j.ready(), Ok(()));
+        std::fs::write(&fail, "").unwrap();
+        let mut b = JournalBody::new(answer(&SSE[..2]), exchange(&j), None, true, None);
+        // (This body does not know its last frame is the last: its end is what is withheld.)
+        b.frame().await.unwrap().unwrap();
+        b.frame().await.unwrap().unwrap();
+        // An error comes in the place of the end.
+        let e = b.frame().await.unwrap().unwrap_err();
+        assert!(e.to_string().contains("could not record"), "{e}");
+        assert!(b.frame().await.is_none());
+        let why = j.ready().unwrap_err();
+        assert!(why.contains("fault injection"), "{why}");
+        // Writable again: the writer's probe lets requests in again.
+        std::fs::remove_file(&fail).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while j.ready().is_err() {
+            assert!(std::time::Instant::now() < deadline, "still refused");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        drop(b);
+        drop(j);
+        // With the switch on, the answer is delivered whole, and nothing is refused.
+        let d = tempfile::tempdir().unwrap();
+        let fail = d.path().join("fail");
+        std::fs::write(&fail, "").unwrap();
+        let j = journal(
+            d.path(),
+            JournalConfig {
+                fail_writes_while: Some(fail),
+                deliver_unrecorded: true,
+                ..Default::default()
+            },
+        );
+        let mut b = JournalBody::new(answer(&SSE[..2]), exchange(&j), None, true, None);
+        b.frame().await.unwrap().unwrap();
+        b.frame().await.unwrap().unwrap();
+        assert!(b.frame().await.is_none(), "the end is delivered");
+        assert_eq!(j.ready(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_is_gone_cuts_the_answer_and_refuses_the_next() {
+        let d = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&JournalConfig::default(), d.path()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        drop(rx);
+        j.tx = tx;
+        let j = Arc::new(j);
+        let mut b = JournalBody::new(answer(&SSE[..1]), exchange(&j), None, true, None);
+        b.frame().await.unwrap().unwrap();
+        let e = b.frame().await.unwrap().unwrap_err();
+        assert!(e.to_string().contains("could not record"), "{e}");
+        let why = j.ready().unwrap_err();
+        assert!(why.contains("writer has stopped"), "{why}");
+    }
+}
