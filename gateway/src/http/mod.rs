@@ -50,6 +50,9 @@ pub type RespBody = BoxBody<Bytes, BoxError>;
 /// Set by the answer's decoder when the provider's closing event has passed.
 type Closed = Arc<std::sync::atomic::AtomicBool>;
 
+/// An answer on its way back: the response, where its hits go, and its closing flag.
+type Answer = (Response<RespBody>, Option<Found>, Option<Closed>);
+
 /// What every request on one intercepted connection shares.
 pub struct ConnCtx {
     pub conn_id: u64,
@@ -333,7 +336,7 @@ async fn send(
     scanner: &Arc<Scanner>,
     endpoint: &'static str,
     ex: &mut Exchange,
-) -> Result<(Response<RespBody>, Option<Found>, Option<Closed>), ExchangeError> {
+) -> Result<Answer, ExchangeError> {
     use http_body::Body as _;
     let adapter = ctx.provider.adapter();
     let framing = adapter.framing(parts.uri.path(), parts.uri.query(), &parts.headers);
@@ -652,7 +655,7 @@ fn mask_response(
     ctx: &ConnCtx,
     scanner: &Arc<Scanner>,
     journaled: bool,
-) -> Result<(Response<RespBody>, Option<Found>, Option<Closed>), ExchangeError> {
+) -> Result<Answer, ExchangeError> {
     if !scanner.any(Direction::Response) {
         return Ok((resp, None, None));
     }

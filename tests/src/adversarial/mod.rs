@@ -269,12 +269,7 @@ pub fn send_all(e: &ProviderEnv, cases: &[Case]) -> BTreeMap<String, Got> {
     let py = crate::py_venv().join("bin/python");
     let cmd = e.cg.command(
         py.to_str().unwrap(),
-        &[
-            "-c",
-            DRIVER,
-            file.to_str().unwrap(),
-            e.ca.to_str().unwrap(),
-        ],
+        &["-c", DRIVER, file.to_str().unwrap(), e.ca.to_str().unwrap()],
     );
     let budget = Duration::from_secs(60 + 10 * cases.len() as u64);
     let r = crate::run(cmd, budget);
@@ -331,7 +326,10 @@ impl Decoded {
             parts.push((format!("header {n}"), views(format!("{n}: {v}").as_bytes())));
         }
         for (n, v) in &s.trailers {
-            parts.push((format!("trailer {n}"), views(format!("{n}: {v}").as_bytes())));
+            parts.push((
+                format!("trailer {n}"),
+                views(format!("{n}: {v}").as_bytes()),
+            ));
         }
         let mut body = views(&s.body);
         for d in inflated {
@@ -401,7 +399,11 @@ pub fn refusal(p: Provider, g: &Got) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("refusal not in {}'s error shape: {}", p.label(), g.brief()))
+        Err(format!(
+            "refusal not in {}'s error shape: {}",
+            p.label(),
+            g.brief()
+        ))
     }
 }
 
@@ -431,12 +433,18 @@ pub fn judge(e: &ProviderEnv, cases: &[Case], got: &BTreeMap<String, Got>) -> Ve
             for n in needles(secret) {
                 for (id, d, _) in &decoded {
                     let theirs = id.as_deref() == Some(c.name.as_str());
-                    let stray = id.as_ref().is_none_or(|i| !cases.iter().any(|k| &k.name == i));
+                    let stray = id
+                        .as_ref()
+                        .is_none_or(|i| !cases.iter().any(|k| &k.name == i));
                     if !(theirs || stray) {
                         continue;
                     }
                     if let Some(part) = d.find(n.as_bytes()) {
-                        let whose = if theirs { "" } else { " (of an unlabelled request)" };
+                        let whose = if theirs {
+                            ""
+                        } else {
+                            " (of an unlabelled request)"
+                        };
                         why.push(format!("leaked {} in {part}{whose}", label(secret)));
                     }
                 }

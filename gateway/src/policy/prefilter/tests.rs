@@ -317,7 +317,8 @@ fn vault_key_pieces_lie_in_the_prefilters_windows() {
         "sk-vault-policy-openai-51-Zq8Xw2Lm4Nb6Vc1Kj3Hg5Fd7",
         "AIza-vault-gemini-Yy7Tt6Rr5Ee4Ww3Qq2Aa1Ss0Dd9Ff8Gg7Hh6",
     ];
-    let secrets: Vec<crate::vault::Secret> = keys.iter().map(|k| crate::vault::Secret::new(*k)).collect();
+    let secrets: Vec<crate::vault::Secret> =
+        keys.iter().map(|k| crate::vault::Secret::new(*k)).collect();
     let started = std::time::Instant::now();
     let sc = Scanner::with_keys(&[], &PolicyConfig::default(), &secrets).unwrap();
     eprintln!("scanner with 2 vault keys built in {:?}", started.elapsed());
