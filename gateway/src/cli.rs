@@ -102,6 +102,9 @@ pub enum JournalCommand {
         /// A user name or uid.
         #[arg(long)]
         user: Option<String>,
+        /// Only the newest N (at most 10000; without it every record is streamed).
+        #[arg(long)]
+        limit: Option<usize>,
     },
     /// One record, whole: identity, decisions, bodies as delivered, timings.
     Show {
@@ -109,13 +112,17 @@ pub enum JournalCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Every record as JSON Lines on standard output.
+    /// Every record as JSON Lines on standard output (streamed, oldest first).
     Export {
         #[arg(long)]
         since: Option<String>,
     },
-    /// Walk the hash chain; name the first record that does not fit.
+    /// Walk the keyed chain; name what does not fit: a record, the retention checkpoint, or an
+    /// end that is not the one the head file anchors (records removed, an older copy).
     Verify,
+    /// Anchor the journal's end as it is now, after restoring a backup on purpose (the daemon
+    /// refuses to start on a journal shorter than its head). `--offline` only.
+    Accept,
 }
 
 #[derive(Debug, Subcommand)]

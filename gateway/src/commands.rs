@@ -306,26 +306,42 @@ fn printable_strings(v: &mut serde_json::Value) {
     }
 }
 
-/// Ask the journal: through the daemon, or (`offline`) from its files.
-fn journal_query(
-    cfg: &Config,
-    offline: bool,
-    rest: &[String],
-    query: &str,
-) -> Result<serde_json::Value, AppError> {
-    use crate::journal::{Store, query::answer};
-    if offline {
-        let path = cfg.journal.path(&cfg.state_dir);
-        if !path.exists() {
-            return Err(AppError::Usage(format!(
-                "there is no journal at {} (journal.path / state_dir)",
-                path.display()
-            )));
-        }
-        let store = Store::open(&path).map_err(crate::journal::JournalError::from)?;
-        return answer(&store, rest, query).map_err(|(_, m)| AppError::Usage(m));
+/// The journal's files, for the CLI's `--offline` (the daemon must be stopped: sled's lock).
+/// `keyed`: with the key (verify, accept); listings need none.
+fn offline_store(cfg: &Config, keyed: bool) -> Result<crate::journal::Store, AppError> {
+    use crate::journal::{JournalError, Store, seal::Seal};
+    let path = cfg.journal.path(&cfg.state_dir);
+    if !path.exists() {
+        return Err(AppError::Usage(format!(
+            "there is no journal at {} (journal.path / state_dir)",
+            path.display()
+        )));
     }
-    let socket = crate::admin::socket_path(&cfg.state_dir);
+    let seal = if keyed {
+        let (key, head) = (
+            cfg.journal.key_file(&cfg.state_dir),
+            cfg.journal.head_file(&cfg.state_dir),
+        );
+        Some(
+            Seal::load(&key, &head)
+                .map_err(|e| JournalError::from(crate::journal::StoreError::from(e)))?,
+        )
+    } else {
+        None
+    };
+    Ok(Store::open(&path, seal).map_err(JournalError::from)?)
+}
+
+fn not_running(e: crate::admin::AdminError) -> AppError {
+    match e {
+        e @ crate::admin::AdminError::NotRunning { .. } => AppError::Usage(format!(
+            "{e}; or read a stopped daemon's journal with --offline"
+        )),
+        e => e.into(),
+    }
+}
+
+fn target(rest: &[String], query: &str) -> String {
     let mut target = String::from("/v1/journal");
     for r in rest {
         target.push('/');
@@ -335,12 +351,25 @@ fn journal_query(
         target.push('?');
         target.push_str(query);
     }
-    let (status, v) = crate::admin::call(&socket, "GET", &target, None).map_err(|e| match e {
-        e @ crate::admin::AdminError::NotRunning { .. } => AppError::Usage(format!(
-            "{e}; or read a stopped daemon's journal with --offline"
-        )),
-        e => e.into(),
-    })?;
+    target
+}
+
+/// Ask the journal one question (verify, one record): through the daemon, or (`offline`)
+/// from its files.
+fn journal_query(
+    cfg: &Config,
+    offline: bool,
+    rest: &[String],
+    query: &str,
+) -> Result<serde_json::Value, AppError> {
+    if offline {
+        let store = offline_store(cfg, rest.first().is_some_and(|r| r == "verify"))?;
+        return crate::journal::query::answer(&store, rest, query)
+            .map_err(|(_, m)| AppError::Usage(m));
+    }
+    let socket = crate::admin::socket_path(&cfg.state_dir);
+    let (status, v) =
+        crate::admin::call(&socket, "GET", &target(rest, query), None).map_err(not_running)?;
     if status != 200 {
         let msg = v["error"].as_str().unwrap_or("refused").to_string();
         return Err(crate::admin::AdminError::Refused(msg).into());
@@ -348,79 +377,124 @@ fn journal_query(
     Ok(v)
 }
 
+/// A listing, record by record into `line` (never the whole journal in memory): through the
+/// daemon, or (`offline`) from its files. Returns how many records.
+fn journal_lines(
+    cfg: &Config,
+    offline: bool,
+    listing: crate::journal::query::Listing,
+    query: &str,
+    line: &mut dyn FnMut(serde_json::Value) -> std::io::Result<()>,
+) -> Result<u64, AppError> {
+    use crate::journal::query::{Listing, stream};
+    if offline {
+        let store = offline_store(cfg, false)?;
+        return stream(&store, listing, query, line).map_err(|(_, m)| AppError::Usage(m));
+    }
+    let rest = match listing {
+        Listing::Summaries => vec![],
+        Listing::Export => vec!["export".to_string()],
+    };
+    let socket = crate::admin::socket_path(&cfg.state_dir);
+    crate::admin::call_lines(&socket, &target(&rest, query), line).map_err(not_running)
+}
+
+/// One line of `journal list`.
+fn list_line(r: &serde_json::Value) -> String {
+    let mut decisions: Vec<String> = r["decisions"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .map(|d| {
+                    format!(
+                        "{}:{}:{}×{}",
+                        d["direction"].as_str().unwrap_or("?"),
+                        d["rule"].as_str().unwrap_or("?"),
+                        d["action"].as_str().unwrap_or("?"),
+                        d["count"]
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(a) = r["approval"].as_object() {
+        decisions.push(format!("hold:{}", a["outcome"].as_str().unwrap_or("?")));
+    }
+    let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+    format!(
+        "{}  {}  {}({})  {}  {}  {}  {}  {}  {}  {}  {:.1}  {}",
+        r["id"],
+        s("time"),
+        r["who"]["user"].as_str().unwrap_or("-"),
+        r["who"]["uid"],
+        r["who"]["pid"],
+        r["who"]["comm"].as_str().unwrap_or("-"),
+        s("provider"),
+        s("endpoint"),
+        s("model"),
+        r["status"],
+        s("outcome"),
+        r["duration_ms"].as_f64().unwrap_or(0.0),
+        if decisions.is_empty() {
+            "-".to_string()
+        } else {
+            decisions.join(",")
+        }
+    )
+}
+
 pub fn journal(
     cfg: &Config,
     cmd: &crate::cli::JournalCommand,
     offline: bool,
 ) -> Result<String, AppError> {
-    use crate::{cli::JournalCommand as J, journal::query::encode};
+    use std::io::Write as _;
+
+    use crate::{
+        cli::JournalCommand as J,
+        journal::query::{Listing, encode},
+    };
     match cmd {
         J::List {
             json,
             since,
             provider,
             user,
+            limit,
         } => {
+            let limit = limit.map(|n| n.to_string());
             let q = encode(&[
                 ("since", since.as_deref()),
                 ("provider", provider.as_deref()),
                 ("user", user.as_deref()),
+                ("limit", limit.as_deref()),
             ]);
-            let v = journal_query(cfg, offline, &[], &q)?;
-            let records = v["records"].as_array().cloned().unwrap_or_default();
-            if *json {
-                return Ok(serde_json::Value::Array(records).to_string());
-            }
-            if records.is_empty() {
-                return Ok("no journal records".into());
-            }
-            let mut out = String::from(
-                "ID  TIME  USER(UID)  PID  COMM  PROVIDER  ENDPOINT  MODEL  STATUS  OUTCOME  MS  DECISIONS\n",
-            );
-            for r in records {
-                let decisions: Vec<String> = r["decisions"]
-                    .as_array()
-                    .map(|d| {
-                        d.iter()
-                            .map(|d| {
-                                format!(
-                                    "{}:{}:{}×{}",
-                                    d["direction"].as_str().unwrap_or("?"),
-                                    d["rule"].as_str().unwrap_or("?"),
-                                    d["action"].as_str().unwrap_or("?"),
-                                    d["count"]
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let mut decisions = decisions;
-                if let Some(a) = r["approval"].as_object() {
-                    decisions.push(format!("hold:{}", a["outcome"].as_str().unwrap_or("?")));
-                }
-                let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
-                out.push_str(&format!(
-                    "{}  {}  {}({})  {}  {}  {}  {}  {}  {}  {}  {:.1}  {}\n",
-                    r["id"],
-                    s("time"),
-                    r["who"]["user"].as_str().unwrap_or("-"),
-                    r["who"]["uid"],
-                    r["who"]["pid"],
-                    r["who"]["comm"].as_str().unwrap_or("-"),
-                    s("provider"),
-                    s("endpoint"),
-                    s("model"),
-                    r["status"],
-                    s("outcome"),
-                    r["duration_ms"].as_f64().unwrap_or(0.0),
-                    if decisions.is_empty() {
-                        "-".to_string()
-                    } else {
-                        decisions.join(",")
+            // Written as the records come, flushed at the end (and whenever the buffer fills).
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut first = true;
+            let n = journal_lines(cfg, offline, Listing::Summaries, &q, &mut |r| {
+                if *json {
+                    out.write_all(if first { b"[" } else { b"," })?;
+                    serde_json::to_writer(&mut out, &r)?;
+                } else {
+                    if first {
+                        writeln!(
+                            out,
+                            "ID  TIME  USER(UID)  PID  COMM  PROVIDER  ENDPOINT  MODEL  STATUS  OUTCOME  MS  DECISIONS"
+                        )?;
                     }
-                ));
+                    writeln!(out, "{}", list_line(&r))?;
+                }
+                first = false;
+                Ok(())
+            })?;
+            if *json {
+                out.write_all(if n == 0 { b"[]\n" } else { b"]\n" })?;
+            } else if n == 0 {
+                writeln!(out, "no journal records")?;
             }
-            Ok(out.trim_end().to_string())
+            out.flush()?;
+            Ok(String::new())
         }
         J::Show { id, json } => {
             let v = journal_query(cfg, offline, &[id.to_string()], "")?;
@@ -447,32 +521,85 @@ pub fn journal(
         }
         J::Export { since } => {
             let q = encode(&[("since", since.as_deref())]);
-            let v = journal_query(cfg, offline, &["export".to_string()], &q)?;
-            let lines: Vec<String> = v["records"]
-                .as_array()
-                .map(|a| a.iter().map(|r| r.to_string()).collect())
-                .unwrap_or_default();
-            Ok(lines.join("\n"))
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            journal_lines(cfg, offline, Listing::Export, &q, &mut |r| {
+                serde_json::to_writer(&mut out, &r)?;
+                out.write_all(b"\n")
+            })?;
+            out.flush()?;
+            Ok(String::new())
         }
         J::Verify => {
             let v = journal_query(cfg, offline, &["verify".to_string()], "")?;
             let records = v["records"].as_u64().unwrap_or(0);
             let pruned = v["checkpoint"]["pruned"].as_u64().unwrap_or(0);
-            match v["broken"].as_object() {
-                None => Ok(format!(
+            let breaks = v["breaks"].as_array().cloned().unwrap_or_default();
+            if breaks.is_empty() {
+                let mut notes = Vec::new();
+                if pruned > 0 {
+                    notes.push(format!(
+                        "from the retention checkpoint ({pruned} older records pruned)"
+                    ));
+                }
+                if let Some(k) = v["keyed_from"].as_u64() {
+                    notes.push(format!(
+                        "keyed from record {k} (records before it predate the key: checked by \
+                         the unkeyed chain)"
+                    ));
+                }
+                if let Some(a) = v["anchored"].as_u64() {
+                    notes.push(format!("head at record {a}"));
+                }
+                return Ok(format!(
                     "journal verified: {records} records, chain intact{}",
-                    if pruned > 0 {
-                        format!(" from the retention checkpoint ({pruned} older records pruned)")
-                    } else {
+                    if notes.is_empty() {
                         String::new()
+                    } else {
+                        format!("; {}", notes.join("; "))
                     }
-                )),
-                Some(b) => Err(AppError::Usage(format!(
-                    "journal chain BROKEN at record {}: {} ({records} records)",
-                    b["id"],
-                    b["reason"].as_str().unwrap_or("?")
-                ))),
+                ));
             }
+            let lines: Vec<String> = breaks
+                .iter()
+                .map(|b| {
+                    format!(
+                        "journal chain BROKEN at record {}: {} ({records} records)",
+                        b["id"],
+                        b["reason"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect();
+            Err(AppError::Usage(lines.join("\ngateway: ")))
+        }
+        J::Accept => {
+            if !offline {
+                return Err(AppError::Usage(
+                    "`journal accept` rewrites the head file: stop the daemon and give --offline"
+                        .into(),
+                ));
+            }
+            let store = offline_store(cfg, true)?;
+            let before = store.verify().map_err(crate::journal::JournalError::from)?;
+            if let Some(b) = before
+                .breaks
+                .iter()
+                .find(|b| b.kind == crate::journal::store::BreakKind::Anchor)
+            {
+                return Err(AppError::Usage(format!(
+                    "not accepted: {} (at record {}); only the journal's end can be re-anchored",
+                    b.reason, b.id
+                )));
+            }
+            let id = store
+                .reanchor()
+                .map_err(crate::journal::JournalError::from)?;
+            let was = before
+                .breaks
+                .iter()
+                .find(|b| b.kind == crate::journal::store::BreakKind::Head)
+                .map(|b| format!(" (it was: {})", b.reason))
+                .unwrap_or_default();
+            Ok(format!("journal head anchored at record {id}{was}"))
         }
     }
 }

@@ -87,6 +87,9 @@ pub struct Metrics {
     pub ttfb: Family<ProviderLabels, Histogram>,
     pub journal_write: Histogram,
     pub journal_errors: Counter,
+    /// Answers whose record could not be written: `cut` (the client got an error) or
+    /// `delivered` (`journal.deliver_unrecorded`).
+    pub journal_unrecorded: Family<ResultLabels, Counter>,
     /// hit | mint
     pub leaf_cache: Family<ResultLabels, Counter>,
     /// Workload DNS queries through the gateway, by result (answered, servfail, no_record,
@@ -116,6 +119,7 @@ impl Metrics {
                 prometheus_client::metrics::histogram::exponential_buckets(1e-5, 2.0, 18),
             ),
             journal_errors: Counter::default(),
+            journal_unrecorded: Family::default(),
             leaf_cache: Family::default(),
             dns_queries: Family::default(),
             dns_learned: Counter::default(),
@@ -165,6 +169,11 @@ impl Metrics {
             "journal_write_errors",
             "Journal writes that failed",
             m.journal_errors.clone(),
+        );
+        registry.register(
+            "journal_unrecorded",
+            "Answers whose record could not be written: cut short, or delivered anyway",
+            m.journal_unrecorded.clone(),
         );
         registry.register(
             "leaf_cache",

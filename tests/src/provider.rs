@@ -3,8 +3,15 @@
 //! OpenAI models list, Anthropic messages (JSON and typed SSE events), Gemini generateContent
 //! and streamGenerateContent (`alt=sse` and the JSON-array form). Every request is recorded
 //! (method, target, version, headers, trailers) for the test to inspect.
+//!
+//! Scripted mode: a test registers a [`Script`] with [`FakeProvider::script`] and a request
+//! naming it in an `x-test-script` header gets exactly that answer (status, headers, body
+//! written chunk by chunk), whatever its path, with the credential the fake received spliced in
+//! where the script says (`{{CRED}}` and pieces of it), so a test can make a provider echo the
+//! injected key.
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
     net::SocketAddr,
     sync::{Arc, Mutex},
@@ -91,9 +98,24 @@ struct Gate {
     cancelled: std::sync::atomic::AtomicUsize,
 }
 
+/// A scripted answer (see the module doc). In header values and chunks, `{{CRED}}` becomes
+/// the credential the request carried (the `Authorization` bearer value, else `x-api-key`,
+/// else `x-goog-api-key`, else `?key=`), `{{CRED24}}` its characters 5..29, `{{CRED_A}}` and
+/// `{{CRED_B}}` its first and second half.
+#[derive(Debug, Clone, Default)]
+pub struct Script {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// Written one by one, 5 ms apart.
+    pub chunks: Vec<Vec<u8>>,
+}
+
+type Scripts = Arc<Mutex<HashMap<String, Script>>>;
+
 pub struct FakeProvider {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    scripts: Scripts,
     conns: Arc<std::sync::atomic::AtomicUsize>,
     conn_log: Arc<Mutex<Vec<Conn>>>,
     gate: Arc<Gate>,
@@ -105,9 +127,11 @@ impl FakeProvider {
         let (rt, listener, acceptor) =
             crate::fake::tls_server("fake provider", addr, pki, &[b"h2", b"http/1.1"]);
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let scripts: Scripts = Arc::default();
         let gate: Arc<Gate> = Arc::default();
         let conns: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let s = seen.clone();
+        let sc = scripts.clone();
         let g = gate.clone();
         let c = conns.clone();
         rt.spawn(async move {
@@ -120,6 +144,7 @@ impl FakeProvider {
                 c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let acceptor = acceptor.clone();
                 let s = s.clone();
+                let sc = sc.clone();
                 let g = g.clone();
                 let local = tcp.local_addr().ok();
                 tokio::spawn(async move {
@@ -129,9 +154,10 @@ impl FakeProvider {
                     let sni = tls.get_ref().1.server_name().map(String::from);
                     let svc = service_fn(move |req| {
                         let s = s.clone();
+                        let sc = sc.clone();
                         let g = g.clone();
                         let sni = sni.clone();
-                        async move { Ok::<_, Infallible>(answer(req, s, g, local, sni).await) }
+                        async move { Ok::<_, Infallible>(answer(req, s, sc, g, local, sni).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), svc)
@@ -142,6 +168,7 @@ impl FakeProvider {
         Self {
             addr,
             seen,
+            scripts,
             conns,
             conn_log: Arc::default(),
             gate,
@@ -165,11 +192,13 @@ impl FakeProvider {
             listeners.push(l);
         }
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let scripts: Scripts = Arc::default();
         let gate: Arc<Gate> = Arc::default();
         let conns: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let conn_log: Arc<Mutex<Vec<Conn>>> = Arc::default();
         for listener in listeners {
             let (s, g, c, log) = (seen.clone(), gate.clone(), conns.clone(), conn_log.clone());
+            let sc = scripts.clone();
             let acceptor = acceptor.clone();
             rt.spawn(async move {
                 loop {
@@ -181,6 +210,7 @@ impl FakeProvider {
                     c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     log.lock().unwrap().push(Conn { local, peer });
                     let (acceptor, s, g) = (acceptor.clone(), s.clone(), g.clone());
+                    let sc = sc.clone();
                     tokio::spawn(async move {
                         let mut first = [0u8; 1];
                         if !matches!(tcp.peek(&mut first).await, Ok(1)) {
@@ -195,16 +225,22 @@ impl FakeProvider {
                             let sni = tls.get_ref().1.server_name().map(String::from);
                             let svc = service_fn(move |req| {
                                 let (s, g, sni) = (s.clone(), g.clone(), sni.clone());
+                                let sc = sc.clone();
                                 async move {
-                                    Ok::<_, Infallible>(answer(req, s, g, Some(local), sni).await)
+                                    Ok::<_, Infallible>(
+                                        answer(req, s, sc, g, Some(local), sni).await,
+                                    )
                                 }
                             });
                             let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
                         } else {
                             let svc = service_fn(move |req| {
                                 let (s, g) = (s.clone(), g.clone());
+                                let sc = sc.clone();
                                 async move {
-                                    Ok::<_, Infallible>(answer(req, s, g, Some(local), None).await)
+                                    Ok::<_, Infallible>(
+                                        answer(req, s, sc, g, Some(local), None).await,
+                                    )
                                 }
                             });
                             let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
@@ -216,6 +252,7 @@ impl FakeProvider {
         Self {
             addr: addrs[0],
             seen,
+            scripts,
             conns,
             conn_log,
             gate,
@@ -235,6 +272,14 @@ impl FakeProvider {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Register (or replace) the answer for requests carrying `x-test-script: <name>`.
+    pub fn script(&self, name: &str, script: Script) {
+        self.scripts
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), script);
     }
 
     /// TCP connections accepted so far.
@@ -353,6 +398,7 @@ fn gated(events: Vec<String>, gate: Arc<Gate>) -> Response<Body> {
 async fn answer(
     req: Request<Incoming>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    scripts: Scripts,
     gate: Arc<Gate>,
     local: Option<SocketAddr>,
     sni: Option<String>,
@@ -382,6 +428,19 @@ async fn answer(
         local,
         sni,
     });
+    if let Some(name) = parts.headers.get("x-test-script") {
+        let name = String::from_utf8_lossy(name.as_bytes()).into_owned();
+        let script = scripts.lock().unwrap().get(&name).cloned();
+        return match script {
+            Some(sc) => scripted(sc, &credential_of(&parts)),
+            None => full(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "application/json",
+                json!({"error": {"message": format!("fake provider: no script {name}")}})
+                    .to_string(),
+            ),
+        };
+    }
     let json_body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let stream = json_body["stream"] == true;
     let path = parts.uri.path();
@@ -486,6 +545,94 @@ async fn answer(
             json!({"error": {"message": format!("fake provider: no route {path}"), "type": "invalid_request_error"}}).to_string(),
         ),
     }
+}
+
+/// The credential a request carried, as a scripted answer splices it in.
+fn credential_of(parts: &http::request::Parts) -> String {
+    let h = |n: &str| {
+        parts
+            .headers
+            .get(n)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    if let Some(a) = h("authorization") {
+        return a
+            .split_once(' ')
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or(a);
+    }
+    if let Some(v) = h("x-api-key").or_else(|| h("x-goog-api-key")) {
+        return v;
+    }
+    parts
+        .uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("key=").map(String::from))
+        .unwrap_or_default()
+}
+
+fn splice(text: &[u8], cred: &str) -> Vec<u8> {
+    let chars: Vec<char> = cred.chars().collect();
+    let piece = |a: usize, b: usize| -> String {
+        chars[a.min(chars.len())..b.min(chars.len())]
+            .iter()
+            .collect()
+    };
+    let half = chars.len() / 2;
+    let subs = [
+        ("{{CRED24}}", piece(5, 29)),
+        ("{{CRED_A}}", piece(0, half)),
+        ("{{CRED_B}}", piece(half, chars.len())),
+        ("{{CRED}}", cred.to_string()),
+    ];
+    let mut out = text.to_vec();
+    for (from, to) in subs {
+        let (from, to) = (from.as_bytes(), to.as_bytes());
+        let mut next = Vec::with_capacity(out.len());
+        let mut i = 0;
+        while i < out.len() {
+            if out[i..].starts_with(from) {
+                next.extend_from_slice(to);
+                i += from.len();
+            } else {
+                next.push(out[i]);
+                i += 1;
+            }
+        }
+        out = next;
+    }
+    out
+}
+
+fn scripted(sc: Script, cred: &str) -> Response<Body> {
+    let mut b = Response::builder().status(sc.status);
+    for (k, v) in &sc.headers {
+        b = b.header(k.as_str(), splice(v.as_bytes(), cred));
+    }
+    let chunks: Vec<Bytes> = sc
+        .chunks
+        .iter()
+        .map(|c| Bytes::from(splice(c, cred)))
+        .collect();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        for c in chunks {
+            if tx.send(c).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    });
+    b.body(http_body_util::StreamBody::new(ReceiverStream(rx)).boxed())
+        .unwrap_or_else(|e| {
+            full(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("fake provider: bad script: {e}"),
+            )
+        })
 }
 
 fn gemini_chunk(text: &str, last: bool) -> Value {

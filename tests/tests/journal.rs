@@ -1,11 +1,15 @@
 //! Issue D end to end: every exchange made by real clients (curl, the official Python SDKs)
 //! through the real redirect and gateway is in the sled journal, attributed to the client's
-//! process, with masked bodies and no vault key, chained by hash; tampering is found; a kill -9
+//! process, with masked bodies and no vault key, chained by MAC; tampering is found; a kill -9
 //! loses no exchange the client saw complete; a recorded stream replays to the same bytes.
+//! Issue G: a record that cannot be written ends the answer with an error (or, switched on,
+//! delivers it anyway) and refuses the next requests; `verify` fails for a rewritten chain, a
+//! truncated journal, an older copy put back, a forged checkpoint, a record edited, removed or
+//! reordered; an unkeyed journal is adopted.
 
 use std::time::Duration;
 
-use gateway_tests::{provider::ProviderEnv, py_venv, run};
+use gateway_tests::{ClientRun, message, provider::ProviderEnv, py_venv, run};
 use serde_json::Value;
 
 const OPENAI_KEY: &str = "sk-vault-journal-openai-61";
@@ -16,7 +20,7 @@ const PROMPT_KEY: &str = "sk-proj-Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0FeDcBaZx9Yw8Vu7T
 fn env(extra: &str) -> ProviderEnv {
     ProviderEnv::start(
         "gw-jnl",
-        60,
+        150,
         extra,
         &[("openai", OPENAI_KEY), ("anthropic", ANTHROPIC_KEY)],
     )
@@ -36,41 +40,43 @@ fn cli_json(e: &ProviderEnv, args: &[&str]) -> Value {
 
 /// A streamed chat completion with curl in the test's cgroup: (curl's stdout, status).
 fn curl_stream(e: &ProviderEnv, reply: &str) -> (String, String) {
-    let resolve = format!("api.openai.com:443:{}", e.fakes.ips[0]);
-    let body = format!(
-        r#"{{"model":"gpt-x","stream":true,"messages":[{{"role":"user","content":"key {PROMPT_KEY}"}}]}}"#
-    );
-    let reply_h = format!("x-test-reply: {reply}");
-    let r = run(
-        e.cg.command(
-            "curl",
-            &[
-                "-sS",
-                "--max-time",
-                "10",
-                "--resolve",
-                &resolve,
-                "--cacert",
-                e.ca.to_str().unwrap(),
-                "-H",
-                "authorization: Bearer sk-dummy",
-                "-H",
-                "content-type: application/json",
-                "-H",
-                &reply_h,
-                "-H",
-                "x-test-chunk: 4",
-                "-d",
-                &body,
-                "-w",
-                "\n%{http_code}",
-                "https://api.openai.com/v1/chat/completions",
-            ],
-        ),
-        Duration::from_secs(20),
-    );
+    let r = curl(e, reply, true, &[]);
     let (out, code) = r.stdout.rsplit_once('\n').expect("status line");
     (out.to_string(), code.to_string())
+}
+
+/// A chat completion (streamed or not) with curl in the test's cgroup; `-w` appends
+/// `\n<status>` to what it received.
+fn curl(e: &ProviderEnv, reply: &str, stream: bool, extra: &[&str]) -> ClientRun {
+    let resolve = format!("api.openai.com:443:{}", e.fakes.ips[0]);
+    let body = format!(
+        r#"{{"model":"gpt-x","stream":{stream},"messages":[{{"role":"user","content":"key {PROMPT_KEY}"}}]}}"#
+    );
+    let reply_h = format!("x-test-reply: {reply}");
+    let mut args = vec![
+        "-sS",
+        "--max-time",
+        "10",
+        "--resolve",
+        &resolve,
+        "--cacert",
+        e.ca.to_str().unwrap(),
+        "-H",
+        "authorization: Bearer sk-dummy",
+        "-H",
+        "content-type: application/json",
+        "-H",
+        &reply_h,
+        "-H",
+        "x-test-chunk: 4",
+        "-d",
+        &body,
+        "-w",
+        "\n%{http_code}",
+    ];
+    args.extend_from_slice(extra);
+    args.push("https://api.openai.com/v1/chat/completions");
+    run(e.cg.command("curl", &args), Duration::from_secs(20))
 }
 
 const PY: &str = r#"
@@ -119,11 +125,18 @@ fn exchanges_are_journaled_with_identity_masked_bodies_and_a_verified_chain() {
         assert_eq!(r["endpoint"], "chat.completions");
         assert_eq!(r["model"], "gpt-j");
         assert_eq!(r["status"], 200);
-        assert_eq!(r["outcome"], "completed");
+        // The SDK hangs up at `[DONE]`, before the streamed body's end: the response decoder
+        // says the closing event passed, so that exchange is "completed" too.
+        assert_eq!(r["outcome"], "completed", "{r}");
         assert_eq!(r["key"], "openai");
         let cg = e.cg.path.file_name().unwrap().to_str().unwrap();
         assert!(r["who"]["cgroup"].as_str().unwrap().ends_with(cg), "{r}");
     }
+    // The plain answer, at least, ended where its body ended.
+    assert!(
+        by_sdk.iter().any(|r| r["outcome"] == "completed"),
+        "{list:#}"
+    );
     let curl_rec = recs
         .iter()
         .find(|r| r["who"]["comm"] == "curl")
@@ -305,7 +318,7 @@ fn a_changed_byte_breaks_the_chain_at_that_record() {
     // One byte of record 3, through sled (what someone with the files could do).
     let path = e.gw.dir.path().join("state/journal");
     {
-        let store = gateway::journal::Store::open(&path).unwrap();
+        let store = gateway::journal::Store::open(&path, None).unwrap();
         let mut raw = store.raw_get(3).unwrap().expect("record 3");
         let at = raw
             .windows(12)
@@ -482,4 +495,351 @@ fn an_upload_on_any_path_is_inspected_and_journaled_masked() {
     );
     let export = String::from_utf8(e.gw.cli(&["journal", "export"]).stdout).unwrap();
     assert!(!export.contains(GH), "a raw secret went into the journal");
+}
+
+/// A fault-injection file for `journal.fail_writes_while`: writes fail while it exists.
+fn fault_file(tag: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!(
+        "gw-jnl-fail-{tag}-{}-{}",
+        std::process::id(),
+        gateway_tests::unique()
+    ));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+fn metric(e: &ProviderEnv, prefix: &str) -> f64 {
+    e.gw.metrics_text()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_record_that_cannot_be_written_ends_the_answer_with_an_error_and_refuses_the_next() {
+    let fail = fault_file("cut");
+    let e = env(&format!(
+        "[journal]\nfail_writes_while = {:?}\n",
+        fail.display().to_string()
+    ));
+    let (out, code) = curl_stream(&e, "recorded fine");
+    assert_eq!(code, "200", "{out}");
+    assert!(out.contains("data: [DONE]"), "{out}");
+    let cases: [(&str, bool, &[&str]); 3] = [
+        ("HTTP/1.1, streamed", true, &["--http1.1"]),
+        ("h2, streamed", true, &["--http2"]),
+        ("HTTP/1.1, one JSON document", false, &["--http1.1"]),
+    ];
+    for (n, (what, stream, extra)) in cases.iter().enumerate() {
+        std::fs::write(&fail, "").unwrap();
+        let reply = format!("never recorded {n}");
+        let r = curl(&e, &reply, *stream, extra);
+        // The client sees an incomplete answer: the transfer fails (a reset h2 stream, an
+        // HTTP/1.1 connection closed before its end), whatever arrived before.
+        assert!(
+            !r.ok,
+            "{what}: the unrecorded answer arrived complete: {r:?}"
+        );
+        assert!(
+            r.stderr.contains("curl: (18)")
+                || r.stderr.contains("curl: (92)")
+                || r.stderr.contains("curl: (56)"),
+            "{what}: {r:?}"
+        );
+        // (Its bytes may all be there: without the decoder's completion signal the end of
+        // the body is what is withheld; every HTTP client reports such a body as an error.)
+        let _ = stream;
+        // The journal is known broken now: the next request is refused before anything is
+        // sent, in the provider's shape.
+        let seen = e.fakes.openai.seen().len();
+        let r = curl(&e, "refused", false, extra);
+        let (body, code) = r.stdout.rsplit_once('\n').expect("status line");
+        assert_eq!(code, "503", "{what}: {r:?}");
+        let v: Value = serde_json::from_str(body).unwrap();
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("journal cannot record") && msg.contains("nothing was sent"),
+            "{msg}"
+        );
+        assert_eq!(
+            e.fakes.openai.seen().len(),
+            seen,
+            "{what}: a refused request went out"
+        );
+        // Writable again: requests are accepted again within about a second.
+        std::fs::remove_file(&fail).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (out, code) = curl_stream(&e, "after the fault");
+            if code == "200" {
+                assert!(out.contains("data: [DONE]"), "{out}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: still refused ({code}) after the fault ended: {out}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let cut: Vec<Value> = e
+        .gw
+        .events()
+        .into_iter()
+        .filter(|ev| message(ev).starts_with("journal record not durable; the answer is cut short"))
+        .collect();
+    assert_eq!(cut.len(), 3, "{}", e.gw.raw_log());
+    assert!(cut.iter().all(|ev| ev["level"] == "ERROR"), "{cut:?}");
+    assert_eq!(
+        metric(&e, "gateway_journal_unrecorded_total{result=\"cut\"}"),
+        3.0
+    );
+    assert!(metric(&e, "gateway_journal_write_errors_total") >= 3.0);
+    // What was recorded still verifies; no unrecorded answer is in it.
+    let v = e.gw.cli(&["journal", "verify"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let export = String::from_utf8(e.gw.cli(&["journal", "export"]).stdout).unwrap();
+    assert!(!export.contains("never recorded"), "{export}");
+    let _ = std::fs::remove_file(&fail);
+}
+
+#[test]
+fn deliver_unrecorded_delivers_an_answer_whose_record_failed() {
+    let fail = fault_file("deliver");
+    std::fs::write(&fail, "").unwrap();
+    let e = env(&format!(
+        "[journal]\ndeliver_unrecorded = true\nfail_writes_while = {:?}\n",
+        fail.display().to_string()
+    ));
+    for i in 0..2 {
+        let r = curl(&e, &format!("delivered {i}"), true, &[]);
+        assert!(r.ok, "{r:?}\n{}", e.gw.raw_log());
+        let (out, code) = r.stdout.rsplit_once('\n').unwrap();
+        assert_eq!(code, "200", "{out}");
+        assert!(out.contains("data: [DONE]"), "{out}");
+    }
+    let anyway = e
+        .gw
+        .events()
+        .into_iter()
+        .filter(|ev| message(ev).starts_with("journal record not durable; answer delivered anyway"))
+        .count();
+    assert_eq!(anyway, 2, "{}", e.gw.raw_log());
+    assert_eq!(
+        metric(&e, "gateway_journal_unrecorded_total{result=\"delivered\"}"),
+        2.0
+    );
+    let _ = std::fs::remove_file(&fail);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for ent in std::fs::read_dir(from).unwrap() {
+        let ent = ent.unwrap();
+        let dest = to.join(ent.file_name());
+        if ent.file_type().unwrap().is_dir() {
+            copy_dir(&ent.path(), &dest);
+        } else {
+            std::fs::copy(ent.path(), dest).unwrap();
+        }
+    }
+}
+
+fn put_back(copy: &std::path::Path, path: &std::path::Path) {
+    std::fs::remove_dir_all(path).unwrap();
+    copy_dir(copy, path);
+}
+
+/// `journal verify --offline` fails, saying `why`.
+fn verify_fails(e: &ProviderEnv, case: &str, why: &[&str]) {
+    let out = e.gw.cli(&["journal", "verify", "--offline"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{case}: verified: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for w in why {
+        assert!(err.contains(w), "{case}: {w:?} not in {err}");
+    }
+}
+
+fn verify_passes(e: &ProviderEnv) -> String {
+    let out = e.gw.cli(&["journal", "verify", "--offline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every link recomputed from the first record with the unkeyed hash (anyone can).
+fn rechain_unkeyed(store: &gateway::journal::Store, change: impl Fn(u64, &mut Value)) {
+    use gateway::journal::store::{GENESIS, chain_hash};
+    let ids: Vec<u64> = store.iter().map(|r| r.unwrap().0).collect();
+    let mut prev = GENESIS.to_string();
+    for id in ids {
+        let mut v = store.get(id).unwrap().unwrap();
+        change(id, &mut v);
+        v["prev"] = prev.clone().into();
+        let h = chain_hash(&prev, &v);
+        v["hash"] = h.clone().into();
+        prev = h;
+        store.raw_put(id, &serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn verify_fails_for_a_rewrite_a_truncation_a_rollback_and_a_forged_checkpoint() {
+    let mut e = env("");
+    for i in 0..3 {
+        assert_eq!(curl_stream(&e, &format!("kept {i}")).1, "200");
+    }
+    e.gw.kill9();
+    let state = e.gw.dir.path().join("state");
+    let path = state.join("journal");
+    // The key and the head are private, outside the journal.
+    for f in ["journal.key", "journal.head"] {
+        use std::os::unix::fs::MetadataExt as _;
+        let mode = std::fs::metadata(state.join(f)).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    let key = std::fs::read_to_string(state.join("journal.key")).unwrap();
+    assert!(
+        !e.gw.raw_log().contains(key.trim()),
+        "the key is in the log"
+    );
+    assert!(verify_passes(&e).contains("3 records, chain intact; head at record 3"));
+    let good = e.gw.dir.path().join("journal.good");
+    copy_dir(&path, &good);
+
+    // Rollback: an older copy of the whole journal put back after more exchanges.
+    e.gw.spawn();
+    for i in 0..2 {
+        assert_eq!(curl_stream(&e, &format!("later {i}")).1, "200");
+    }
+    e.gw.kill9();
+    put_back(&good, &path);
+    verify_fails(
+        &e,
+        "rollback",
+        &[
+            "ends at record 3",
+            "says record 5",
+            "an older copy of the journal was put back",
+        ],
+    );
+    // The daemon does not write on it (it would overwrite the evidence), and says why.
+    let mut run_cmd = std::process::Command::new(gateway_tests::gateway_bin());
+    run_cmd.args(["run", "-c"]).arg(&e.gw.config);
+    let r = run(run_cmd, Duration::from_secs(30));
+    assert!(!r.ok, "the daemon started on a rolled-back journal");
+    assert!(
+        r.stderr.contains("does not write on a journal") && r.stderr.contains("journal accept"),
+        "{}",
+        r.stderr
+    );
+    // Accepted on purpose (a backup restored): anchored as it is, and the daemon starts.
+    let out = e.gw.cli(&["journal", "accept", "--offline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("anchored at record 3"));
+    verify_passes(&e);
+
+    type Tamper = fn(&gateway::journal::Store);
+    let cases: [(&str, Tamper, &[&str]); 6] = [
+        (
+            "truncated",
+            |s| s.raw_remove(3).unwrap(),
+            &["BROKEN at record 3", "removed from the end"],
+        ),
+        (
+            "rewritten from the first record without the key",
+            |s| {
+                rechain_unkeyed(s, |id, v| {
+                    if id == 2 {
+                        v["status"] = 201.into();
+                    }
+                })
+            },
+            &["BROKEN at record 1", "without the journal key"],
+        ),
+        (
+            "forged checkpoint",
+            |s| {
+                let first = s.get(1).unwrap().unwrap();
+                s.raw_remove(1).unwrap();
+                let cp = serde_json::json!({
+                    "first_id": 2, "prev": first["hash"], "pruned": 1, "mac": "00".repeat(32),
+                });
+                s.raw_put_meta("checkpoint", &serde_json::to_vec(&cp).unwrap())
+                    .unwrap();
+            },
+            &[
+                "BROKEN at record 2",
+                "checkpoint does not carry a valid MAC",
+            ],
+        ),
+        (
+            "edited in the middle",
+            |s| {
+                let mut v = s.get(2).unwrap().unwrap();
+                v["status"] = 500.into();
+                s.raw_put(2, &serde_json::to_vec(&v).unwrap()).unwrap();
+            },
+            &["BROKEN at record 2", "MAC does not match its content"],
+        ),
+        (
+            "removed in the middle",
+            |s| s.raw_remove(2).unwrap(),
+            &["BROKEN at record 3", "expected record 2 here"],
+        ),
+        (
+            "reordered",
+            |s| {
+                let (two, three) = (
+                    s.raw_get(2).unwrap().unwrap(),
+                    s.raw_get(3).unwrap().unwrap(),
+                );
+                s.raw_put(2, &three).unwrap();
+                s.raw_put(3, &two).unwrap();
+            },
+            &["BROKEN at record 2", "reordered"],
+        ),
+    ];
+    for (case, tamper, why) in cases {
+        put_back(&good, &path);
+        tamper(&gateway::journal::Store::open(&path, None).unwrap());
+        verify_fails(&e, case, why);
+    }
+
+    // An unkeyed journal (an earlier version's: no key, no head, the old chain) is adopted:
+    // it opens, its records are checked by the old chain, the keyed chain goes on after them.
+    put_back(&good, &path);
+    rechain_unkeyed(
+        &gateway::journal::Store::open(&path, None).unwrap(),
+        |_, _| {},
+    );
+    std::fs::remove_file(state.join("journal.key")).unwrap();
+    std::fs::remove_file(state.join("journal.head")).unwrap();
+    e.gw.spawn();
+    assert_eq!(curl_stream(&e, "keyed at last").1, "200");
+    let out = e.gw.cli(&["journal", "verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("4 records, chain intact") && text.contains("keyed from record 4"),
+        "{text}"
+    );
+    let new_key = std::fs::read_to_string(state.join("journal.key")).unwrap();
+    assert_ne!(new_key, key);
 }

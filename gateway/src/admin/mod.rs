@@ -111,8 +111,11 @@ pub async fn serve(path: PathBuf, admin: Arc<Admin>) -> Result<(), AdminError> {
     Ok(())
 }
 
-fn reply(status: StatusCode, v: Value) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+/// An answer: one JSON document, or a journal listing streamed line by line.
+type AdminBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+fn reply(status: StatusCode, v: Value) -> Response<AdminBody> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed_unsync());
     *r.status_mut() = status;
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -121,12 +124,7 @@ fn reply(status: StatusCode, v: Value) -> Response<Full<Bytes>> {
     r
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    admin: &Admin,
-    uid: u32,
-    gid: u32,
-) -> Response<Full<Bytes>> {
+async fn handle(req: Request<Incoming>, admin: &Admin, uid: u32, gid: u32) -> Response<AdminBody> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let method = req.method().clone();
     if path == "/v1/health" {
@@ -189,6 +187,15 @@ async fn handle(
             let query = req.uri().query().unwrap_or("").to_string();
             let store = j.store.clone();
             let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+            if let Some(listing) = crate::journal::query::Listing::of(&rest) {
+                return match crate::journal::query::check(&query) {
+                    Ok(()) => journal_listing(store, listing, query),
+                    Err((code, msg)) => reply(
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+                        json!({"error": msg}),
+                    ),
+                };
+            }
             // sled reads block: off the runtime's threads.
             let r = tokio::task::spawn_blocking(move || {
                 crate::journal::query::answer(&store, &rest, &query)
@@ -213,6 +220,179 @@ async fn handle(
     }
 }
 
+/// A journal listing as JSON Lines, streamed: a blocking thread walks the store and hands
+/// each line over (at most 16 in flight), then a last line `{"end": N}` — or `{"error": …}`
+/// when the walk failed — so a reader can tell a whole listing from a cut one.
+fn journal_listing(
+    store: Arc<crate::journal::Store>,
+    listing: crate::journal::query::Listing,
+    query: String,
+) -> Response<AdminBody> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::task::spawn_blocking(move || {
+        let mut line = Vec::new();
+        let r = crate::journal::query::stream(&store, listing, &query, &mut |v| {
+            line.clear();
+            serde_json::to_writer(&mut line, &v)?;
+            line.push(b'\n');
+            tx.blocking_send(Bytes::copy_from_slice(&line))
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        });
+        let last = match r {
+            Ok(n) => json!({ "end": n }),
+            Err((_, msg)) => json!({ "error": msg }),
+        };
+        let _ = tx.blocking_send(Bytes::from(format!("{last}\n")));
+    });
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(http_body::Frame::data(b)), rx))
+    });
+    let mut r = Response::new(http_body_util::StreamBody::new(frames).boxed_unsync());
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    r
+}
+
+/// A streamed journal listing from the daemon: `line` gets every record, in order. Fails
+/// when the daemon reports an error, or when the listing ends without its last line (cut).
+pub fn call_lines(
+    socket: &Path,
+    target: &str,
+    line: &mut dyn FnMut(Value) -> std::io::Result<()>,
+) -> Result<u64, AdminError> {
+    use std::io::BufRead as _;
+    let proto = |reason: String| AdminError::Protocol {
+        path: socket.to_path_buf(),
+        reason,
+    };
+    let s = connect(socket)?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    (&s).write_all(
+        format!("GET {target} HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| proto(e.to_string()))?;
+    let mut r = std::io::BufReader::new(s);
+    let mut status = 0;
+    let mut chunked = false;
+    let mut length = None;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).map_err(|e| proto(e.to_string()))? == 0 {
+            return Err(proto("truncated answer".into()));
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if status == 0 {
+            status = h
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| proto(format!("bad status line {h:?}")))?;
+        } else if let Some((k, v)) = h.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+            if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
+                chunked = true;
+            } else if k == "content-length" {
+                length = v.parse::<u64>().ok();
+            }
+        }
+    }
+    let body: Box<dyn std::io::BufRead> = if chunked {
+        Box::new(std::io::BufReader::new(Chunked {
+            inner: r,
+            left: 0,
+            done: false,
+        }))
+    } else {
+        Box::new(std::io::Read::take(r, length.unwrap_or(u64::MAX)))
+    };
+    if status != 200 {
+        let mut text = String::new();
+        let _ = { body }.read_to_string(&mut text);
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        return Err(AdminError::Refused(
+            v["error"].as_str().unwrap_or("refused").to_string(),
+        ));
+    }
+    for l in body.lines() {
+        let l = l.map_err(|e| proto(format!("listing cut short: {e}")))?;
+        let v: Value =
+            serde_json::from_str(&l).map_err(|e| proto(format!("not a JSON line: {e}")))?;
+        if v.get("id").is_none() {
+            if let Some(n) = v["end"].as_u64() {
+                return Ok(n);
+            }
+            let msg = v["error"]
+                .as_str()
+                .unwrap_or("an unknown line in the listing");
+            return Err(AdminError::Refused(msg.to_string()));
+        }
+        line(v).map_err(|e| proto(format!("cannot write the listing: {e}")))?;
+    }
+    Err(proto(
+        "the listing was cut short (the daemon stopped answering before its end)".into(),
+    ))
+}
+
+/// HTTP/1.1 chunked transfer coding, decoded.
+struct Chunked<R> {
+    inner: R,
+    left: usize,
+    done: bool,
+}
+
+impl<R: std::io::BufRead> std::io::Read for Chunked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::{Error, ErrorKind};
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let mut size = String::new();
+            self.inner.read_line(&mut size)?;
+            let hex = size.trim().split(';').next().unwrap_or("");
+            self.left = usize::from_str_radix(hex, 16)
+                .map_err(|_| Error::new(ErrorKind::UnexpectedEof, "bad or missing chunk size"))?;
+            if self.left == 0 {
+                self.done = true;
+                return Ok(0);
+            }
+        }
+        let want = buf.len().min(self.left);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(Error::from(ErrorKind::UnexpectedEof));
+        }
+        self.left -= n;
+        if self.left == 0 {
+            let mut crlf = [0u8; 2];
+            self.inner.read_exact(&mut crlf)?;
+        }
+        Ok(n)
+    }
+}
+
+fn connect(socket: &Path) -> Result<std::os::unix::net::UnixStream, AdminError> {
+    std::os::unix::net::UnixStream::connect(socket).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            AdminError::NotRunning {
+                path: socket.to_path_buf(),
+                source,
+            }
+        }
+        _ => AdminError::Protocol {
+            path: socket.to_path_buf(),
+            reason: format!("cannot connect: {source}"),
+        },
+    })
+}
+
 /// One request to the daemon's admin socket: (status, JSON body).
 pub fn call(
     socket: &Path,
@@ -220,19 +400,7 @@ pub fn call(
     target: &str,
     body: Option<&Value>,
 ) -> Result<(u16, Value), AdminError> {
-    let mut s =
-        std::os::unix::net::UnixStream::connect(socket).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                AdminError::NotRunning {
-                    path: socket.to_path_buf(),
-                    source,
-                }
-            }
-            _ => AdminError::Protocol {
-                path: socket.to_path_buf(),
-                reason: format!("cannot connect: {source}"),
-            },
-        })?;
+    let mut s = connect(socket)?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let req = format!(

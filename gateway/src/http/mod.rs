@@ -24,7 +24,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{Instrument as _, debug, debug_span};
 
 use crate::{
-    journal::{Approval, Decision, Exchange, body::Found, body::JournalBody},
+    journal::{
+        Approval, Decision, Exchange,
+        body::{Completion, Found, JournalBody},
+    },
     policy::{
         credentials,
         scan::{Ctx, Direction, Effect, Scanner},
@@ -45,7 +48,10 @@ pub use rescue::ExchangeError;
 pub type RespBody = BoxBody<Bytes, BoxError>;
 
 /// Set by the answer's decoder when the provider's closing event has passed.
-pub type Completion = Arc<std::sync::atomic::AtomicBool>;
+type Closed = Arc<std::sync::atomic::AtomicBool>;
+
+/// An answer on its way back: the response, where its hits go, and its closing flag.
+type Answer = (Response<RespBody>, Option<Found>, Option<Closed>);
 
 /// What every request on one intercepted connection shares.
 pub struct ConnCtx {
@@ -196,8 +202,10 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
             .to_ascii_lowercase();
         let text = ct.is_empty() || ct.starts_with("text/") || ct.contains("json");
         let (rp, rb) = resp.into_parts();
-        let _ = &completion;
-        Response::from_parts(rp, JournalBody::new(rb, ex, found, text).boxed())
+        Response::from_parts(
+            rp,
+            JournalBody::new(rb, ex, found, text, completion.map(Completion::from)).boxed(),
+        )
     }
     .instrument(span)
     .await
@@ -232,6 +240,9 @@ async fn prepare(
         )
     })?;
     stripped.params = params;
+    if let Some(Err(why)) = ctx.journal.as_ref().map(|j| j.ready()) {
+        return Err((ExchangeError::JournalUnavailable(why), stripped));
+    }
 
     let Some(key_name) = ctx.vault.key_name(&ctx.provider, &ctx.identity) else {
         return Err((
@@ -325,7 +336,7 @@ async fn send(
     scanner: &Arc<Scanner>,
     endpoint: &'static str,
     ex: &mut Exchange,
-) -> Result<(Response<RespBody>, Option<Found>, Option<Completion>), ExchangeError> {
+) -> Result<Answer, ExchangeError> {
     use http_body::Body as _;
     let adapter = ctx.provider.adapter();
     let framing = adapter.framing(parts.uri.path(), parts.uri.query(), &parts.headers);
@@ -657,7 +668,7 @@ fn mask_response(
     ctx: &ConnCtx,
     scanner: &Arc<Scanner>,
     journaled: bool,
-) -> Result<(Response<RespBody>, Option<Found>, Option<Completion>), ExchangeError> {
+) -> Result<Answer, ExchangeError> {
     if !scanner.any(Direction::Response) {
         return Ok((resp, None, None));
     }
@@ -705,7 +716,7 @@ fn mask_response(
             });
         }
     }
-    let complete: Completion = Default::default();
+    let complete: Closed = Default::default();
     let on_end: crate::response::body::OnEnd = Box::new(move |hits| {
         let mut sink = sink.as_ref().and_then(|s| s.lock().ok());
         for (rule, detector) in hits {

@@ -55,6 +55,10 @@ pub enum ExchangeError {
     Uninspectable(String),
     #[error("gateway: {0}")]
     Request(#[from] crate::request::RequestError),
+    #[error(
+        "gateway: the journal cannot record this exchange ({0}); nothing was sent (fail-closed)"
+    )]
+    JournalUnavailable(String),
 }
 
 impl ExchangeError {
@@ -89,6 +93,9 @@ impl ExchangeError {
                         (StatusCode::BAD_REQUEST, ErrorKind::BadRequest)
                     }
                 }
+            }
+            ExchangeError::JournalUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Internal)
             }
         }
     }

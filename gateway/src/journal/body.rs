@@ -1,11 +1,21 @@
 //! The answer's body on its way to the client, recorded: every frame's time and size, the
 //! bytes (as delivered, up to `journal.max_body`), and at its end the record written — the
 //! last frame (or the end of the stream) reaches the client only once the record is durable,
-//! so an answer the client saw complete is always in the journal.
+//! so an answer the client saw complete is always in the journal. When the record cannot be
+//! written, the client gets an error in its place (an h2 reset; an HTTP/1.1 connection closed
+//! before the last chunk): an incomplete answer, never a complete unrecorded one.
+//!
+//! Where the answer ends is decided by the stream's decoder, never by looking for bytes in
+//! it: the decoder sets a [`Completion`] when the provider's closing event passed (OpenAI's
+//! `[DONE]`, Anthropic's `message_stop`, the end of a JSON array stream). Without one, the
+//! record is sealed at the body's real end.
 
 use std::{
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll, ready},
 };
 
@@ -19,10 +29,49 @@ use crate::{http::RespBody, upstream::pool::BoxError};
 /// Verdicts found while the answer streamed (filled by the masker, read at the end).
 pub type Found = Arc<Mutex<Vec<Decision>>>;
 
+/// Set by the response decoder once the provider's closing event has passed through: the
+/// answer is complete for the client (SDKs stop reading there and hang up), so the frame
+/// that carried it is the last one withheld until the record is durable.
+#[derive(Debug, Clone, Default)]
+pub struct Completion(Arc<AtomicBool>);
+
+impl Completion {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The closing event passed (called by the decoder, before it yields the frame).
+    pub fn complete(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// The flag the response decoder sets ([`crate::response::body::MaskedBody::with_completion`]).
+impl From<Arc<AtomicBool>> for Completion {
+    fn from(flag: Arc<AtomicBool>) -> Self {
+        Self(flag)
+    }
+}
+
+/// The error a client's answer ends with when its record could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("gateway: the journal could not record this answer ({0}); the answer is cut short")]
+pub struct Unrecorded(String);
+
 pub struct JournalBody {
     inner: RespBody,
     ex: Option<Exchange>,
     found: Option<Found>,
+    completion: Option<Completion>,
+    /// `journal.deliver_unrecorded`.
+    deliver_unrecorded: bool,
+    /// The gateway's own error answer (a refusal: nothing of the provider's is in it): it
+    /// reaches the client even when its record fails.
+    refusal: bool,
     kept: Vec<u8>,
     limit: Option<usize>,
     /// Waiting for the record to be durable, with the frame to deliver then (`None`: the end).
@@ -32,13 +81,28 @@ pub struct JournalBody {
 
 impl JournalBody {
     /// `text`: the answer is text (JSON, SSE, text/*): kept; other answers (audio, files) are
-    /// counted only.
-    pub fn new(inner: RespBody, ex: Exchange, found: Option<Found>, text: bool) -> Self {
+    /// counted only. `completion`: set by the decoder at the provider's closing event (`None`:
+    /// the answer ends where its body ends).
+    pub fn new(
+        inner: RespBody,
+        ex: Exchange,
+        found: Option<Found>,
+        text: bool,
+        completion: Option<Completion>,
+    ) -> Self {
         let limit = ex.body_limit().filter(|_| text);
+        let deliver_unrecorded = ex
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.cfg.deliver_unrecorded);
+        let refusal = ex.rec.gateway_error.is_some();
         Self {
+            refusal,
             inner,
             ex: Some(ex),
             found,
+            completion,
+            deliver_unrecorded,
             kept: Vec::new(),
             limit,
             waiting: None,
@@ -105,7 +169,38 @@ impl Body for JournalBody {
                 Err(_) => Some("the journal writer is gone".to_string()),
             };
             if let Some(e) = failed {
-                tracing::error!(error = %e, "journal record not durable; answer delivered anyway");
+                let m = crate::metrics::get();
+                if this.refusal {
+                    // Cutting it would only hide why the request failed.
+                    tracing::error!(
+                        error = %e,
+                        "journal record of a refusal not durable; the refusal is delivered"
+                    );
+                } else if this.deliver_unrecorded {
+                    m.journal_unrecorded
+                        .get_or_create(&crate::metrics::ResultLabels {
+                            result: "delivered".into(),
+                        })
+                        .inc();
+                    tracing::error!(
+                        error = %e,
+                        "journal record not durable; answer delivered anyway \
+                         (journal.deliver_unrecorded = true)"
+                    );
+                } else {
+                    m.journal_unrecorded
+                        .get_or_create(&crate::metrics::ResultLabels {
+                            result: "cut".into(),
+                        })
+                        .inc();
+                    tracing::error!(
+                        error = %e,
+                        "journal record not durable; the answer is cut short (the client sees \
+                         an incomplete answer, never a complete unrecorded one)"
+                    );
+                    this.done = true;
+                    return Poll::Ready(Some(Err(Box::new(Unrecorded(e)))));
+                }
             }
             return Poll::Ready(frame.map(Ok));
         }
@@ -114,18 +209,21 @@ impl Body for JournalBody {
         }
         match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
-                let Some(data) = frame.data_ref() else {
-                    return Poll::Ready(Some(Ok(frame)));
-                };
-                let data = data.clone();
-                this.take(&data);
-                // The last frame, or the provider's last event: SDKs stop reading there and
-                // hang up, so it counts as the end the client sees. It goes out once its record
-                // is durable. After a closing event the stream is still passed on to its real
-                // end: ending it early would leave the provider's HTTP/1.1 connection busy
-                // draining, and the client's next request would need a new one.
+                if let Some(data) = frame.data_ref() {
+                    let data = data.clone();
+                    this.take(&data);
+                }
+                // The last frame (data or trailers), or the one that carried the provider's
+                // closing event (the decoder says so): it goes out once its record is durable.
+                // After a closing event the stream is still passed on to its real end: ending
+                // it early would leave the provider's HTTP/1.1 connection busy draining, and
+                // the client's next request would need a new one.
                 let end = this.inner.is_end_stream();
-                if end || final_event(&data) {
+                let closed = this
+                    .completion
+                    .as_ref()
+                    .is_some_and(Completion::is_complete);
+                if end || closed {
                     this.done = end;
                     if let Some(ack) = this.seal("completed") {
                         this.waiting = Some((Some(frame), ack));
@@ -181,10 +279,124 @@ impl Drop for JournalBody {
     }
 }
 
-/// Does this piece of an answer end with a provider's closing event (OpenAI's `[DONE]`,
-/// Anthropic's `message_stop`)?
-fn final_event(data: &[u8]) -> bool {
-    let tail = &data[data.len().saturating_sub(96)..];
-    let has = |needle: &[u8]| tail.windows(needle.len()).any(|w| w == needle);
-    has(b"data: [DONE]") || has(b"event: message_stop")
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{Journal, JournalConfig};
+
+    fn journal(dir: &std::path::Path, cfg: JournalConfig) -> Arc<Journal> {
+        Arc::new(Journal::open(&cfg, dir).unwrap())
+    }
+
+    fn answer(frames: &[&'static str]) -> RespBody {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = frames
+            .iter()
+            .map(|f| Ok(Frame::data(Bytes::from_static(f.as_bytes()))))
+            .collect();
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed()
+    }
+
+    fn exchange(j: &Arc<Journal>) -> Exchange {
+        let mut ex = Exchange::new(Some(j.clone()), &Default::default(), 1);
+        ex.rec.provider = "openai".into();
+        ex
+    }
+
+    const SSE: [&str; 3] = ["data: {\"a\":1}\n\n", "data: [DONE]\n\n", ": trailing\n\n"];
+
+    #[tokio::test]
+    async fn the_closing_event_is_the_decoders_word_never_the_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let j = journal(d.path(), JournalConfig::default());
+        // No signal: `data: [DONE]` in the bytes seals nothing; the body's end does.
+        let mut b = JournalBody::new(answer(&SSE), exchange(&j), None, true, None);
+        for _ in 0..2 {
+            b.frame().await.unwrap().unwrap();
+        }
+        assert_eq!(j.store.iter().count(), 0, "sealed by searching the bytes");
+        b.frame().await.unwrap().unwrap();
+        assert!(b.frame().await.is_none());
+        assert_eq!(j.store.iter().count(), 1);
+        // The signal, set as the decoder passes the closing event: the frame that carried it
+        // comes once the record is durable, before the body's end.
+        let done = Completion::new();
+        let mut b = JournalBody::new(answer(&SSE), exchange(&j), None, true, Some(done.clone()));
+        b.frame().await.unwrap().unwrap();
+        done.complete();
+        b.frame().await.unwrap().unwrap();
+        let recs: Vec<_> = j.store.iter().map(|r| r.unwrap().1).collect();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[1]["outcome"], "completed");
+        // The rest still flows to its end; nothing is recorded twice.
+        b.frame().await.unwrap().unwrap();
+        assert!(b.frame().await.is_none());
+        drop(b);
+        assert_eq!(j.store.iter().count(), 2);
+        assert_eq!(j.store.verify().unwrap().broken, None);
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_record_ends_the_answer_with_an_error_and_refuses_the_next() {
+        let d = tempfile::tempdir().unwrap();
+        let fail = d.path().join("fail");
+        let cfg = JournalConfig {
+            fail_writes_while: Some(fail.clone()),
+            ..Default::default()
+        };
+        let j = journal(d.path(), cfg.clone());
+        assert_eq!(j.ready(), Ok(()));
+        std::fs::write(&fail, "").unwrap();
+        let mut b = JournalBody::new(answer(&SSE[..2]), exchange(&j), None, true, None);
+        // (This body does not know its last frame is the last: its end is what is withheld.)
+        b.frame().await.unwrap().unwrap();
+        b.frame().await.unwrap().unwrap();
+        // An error comes in the place of the end.
+        let e = b.frame().await.unwrap().unwrap_err();
+        assert!(e.to_string().contains("could not record"), "{e}");
+        assert!(b.frame().await.is_none());
+        let why = j.ready().unwrap_err();
+        assert!(why.contains("fault injection"), "{why}");
+        // Writable again: the writer's probe lets requests in again.
+        std::fs::remove_file(&fail).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while j.ready().is_err() {
+            assert!(std::time::Instant::now() < deadline, "still refused");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        drop(b);
+        drop(j);
+        // With the switch on, the answer is delivered whole, and nothing is refused.
+        let d = tempfile::tempdir().unwrap();
+        let fail = d.path().join("fail");
+        std::fs::write(&fail, "").unwrap();
+        let j = journal(
+            d.path(),
+            JournalConfig {
+                fail_writes_while: Some(fail),
+                deliver_unrecorded: true,
+                ..Default::default()
+            },
+        );
+        let mut b = JournalBody::new(answer(&SSE[..2]), exchange(&j), None, true, None);
+        b.frame().await.unwrap().unwrap();
+        b.frame().await.unwrap().unwrap();
+        assert!(b.frame().await.is_none(), "the end is delivered");
+        assert_eq!(j.ready(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_is_gone_cuts_the_answer_and_refuses_the_next() {
+        let d = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&JournalConfig::default(), d.path()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        drop(rx);
+        j.tx = tx;
+        let j = Arc::new(j);
+        let mut b = JournalBody::new(answer(&SSE[..1]), exchange(&j), None, true, None);
+        b.frame().await.unwrap().unwrap();
+        let e = b.frame().await.unwrap().unwrap_err();
+        assert!(e.to_string().contains("could not record"), "{e}");
+        let why = j.ready().unwrap_err();
+        assert!(why.contains("writer has stopped"), "{why}");
+    }
 }

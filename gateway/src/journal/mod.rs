@@ -1,18 +1,24 @@
-//! Journal: one record per exchange in sled under the state dir (DESIGN §7), chained by hash
-//! ([`store`]), written by one thread that commits in groups (one flush for every record that
-//! arrived while the last flush ran) and tells each exchange when its record is durable.
+//! Journal: one record per exchange in sled under the state dir (DESIGN §7), chained by MAC
+//! with a key kept outside the journal ([`store`], [`seal`]), written by one thread that
+//! commits in groups (one flush for every record that arrived while the last flush ran) and
+//! tells each exchange when its record is durable.
 //!
 //! The data path holds an [`Exchange`] per request: every stage fills in its part, and the one
 //! path that ends an exchange — the end of the answer's body ([`body::JournalBody`]), or the
 //! guard's `Drop` when the client went away or an error cut it short — writes the record.
+//!
+//! Fail closed: an answer whose record could not be written does not reach its client whole
+//! (unless `journal.deliver_unrecorded`), and while the journal is known to be unwritable
+//! ([`Journal::ready`]) new requests are refused before anything is sent.
 
 pub mod body;
 pub mod query;
+pub mod seal;
 pub mod store;
 
 use std::{
     path::PathBuf,
-    sync::{Arc, mpsc},
+    sync::{Arc, Mutex, mpsc},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -42,6 +48,21 @@ pub struct JournalConfig {
     /// Never set it in production.
     #[serde(with = "crate::config::dur")]
     pub write_delay: Duration,
+    /// The key of the chain's MACs (created 0600 on the first start). Default
+    /// `<state_dir>/journal.key`: outside the journal, so a copy of the journal does not carry
+    /// it. Never logged.
+    pub key_file: Option<PathBuf>,
+    /// The head: the last record written and its MAC, rewritten after every group commit.
+    /// Default `<state_dir>/journal.head`.
+    pub head_file: Option<PathBuf>,
+    /// `true`: an answer whose record could not be written is delivered anyway (logged and
+    /// counted), and requests are not refused while the journal is unwritable. Default
+    /// `false`: the client gets an incomplete answer (a reset stream), never a complete
+    /// unrecorded one.
+    pub deliver_unrecorded: bool,
+    /// Fault injection for tests: while this file exists, every journal write fails. Never
+    /// set it in production.
+    pub fail_writes_while: Option<PathBuf>,
 }
 
 impl Default for JournalConfig {
@@ -53,6 +74,10 @@ impl Default for JournalConfig {
             retention: Some(Duration::from_secs(30 * 86_400)),
             path: None,
             write_delay: Duration::ZERO,
+            key_file: None,
+            head_file: None,
+            deliver_unrecorded: false,
+            fail_writes_while: None,
         }
     }
 }
@@ -62,6 +87,18 @@ impl JournalConfig {
         self.path
             .clone()
             .unwrap_or_else(|| state_dir.join("journal"))
+    }
+
+    pub fn key_file(&self, state_dir: &std::path::Path) -> PathBuf {
+        self.key_file
+            .clone()
+            .unwrap_or_else(|| state_dir.join("journal.key"))
+    }
+
+    pub fn head_file(&self, state_dir: &std::path::Path) -> PathBuf {
+        self.head_file
+            .clone()
+            .unwrap_or_else(|| state_dir.join("journal.head"))
     }
 }
 
@@ -211,11 +248,32 @@ enum Msg {
     ),
 }
 
+/// Why the journal cannot record right now (`None`: it can). Set by the writer when a write
+/// fails or the writer stops, cleared by the next write that succeeds.
+#[derive(Default)]
+struct Health(Mutex<Option<String>>);
+
+impl Health {
+    fn set(&self, why: Option<String>) {
+        if let Ok(mut h) = self.0.lock() {
+            *h = why;
+        }
+    }
+
+    fn get(&self) -> Option<String> {
+        self.0
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|_| Some("the journal's state is unknown".into()))
+    }
+}
+
 /// The daemon's journal: the store and the writer thread feeding it.
 pub struct Journal {
     pub cfg: JournalConfig,
     pub store: Arc<Store>,
     tx: mpsc::Sender<Msg>,
+    health: Arc<Health>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +282,18 @@ pub enum JournalError {
     Store(#[from] StoreError),
     #[error("cannot start the journal writer: {0}")]
     Thread(std::io::Error),
+    #[error(
+        "journal at {path}: {reason}. The daemon does not write on a journal whose start or end \
+         cannot be vouched for (its next commit would overwrite the evidence). Investigate; if \
+         the journal is as it should be (a backup restored on purpose), `gateway journal accept \
+         --offline` anchors it as it is now; otherwise move the journal directory and {head} \
+         away (keep them as evidence) to start a new one"
+    )]
+    Anchor {
+        path: PathBuf,
+        head: PathBuf,
+        reason: String,
+    },
 }
 
 pub fn now_ms() -> u64 {
@@ -249,17 +319,43 @@ pub fn rfc3339(ms: u64) -> String {
     )
 }
 
+/// Open the store with its key as the daemon does: the key is created on the first start
+/// (and the records already there, from before the key, adopted as the unkeyed segment).
+pub fn open_keyed(cfg: &JournalConfig, state_dir: &std::path::Path) -> Result<Store, StoreError> {
+    let path = cfg.path(state_dir);
+    let (seal, created) =
+        seal::Seal::load_or_create(&cfg.key_file(state_dir), &cfg.head_file(state_dir))?;
+    let store = Store::open(&path, Some(seal))?;
+    if created {
+        store.adopt_key()?;
+        info!(
+            key = %cfg.key_file(state_dir).display(),
+            "journal key created; the chain is keyed from the next record on"
+        );
+    }
+    Ok(store)
+}
+
 impl Journal {
-    /// Open the journal, check its chain (a broken one is reported, never dropped: new
-    /// records go on after the last one), prune by retention, start the writer.
+    /// Open the journal, check its chain (a broken record is reported, never dropped: new
+    /// records go on after the last one; a checkpoint, marker or head that does not match
+    /// stops the start), prune by retention, start the writer.
     pub fn open(cfg: &JournalConfig, state_dir: &std::path::Path) -> Result<Self, JournalError> {
         let path = cfg.path(state_dir);
-        let store = Arc::new(Store::open(&path)?);
+        let store = Arc::new(open_keyed(cfg, state_dir)?);
         let verdict = store.verify()?;
+        if let Some(b) = verdict.anchor_break() {
+            return Err(JournalError::Anchor {
+                path,
+                head: cfg.head_file(state_dir),
+                reason: b.reason.clone(),
+            });
+        }
         match &verdict.broken {
             None => info!(
                 path = %path.display(),
                 records = verdict.records,
+                keyed_from = verdict.keyed_from,
                 "journal opened, chain verified"
             ),
             Some(b) => error!(
@@ -275,17 +371,35 @@ impl Journal {
         }
         let (tx, rx) = mpsc::channel();
         let writer = store.clone();
-        let delay = cfg.write_delay;
-        let retention = cfg.retention;
+        let health = Arc::new(Health::default());
+        let w = Writer {
+            delay: cfg.write_delay,
+            retention: cfg.retention,
+            fault: cfg.fail_writes_while.clone(),
+            health: health.clone(),
+        };
         std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || write_loop(&writer, rx, delay, retention))
+            .spawn(move || w.run(&writer, rx))
             .map_err(JournalError::Thread)?;
         Ok(Self {
             cfg: cfg.clone(),
             store,
             tx,
+            health,
         })
+    }
+
+    /// Can an exchange be recorded? `Err` says why not: the last write failed (the store is
+    /// unwritable or full) or the writer stopped. Always `Ok` with `deliver_unrecorded`.
+    pub fn ready(&self) -> Result<(), String> {
+        if self.cfg.deliver_unrecorded {
+            return Ok(());
+        }
+        match self.health.get() {
+            None => Ok(()),
+            Some(why) => Err(why),
+        }
     }
 
     fn send(&self, rec: Record, ack: Option<oneshot::Sender<Result<u64, String>>>) {
@@ -294,6 +408,11 @@ impl Journal {
             .send(Msg::Append(Box::new(rec), ack, Instant::now()))
             .is_err()
         {
+            // The ack (dropped with the message) tells a waiting answer; the next requests
+            // are refused.
+            self.health
+                .set(Some("the journal writer has stopped".into()));
+            crate::metrics::get().journal_errors.inc();
             error!("journal writer is gone: a record was lost");
         }
     }
@@ -305,6 +424,9 @@ const MAX_BATCH: usize = 512;
 /// How often a running daemon prunes records past retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
+/// How often an unwritable journal is tried again when no record comes to try it with.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
 fn prune(store: &Store, retention: Duration) {
     let cut = now_ms().saturating_sub(retention.as_millis() as u64);
     match store.prune(cut) {
@@ -314,70 +436,127 @@ fn prune(store: &Store, retention: Duration) {
     }
 }
 
-fn write_loop(
-    store: &Store,
-    rx: mpsc::Receiver<Msg>,
+struct Writer {
     delay: Duration,
     retention: Option<Duration>,
-) {
-    let (mut last_id, mut head) = match store.head() {
-        Ok(h) => h,
-        Err(e) => {
-            error!(error = %e, "journal head unreadable; records start a new chain segment");
-            (0, store::GENESIS.to_string())
+    fault: Option<PathBuf>,
+    health: Arc<Health>,
+}
+
+/// Marks the journal unable to record when the writer's thread ends, however it ends.
+struct Stopped(Arc<Health>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.0.set(Some("the journal writer has stopped".into()));
+    }
+}
+
+impl Writer {
+    fn injected(&self) -> Result<(), StoreError> {
+        match &self.fault {
+            Some(p) if p.exists() => Err(StoreError::Injected(format!(
+                "journal write failed (fault injection: {} exists)",
+                p.display()
+            ))),
+            _ => Ok(()),
         }
-    };
-    let mut pruned_at = Instant::now();
-    loop {
-        // The writer is the one thread that changes the store: it also prunes, between writes.
-        if let Some(r) = retention
-            && pruned_at.elapsed() >= PRUNE_EVERY
-        {
-            prune(store, r);
-            pruned_at = Instant::now();
-        }
-        let first = match rx.recv_timeout(PRUNE_EVERY) {
-            Ok(m) => m,
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+    }
+
+    fn run(self, store: &Store, rx: mpsc::Receiver<Msg>) {
+        let _stopped = Stopped(self.health.clone());
+        let (mut last_id, mut head) = match store.head() {
+            Ok(h) => h,
+            Err(e) => {
+                error!(error = %e, "journal head unreadable; records start a new chain segment");
+                (0, store::GENESIS.to_string())
+            }
         };
-        if !delay.is_zero() {
-            std::thread::sleep(delay);
-        }
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
+        let mut pruned_at = Instant::now();
+        loop {
+            // The writer is the one thread that changes the store: it also prunes, between
+            // writes.
+            if let Some(r) = self.retention
+                && pruned_at.elapsed() >= PRUNE_EVERY
+            {
+                prune(store, r);
+                pruned_at = Instant::now();
             }
-        }
-        let mut records = Vec::with_capacity(batch.len());
-        let mut acks = Vec::with_capacity(batch.len());
-        for Msg::Append(mut rec, ack, since) in batch {
-            last_id += 1;
-            rec.id = last_id;
-            rec.prev = head.clone();
-            rec.hash = String::new();
-            let v = serde_json::to_value(&*rec).unwrap_or_default();
-            rec.hash = store::chain_hash(&head, &v);
-            head = rec.hash.clone();
-            acks.push((rec.id, ack, since));
-            records.push(*rec);
-        }
-        let result = store.append(&records).map_err(|e| e.to_string());
-        let m = crate::metrics::get();
-        if let Err(e) = &result {
-            m.journal_errors.inc();
-            error!(error = %e, records = records.len(), "journal write failed");
-            // Start again from what is on disk.
-            if let Ok(h) = store.head() {
-                (last_id, head) = h;
+            let unhealthy = self.health.get().is_some();
+            let first = match rx.recv_timeout(if unhealthy { PROBE_EVERY } else { PRUNE_EVERY }) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if unhealthy && self.injected().and_then(|_| store.probe()).is_ok() {
+                        info!("the journal can be written again; requests are accepted");
+                        self.health.set(None);
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            if !self.delay.is_zero() {
+                std::thread::sleep(self.delay);
             }
-        }
-        for (id, ack, since) in acks {
-            crate::metrics::Metrics::observe(&m.journal_write, since.elapsed());
-            if let Some(ack) = ack {
-                let _ = ack.send(result.clone().map(|_| id));
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let seal = store.seal().ok();
+            let mut records = Vec::with_capacity(batch.len());
+            let mut acks = Vec::with_capacity(batch.len());
+            for Msg::Append(mut rec, ack, since) in batch {
+                last_id += 1;
+                rec.id = last_id;
+                rec.prev = head.clone();
+                rec.hash = String::new();
+                let v = serde_json::to_value(&*rec).unwrap_or_default();
+                rec.hash = match seal {
+                    Some(s) => s.record_mac(&head, &v),
+                    None => store::chain_hash(&head, &v),
+                };
+                head = rec.hash.clone();
+                acks.push((rec.id, ack, since));
+                records.push(*rec);
+            }
+            let result = self
+                .injected()
+                .and_then(|_| store.append(&records))
+                .map_err(|e| e.to_string());
+            let m = crate::metrics::get();
+            if let Err(e) = &result {
+                m.journal_errors.inc();
+                error!(error = %e, records = records.len(), "journal write failed");
+                self.health
+                    .set(Some(format!("the last journal write failed: {e}")));
+                // Start again from what is on disk.
+                if let Ok(h) = store.head() {
+                    (last_id, head) = h;
+                }
+            }
+            for (id, ack, since) in acks {
+                crate::metrics::Metrics::observe(&m.journal_write, since.elapsed());
+                if let Some(ack) = ack {
+                    let _ = ack.send(result.clone().map(|_| id));
+                }
+            }
+            if result.is_err() {
+                continue;
+            }
+            // The records are durable (and their exchanges told); now the head outside the
+            // journal, so that removing records from the end, or putting an older copy back,
+            // fails `verify`. A head that cannot be written is a journal that cannot vouch for
+            // its end: the next requests are refused until it can.
+            match store.anchor(last_id, &head) {
+                Ok(()) => self.health.set(None),
+                Err(e) => {
+                    m.journal_errors.inc();
+                    error!(error = %e, "journal head write failed");
+                    self.health
+                        .set(Some(format!("the journal head cannot be written: {e}")));
+                }
             }
         }
     }

@@ -1,9 +1,19 @@
 //! The journal on disk: sled, one tree of records keyed by their id (big-endian, so the tree's
-//! order is the chain's order), one tree of metadata (the retention checkpoint).
+//! order is the chain's order), one tree of metadata (the retention checkpoint, the "keyed from
+//! here" marker).
 //!
-//! Each record's `hash` is SHA-256 over its previous record's hash and its own canonical
+//! Each record's `hash` is its link in the chain: HMAC-SHA256, with the key kept outside the
+//! journal ([`super::seal`]), over the previous record's link and the record's canonical
 //! encoding (the record as JSON with sorted keys, `hash` left out). The encoding is recomputed
 //! from the stored bytes, so a record written by an older version still verifies.
+//!
+//! Journals written before the key existed used an unkeyed SHA-256 chain (same construction,
+//! no key). They still open: when the key is created, a MACed marker records where the keyed
+//! chain starts; records before it are checked by the old chain (which detects a changed byte
+//! but not a rewrite by someone who recomputes it), and the first keyed record's MAC covers the
+//! last unkeyed record's hash, so the old segment cannot be rewritten after the key exists
+//! either. The checkpoint and the marker carry a MAC; the head file outside the journal names
+//! its last record, so records removed from the end, or an older copy put back, fail `verify`.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use super::Record;
+use super::{Record, seal::Seal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,8 +39,18 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Seal(#[from] super::seal::SealError),
+    #[error("the journal at {0} was opened without its key: it cannot be verified or written")]
+    Unkeyed(PathBuf),
+    #[error("journal head {path}: {source}")]
+    Head {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Injected(String),
 }
-
 /// The journal holds prompts and answers: its directory is 0700 and every file in it 0600,
 /// whoever created them and whatever the umask (sled creates its files 0644).
 fn make_private(dir: &Path) -> std::io::Result<()> {
@@ -57,7 +77,7 @@ fn make_private(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The hash before the first record.
+/// The link before the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Where the chain starts once old records have been pruned.
@@ -65,9 +85,22 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 pub struct Checkpoint {
     /// The first record kept.
     pub first_id: u64,
-    /// The hash of the last record pruned (the first kept one's `prev`).
+    /// The link of the last record pruned (the first kept one's `prev`).
     pub prev: String,
     pub pruned: u64,
+    /// MAC over the three fields above (empty in a journal older than its key).
+    #[serde(default)]
+    pub mac: String,
+}
+
+/// Where the keyed chain starts in a journal that existed before its key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Marker {
+    /// The first keyed record.
+    pub id: u64,
+    /// The last unkeyed record's hash (the first keyed one's `prev`).
+    pub prev: String,
+    pub mac: String,
 }
 
 /// What `verify` found.
@@ -75,16 +108,46 @@ pub struct Checkpoint {
 pub struct Verdict {
     pub records: u64,
     pub checkpoint: Option<Checkpoint>,
-    /// The first record that does not fit the chain, and why.
+    /// Records before this id predate the key (checked by the unkeyed chain).
+    pub keyed_from: Option<u64>,
+    /// The first problem found (the checkpoint, the marker, a record, then the head).
     pub broken: Option<Broken>,
-    /// The hash of the last record (what the next record's `prev` will be).
+    /// Every problem found, one per kind at most.
+    #[serde(default)]
+    pub breaks: Vec<Broken>,
+    /// The last record's link (what the next record's `prev` will be).
     pub head: String,
+    /// The last record the head file anchors.
+    pub anchored: Option<u64>,
+}
+
+impl Verdict {
+    /// A problem outside the records (checkpoint, marker, head): the daemon does not write
+    /// on such a journal, since its next commit would overwrite the evidence.
+    pub fn anchor_break(&self) -> Option<&Broken> {
+        self.breaks.iter().find(|b| b.kind != BreakKind::Record)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Broken {
     pub id: u64,
     pub reason: String,
+    #[serde(default)]
+    pub kind: BreakKind,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BreakKind {
+    /// A record does not fit the chain (it stays as evidence).
+    #[default]
+    Record,
+    /// The checkpoint or the keyed marker does not carry a valid MAC.
+    Anchor,
+    /// The journal's end is not the one the head file anchors (or the head is missing or
+    /// forged): records removed from the end, an older copy put back.
+    Head,
 }
 
 pub struct Store {
@@ -92,22 +155,30 @@ pub struct Store {
     db: sled::Db,
     records: sled::Tree,
     meta: sled::Tree,
+    seal: Option<Seal>,
 }
 
 const CHECKPOINT: &[u8] = b"checkpoint";
+const MARKER: &[u8] = b"keyed_from";
+const PROBE: &[u8] = b"probe";
 
-/// SHA-256 over `prev` and the record's canonical encoding (JSON, sorted keys, no `hash`).
-pub fn chain_hash(prev: &str, record: &Value) -> String {
+/// The record as JSON with sorted keys and without its `hash`: what its link covers.
+pub fn canonical(record: &Value) -> Vec<u8> {
     let mut v = record.clone();
     if let Some(m) = v.as_object_mut() {
         m.remove("hash");
     }
     // serde_json's map is ordered by key: the encoding does not depend on field order.
-    let canon = serde_json::to_vec(&v).unwrap_or_default();
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// The unkeyed link of journals older than their key: SHA-256 over `prev` and the record's
+/// canonical encoding.
+pub fn chain_hash(prev: &str, record: &Value) -> String {
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
     h.update(b"\n");
-    h.update(&canon);
+    h.update(canonical(record));
     hex(&h.finalize())
 }
 
@@ -116,7 +187,9 @@ fn hex(b: &[u8]) -> String {
 }
 
 impl Store {
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Open the journal at `path`. Without a `seal` it can be read and changed raw (tests,
+    /// tampering) but not verified, written or pruned.
+    pub fn open(path: &Path, seal: Option<Seal>) -> Result<Self, StoreError> {
         let private = |source| StoreError::Private {
             path: path.to_path_buf(),
             source,
@@ -151,6 +224,7 @@ impl Store {
             db,
             records,
             meta,
+            seal,
         })
     }
 
@@ -161,7 +235,13 @@ impl Store {
         }
     }
 
-    /// The last record's id and hash (`(0, GENESIS)` for an empty journal).
+    pub fn seal(&self) -> Result<&Seal, StoreError> {
+        self.seal
+            .as_ref()
+            .ok_or_else(|| StoreError::Unkeyed(self.path.clone()))
+    }
+
+    /// The last record's id and link (`(0, GENESIS)` for an empty journal).
     pub fn head(&self) -> Result<(u64, String), StoreError> {
         match self.records.last().map_err(|e| self.err(e))? {
             None => Ok(match self.checkpoint()? {
@@ -180,7 +260,7 @@ impl Store {
         }
     }
 
-    /// Append records (ids and hashes already set) and make them durable.
+    /// Append records (ids and links already set) and make them durable.
     pub fn append(&self, records: &[Record]) -> Result<(), StoreError> {
         for r in records {
             let bytes = serde_json::to_vec(r).map_err(|e| StoreError::Corrupt {
@@ -193,6 +273,60 @@ impl Store {
         }
         self.db.flush().map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// Anchor the journal's end in the head file (after the records are durable: a crash in
+    /// between leaves the head one group behind, which verifies).
+    pub fn anchor(&self, last_id: u64, last: &str) -> Result<(), StoreError> {
+        let seal = self.seal()?;
+        seal.write_head(last_id, last)
+            .map_err(|source| StoreError::Head {
+                path: seal.head_path().to_path_buf(),
+                source,
+            })
+    }
+
+    /// `gateway journal accept`: anchor the journal's end as it is now (a backup restored on
+    /// purpose). Returns the record anchored. Records that do not fit stay named by `verify`.
+    pub fn reanchor(&self) -> Result<u64, StoreError> {
+        let (id, link) = self.head()?;
+        self.anchor(id, &link)?;
+        Ok(id)
+    }
+
+    /// Can the journal be written? One small durable write (the writer's health check after a
+    /// failure, when there is no record to write).
+    pub fn probe(&self) -> Result<(), StoreError> {
+        self.meta
+            .insert(PROBE, &super::now_ms().to_be_bytes())
+            .map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The key was created just now: the records already here predate it. Mark where the
+    /// keyed chain starts, MAC the checkpoint, anchor the head.
+    pub fn adopt_key(&self) -> Result<(), StoreError> {
+        let seal = self.seal()?;
+        let (last_id, last) = self.head()?;
+        if last_id > 0 {
+            let m = Marker {
+                id: last_id + 1,
+                prev: last.clone(),
+                mac: seal.marker_mac(last_id + 1, &last),
+            };
+            self.meta
+                .insert(MARKER, serde_json::to_vec(&m).unwrap_or_default())
+                .map_err(|e| self.err(e))?;
+        }
+        if let Some(mut c) = self.checkpoint()? {
+            c.mac = seal.checkpoint_mac(c.first_id, &c.prev, c.pruned);
+            self.meta
+                .insert(CHECKPOINT, serde_json::to_vec(&c).unwrap_or_default())
+                .map_err(|e| self.err(e))?;
+        }
+        self.db.flush().map_err(|e| self.err(e))?;
+        self.anchor(last_id, &last)
     }
 
     pub fn get(&self, id: u64) -> Result<Option<Value>, StoreError> {
@@ -212,7 +346,7 @@ impl Store {
     }
 
     /// Every record, oldest first (records that are not JSON are reported as an error).
-    pub fn iter(&self) -> impl Iterator<Item = Result<(u64, Value), StoreError>> + '_ {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Result<(u64, Value), StoreError>> + '_ {
         self.records.iter().map(move |kv| {
             let (k, v) = kv.map_err(|e| self.err(e))?;
             let id = key_id(&k);
@@ -233,16 +367,59 @@ impl Store {
             .and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
-    /// Walk the chain from the checkpoint (or the start) and name the first record that does
-    /// not fit: a wrong `prev`, a hash that does not match its content, a gap in the ids.
+    fn marker(&self) -> Result<Option<Result<Marker, ()>>, StoreError> {
+        Ok(self
+            .meta
+            .get(MARKER)
+            .map_err(|e| self.err(e))?
+            .map(|v| serde_json::from_slice(&v).map_err(|_| ())))
+    }
+
+    /// Walk the chain from the checkpoint (or the start) and name what does not fit: a
+    /// checkpoint or marker without a valid MAC, a record with a wrong `prev`, a link that
+    /// does not match its content, a gap in the ids, and a journal whose end is not the one
+    /// the head file anchors (records removed from the end, an older copy put back).
     pub fn verify(&self) -> Result<Verdict, StoreError> {
+        let seal = self.seal()?;
+        let anchor = |id: u64, reason: String| Broken {
+            id,
+            reason,
+            kind: BreakKind::Anchor,
+        };
+        let mut breaks: Vec<Broken> = Vec::new();
         let checkpoint = self.checkpoint()?;
+        if let Some(c) = &checkpoint
+            && seal.checkpoint_mac(c.first_id, &c.prev, c.pruned) != c.mac
+        {
+            breaks.push(anchor(
+                c.first_id,
+                "the retention checkpoint does not carry a valid MAC: it was forged or \
+                 altered (records before it may have been removed)"
+                    .into(),
+            ));
+        }
+        let marker = match self.marker()? {
+            None => None,
+            Some(Ok(m)) if seal.marker_mac(m.id, &m.prev) == m.mac => Some(m),
+            Some(m) => {
+                let id = m.map(|m| m.id).unwrap_or(1);
+                breaks.push(anchor(
+                    id,
+                    "the \"keyed from here\" marker does not carry a valid MAC: it was forged \
+                     or altered"
+                        .into(),
+                ));
+                None
+            }
+        };
+        let keyed_from = marker.as_ref().map_or(1, |m| m.id);
         let (mut expect_id, mut prev) = match &checkpoint {
             Some(c) => (c.first_id, c.prev.clone()),
             None => (1, GENESIS.to_string()),
         };
         let mut records = 0;
-        let mut broken = None;
+        let mut record_break = None;
+        let mut last: Option<(u64, String)> = None;
         for kv in self.records.iter() {
             let (k, v) = kv.map_err(|e| self.err(e))?;
             let id = key_id(&k);
@@ -251,50 +428,171 @@ impl Store {
                 continue;
             }
             records += 1;
-            if broken.is_some() {
+            let v: Result<Value, _> = serde_json::from_slice(&v);
+            last = Some((
+                id,
+                v.as_ref()
+                    .ok()
+                    .and_then(|v| v["hash"].as_str())
+                    .unwrap_or("")
+                    .to_string(),
+            ));
+            if record_break.is_some() {
                 continue;
             }
-            let fail = |reason: String| Some(Broken { id, reason });
-            let v: Value = match serde_json::from_slice(&v) {
+            let fail = |reason: String| {
+                Some(Broken {
+                    id,
+                    reason,
+                    kind: BreakKind::Record,
+                })
+            };
+            let v = match v {
                 Ok(v) => v,
                 Err(e) => {
-                    broken = fail(format!("not JSON ({e})"));
+                    record_break = fail(format!("not JSON ({e})"));
                     continue;
                 }
             };
             if id != expect_id {
-                broken = fail(format!(
+                record_break = fail(format!(
                     "expected record {expect_id} here (a record is missing)"
                 ));
                 continue;
             }
             if v["id"].as_u64() != Some(id) {
-                broken = fail(format!("its id field says {}", v["id"]));
+                record_break = fail(format!(
+                    "its id field says {} (records reordered?)",
+                    v["id"]
+                ));
                 continue;
             }
             if v["prev"].as_str() != Some(prev.as_str()) {
-                broken = fail("its prev hash is not the previous record's hash".into());
+                record_break = fail("its prev link is not the previous record's link".into());
+                continue;
+            }
+            if let Some(m) = &marker
+                && id == m.id
+                && m.prev != prev
+            {
+                record_break = fail(
+                    "the keyed chain starts here, but not after the record the marker names".into(),
+                );
                 continue;
             }
             let stored = v["hash"].as_str().unwrap_or("").to_string();
-            if chain_hash(&prev, &v) != stored {
-                broken = fail("its content does not match its hash (changed after writing)".into());
+            if id < keyed_from {
+                if chain_hash(&prev, &v) != stored {
+                    record_break = fail(
+                        "its content does not match its (unkeyed) hash: changed after writing"
+                            .into(),
+                    );
+                    continue;
+                }
+            } else if seal.record_mac(&prev, &v) != stored {
+                record_break = fail(
+                    "its MAC does not match its content: changed after writing, or rewritten \
+                     without the journal key"
+                        .into(),
+                );
                 continue;
             }
             prev = stored;
             expect_id = id + 1;
         }
+        breaks.extend(record_break);
+        // The end: what the head file anchors must still be there, unchanged.
+        let (last_id, last_link) = match last {
+            Some(l) => l,
+            None => match &checkpoint {
+                Some(c) => (c.first_id.saturating_sub(1), c.prev.clone()),
+                None => (0, GENESIS.to_string()),
+            },
+        };
+        let head_break = |id: u64, reason: String| Broken {
+            id,
+            reason,
+            kind: BreakKind::Head,
+        };
+        let mut anchored = None;
+        match seal.read_head() {
+            Err(reason) => breaks.push(head_break(last_id + 1, reason)),
+            Ok(None) if last_id > 0 => breaks.push(head_break(
+                last_id + 1,
+                format!(
+                    "the journal head {} is missing: whether records were removed from the end \
+                     cannot be checked (it is written with every commit; was it deleted?)",
+                    seal.head_path().display()
+                ),
+            )),
+            Ok(None) => {}
+            Ok(Some(h)) => {
+                anchored = Some(h.last_id);
+                let first_kept = checkpoint.as_ref().map_or(1, |c| c.first_id);
+                if h.last_id > last_id {
+                    breaks.push(head_break(
+                        last_id + 1,
+                        format!(
+                            "the journal ends at record {last_id} but its head ({}) says record \
+                             {} was written: records were removed from the end, or an older \
+                             copy of the journal was put back",
+                            seal.head_path().display(),
+                            h.last_id
+                        ),
+                    ));
+                } else if h.last_id > 0 && h.last_id == last_id && last_link != h.last {
+                    breaks.push(head_break(
+                        h.last_id,
+                        format!(
+                            "record {} is not the record the head anchors: the journal was \
+                             replaced by another copy",
+                            h.last_id
+                        ),
+                    ));
+                } else if h.last_id > 0 && h.last_id >= first_kept {
+                    let link = self
+                        .records
+                        .get(h.last_id.to_be_bytes())
+                        .map_err(|e| self.err(e))?
+                        .and_then(|v| serde_json::from_slice::<Value>(&v).ok())
+                        .and_then(|v| v["hash"].as_str().map(String::from));
+                    if link.as_deref() != Some(h.last.as_str()) {
+                        breaks.push(head_break(
+                            h.last_id,
+                            format!(
+                                "record {} is not the record the head anchors: the journal was \
+                                 replaced by another copy",
+                                h.last_id
+                            ),
+                        ));
+                    }
+                } else if h.last_id > 0
+                    && h.last_id + 1 == first_kept
+                    && checkpoint.as_ref().is_some_and(|c| c.prev != h.last)
+                {
+                    breaks.push(head_break(
+                        first_kept,
+                        "the retention checkpoint does not follow the record the head anchors"
+                            .into(),
+                    ));
+                }
+            }
+        }
         Ok(Verdict {
             records,
             checkpoint,
-            broken,
+            keyed_from: marker.map(|m| m.id),
+            broken: breaks.first().cloned(),
+            breaks,
             head: prev,
+            anchored,
         })
     }
 
-    /// Remove records older than `before` (unix ms), oldest first, keeping a checkpoint so
-    /// that the rest still verifies. Returns how many were removed.
+    /// Remove records older than `before` (unix ms), oldest first, keeping a MACed checkpoint
+    /// so that the rest still verifies. Returns how many were removed.
     pub fn prune(&self, before_ms: u64) -> Result<u64, StoreError> {
+        let seal = self.seal()?;
         let mut last: Option<(u64, String)> = None;
         let mut doomed = Vec::new();
         for kv in self.iter() {
@@ -309,8 +607,10 @@ impl Store {
             return Ok(0);
         };
         let pruned = self.checkpoint()?.map_or(0, |c| c.pruned) + doomed.len() as u64;
+        let first_id = last_id + 1;
         let cp = Checkpoint {
-            first_id: last_id + 1,
+            first_id,
+            mac: seal.checkpoint_mac(first_id, &last_hash, pruned),
             prev: last_hash,
             pruned,
         };
@@ -338,6 +638,24 @@ impl Store {
         Ok(())
     }
 
+    /// Test helper: remove a record (tampering).
+    pub fn raw_remove(&self, id: u64) -> Result<(), StoreError> {
+        self.records
+            .remove(id.to_be_bytes())
+            .map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Test helper: overwrite a metadata entry (`checkpoint`, `keyed_from`).
+    pub fn raw_put_meta(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.meta
+            .insert(key.as_bytes(), bytes)
+            .map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     pub fn raw_get(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .records
@@ -355,108 +673,4 @@ fn key_id(k: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_journal_is_private_whatever_the_umask() {
-        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("journal");
-        // An earlier version's journal, world-readable.
-        std::fs::create_dir(&path).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let store = Store::open(&path).unwrap();
-        chain(&store, 3, |i| i);
-        store.db.flush().unwrap();
-        drop(store);
-        let _ = Store::open(&path).unwrap();
-        let mut seen = 0;
-        let mut stack = vec![path.clone()];
-        while let Some(dir) = stack.pop() {
-            assert_eq!(
-                std::fs::metadata(&dir).unwrap().mode() & 0o777,
-                0o700,
-                "{dir:?}"
-            );
-            for e in std::fs::read_dir(&dir).unwrap() {
-                let e = e.unwrap();
-                if e.file_type().unwrap().is_dir() {
-                    stack.push(e.path());
-                } else {
-                    seen += 1;
-                    let mode = e.metadata().unwrap().mode() & 0o777;
-                    assert_eq!(mode, 0o600, "{:?}", e.path());
-                }
-            }
-        }
-        assert!(seen >= 2, "sled's files were looked at ({seen})");
-    }
-
-    fn rec(id: u64, prev: &str, time_ms: u64, text: &str) -> Record {
-        let mut r = Record {
-            id,
-            time_ms,
-            prev: prev.to_string(),
-            response_body: Some(text.to_string()),
-            // Floats must survive the JSON round trip exactly for the hash to hold.
-            duration_ms: 31.468065000000003,
-            ttfb_ms: Some(0.1 + 0.2),
-            ..Default::default()
-        };
-        r.hash = chain_hash(prev, &serde_json::to_value(&r).unwrap());
-        r
-    }
-
-    fn chain(store: &Store, n: u64, time_ms: impl Fn(u64) -> u64) {
-        let (mut last, mut head) = store.head().unwrap();
-        for _ in 0..n {
-            last += 1;
-            let r = rec(last, &head, time_ms(last), &format!("answer {last}"));
-            head = r.hash.clone();
-            store.append(&[r]).unwrap();
-        }
-    }
-
-    #[test]
-    fn a_chain_verifies_and_a_changed_byte_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("j")).unwrap();
-        chain(&store, 5, |_| 1);
-        let v = store.verify().unwrap();
-        assert_eq!((v.records, v.broken), (5, None));
-        let mut raw = store.raw_get(4).unwrap().unwrap();
-        let at = raw.windows(8).position(|w| w == b"answer 4").unwrap();
-        raw[at] = b'A';
-        store.raw_put(4, &raw).unwrap();
-        let b = store.verify().unwrap().broken.unwrap();
-        assert_eq!(b.id, 4, "{b:?}");
-        assert!(b.reason.contains("does not match its hash"), "{b:?}");
-        // A removed record is named too (where the next one does not follow).
-        store.records.remove(2u64.to_be_bytes()).unwrap();
-        assert_eq!(store.verify().unwrap().broken.unwrap().id, 3);
-    }
-
-    #[test]
-    fn pruning_keeps_the_rest_verifiable_from_a_checkpoint() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j");
-        {
-            let store = Store::open(&path).unwrap();
-            chain(&store, 6, |id| id * 1000);
-            assert_eq!(store.prune(3500).unwrap(), 3);
-            let v = store.verify().unwrap();
-            assert_eq!((v.records, v.broken.clone()), (3, None), "{v:?}");
-            assert_eq!(v.checkpoint.as_ref().unwrap().first_id, 4);
-            // New records go on after the last one.
-            chain(&store, 2, |id| id * 1000);
-            assert_eq!(store.verify().unwrap().records, 5);
-        }
-        // And after a reopen; the lock is exclusive while it is open.
-        let store = Store::open(&path).unwrap();
-        assert!(matches!(Store::open(&path), Err(StoreError::Locked { .. })));
-        let v = store.verify().unwrap();
-        assert_eq!((v.records, v.broken), (5, None));
-        assert_eq!(store.head().unwrap().0, 8);
-    }
-}
+mod tests;

@@ -308,3 +308,45 @@ fn bad_cues_are_refused() {
     let cues = [lit("abc").back(2).wb()];
     assert!(Prefilter::new(&[Source::Cues(&cues, 10)]).is_err());
 }
+
+/// Vault keys as detectors: the prefilter's windows around a key's 8-byte pieces hold every
+/// match of the key or of any piece of it (24 bytes or more), wherever the piece starts.
+#[test]
+fn vault_key_pieces_lie_in_the_prefilters_windows() {
+    let keys = [
+        "sk-vault-policy-openai-51-Zq8Xw2Lm4Nb6Vc1Kj3Hg5Fd7",
+        "AIza-vault-gemini-Yy7Tt6Rr5Ee4Ww3Qq2Aa1Ss0Dd9Ff8Gg7Hh6",
+    ];
+    let secrets: Vec<crate::vault::Secret> =
+        keys.iter().map(|k| crate::vault::Secret::new(*k)).collect();
+    let started = std::time::Instant::now();
+    let sc = Scanner::with_keys(&[], &PolicyConfig::default(), &secrets).unwrap();
+    eprintln!("scanner with 2 vault keys built in {:?}", started.elapsed());
+    assert!(sc.has_prefilter(), "vault keys keep the prefilter on");
+    let id = Identity::default();
+    let ctx = Ctx {
+        dir: Direction::Response,
+        id: &id,
+    };
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut found = 0;
+    for _ in 0..400 {
+        let mut text = Vec::new();
+        while text.len() < 2000 {
+            match rng.random_range(0..3) {
+                0 => {
+                    let k = keys[rng.random_range(0..keys.len())].as_bytes();
+                    let a = rng.random_range(0..k.len() - 20);
+                    let b = rng.random_range(a + 20..=k.len());
+                    text.extend_from_slice(&k[a..b]);
+                }
+                _ => context(&mut rng, &mut text),
+            }
+        }
+        let want = sc.find_everywhere(&text, 0, ctx);
+        found += want.iter().filter(|h| h.detector == "vault-key").count();
+        assert_eq!(sc.find_windowed(&text, 0, ctx), want);
+        assert_eq!(sc.find(&text, 0, ctx), want);
+    }
+    assert!(found > 200, "pieces found: {found}");
+}
