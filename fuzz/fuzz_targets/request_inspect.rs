@@ -9,7 +9,7 @@ use gateway::{
     redirect::identity::Identity,
     request::Inspector,
 };
-use gateway_fuzz::{SECRETS, contains, plant, scanner};
+use gateway_fuzz::{SECRETS, clean, contains, plant, scanner};
 use libfuzzer_sys::{arbitrary, fuzz_target};
 use serde_json::Value;
 
@@ -39,7 +39,7 @@ fn put_string(s: &str, key: bool, n: &mut usize, inp: &Input, secret: &str, out:
     let here = *n == usize::from(inp.target) && key == inp.in_key;
     *n += usize::from(key == inp.in_key);
     if !here {
-        out.push_str(&Value::from(s).to_string());
+        out.push_str(&Value::from(clean(s, secret)).to_string());
         return;
     }
     let planted = plant(s, usize::from(inp.at), secret);

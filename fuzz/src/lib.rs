@@ -39,8 +39,20 @@ pub const SECRETS: &[&str] = &[
     "sk-proj-Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0FeDcBaZx9Yw8Vu7Ts6Rq5Po4",
 ];
 
-/// `text` with `secret` inserted, between spaces, at about `at` (a char boundary).
+/// `text` without any copy of `secret`: a copy glued to letters or digits is no secret to the
+/// detectors (they want word boundaries), so only the planted copy may be looked for.
+pub fn clean(text: &str, secret: &str) -> String {
+    let mut t = text.to_string();
+    while t.contains(secret) {
+        t = t.replace(secret, "");
+    }
+    t
+}
+
+/// `text` (cleaned of `secret`) with `secret` inserted, between spaces, at about `at` (a char
+/// boundary).
 pub fn plant(text: &str, at: usize, secret: &str) -> String {
+    let text = &clean(text, secret);
     let mut i = if text.is_empty() {
         0
     } else {
