@@ -125,9 +125,9 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
                 match send(parts, body, &ctx, endpoint, &mut ex).await {
                     Ok((resp, f)) => {
                         found = f;
-                        (resp, stripped, Some(key_name))
+                        (resp, stripped, key_name)
                     }
-                    Err(e) => (rescue::respond(adapter, &e), stripped, Some(key_name)),
+                    Err(e) => (rescue::respond(adapter, &e), stripped, key_name),
                 }
             }
         };
@@ -177,52 +177,57 @@ async fn drain(body: Incoming) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), limited.collect()).await;
 }
 
-type Prepared = (http::request::Parts, credentials::Stripped, String);
+/// The request head as it goes upstream, what was stripped from it, and the vault entry's name
+/// (`None`: the client presented no credential, so none went in).
+type Prepared = (http::request::Parts, credentials::Stripped, Option<String>);
 
-/// Policy and vault on the request head: strip, pick and inject the key, aim at the SNI.
+/// Policy and vault on the request head: strip every credential (by name and by value), and
+/// only when the client presented one of its own put the vault entry's key (and billing
+/// fields) in its place; aim at the SNI.
 async fn prepare(
     mut parts: http::request::Parts,
     ctx: &ConnCtx,
 ) -> Result<Prepared, (ExchangeError, credentials::Stripped)> {
     let adapter = ctx.provider.adapter();
-    let mut stripped = credentials::Stripped {
-        headers: credentials::strip_headers(&mut parts.headers),
-        params: 0,
-    };
-    let (uri, params) = credentials::strip_query(&parts.uri).map_err(|e| {
-        (
-            ExchangeError::BadRequest(format!("bad request target: {e}")),
-            stripped,
-        )
-    })?;
-    stripped.params = params;
+    let stripped = credentials::scrub(&mut parts, adapter.credential_params())
+        .map_err(|(e, stripped)| (ExchangeError::BadRequest(e.to_string()), stripped))?;
 
-    let Some(key_name) = ctx.vault.key_name(&ctx.provider, &ctx.identity) else {
-        return Err((
-            ExchangeError::NoKeyConfigured(ctx.provider.name.clone()),
-            stripped,
-        ));
-    };
-    let key = match ctx.vault.get(&key_name).await {
-        Ok(Some(k)) => k,
-        Ok(None) => {
+    // A client's unauthenticated probe or telemetry call stays unauthenticated.
+    let key_name = if stripped.presented() {
+        let Some(key_name) = ctx.vault.key_name(&ctx.provider, &ctx.identity) else {
             return Err((
-                ExchangeError::KeyMissing {
-                    provider: ctx.provider.name.clone(),
-                    key: key_name,
-                },
+                ExchangeError::NoKeyConfigured(ctx.provider.name.clone()),
                 stripped,
             ));
-        }
-        Err(e) => return Err((ExchangeError::Vault(e.to_string()), stripped)),
+        };
+        let entry = match ctx.vault.entry(&key_name).await {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                return Err((
+                    ExchangeError::KeyMissing {
+                        provider: ctx.provider.name.clone(),
+                        key: key_name,
+                    },
+                    stripped,
+                ));
+            }
+            Err(e) => return Err((ExchangeError::Vault(e.to_string()), stripped)),
+        };
+        adapter
+            .inject_entry(&mut parts.headers, &entry)
+            .map_err(|e| (ExchangeError::Vault(e.to_string()), stripped))?;
+        drop(entry);
+        Some(key_name)
+    } else {
+        None
     };
-    adapter
-        .inject(&mut parts.headers, &key)
-        .map_err(|e| (ExchangeError::Vault(e.to_string()), stripped))?;
-    drop(key);
 
     // Always the SNI the client's TLS asked for: the Host header cannot steer the request.
-    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     parts.uri = format!("https://{}{pq}", ctx.sni).parse().map_err(|e| {
         (
             ExchangeError::BadRequest(format!("bad request target: {e}")),
