@@ -500,7 +500,7 @@ fn credential_bypass_suite() {
         ),
         (
             "pipelined second request with a key",
-            format!("GET /v1/models HTTP/1.1\\r\\n{h}\\r\\nGET /v1/models?key=sk-second HTTP/1.1\\r\\n{h}Authorization: Bearer sk-second\\r\\nConnection: close\\r\\n\\r\\n"),
+            format!("GET /v1/models HTTP/1.1\\r\\n{h}X-Api-Key: sk-first\\r\\n\\r\\nGET /v1/models?key=sk-second HTTP/1.1\\r\\n{h}Authorization: Bearer sk-second\\r\\nConnection: close\\r\\n\\r\\n"),
             true,
         ),
         (
