@@ -264,7 +264,9 @@ fn a_credential_in_the_path_is_refused_and_nothing_is_sent() {
         e.fakes.openai.seen().is_empty(),
         "nothing reached the provider"
     );
-    assert!(!e.gw.raw_log().contains("Xk9mQ2vL7pZr4"));
+    let log = e.gw.raw_log();
+    assert!(log.contains("request refused"), "logged loudly");
+    assert!(!log.contains("Xk9mQ2vL7pZr4"), "never with the credential");
 }
 
 #[test]

@@ -189,8 +189,12 @@ async fn prepare(
     ctx: &ConnCtx,
 ) -> Result<Prepared, (ExchangeError, credentials::Stripped)> {
     let adapter = ctx.provider.adapter();
-    let stripped = credentials::scrub(&mut parts, adapter.credential_params())
-        .map_err(|(e, stripped)| (ExchangeError::BadRequest(e.to_string()), stripped))?;
+    let stripped =
+        credentials::scrub(&mut parts, adapter.credential_params()).map_err(|(e, stripped)| {
+            // Loudly, and never with the path: it holds the credential.
+            tracing::warn!(conn = ctx.conn_id, provider = %ctx.provider.name, error = %e, "request refused");
+            (ExchangeError::BadRequest(e.to_string()), stripped)
+        })?;
 
     // A client's unauthenticated probe or telemetry call stays unauthenticated.
     let key_name = if stripped.presented() {
