@@ -802,7 +802,7 @@ fn keys_come_from_hashicorp_vault_with_approle_cached_and_fail_closed_without_it
         },
     );
     let ca = gw.ca_pem();
-    let r = curl_models(&cg, &ip, &ca, &[]);
+    let r = curl_models(&cg, &ip, &ca, &["-H", "authorization: Bearer dummy"]);
     assert!(r.stdout.ends_with("\n500"), "{r:?}");
     assert!(r.stdout.contains("vault"), "{r:?}");
     assert_eq!(fake.seen().len(), before, "nothing forwarded without a key");
@@ -958,6 +958,8 @@ fn upstream_connections_are_reused_team_keys_follow_the_caller_and_keys_cli_work
                 &resolve,
                 "--cacert",
                 &bundle,
+                "-H",
+                "authorization: Bearer dummy",
                 "https://api.openai.com/v1/models",
             ],
         ),
@@ -968,7 +970,12 @@ fn upstream_connections_are_reused_team_keys_follow_the_caller_and_keys_cli_work
         e.fakes.openai.seen().pop().unwrap().credentials(),
         vec!["authorization: Bearer sk-vault-team-nobody".to_string()]
     );
-    let r = e.curl("api.openai.com", &e.fakes.ips[0], &[], "/v1/models");
+    let r = e.curl(
+        "api.openai.com",
+        &e.fakes.ips[0],
+        &["-H", "authorization: Bearer dummy"],
+        "/v1/models",
+    );
     assert_eq!(status(&r.stdout).0, 200);
     assert_eq!(
         e.fakes.openai.seen().pop().unwrap().credentials(),
