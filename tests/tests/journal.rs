@@ -40,7 +40,10 @@ fn curl_stream(e: &ProviderEnv, reply: &str) -> (String, String) {
     let body = format!(
         r#"{{"model":"gpt-x","stream":true,"messages":[{{"role":"user","content":"key {PROMPT_KEY}"}}]}}"#
     );
-    let reply_h = format!("x-test-reply: {reply}");
+    let reply_h = format!(
+        "x-test-reply-hex: {}",
+        gateway_tests::provider::reply_hex(reply)
+    );
     let r = run(
         e.cg.command(
             "curl",
@@ -75,7 +78,7 @@ fn curl_stream(e: &ProviderEnv, reply: &str) -> (String, String) {
 
 const PY: &str = r#"
 import json, os, sys, openai
-h = {"x-test-reply": sys.argv[1], "x-test-chunk": "5"}
+h = {"x-test-reply-hex": sys.argv[1].encode().hex(), "x-test-chunk": "5"}
 msgs = [{"role": "user", "content": sys.argv[2]}]
 c = openai.OpenAI(api_key="sk-dummy")
 plain = c.chat.completions.create(model="gpt-j", messages=msgs, extra_headers=h).choices[0].message.content
