@@ -8,6 +8,11 @@
 //! (raw HTTP/1.1 and h2), and judged on what the fake provider received and what the client
 //! got. Every failing case is listed, with a one-line reason, before the test fails.
 //! Case tables: `tests/src/adversarial/`.
+//!
+//! Run: `cargo build -p gateway && cargo test -p gateway-tests --test adversarial` (root).
+//! `ADV_ONLY=name-part,other-part` keeps only the cases whose names contain one of the parts;
+//! `ADV_DUMP=1` prints, for each failing case, what the provider received and what the client
+//! got.
 
 use std::collections::BTreeSet;
 

@@ -128,7 +128,15 @@ fn oa_stream(name: &str, n: usize, f: impl Fn(&str) -> Value) -> (Vec<String>, S
     (ev, s, m)
 }
 
-fn sse_case(name: &str, p: Provider, path: &str, req: &str, ev: Vec<String>, s: String, m: String) -> AnswerCase {
+fn sse_case(
+    name: &str,
+    p: Provider,
+    path: &str,
+    req: &str,
+    ev: Vec<String>,
+    s: String,
+    m: String,
+) -> AnswerCase {
     let mut a = AnswerCase::new(name, p, path, req, Framing::Sse)
         .ctype("text/event-stream")
         .chunks(ev);
@@ -137,11 +145,13 @@ fn sse_case(name: &str, p: Provider, path: &str, req: &str, ev: Vec<String>, s: 
     a
 }
 
-const OA_REQ: &str = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+const OA_REQ: &str =
+    r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
 const OA_REQ_PLAIN: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
 const RESP_REQ: &str = r#"{"model":"gpt-4.1","stream":true,"input":"hi"}"#;
 const AN_REQ: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-const AN_REQ_PLAIN: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
+const AN_REQ_PLAIN: &str =
+    r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
 const GM_REQ: &str = r#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}"#;
 const CHAT: &str = "/v1/chat/completions";
 
@@ -152,35 +162,53 @@ fn an_ev(ty: &str, data: Value) -> String {
 /// An Anthropic stream: message_start, the given blocks' events, a final text block holding
 /// the end marker, message_delta, message_stop.
 fn an_stream(blocks: Vec<Vec<String>>, marker: &str) -> Vec<String> {
-    let mut ev = vec![an_ev("message_start", json!({"type": "message_start", "message": {"id": "msg_adv", "type": "message", "role": "assistant", "model": "claude-x", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 5, "output_tokens": 1}}}))];
+    let mut ev = vec![an_ev(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "msg_adv", "type": "message", "role": "assistant", "model": "claude-x", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+    )];
     let n = blocks.len();
     for b in blocks {
         ev.extend(b);
     }
     ev.push(an_ev("content_block_start", json!({"type": "content_block_start", "index": n, "content_block": {"type": "text", "text": ""}})));
     ev.push(an_ev("content_block_delta", json!({"type": "content_block_delta", "index": n, "delta": {"type": "text_delta", "text": format!(" {marker}")}})));
-    ev.push(an_ev("content_block_stop", json!({"type": "content_block_stop", "index": n})));
+    ev.push(an_ev(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": n}),
+    ));
     ev.push(an_ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 6}})));
     ev.push(an_ev("message_stop", json!({"type": "message_stop"})));
     ev
 }
 
 fn an_text_block(i: usize, parts: &[String]) -> Vec<String> {
-    let mut ev = vec![an_ev("content_block_start", json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}))];
+    let mut ev = vec![an_ev(
+        "content_block_start",
+        json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}),
+    )];
     for p in parts {
         ev.push(an_ev("content_block_delta", json!({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": p}})));
     }
-    ev.push(an_ev("content_block_stop", json!({"type": "content_block_stop", "index": i})));
+    ev.push(an_ev(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": i}),
+    ));
     ev
 }
 
 fn an_thinking_block(i: usize, thinking: &[String], sig: &str) -> Vec<String> {
-    let mut ev = vec![an_ev("content_block_start", json!({"type": "content_block_start", "index": i, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}))];
+    let mut ev = vec![an_ev(
+        "content_block_start",
+        json!({"type": "content_block_start", "index": i, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+    )];
     for p in thinking {
         ev.push(an_ev("content_block_delta", json!({"type": "content_block_delta", "index": i, "delta": {"type": "thinking_delta", "thinking": p}})));
     }
     ev.push(an_ev("content_block_delta", json!({"type": "content_block_delta", "index": i, "delta": {"type": "signature_delta", "signature": sig}})));
-    ev.push(an_ev("content_block_stop", json!({"type": "content_block_stop", "index": i})));
+    ev.push(an_ev(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": i}),
+    ));
     ev
 }
 
@@ -196,7 +224,10 @@ fn gm_chunk(parts: Value, last: bool) -> Value {
 fn gm_chunks(name: &str, n: usize) -> (Vec<Value>, String, String) {
     let (_, s) = for_case(name, false);
     let m = end_marker(name);
-    let mut c: Vec<Value> = pieces(&s, n).iter().map(|p| gm_chunk(json!([{"text": p}]), false)).collect();
+    let mut c: Vec<Value> = pieces(&s, n)
+        .iter()
+        .map(|p| gm_chunk(json!([{"text": p}]), false))
+        .collect();
     c.push(gm_chunk(json!([{"text": format!(" {m}")}]), true));
     (c, s, m)
 }
@@ -233,7 +264,11 @@ pub fn answer_cases() -> Vec<AnswerCase> {
         ("ans-oa-sse-octet-stream", 7, "application/octet-stream"),
         ("ans-oa-sse-text-plain", 7, "text/plain"),
         ("ans-oa-sse-no-content-type", 7, ""),
-        ("ans-oa-sse-charset-param", 7, "text/event-stream; charset=utf-8"),
+        (
+            "ans-oa-sse-charset-param",
+            7,
+            "text/event-stream; charset=utf-8",
+        ),
     ] {
         let (ev, s, m) = oa_stream(name, n, text);
         let mut a = sse_case(name, OA, CHAT, OA_REQ, ev, s, m);
@@ -253,10 +288,34 @@ pub fn answer_cases() -> Vec<AnswerCase> {
         let (ev, s, m) = oa_stream(name, 8, |p| json!({field: p}));
         v.push(sse_case(name, OA, CHAT, OA_REQ, ev, s, m));
     }
-    let (ev, s, m) = oa_stream("ans-oa-sse-audio-transcript", 8, |p| json!({"audio": {"id": "audio_1", "transcript": p}}));
-    v.push(sse_case("ans-oa-sse-audio-transcript", OA, CHAT, OA_REQ, ev, s, m));
-    let (ev, s, m) = oa_stream("ans-oa-sse-tool-call-arguments", 6, |p| json!({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}));
-    v.push(sse_case("ans-oa-sse-tool-call-arguments", OA, CHAT, OA_REQ, ev, s, m));
+    let (ev, s, m) = oa_stream(
+        "ans-oa-sse-audio-transcript",
+        8,
+        |p| json!({"audio": {"id": "audio_1", "transcript": p}}),
+    );
+    v.push(sse_case(
+        "ans-oa-sse-audio-transcript",
+        OA,
+        CHAT,
+        OA_REQ,
+        ev,
+        s,
+        m,
+    ));
+    let (ev, s, m) = oa_stream(
+        "ans-oa-sse-tool-call-arguments",
+        6,
+        |p| json!({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}),
+    );
+    v.push(sse_case(
+        "ans-oa-sse-tool-call-arguments",
+        OA,
+        CHAT,
+        OA_REQ,
+        ev,
+        s,
+        m,
+    ));
     {
         let name = "ans-oa-sse-logprobs-token";
         let (_, s) = for_case(name, false);
@@ -269,10 +328,19 @@ pub fn answer_cases() -> Vec<AnswerCase> {
     }
     for (name, tpl) in [
         ("ans-oa-sse-comment-line", ": keepalive $S\n\n"),
-        ("ans-oa-sse-event-line", "event: $S\ndata: {\"choices\":[]}\n\n"),
+        (
+            "ans-oa-sse-event-line",
+            "event: $S\ndata: {\"choices\":[]}\n\n",
+        ),
         ("ans-oa-sse-id-line", "id: $S\ndata: {\"choices\":[]}\n\n"),
-        ("ans-oa-sse-id-field", "data: {\"id\":\"$S\",\"object\":\"chat.completion.chunk\",\"choices\":[]}\n\n"),
-        ("ans-oa-sse-multiline-data", "data: {\"choices\":[{\"index\":0,\n data: \"delta\":{\"content\":\"$S\"}}]}\n\n"),
+        (
+            "ans-oa-sse-id-field",
+            "data: {\"id\":\"$S\",\"object\":\"chat.completion.chunk\",\"choices\":[]}\n\n",
+        ),
+        (
+            "ans-oa-sse-multiline-data",
+            "data: {\"choices\":[{\"index\":0,\n data: \"delta\":{\"content\":\"$S\"}}]}\n\n",
+        ),
     ] {
         let (_, s) = for_case(name, false);
         let m = end_marker(name);
@@ -288,7 +356,11 @@ pub fn answer_cases() -> Vec<AnswerCase> {
         let (_, s) = for_case(name, false);
         let m = end_marker(name);
         let mut ev = vec![oa_chunk(json!({"content": fake_end}))];
-        ev.extend(pieces(&s, 10).iter().map(|p| oa_chunk(json!({"content": p}))));
+        ev.extend(
+            pieces(&s, 10)
+                .iter()
+                .map(|p| oa_chunk(json!({"content": p}))),
+        );
         ev.extend(oa_end(&m));
         v.push(sse_case(name, OA, CHAT, OA_REQ, ev, s, m));
     }
@@ -314,12 +386,30 @@ pub fn answer_cases() -> Vec<AnswerCase> {
     }
     // OpenAI whole answers.
     for (name, msg) in [
-        ("ans-oa-json-content", json!({"role": "assistant", "content": "$S @END"})),
-        ("ans-oa-json-refusal", json!({"role": "assistant", "content": "@END", "refusal": "$S"})),
-        ("ans-oa-json-tool-call-arguments", json!({"role": "assistant", "content": "@END", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"k\":\"$S\"}"}}]})),
-        ("ans-oa-json-reasoning-content", json!({"role": "assistant", "content": "@END", "reasoning_content": "$S"})),
-        ("ans-oa-json-audio-transcript", json!({"role": "assistant", "content": "@END", "audio": {"id": "audio_1", "expires_at": 1, "data": "", "transcript": "$S"}})),
-        ("ans-oa-json-annotation-url", json!({"role": "assistant", "content": "@END", "annotations": [{"type": "url_citation", "url_citation": {"url": "https://x.example/?k=$S", "title": "t", "start_index": 0, "end_index": 1}}]})),
+        (
+            "ans-oa-json-content",
+            json!({"role": "assistant", "content": "$S @END"}),
+        ),
+        (
+            "ans-oa-json-refusal",
+            json!({"role": "assistant", "content": "@END", "refusal": "$S"}),
+        ),
+        (
+            "ans-oa-json-tool-call-arguments",
+            json!({"role": "assistant", "content": "@END", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"k\":\"$S\"}"}}]}),
+        ),
+        (
+            "ans-oa-json-reasoning-content",
+            json!({"role": "assistant", "content": "@END", "reasoning_content": "$S"}),
+        ),
+        (
+            "ans-oa-json-audio-transcript",
+            json!({"role": "assistant", "content": "@END", "audio": {"id": "audio_1", "expires_at": 1, "data": "", "transcript": "$S"}}),
+        ),
+        (
+            "ans-oa-json-annotation-url",
+            json!({"role": "assistant", "content": "@END", "annotations": [{"type": "url_citation", "url_citation": {"url": "https://x.example/?k=$S", "title": "t", "start_index": 0, "end_index": 1}}]}),
+        ),
     ] {
         let (_, s) = for_case(name, false);
         let body = json!({"id": "chatcmpl-adv", "object": "chat.completion", "created": 1, "model": "gpt-4o",
@@ -348,7 +438,9 @@ pub fn answer_cases() -> Vec<AnswerCase> {
         let (_, s) = for_case(name, false);
         let mut a = AnswerCase::new(name, OA, CHAT, OA_REQ_PLAIN, Framing::Any)
             .ctype("text/html")
-            .chunks(vec![format!("<html><body><h1>500</h1><pre>{s}</pre></body></html>")]);
+            .chunks(vec![format!(
+                "<html><body><h1>500</h1><pre>{s}</pre></body></html>"
+            )]);
         a.script.status = 500;
         a.planted.push(s);
         a.masked = false;
@@ -360,19 +452,56 @@ pub fn answer_cases() -> Vec<AnswerCase> {
         let (_, s) = for_case(name, false);
         let (ev, _, m) = oa_stream(name, 1000, |_| json!({"content": "fine"}));
         let mut a = sse_case(name, OA, CHAT, OA_REQ, ev, s.clone(), m);
-        a.script.headers.push(("x-debug-note".into(), format!("token {s}")));
+        a.script
+            .headers
+            .push(("x-debug-note".into(), format!("token {s}")));
         a.masked = false;
         v.push(a);
     }
     // The Responses API's typed events.
     for (name, ty, field, extra) in [
-        ("ans-resp-output-text-delta", "response.output_text.delta", "delta", json!({"item_id": "msg_1", "output_index": 0, "content_index": 0})),
-        ("ans-resp-reasoning-summary-delta", "response.reasoning_summary_text.delta", "delta", json!({"item_id": "rs_1", "output_index": 0, "summary_index": 0})),
-        ("ans-resp-reasoning-text-delta", "response.reasoning_text.delta", "delta", json!({"item_id": "rs_1", "output_index": 0, "content_index": 0})),
-        ("ans-resp-function-call-arguments-delta", "response.function_call_arguments.delta", "delta", json!({"item_id": "fc_1", "output_index": 0})),
-        ("ans-resp-refusal-delta", "response.refusal.delta", "delta", json!({"item_id": "msg_1", "output_index": 0, "content_index": 0})),
-        ("ans-resp-audio-transcript-delta", "response.audio.transcript.delta", "delta", json!({"item_id": "msg_1", "output_index": 0, "content_index": 0})),
-        ("ans-resp-custom-tool-input-delta", "response.custom_tool_call_input.delta", "delta", json!({"item_id": "ct_1", "output_index": 0})),
+        (
+            "ans-resp-output-text-delta",
+            "response.output_text.delta",
+            "delta",
+            json!({"item_id": "msg_1", "output_index": 0, "content_index": 0}),
+        ),
+        (
+            "ans-resp-reasoning-summary-delta",
+            "response.reasoning_summary_text.delta",
+            "delta",
+            json!({"item_id": "rs_1", "output_index": 0, "summary_index": 0}),
+        ),
+        (
+            "ans-resp-reasoning-text-delta",
+            "response.reasoning_text.delta",
+            "delta",
+            json!({"item_id": "rs_1", "output_index": 0, "content_index": 0}),
+        ),
+        (
+            "ans-resp-function-call-arguments-delta",
+            "response.function_call_arguments.delta",
+            "delta",
+            json!({"item_id": "fc_1", "output_index": 0}),
+        ),
+        (
+            "ans-resp-refusal-delta",
+            "response.refusal.delta",
+            "delta",
+            json!({"item_id": "msg_1", "output_index": 0, "content_index": 0}),
+        ),
+        (
+            "ans-resp-audio-transcript-delta",
+            "response.audio.transcript.delta",
+            "delta",
+            json!({"item_id": "msg_1", "output_index": 0, "content_index": 0}),
+        ),
+        (
+            "ans-resp-custom-tool-input-delta",
+            "response.custom_tool_call_input.delta",
+            "delta",
+            json!({"item_id": "ct_1", "output_index": 0}),
+        ),
     ] {
         let (_, s) = for_case(name, false);
         let m = end_marker(name);
@@ -380,7 +509,10 @@ pub fn answer_cases() -> Vec<AnswerCase> {
             d["type"] = json!(ty);
             format!("event: {ty}\ndata: {d}\n\n")
         };
-        let mut ev = vec![ev_of("response.created", json!({"response": {"id": "resp_1", "object": "response", "status": "in_progress", "output": []}}))];
+        let mut ev = vec![ev_of(
+            "response.created",
+            json!({"response": {"id": "resp_1", "object": "response", "status": "in_progress", "output": []}}),
+        )];
         for (i, p) in pieces(&s, 7).iter().enumerate() {
             let mut d = extra.clone();
             d[field] = json!(p);
@@ -392,11 +524,26 @@ pub fn answer_cases() -> Vec<AnswerCase> {
         v.push(sse_case(name, OA, "/v1/responses", RESP_REQ, ev, s, m));
     }
     for (name, d) in [
-        ("ans-resp-item-id", json!({"type": "response.output_text.delta", "item_id": "$S", "output_index": 0, "content_index": 0, "delta": "x"})),
-        ("ans-resp-output-text-done", json!({"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0, "content_index": 0, "text": "$S"})),
-        ("ans-resp-completed-output", json!({"type": "response.completed", "response": {"id": "resp_1", "object": "response", "status": "completed", "output": [{"type": "message", "id": "msg_1", "role": "assistant", "content": [{"type": "output_text", "text": "$S", "annotations": []}]}]}})),
-        ("ans-resp-function-call-done", json!({"type": "response.output_item.done", "output_index": 0, "item": {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "f", "arguments": "{\"k\":\"$S\"}"}})),
-        ("ans-resp-reasoning-item-done", json!({"type": "response.output_item.done", "output_index": 0, "item": {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "$S"}]}})),
+        (
+            "ans-resp-item-id",
+            json!({"type": "response.output_text.delta", "item_id": "$S", "output_index": 0, "content_index": 0, "delta": "x"}),
+        ),
+        (
+            "ans-resp-output-text-done",
+            json!({"type": "response.output_text.done", "item_id": "msg_1", "output_index": 0, "content_index": 0, "text": "$S"}),
+        ),
+        (
+            "ans-resp-completed-output",
+            json!({"type": "response.completed", "response": {"id": "resp_1", "object": "response", "status": "completed", "output": [{"type": "message", "id": "msg_1", "role": "assistant", "content": [{"type": "output_text", "text": "$S", "annotations": []}]}]}}),
+        ),
+        (
+            "ans-resp-function-call-done",
+            json!({"type": "response.output_item.done", "output_index": 0, "item": {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "f", "arguments": "{\"k\":\"$S\"}"}}),
+        ),
+        (
+            "ans-resp-reasoning-item-done",
+            json!({"type": "response.output_item.done", "output_index": 0, "item": {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "$S"}]}}),
+        ),
     ] {
         let (_, s) = for_case(name, false);
         let m = end_marker(name);
@@ -404,7 +551,10 @@ pub fn answer_cases() -> Vec<AnswerCase> {
         let ty = d["type"].as_str().unwrap().to_string();
         let ev = vec![
             format!("event: {ty}\ndata: {d}\n\n"),
-            format!("event: response.output_text.delta\ndata: {}\n\n", json!({"type": "response.output_text.delta", "item_id": "msg_2", "output_index": 1, "content_index": 0, "delta": format!(" {m}")})),
+            format!(
+                "event: response.output_text.delta\ndata: {}\n\n",
+                json!({"type": "response.output_text.delta", "item_id": "msg_2", "output_index": 1, "content_index": 0, "delta": format!(" {m}")})
+            ),
         ];
         v.push(sse_case(name, OA, "/v1/responses", RESP_REQ, ev, s, m));
     }
@@ -412,7 +562,14 @@ pub fn answer_cases() -> Vec<AnswerCase> {
         let name = "ans-resp-json";
         let (_, s) = for_case(name, false);
         let body = json!({"id": "resp_1", "object": "response", "status": "completed", "output": [{"type": "message", "id": "msg_1", "role": "assistant", "content": [{"type": "output_text", "text": format!("{s} @END"), "annotations": []}]}]});
-        v.push(json_case(name, OA, "/v1/responses", r#"{"model":"gpt-4.1","input":"hi"}"#, body, s));
+        v.push(json_case(
+            name,
+            OA,
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","input":"hi"}"#,
+            body,
+            s,
+        ));
     }
     // Anthropic streams.
     for (name, n, ct, eol) in [
@@ -436,24 +593,58 @@ pub fn answer_cases() -> Vec<AnswerCase> {
         let (_, s) = for_case(name, false);
         let m = end_marker(name);
         let json_text = format!("{{\"token\": \"{s}\"}}");
-        let mut b = vec![an_ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}}))];
+        let mut b = vec![an_ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}}),
+        )];
         for p in pieces(&json_text, 6) {
             b.push(an_ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": p}})));
         }
-        b.push(an_ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
-        v.push(sse_case(name, AN, "/v1/messages", AN_REQ, an_stream(vec![b], &m), s, m));
+        b.push(an_ev(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ));
+        v.push(sse_case(
+            name,
+            AN,
+            "/v1/messages",
+            AN_REQ,
+            an_stream(vec![b], &m),
+            s,
+            m,
+        ));
     }
     {
         let name = "ans-an-citations-cited-text";
         let (_, s) = for_case(name, false);
         let m = end_marker(name);
         let b = vec![
-            an_ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": "", "citations": []}})),
-            an_ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "citations_delta", "citation": {"type": "char_location", "cited_text": s, "document_index": 0, "document_title": "d", "start_char_index": 0, "end_char_index": 10}}})),
-            an_ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "see above"}})),
-            an_ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+            an_ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": "", "citations": []}}),
+            ),
+            an_ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "citations_delta", "citation": {"type": "char_location", "cited_text": s, "document_index": 0, "document_title": "d", "start_char_index": 0, "end_char_index": 10}}}),
+            ),
+            an_ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "see above"}}),
+            ),
+            an_ev(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
         ];
-        v.push(sse_case(name, AN, "/v1/messages", AN_REQ, an_stream(vec![b], &m), s, m));
+        v.push(sse_case(
+            name,
+            AN,
+            "/v1/messages",
+            AN_REQ,
+            an_stream(vec![b], &m),
+            s,
+            m,
+        ));
     }
     {
         let name = "ans-an-message-id";
@@ -468,20 +659,48 @@ pub fn answer_cases() -> Vec<AnswerCase> {
         let (_, s) = for_case(name, false);
         let m = end_marker(name);
         let b = vec![
-            an_ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": s, "name": s, "input": {}}})),
-            an_ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+            an_ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": s, "name": s, "input": {}}}),
+            ),
+            an_ev(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
         ];
-        v.push(sse_case(name, AN, "/v1/messages", AN_REQ, an_stream(vec![b], &m), s, m));
+        v.push(sse_case(
+            name,
+            AN,
+            "/v1/messages",
+            AN_REQ,
+            an_stream(vec![b], &m),
+            s,
+            m,
+        ));
     }
     {
         let name = "ans-an-web-search-result-title";
         let (_, s) = for_case(name, false);
         let m = end_marker(name);
         let b = vec![
-            an_ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [{"type": "web_search_result", "url": "https://x.example/a", "title": s, "encrypted_content": "Eq", "page_age": null}]}})),
-            an_ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+            an_ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [{"type": "web_search_result", "url": "https://x.example/a", "title": s, "encrypted_content": "Eq", "page_age": null}]}}),
+            ),
+            an_ev(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
         ];
-        v.push(sse_case(name, AN, "/v1/messages", AN_REQ, an_stream(vec![b], &m), s, m));
+        v.push(sse_case(
+            name,
+            AN,
+            "/v1/messages",
+            AN_REQ,
+            an_stream(vec![b], &m),
+            s,
+            m,
+        ));
     }
     {
         let name = "ans-an-error-event";
@@ -509,7 +728,15 @@ pub fn answer_cases() -> Vec<AnswerCase> {
         let m = end_marker(name);
         let sig = format!("SIGadv{:x}", super::secrets::seed_of(name) & 0xffff);
         let th = pieces(&format!("let me use {s} now"), 8);
-        let mut a = sse_case(name, AN, "/v1/messages", AN_REQ, an_stream(vec![an_thinking_block(0, &th, &sig)], &m), s, m);
+        let mut a = sse_case(
+            name,
+            AN,
+            "/v1/messages",
+            AN_REQ,
+            an_stream(vec![an_thinking_block(0, &th, &sig)], &m),
+            s,
+            m,
+        );
         a.forbid.push(sig);
         a.masked = false;
         v.push(a);
@@ -520,8 +747,19 @@ pub fn answer_cases() -> Vec<AnswerCase> {
         let m = end_marker(name);
         let sig = format!("SIGadv{:x}", super::secrets::seed_of(name) & 0xffff);
         let thought = "Thinking about the weather in Paris carefully.";
-        let blocks = vec![an_thinking_block(0, &pieces(thought, 9), &sig), an_text_block(1, &pieces(&s, 7))];
-        let mut a = sse_case(name, AN, "/v1/messages", AN_REQ, an_stream(blocks, &m), s, m);
+        let blocks = vec![
+            an_thinking_block(0, &pieces(thought, 9), &sig),
+            an_text_block(1, &pieces(&s, 7)),
+        ];
+        let mut a = sse_case(
+            name,
+            AN,
+            "/v1/messages",
+            AN_REQ,
+            an_stream(blocks, &m),
+            s,
+            m,
+        );
         a.contains.push(sig);
         a.contains.push(thought.into());
         v.push(a);
@@ -539,9 +777,18 @@ pub fn answer_cases() -> Vec<AnswerCase> {
         v.push(a);
     }
     for (name, content) in [
-        ("ans-an-json-text", json!([{"type": "text", "text": "$S @END"}])),
-        ("ans-an-json-tool-use-input", json!([{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"token": "$S"}}, {"type": "text", "text": "@END"}])),
-        ("ans-an-json-citation", json!([{"type": "text", "text": "@END", "citations": [{"type": "char_location", "cited_text": "$S", "document_index": 0, "document_title": null, "start_char_index": 0, "end_char_index": 5}]}])),
+        (
+            "ans-an-json-text",
+            json!([{"type": "text", "text": "$S @END"}]),
+        ),
+        (
+            "ans-an-json-tool-use-input",
+            json!([{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"token": "$S"}}, {"type": "text", "text": "@END"}]),
+        ),
+        (
+            "ans-an-json-citation",
+            json!([{"type": "text", "text": "@END", "citations": [{"type": "char_location", "cited_text": "$S", "document_index": 0, "document_title": null, "start_char_index": 0, "end_char_index": 5}]}]),
+        ),
     ] {
         let (_, s) = for_case(name, false);
         let body = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "content": content,
@@ -564,7 +811,11 @@ pub fn answer_cases() -> Vec<AnswerCase> {
         ("ans-gm-sse-split", "\r\n", "text/event-stream"),
         ("ans-gm-sse-lf", "\n", "text/event-stream"),
         ("ans-gm-sse-bare-cr", "\r", "text/event-stream"),
-        ("ans-gm-sse-octet-stream", "\r\n", "application/octet-stream"),
+        (
+            "ans-gm-sse-octet-stream",
+            "\r\n",
+            "application/octet-stream",
+        ),
     ] {
         let (c, s, m) = gm_chunks(name, 6);
         let ev = c.iter().map(|c| format!("data: {c}{eol}{eol}")).collect();
@@ -594,10 +845,22 @@ pub fn answer_cases() -> Vec<AnswerCase> {
     }
     for (name, parts) in [
         ("ans-gm-json-text", json!([{"text": "$S @END"}])),
-        ("ans-gm-json-function-call-args", json!([{"functionCall": {"name": "f", "args": {"token": "$S"}}}, {"text": "@END"}])),
-        ("ans-gm-json-thought-part", json!([{"text": "$S", "thought": true}, {"text": "@END"}])),
-        ("ans-gm-json-executable-code", json!([{"executableCode": {"language": "PYTHON", "code": "k='$S'"}}, {"text": "@END"}])),
-        ("ans-gm-json-inline-data-text", json!([{"inlineData": {"mimeType": "text/plain", "data": "$B"}}, {"text": "@END"}])),
+        (
+            "ans-gm-json-function-call-args",
+            json!([{"functionCall": {"name": "f", "args": {"token": "$S"}}}, {"text": "@END"}]),
+        ),
+        (
+            "ans-gm-json-thought-part",
+            json!([{"text": "$S", "thought": true}, {"text": "@END"}]),
+        ),
+        (
+            "ans-gm-json-executable-code",
+            json!([{"executableCode": {"language": "PYTHON", "code": "k='$S'"}}, {"text": "@END"}]),
+        ),
+        (
+            "ans-gm-json-inline-data-text",
+            json!([{"inlineData": {"mimeType": "text/plain", "data": "$B"}}, {"text": "@END"}]),
+        ),
     ] {
         let (_, s) = for_case(name, false);
         let body = gm_chunk(parts, true);
@@ -606,7 +869,14 @@ pub fn answer_cases() -> Vec<AnswerCase> {
             .replace("$S", &s)
             .replace("$B", &b64(format!("key {s}").as_bytes()));
         let body: Value = serde_json::from_str(&text).unwrap();
-        let mut a = json_case(name, GM, "/v1beta/models/gemini-2.5-flash:generateContent", GM_REQ, body, s);
+        let mut a = json_case(
+            name,
+            GM,
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            GM_REQ,
+            body,
+            s,
+        );
         if name.ends_with("inline-data-text") {
             a.masked = false;
         }
@@ -617,13 +887,27 @@ pub fn answer_cases() -> Vec<AnswerCase> {
         let (_, s) = for_case(name, false);
         let mut body = gm_chunk(json!([{"text": "@END"}]), true);
         body["candidates"][0]["groundingMetadata"] = json!({"groundingChunks": [{"web": {"uri": "https://x.example", "title": s}}], "webSearchQueries": [s]});
-        v.push(json_case(name, GM, "/v1beta/models/gemini-2.5-flash:generateContent", GM_REQ, body, s));
+        v.push(json_case(
+            name,
+            GM,
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            GM_REQ,
+            body,
+            s,
+        ));
     }
     {
         let name = "ans-gm-error-json";
         let (_, s) = for_case(name, false);
         let body = json!({"error": {"code": 400, "message": format!("bad {s} @END"), "status": "INVALID_ARGUMENT"}});
-        let mut a = json_case(name, GM, "/v1beta/models/gemini-2.5-flash:generateContent", GM_REQ, body, s);
+        let mut a = json_case(
+            name,
+            GM,
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            GM_REQ,
+            body,
+            s,
+        );
         a.script.status = 400;
         v.push(a);
     }
@@ -656,7 +940,10 @@ pub fn vault_echo_cases() -> Vec<AnswerCase> {
         let sse = |texts: &[&str]| -> Vec<String> {
             match p {
                 OA => {
-                    let mut ev: Vec<String> = texts.iter().map(|t| oa_chunk(json!({"content": t}))).collect();
+                    let mut ev: Vec<String> = texts
+                        .iter()
+                        .map(|t| oa_chunk(json!({"content": t})))
+                        .collect();
                     ev.push("data: [DONE]\n\n".into());
                     ev
                 }
@@ -664,36 +951,115 @@ pub fn vault_echo_cases() -> Vec<AnswerCase> {
                     let t: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
                     an_stream(vec![an_text_block(0, &t)], "done")
                 }
-                GM => texts.iter().map(|t| format!("data: {}\r\n\r\n", gm_chunk(json!([{"text": t}]), false))).collect(),
+                GM => texts
+                    .iter()
+                    .map(|t| format!("data: {}\r\n\r\n", gm_chunk(json!([{"text": t}]), false)))
+                    .collect(),
             }
         };
-        let mk = |name: &str, path: &str, req: &str, framing: Framing, status: u16, ct: &str, chunks: Vec<String>| {
-            let mut a = AnswerCase::new(name, p, path, req, framing).ctype(ct).chunks(chunks);
+        let mk = |name: &str,
+                  path: &str,
+                  req: &str,
+                  framing: Framing,
+                  status: u16,
+                  ct: &str,
+                  chunks: Vec<String>| {
+            let mut a = AnswerCase::new(name, p, path, req, framing)
+                .ctype(ct)
+                .chunks(chunks);
             a.script.status = status;
             a.masked = false;
             a.keep_status = false;
             a.vault_echo = true;
             a
         };
-        v.push(mk(&format!("echo-{l}-json-full"), path, req, Framing::Any, 200, "application/json", vec![json_text("your key is {{CRED}} ok")]));
-        v.push(mk(&format!("echo-{l}-json-piece-24"), path, req, Framing::Any, 200, "application/json", vec![json_text("fragment {{CRED24}} end")]));
-        v.push(mk(&format!("echo-{l}-sse-full"), sse_path, sse_req, Framing::Any, 200, "text/event-stream", sse(&["key: ", "{{CRED}}", " done"])));
-        v.push(mk(&format!("echo-{l}-sse-split"), sse_path, sse_req, Framing::Any, 200, "text/event-stream", sse(&["key: {{CRED_A}}", "{{CRED_B}} done"])));
-        let mut a = mk(&format!("echo-{l}-header"), path, req, Framing::Any, 200, "application/json", vec![json_text("fine")]);
-        a.script.headers.push(("x-echo-auth".into(), "{{CRED}}".into()));
+        v.push(mk(
+            &format!("echo-{l}-json-full"),
+            path,
+            req,
+            Framing::Any,
+            200,
+            "application/json",
+            vec![json_text("your key is {{CRED}} ok")],
+        ));
+        v.push(mk(
+            &format!("echo-{l}-json-piece-24"),
+            path,
+            req,
+            Framing::Any,
+            200,
+            "application/json",
+            vec![json_text("fragment {{CRED24}} end")],
+        ));
+        v.push(mk(
+            &format!("echo-{l}-sse-full"),
+            sse_path,
+            sse_req,
+            Framing::Any,
+            200,
+            "text/event-stream",
+            sse(&["key: ", "{{CRED}}", " done"]),
+        ));
+        v.push(mk(
+            &format!("echo-{l}-sse-split"),
+            sse_path,
+            sse_req,
+            Framing::Any,
+            200,
+            "text/event-stream",
+            sse(&["key: {{CRED_A}}", "{{CRED_B}} done"]),
+        ));
+        let mut a = mk(
+            &format!("echo-{l}-header"),
+            path,
+            req,
+            Framing::Any,
+            200,
+            "application/json",
+            vec![json_text("fine")],
+        );
+        a.script
+            .headers
+            .push(("x-echo-auth".into(), "{{CRED}}".into()));
         v.push(a);
         let err = match p {
             AN => json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key {{CRED}}"}}).to_string(),
             GM => json!({"error": {"code": 400, "message": "API key not valid: {{CRED}}", "status": "INVALID_ARGUMENT"}}).to_string(),
             OA => json!({"error": {"message": "Incorrect API key provided: {{CRED}}.", "type": "invalid_request_error", "code": "invalid_api_key"}}).to_string(),
         };
-        v.push(mk(&format!("echo-{l}-error-401-json"), path, req, Framing::Any, 401, "application/json", vec![err]));
-        v.push(mk(&format!("echo-{l}-error-502-html"), path, req, Framing::Any, 502, "text/html", vec!["<html><body>upstream said: {{CRED}}</body></html>".into()]));
+        v.push(mk(
+            &format!("echo-{l}-error-401-json"),
+            path,
+            req,
+            Framing::Any,
+            401,
+            "application/json",
+            vec![err],
+        ));
+        v.push(mk(
+            &format!("echo-{l}-error-502-html"),
+            path,
+            req,
+            Framing::Any,
+            502,
+            "text/html",
+            vec!["<html><body>upstream said: {{CRED}}</body></html>".into()],
+        ));
         // Compressed: the key known in advance (a script cannot splice into gzip).
         let key = super::vault_key(p);
         let gz = codec::compress("gzip", json_text(&format!("key {key}")).as_bytes());
-        let mut a = mk(&format!("echo-{l}-gzip"), path, req, Framing::Any, 200, "application/json", vec![]);
-        a.script.headers.push(("content-encoding".into(), "gzip".into()));
+        let mut a = mk(
+            &format!("echo-{l}-gzip"),
+            path,
+            req,
+            Framing::Any,
+            200,
+            "application/json",
+            vec![],
+        );
+        a.script
+            .headers
+            .push(("content-encoding".into(), "gzip".into()));
         a.script.chunks = vec![gz];
         v.push(a);
     }
@@ -715,26 +1081,61 @@ pub fn rule_answer_cases() -> Vec<AnswerCase> {
         let mut a = match p {
             OA => {
                 let mut ev = vec![oa_chunk(json!({"role": "assistant", "content": ""}))];
-                ev.extend(pieces(word, 4).iter().map(|w| oa_chunk(json!({"content": w}))));
+                ev.extend(
+                    pieces(word, 4)
+                        .iter()
+                        .map(|w| oa_chunk(json!({"content": w}))),
+                );
                 ev.extend(oa_end(&m));
                 sse_case(name, OA, CHAT, OA_REQ, ev, word.into(), m)
             }
-            AN => sse_case(name, AN, "/v1/messages", AN_REQ, an_stream(vec![an_text_block(0, &pieces(word, 4))], &m), word.into(), m),
+            AN => sse_case(
+                name,
+                AN,
+                "/v1/messages",
+                AN_REQ,
+                an_stream(vec![an_text_block(0, &pieces(word, 4))], &m),
+                word.into(),
+                m,
+            ),
             GM => {
-                let mut c: Vec<Value> = pieces(word, 4).iter().map(|w| gm_chunk(json!([{"text": w}]), false)).collect();
+                let mut c: Vec<Value> = pieces(word, 4)
+                    .iter()
+                    .map(|w| gm_chunk(json!([{"text": w}]), false))
+                    .collect();
                 c.push(gm_chunk(json!([{"text": format!(" {m}")}]), true));
                 if name.ends_with("json-array") {
-                    let mut a = sse_case(name, GM, "/v1beta/models/gemini-2.5-flash:streamGenerateContent", GM_REQ, json_array_frames(&c), word.into(), m);
+                    let mut a = sse_case(
+                        name,
+                        GM,
+                        "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+                        GM_REQ,
+                        json_array_frames(&c),
+                        word.into(),
+                        m,
+                    );
                     a.framing = Framing::JsonArray;
                     a.script.headers = vec![("content-type".into(), "application/json".into())];
                     a
                 } else {
                     let ev = c.iter().map(|c| format!("data: {c}\r\n\r\n")).collect();
-                    sse_case(name, GM, "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", GM_REQ, ev, word.into(), m)
+                    sse_case(
+                        name,
+                        GM,
+                        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+                        GM_REQ,
+                        ev,
+                        word.into(),
+                        m,
+                    )
                 }
             }
         };
-        a.contains.push(if word.starts_with("BLOCK") { "[MASKED:adv-block]".into() } else { "[MASKED:adv-hold]".into() });
+        a.contains.push(if word.starts_with("BLOCK") {
+            "[MASKED:adv-block]".into()
+        } else {
+            "[MASKED:adv-hold]".into()
+        });
         v.push(a);
     }
     for (name, p, word) in [
@@ -743,8 +1144,12 @@ pub fn rule_answer_cases() -> Vec<AnswerCase> {
         ("ans-rule-mask-oa-json-control", OA, "MASKME-310220"),
     ] {
         let body = match p {
-            OA => json!({"id": "c", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("{word} @END")}, "finish_reason": "stop"}]}),
-            _ => json!({"id": "m", "type": "message", "role": "assistant", "content": [{"type": "text", "text": format!("{word} @END")}], "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}}),
+            OA => {
+                json!({"id": "c", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("{word} @END")}, "finish_reason": "stop"}]})
+            }
+            _ => {
+                json!({"id": "m", "type": "message", "role": "assistant", "content": [{"type": "text", "text": format!("{word} @END")}], "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}})
+            }
         };
         let path = if p == OA { CHAT } else { "/v1/messages" };
         let req = if p == OA { OA_REQ_PLAIN } else { AN_REQ_PLAIN };
@@ -826,7 +1231,11 @@ fn judge(e: &ProviderEnv, cases: &[AnswerCase], got: &BTreeMap<String, Got>) -> 
         for j in joined(&g.body) {
             all.extend(views(&j));
         }
-        let head: String = g.headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+        let head: String = g
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\n"))
+            .collect();
         let head_views = views(head.as_bytes());
         let found = |needle: &str| -> Option<&'static str> {
             if all.iter().any(|v| contains(v, needle.as_bytes())) {
@@ -847,21 +1256,32 @@ fn judge(e: &ProviderEnv, cases: &[AnswerCase], got: &BTreeMap<String, Got>) -> 
         }
         for (prov, key) in VAULT {
             if let Some(w) = key_pieces(key).iter().find_map(|k| found(k)) {
-                why.push(format!("client got the {prov} vault key (or 24+ chars of it) in its {w}"));
+                why.push(format!(
+                    "client got the {prov} vault key (or 24+ chars of it) in its {w}"
+                ));
             }
         }
         for f in &a.forbid {
             if found(f).is_some() {
-                why.push(format!("client got {f:?} (a signed thinking block was edited, not removed whole)"));
+                why.push(format!(
+                    "client got {f:?} (a signed thinking block was edited, not removed whole)"
+                ));
             }
         }
         if !mine.is_empty() {
             if a.keep_status && g.status != a.script.status {
-                why.push(format!("status {} instead of the provider's {} (masked answers are not refused): {}", g.status, a.script.status, g.brief()));
+                why.push(format!(
+                    "status {} instead of the provider's {} (masked answers are not refused): {}",
+                    g.status,
+                    a.script.status,
+                    g.brief()
+                ));
             }
             for c in &a.contains {
                 if found(c).is_none() {
-                    why.push(format!("{c:?} did not reach the client (stream cut or event dropped)"));
+                    why.push(format!(
+                        "{c:?} did not reach the client (stream cut or event dropped)"
+                    ));
                 }
             }
             if a.masked && found("[MASKED:").is_none() {
@@ -875,7 +1295,13 @@ fn judge(e: &ProviderEnv, cases: &[AnswerCase], got: &BTreeMap<String, Got>) -> 
             why.dedup();
             fails.push(format!("{}: {}", a.name, why.join("; ")));
             if std::env::var_os("ADV_DUMP").is_some() {
-                eprintln!("--- {} client: {} {:?}\n{}", a.name, g.status, g.headers, String::from_utf8_lossy(&g.body[..g.body.len().min(3000)]));
+                eprintln!(
+                    "--- {} client: {} {:?}\n{}",
+                    a.name,
+                    g.status,
+                    g.headers,
+                    String::from_utf8_lossy(&g.body[..g.body.len().min(3000)])
+                );
             }
         }
     }
@@ -885,7 +1311,9 @@ fn judge(e: &ProviderEnv, cases: &[AnswerCase], got: &BTreeMap<String, Got>) -> 
 /// The JSON documents of an answer: the whole body, an array's elements, SSE `data:`
 /// payloads, NDJSON lines.
 fn documents(body: &[u8]) -> Vec<Value> {
-    let text = String::from_utf8_lossy(body).replace("\r\n", "\n").replace('\r', "\n");
+    let text = String::from_utf8_lossy(body)
+        .replace("\r\n", "\n")
+        .replace('\r', "\n");
     if let Ok(v) = serde_json::from_str::<Value>(&text) {
         return match v {
             Value::Array(a) => a,
@@ -915,7 +1343,13 @@ fn documents(body: &[u8]) -> Vec<Value> {
 /// Each string field's values over all the answer's documents, concatenated in order, by
 /// JSON path and by field name: a secret split across events shows whole here.
 fn joined(body: &[u8]) -> Vec<Vec<u8>> {
-    fn walk(v: &Value, path: &str, key: &str, by_path: &mut BTreeMap<String, String>, by_key: &mut BTreeMap<String, String>) {
+    fn walk(
+        v: &Value,
+        path: &str,
+        key: &str,
+        by_path: &mut BTreeMap<String, String>,
+        by_key: &mut BTreeMap<String, String>,
+    ) {
         match v {
             Value::String(s) => {
                 by_path.entry(path.to_string()).or_default().push_str(s);
@@ -947,7 +1381,9 @@ fn joined(body: &[u8]) -> Vec<Vec<u8>> {
 
 /// Whether the client can still parse the answer in the framing it was sent in.
 fn framing(f: Framing, body: &[u8]) -> Result<(), String> {
-    let text = String::from_utf8_lossy(body).replace("\r\n", "\n").replace('\r', "\n");
+    let text = String::from_utf8_lossy(body)
+        .replace("\r\n", "\n")
+        .replace('\r', "\n");
     match f {
         Framing::Any => Ok(()),
         Framing::Json => serde_json::from_str::<Value>(&text)
@@ -960,8 +1396,12 @@ fn framing(f: Framing, body: &[u8]) -> Result<(), String> {
         },
         Framing::Ndjson => {
             for l in text.lines().filter(|l| !l.trim().is_empty()) {
-                serde_json::from_str::<Value>(l)
-                    .map_err(|e| format!("NDJSON line no longer parses ({e}): {}", &l[..l.len().min(80)]))?;
+                serde_json::from_str::<Value>(l).map_err(|e| {
+                    format!(
+                        "NDJSON line no longer parses ({e}): {}",
+                        &l[..l.len().min(80)]
+                    )
+                })?;
             }
             Ok(())
         }
@@ -981,8 +1421,12 @@ fn framing(f: Framing, body: &[u8]) -> Result<(), String> {
                 if d.trim() == "[DONE]" {
                     continue;
                 }
-                serde_json::from_str::<Value>(&d)
-                    .map_err(|e| format!("SSE event no longer parses ({e}): {}", &d[..d.len().min(80)]))?;
+                serde_json::from_str::<Value>(&d).map_err(|e| {
+                    format!(
+                        "SSE event no longer parses ({e}): {}",
+                        &d[..d.len().min(80)]
+                    )
+                })?;
             }
             if events == 0 {
                 return Err("no SSE event reached the client".into());

@@ -13,7 +13,9 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub fn b64(b: &[u8]) -> String {
     let mut out = String::new();
     for c in b.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
                 out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -62,7 +64,10 @@ pub fn pct(b: &[u8]) -> Vec<u8> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
-            && let (Some(x), Some(y)) = (b.get(i + 1).and_then(|c| h(*c)), b.get(i + 2).and_then(|c| h(*c)))
+            && let (Some(x), Some(y)) = (
+                b.get(i + 1).and_then(|c| h(*c)),
+                b.get(i + 2).and_then(|c| h(*c)),
+            )
         {
             out.push(x << 4 | y);
             i += 3;
@@ -149,7 +154,13 @@ fn utf16(b: &[u8]) -> Vec<Vec<u8>> {
     for le in [true, false] {
         let units: Vec<u16> = b
             .chunks_exact(2)
-            .map(|c| if le { u16::from_le_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], c[1]]) })
+            .map(|c| {
+                if le {
+                    u16::from_le_bytes([c[0], c[1]])
+                } else {
+                    u16::from_be_bytes([c[0], c[1]])
+                }
+            })
             .collect();
         out.push(String::from_utf16_lossy(&units).into_bytes());
     }

@@ -347,7 +347,10 @@ impl Decoded {
             parts.push((format!("header {n}"), views(format!("{n}: {v}").as_bytes())));
         }
         for (n, v) in &s.trailers {
-            parts.push((format!("trailer {n}"), views(format!("{n}: {v}").as_bytes())));
+            parts.push((
+                format!("trailer {n}"),
+                views(format!("{n}: {v}").as_bytes()),
+            ));
         }
         let mut body = views(&s.body);
         for d in inflated {
@@ -417,7 +420,11 @@ pub fn refusal(p: Provider, g: &Got) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("refusal not in {}'s error shape: {}", p.label(), g.brief()))
+        Err(format!(
+            "refusal not in {}'s error shape: {}",
+            p.label(),
+            g.brief()
+        ))
     }
 }
 
@@ -447,12 +454,18 @@ pub fn judge(e: &ProviderEnv, cases: &[Case], got: &BTreeMap<String, Got>) -> Ve
             for n in needles(secret) {
                 for (id, d, _) in &decoded {
                     let theirs = id.as_deref() == Some(c.name.as_str());
-                    let stray = id.as_ref().is_none_or(|i| !cases.iter().any(|k| &k.name == i));
+                    let stray = id
+                        .as_ref()
+                        .is_none_or(|i| !cases.iter().any(|k| &k.name == i));
                     if !(theirs || stray) {
                         continue;
                     }
                     if let Some(part) = d.find(n.as_bytes()) {
-                        let whose = if theirs { "" } else { " (of an unlabelled request)" };
+                        let whose = if theirs {
+                            ""
+                        } else {
+                            " (of an unlabelled request)"
+                        };
                         why.push(format!("leaked {} in {part}{whose}", label(secret)));
                     }
                 }
@@ -465,7 +478,9 @@ pub fn judge(e: &ProviderEnv, cases: &[Case], got: &BTreeMap<String, Got>) -> Ve
                 if forwarded {
                     if *masked && !mine.iter().all(|(_, d, _)| d.body_has(b"[MASKED:")) {
                         let n: Vec<usize> = mine.iter().map(|(_, _, s)| s.body.len()).collect();
-                        why.push(format!("forwarded without the [MASKED: form (body upstream {n:?} bytes)"));
+                        why.push(format!(
+                            "forwarded without the [MASKED: form (body upstream {n:?} bytes)"
+                        ));
                     }
                 } else if let Err(r) = refusal(c.provider, &g) {
                     why.push(format!("neither forwarded nor refused: {r}"));
@@ -533,9 +548,21 @@ pub fn judge(e: &ProviderEnv, cases: &[Case], got: &BTreeMap<String, Got>) -> Ve
             fails.push(format!("{}: {}", c.name, why.join("; ")));
             if std::env::var_os("ADV_DUMP").is_some() {
                 for (_, _, s) in &mine {
-                    eprintln!("--- {} upstream: {} {} {:?}\n{}", c.name, s.method, s.target, s.headers, String::from_utf8_lossy(&s.body[..s.body.len().min(600)]));
+                    eprintln!(
+                        "--- {} upstream: {} {} {:?}\n{}",
+                        c.name,
+                        s.method,
+                        s.target,
+                        s.headers,
+                        String::from_utf8_lossy(&s.body[..s.body.len().min(600)])
+                    );
                 }
-                eprintln!("--- {} client: {:?} {}", c.name, g.headers, String::from_utf8_lossy(&g.body[..g.body.len().min(1500)]));
+                eprintln!(
+                    "--- {} client: {:?} {}",
+                    c.name,
+                    g.headers,
+                    String::from_utf8_lossy(&g.body[..g.body.len().min(1500)])
+                );
             }
         }
     }

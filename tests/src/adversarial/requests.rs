@@ -27,7 +27,12 @@ pub fn fill(name: &str, tpl: &str) -> (String, Vec<String>) {
             }
         }
     };
-    sub(&mut out, "$B64S", b64(format!("notes: the deploy key is {a}\n").as_bytes()), &a);
+    sub(
+        &mut out,
+        "$B64S",
+        b64(format!("notes: the deploy key is {a}\n").as_bytes()),
+        &a,
+    );
     sub(&mut out, "$ES", json_escaped(&a), &a);
     sub(&mut out, "$PS", pct_all(&a), &a);
     sub(&mut out, "$S", a.clone(), &a);
@@ -112,8 +117,8 @@ fn mp(p: Provider, name: &str, path: &str, parts: &[(&str, &str)]) -> Case {
         .map(|(h, b)| (h.as_str(), b.as_bytes()))
         .collect();
     let body = multipart("adv-7f3a9c", &refs);
-    let mut c = Case::new(name, p, "POST", path)
-        .body("multipart/form-data; boundary=adv-7f3a9c", body);
+    let mut c =
+        Case::new(name, p, "POST", path).body("multipart/form-data; boundary=adv-7f3a9c", body);
     c.planted = planted;
     c
 }
@@ -180,69 +185,321 @@ pub fn json_fields() -> Vec<Case> {
         v.push(j(OA, name, CHAT, body));
     }
     let oa_other: &[(&str, &str, &str)] = &[
-        ("completions-prompt", "/v1/completions", r#"{"model":"gpt-3.5-turbo-instruct","prompt":"$S"}"#),
-        ("completions-prompt-array", "/v1/completions", r#"{"model":"gpt-3.5-turbo-instruct","prompt":["a","$S"]}"#),
-        ("completions-suffix", "/v1/completions", r#"{"model":"gpt-3.5-turbo-instruct","prompt":"def f():","suffix":"$S"}"#),
-        ("completions-stop", "/v1/completions", r#"{"model":"gpt-3.5-turbo-instruct","prompt":"x","stop":["$S"]}"#),
-        ("responses-input-string", "/v1/responses", r#"{"model":"gpt-4.1","input":"$S"}"#),
-        ("responses-input-text-part", "/v1/responses", r#"{"model":"gpt-4.1","input":[{"role":"user","content":[{"type":"input_text","text":"$S"}]}]}"#),
-        ("responses-instructions", "/v1/responses", r#"{"model":"gpt-4.1","instructions":"$S","input":"hi"}"#),
-        ("responses-tool-function-description", "/v1/responses", r#"{"model":"gpt-4.1","input":"hi","tools":[{"type":"function","name":"f","description":"$S","parameters":{"type":"object","properties":{}}}]}"#),
-        ("responses-tool-function-parameters", "/v1/responses", r#"{"model":"gpt-4.1","input":"hi","tools":[{"type":"function","name":"f","parameters":{"type":"object","properties":{"a":{"type":"string","description":"$S"}}}}]}"#),
-        ("responses-tool-mcp-authorization", "/v1/responses", r#"{"model":"gpt-4.1","input":"hi","tools":[{"type":"mcp","server_label":"x","server_url":"https://mcp.example.com/sse","authorization":"$S","require_approval":"never"}]}"#),
-        ("responses-tool-mcp-headers", "/v1/responses", r#"{"model":"gpt-4.1","input":"hi","tools":[{"type":"mcp","server_label":"x","server_url":"https://mcp.example.com/sse","headers":{"Authorization":"Bearer $S"}}]}"#),
-        ("responses-reasoning-summary", "/v1/responses", r#"{"model":"o4-mini","input":[{"role":"user","content":"a"},{"type":"reasoning","id":"rs_1","summary":[{"type":"summary_text","text":"$S"}]},{"role":"user","content":"b"}]}"#),
-        ("responses-reasoning-content", "/v1/responses", r#"{"model":"o4-mini","input":[{"type":"reasoning","id":"rs_1","summary":[],"content":[{"type":"reasoning_text","text":"$S"}]}]}"#),
-        ("responses-reasoning-encrypted", "/v1/responses", r#"{"model":"o4-mini","input":[{"type":"reasoning","id":"rs_1","summary":[],"encrypted_content":"$S"}]}"#),
-        ("responses-function-call-arguments", "/v1/responses", r#"{"model":"gpt-4.1","input":[{"type":"function_call","call_id":"call_1","name":"f","arguments":"{\"k\":\"$S\"}"},{"type":"function_call_output","call_id":"call_1","output":"ok"}]}"#),
-        ("responses-function-call-output", "/v1/responses", r#"{"model":"gpt-4.1","input":[{"type":"function_call","call_id":"call_1","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"call_1","output":"$S"}]}"#),
-        ("responses-output-text-item", "/v1/responses", r#"{"model":"gpt-4.1","input":[{"role":"assistant","content":[{"type":"output_text","text":"$S","annotations":[]}]},{"role":"user","content":"go on"}]}"#),
-        ("responses-text-format-schema", "/v1/responses", r#"{"model":"gpt-4.1","input":"hi","text":{"format":{"type":"json_schema","name":"o","description":"$S","schema":{"type":"object"}}}}"#),
-        ("responses-metadata", "/v1/responses", r#"{"model":"gpt-4.1","input":"hi","metadata":{"run":"$S"}}"#),
-        ("responses-prompt-variables", "/v1/responses", r#"{"model":"gpt-4.1","prompt":{"id":"pmpt_1","variables":{"v":"$S"}}}"#),
-        ("responses-input-file-data", "/v1/responses", r#"{"model":"gpt-4.1","input":[{"role":"user","content":[{"type":"input_file","filename":"a.txt","file_data":"data:text/plain;base64,$B64S"}]}]}"#),
-        ("responses-input-image-url", "/v1/responses", r#"{"model":"gpt-4.1","input":[{"role":"user","content":[{"type":"input_image","image_url":"https://img.example.com/i.png?sig=$S"}]}]}"#),
-        ("responses-custom-tool-call", "/v1/responses", r#"{"model":"gpt-4.1","input":[{"type":"custom_tool_call","call_id":"c1","name":"sh","input":"export T=$S"},{"type":"custom_tool_call_output","call_id":"c1","output":"done"}]}"#),
-        ("responses-previous-response-id", "/v1/responses", r#"{"model":"gpt-4.1","previous_response_id":"$S","input":"hi"}"#),
-        ("responses-input-tokens", "/v1/responses/input_tokens", r#"{"model":"gpt-4.1","input":"$S"}"#),
-        ("embeddings-input-string", "/v1/embeddings", r#"{"model":"text-embedding-3-small","input":"$S"}"#),
-        ("embeddings-input-array", "/v1/embeddings", r#"{"model":"text-embedding-3-small","input":["a","$S"],"encoding_format":"float"}"#),
-        ("embeddings-user", "/v1/embeddings", r#"{"model":"text-embedding-3-small","input":"a","user":"$S"}"#),
-        ("moderations-input", "/v1/moderations", r#"{"model":"omni-moderation-latest","input":"$S"}"#),
-        ("moderations-multimodal", "/v1/moderations", r#"{"model":"omni-moderation-latest","input":[{"type":"text","text":"$S"},{"type":"image_url","image_url":{"url":"https://x.example/a.png"}}]}"#),
-        ("assistants-instructions", "/v1/assistants", r#"{"model":"gpt-4o","instructions":"$S"}"#),
-        ("assistants-description", "/v1/assistants", r#"{"model":"gpt-4o","description":"$S"}"#),
-        ("assistants-name", "/v1/assistants", r#"{"model":"gpt-4o","name":"$S"}"#),
-        ("assistants-tool-description", "/v1/assistants", r#"{"model":"gpt-4o","tools":[{"type":"function","function":{"name":"f","description":"$S"}}]}"#),
-        ("assistants-metadata", "/v1/assistants/asst_abc", r#"{"metadata":{"owner":"$S"}}"#),
-        ("threads-create-messages", "/v1/threads", r#"{"messages":[{"role":"user","content":"$S"}]}"#),
-        ("threads-message-add", "/v1/threads/thread_abc/messages", r#"{"role":"user","content":"$S"}"#),
-        ("threads-message-parts", "/v1/threads/thread_abc/messages", r#"{"role":"user","content":[{"type":"text","text":"$S"}]}"#),
-        ("threads-run-instructions", "/v1/threads/thread_abc/runs", r#"{"assistant_id":"asst_1","additional_instructions":"$S"}"#),
-        ("threads-run-additional-messages", "/v1/threads/thread_abc/runs", r#"{"assistant_id":"asst_1","additional_messages":[{"role":"user","content":"$S"}]}"#),
-        ("threads-create-and-run", "/v1/threads/runs", r#"{"assistant_id":"asst_1","thread":{"messages":[{"role":"user","content":"$S"}]}}"#),
-        ("threads-submit-tool-outputs", "/v1/threads/thread_abc/runs/run_1/submit_tool_outputs", r#"{"tool_outputs":[{"tool_call_id":"call_1","output":"$S"}]}"#),
-        ("batches-metadata", "/v1/batches", r#"{"input_file_id":"file-1","endpoint":"/v1/chat/completions","completion_window":"24h","metadata":{"k":"$S"}}"#),
-        ("audio-speech-input", "/v1/audio/speech", r#"{"model":"gpt-4o-mini-tts","input":"$S","voice":"alloy"}"#),
-        ("audio-speech-instructions", "/v1/audio/speech", r#"{"model":"gpt-4o-mini-tts","input":"hi","voice":"alloy","instructions":"$S"}"#),
-        ("images-generations-prompt", "/v1/images/generations", r#"{"model":"gpt-image-1","prompt":"$S","size":"1024x1024"}"#),
-        ("realtime-sessions-instructions", "/v1/realtime/sessions", r#"{"model":"gpt-4o-realtime-preview","instructions":"$S"}"#),
-        ("realtime-client-secrets", "/v1/realtime/client_secrets", r#"{"session":{"type":"realtime","model":"gpt-realtime","instructions":"$S"}}"#),
-        ("realtime-transcription-sessions", "/v1/realtime/transcription_sessions", r#"{"input_audio_transcription":{"model":"gpt-4o-transcribe","prompt":"$S"}}"#),
-        ("realtime-calls-sdp-json", "/v1/realtime/calls", r#"{"sdp":"v=0\r\no=- $S","session":{"type":"realtime"}}"#),
-        ("fine-tuning-suffix", "/v1/fine_tuning/jobs", r#"{"model":"gpt-4o-mini","training_file":"file-1","suffix":"$S"}"#),
-        ("vector-stores-name", "/v1/vector_stores", r#"{"name":"$S","file_ids":[]}"#),
-        ("conversations-items", "/v1/conversations", r#"{"items":[{"type":"message","role":"user","content":"$S"}]}"#),
-        ("conversation-items-add", "/v1/conversations/conv_1/items", r#"{"items":[{"type":"message","role":"user","content":[{"type":"input_text","text":"$S"}]}]}"#),
-        ("evals-name", "/v1/evals", r#"{"name":"$S","data_source_config":{"type":"custom","item_schema":{"type":"object"}},"testing_criteria":[]}"#),
-        ("uploads-create-filename", "/v1/uploads", r#"{"filename":"$S.jsonl","purpose":"batch","bytes":10,"mime_type":"text/jsonl"}"#),
-        ("cohere-v2-chat", "/v2/chat", r#"{"model":"command-r-plus","messages":[{"role":"user","content":"$S"}]}"#),
-        ("mistral-fim-suffix", "/v1/fim/completions", r#"{"model":"codestral-latest","prompt":"def f():","suffix":"$S"}"#),
-        ("mistral-fim-prompt", "/v1/fim/completions", r#"{"model":"codestral-latest","prompt":"key = '$S'"}"#),
-        ("azure-deployment-chat", "/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21", r#"{"messages":[{"role":"user","content":"$S"}]}"#),
-        ("unknown-endpoint", "/v1/unknown-endpoint", r#"{"anything":"$S"}"#),
-        ("unknown-version", "/v2/new/thing", r#"{"deep":{"list":[{"x":"$S"}]}}"#),
-        ("json-top-level-array", "/v1/unknown-array", r#"[{"a":"$S"}]"#),
+        (
+            "completions-prompt",
+            "/v1/completions",
+            r#"{"model":"gpt-3.5-turbo-instruct","prompt":"$S"}"#,
+        ),
+        (
+            "completions-prompt-array",
+            "/v1/completions",
+            r#"{"model":"gpt-3.5-turbo-instruct","prompt":["a","$S"]}"#,
+        ),
+        (
+            "completions-suffix",
+            "/v1/completions",
+            r#"{"model":"gpt-3.5-turbo-instruct","prompt":"def f():","suffix":"$S"}"#,
+        ),
+        (
+            "completions-stop",
+            "/v1/completions",
+            r#"{"model":"gpt-3.5-turbo-instruct","prompt":"x","stop":["$S"]}"#,
+        ),
+        (
+            "responses-input-string",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","input":"$S"}"#,
+        ),
+        (
+            "responses-input-text-part",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","input":[{"role":"user","content":[{"type":"input_text","text":"$S"}]}]}"#,
+        ),
+        (
+            "responses-instructions",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","instructions":"$S","input":"hi"}"#,
+        ),
+        (
+            "responses-tool-function-description",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","input":"hi","tools":[{"type":"function","name":"f","description":"$S","parameters":{"type":"object","properties":{}}}]}"#,
+        ),
+        (
+            "responses-tool-function-parameters",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","input":"hi","tools":[{"type":"function","name":"f","parameters":{"type":"object","properties":{"a":{"type":"string","description":"$S"}}}}]}"#,
+        ),
+        (
+            "responses-tool-mcp-authorization",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","input":"hi","tools":[{"type":"mcp","server_label":"x","server_url":"https://mcp.example.com/sse","authorization":"$S","require_approval":"never"}]}"#,
+        ),
+        (
+            "responses-tool-mcp-headers",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","input":"hi","tools":[{"type":"mcp","server_label":"x","server_url":"https://mcp.example.com/sse","headers":{"Authorization":"Bearer $S"}}]}"#,
+        ),
+        (
+            "responses-reasoning-summary",
+            "/v1/responses",
+            r#"{"model":"o4-mini","input":[{"role":"user","content":"a"},{"type":"reasoning","id":"rs_1","summary":[{"type":"summary_text","text":"$S"}]},{"role":"user","content":"b"}]}"#,
+        ),
+        (
+            "responses-reasoning-content",
+            "/v1/responses",
+            r#"{"model":"o4-mini","input":[{"type":"reasoning","id":"rs_1","summary":[],"content":[{"type":"reasoning_text","text":"$S"}]}]}"#,
+        ),
+        (
+            "responses-reasoning-encrypted",
+            "/v1/responses",
+            r#"{"model":"o4-mini","input":[{"type":"reasoning","id":"rs_1","summary":[],"encrypted_content":"$S"}]}"#,
+        ),
+        (
+            "responses-function-call-arguments",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","input":[{"type":"function_call","call_id":"call_1","name":"f","arguments":"{\"k\":\"$S\"}"},{"type":"function_call_output","call_id":"call_1","output":"ok"}]}"#,
+        ),
+        (
+            "responses-function-call-output",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","input":[{"type":"function_call","call_id":"call_1","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"call_1","output":"$S"}]}"#,
+        ),
+        (
+            "responses-output-text-item",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","input":[{"role":"assistant","content":[{"type":"output_text","text":"$S","annotations":[]}]},{"role":"user","content":"go on"}]}"#,
+        ),
+        (
+            "responses-text-format-schema",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","input":"hi","text":{"format":{"type":"json_schema","name":"o","description":"$S","schema":{"type":"object"}}}}"#,
+        ),
+        (
+            "responses-metadata",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","input":"hi","metadata":{"run":"$S"}}"#,
+        ),
+        (
+            "responses-prompt-variables",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","prompt":{"id":"pmpt_1","variables":{"v":"$S"}}}"#,
+        ),
+        (
+            "responses-input-file-data",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","input":[{"role":"user","content":[{"type":"input_file","filename":"a.txt","file_data":"data:text/plain;base64,$B64S"}]}]}"#,
+        ),
+        (
+            "responses-input-image-url",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","input":[{"role":"user","content":[{"type":"input_image","image_url":"https://img.example.com/i.png?sig=$S"}]}]}"#,
+        ),
+        (
+            "responses-custom-tool-call",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","input":[{"type":"custom_tool_call","call_id":"c1","name":"sh","input":"export T=$S"},{"type":"custom_tool_call_output","call_id":"c1","output":"done"}]}"#,
+        ),
+        (
+            "responses-previous-response-id",
+            "/v1/responses",
+            r#"{"model":"gpt-4.1","previous_response_id":"$S","input":"hi"}"#,
+        ),
+        (
+            "responses-input-tokens",
+            "/v1/responses/input_tokens",
+            r#"{"model":"gpt-4.1","input":"$S"}"#,
+        ),
+        (
+            "embeddings-input-string",
+            "/v1/embeddings",
+            r#"{"model":"text-embedding-3-small","input":"$S"}"#,
+        ),
+        (
+            "embeddings-input-array",
+            "/v1/embeddings",
+            r#"{"model":"text-embedding-3-small","input":["a","$S"],"encoding_format":"float"}"#,
+        ),
+        (
+            "embeddings-user",
+            "/v1/embeddings",
+            r#"{"model":"text-embedding-3-small","input":"a","user":"$S"}"#,
+        ),
+        (
+            "moderations-input",
+            "/v1/moderations",
+            r#"{"model":"omni-moderation-latest","input":"$S"}"#,
+        ),
+        (
+            "moderations-multimodal",
+            "/v1/moderations",
+            r#"{"model":"omni-moderation-latest","input":[{"type":"text","text":"$S"},{"type":"image_url","image_url":{"url":"https://x.example/a.png"}}]}"#,
+        ),
+        (
+            "assistants-instructions",
+            "/v1/assistants",
+            r#"{"model":"gpt-4o","instructions":"$S"}"#,
+        ),
+        (
+            "assistants-description",
+            "/v1/assistants",
+            r#"{"model":"gpt-4o","description":"$S"}"#,
+        ),
+        (
+            "assistants-name",
+            "/v1/assistants",
+            r#"{"model":"gpt-4o","name":"$S"}"#,
+        ),
+        (
+            "assistants-tool-description",
+            "/v1/assistants",
+            r#"{"model":"gpt-4o","tools":[{"type":"function","function":{"name":"f","description":"$S"}}]}"#,
+        ),
+        (
+            "assistants-metadata",
+            "/v1/assistants/asst_abc",
+            r#"{"metadata":{"owner":"$S"}}"#,
+        ),
+        (
+            "threads-create-messages",
+            "/v1/threads",
+            r#"{"messages":[{"role":"user","content":"$S"}]}"#,
+        ),
+        (
+            "threads-message-add",
+            "/v1/threads/thread_abc/messages",
+            r#"{"role":"user","content":"$S"}"#,
+        ),
+        (
+            "threads-message-parts",
+            "/v1/threads/thread_abc/messages",
+            r#"{"role":"user","content":[{"type":"text","text":"$S"}]}"#,
+        ),
+        (
+            "threads-run-instructions",
+            "/v1/threads/thread_abc/runs",
+            r#"{"assistant_id":"asst_1","additional_instructions":"$S"}"#,
+        ),
+        (
+            "threads-run-additional-messages",
+            "/v1/threads/thread_abc/runs",
+            r#"{"assistant_id":"asst_1","additional_messages":[{"role":"user","content":"$S"}]}"#,
+        ),
+        (
+            "threads-create-and-run",
+            "/v1/threads/runs",
+            r#"{"assistant_id":"asst_1","thread":{"messages":[{"role":"user","content":"$S"}]}}"#,
+        ),
+        (
+            "threads-submit-tool-outputs",
+            "/v1/threads/thread_abc/runs/run_1/submit_tool_outputs",
+            r#"{"tool_outputs":[{"tool_call_id":"call_1","output":"$S"}]}"#,
+        ),
+        (
+            "batches-metadata",
+            "/v1/batches",
+            r#"{"input_file_id":"file-1","endpoint":"/v1/chat/completions","completion_window":"24h","metadata":{"k":"$S"}}"#,
+        ),
+        (
+            "audio-speech-input",
+            "/v1/audio/speech",
+            r#"{"model":"gpt-4o-mini-tts","input":"$S","voice":"alloy"}"#,
+        ),
+        (
+            "audio-speech-instructions",
+            "/v1/audio/speech",
+            r#"{"model":"gpt-4o-mini-tts","input":"hi","voice":"alloy","instructions":"$S"}"#,
+        ),
+        (
+            "images-generations-prompt",
+            "/v1/images/generations",
+            r#"{"model":"gpt-image-1","prompt":"$S","size":"1024x1024"}"#,
+        ),
+        (
+            "realtime-sessions-instructions",
+            "/v1/realtime/sessions",
+            r#"{"model":"gpt-4o-realtime-preview","instructions":"$S"}"#,
+        ),
+        (
+            "realtime-client-secrets",
+            "/v1/realtime/client_secrets",
+            r#"{"session":{"type":"realtime","model":"gpt-realtime","instructions":"$S"}}"#,
+        ),
+        (
+            "realtime-transcription-sessions",
+            "/v1/realtime/transcription_sessions",
+            r#"{"input_audio_transcription":{"model":"gpt-4o-transcribe","prompt":"$S"}}"#,
+        ),
+        (
+            "realtime-calls-sdp-json",
+            "/v1/realtime/calls",
+            r#"{"sdp":"v=0\r\no=- $S","session":{"type":"realtime"}}"#,
+        ),
+        (
+            "fine-tuning-suffix",
+            "/v1/fine_tuning/jobs",
+            r#"{"model":"gpt-4o-mini","training_file":"file-1","suffix":"$S"}"#,
+        ),
+        (
+            "vector-stores-name",
+            "/v1/vector_stores",
+            r#"{"name":"$S","file_ids":[]}"#,
+        ),
+        (
+            "conversations-items",
+            "/v1/conversations",
+            r#"{"items":[{"type":"message","role":"user","content":"$S"}]}"#,
+        ),
+        (
+            "conversation-items-add",
+            "/v1/conversations/conv_1/items",
+            r#"{"items":[{"type":"message","role":"user","content":[{"type":"input_text","text":"$S"}]}]}"#,
+        ),
+        (
+            "evals-name",
+            "/v1/evals",
+            r#"{"name":"$S","data_source_config":{"type":"custom","item_schema":{"type":"object"}},"testing_criteria":[]}"#,
+        ),
+        (
+            "uploads-create-filename",
+            "/v1/uploads",
+            r#"{"filename":"$S.jsonl","purpose":"batch","bytes":10,"mime_type":"text/jsonl"}"#,
+        ),
+        (
+            "cohere-v2-chat",
+            "/v2/chat",
+            r#"{"model":"command-r-plus","messages":[{"role":"user","content":"$S"}]}"#,
+        ),
+        (
+            "mistral-fim-suffix",
+            "/v1/fim/completions",
+            r#"{"model":"codestral-latest","prompt":"def f():","suffix":"$S"}"#,
+        ),
+        (
+            "mistral-fim-prompt",
+            "/v1/fim/completions",
+            r#"{"model":"codestral-latest","prompt":"key = '$S'"}"#,
+        ),
+        (
+            "azure-deployment-chat",
+            "/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21",
+            r#"{"messages":[{"role":"user","content":"$S"}]}"#,
+        ),
+        (
+            "unknown-endpoint",
+            "/v1/unknown-endpoint",
+            r#"{"anything":"$S"}"#,
+        ),
+        (
+            "unknown-version",
+            "/v2/new/thing",
+            r#"{"deep":{"list":[{"x":"$S"}]}}"#,
+        ),
+        (
+            "json-top-level-array",
+            "/v1/unknown-array",
+            r#"[{"a":"$S"}]"#,
+        ),
         ("json-top-level-string", "/v1/unknown-string", r#""$S""#),
     ];
     for (name, path, body) in oa_other {
@@ -344,36 +601,196 @@ pub fn json_fields() -> Vec<Case> {
 /// Forms, multipart, JSONL and text bodies.
 pub fn other_bodies() -> Vec<Case> {
     let mut v = vec![
-        b(OA, "form-field-value", "/v1/unknown-form", "application/x-www-form-urlencoded", "prompt=$S&x=1"),
-        b(OA, "form-field-pct", "/v1/unknown-form", "application/x-www-form-urlencoded", "prompt=$PS&x=1"),
-        b(OA, "form-field-name", "/v1/unknown-form", "application/x-www-form-urlencoded", "$S=1&x=2"),
-        b(OA, "form-plus-spaces", "/v1/unknown-form", "application/x-www-form-urlencoded", "prompt=my+key+is+$S"),
-        b(OA, "form-repeated-field", "/v1/unknown-form", "application/x-www-form-urlencoded", "a=1&a=$S&a=3"),
-        b(OA, "form-charset-param", "/v1/unknown-form", "application/x-www-form-urlencoded; charset=UTF-8", "q=$S"),
-        b(OA, "text-plain-unknown-path", "/v1/notes", "text/plain", "note: $S"),
-        b(OA, "text-markdown", "/v1/notes", "text/markdown", "# notes\n\n`$S`\n"),
-        b(OA, "text-xml", "/v1/notes", "application/xml", "<a><key>$S</key></a>"),
-        b(OA, "text-yaml", "/v1/notes", "application/yaml", "key: $S\n"),
-        b(OA, "text-csv", "/v1/notes", "text/csv", "name,key\nprod,$S\n"),
+        b(
+            OA,
+            "form-field-value",
+            "/v1/unknown-form",
+            "application/x-www-form-urlencoded",
+            "prompt=$S&x=1",
+        ),
+        b(
+            OA,
+            "form-field-pct",
+            "/v1/unknown-form",
+            "application/x-www-form-urlencoded",
+            "prompt=$PS&x=1",
+        ),
+        b(
+            OA,
+            "form-field-name",
+            "/v1/unknown-form",
+            "application/x-www-form-urlencoded",
+            "$S=1&x=2",
+        ),
+        b(
+            OA,
+            "form-plus-spaces",
+            "/v1/unknown-form",
+            "application/x-www-form-urlencoded",
+            "prompt=my+key+is+$S",
+        ),
+        b(
+            OA,
+            "form-repeated-field",
+            "/v1/unknown-form",
+            "application/x-www-form-urlencoded",
+            "a=1&a=$S&a=3",
+        ),
+        b(
+            OA,
+            "form-charset-param",
+            "/v1/unknown-form",
+            "application/x-www-form-urlencoded; charset=UTF-8",
+            "q=$S",
+        ),
+        b(
+            OA,
+            "text-plain-unknown-path",
+            "/v1/notes",
+            "text/plain",
+            "note: $S",
+        ),
+        b(
+            OA,
+            "text-markdown",
+            "/v1/notes",
+            "text/markdown",
+            "# notes\n\n`$S`\n",
+        ),
+        b(
+            OA,
+            "text-xml",
+            "/v1/notes",
+            "application/xml",
+            "<a><key>$S</key></a>",
+        ),
+        b(
+            OA,
+            "text-yaml",
+            "/v1/notes",
+            "application/yaml",
+            "key: $S\n",
+        ),
+        b(
+            OA,
+            "text-csv",
+            "/v1/notes",
+            "text/csv",
+            "name,key\nprod,$S\n",
+        ),
         b(OA, "text-no-content-type", "/v1/notes", "", "the key is $S"),
-        b(OA, "text-octet-stream", "/v1/notes", "application/octet-stream", "the key is $S"),
-        b(OA, "json-sent-as-text-plain", CHAT, "text/plain", &oam(r#"{"role":"user","content":"$S"}"#)),
-        b(OA, "json-without-content-type", CHAT, "", &oam(r#"{"role":"user","content":"$S"}"#)),
-        b(OA, "json-sent-as-form", CHAT, "application/x-www-form-urlencoded", &oam(r#"{"role":"user","content":"$S"}"#)),
-        b(OA, "json-vendor-type", CHAT, "application/vnd.api+json", &oam(r#"{"role":"user","content":"$S"}"#)),
-        b(OA, "json-invalid-with-secret", CHAT, "application/json", r#"{"model":"gpt-4o","messages":[{"role":"user","content":"$S"}"#),
-        b(OA, "json-trailing-garbage", CHAT, "application/json", &format!("{} $S", oam(r#"{"role":"user","content":"hi"}"#))),
-        b(OA, "json-utf8-bom", CHAT, "application/json", &format!("\u{feff}{}", oam(r#"{"role":"user","content":"$S"}"#))),
-        b(OA, "json-comment", CHAT, "application/json", &format!("/* $S */{}", oam(r#"{"role":"user","content":"hi"}"#))),
-        b(OA, "jsonl-body", "/v1/unknown-jsonl", "application/jsonl", "{\"a\":1}\n{\"b\":\"$S\"}\n"),
-        b(OA, "ndjson-body", "/v1/unknown-jsonl", "application/x-ndjson", "{\"a\":1}\n{\"b\":\"$S\"}\n"),
-        b(OA, "jsonl-crlf", "/v1/unknown-jsonl", "application/jsonl", "{\"a\":1}\r\n{\"b\":\"$S\"}\r\n"),
-        b(OA, "jsonl-escaped", "/v1/unknown-jsonl", "application/jsonl", "{\"a\":1}\n{\"b\":\"$ES\"}\n"),
-        b(OA, "jsonl-no-final-newline", "/v1/unknown-jsonl", "application/jsonl", "{\"a\":1}\n{\"b\":\"$S\"}"),
-        b(GM, "gemini-upload-media", "/upload/v1beta/files?uploadType=media", "text/plain", "notes: $S"),
+        b(
+            OA,
+            "text-octet-stream",
+            "/v1/notes",
+            "application/octet-stream",
+            "the key is $S",
+        ),
+        b(
+            OA,
+            "json-sent-as-text-plain",
+            CHAT,
+            "text/plain",
+            &oam(r#"{"role":"user","content":"$S"}"#),
+        ),
+        b(
+            OA,
+            "json-without-content-type",
+            CHAT,
+            "",
+            &oam(r#"{"role":"user","content":"$S"}"#),
+        ),
+        b(
+            OA,
+            "json-sent-as-form",
+            CHAT,
+            "application/x-www-form-urlencoded",
+            &oam(r#"{"role":"user","content":"$S"}"#),
+        ),
+        b(
+            OA,
+            "json-vendor-type",
+            CHAT,
+            "application/vnd.api+json",
+            &oam(r#"{"role":"user","content":"$S"}"#),
+        ),
+        b(
+            OA,
+            "json-invalid-with-secret",
+            CHAT,
+            "application/json",
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"$S"}"#,
+        ),
+        b(
+            OA,
+            "json-trailing-garbage",
+            CHAT,
+            "application/json",
+            &format!("{} $S", oam(r#"{"role":"user","content":"hi"}"#)),
+        ),
+        b(
+            OA,
+            "json-utf8-bom",
+            CHAT,
+            "application/json",
+            &format!("\u{feff}{}", oam(r#"{"role":"user","content":"$S"}"#)),
+        ),
+        b(
+            OA,
+            "json-comment",
+            CHAT,
+            "application/json",
+            &format!("/* $S */{}", oam(r#"{"role":"user","content":"hi"}"#)),
+        ),
+        b(
+            OA,
+            "jsonl-body",
+            "/v1/unknown-jsonl",
+            "application/jsonl",
+            "{\"a\":1}\n{\"b\":\"$S\"}\n",
+        ),
+        b(
+            OA,
+            "ndjson-body",
+            "/v1/unknown-jsonl",
+            "application/x-ndjson",
+            "{\"a\":1}\n{\"b\":\"$S\"}\n",
+        ),
+        b(
+            OA,
+            "jsonl-crlf",
+            "/v1/unknown-jsonl",
+            "application/jsonl",
+            "{\"a\":1}\r\n{\"b\":\"$S\"}\r\n",
+        ),
+        b(
+            OA,
+            "jsonl-escaped",
+            "/v1/unknown-jsonl",
+            "application/jsonl",
+            "{\"a\":1}\n{\"b\":\"$ES\"}\n",
+        ),
+        b(
+            OA,
+            "jsonl-no-final-newline",
+            "/v1/unknown-jsonl",
+            "application/jsonl",
+            "{\"a\":1}\n{\"b\":\"$S\"}",
+        ),
+        b(
+            GM,
+            "gemini-upload-media",
+            "/upload/v1beta/files?uploadType=media",
+            "text/plain",
+            "notes: $S",
+        ),
         b(AN, "anthropic-text-body", "/v1/notes", "text/plain", "$S"),
     ];
-    let line = |c: &str| format!(r#"{{"custom_id":"r{c}","method":"POST","url":"/v1/chat/completions","body":{{"model":"gpt-4o","messages":[{{"role":"user","content":"{c}"}}]}}}}"#);
+    let line = |c: &str| {
+        format!(
+            r#"{{"custom_id":"r{c}","method":"POST","url":"/v1/chat/completions","body":{{"model":"gpt-4o","messages":[{{"role":"user","content":"{c}"}}]}}}}"#
+        )
+    };
     let jsonl = format!("{}\n{}\n{}\n", line("one"), line("key $S"), line("three"));
     let jsonl_esc = format!("{}\n{}\n", line("one"), line("key $ES"));
     v.extend([
@@ -460,7 +877,10 @@ pub fn other_bodies() -> Vec<Case> {
     // Quoted boundary, LF-only line ends, a preamble.
     {
         let name = "multipart-quoted-boundary-lf";
-        let (text, planted) = fill(name, "preamble\n--qb\nContent-Disposition: form-data; name=\"prompt\"\n\n$S\n--qb--\n");
+        let (text, planted) = fill(
+            name,
+            "preamble\n--qb\nContent-Disposition: form-data; name=\"prompt\"\n\n$S\n--qb--\n",
+        );
         let mut c = Case::new(name, OA, "POST", "/v1/audio/transcriptions")
             .body("multipart/form-data; boundary=\"qb\"", text.into_bytes());
         c.planted = planted;
@@ -469,9 +889,17 @@ pub fn other_bodies() -> Vec<Case> {
     // Gemini's resumable/multipart upload: metadata JSON and the file, multipart/related.
     {
         let name = "gemini-upload-multipart-related";
-        let (text, planted) = fill(name, "--rel-b\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{\"file\":{\"displayName\":\"$S\"}}\r\n--rel-b\r\nContent-Type: text/plain\r\n\r\nbody $T\r\n--rel-b--\r\n");
-        let mut c = Case::new(name, GM, "POST", "/upload/v1beta/files?uploadType=multipart")
-            .body("multipart/related; boundary=rel-b", text.into_bytes());
+        let (text, planted) = fill(
+            name,
+            "--rel-b\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{\"file\":{\"displayName\":\"$S\"}}\r\n--rel-b\r\nContent-Type: text/plain\r\n\r\nbody $T\r\n--rel-b--\r\n",
+        );
+        let mut c = Case::new(
+            name,
+            GM,
+            "POST",
+            "/upload/v1beta/files?uploadType=multipart",
+        )
+        .body("multipart/related; boundary=rel-b", text.into_bytes());
         c.planted = planted;
         v.push(c);
     }
@@ -521,7 +949,8 @@ pub fn json_spelling() -> Vec<Case> {
         let name = "json-utf16le";
         let (body, planted) = fill(name, &oam(r#"{"role":"user","content":"$S"}"#));
         let bytes: Vec<u8> = body.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
-        let mut c = Case::new(name, OA, "POST", CHAT).body("application/json; charset=utf-16le", bytes);
+        let mut c =
+            Case::new(name, OA, "POST", CHAT).body("application/json; charset=utf-16le", bytes);
         c.planted = planted;
         v.push(c);
     }
@@ -541,7 +970,10 @@ pub fn unreadable() -> Vec<Case> {
         c.raw = Some(wire);
         c
     };
-    let (s1, p1) = fill("frame-bad-chunk-size", &oam(r#"{"role":"user","content":"$S"}"#));
+    let (s1, p1) = fill(
+        "frame-bad-chunk-size",
+        &oam(r#"{"role":"user","content":"$S"}"#),
+    );
     let mut c = raw(
         "frame-bad-chunk-size",
         "Transfer-Encoding: chunked\r\nConnection: close\r\n",
@@ -549,19 +981,31 @@ pub fn unreadable() -> Vec<Case> {
     );
     c.planted = p1;
     v.push(c.expect(Expect::NotForwarded));
-    let (s2, p2) = fill("frame-short-body", &oam(r#"{"role":"user","content":"$S"}"#));
+    let (s2, p2) = fill(
+        "frame-short-body",
+        &oam(r#"{"role":"user","content":"$S"}"#),
+    );
     let mut c = raw(
         "frame-short-body",
-        &format!("Content-Length: {}\r\nConnection: close\r\n", s2.len() + 100),
+        &format!(
+            "Content-Length: {}\r\nConnection: close\r\n",
+            s2.len() + 100
+        ),
         s2.as_bytes(),
     );
     c.planted = p2;
     c.half_close = true;
     v.push(c.expect(Expect::NotForwarded));
-    let (s3, p3) = fill("frame-two-content-lengths", &oam(r#"{"role":"user","content":"$S"}"#));
+    let (s3, p3) = fill(
+        "frame-two-content-lengths",
+        &oam(r#"{"role":"user","content":"$S"}"#),
+    );
     let mut c = raw(
         "frame-two-content-lengths",
-        &format!("Content-Length: {}\r\nContent-Length: 5\r\nConnection: close\r\n", s3.len()),
+        &format!(
+            "Content-Length: {}\r\nContent-Length: 5\r\nConnection: close\r\n",
+            s3.len()
+        ),
         s3.as_bytes(),
     );
     c.planted = p3;
@@ -576,7 +1020,10 @@ pub fn unreadable() -> Vec<Case> {
     c.planted = p4;
     v.push(c.expect(Expect::Clean { masked: true }));
     // A second request pipelined behind a first, on one connection.
-    let (s5, p5) = fill("frame-pipelined-second", &oam(r#"{"role":"user","content":"$S"}"#));
+    let (s5, p5) = fill(
+        "frame-pipelined-second",
+        &oam(r#"{"role":"user","content":"$S"}"#),
+    );
     let first = oam(r#"{"role":"user","content":"hi"}"#);
     let mut wire = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nAuthorization: Bearer sk-dummy-client\r\nContent-Type: application/json\r\nx-adv-case: frame-pipelined-first\r\nContent-Length: {}\r\n\r\n{first}",
@@ -595,20 +1042,38 @@ pub fn unreadable() -> Vec<Case> {
     c.planted = p5;
     v.push(c.expect(Expect::NoLeak));
     // Expect: 100-continue must not skip the body's inspection.
-    let (s6, p6) = fill("frame-expect-continue", &oam(r#"{"role":"user","content":"$S"}"#));
+    let (s6, p6) = fill(
+        "frame-expect-continue",
+        &oam(r#"{"role":"user","content":"$S"}"#),
+    );
     let mut c = raw(
         "frame-expect-continue",
-        &format!("Content-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n", s6.len()),
+        &format!(
+            "Content-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n",
+            s6.len()
+        ),
         s6.as_bytes(),
     );
     c.planted = p6;
     v.push(c);
     // h2: the stream reset half way through the body.
-    let mut c = j(OA, "frame-h2-reset-mid-body", CHAT, &oam(r#"{"role":"user","content":"$S"}"#)).h2();
+    let mut c = j(
+        OA,
+        "frame-h2-reset-mid-body",
+        CHAT,
+        &oam(r#"{"role":"user","content":"$S"}"#),
+    )
+    .h2();
     c.reset = true;
     v.push(c.expect(Expect::NotForwarded));
     // h2: content-length larger than the DATA sent.
-    let mut c = j(OA, "frame-h2-content-length-mismatch", CHAT, &oam(r#"{"role":"user","content":"$S"}"#)).h2();
+    let mut c = j(
+        OA,
+        "frame-h2-content-length-mismatch",
+        CHAT,
+        &oam(r#"{"role":"user","content":"$S"}"#),
+    )
+    .h2();
     let n = c.body.len() + 50;
     c = c.header("content-length", &n.to_string());
     v.push(c.expect(Expect::NotForwarded));
@@ -627,7 +1092,10 @@ pub fn paths() -> Vec<Case> {
         ("path-double-slash-mid", "/v1//chat/completions"),
         ("path-triple-slash", "///v1///chat///completions"),
         ("path-pct-c", "/v1/%63hat/completions"),
-        ("path-pct-all", "/%76%31/%63%68%61%74/%63%6f%6d%70%6c%65%74%69%6f%6e%73"),
+        (
+            "path-pct-all",
+            "/%76%31/%63%68%61%74/%63%6f%6d%70%6c%65%74%69%6f%6e%73",
+        ),
         ("path-pct-upper-hex", "/v1/%63hat/%43ompletions"),
         ("path-pct-slash", "/v1/chat%2Fcompletions"),
         ("path-pct-slash-lower", "/v1%2fchat%2fcompletions"),
@@ -657,7 +1125,10 @@ pub fn paths() -> Vec<Case> {
         ("path-long", &long),
         ("path-double-pct", "/v1/%2563hat/completions"),
         ("path-utf8", "/v1/ch\u{e0}t/completions"),
-        ("path-absolute-form", "https://api.openai.com/v1/chat/completions"),
+        (
+            "path-absolute-form",
+            "https://api.openai.com/v1/chat/completions",
+        ),
     ];
     let mut v = vec![];
     for (name, path) in oa_paths {
@@ -678,13 +1149,34 @@ pub fn paths() -> Vec<Case> {
     }
     let gm_paths: &[(&str, &str)] = &[
         ("path-gemini-control", GEN),
-        ("path-gemini-pct-colon", "/v1beta/models/gemini-2.5-flash%3AgenerateContent"),
-        ("path-gemini-double-slash", "/v1beta//models/gemini-2.5-flash:generateContent"),
-        ("path-gemini-method-case", "/v1beta/models/gemini-2.5-flash:GenerateContent"),
-        ("path-gemini-trailing-slash", "/v1beta/models/gemini-2.5-flash:generateContent/"),
-        ("path-gemini-dot", "/v1beta/models/./gemini-2.5-flash:generateContent"),
-        ("path-gemini-pct-method", "/v1beta/models/gemini-2.5-flash:%67enerateContent"),
-        ("path-gemini-semicolon", "/v1beta/models/gemini-2.5-flash:generateContent;x"),
+        (
+            "path-gemini-pct-colon",
+            "/v1beta/models/gemini-2.5-flash%3AgenerateContent",
+        ),
+        (
+            "path-gemini-double-slash",
+            "/v1beta//models/gemini-2.5-flash:generateContent",
+        ),
+        (
+            "path-gemini-method-case",
+            "/v1beta/models/gemini-2.5-flash:GenerateContent",
+        ),
+        (
+            "path-gemini-trailing-slash",
+            "/v1beta/models/gemini-2.5-flash:generateContent/",
+        ),
+        (
+            "path-gemini-dot",
+            "/v1beta/models/./gemini-2.5-flash:generateContent",
+        ),
+        (
+            "path-gemini-pct-method",
+            "/v1beta/models/gemini-2.5-flash:%67enerateContent",
+        ),
+        (
+            "path-gemini-semicolon",
+            "/v1beta/models/gemini-2.5-flash:generateContent;x",
+        ),
     ];
     for (name, path) in gm_paths {
         v.push(j(GM, name, path, &gem));
@@ -725,12 +1217,22 @@ pub fn paths() -> Vec<Case> {
         v.push(c);
     }
     for m in ["PUT", "GET"] {
-        let mut c = j(AN, &format!("method-anthropic-{}", m.to_lowercase()), MSGS, &anth);
+        let mut c = j(
+            AN,
+            &format!("method-anthropic-{}", m.to_lowercase()),
+            MSGS,
+            &anth,
+        );
         c.method = m.into();
         v.push(c);
     }
     for m in ["PATCH", "DELETE"] {
-        let mut c = j(GM, &format!("method-gemini-{}", m.to_lowercase()), GEN, &gem);
+        let mut c = j(
+            GM,
+            &format!("method-gemini-{}", m.to_lowercase()),
+            GEN,
+            &gem,
+        );
         c.method = m.into();
         v.push(c);
     }
@@ -770,10 +1272,36 @@ pub fn encodings() -> Vec<Case> {
     let clean = Expect::Clean { masked: true };
     let mut v = vec![
         enc(OA, "enc-gzip", CHAT, &chat, &["gzip"], "gzip").expect(Expect::Masked(None)),
-        enc(OA, "enc-gzip", CHAT, &chat, &["gzip"], "gzip").expect(Expect::Masked(None)).h2(),
-        enc(AN, "enc-gzip-anthropic", MSGS, &anm(r#"{"role":"user","content":"$S"}"#), &["gzip"], "gzip").expect(Expect::Masked(None)),
-        enc(GM, "enc-gzip-gemini", GEN, &gmc(r#"{"parts":[{"text":"$S"}]}"#), &["gzip"], "gzip").expect(Expect::Masked(None)),
-        enc(OA, "enc-gzip-embeddings", "/v1/embeddings", r#"{"model":"text-embedding-3-small","input":"$S"}"#, &["gzip"], "gzip").expect(Expect::Masked(None)),
+        enc(OA, "enc-gzip", CHAT, &chat, &["gzip"], "gzip")
+            .expect(Expect::Masked(None))
+            .h2(),
+        enc(
+            AN,
+            "enc-gzip-anthropic",
+            MSGS,
+            &anm(r#"{"role":"user","content":"$S"}"#),
+            &["gzip"],
+            "gzip",
+        )
+        .expect(Expect::Masked(None)),
+        enc(
+            GM,
+            "enc-gzip-gemini",
+            GEN,
+            &gmc(r#"{"parts":[{"text":"$S"}]}"#),
+            &["gzip"],
+            "gzip",
+        )
+        .expect(Expect::Masked(None)),
+        enc(
+            OA,
+            "enc-gzip-embeddings",
+            "/v1/embeddings",
+            r#"{"model":"text-embedding-3-small","input":"$S"}"#,
+            &["gzip"],
+            "gzip",
+        )
+        .expect(Expect::Masked(None)),
         enc(OA, "enc-identity", CHAT, &chat, &[], "identity").expect(Expect::Masked(None)),
         enc(OA, "enc-x-gzip", CHAT, &chat, &["gzip"], "x-gzip"),
         enc(OA, "enc-gzip-uppercase", CHAT, &chat, &["gzip"], "GZIP"),
@@ -781,23 +1309,100 @@ pub fn encodings() -> Vec<Case> {
         enc(OA, "enc-deflate-zlib", CHAT, &chat, &["zlib"], "deflate").h2(),
         enc(OA, "enc-deflate-raw", CHAT, &chat, &["raw"], "deflate"),
         enc(OA, "enc-br", CHAT, &chat, &["br"], "br"),
-        enc(AN, "enc-br-anthropic", MSGS, &anm(r#"{"role":"user","content":"$S"}"#), &["br"], "br"),
+        enc(
+            AN,
+            "enc-br-anthropic",
+            MSGS,
+            &anm(r#"{"role":"user","content":"$S"}"#),
+            &["br"],
+            "br",
+        ),
         enc(OA, "enc-zstd", CHAT, &chat, &["zstd"], "zstd"),
         enc(OA, "enc-zstd", CHAT, &chat, &["zstd"], "zstd").h2(),
-        enc(GM, "enc-zstd-gemini", GEN, &gmc(r#"{"parts":[{"text":"$S"}]}"#), &["zstd"], "zstd"),
-        enc(OA, "enc-gzip-identity-list", CHAT, &chat, &["gzip"], "gzip, identity"),
-        enc(OA, "enc-double-gzip-list", CHAT, &chat, &["gzip", "gzip"], "gzip, gzip"),
-        enc(OA, "enc-double-gzip-two-headers", CHAT, &chat, &["gzip", "gzip"], "gzip\ngzip"),
-        enc(OA, "enc-gzip-then-br", CHAT, &chat, &["gzip", "br"], "gzip, br"),
-        enc(OA, "enc-zstd-then-gzip", CHAT, &chat, &["zstd", "gzip"], "zstd,gzip"),
+        enc(
+            GM,
+            "enc-zstd-gemini",
+            GEN,
+            &gmc(r#"{"parts":[{"text":"$S"}]}"#),
+            &["zstd"],
+            "zstd",
+        ),
+        enc(
+            OA,
+            "enc-gzip-identity-list",
+            CHAT,
+            &chat,
+            &["gzip"],
+            "gzip, identity",
+        ),
+        enc(
+            OA,
+            "enc-double-gzip-list",
+            CHAT,
+            &chat,
+            &["gzip", "gzip"],
+            "gzip, gzip",
+        ),
+        enc(
+            OA,
+            "enc-double-gzip-two-headers",
+            CHAT,
+            &chat,
+            &["gzip", "gzip"],
+            "gzip\ngzip",
+        ),
+        enc(
+            OA,
+            "enc-gzip-then-br",
+            CHAT,
+            &chat,
+            &["gzip", "br"],
+            "gzip, br",
+        ),
+        enc(
+            OA,
+            "enc-zstd-then-gzip",
+            CHAT,
+            &chat,
+            &["zstd", "gzip"],
+            "zstd,gzip",
+        ),
         enc(OA, "enc-unknown-xz", CHAT, &chat, &[], "xz").expect(Expect::Refused(Some("xz"))),
-        enc(OA, "enc-unknown-compress", CHAT, &chat, &[], "compress").expect(Expect::Refused(Some("compress"))),
+        enc(OA, "enc-unknown-compress", CHAT, &chat, &[], "compress")
+            .expect(Expect::Refused(Some("compress"))),
         enc(OA, "enc-unknown-lz4", CHAT, &chat, &[], "lz4").expect(Expect::Refused(Some("lz4"))),
-        enc(OA, "enc-unknown-bogus", CHAT, &chat, &[], "bogus-enc-7").expect(Expect::Refused(Some("bogus-enc-7"))),
-        enc(OA, "enc-unknown-in-list", CHAT, &chat, &["gzip"], "gzip, snappy").expect(Expect::Refused(Some("snappy"))),
-        enc(AN, "enc-unknown-anthropic", MSGS, &anm(r#"{"role":"user","content":"$S"}"#), &[], "exi").expect(Expect::Refused(Some("exi"))),
-        enc(GM, "enc-unknown-gemini", GEN, &gmc(r#"{"parts":[{"text":"$S"}]}"#), &[], "pack200-gzip").expect(Expect::Refused(Some("pack200-gzip"))),
-        enc(OA, "enc-unknown-h2", CHAT, &chat, &[], "x-custom-enc").expect(Expect::Refused(Some("x-custom-enc"))).h2(),
+        enc(OA, "enc-unknown-bogus", CHAT, &chat, &[], "bogus-enc-7")
+            .expect(Expect::Refused(Some("bogus-enc-7"))),
+        enc(
+            OA,
+            "enc-unknown-in-list",
+            CHAT,
+            &chat,
+            &["gzip"],
+            "gzip, snappy",
+        )
+        .expect(Expect::Refused(Some("snappy"))),
+        enc(
+            AN,
+            "enc-unknown-anthropic",
+            MSGS,
+            &anm(r#"{"role":"user","content":"$S"}"#),
+            &[],
+            "exi",
+        )
+        .expect(Expect::Refused(Some("exi"))),
+        enc(
+            GM,
+            "enc-unknown-gemini",
+            GEN,
+            &gmc(r#"{"parts":[{"text":"$S"}]}"#),
+            &[],
+            "pack200-gzip",
+        )
+        .expect(Expect::Refused(Some("pack200-gzip"))),
+        enc(OA, "enc-unknown-h2", CHAT, &chat, &[], "x-custom-enc")
+            .expect(Expect::Refused(Some("x-custom-enc")))
+            .h2(),
     ];
     // Declared gzip, body not gzip (plain JSON after the magic bytes).
     {
@@ -838,21 +1443,42 @@ pub fn encodings() -> Vec<Case> {
     {
         let name = "enc-gzip-undeclared";
         let (body, planted) = fill(name, &chat);
-        let mut c = Case::new(name, OA, "POST", "/v1/unknown-binary")
-            .body("application/octet-stream", compress("gzip", body.as_bytes()));
+        let mut c = Case::new(name, OA, "POST", "/v1/unknown-binary").body(
+            "application/octet-stream",
+            compress("gzip", body.as_bytes()),
+        );
         c.planted = planted;
         v.push(c.expect(Expect::Clean { masked: false }));
     }
     // Compressed multipart, form, JSONL, text.
     for (name, path, ctype, tpl) in [
-        ("enc-gzip-multipart", "/v1/files", "multipart/form-data; boundary=zb", "--zb\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--zb\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.jsonl\"\r\nContent-Type: application/jsonl\r\n\r\n{\"k\":\"$S\"}\n\r\n--zb--\r\n"),
-        ("enc-gzip-form", "/v1/unknown-form", "application/x-www-form-urlencoded", "q=$S"),
-        ("enc-gzip-jsonl", "/v1/unknown-jsonl", "application/jsonl", "{\"a\":1}\n{\"b\":\"$S\"}\n"),
+        (
+            "enc-gzip-multipart",
+            "/v1/files",
+            "multipart/form-data; boundary=zb",
+            "--zb\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--zb\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.jsonl\"\r\nContent-Type: application/jsonl\r\n\r\n{\"k\":\"$S\"}\n\r\n--zb--\r\n",
+        ),
+        (
+            "enc-gzip-form",
+            "/v1/unknown-form",
+            "application/x-www-form-urlencoded",
+            "q=$S",
+        ),
+        (
+            "enc-gzip-jsonl",
+            "/v1/unknown-jsonl",
+            "application/jsonl",
+            "{\"a\":1}\n{\"b\":\"$S\"}\n",
+        ),
         ("enc-gzip-text", "/v1/notes", "text/plain", "key $S"),
         ("enc-br-text", "/v1/notes", "text/plain", "key $S"),
     ] {
         let (body, planted) = fill(name, tpl);
-        let e = if name.starts_with("enc-br") { "br" } else { "gzip" };
+        let e = if name.starts_with("enc-br") {
+            "br"
+        } else {
+            "gzip"
+        };
         let mut c = Case::new(name, OA, "POST", path)
             .body(ctype, compress(e, body.as_bytes()))
             .header("Content-Encoding", e);
@@ -860,7 +1486,8 @@ pub fn encodings() -> Vec<Case> {
         v.push(c.expect(clean.clone()));
     }
     // gzip over chunked transfer, and gzip as a transfer coding.
-    let mut c = enc(OA, "enc-gzip-chunked", CHAT, &chat, &["gzip"], "gzip").expect(Expect::Masked(None));
+    let mut c =
+        enc(OA, "enc-gzip-chunked", CHAT, &chat, &["gzip"], "gzip").expect(Expect::Masked(None));
     c.chunked = true;
     v.push(c);
     {
@@ -895,19 +1522,51 @@ pub fn credentials() -> Vec<Case> {
     let gem = gmc(r#"{"parts":[{"text":"hello"}]}"#);
     let s = |name: &str, k: Kind| secret(k, secrets::seed_of(name));
     let mut v = vec![];
-    let oa = |name: &str| Case::new(name, OA, "POST", CHAT).json(&chat).expect(oa_abs());
-    let anc = |name: &str| Case::new(name, AN, "POST", MSGS).json(&anth).expect(an_abs());
-    let gmr = |name: &str, target: &str| Case::new(name, GM, "POST", target).json(&gem).expect(gm_abs());
+    let oa = |name: &str| {
+        Case::new(name, OA, "POST", CHAT)
+            .json(&chat)
+            .expect(oa_abs())
+    };
+    let anc = |name: &str| {
+        Case::new(name, AN, "POST", MSGS)
+            .json(&anth)
+            .expect(an_abs())
+    };
+    let gmr = |name: &str, target: &str| {
+        Case::new(name, GM, "POST", target)
+            .json(&gem)
+            .expect(gm_abs())
+    };
 
     v.push(oa("cred-oa-control"));
     v.push(oa("cred-oa-control").h2());
-    v.push(oa("cred-oa-name-lowercase").without("authorization").header("authorization", "Bearer sk-dummy"));
-    v.push(oa("cred-oa-name-uppercase").without("authorization").header("AUTHORIZATION", "Bearer sk-dummy"));
-    v.push(oa("cred-oa-scheme-lowercase").without("authorization").header("Authorization", "bearer sk-dummy"));
-    v.push(oa("cred-oa-no-scheme").without("authorization").header("Authorization", "sk-dummy"));
+    v.push(
+        oa("cred-oa-name-lowercase")
+            .without("authorization")
+            .header("authorization", "Bearer sk-dummy"),
+    );
+    v.push(
+        oa("cred-oa-name-uppercase")
+            .without("authorization")
+            .header("AUTHORIZATION", "Bearer sk-dummy"),
+    );
+    v.push(
+        oa("cred-oa-scheme-lowercase")
+            .without("authorization")
+            .header("Authorization", "bearer sk-dummy"),
+    );
+    v.push(
+        oa("cred-oa-no-scheme")
+            .without("authorization")
+            .header("Authorization", "sk-dummy"),
+    );
     let n = "cred-oa-two-authorization";
     let x = s(n, Kind::Gh);
-    v.push(oa(n).header("Authorization", &format!("Bearer {x}")).plant(&x));
+    v.push(
+        oa(n)
+            .header("Authorization", &format!("Bearer {x}"))
+            .plant(&x),
+    );
     let n = "cred-oa-two-authorization";
     let x = s(&format!("{n}@h2"), Kind::Gh);
     let mut c = oa(n).h2().header("authorization", &format!("Bearer {x}"));
@@ -915,22 +1574,42 @@ pub fn credentials() -> Vec<Case> {
     v.push(c);
     let n = "cred-oa-basic-auth";
     let x = s(n, Kind::OpenAi);
-    v.push(oa(n).without("authorization").header("Authorization", &format!("Basic {}", b64(format!("user:{x}").as_bytes()))).plant(&x));
+    v.push(
+        oa(n)
+            .without("authorization")
+            .header(
+                "Authorization",
+                &format!("Basic {}", b64(format!("user:{x}").as_bytes())),
+            )
+            .plant(&x),
+    );
     for (n, h, k) in [
         ("cred-oa-x-api-key", "x-api-key", Kind::Stripe),
         ("cred-oa-azure-api-key", "api-key", Kind::OpenAi),
         ("cred-oa-x-goog-api-key", "x-goog-api-key", Kind::Gitlab),
-        ("cred-oa-proxy-authorization", "Proxy-Authorization", Kind::Gh),
+        (
+            "cred-oa-proxy-authorization",
+            "Proxy-Authorization",
+            Kind::Gh,
+        ),
         ("cred-oa-custom-header-value", "X-Debug-Token", Kind::Gitlab),
         ("cred-oa-custom-header-slack", "X-Slack-Hook", Kind::Slack),
     ] {
         let x = s(n, k);
-        let val = if h == "Proxy-Authorization" { format!("Basic {}", b64(format!("u:{x}").as_bytes())) } else { x.clone() };
+        let val = if h == "Proxy-Authorization" {
+            format!("Basic {}", b64(format!("u:{x}").as_bytes()))
+        } else {
+            x.clone()
+        };
         v.push(oa(n).header(h, &val).plant(&x));
     }
     let n = "cred-oa-header-embedded";
     let x = s(n, Kind::Stripe);
-    v.push(oa(n).header("X-Note", &format!("token is {x} ok")).plant(&x));
+    v.push(
+        oa(n)
+            .header("X-Note", &format!("token is {x} ok"))
+            .plant(&x),
+    );
     for (n, q, k) in [
         ("cred-oa-query-key", "key=%s", Kind::OpenAi),
         ("cred-oa-query-api-key-dash", "api-key=%s", Kind::OpenAi),
@@ -965,23 +1644,58 @@ pub fn credentials() -> Vec<Case> {
     v.push(oa(n).header("Cookie", &format!("session={x}")).plant(&x));
     let n = "cred-oa-cookie-among-others";
     let x = s(n, Kind::Slack);
-    v.push(oa(n).header("Cookie", &format!("a=1; tok={x}; b=2")).plant(&x));
+    v.push(
+        oa(n)
+            .header("Cookie", &format!("a=1; tok={x}; b=2"))
+            .plant(&x),
+    );
     let n = "cred-oa-two-cookie-headers";
     let x = s(n, Kind::Aws);
-    let mut c = oa(n).h2().header("cookie", "a=1").header("cookie", &format!("t={x}"));
+    let mut c = oa(n)
+        .h2()
+        .header("cookie", "a=1")
+        .header("cookie", &format!("t={x}"));
     c.planted.push(x);
     v.push(c);
     v.push(oa("cred-oa-organization").header("OpenAI-Organization", "org-adv123"));
     v.push(oa("cred-oa-project").header("OpenAI-Project", "proj_adv123"));
-    v.push(oa("cred-oa-organization-lower").h2().header("openai-organization", "org-adv456").header("openai-project", "proj_adv456"));
-    v.push(oa("cred-oa-no-credential").without("authorization").expect(Expect::NoCredential));
-    v.push(oa("cred-oa-no-credential").without("authorization").expect(Expect::NoCredential).h2());
-    v.push(Case::new("cred-oa-no-credential-get", OA, "GET", "/v1/models").without("authorization").expect(Expect::NoCredential));
+    v.push(
+        oa("cred-oa-organization-lower")
+            .h2()
+            .header("openai-organization", "org-adv456")
+            .header("openai-project", "proj_adv456"),
+    );
+    v.push(
+        oa("cred-oa-no-credential")
+            .without("authorization")
+            .expect(Expect::NoCredential),
+    );
+    v.push(
+        oa("cred-oa-no-credential")
+            .without("authorization")
+            .expect(Expect::NoCredential)
+            .h2(),
+    );
+    v.push(
+        Case::new("cred-oa-no-credential-get", OA, "GET", "/v1/models")
+            .without("authorization")
+            .expect(Expect::NoCredential),
+    );
     // Trailers: chunked HTTP/1.1 and h2.
     for (n, h, k, h2) in [
-        ("cred-oa-trailer-authorization", "Authorization", Kind::Gh, false),
+        (
+            "cred-oa-trailer-authorization",
+            "Authorization",
+            Kind::Gh,
+            false,
+        ),
         ("cred-oa-trailer-custom", "X-Token", Kind::Aws, false),
-        ("cred-oa-trailer-authorization", "authorization", Kind::OpenAi, true),
+        (
+            "cred-oa-trailer-authorization",
+            "authorization",
+            Kind::OpenAi,
+            true,
+        ),
         ("cred-oa-trailer-x-api-key", "x-api-key", Kind::Stripe, true),
         ("cred-oa-trailer-custom", "x-token", Kind::Gitlab, true),
     ] {
@@ -990,7 +1704,11 @@ pub fn credentials() -> Vec<Case> {
             c = c.h2();
         }
         let x = s(&c.name, k);
-        let val = if h.eq_ignore_ascii_case("authorization") { format!("Bearer {x}") } else { x.clone() };
+        let val = if h.eq_ignore_ascii_case("authorization") {
+            format!("Bearer {x}")
+        } else {
+            x.clone()
+        };
         c.trailers.push((h.to_string(), val));
         c.chunked = !h2;
         if !h2 {
@@ -1001,15 +1719,30 @@ pub fn credentials() -> Vec<Case> {
     }
     // Path parameters carrying a credential: refused.
     for (n, method, path, k) in [
-        ("cred-oa-path-file-id", "GET", "/v1/files/%s/content", Kind::OpenAi),
-        ("cred-oa-path-thread-id", "POST", "/v1/threads/%s/messages", Kind::Gh),
+        (
+            "cred-oa-path-file-id",
+            "GET",
+            "/v1/files/%s/content",
+            Kind::OpenAi,
+        ),
+        (
+            "cred-oa-path-thread-id",
+            "POST",
+            "/v1/threads/%s/messages",
+            Kind::Gh,
+        ),
         ("cred-oa-path-pct", "GET", "/v1/files/%P", Kind::Gh),
         ("cred-oa-path-model", "GET", "/v1/models/%s", Kind::Slack),
     ] {
         let x = s(n, k);
-        let mut c = Case::new(n, OA, method, &path.replace("%s", &x).replace("%P", &pct_all(&x)))
-            .plant(&x)
-            .expect(Expect::Refused(None));
+        let mut c = Case::new(
+            n,
+            OA,
+            method,
+            &path.replace("%s", &x).replace("%P", &pct_all(&x)),
+        )
+        .plant(&x)
+        .expect(Expect::Refused(None));
         if method == "POST" {
             c = c.json(r#"{"role":"user","content":"hi"}"#);
         }
@@ -1018,11 +1751,19 @@ pub fn credentials() -> Vec<Case> {
     // Anthropic.
     v.push(anc("cred-an-control"));
     v.push(anc("cred-an-control").h2());
-    v.push(anc("cred-an-name-mixed-case").without("x-api-key").header("X-Api-Key", "sk-ant-dummy"));
+    v.push(
+        anc("cred-an-name-mixed-case")
+            .without("x-api-key")
+            .header("X-Api-Key", "sk-ant-dummy"),
+    );
     let n = "cred-an-two-x-api-key";
     let x = s(n, Kind::Gh);
     v.push(anc(n).header("x-api-key", &x).plant(&x));
-    v.push(anc("cred-an-bearer-only").without("x-api-key").header("Authorization", "Bearer sk-ant-oat01-dummy"));
+    v.push(
+        anc("cred-an-bearer-only")
+            .without("x-api-key")
+            .header("Authorization", "Bearer sk-ant-oat01-dummy"),
+    );
     v.push(anc("cred-an-bearer-and-key").header("Authorization", "Bearer sk-ant-oat01-dummy"));
     let n = "cred-an-query-key";
     let x = s(n, Kind::OpenAi);
@@ -1032,7 +1773,11 @@ pub fn credentials() -> Vec<Case> {
     let n = "cred-an-custom-header-value";
     let x = s(n, Kind::Aws);
     v.push(anc(n).header("X-Trace", &x).plant(&x));
-    v.push(anc("cred-an-no-credential").without("x-api-key").expect(Expect::NoCredential));
+    v.push(
+        anc("cred-an-no-credential")
+            .without("x-api-key")
+            .expect(Expect::NoCredential),
+    );
     let n = "cred-an-trailer-x-api-key";
     let mut c = anc(n).h2();
     let x = s(&c.name, Kind::Gitlab);
@@ -1041,33 +1786,99 @@ pub fn credentials() -> Vec<Case> {
     v.push(c);
     let n = "cred-an-path-batch-id";
     let x = s(n, Kind::Gh);
-    v.push(Case::new(n, AN, "GET", &format!("/v1/messages/batches/{x}")).plant(&x).expect(Expect::Refused(None)));
+    v.push(
+        Case::new(n, AN, "GET", &format!("/v1/messages/batches/{x}"))
+            .plant(&x)
+            .expect(Expect::Refused(None)),
+    );
     // Gemini.
     v.push(gmr("cred-gm-control", GEN));
     v.push(gmr("cred-gm-control", GEN).h2());
-    v.push(gmr("cred-gm-name-uppercase", GEN).without("x-goog-api-key").header("X-GOOG-API-KEY", "dummy"));
+    v.push(
+        gmr("cred-gm-name-uppercase", GEN)
+            .without("x-goog-api-key")
+            .header("X-GOOG-API-KEY", "dummy"),
+    );
     v.push(gmr("cred-gm-query-key-only", &format!("{GEN}?key=dummy-q")).without("x-goog-api-key"));
-    v.push(gmr("cred-gm-query-key-only", &format!("{GEN}?key=dummy-q")).without("x-goog-api-key").h2());
-    v.push(gmr("cred-gm-query-and-header", &format!("{GEN}?key=dummy-q")));
+    v.push(
+        gmr("cred-gm-query-key-only", &format!("{GEN}?key=dummy-q"))
+            .without("x-goog-api-key")
+            .h2(),
+    );
+    v.push(gmr(
+        "cred-gm-query-and-header",
+        &format!("{GEN}?key=dummy-q"),
+    ));
     v.push(gmr("cred-gm-query-KEY", &format!("{GEN}?KEY=dummy-q")).without("x-goog-api-key"));
-    v.push(gmr("cred-gm-query-pct-name", &format!("{GEN}?k%65y=dummy-q")).without("x-goog-api-key"));
-    v.push(gmr("cred-gm-query-access-token", &format!("{GEN}?access_token=ya29.dummy")).without("x-goog-api-key"));
-    v.push(gmr("cred-gm-query-authorization", &format!("{GEN}?Authorization=Bearer%20ya29.dummy")).without("x-goog-api-key"));
-    v.push(gmr("cred-gm-query-pct-access-token", &format!("{GEN}?access%5Ftoken=ya29.dummy")).without("x-goog-api-key"));
-    v.push(gmr("cred-gm-bearer-header", GEN).without("x-goog-api-key").header("Authorization", "Bearer ya29.dummy"));
-    v.push(gmr("cred-gm-x-api-key-header", GEN).without("x-goog-api-key").header("x-api-key", "dummy"));
+    v.push(
+        gmr("cred-gm-query-pct-name", &format!("{GEN}?k%65y=dummy-q")).without("x-goog-api-key"),
+    );
+    v.push(
+        gmr(
+            "cred-gm-query-access-token",
+            &format!("{GEN}?access_token=ya29.dummy"),
+        )
+        .without("x-goog-api-key"),
+    );
+    v.push(
+        gmr(
+            "cred-gm-query-authorization",
+            &format!("{GEN}?Authorization=Bearer%20ya29.dummy"),
+        )
+        .without("x-goog-api-key"),
+    );
+    v.push(
+        gmr(
+            "cred-gm-query-pct-access-token",
+            &format!("{GEN}?access%5Ftoken=ya29.dummy"),
+        )
+        .without("x-goog-api-key"),
+    );
+    v.push(
+        gmr("cred-gm-bearer-header", GEN)
+            .without("x-goog-api-key")
+            .header("Authorization", "Bearer ya29.dummy"),
+    );
+    v.push(
+        gmr("cred-gm-x-api-key-header", GEN)
+            .without("x-goog-api-key")
+            .header("x-api-key", "dummy"),
+    );
     v.push(gmr("cred-gm-user-project", GEN).header("x-goog-user-project", "my-billing-project"));
-    v.push(gmr("cred-gm-user-project", GEN).header("x-goog-user-project", "my-billing-project").h2());
+    v.push(
+        gmr("cred-gm-user-project", GEN)
+            .header("x-goog-user-project", "my-billing-project")
+            .h2(),
+    );
     v.push(gmr("cred-gm-key-twice", &format!("{GEN}?key=a1&key=b2")));
-    v.push(gmr("cred-gm-second-question", "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse?key=dummy-q").without("x-goog-api-key"));
-    v.push(gmr("cred-gm-no-credential", GEN).without("x-goog-api-key").expect(Expect::NoCredential));
-    v.push(gmr("cred-gm-no-credential", GEN).without("x-goog-api-key").expect(Expect::NoCredential).h2());
+    v.push(
+        gmr(
+            "cred-gm-second-question",
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse?key=dummy-q",
+        )
+        .without("x-goog-api-key"),
+    );
+    v.push(
+        gmr("cred-gm-no-credential", GEN)
+            .without("x-goog-api-key")
+            .expect(Expect::NoCredential),
+    );
+    v.push(
+        gmr("cred-gm-no-credential", GEN)
+            .without("x-goog-api-key")
+            .expect(Expect::NoCredential)
+            .h2(),
+    );
     let n = "cred-gm-query-value-detector";
     let x = s(n, Kind::Gh);
     v.push(gmr(n, &format!("{GEN}?labels={x}")).plant(&x));
     let n = "cred-gm-query-key-secret-value";
     let x = s(n, Kind::Aws);
-    v.push(gmr(n, &format!("{GEN}?key={x}")).without("x-goog-api-key").plant(&x));
+    v.push(
+        gmr(n, &format!("{GEN}?key={x}"))
+            .without("x-goog-api-key")
+            .plant(&x),
+    );
     let n = "cred-gm-trailer";
     let mut c = gmr(n, GEN).h2();
     let x = s(&c.name, Kind::Slack);
@@ -1077,13 +1888,22 @@ pub fn credentials() -> Vec<Case> {
     let n = "cred-gm-path-model";
     let x = s(n, Kind::Aws);
     v.push(
-        Case::new(n, GM, "POST", &format!("/v1beta/models/{x}:generateContent"))
-            .json(&gem)
-            .plant(&x)
-            .expect(Expect::Refused(None)),
+        Case::new(
+            n,
+            GM,
+            "POST",
+            &format!("/v1beta/models/{x}:generateContent"),
+        )
+        .json(&gem)
+        .plant(&x)
+        .expect(Expect::Refused(None)),
     );
     let n = "cred-gm-path-cached";
     let x = s(n, Kind::Gh);
-    v.push(Case::new(n, GM, "GET", &format!("/v1beta/cachedContents/{x}")).plant(&x).expect(Expect::Refused(None)));
+    v.push(
+        Case::new(n, GM, "GET", &format!("/v1beta/cachedContents/{x}"))
+            .plant(&x)
+            .expect(Expect::Refused(None)),
+    );
     v
 }
