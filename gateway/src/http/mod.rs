@@ -678,10 +678,10 @@ fn mask_response(
     };
     let ct = header(http::header::CONTENT_TYPE);
     // What the answer claims only breaks ties; its framing is found from its bytes.
-    let kind = if ct.starts_with("text/event-stream") {
-        Kind::Sse
-    } else if ct.contains("json") && framing == crate::provider::adapter::Framing::JsonArray {
-        Kind::JsonArray
+    let kind = if ct.starts_with("text/event-stream")
+        || framing == crate::provider::adapter::Framing::Sse
+    {
+        Kind::SniffSse
     } else {
         Kind::Sniff
     };

@@ -1370,7 +1370,17 @@ fn joined(body: &[u8]) -> Vec<Vec<u8>> {
     }
     let (mut by_path, mut by_key) = (BTreeMap::new(), BTreeMap::new());
     for d in documents(body) {
-        walk(&d, "", "", &mut by_path, &mut by_key);
+        // Deltas join per stream, as SDKs join them: Responses events by output and content
+        // index, Anthropic's by block index.
+        let stream: String = ["output_index", "content_index", "index"]
+            .iter()
+            .filter_map(|k| {
+                d.get(*k)
+                    .and_then(Value::as_u64)
+                    .map(|i| format!("{k}={i};"))
+            })
+            .collect();
+        walk(&d, &stream, "", &mut by_path, &mut by_key);
     }
     by_path
         .into_values()
