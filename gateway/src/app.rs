@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use crate::{
     admin::{Admin, AdminError},
     config::{Config, ConfigError},
-    hold::{HoldService, Holds, webhook::Webhook},
+    hold::{HoldService, Holds, ids::Ids, webhook::Webhook},
     intercept::{Intercept, InterceptConfig, Interception},
     provider::Catalog,
     redirect::{self, Redirect, RedirectError},
@@ -214,6 +214,10 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
         cfg.intercept.connect_timeout,
         cfg.upstream.idle_timeout,
     ));
+    let policy = Arc::new(
+        crate::policy::Policy::new(&cfg.rules, &cfg.policy)
+            .map_err(|e| AppError::Usage(format!("rules: {e}")))?,
+    );
     let webhook = match &cfg.hold.webhook {
         Some(url) => Some(Arc::new(
             Webhook::new(url, upstreams.tls_h1(), cfg.redirect.bypass_mark)
@@ -228,15 +232,16 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
         terminator: Arc::new(Terminator::new(Arc::new(ca), cfg.upstream.leaf_cache)?),
         upstreams,
         hold: Arc::new(HoldService {
-            holds: Arc::new(Holds::default()),
+            holds: Arc::new(Holds::new(
+                &cfg.hold,
+                Ids::open(&cfg.state_dir).map_err(|e| AppError::Usage(e.to_string()))?,
+            )),
             cfg: cfg.hold.clone(),
             webhook,
+            policy: policy.clone(),
         }),
         vault: Arc::new(vault),
-        policy: Arc::new(
-            crate::policy::Policy::new(&cfg.rules, &cfg.policy)
-                .map_err(|e| AppError::Usage(format!("rules: {e}")))?,
-        ),
+        policy,
         max_request_body: cfg.limits.max_request_body(),
         max_streams: cfg.limits.streams_per_connection(),
         journal: if cfg.journal.enabled {

@@ -257,29 +257,36 @@ pub fn approvals(cfg: &Config, cmd: &crate::cli::ApprovalsCommand) -> Result<Str
     };
     let (status, v) = crate::admin::call(&socket, method, &target, body.as_ref())?;
     if status != 200 {
-        let msg = v["error"].as_str().unwrap_or("refused").to_string();
+        let msg = crate::hold::printable(v["error"].as_str().unwrap_or("refused"), true);
         return Err(crate::admin::AdminError::Refused(msg).into());
     }
+    // The daemon sends holds printable already; made printable here again, so a terminal
+    // never gets a raw escape from a held request whatever answered on the socket.
+    let mut holds = v["holds"].clone();
+    printable_strings(&mut holds);
     Ok(match cmd {
-        A::List { json: true } => v["holds"].to_string(),
+        A::List { json: true } => holds.to_string(),
         A::List { json: false } => {
-            let holds = v["holds"].as_array().cloned().unwrap_or_default();
+            let holds = holds.as_array().cloned().unwrap_or_default();
             if holds.is_empty() {
                 return Ok("no requests are waiting for approval".into());
             }
+            let text = |h: &serde_json::Value, k: &str| {
+                crate::hold::printable(h[k].as_str().unwrap_or("-"), true)
+            };
             let mut out = String::from("ID  USER(UID)  PID  COMM  PROVIDER  ENDPOINT  WHY\n");
             for h in holds {
                 out.push_str(&format!(
                     "{}  {}({})  {}  {}  {}  {}  {}\n    {}\n",
                     h["id"],
-                    h["user"].as_str().unwrap_or("-"),
+                    text(&h, "user"),
                     h["uid"],
                     h["pid"],
-                    h["comm"].as_str().unwrap_or("-"),
-                    h["provider"].as_str().unwrap_or("-"),
-                    h["endpoint"].as_str().unwrap_or("-"),
-                    h["reason"].as_str().unwrap_or("-"),
-                    h["excerpt"].as_str().unwrap_or("").replace('\n', " "),
+                    text(&h, "comm"),
+                    text(&h, "provider"),
+                    text(&h, "endpoint"),
+                    text(&h, "reason"),
+                    text(&h, "excerpt"),
                 ));
             }
             out.trim_end().to_string()
@@ -287,6 +294,16 @@ pub fn approvals(cfg: &Config, cmd: &crate::cli::ApprovalsCommand) -> Result<Str
         A::Approve { id } => format!("hold {id} approved"),
         A::Deny { id, .. } => format!("hold {id} denied"),
     })
+}
+
+/// Every string in `v` made printable ([`crate::hold::printable`], newlines kept).
+fn printable_strings(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => *s = crate::hold::printable(s, false),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(printable_strings),
+        serde_json::Value::Object(o) => o.values_mut().for_each(printable_strings),
+        _ => {}
+    }
 }
 
 /// The journal's files, for the CLI's `--offline` (the daemon must be stopped: sled's lock).

@@ -79,7 +79,8 @@ pub struct Metrics {
     pub connections: Family<OutcomeLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub rule_hits: Family<RuleLabels, Counter>,
-    /// held, approved, denied, timed_out, withdrawn
+    /// held, approved, denied, timed_out, withdrawn; refused (never held: hold.max_pending,
+    /// hold.max_bytes)
     pub holds: Family<OutcomeLabels, Counter>,
     pub holds_pending: Gauge,
     pub duration: Family<ProviderLabels, Histogram>,

@@ -262,14 +262,10 @@ fn wait_holds(e: &Env, n: usize) -> Vec<serde_json::Value> {
     }
 }
 
-#[test]
-fn held_requests_wait_for_approval_deny_time_out_and_withdraw() {
+/// A webhook receiver on loopback: every POST body, answered 204.
+fn webhook_receiver(addr: &str) -> std::sync::mpsc::Receiver<String> {
     use std::io::{Read as _, Write as _};
-    use std::os::unix::fs::PermissionsExt as _;
-    // A webhook receiver on loopback.
-    let n = unique();
-    let hook_addr = format!("127.50.{n}.9:8080");
-    let hook = std::net::TcpListener::bind(&hook_addr).unwrap();
+    let hook = std::net::TcpListener::bind(addr).unwrap();
     let (hook_tx, hook_rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for s in hook.incoming().flatten() {
@@ -302,6 +298,15 @@ fn held_requests_wait_for_approval_deny_time_out_and_withdraw() {
             }
         }
     });
+    hook_rx
+}
+
+#[test]
+fn held_requests_wait_for_approval_deny_time_out_and_withdraw() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let n = unique();
+    let hook_addr = format!("127.50.{n}.9:8080");
+    let hook_rx = webhook_receiver(&hook_addr);
     let e = env(&format!(
         "[hold]\nkeywords = [\"production database\"]\ntimeout = \"4s\"\napprovers = [\"nobody\"]\nwebhook = \"http://{hook_addr}/hook\"\n"
     ));
@@ -486,4 +491,161 @@ fn held_requests_wait_for_approval_deny_time_out_and_withdraw() {
         counted.iter().sum::<f64>()
     );
     assert_eq!(value("gateway_holds_pending "), 0.0, "{text}");
+}
+
+/// Issue G (items 3, 7): what approvers see is masked and printable, the requester cannot
+/// approve their own request (root here) unless `hold.self_approval`, ids continue across a
+/// restart, and `hold.max_pending` refuses one more at once with nothing sent.
+#[test]
+fn holds_are_masked_printable_not_self_approved_bounded_and_ids_survive_restarts() {
+    let n = unique();
+    let hook_addr = format!("127.140.{n}.9:8080");
+    let hook_rx = webhook_receiver(&hook_addr);
+    let mut e = ProviderEnv::start(
+        "gw-hold",
+        140,
+        &format!(
+            "[hold]\nkeywords = [\"production database\"]\ntimeout = \"30s\"\nmax_pending = 1\nself_approval = false\nwebhook = \"http://{hook_addr}/hook\"\n"
+        ),
+        &[("openai", OPENAI_KEY)],
+    );
+    // The prompt carries a token and terminal escapes: clear the screen, set the window title,
+    // a bidi override. JSON escapes keep curl's argument plain ASCII.
+    let body = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"drop the production database\u001b[2J\u001b]0;pwned\u0007 now, token {GH} \u202egnp.exe"}}]}}"#
+    );
+    let resolve = format!("api.openai.com:443:{}", e.fakes.ips[0]);
+    let spawn = |e: &Env| {
+        e.cg.command(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "40",
+                "--resolve",
+                &resolve,
+                "--cacert",
+                e.ca.to_str().unwrap(),
+                "-w",
+                "\n%{http_code}",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                &body,
+                "https://api.openai.com/v1/chat/completions",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let finish = |c: std::process::Child| {
+        let out = c.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let raw_escape =
+        |s: &str| s.contains('\u{1b}') || s.contains('\u{7}') || s.contains('\u{202e}');
+
+    let first = spawn(&e);
+    let h = wait_holds(&e, 1);
+    let id1: u64 = h[0]["id"].as_u64().unwrap();
+    let excerpt = h[0]["excerpt"].as_str().unwrap();
+    assert!(
+        excerpt.contains("[MASKED:github-classic-token]")
+            && excerpt.contains("\\x1b[2J")
+            && excerpt.contains("\\x1b]0;pwned\\x07")
+            && excerpt.contains("\\u{202e}"),
+        "{excerpt}"
+    );
+    // The text form and the JSON form, byte for byte: no secret, no raw escape.
+    for args in [&["approvals", "list"][..], &["approvals", "list", "--json"]] {
+        let out = e.gw.cli(args);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(!text.contains(GH) && !raw_escape(&text), "{args:?}: {text}");
+        assert!(text.contains("x1b[2J"), "{args:?}: {text}");
+    }
+    // The webhook body too.
+    let hook_body = hook_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("webhook called");
+    let hook: serde_json::Value = serde_json::from_str(&hook_body).unwrap();
+    assert_eq!(hook["id"], id1);
+    let hook_excerpt = hook["excerpt"].as_str().unwrap();
+    assert!(
+        !hook_body.contains(GH) && !raw_escape(hook_excerpt),
+        "{hook_body}"
+    );
+    assert!(hook_excerpt.contains("\\x1b[2J"), "{hook_body}");
+
+    // max_pending = 1: a second held request is refused at once, nothing sent.
+    let t = std::time::Instant::now();
+    let r = curl(
+        &e,
+        "api.openai.com",
+        &e.fakes.ips[0],
+        "/v1/chat/completions",
+        &["-H", "content-type: application/json", "-d", &body],
+    );
+    assert!(r.stdout.ends_with("\n429"), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(10), "refused at once");
+    let refusal: serde_json::Value =
+        serde_json::from_str(r.stdout.rsplit_once('\n').unwrap().0).unwrap();
+    let msg = refusal["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("too many requests are waiting for approval")
+            && msg.contains("nothing was sent")
+            && !msg.contains(GH),
+        "{msg}"
+    );
+    assert_eq!(holds(&e).len(), 1, "the refused request was not held");
+
+    // root made the request: root approving it is self-approval, refused; the hold stays.
+    let out = e.gw.cli(&["approvals", "approve", &id1.to_string()]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("your own") && err.contains("hold.self_approval"),
+        "{err}"
+    );
+    assert_eq!(holds(&e).len(), 1);
+    // Denying one's own request is allowed.
+    let out = e.gw.cli(&["approvals", "deny", &id1.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let r = finish(first);
+    assert!(r.ends_with("\n403"), "{r}");
+    assert!(e.fakes.openai.seen().is_empty(), "nothing was sent");
+
+    // Restart with self-approval allowed: ids continue, and root may approve its own request.
+    let cfg = e.gw.dir.path().join("gateway.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("self_approval = false"));
+    std::fs::write(
+        &cfg,
+        text.replace("self_approval = false", "self_approval = true"),
+    )
+    .unwrap();
+    e.gw.terminate(Duration::from_secs(10));
+    e.gw.spawn();
+    let second = spawn(&e);
+    let id2: u64 = wait_holds(&e, 1)[0]["id"].as_u64().unwrap();
+    assert_ne!(id2, id1, "a restarted gateway reused hold id {id1}");
+    assert!(id2 > id1 && id2 < 10_000, "{id1} then {id2}");
+    // The old id names nothing now.
+    let out = e.gw.cli(&["approvals", "approve", &id1.to_string()]);
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(holds(&e).len(), 1);
+    let out = e.gw.cli(&["approvals", "approve", &id2.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let r = finish(second);
+    assert!(r.ends_with("\n200"), "{r}\n{}", e.gw.raw_log());
+    let seen = e.fakes.openai.seen();
+    assert_eq!(seen.len(), 1, "only the approved request was sent");
+    let sent = String::from_utf8_lossy(&seen[0].body);
+    assert!(
+        !sent.contains(GH) && sent.contains("[MASKED:github-classic-token]"),
+        "{sent}"
+    );
+    assert!(!e.gw.raw_log().contains(GH));
 }

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | build | run | test | bench | pgo | demo`.
+//! Project tasks: `cargo xtask setup | build | run | test | bench | pgo | demo | fuzz`.
 //!
 //! `setup` installs what building the eBPF programs needs (DESIGN §3) and is idempotent;
 //! `run`, `test` and `bench` call it first, so a fresh machine needs only these commands.
@@ -43,6 +43,13 @@ enum Cmd {
     },
     /// Run the benchmarks and write BENCHMARKS.md.
     Bench,
+    /// Run every fuzz target (fuzz/, cargo-fuzz with libFuzzer) for a bounded time; installs
+    /// cargo-fuzz when missing. A crash fails it, with the reproducer's path.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+    },
     /// Retrain the release build's profile (profile-guided optimisation): build an instrumented
     /// gateway, run the training workload through the real redirect, write gateway/pgo/.
     Pgo,
@@ -52,6 +59,10 @@ enum Cmd {
 }
 
 const NIGHTLY: &str = "nightly";
+/// cargo-fuzz, installed from the crate registry with `--locked` when missing.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+/// Seconds per fuzz target in `cargo xtask test`.
+const FUZZ_SMOKE_SECS: u64 = 10;
 const LLVM_PACKAGES: [&str; 4] = [
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -111,12 +122,22 @@ fn real_main() -> Result<()> {
             test_tools()?;
             build(false)?;
             let bin = workspace().join("target/debug/gateway");
+            // A short run of every fuzz target, unless only some tests were asked for.
+            let fuzzed = args.is_empty().then(|| fuzz(FUZZ_SMOKE_SECS));
             step("cargo test (default members: unit, in-process, privileged end-to-end)");
             let mut c = cargo();
             c.args(["test", "--no-fail-fast"])
                 .args(&args)
                 .env("GATEWAY_BIN", &bin);
-            run_tests(c)
+            let tested = run_tests(c);
+            if let Some(f) = fuzzed {
+                f.context("fuzz smoke run")?;
+            }
+            tested
+        }
+        Cmd::Fuzz { time } => {
+            setup()?;
+            fuzz(time)
         }
         Cmd::Demo => {
             setup()?;
@@ -299,6 +320,151 @@ fn setup() -> Result<()> {
         .context("`cargo install bpf-linker --features llvm-22` failed")?;
     }
     step("setup: done");
+    Ok(())
+}
+
+/// cargo-fuzz at its pinned version (it drives libFuzzer; the targets build with nightly).
+fn fuzz_tools() -> Result<()> {
+    let bin = cargo_home().join("bin/cargo-fuzz");
+    let have = output(Command::new(&bin).arg("--version"));
+    if have.is_some_and(|v| v.split_whitespace().last() == Some(CARGO_FUZZ_VERSION)) {
+        step(&format!("fuzz: cargo-fuzz {CARGO_FUZZ_VERSION} present"));
+        return Ok(());
+    }
+    step(&format!("fuzz: installing cargo-fuzz {CARGO_FUZZ_VERSION}"));
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+            "--force",
+        ])
+        .env("PATH", path_with_cargo_bin())
+        .env_remove("RUSTUP_TOOLCHAIN"))
+    .context("`cargo install cargo-fuzz --locked` failed")
+}
+
+/// `cargo +nightly fuzz ...` in the workspace (the rustup proxy picks the toolchain).
+fn cargo_fuzz() -> Command {
+    let mut c = Command::new("cargo");
+    c.current_dir(workspace())
+        .env("PATH", path_with_cargo_bin())
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .args([&format!("+{NIGHTLY}"), "fuzz"]);
+    c
+}
+
+/// One target's run: executions, wall-clock seconds, and a crash's reproducer if it found one.
+struct FuzzRun {
+    target: String,
+    execs: u64,
+    secs: u64,
+    crash: Option<String>,
+}
+
+/// Run every target in fuzz/ for `secs` seconds each (one build first); fails on a crash.
+fn fuzz(secs: u64) -> Result<()> {
+    fuzz_tools()?;
+    let dir = workspace().join("fuzz");
+    step("fuzz: building the targets (nightly, address sanitizer)");
+    run(cargo_fuzz().args(["build", "--fuzz-dir"]).arg(&dir))
+        .context("building the fuzz targets failed")?;
+    let list = output(cargo_fuzz().args(["list", "--fuzz-dir"]).arg(&dir))
+        .context("`cargo fuzz list` failed")?;
+    let mut runs = Vec::new();
+    for target in list.split_whitespace() {
+        step(&format!("fuzz: {target} for {secs} s"));
+        let corpus = dir.join("corpus").join(target);
+        fs::create_dir_all(&corpus)?;
+        let mut c = cargo_fuzz();
+        c.args(["run", "--fuzz-dir"])
+            .arg(&dir)
+            .arg(target)
+            .arg(&corpus);
+        let seeds = dir.join("seeds").join(target);
+        if seeds.is_dir() {
+            c.arg(&seeds);
+        }
+        c.args([
+            "--",
+            &format!("-max_total_time={secs}"),
+            "-print_final_stats=1",
+            "-rss_limit_mb=4096",
+            "-timeout=10",
+        ]);
+        let started = std::time::Instant::now();
+        let out = c
+            .stdin(std::process::Stdio::null())
+            .output()
+            .with_context(|| format!("cannot start {c:?}"))?;
+        let log = String::from_utf8_lossy(&out.stderr);
+        let stat = |name: &str| -> u64 {
+            log.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim_start_matches(':').trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let crash = (!out.status.success()).then(|| {
+            log.lines()
+                .find_map(|l| {
+                    l.split_once("Test unit written to ")
+                        .map(|(_, p)| p.trim().to_string())
+                })
+                .unwrap_or_else(|| {
+                    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                    format!(
+                        "no reproducer written ({}); last lines:\n{}",
+                        out.status,
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
+                })
+        });
+        let run = FuzzRun {
+            target: target.to_string(),
+            execs: stat("stat::number_of_executed_units"),
+            secs: started.elapsed().as_secs(),
+            crash,
+        };
+        match &run.crash {
+            None => step(&format!(
+                "fuzz: {target}: {} executions, no crash",
+                run.execs
+            )),
+            Some(p) => step(&format!("fuzz: {target}: CRASH, reproducer {p}")),
+        }
+        runs.push(run);
+    }
+    step("fuzz: target  executions  seconds  result");
+    for r in &runs {
+        step(&format!(
+            "fuzz: {}  {}  {}  {}",
+            r.target,
+            r.execs,
+            r.secs,
+            r.crash
+                .as_deref()
+                .map_or("ok".to_string(), |p| format!("crash: {p}"))
+        ));
+    }
+    let total: u64 = runs.iter().map(|r| r.execs).sum();
+    step(&format!("fuzz: {total} executions in all"));
+    let crashed: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.crash.is_some())
+        .map(|r| r.target.as_str())
+        .collect();
+    if runs.is_empty() {
+        bail!("no fuzz target found in {}", dir.display());
+    }
+    if !crashed.is_empty() {
+        bail!(
+            "fuzz targets crashed: {} (reproduce with `cargo +nightly fuzz run --fuzz-dir fuzz TARGET REPRODUCER`)",
+            crashed.join(", ")
+        );
+    }
     Ok(())
 }
 

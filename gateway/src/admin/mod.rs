@@ -1,6 +1,8 @@
 //! Admin API: HTTP/1.1 on a Unix socket in the state dir (DESIGN §7). The socket is open to
 //! every local user; the peer's credentials (SO_PEERCRED) decide what it may do: root and
-//! `hold.approvers` list and decide holds, anybody may ask whether the daemon runs.
+//! `hold.approvers` list and decide holds (approving a request of their own uid only with
+//! `hold.self_approval`), anybody may ask whether the daemon runs. What the API shows of a
+//! hold is masked and printable already ([`crate::hold::HoldInfo`]).
 //!
 //! The CLI (`gateway approvals ...`) is the client: [`call`].
 
@@ -21,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::net::UnixListener;
 use tracing::{info, warn};
 
-use crate::hold::{Decision, Holds, may_approve};
+use crate::hold::{Decision, HoldError, Holds, may_approve};
 
 pub const SOCKET: &str = "admin.sock";
 
@@ -160,13 +162,17 @@ async fn handle(req: Request<Incoming>, admin: &Admin, uid: u32, gid: u32) -> Re
                     reason,
                 }
             };
-            match admin.holds.decide(id, d) {
+            match admin.holds.decide(id, d, uid) {
                 Ok(info) => {
                     info!(hold = id, by = %who, decision = verb, "hold decided");
                     reply(
                         StatusCode::OK,
                         json!({"decided": verb, "by": who, "hold": info}),
                     )
+                }
+                Err(e @ HoldError::SelfApproval { .. }) => {
+                    warn!(hold = id, by = %who, "self-approval refused");
+                    reply(StatusCode::FORBIDDEN, json!({"error": e.to_string()}))
                 }
                 Err(e) => reply(StatusCode::NOT_FOUND, json!({"error": e.to_string()})),
             }

@@ -4,22 +4,31 @@
 //! Approvers see it through the admin socket (`gateway approvals`) and, when configured, a
 //! webhook POST. A client that hangs up withdraws its hold (the waiting future is dropped and
 //! its guard removes the entry).
+//!
+//! What approvers see cannot be abused: the excerpt is masked again here with every rule
+//! (whatever its action) and every free-text field is made printable ([`printable`]); nobody
+//! approves their own request unless `hold.self_approval`; ids are never reused ([`ids`]); and
+//! the number and size of held requests are bounded (`hold.max_pending`, `hold.max_bytes`).
 
+pub mod ids;
+pub mod printable;
 pub mod webhook;
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::redirect::identity::Identity;
+pub use printable::printable;
+
+use crate::{
+    policy::{Policy, scan::Direction},
+    redirect::identity::Identity,
+};
 
 /// `[hold]` in the config.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -35,6 +44,13 @@ pub struct HoldConfig {
     pub approvers: Vec<String>,
     /// POSTed a JSON description of every new hold (http:// or https://).
     pub webhook: Option<String>,
+    /// May an approver approve a request their own uid made? (root's own requests included.)
+    /// Denying is always allowed.
+    pub self_approval: bool,
+    /// Requests waiting at once; one more is refused at once (429), nothing sent.
+    pub max_pending: usize,
+    /// Sum of the held requests' bodies, in bytes; a request that would pass it is refused.
+    pub max_bytes: u64,
 }
 
 impl Default for HoldConfig {
@@ -45,6 +61,9 @@ impl Default for HoldConfig {
             timeout: Duration::from_secs(600),
             approvers: Vec::new(),
             webhook: None,
+            self_approval: false,
+            max_pending: 256,
+            max_bytes: 64 << 20,
         }
     }
 }
@@ -66,6 +85,19 @@ impl HoldConfig {
             if a.trim_start_matches('@').is_empty() {
                 return Err((format!("hold.approvers[{i}]"), "empty name".into()));
             }
+        }
+        if self.max_pending == 0 {
+            return Err((
+                "hold.max_pending".into(),
+                "must be at least 1 (a hold rule would refuse every request it matches)".into(),
+            ));
+        }
+        if self.max_bytes == 0 {
+            return Err((
+                "hold.max_bytes".into(),
+                "must be at least 1 byte (a hold rule would refuse every request it matches)"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -109,9 +141,39 @@ pub struct HoldService {
     pub holds: Arc<Holds>,
     pub cfg: HoldConfig,
     pub webhook: Option<Arc<webhook::Webhook>>,
+    /// Its scanner masks what approvers see once more, with every rule (second line of
+    /// defence: the request stage hands over an excerpt that is already masked).
+    pub policy: Arc<Policy>,
 }
 
-/// What an approver sees of a held request (the excerpt is already masked).
+/// A request to be held: who made it, and what an approver is shown of it.
+pub struct Request<'a> {
+    pub identity: &'a Identity,
+    pub provider: &'a str,
+    pub endpoint: &'a str,
+    pub model: Option<String>,
+    /// The rule or trigger that held it.
+    pub reason: String,
+    pub excerpt: String,
+    /// Size of the held body (counted against `hold.max_bytes`).
+    pub body_len: usize,
+}
+
+impl HoldService {
+    /// Park a request (its excerpt and model masked with every rule first); refused when
+    /// the holds are full or no id can be recorded.
+    pub fn hold(&self, mut req: Request<'_>) -> Result<(HoldInfo, Waiting), HoldError> {
+        let scanner = self.policy.scanner();
+        let id = req.identity;
+        req.excerpt = scanner.redact(&req.excerpt, Direction::Request, id);
+        req.model = req
+            .model
+            .map(|m| scanner.redact(&m, Direction::Request, id));
+        self.holds.hold(req, self.cfg.timeout)
+    }
+}
+
+/// What an approver sees of a held request: masked, and every text field printable.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HoldInfo {
     pub id: u64,
@@ -119,6 +181,7 @@ pub struct HoldInfo {
     pub created: u64,
     pub expires: u64,
     pub pid: u32,
+    /// The requester's uid (an approver with the same uid cannot approve it).
     pub uid: u32,
     pub user: Option<String>,
     pub comm: String,
@@ -139,20 +202,47 @@ pub enum Decision {
 
 struct Pending {
     info: HoldInfo,
+    bytes: u64,
     tx: oneshot::Sender<Decision>,
 }
 
-/// Every pending hold.
 #[derive(Default)]
+struct State {
+    pending: BTreeMap<u64, Pending>,
+    /// Sum of the pending bodies.
+    bytes: u64,
+}
+
+impl State {
+    fn remove(&mut self, id: u64) -> Option<Pending> {
+        let p = self.pending.remove(&id)?;
+        self.bytes -= p.bytes;
+        Some(p)
+    }
+}
+
+/// Every pending hold.
 pub struct Holds {
-    pending: Mutex<BTreeMap<u64, Pending>>,
-    next: AtomicU64,
+    state: Mutex<State>,
+    ids: ids::Ids,
+    max_pending: usize,
+    max_bytes: u64,
+    self_approval: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HoldError {
     #[error("no pending hold {0} (decided, timed out or withdrawn)")]
     Unknown(u64),
+    #[error(
+        "hold {id} is a request made by uid {uid}, your own: nobody approves their own request \
+         (hold.self_approval = false); another approver must approve it (you may deny it)"
+    )]
+    SelfApproval { id: u64, uid: u32 },
+    #[error("{0}")]
+    Full(String),
+    #[error(transparent)]
+    Ids(#[from] ids::IdsError),
 }
 
 /// Removes its hold when the waiting request goes away (client hung up, or decided).
@@ -164,7 +254,7 @@ pub struct Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        self.holds.lock().remove(&self.id);
+        self.holds.lock().remove(self.id);
     }
 }
 
@@ -192,64 +282,110 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
 impl Holds {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Pending>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn new(cfg: &HoldConfig, ids: ids::Ids) -> Self {
+        Self {
+            state: Mutex::default(),
+            ids,
+            max_pending: cfg.max_pending,
+            max_bytes: cfg.max_bytes,
+            self_approval: cfg.self_approval,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Park a request; the returned guard waits for the decision and withdraws on drop.
-    #[allow(clippy::too_many_arguments)]
+    /// Refused, with nothing kept, when it would pass `max_pending` or `max_bytes`.
     pub fn hold(
         self: &Arc<Self>,
-        id: &Identity,
-        provider: &str,
-        endpoint: &str,
-        model: Option<String>,
-        reason: String,
-        excerpt: String,
+        req: Request<'_>,
         timeout: Duration,
-    ) -> (HoldInfo, Waiting) {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+    ) -> Result<(HoldInfo, Waiting), HoldError> {
+        let bytes = req.body_len as u64;
+        let mut st = self.lock();
+        if st.pending.len() >= self.max_pending {
+            return Err(HoldError::Full(format!(
+                "{} requests are waiting for approval already (hold.max_pending = {})",
+                st.pending.len(),
+                self.max_pending
+            )));
+        }
+        if st.bytes.saturating_add(bytes) > self.max_bytes {
+            return Err(HoldError::Full(format!(
+                "the requests waiting for approval hold {} and this one {} (hold.max_bytes = {})",
+                mib(st.bytes),
+                mib(bytes),
+                mib(self.max_bytes)
+            )));
+        }
+        let n = self.ids.next()?;
         let created = now();
+        let id = req.identity;
+        let text = |s: &str| printable(s, false);
         let info = HoldInfo {
             id: n,
             created,
             expires: created + timeout.as_secs(),
             pid: id.tgid,
             uid: id.uid,
-            user: id.user.clone(),
-            comm: id.comm.clone(),
-            cgroup: id.cgroup.clone(),
-            provider: provider.to_string(),
-            endpoint: endpoint.to_string(),
-            model,
-            reason,
-            excerpt,
+            user: id.user.as_deref().map(text),
+            comm: text(&id.comm),
+            cgroup: id.cgroup.as_deref().map(text),
+            provider: text(req.provider),
+            endpoint: text(req.endpoint),
+            model: req.model.as_deref().map(text),
+            reason: text(&req.reason),
+            excerpt: text(&req.excerpt),
         };
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(
+        st.bytes += bytes;
+        st.pending.insert(
             n,
             Pending {
                 info: info.clone(),
+                bytes,
                 tx,
             },
         );
-        (
+        drop(st);
+        Ok((
             info,
             Waiting {
                 holds: self.clone(),
                 id: n,
                 rx: Some(rx),
             },
-        )
+        ))
     }
 
     pub fn list(&self) -> Vec<HoldInfo> {
-        self.lock().values().map(|p| p.info.clone()).collect()
+        self.lock()
+            .pending
+            .values()
+            .map(|p| p.info.clone())
+            .collect()
     }
 
-    pub fn decide(&self, id: u64, d: Decision) -> Result<HoldInfo, HoldError> {
-        let p = self.lock().remove(&id).ok_or(HoldError::Unknown(id))?;
+    /// Decide hold `id` for the approver with uid `by_uid`: approving a request of one's own
+    /// uid is refused (and the hold stays) unless `hold.self_approval`.
+    pub fn decide(&self, id: u64, d: Decision, by_uid: u32) -> Result<HoldInfo, HoldError> {
+        let mut st = self.lock();
+        let p = st.pending.get(&id).ok_or(HoldError::Unknown(id))?;
+        if matches!(d, Decision::Approved { .. }) && !self.self_approval && p.info.uid == by_uid {
+            return Err(HoldError::SelfApproval {
+                id,
+                uid: p.info.uid,
+            });
+        }
+        let p = st.remove(id).ok_or(HoldError::Unknown(id))?;
+        drop(st);
         let info = p.info.clone();
         // The requester may have just gone: then the decision has nobody to tell.
         p.tx.send(d).map_err(|_| HoldError::Unknown(id))?;
@@ -284,91 +420,4 @@ pub fn may_approve(approvers: &[String], uid: u32, gid: u32) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn triggers() {
-        let c = HoldConfig {
-            keywords: vec!["Production Database".into()],
-            max_prompt_tokens: Some(10),
-            ..Default::default()
-        };
-        assert_eq!(
-            c.trigger(&["drop the production database now"], &[])
-                .as_deref(),
-            Some("keyword `Production Database`")
-        );
-        assert!(c.trigger(&["short"], &["short"]).is_none());
-        assert!(
-            c.trigger(&[], &[&"x".repeat(41)])
-                .unwrap()
-                .contains("limit 10")
-        );
-    }
-
-    #[tokio::test]
-    async fn decide_wait_and_withdraw() {
-        let holds = Arc::new(Holds::default());
-        let id = Identity::default();
-        let (info, w) = holds.hold(
-            &id,
-            "openai",
-            "chat.completions",
-            None,
-            "r".into(),
-            "e".into(),
-            Duration::from_secs(5),
-        );
-        assert_eq!(holds.list().len(), 1);
-        holds
-            .decide(info.id, Decision::Approved { by: "root".into() })
-            .unwrap();
-        assert!(matches!(
-            w.wait(Duration::from_secs(1)).await,
-            Outcome::Decided(Decision::Approved { .. })
-        ));
-        assert!(holds.list().is_empty());
-        // Withdrawn when the waiter goes away.
-        let (info, w) = holds.hold(
-            &id,
-            "openai",
-            "x",
-            None,
-            "r".into(),
-            "e".into(),
-            Duration::from_secs(5),
-        );
-        drop(w);
-        assert!(holds.list().is_empty());
-        assert_eq!(
-            holds
-                .decide(info.id, Decision::Approved { by: "root".into() })
-                .err(),
-            Some(HoldError::Unknown(info.id))
-        );
-        // Timeout.
-        let (_, w) = holds.hold(
-            &id,
-            "openai",
-            "x",
-            None,
-            "r".into(),
-            "e".into(),
-            Duration::from_secs(5),
-        );
-        assert!(matches!(
-            w.wait(Duration::from_millis(20)).await,
-            Outcome::TimedOut
-        ));
-    }
-
-    #[test]
-    fn root_always_approves_others_only_when_listed() {
-        assert!(may_approve(&[], 0, 0).is_some());
-        assert!(may_approve(&[], 65534, 65534).is_none());
-        assert!(may_approve(&["nobody".into()], 65534, 65534).is_some());
-        assert!(may_approve(&["@root".into()], 65534, 65534).is_none());
-        assert!(may_approve(&["@root".into()], 65534, 0).is_some());
-    }
-}
+mod tests;

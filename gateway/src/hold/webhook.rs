@@ -1,5 +1,6 @@
 //! The optional webhook: one POST with a JSON description of a new hold (id, identity,
-//! provider, model, reason, masked excerpt). Best effort: a failure is logged, the hold stays.
+//! provider, model, reason, masked excerpt; every text printable, see [`super::printable`]).
+//! Best effort: a failure is logged, the hold stays.
 
 use std::{sync::Arc, time::Duration};
 

@@ -396,7 +396,7 @@ async fn send(
             // of a second one being allocated beside it (memory per held request).
             out = Bytes::copy_from_slice(&out);
             unshare(&mut parts.headers);
-            wait_for_approval(held, endpoint, ctx, ex).await?;
+            wait_for_approval(held, out.len(), endpoint, ctx, ex).await?;
         }
         parts
             .headers
@@ -566,26 +566,39 @@ fn inspect_request(
     Ok((forward, held))
 }
 
-/// Park the request until it is approved; denied or timed out → the client's error. When the
-/// client hangs up, this future is dropped and the hold withdrawn with it.
+/// Park the request (its body `body_len` bytes) until it is approved; denied or timed out →
+/// the client's error; too many held already → refused at once. When the client hangs up,
+/// this future is dropped and the hold withdrawn with it.
 async fn wait_for_approval(
     held: Held,
+    body_len: usize,
     endpoint: &'static str,
     ctx: &ConnCtx,
     ex: &mut Exchange,
 ) -> Result<(), ExchangeError> {
-    use crate::hold::{Decision, Outcome};
+    use crate::hold::{Decision, HoldError, Outcome};
     let svc = &ctx.hold;
     let timeout = svc.cfg.timeout;
-    let (info, waiting) = svc.holds.hold(
-        &ctx.identity,
-        &ctx.provider.name,
+    let held_req = crate::hold::Request {
+        identity: &ctx.identity,
+        provider: &ctx.provider.name,
         endpoint,
-        held.model,
-        held.why.clone(),
-        held.excerpt,
-        timeout,
-    );
+        model: held.model,
+        reason: held.why.clone(),
+        excerpt: held.excerpt,
+        body_len,
+    };
+    let (info, waiting) = match svc.hold(held_req) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(conn = ctx.conn_id, why = %held.why, error = %e, "request not held: refused");
+            crate::metrics::inc(&crate::metrics::get().holds, "refused");
+            return Err(match e {
+                HoldError::Full(m) => ExchangeError::HoldsFull(m),
+                e => ExchangeError::HoldUnrecorded(e.to_string()),
+            });
+        }
+    };
     tracing::info!(
         conn = ctx.conn_id,
         hold = info.id,

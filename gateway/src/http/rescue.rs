@@ -43,6 +43,14 @@ pub enum ExchangeError {
         why: String,
         after: std::time::Duration,
     },
+    #[error(
+        "gateway: this request must wait for approval, but too many requests are waiting for approval already ({0}); nothing was sent, try again later"
+    )]
+    HoldsFull(String),
+    #[error(
+        "gateway: this request must wait for approval, but the hold could not be recorded ({0}); nothing was sent (fail-closed)"
+    )]
+    HoldUnrecorded(String),
     #[error("gateway: {0}; nothing was sent (fail-closed)")]
     Uninspectable(String),
     #[error("gateway: {0}")]
@@ -68,6 +76,10 @@ impl ExchangeError {
             ExchangeError::Blocked { .. }
             | ExchangeError::HoldDenied { .. }
             | ExchangeError::HoldTimedOut { .. } => (StatusCode::FORBIDDEN, ErrorKind::Blocked),
+            ExchangeError::HoldsFull(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorKind::Busy),
+            ExchangeError::HoldUnrecorded(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Internal)
+            }
             ExchangeError::Uninspectable(_) => (StatusCode::BAD_REQUEST, ErrorKind::BadRequest),
             ExchangeError::Request(e) => {
                 use crate::request::RequestError as R;
@@ -137,6 +149,25 @@ mod tests {
 
         let b = body(respond(Api::Azure.adapter(), &e)).await;
         assert_eq!(b["error"]["code"], "401");
+    }
+
+    #[tokio::test]
+    async fn full_holds_are_a_429_in_each_providers_shape() {
+        let e = ExchangeError::HoldsFull("256 requests are waiting".into());
+        let r = respond(Api::OpenAi.adapter(), &e);
+        assert_eq!(r.status(), 429);
+        let b = body(r).await;
+        let msg = b["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("too many requests are waiting for approval")
+                && msg.contains("nothing was sent"),
+            "{msg}"
+        );
+        assert_eq!(b["error"]["code"], "too_many_holds");
+        let b = body(respond(Api::Anthropic.adapter(), &e)).await;
+        assert_eq!(b["error"]["type"], "rate_limit_error");
+        let b = body(respond(Api::Gemini.adapter(), &e)).await;
+        assert_eq!(b["error"]["status"], "RESOURCE_EXHAUSTED");
     }
 
     #[tokio::test]

@@ -22,6 +22,8 @@ pub enum ErrorKind {
     Internal,
     /// A policy rule refused the request (or the answer could not be inspected).
     Blocked,
+    /// Too much is waiting already (held requests); retrying later may work.
+    Busy,
 }
 
 /// How a response stream is framed.
@@ -151,6 +153,7 @@ pub fn kind_label(kind: ErrorKind) -> &'static str {
         ErrorKind::UpstreamUnavailable => "upstream_unavailable",
         ErrorKind::Internal => "gateway_internal",
         ErrorKind::Blocked => "blocked_by_policy",
+        ErrorKind::Busy => "too_many_holds",
     }
 }
 

@@ -42,6 +42,7 @@ impl Adapter for Anthropic {
             ErrorKind::BadRequest => "invalid_request_error",
             ErrorKind::Blocked => "permission_error",
             ErrorKind::UpstreamUnavailable => "overloaded_error",
+            ErrorKind::Busy => "rate_limit_error",
             _ => "api_error",
         };
         json!({"type": "error", "error": {"type": typ, "message": message}})

@@ -67,6 +67,7 @@ impl Adapter for Gemini {
             ErrorKind::UpstreamUnavailable | ErrorKind::UpstreamCertificate => "UNAVAILABLE",
             ErrorKind::Internal => "INTERNAL",
             ErrorKind::Blocked => "PERMISSION_DENIED",
+            ErrorKind::Busy => "RESOURCE_EXHAUSTED",
         };
         json!({"error": {"code": status.as_u16(), "message": message, "status": st}})
     }

@@ -42,6 +42,7 @@ pub fn openai_error(status: StatusCode, kind: ErrorKind, message: &str) -> serde
     let typ = match kind {
         ErrorKind::MissingKey => "authentication_error",
         ErrorKind::BadRequest | ErrorKind::Blocked => "invalid_request_error",
+        ErrorKind::Busy => "rate_limit_error",
         _ => "api_error",
     };
     let _ = status;

@@ -1,0 +1,286 @@
+use super::*;
+use crate::policy::{
+    Policy,
+    scan::{Action, PolicyConfig, RuleConfig},
+};
+
+fn holds(cfg: &HoldConfig) -> Arc<Holds> {
+    Arc::new(Holds::new(cfg, ids::Ids::in_memory()))
+}
+
+fn req<'a>(id: &'a Identity, excerpt: &str, body_len: usize) -> Request<'a> {
+    Request {
+        identity: id,
+        provider: "openai",
+        endpoint: "chat.completions",
+        model: None,
+        reason: "r".into(),
+        excerpt: excerpt.into(),
+        body_len,
+    }
+}
+
+fn user(uid: u32) -> Identity {
+    Identity {
+        uid,
+        ..Default::default()
+    }
+}
+
+const T: Duration = Duration::from_secs(5);
+
+#[test]
+fn triggers() {
+    let c = HoldConfig {
+        keywords: vec!["Production Database".into()],
+        max_prompt_tokens: Some(10),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.trigger(&["drop the production database now"], &[])
+            .as_deref(),
+        Some("keyword `Production Database`")
+    );
+    assert!(c.trigger(&["short"], &["short"]).is_none());
+    assert!(
+        c.trigger(&[], &[&"x".repeat(41)])
+            .unwrap()
+            .contains("limit 10")
+    );
+}
+
+#[test]
+fn limits_of_zero_are_refused_by_validate() {
+    let mut c = HoldConfig {
+        max_pending: 0,
+        ..Default::default()
+    };
+    assert_eq!(c.validate().unwrap_err().0, "hold.max_pending");
+    c.max_pending = 1;
+    c.max_bytes = 0;
+    assert_eq!(c.validate().unwrap_err().0, "hold.max_bytes");
+    c.max_bytes = 1;
+    assert!(c.validate().is_ok());
+    let d = HoldConfig::default();
+    assert_eq!(
+        (d.max_pending, d.max_bytes, d.self_approval),
+        (256, 64 << 20, false)
+    );
+}
+
+#[tokio::test]
+async fn decide_wait_and_withdraw() {
+    let holds = holds(&HoldConfig::default());
+    let id = user(1000);
+    let (info, w) = holds.hold(req(&id, "e", 10), T).unwrap();
+    assert_eq!(holds.list().len(), 1);
+    holds
+        .decide(info.id, Decision::Approved { by: "root".into() }, 0)
+        .unwrap();
+    assert!(matches!(
+        w.wait(Duration::from_secs(1)).await,
+        Outcome::Decided(Decision::Approved { .. })
+    ));
+    assert!(holds.list().is_empty());
+    // Withdrawn when the waiter goes away.
+    let (info, w) = holds.hold(req(&id, "e", 10), T).unwrap();
+    drop(w);
+    assert!(holds.list().is_empty());
+    assert_eq!(
+        holds
+            .decide(info.id, Decision::Approved { by: "root".into() }, 0)
+            .err(),
+        Some(HoldError::Unknown(info.id))
+    );
+    // Timeout.
+    let (_, w) = holds.hold(req(&id, "e", 10), T).unwrap();
+    assert!(matches!(
+        w.wait(Duration::from_millis(20)).await,
+        Outcome::TimedOut
+    ));
+    assert_eq!(holds.lock().bytes, 0, "every hold's bytes given back");
+}
+
+#[tokio::test]
+async fn nobody_approves_their_own_request_unless_allowed() {
+    let holds = holds(&HoldConfig::default());
+    let alice = user(1000);
+    let (info, w) = holds.hold(req(&alice, "e", 1), T).unwrap();
+    let approve = || Decision::Approved { by: "alice".into() };
+    let e = holds.decide(info.id, approve(), 1000).unwrap_err();
+    assert_eq!(
+        e,
+        HoldError::SelfApproval {
+            id: info.id,
+            uid: 1000
+        }
+    );
+    assert!(e.to_string().contains("hold.self_approval"), "{e}");
+    // Still pending; somebody else may approve it.
+    assert_eq!(holds.list().len(), 1);
+    holds.decide(info.id, approve(), 1001).unwrap();
+    assert!(matches!(w.wait(T).await, Outcome::Decided(_)));
+
+    // root's own request is root's own too; denying it is allowed.
+    let root = user(0);
+    let (info, w) = holds.hold(req(&root, "e", 1), T).unwrap();
+    assert!(matches!(
+        holds.decide(info.id, approve(), 0),
+        Err(HoldError::SelfApproval { .. })
+    ));
+    let deny = Decision::Denied {
+        by: "root".into(),
+        reason: None,
+    };
+    holds.decide(info.id, deny.clone(), 0).unwrap();
+    assert_eq!(
+        match w.wait(T).await {
+            Outcome::Decided(d) => Some(d),
+            Outcome::TimedOut => None,
+        },
+        Some(deny)
+    );
+
+    // With hold.self_approval = true, root approves its own request.
+    let holds = self::holds(&HoldConfig {
+        self_approval: true,
+        ..Default::default()
+    });
+    let (info, w) = holds.hold(req(&root, "e", 1), T).unwrap();
+    holds.decide(info.id, approve(), 0).unwrap();
+    assert!(matches!(
+        w.wait(T).await,
+        Outcome::Decided(Decision::Approved { .. })
+    ));
+}
+
+#[test]
+fn held_requests_are_bounded_in_count_and_bytes() {
+    let holds = holds(&HoldConfig {
+        max_pending: 2,
+        max_bytes: 100,
+        ..Default::default()
+    });
+    let id = user(5);
+    let a = holds.hold(req(&id, "a", 40), T).unwrap();
+    let b = holds.hold(req(&id, "b", 40), T).unwrap();
+    let e = holds.hold(req(&id, "c", 1), T).err().unwrap();
+    assert!(
+        e.to_string().contains("2 requests are waiting") && e.to_string().contains("max_pending"),
+        "{e}"
+    );
+    drop(b);
+    // One slot free, but 40 + 61 bytes would pass 100.
+    let e = holds.hold(req(&id, "c", 61), T).err().unwrap();
+    assert!(e.to_string().contains("hold.max_bytes"), "{e}");
+    assert_eq!(holds.list().len(), 1, "a refused request is not kept");
+    let c = holds.hold(req(&id, "c", 60), T).unwrap();
+    // A decided hold gives its bytes back.
+    holds
+        .decide(a.0.id, Decision::Approved { by: "x".into() }, 0)
+        .unwrap();
+    drop((a, c));
+    assert_eq!(holds.lock().bytes, 0);
+    // One body bigger than the whole budget is refused on an empty registry.
+    assert!(matches!(
+        holds.hold(req(&id, "d", 101), T),
+        Err(HoldError::Full(_))
+    ));
+}
+
+#[test]
+fn ids_are_not_reused_by_a_restarted_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = HoldConfig::default();
+    let id = user(1);
+    let first = Arc::new(Holds::new(&cfg, ids::Ids::open(dir.path()).unwrap()));
+    let (a, _wa) = first.hold(req(&id, "a", 1), T).unwrap();
+    drop(first);
+    let second = Arc::new(Holds::new(&cfg, ids::Ids::open(dir.path()).unwrap()));
+    let (b, wb) = second.hold(req(&id, "b", 1), T).unwrap();
+    assert!(b.id > a.id, "{} then {}", a.id, b.id);
+    // An approval typed for the old id does not hit the new request.
+    assert_eq!(
+        second
+            .decide(a.id, Decision::Approved { by: "x".into() }, 0)
+            .err(),
+        Some(HoldError::Unknown(a.id))
+    );
+    drop(wb);
+}
+
+#[test]
+fn approvers_see_no_secret_and_no_raw_control_characters() {
+    // A `hold` rule on a token: its own hit must not be shown either (mask_all), and a
+    // `monitor` rule changes nothing.
+    let rules = vec![
+        RuleConfig {
+            name: "gh".into(),
+            detector: Some("github-classic-token".into()),
+            pattern: None,
+            on: vec![Direction::Request],
+            action: Action::Hold,
+            replacement: None,
+            allow: Vec::new(),
+            allow_regex: Vec::new(),
+            who: None,
+        },
+        RuleConfig {
+            name: "watch".into(),
+            detector: None,
+            pattern: Some("watched-[0-9]{3}".into()),
+            on: vec![Direction::Request],
+            action: Action::Monitor,
+            replacement: None,
+            allow: Vec::new(),
+            allow_regex: Vec::new(),
+            who: None,
+        },
+    ];
+    let policy = Arc::new(Policy::new(&rules, &PolicyConfig::default()).unwrap());
+    let cfg = HoldConfig::default();
+    let svc = HoldService {
+        holds: holds(&cfg),
+        cfg,
+        webhook: None,
+        policy,
+    };
+    let token = "ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5";
+    let mut id = user(7);
+    id.comm = "evil\u{1b}[2J".into();
+    let mut r = req(
+        &id,
+        &format!("deploy {token} now\u{1b}]0;pwned\u{7} watched-123\nline two \u{202e}txt"),
+        10,
+    );
+    r.model = Some(format!("gpt-{token}\u{1b}[1A"));
+    let (info, _w) = svc.hold(r).unwrap();
+    let listed = serde_json::to_string(&svc.holds.list()).unwrap();
+    for shown in [
+        info.excerpt.as_str(),
+        info.model.as_deref().unwrap(),
+        info.comm.as_str(),
+        listed.as_str(),
+    ] {
+        assert!(!shown.contains(token), "{shown}");
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\u{202e}'),
+            "{shown}"
+        );
+    }
+    assert_eq!(
+        info.excerpt,
+        "deploy [MASKED:gh] now\\x1b]0;pwned\\x07 watched-123\nline two \\u{202e}txt"
+    );
+    assert_eq!(info.comm, "evil\\x1b[2J");
+    assert_eq!(info.model.as_deref(), Some("gpt-[MASKED:gh]\\x1b[1A"));
+}
+
+#[test]
+fn root_always_approves_others_only_when_listed() {
+    assert!(may_approve(&[], 0, 0).is_some());
+    assert!(may_approve(&[], 65534, 65534).is_none());
+    assert!(may_approve(&["nobody".into()], 65534, 65534).is_some());
+    assert!(may_approve(&["@root".into()], 65534, 65534).is_none());
+    assert!(may_approve(&["@root".into()], 65534, 0).is_some());
+}
