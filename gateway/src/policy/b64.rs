@@ -21,7 +21,7 @@ impl Decoded<'_> {
     pub fn encode(&self, text: &str) -> String {
         let mut e = self.engine.encode(text.as_bytes());
         if self.padded {
-            while e.len() % 4 != 0 {
+            while !e.len().is_multiple_of(4) {
                 e.push('=');
             }
         }
