@@ -51,6 +51,10 @@ fn decode(s: &str) -> Option<String> {
         match b {
             b'%' => {
                 let h = [it.next()?, it.next()?];
+                // Two hex digits (from_str_radix alone would take a sign: `%+e`).
+                if !h.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
                 out.push(u8::from_str_radix(std::str::from_utf8(&h).ok()?, 16).ok()?);
             }
             b'+' => out.push(b' '),
@@ -63,7 +67,8 @@ fn decode(s: &str) -> Option<String> {
 fn is_credential(param: &str) -> bool {
     let name = param.split_once('=').map_or(param, |(k, _)| k);
     match decode(name) {
-        Some(n) => CREDENTIAL_PARAMS.contains(&n.trim().to_ascii_lowercase().as_str()),
+        // `_` and `-` alike, any case (the gateway's spellings rule).
+        Some(n) => CREDENTIAL_PARAMS.contains(&n.trim().to_ascii_lowercase().replace('_', "-").as_str()),
         None => true,
     }
 }
@@ -104,8 +109,9 @@ fuzz_target!(|inp: Input| {
             "header {n} named by connection survived"
         );
     }
+    // Every credential-named header went; others may go too, by value.
     assert!(
-        removed <= creds && before - h.len() >= removed,
+        removed >= creds && before - h.len() >= removed,
         "{removed} of {creds}"
     );
     if listed.is_empty() {
@@ -115,18 +121,18 @@ fuzz_target!(|inp: Input| {
     let Ok(uri) = format!("/v1/models?{}", inp.query).parse::<Uri>() else {
         return;
     };
-    let (out, n) = strip_query(&uri).expect("a URI with fewer parameters is a URI");
+    let (out, n) = strip_query(&uri, &[]).expect("a URI with fewer parameters is a URI");
     let want: Vec<&str> = uri
         .query()
         .unwrap_or("")
-        .split(['&', ';'])
+        .split(['&', ';', '?'])
         .filter(|kv| !is_credential(kv))
         .filter(|kv| !kv.is_empty())
         .collect();
     let all = uri
         .query()
         .unwrap_or("")
-        .split(['&', ';'])
+        .split(['&', ';', '?'])
         .filter(|kv| is_credential(kv))
         .count();
     assert_eq!(n, all);
@@ -134,13 +140,13 @@ fuzz_target!(|inp: Input| {
     if n > 0 {
         let got: Vec<&str> = out
             .query()
-            .map(|q| q.split('&').collect())
+            .map(|q| q.split(['&', ';', '?']).filter(|kv| !kv.is_empty()).collect())
             .unwrap_or_default();
         assert_eq!(got, want, "{uri} → {out}");
     } else {
         assert_eq!(out, uri);
     }
-    for kv in out.query().unwrap_or("").split(['&', ';']) {
+    for kv in out.query().unwrap_or("").split(['&', ';', '?']) {
         assert!(
             !is_credential(kv) || kv.is_empty(),
             "credential parameter {kv:?} survived in {out}"

@@ -225,6 +225,9 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
         )),
         None => None,
     };
+    // The credential detectors every request head goes through, compiled now rather than
+    // on the first request.
+    crate::policy::credentials::warm();
     Ok(Interception {
         terminator: Arc::new(Terminator::new(Arc::new(ca), cfg.upstream.leaf_cache)?),
         upstreams,

@@ -26,6 +26,11 @@ use serde_json::{Value, json};
 
 use crate::{CgroupGuard, Gateway, Opts, fake::TestPki};
 
+/// The `x-test-reply-hex` header value for `reply` (a reply that holds a credential).
+pub fn reply_hex(reply: &str) -> String {
+    reply.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
 /// One request as the provider saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -446,13 +451,27 @@ async fn answer(
     let path = parts.uri.path();
     let query = parts.uri.query().unwrap_or("");
     // Tests choose the answer text and how it is cut into events (policy tests put secrets in
-    // it, split across events).
-    let reply: String = parts
+    // it, split across events). A reply holding a credential comes hex-encoded
+    // (`x-test-reply-hex`): the gateway removes any header whose value is a credential.
+    let hex_reply = parts
         .headers
-        .get("x-test-reply")
+        .get("x-test-reply-hex")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or(REPLY)
-        .to_string();
+        .and_then(|h| {
+            (0..h.len())
+                .step_by(2)
+                .map(|i| h.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                .collect::<Option<Vec<u8>>>()
+        })
+        .and_then(|b| String::from_utf8(b).ok());
+    let reply: String = hex_reply.unwrap_or_else(|| {
+        parts
+            .headers
+            .get("x-test-reply")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(REPLY)
+            .to_string()
+    });
     let chunk: Option<usize> = parts
         .headers
         .get("x-test-chunk")

@@ -8,6 +8,11 @@
 //! (raw HTTP/1.1 and h2), and judged on what the fake provider received and what the client
 //! got. Every failing case is listed, with a one-line reason, before the test fails.
 //! Case tables: `tests/src/adversarial/`.
+//!
+//! Run: `cargo build -p gateway && cargo test -p gateway-tests --test adversarial` (root).
+//! `ADV_ONLY=name-part,other-part` keeps only the cases whose names contain one of the parts;
+//! `ADV_DUMP=1` prints, for each failing case, what the provider received and what the client
+//! got.
 
 use std::collections::BTreeSet;
 
@@ -24,6 +29,17 @@ fn env(net: u8, extra: &str) -> ProviderEnv {
     ProviderEnv::start("gw-adv", net, extra, &adversarial::VAULT)
 }
 
+/// `ADV_ONLY=a,b` runs only the cases whose name contains one of the comma-separated parts.
+fn only<T>(cases: Vec<T>, name: impl Fn(&T) -> &str) -> Vec<T> {
+    match std::env::var("ADV_ONLY") {
+        Ok(f) if !f.is_empty() => cases
+            .into_iter()
+            .filter(|c| f.split(',').any(|p| name(c).contains(p)))
+            .collect(),
+        _ => cases,
+    }
+}
+
 fn unique_names<'a>(names: impl Iterator<Item = &'a str>) {
     let mut seen = BTreeSet::new();
     for n in names {
@@ -32,6 +48,7 @@ fn unique_names<'a>(names: impl Iterator<Item = &'a str>) {
 }
 
 fn run_requests(class: &str, net: u8, cases: Vec<Case>) {
+    let cases = only(cases, |c| c.name.as_str());
     unique_names(cases.iter().map(|c| c.name.as_str()));
     let e = env(net, "");
     let got = adversarial::send_all(&e, &cases);
@@ -127,7 +144,7 @@ fn requests_credentials() {
 /// events; signed thinking blocks; `data: [DONE]` inside text.
 #[test]
 fn answers_are_masked_whatever_they_claim_to_be() {
-    let cases = answers::answer_cases();
+    let cases = only(answers::answer_cases(), |c| c.name.as_str());
     unique_names(cases.iter().map(|c| c.name.as_str()));
     let e = env(135, "");
     let fails = answers::run(&e, &cases);
@@ -138,7 +155,7 @@ fn answers_are_masked_whatever_they_claim_to_be() {
 /// page, a compressed answer: never reaches the client.
 #[test]
 fn answers_never_echo_the_vault_key() {
-    let cases = answers::vault_echo_cases();
+    let cases = only(answers::vault_echo_cases(), |c| c.name.as_str());
     unique_names(cases.iter().map(|c| c.name.as_str()));
     let e = env(136, "");
     let fails = answers::run(&e, &cases);
@@ -148,7 +165,7 @@ fn answers_never_echo_the_vault_key() {
 /// Block and hold rules act as mask in answers; a block rule refuses the request side.
 #[test]
 fn answers_block_and_hold_rules_mask() {
-    let cases = answers::rule_answer_cases();
+    let cases = only(answers::rule_answer_cases(), |c| c.name.as_str());
     unique_names(cases.iter().map(|c| c.name.as_str()));
     let e = env(137, answers::RULES);
     let mut fails = answers::run(&e, &cases);

@@ -52,7 +52,10 @@ fn curl(e: &ProviderEnv, reply: &str, stream: bool, extra: &[&str]) -> ClientRun
     let body = format!(
         r#"{{"model":"gpt-x","stream":{stream},"messages":[{{"role":"user","content":"key {PROMPT_KEY}"}}]}}"#
     );
-    let reply_h = format!("x-test-reply: {reply}");
+    let reply_h = format!(
+        "x-test-reply-hex: {}",
+        gateway_tests::provider::reply_hex(reply)
+    );
     let mut args = vec![
         "-sS",
         "--max-time",
@@ -81,7 +84,7 @@ fn curl(e: &ProviderEnv, reply: &str, stream: bool, extra: &[&str]) -> ClientRun
 
 const PY: &str = r#"
 import json, os, sys, openai
-h = {"x-test-reply": sys.argv[1], "x-test-chunk": "5"}
+h = {"x-test-reply-hex": sys.argv[1].encode().hex(), "x-test-chunk": "5"}
 msgs = [{"role": "user", "content": sys.argv[2]}]
 c = openai.OpenAI(api_key="sk-dummy")
 plain = c.chat.completions.create(model="gpt-j", messages=msgs, extra_headers=h).choices[0].message.content

@@ -1,6 +1,6 @@
 //! Issue C end to end: secrets in prompts and in answers, through the real redirect, the real
 //! gateway and the official SDKs. The fake providers answer with a text the test chooses
-//! (`x-test-reply`), cut into events of a few characters (`x-test-chunk`), so secrets arrive
+//! (`x-test-reply-hex`), cut into events of a few characters (`x-test-chunk`), so secrets arrive
 //! split across events.
 
 use std::time::Duration;
@@ -32,7 +32,7 @@ fn env(rules: &str) -> Env {
 const PY: &str = r#"
 import json, sys, openai, anthropic
 reply, chunk, prompt = sys.argv[1], sys.argv[2], sys.argv[3]
-h = {"x-test-reply": reply, "x-test-chunk": chunk}
+h = {"x-test-reply-hex": reply.encode().hex(), "x-test-chunk": chunk}
 msgs = [{"role": "user", "content": prompt}]
 c = openai.OpenAI(api_key="sk-dummy")
 plain = c.chat.completions.create(model="m", messages=msgs, extra_headers=h).choices[0].message.content
@@ -106,7 +106,10 @@ fn secrets_are_masked_in_prompts_and_in_streamed_answers_split_across_events() {
             &format!("/v1beta/models/gemini-x:streamGenerateContent{q}"),
             &[
                 "-H",
-                &format!("x-test-reply: {reply}"),
+                &format!(
+                    "x-test-reply-hex: {}",
+                    gateway_tests::provider::reply_hex(&reply)
+                ),
                 "-H",
                 "x-test-chunk: 5",
                 "-H",

@@ -216,6 +216,8 @@ async fn drain(body: Incoming) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), limited.collect()).await;
 }
 
+/// The request head as it goes upstream, what was stripped from it, and the vault entry's name
+/// and key (`None`: the client presented no credential, so none went in).
 type Prepared = (
     http::request::Parts,
     credentials::Stripped,
@@ -223,52 +225,60 @@ type Prepared = (
     Option<crate::vault::Secret>,
 );
 
-/// Policy and vault on the request head: strip, pick and inject the key, aim at the SNI.
+/// Policy and vault on the request head: strip every credential (by name and by value), and
+/// only when the client presented one of its own put the vault entry's key (and billing
+/// fields) in its place; aim at the SNI.
 async fn prepare(
     mut parts: http::request::Parts,
     ctx: &ConnCtx,
 ) -> Result<Prepared, (ExchangeError, credentials::Stripped)> {
     let adapter = ctx.provider.adapter();
-    let mut stripped = credentials::Stripped {
-        headers: credentials::strip_headers(&mut parts.headers),
-        params: 0,
-    };
-    let (uri, params) = credentials::strip_query(&parts.uri).map_err(|e| {
-        (
-            ExchangeError::BadRequest(format!("bad request target: {e}")),
-            stripped,
-        )
-    })?;
-    stripped.params = params;
+    let stripped =
+        credentials::scrub(&mut parts, adapter.credential_params()).map_err(|(e, stripped)| {
+            // Loudly, and never with the path: it holds the credential.
+            tracing::warn!(conn = ctx.conn_id, provider = %ctx.provider.name, error = %e, "request refused");
+            (ExchangeError::BadRequest(e.to_string()), stripped)
+        })?;
     if let Some(Err(why)) = ctx.journal.as_ref().map(|j| j.ready()) {
         return Err((ExchangeError::JournalUnavailable(why), stripped));
     }
 
-    let Some(key_name) = ctx.vault.key_name(&ctx.provider, &ctx.identity) else {
-        return Err((
-            ExchangeError::NoKeyConfigured(ctx.provider.name.clone()),
-            stripped,
-        ));
-    };
-    let key = match ctx.vault.get(&key_name).await {
-        Ok(Some(k)) => k,
-        Ok(None) => {
+    // A client's unauthenticated probe or telemetry call stays unauthenticated.
+    let key_name = if stripped.presented() {
+        let Some(key_name) = ctx.vault.key_name(&ctx.provider, &ctx.identity) else {
             return Err((
-                ExchangeError::KeyMissing {
-                    provider: ctx.provider.name.clone(),
-                    key: key_name,
-                },
+                ExchangeError::NoKeyConfigured(ctx.provider.name.clone()),
                 stripped,
             ));
-        }
-        Err(e) => return Err((ExchangeError::Vault(e.to_string()), stripped)),
+        };
+        let entry = match ctx.vault.entry(&key_name).await {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                return Err((
+                    ExchangeError::KeyMissing {
+                        provider: ctx.provider.name.clone(),
+                        key: key_name,
+                    },
+                    stripped,
+                ));
+            }
+            Err(e) => return Err((ExchangeError::Vault(e.to_string()), stripped)),
+        };
+        adapter
+            .inject_entry(&mut parts.headers, &entry)
+            .map_err(|e| (ExchangeError::Vault(e.to_string()), stripped))?;
+        Some((key_name, entry.key))
+    } else {
+        None
     };
-    adapter
-        .inject(&mut parts.headers, &key)
-        .map_err(|e| (ExchangeError::Vault(e.to_string()), stripped))?;
+    let (key_name, key) = key_name.unzip();
 
     // Always the SNI the client's TLS asked for: the Host header cannot steer the request.
-    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     parts.uri = format!("https://{}{pq}", ctx.sni).parse().map_err(|e| {
         (
             ExchangeError::BadRequest(format!("bad request target: {e}")),
@@ -283,7 +293,7 @@ async fn prepare(
     })?;
     parts.headers.insert(HOST, host);
     parts.version = Version::HTTP_11;
-    Ok((parts, stripped, Some(key_name), Some(key)))
+    Ok((parts, stripped, key_name, key))
 }
 
 /// The request with its path normalised ([`crate::request::path`]); a path that cannot be
@@ -681,10 +691,10 @@ fn mask_response(
     };
     let ct = header(http::header::CONTENT_TYPE);
     // What the answer claims only breaks ties; its framing is found from its bytes.
-    let kind = if ct.starts_with("text/event-stream") {
-        Kind::Sse
-    } else if ct.contains("json") && framing == crate::provider::adapter::Framing::JsonArray {
-        Kind::JsonArray
+    let kind = if ct.starts_with("text/event-stream")
+        || framing == crate::provider::adapter::Framing::Sse
+    {
+        Kind::SniffSse
     } else {
         Kind::Sniff
     };

@@ -21,6 +21,20 @@ pub struct Detector {
     /// the regex runs only around them ([`super::prefilter`]). Change them with the pattern;
     /// the tests check every sampled match of the pattern has one.
     pub cues: &'static [Cue],
+    /// A credential (a key, token or password), as opposed to a personal or financial
+    /// identifier: found anywhere in a request's head (header, cookie, query, path) it is
+    /// removed or the request refused whatever the rules say ([`super::credentials`]).
+    pub credential: bool,
+}
+
+impl Detector {
+    /// A personal or financial identifier, not a credential.
+    const fn personal(self) -> Self {
+        Detector {
+            credential: false,
+            ..self
+        }
+    }
 }
 
 const fn d(
@@ -35,6 +49,7 @@ const fn d(
         confirm: None,
         what,
         cues,
+        credential: true,
     }
 }
 
@@ -51,6 +66,7 @@ const fn dc(
         confirm: Some(confirm),
         what,
         cues,
+        credential: true,
     }
 }
 
@@ -362,21 +378,24 @@ pub static DETECTORS: &[Detector] = &[
         r"\b(?:4[0-9]{3}|5[1-5][0-9]{2}|2[2-7][0-9]{2}|3[47][0-9]{2}|6(?:011|5[0-9]{2}))(?:[ \-]?[0-9]{4}){2}[ \-]?[0-9]{1,7}\b",
         luhn,
         &[Cue::CardDigits],
-    ),
+    )
+    .personal(),
     dc(
         "iban",
         "IBAN (checksum-verified)",
         r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
         iban,
         &[Cue::IbanHead],
-    ),
+    )
+    .personal(),
     dc(
         "us-ssn",
         "US social security number",
         r"\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b",
         ssn,
         &[Cue::Ssn],
-    ),
+    )
+    .personal(),
 ];
 
 pub fn by_name(name: &str) -> Option<&'static Detector> {

@@ -7,6 +7,7 @@
 //! (once per key), so an upstream that echoes the key — or a long piece of it — back in an
 //! answer, a header or an error page hands the client `[MASKED:vault-key]`.
 
+pub mod b64;
 pub mod credentials;
 pub mod detect;
 pub mod prefilter;

@@ -1,10 +1,11 @@
-//! What every provider adapter knows (DESIGN §6): where its credential goes, how its errors
+//! What every provider adapter knows (DESIGN §6): where its credential goes (and where else it
+//! accepts one, so a client's is removed), which headers pick the billed account, how its errors
 //! look, which endpoint a request is for, and how its streamed answers are framed.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header::CONTENT_TYPE};
 
-use crate::vault::Secret;
+use crate::vault::{Entry, Secret};
 
 /// Why the gateway itself answers a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,11 +46,33 @@ pub enum Placement {
     Header(&'static str),
 }
 
+/// Which field of a vault entry a billing header is set from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Billing {
+    /// `organization = "..."`
+    Organization,
+    /// `project = "..."`
+    Project,
+}
+
 pub trait Adapter: Send + Sync + 'static {
     /// Short name for logs and the journal.
     fn name(&self) -> &'static str;
 
     fn placement(&self) -> Placement;
+
+    /// Query parameters this API takes a credential in besides the ones every API's requests
+    /// lose ([`crate::policy::credentials::CREDENTIAL_PARAMS`]); lower case, `-` for `_`.
+    fn credential_params(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Headers that choose the account or project a request is billed to, each with the vault
+    /// entry field it is set from (every one of [`crate::policy::credentials::BILLING_HEADERS`]
+    /// the client sent is gone by then).
+    fn billing_headers(&self) -> &'static [(&'static str, Billing)] {
+        &[]
+    }
 
     /// A label for the endpoint (fixed set, safe as a metric label).
     fn endpoint(&self, method: &Method, path: &str) -> &'static str;
@@ -81,6 +104,23 @@ pub trait Adapter: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The vault entry on the request: its key in the provider's place ([`Self::inject`]) and
+    /// its billing fields in the headers the API has for them.
+    fn inject_entry(&self, headers: &mut HeaderMap, entry: &Entry) -> Result<(), InvalidKey> {
+        self.inject(headers, &entry.key)?;
+        for (name, field) in self.billing_headers() {
+            let value = match field {
+                Billing::Organization => entry.organization.as_deref(),
+                Billing::Project => entry.project.as_deref(),
+            };
+            if let Some(v) = value {
+                let v = HeaderValue::from_str(v).map_err(|_| InvalidKey)?;
+                headers.insert(http::HeaderName::from_static(name), v);
+            }
+        }
+        Ok(())
+    }
+
     /// A complete error response: status, JSON body in the provider's shape.
     fn error_response(
         &self,
@@ -99,9 +139,10 @@ pub trait Adapter: Send + Sync + 'static {
     }
 }
 
-/// The vault key cannot be a header value (control characters): reported without the value.
+/// The vault key (or a billing field of its entry) cannot be a header value (control
+/// characters): reported without the value.
 #[derive(Debug, thiserror::Error)]
-#[error("the vault key is not a valid header value")]
+#[error("the vault entry's key or billing field is not a valid header value")]
 pub struct InvalidKey;
 
 pub fn kind_label(kind: ErrorKind) -> &'static str {
@@ -291,5 +332,52 @@ mod tests {
                 .inject(&mut h, &Secret::new("bad\nkey"))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn billing_fields_of_the_entry_go_in_the_apis_own_headers() {
+        let entry = crate::vault::Entry {
+            key: Secret::new("sk-real"),
+            organization: Some("org-vault".into()),
+            project: Some("proj_vault".into()),
+        };
+        let headers = |api: Api| {
+            let mut h = HeaderMap::new();
+            api.adapter().inject_entry(&mut h, &entry).unwrap();
+            let mut v: Vec<String> = h
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            headers(Api::OpenAi),
+            vec![
+                "authorization: Bearer sk-real",
+                "openai-organization: org-vault",
+                "openai-project: proj_vault"
+            ]
+        );
+        assert_eq!(
+            headers(Api::Gemini),
+            vec!["x-goog-api-key: sk-real", "x-goog-user-project: proj_vault"]
+        );
+        assert_eq!(headers(Api::Anthropic), vec!["x-api-key: sk-real"]);
+        // Every billing header an adapter sets is one the client's are removed under.
+        for api in [
+            Api::OpenAi,
+            Api::Anthropic,
+            Api::Gemini,
+            Api::Azure,
+            Api::OpenAiCompatible,
+        ] {
+            for (h, _) in api.adapter().billing_headers() {
+                assert!(crate::policy::credentials::is_billing_header(h), "{h}");
+            }
+            for p in api.adapter().credential_params() {
+                assert_eq!(*p, p.to_ascii_lowercase().replace('_', "-"), "normal form");
+            }
+        }
     }
 }

@@ -18,6 +18,10 @@ impl Adapter for Azure {
     fn placement(&self) -> Placement {
         Placement::Header("api-key")
     }
+    /// Azure AI services (API Management) also take `?subscription-key=`.
+    fn credential_params(&self) -> &'static [&'static str] {
+        &["subscription-key"]
+    }
     fn endpoint(&self, _m: &Method, path: &str) -> &'static str {
         if let Some(rest) = path.strip_prefix("/openai/deployments/") {
             let op = rest.split_once('/').map(|(_, op)| op).unwrap_or("");

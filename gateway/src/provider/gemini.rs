@@ -6,7 +6,7 @@
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::json;
 
-use super::adapter::{Adapter, ErrorKind, Framing, Placement};
+use super::adapter::{Adapter, Billing, ErrorKind, Framing, Placement};
 
 pub struct Gemini;
 
@@ -16,6 +16,15 @@ impl Adapter for Gemini {
     }
     fn placement(&self) -> Placement {
         Placement::Header("x-goog-api-key")
+    }
+    /// Google APIs also take `?access_token=` (OAuth; `?oauth_token=` its older name) and
+    /// `?authorization=`.
+    fn credential_params(&self) -> &'static [&'static str] {
+        &["access-token", "oauth-token", "authorization"]
+    }
+    /// The quota / billing project of a Google API request.
+    fn billing_headers(&self) -> &'static [(&'static str, Billing)] {
+        &[("x-goog-user-project", Billing::Project)]
     }
     fn endpoint(&self, _m: &Method, path: &str) -> &'static str {
         if path.ends_with(":streamGenerateContent") {

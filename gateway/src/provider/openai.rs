@@ -6,7 +6,7 @@
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::json;
 
-use super::adapter::{Adapter, ErrorKind, Framing, Placement, kind_label, sse_if_asked};
+use super::adapter::{Adapter, Billing, ErrorKind, Framing, Placement, kind_label, sse_if_asked};
 
 pub struct OpenAi;
 
@@ -55,6 +55,12 @@ impl Adapter for OpenAi {
     }
     fn placement(&self) -> Placement {
         Placement::Bearer
+    }
+    fn billing_headers(&self) -> &'static [(&'static str, Billing)] {
+        &[
+            ("openai-organization", Billing::Organization),
+            ("openai-project", Billing::Project),
+        ]
     }
     fn endpoint(&self, _m: &Method, path: &str) -> &'static str {
         openai_endpoint(path)

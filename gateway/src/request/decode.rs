@@ -57,6 +57,23 @@ fn read(r: impl Read, enc: &str, max: usize) -> Result<Vec<u8>, RequestError> {
     Ok(out)
 }
 
+/// A body that is compressed without saying so (gzip, zlib or zstd by their magic bytes),
+/// decoded to at most `max` bytes; `None` when it is not, or does not decode. Larger than
+/// `max` decoded is an error: never passed on unread.
+pub fn sniff(body: &[u8], max: usize) -> Result<Option<Vec<u8>>, RequestError> {
+    let coding = match body {
+        [0x1f, 0x8b, ..] => "gzip",
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => "zstd",
+        [0x78, 0x01 | 0x5e | 0x9c | 0xda, ..] => "deflate",
+        _ => return Ok(None),
+    };
+    match decode(body.to_vec(), &[coding.to_string()], max) {
+        Ok(d) => Ok(Some(d)),
+        Err(RequestError::TooLarge(n)) => Err(RequestError::TooLarge(n)),
+        Err(_) => Ok(None),
+    }
+}
+
 /// The codings a `Content-Encoding` header list names, lower case.
 pub fn codings(
     values: impl Iterator<Item = Result<String, ()>>,

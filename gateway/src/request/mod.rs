@@ -20,7 +20,6 @@ pub mod forms;
 pub mod json;
 pub mod path;
 
-use base64::Engine as _;
 use serde_json::Value;
 
 pub use crate::policy::scan::Unreadable;
@@ -74,8 +73,11 @@ impl Inspected {
     }
 }
 
-/// How deep multipart bodies may nest.
+/// How deep multipart bodies (and undeclared compression) may nest.
 const MAX_DEPTH: usize = 4;
+
+/// The most an undeclared compressed body is decoded to for scanning.
+const MAX_SNIFF: usize = 32 << 20;
 
 pub struct Inspector<'a> {
     pub scanner: &'a Scanner,
@@ -207,6 +209,27 @@ impl Inspector<'_> {
             Err(_) => {
                 st.shape.get_or_insert("binary");
                 self.bytes(body, st)?;
+                // Compressed data nobody declared: what is inside is scanned too, and a hit
+                // refuses the request (it cannot be masked and compressed again unasked).
+                if depth < MAX_DEPTH
+                    && let Some(inner) = decode::sniff(body, MAX_SNIFF)?
+                {
+                    let mut inner_st = State {
+                        how: st.how,
+                        ..Default::default()
+                    };
+                    match self.piece(&inner, "", depth + 1, &mut inner_st) {
+                        Ok(_) => {}
+                        Err(RequestError::Unreadable(_)) => self.bytes(&inner, &mut inner_st)?,
+                        Err(e) => return Err(e),
+                    }
+                    if let Some(h) = inner_st.hits.iter().find(|h| h.effect != Effect::Record) {
+                        return Err(RequestError::Unmaskable {
+                            detector: h.detector,
+                        });
+                    }
+                    st.hits.extend(inner_st.hits);
+                }
                 Ok(Out::same())
             }
         }
@@ -252,22 +275,13 @@ impl Inspector<'_> {
         Ok((out != s).then_some(out))
     }
 
-    /// Base64 inside a string: a data URL's payload, or a whole string that is long base64.
-    /// Text inside is scanned and, when masked, encoded again the same way. `None`: no
-    /// base64 here.
+    /// Base64 inside a string ([`crate::policy::b64`]): text inside is scanned and, when
+    /// masked, encoded again the same way. `None`: no base64 here.
     fn base64(&self, s: &str, st: &mut State) -> Result<Option<Option<String>>, RequestError> {
-        let (prefix, payload) = match data_url_payload(s) {
-            Some(p) => p,
-            None if looks_base64(s) => ("", s),
-            None => return Ok(None),
-        };
-        let Some((engine, padded)) = engine_for(payload) else {
+        let Some(d) = crate::policy::b64::decode(s) else {
             return Ok(None);
         };
-        let Ok(raw) = engine.decode(payload.trim_end_matches('=').as_bytes()) else {
-            return Ok(None);
-        };
-        match std::str::from_utf8(&raw) {
+        match std::str::from_utf8(&d.bytes) {
             Ok(inner) => {
                 let hits = self.scanner.scan(inner, self.ctx);
                 if hits.is_empty() {
@@ -277,19 +291,10 @@ impl Inspector<'_> {
                 let out = self.scanner.apply(inner, &hits, st.how);
                 st.text(&out);
                 st.hits.extend(hits);
-                if out == inner {
-                    return Ok(Some(None));
-                }
-                let mut e = engine.encode(out.as_bytes());
-                if padded {
-                    while e.len() % 4 != 0 {
-                        e.push('=');
-                    }
-                }
-                Ok(Some(Some(format!("{prefix}{e}"))))
+                Ok(Some((out != inner).then(|| d.encode(&out))))
             }
             Err(_) => {
-                self.bytes(&raw, st)?;
+                self.bytes(&d.bytes, st)?;
                 Ok(Some(None))
             }
         }
@@ -416,53 +421,6 @@ fn trim_line(line: &[u8]) -> &[u8] {
         }
     }
     l
-}
-
-/// `data:<mime>[;params];base64,<payload>`: (everything up to the payload, the payload).
-fn data_url_payload(s: &str) -> Option<(&str, &str)> {
-    let rest = s.strip_prefix("data:").or_else(|| {
-        s.get(..5)
-            .filter(|p| p.eq_ignore_ascii_case("data:"))
-            .map(|_| &s[5..])
-    })?;
-    let comma = rest.find(',')?;
-    let meta = &rest[..comma];
-    if !meta.to_ascii_lowercase().ends_with(";base64") {
-        return None;
-    }
-    let at = s.len() - rest.len() + comma + 1;
-    Some((&s[..at], &s[at..]))
-}
-
-/// Long enough and only base64 characters (either alphabet), as a whole string.
-fn looks_base64(s: &str) -> bool {
-    s.len() >= 16
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'='))
-        && !s.trim_end_matches('=').contains('=')
-}
-
-/// The alphabet `payload` is in (standard or URL-safe), and whether it is padded.
-fn engine_for(payload: &str) -> Option<(base64::engine::GeneralPurpose, bool)> {
-    use base64::engine::{
-        DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig, general_purpose,
-    };
-    let url = payload.contains(['-', '_']);
-    let std = payload.contains(['+', '/']);
-    if url && std {
-        return None;
-    }
-    let cfg = GeneralPurposeConfig::new()
-        .with_encode_padding(false)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true);
-    let alphabet = if url {
-        &base64::alphabet::URL_SAFE
-    } else {
-        &base64::alphabet::STANDARD
-    };
-    let _ = general_purpose::STANDARD;
-    Some((GeneralPurpose::new(alphabet, cfg), payload.ends_with('=')))
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ pub enum Kind {
     Bytes,
     /// Decided by the first bytes.
     Sniff,
+    /// Decided by the first bytes, for an answer that says it is an event stream.
+    SniffSse,
 }
 
 /// Told the (rule index, detector) of the hits as the answer streams: those of each piece
@@ -113,26 +115,30 @@ impl MaskedBody {
         }
     }
 
-    /// The framing the first bytes show (`None`: not enough bytes yet).
-    fn sniff(b: &[u8], end: bool) -> Option<Kind> {
+    /// The framing the first bytes show (`None`: not enough bytes yet). `sse`: the answer
+    /// says it is an event stream (text that is not clearly something else is read as one).
+    fn sniff(b: &[u8], end: bool, sse: bool) -> Option<Kind> {
         let b = b.strip_prefix(b"\xef\xbb\xbf").unwrap_or(b);
         let Some(at) = b.iter().position(|c| !c.is_ascii_whitespace()) else {
-            return end.then_some(Kind::Text);
+            return end.then_some(if sse { Kind::Sse } else { Kind::Text });
         };
         let rest = &b[at..];
         match rest[0] {
             b'{' => return Some(Kind::Json),
             b'[' => return Some(Kind::JsonArray),
-            b':' if at == 0 => return Some(Kind::Sse),
+            b':' => return Some(Kind::Sse),
             _ => {}
         }
         for field in [&b"data:"[..], b"event:", b"id:", b"retry:"] {
-            if at == 0 && rest.len() >= field.len() && rest[..field.len()] == *field {
+            if rest.len() >= field.len() && rest[..field.len()] == *field {
                 return Some(Kind::Sse);
             }
-            if at == 0 && !end && rest.len() < field.len() && field.starts_with(rest) {
+            if !end && rest.len() < field.len() && field.starts_with(rest) {
                 return None;
             }
+        }
+        if sse && std::str::from_utf8(b).is_ok() {
+            return Some(Kind::Sse);
         }
         match std::str::from_utf8(b) {
             Ok(_) => Some(Kind::Text),
@@ -432,8 +438,9 @@ impl MaskedBody {
 
     /// Decode what is buffered; `end`: the body ended.
     fn drain(&mut self, out: &mut Vec<u8>, end: bool) -> Result<(), BoxError> {
-        if self.kind == Kind::Sniff {
-            match Self::sniff(&self.buf, end) {
+        if matches!(self.kind, Kind::Sniff | Kind::SniffSse) {
+            let sse = self.kind == Kind::SniffSse;
+            match Self::sniff(&self.buf, end, sse) {
                 Some(k) => self.kind = k,
                 None if self.buf.len() > 4096 => self.kind = Kind::Text,
                 None => return Ok(()),
@@ -451,7 +458,7 @@ impl MaskedBody {
             }
             Kind::Text => self.drain_text(out, end),
             Kind::Bytes => self.scan_bytes(out)?,
-            Kind::Sniff => unreachable!("decided above"),
+            Kind::Sniff | Kind::SniffSse => unreachable!("decided above"),
         }
         if end && self.kind != Kind::JsonArray {
             for ev in self.rw.finish() {

@@ -219,7 +219,7 @@ impl Rewriter {
         }
         match v {
             Value::String(s) => {
-                if let Some(m) = self.mask_whole(s) {
+                if let Some(m) = self.mask_whole(s).or_else(|| self.mask_base64(s)) {
                     *s = m;
                 }
             }
@@ -279,6 +279,31 @@ impl Rewriter {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Base64 inside a string ([`crate::policy::b64`]): text inside masked and encoded again
+    /// the same way; binary data with a hit inside replaced whole by the rule's mask.
+    fn mask_base64(&mut self, s: &str) -> Option<String> {
+        let d = crate::policy::b64::decode(s)?;
+        match std::str::from_utf8(&d.bytes) {
+            Ok(inner) => self.mask_whole(inner).map(|m| d.encode(&m)),
+            Err(_) => {
+                let hits = self.scanner.find(
+                    &d.bytes,
+                    0,
+                    Ctx {
+                        dir: Direction::Response,
+                        id: &self.id,
+                    },
+                );
+                self.hits.extend(hits.iter().map(|h| (h.rule, h.detector)));
+                let h = hits
+                    .iter()
+                    .find(|h| h.effect != crate::policy::scan::Effect::Record)?;
+                self.altered = true;
+                Some(format!("[MASKED:{}]", self.scanner.rules()[h.rule].name))
+            }
         }
     }
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tracing::warn;
 
-use super::Secret;
+use super::{Entry, Secret};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -103,7 +103,7 @@ struct Token {
 }
 
 struct Cache {
-    keys: BTreeMap<String, Secret>,
+    keys: BTreeMap<String, Entry>,
     fetched: Instant,
 }
 
@@ -216,6 +216,38 @@ mod hyper_rustls_free {
                     .await?;
                 Ok(Io::Tls(Box::new(TokioIo::new(s))))
             })
+        }
+    }
+}
+
+/// A field of the secret: the key as a string, or an object with `value` and the billing
+/// fields `organization` and `project` (KV v2 values may be any JSON). Anything else is no entry
+/// (logged by name, never by value).
+fn entry(name: &str, v: &serde_json::Value) -> Option<Entry> {
+    if let Some(s) = v.as_str() {
+        return Some(Entry::new(Secret::new(s)));
+    }
+    let o = v.as_object();
+    let text = |f: &str| o.and_then(|o| o.get(f)).and_then(|v| v.as_str());
+    let known = o.is_some_and(|o| {
+        o.iter().all(|(k, v)| {
+            matches!(k.as_str(), "value" | "organization" | "project") && v.is_string()
+        })
+    });
+    let field = |f: &str| text(f).filter(|v| super::valid_field(v)).map(String::from);
+    match text("value") {
+        Some(value) if known && !value.is_empty() => Some(Entry {
+            key: Secret::new(value),
+            organization: field("organization"),
+            project: field("project"),
+        }),
+        _ => {
+            warn!(
+                field = name,
+                "Vault: the field is neither a string nor an object of string `value`, \
+                 `organization`, `project`; no key by this name"
+            );
+            None
         }
     }
 }
@@ -355,7 +387,7 @@ impl Hashicorp {
         Ok(value)
     }
 
-    async fn fetch(&self) -> Result<BTreeMap<String, Secret>, HashicorpError> {
+    async fn fetch(&self) -> Result<BTreeMap<String, Entry>, HashicorpError> {
         let token = self.token().await?;
         let path = format!(
             "/v1/{}/data/{}",
@@ -383,11 +415,11 @@ impl Hashicorp {
             })?;
         Ok(data
             .iter()
-            .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), Secret::new(s))))
+            .filter_map(|(k, v)| entry(k, v).map(|e| (k.clone(), e)))
             .collect())
     }
 
-    pub async fn get(&self, name: &str) -> Result<Option<Secret>, HashicorpError> {
+    pub async fn get(&self, name: &str) -> Result<Option<Entry>, HashicorpError> {
         let mut cache = self.cache.lock().await;
         let fresh = cache
             .as_ref()
@@ -411,5 +443,36 @@ impl Hashicorp {
 
     pub async fn list(&self) -> Result<Vec<String>, HashicorpError> {
         Ok(self.fetch().await?.into_keys().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_field_is_a_key_or_an_object_with_billing_fields() {
+        let show = |v: serde_json::Value| {
+            entry("k", &v).map(|e| (e.key.expose().to_string(), e.organization, e.project))
+        };
+        assert_eq!(
+            show(serde_json::json!("sk-1")),
+            Some(("sk-1".into(), None, None))
+        );
+        assert_eq!(
+            show(
+                serde_json::json!({"value": "sk-2", "organization": "org-x", "project": "proj_y"})
+            ),
+            Some(("sk-2".into(), Some("org-x".into()), Some("proj_y".into())))
+        );
+        for bad in [
+            serde_json::json!(42),
+            serde_json::json!({"organization": "org-x"}),
+            serde_json::json!({"value": ""}),
+            serde_json::json!({"value": "sk", "other": "x"}),
+            serde_json::json!({"value": "sk", "project": 1}),
+        ] {
+            assert!(show(bad.clone()).is_none(), "{bad}");
+        }
     }
 }

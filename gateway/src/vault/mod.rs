@@ -8,7 +8,21 @@
 //! A third backend, `hashicorp`, reads a KV v2 secret from HashiCorp Vault ([`hashicorp`]).
 //!
 //! A key is a [`Secret`]: its `Debug` and `Display` print `[redacted]`, its memory is zeroed on
-//! drop, and the only way to the text is [`Secret::expose`].
+//! drop, and the only way to the text is [`Secret::expose`]. An [`Entry`] is a key and the
+//! account it bills (`organization`, `project`): the provider's billing headers are set from it,
+//! never from the client.
+//!
+//! The file's entries, both forms in one `[keys]` table:
+//!
+//! ```toml
+//! [keys]
+//! openai = "sk-..."                 # the key alone
+//!
+//! [keys.openai-prod]                # the key and the account it bills
+//! value = "sk-proj-..."
+//! organization = "org-..."          # OpenAI-Organization
+//! project = "proj_..."              # OpenAI-Project; Gemini: x-goog-user-project
+//! ```
 
 use std::{
     collections::BTreeMap,
@@ -52,6 +66,122 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+/// One vault entry: the key, and the account it bills where the provider has headers for that
+/// ([`crate::provider::adapter::Adapter::billing_headers`]).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub key: Secret,
+    pub organization: Option<String>,
+    pub project: Option<String>,
+}
+
+impl Entry {
+    pub fn new(key: Secret) -> Self {
+        Self {
+            key,
+            organization: None,
+            project: None,
+        }
+    }
+
+    fn is_plain(&self) -> bool {
+        self.organization.is_none() && self.project.is_none()
+    }
+}
+
+/// Marks the messages [`Entry`]'s deserializer writes itself: they name the mistake and never a
+/// value, so [`parse_reason`] may pass them on.
+const ENTRY_ERR: &str = "gateway vault entry: ";
+
+/// A billing field: an identifier, so visible ASCII without spaces.
+fn valid_field(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 256 && v.bytes().all(|b| b.is_ascii_graphic())
+}
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Entry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a quoted key, or a table with `value`")
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<Entry, E> {
+                Ok(Entry::new(Secret::new(v)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Entry, A::Error> {
+                let bad = |what: &str| A::Error::custom(format!("{ENTRY_ERR}{what}"));
+                let (mut value, mut organization, mut project) = (None, None, None);
+                while let Some(k) = m.next_key::<String>()? {
+                    let (slot, field) = match k.as_str() {
+                        "value" => (&mut value, "value"),
+                        "organization" => (&mut organization, "organization"),
+                        "project" => (&mut project, "project"),
+                        _ => {
+                            return Err(bad(
+                                "an entry with a field other than value, organization and project",
+                            ));
+                        }
+                    };
+                    // The deserializer's own message would quote what it found.
+                    let v: Zeroizing<String> =
+                        m.next_value::<String>().map(Zeroizing::new).map_err(|_| {
+                            bad(&format!("an entry whose `{field}` is not a quoted string"))
+                        })?;
+                    *slot = Some(v);
+                }
+                let value = value.ok_or_else(|| bad("an entry table without `value`"))?;
+                if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(bad(
+                        "an entry whose `value` is empty or has whitespace or control characters",
+                    ));
+                }
+                let field = |v: Option<Zeroizing<String>>, name: &str| match v {
+                    Some(v) if !valid_field(&v) => Err(bad(&format!(
+                        "an entry whose `{name}` is empty or not visible ASCII without spaces"
+                    ))),
+                    v => Ok(v.map(|v| v.to_string())),
+                };
+                Ok(Entry {
+                    key: Secret::new(value.as_str()),
+                    organization: field(organization, "organization")?,
+                    project: field(project, "project")?,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// How an entry is written back: the plain form when it has no billing fields.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EntryOut<'a> {
+    Plain(&'a str),
+    Table {
+        value: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        organization: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        project: Option<&'a str>,
+    },
+}
+
+impl<'a> From<&'a Entry> for EntryOut<'a> {
+    fn from(e: &'a Entry) -> Self {
+        if e.is_plain() {
+            EntryOut::Plain(e.key.expose())
+        } else {
+            EntryOut::Table {
+                value: e.key.expose(),
+                organization: e.organization.as_deref(),
+                project: e.project.as_deref(),
+            }
+        }
     }
 }
 
@@ -147,6 +277,10 @@ impl Default for VaultConfig {
     }
 }
 
+/// The env backend's billing fields: `<PREFIX><NAME>__ORGANIZATION`, `..__PROJECT`.
+const ENV_ORGANIZATION: &str = "__ORGANIZATION";
+const ENV_PROJECT: &str = "__PROJECT";
+
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
@@ -155,18 +289,23 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-#[derive(Deserialize, Serialize, Default)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct KeysFile {
     #[serde(default)]
-    keys: BTreeMap<String, String>,
+    keys: BTreeMap<String, Entry>,
+}
+
+#[derive(Serialize)]
+struct KeysFileOut<'a> {
+    keys: BTreeMap<&'a str, EntryOut<'a>>,
 }
 
 struct Cached {
     /// (mtime, inode, size): a file renamed into place is a new inode even when the
     /// file system's timestamps are too coarse to tell (ext2/3: one second).
     stamp: (Option<SystemTime>, u64, u64),
-    keys: BTreeMap<String, Secret>,
+    keys: BTreeMap<String, Entry>,
 }
 
 /// What the watch thread reports: a change since the last read, or that it stopped (from then
@@ -304,25 +443,41 @@ impl Vault {
 
     /// The secret named `name`; `Ok(None)` when the backend has no such key.
     pub async fn get(&self, name: &str) -> Result<Option<Secret>, VaultError> {
+        Ok(self.entry(name).await?.map(|e| e.key))
+    }
+
+    /// The entry named `name` (its key and billing fields); `Ok(None)` when there is none.
+    pub async fn entry(&self, name: &str) -> Result<Option<Entry>, VaultError> {
         if let Some(h) = &self.hashicorp {
             return Ok(h.get(name).await?);
         }
         self.get_local(name)
     }
 
-    fn get_local(&self, name: &str) -> Result<Option<Secret>, VaultError> {
+    fn get_local(&self, name: &str) -> Result<Option<Entry>, VaultError> {
         match self.kind {
             BackendKind::Hashicorp => Ok(None),
             BackendKind::Env => {
+                // `<PREFIX><NAME>`, and the billing fields in `<PREFIX><NAME>__ORGANIZATION` and
+                // `<PREFIX><NAME>__PROJECT`.
                 let var = format!(
                     "{}{}",
                     self.env_prefix,
                     name.to_ascii_uppercase().replace(['-', '.'], "_")
                 );
-                Ok(std::env::var(var)
-                    .ok()
-                    .filter(|v| !v.is_empty())
-                    .map(Secret::new))
+                let Some(value) = std::env::var(&var).ok().filter(|v| !v.is_empty()) else {
+                    return Ok(None);
+                };
+                let field = |suffix: &str| {
+                    std::env::var(format!("{var}{suffix}"))
+                        .ok()
+                        .filter(|v| valid_field(v))
+                };
+                Ok(Some(Entry {
+                    key: Secret::new(value),
+                    organization: field(ENV_ORGANIZATION),
+                    project: field(ENV_PROJECT),
+                }))
             }
             BackendKind::File => {
                 // Watched and unchanged since the last read: the cache as it is.
@@ -368,7 +523,7 @@ impl Vault {
         }
     }
 
-    fn load_file(&self) -> Result<BTreeMap<String, Secret>, VaultError> {
+    fn load_file(&self) -> Result<BTreeMap<String, Entry>, VaultError> {
         let io = |source| VaultError::Io {
             path: self.file.clone(),
             source,
@@ -386,11 +541,7 @@ impl Vault {
             path: self.file.clone(),
             reason: parse_reason(&text, &e),
         })?;
-        Ok(parsed
-            .keys
-            .into_iter()
-            .map(|(k, v)| (k, Secret::new(v)))
-            .collect())
+        Ok(parsed.keys)
     }
 
     fn writable(&self) -> Result<(), VaultError> {
@@ -415,6 +566,7 @@ impl Vault {
             BackendKind::Env => Ok(std::env::vars()
                 .filter_map(|(k, _)| {
                     k.strip_prefix(&self.env_prefix)
+                        .filter(|n| !n.ends_with(ENV_ORGANIZATION) && !n.ends_with(ENV_PROJECT))
                         .map(str::to_ascii_lowercase)
                 })
                 .collect()),
@@ -437,7 +589,10 @@ impl Vault {
         } else {
             BTreeMap::new()
         };
-        keys.insert(name.to_string(), value.clone());
+        // A new value for an entry keeps the account it bills.
+        keys.entry(name.to_string())
+            .and_modify(|e| e.key = value.clone())
+            .or_insert_with(|| Entry::new(value.clone()));
         self.store(&keys)
     }
 
@@ -456,7 +611,7 @@ impl Vault {
     }
 
     /// Write atomically: a 0600 temporary file in the same directory, then rename.
-    fn store(&self, keys: &BTreeMap<String, Secret>) -> Result<(), VaultError> {
+    fn store(&self, keys: &BTreeMap<String, Entry>) -> Result<(), VaultError> {
         let io = |source| VaultError::Io {
             path: self.file.clone(),
             source,
@@ -464,17 +619,13 @@ impl Vault {
         if let Some(dir) = self.file.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let plain = KeysFile {
-            keys: keys
-                .iter()
-                .map(|(k, v)| (k.clone(), v.expose().to_string()))
-                .collect(),
+        let plain = KeysFileOut {
+            keys: keys.iter().map(|(k, v)| (k.as_str(), v.into())).collect(),
         };
         let text = Zeroizing::new(toml::to_string(&plain).map_err(|e| VaultError::Parse {
             path: self.file.clone(),
             reason: e.to_string(),
         })?);
-        drop(plain);
         let tmp = self
             .file
             .with_extension(format!("tmp.{}", std::process::id()));
@@ -499,7 +650,9 @@ impl Vault {
 /// every value in this file is a key. The line number and the kind of mistake are enough.
 fn parse_reason(text: &str, e: &toml::de::Error) -> String {
     let msg = e.message();
-    let what = if msg.starts_with("invalid type") {
+    let what = if let Some(m) = msg.strip_prefix(ENTRY_ERR) {
+        m
+    } else if msg.starts_with("invalid type") {
         "a value that is not a quoted string"
     } else if msg.contains("duplicate key") {
         "a key defined twice"
@@ -534,7 +687,9 @@ mod tests {
     }
 
     fn get(v: &Vault, name: &str) -> Option<String> {
-        v.get_local(name).unwrap().map(|s| s.expose().to_string())
+        v.get_local(name)
+            .unwrap()
+            .map(|s| s.key.expose().to_string())
     }
 
     #[test]
@@ -551,7 +706,7 @@ mod tests {
         assert_eq!(
             v.get_local("openai")
                 .unwrap()
-                .map(|s| s.expose().to_string()),
+                .map(|s| s.key.expose().to_string()),
             None
         );
         v.set("openai", &Secret::new("sk-one")).unwrap();
@@ -562,7 +717,10 @@ mod tests {
             v.list_local().unwrap(),
             vec!["anthropic".to_string(), "openai".to_string()]
         );
-        assert_eq!(v.get_local("openai").unwrap().unwrap().expose(), "sk-one");
+        assert_eq!(
+            v.get_local("openai").unwrap().unwrap().key.expose(),
+            "sk-one"
+        );
         assert!(v.remove("openai").unwrap());
         assert!(!v.remove("openai").unwrap());
         assert!(v.get_local("openai").unwrap().is_none());
@@ -607,7 +765,35 @@ mod tests {
             ),
             (
                 "[keys]\nopenai = { v = \"sk-secret-value-inline\" }\n",
-                "not a quoted string",
+                "a field other than value, organization and project at line 2",
+            ),
+            (
+                "[keys]\na = \"x\"\n\n[keys.openai]\norganization = \"org-sk-secret-value\"\n",
+                "an entry table without `value` at line 4",
+            ),
+            (
+                "[keys.openai]\nvalue = 4242424242424242\n",
+                "`value` is not a quoted string at line 1",
+            ),
+            (
+                "[keys.openai]\nvalue = \"sk-secret-value\"\nproject = [\"sk-secret-value-p\"]\n",
+                "`project` is not a quoted string at line 1",
+            ),
+            (
+                "[keys.openai]\nvalue = \"sk-secret-value\"\norganization = \"org sk-secret-value\"\n",
+                "`organization` is empty or not visible ASCII",
+            ),
+            (
+                "[keys.openai]\nvalue = \"sk-secret-value x\"\n",
+                "`value` is empty or has whitespace",
+            ),
+            (
+                "[keys.openai]\nvalue = \"sk-secret-value\"\nvalue = \"sk-secret-value-2\"\n",
+                "defined twice",
+            ),
+            (
+                "[keys.openai.nested]\nvalue = \"sk-secret-value\"\n",
+                "a field other than value",
             ),
             (
                 "[keys]\nopenai = \"sk-secret-value-1\"\nopenai = \"sk-secret-value-2\"\n",
@@ -627,6 +813,65 @@ mod tests {
                 "{text:?}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn entries_carry_billing_fields_in_the_table_form_and_keep_them_across_set() {
+        let d = tempfile::tempdir().unwrap();
+        let v = vault(d.path());
+        std::fs::write(
+            v.file(),
+            "[keys]\nplain = \"sk-plain\"\ninline = { value = \"sk-inline\", project = \"p-1\" }\n\n\
+             [keys.openai-prod]\nvalue = \"sk-prod\"\norganization = \"org-abc\"\nproject = \"proj_123\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(v.file(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        v.check().unwrap();
+        let e = |name: &str| v.get_local(name).unwrap().unwrap();
+        let show = |e: Entry| {
+            (
+                e.key.expose().to_string(),
+                e.organization.clone(),
+                e.project.clone(),
+            )
+        };
+        assert_eq!(show(e("plain")), ("sk-plain".into(), None, None));
+        assert_eq!(
+            show(e("inline")),
+            ("sk-inline".into(), None, Some("p-1".into()))
+        );
+        assert_eq!(
+            show(e("openai-prod")),
+            (
+                "sk-prod".into(),
+                Some("org-abc".into()),
+                Some("proj_123".into())
+            )
+        );
+        assert!(!format!("{:?}", e("openai-prod")).contains("sk-prod"));
+        // A new value keeps the account it bills; the file stays in both forms.
+        v.set("openai-prod", &Secret::new("sk-prod-2")).unwrap();
+        v.set("new", &Secret::new("sk-new")).unwrap();
+        assert_eq!(
+            show(e("openai-prod")),
+            (
+                "sk-prod-2".into(),
+                Some("org-abc".into()),
+                Some("proj_123".into())
+            )
+        );
+        assert_eq!(show(e("new")), ("sk-new".into(), None, None));
+        let text = std::fs::read_to_string(v.file()).unwrap();
+        assert!(text.contains("plain = \"sk-plain\""), "{text}");
+        assert_eq!(
+            v.list_local().unwrap(),
+            vec!["inline", "new", "openai-prod", "plain"]
+        );
+        let reread = vault(d.path());
+        assert_eq!(
+            show(reread.get_local("inline").unwrap().unwrap()).2,
+            Some("p-1".into())
+        );
     }
 
     #[test]
@@ -652,7 +897,7 @@ mod tests {
         let eventually = |want: Option<&str>| {
             let t = std::time::Instant::now();
             loop {
-                let got = v.get_local("openai").ok().flatten();
+                let got = v.get_local("openai").ok().flatten().map(|e| e.key);
                 if got.as_ref().map(|s| s.expose()) == want {
                     return;
                 }
@@ -812,7 +1057,7 @@ mod tests {
         };
         let v = Vault::new(&cfg, d.path()).unwrap();
         assert_eq!(
-            v.get_local("h").unwrap().unwrap().expose(),
+            v.get_local("h").unwrap().unwrap().key.expose(),
             std::env::var("PATH").unwrap()
         );
         assert!(v.get_local("nothing-here").unwrap().is_none());

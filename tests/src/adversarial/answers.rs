@@ -171,7 +171,7 @@ fn an_stream(blocks: Vec<Vec<String>>, marker: &str) -> Vec<String> {
         ev.extend(b);
     }
     ev.push(an_ev("content_block_start", json!({"type": "content_block_start", "index": n, "content_block": {"type": "text", "text": ""}})));
-    ev.push(an_ev("content_block_delta", json!({"type": "content_block_delta", "index": n, "delta": {"type": "text_delta", "text": marker}})));
+    ev.push(an_ev("content_block_delta", json!({"type": "content_block_delta", "index": n, "delta": {"type": "text_delta", "text": format!(" {marker}")}})));
     ev.push(an_ev(
         "content_block_stop",
         json!({"type": "content_block_stop", "index": n}),
@@ -228,7 +228,7 @@ fn gm_chunks(name: &str, n: usize) -> (Vec<Value>, String, String) {
         .iter()
         .map(|p| gm_chunk(json!([{"text": p}]), false))
         .collect();
-    c.push(gm_chunk(json!([{"text": m}]), true));
+    c.push(gm_chunk(json!([{"text": format!(" {m}")}]), true));
     (c, s, m)
 }
 
@@ -519,10 +519,7 @@ pub fn answer_cases() -> Vec<AnswerCase> {
             d["sequence_number"] = json!(i + 1);
             ev.push(ev_of(ty, d));
         }
-        ev.push(ev_of(
-            "response.output_text.delta",
-            json!({"item_id": "msg_2", "output_index": 1, "content_index": 0, "delta": m}),
-        ));
+        ev.push(ev_of("response.output_text.delta", json!({"item_id": "msg_2", "output_index": 1, "content_index": 0, "delta": format!(" {m}")})));
         ev.push(ev_of("response.completed", json!({"response": {"id": "resp_1", "object": "response", "status": "completed", "output": []}})));
         v.push(sse_case(name, OA, "/v1/responses", RESP_REQ, ev, s, m));
     }
@@ -556,7 +553,7 @@ pub fn answer_cases() -> Vec<AnswerCase> {
             format!("event: {ty}\ndata: {d}\n\n"),
             format!(
                 "event: response.output_text.delta\ndata: {}\n\n",
-                json!({"type": "response.output_text.delta", "item_id": "msg_2", "output_index": 1, "content_index": 0, "delta": m})
+                json!({"type": "response.output_text.delta", "item_id": "msg_2", "output_index": 1, "content_index": 0, "delta": format!(" {m}")})
             ),
         ];
         v.push(sse_case(name, OA, "/v1/responses", RESP_REQ, ev, s, m));
@@ -1106,7 +1103,7 @@ pub fn rule_answer_cases() -> Vec<AnswerCase> {
                     .iter()
                     .map(|w| gm_chunk(json!([{"text": w}]), false))
                     .collect();
-                c.push(gm_chunk(json!([{"text": m}]), true));
+                c.push(gm_chunk(json!([{"text": format!(" {m}")}]), true));
                 if name.ends_with("json-array") {
                     let mut a = sse_case(
                         name,
@@ -1144,6 +1141,7 @@ pub fn rule_answer_cases() -> Vec<AnswerCase> {
     for (name, p, word) in [
         ("ans-rule-block-oa-json", OA, "BLOCKME-128847"),
         ("ans-rule-hold-an-json", AN, "HOLDME-640021"),
+        ("ans-rule-mask-oa-json-control", OA, "MASKME-310220"),
     ] {
         let body = match p {
             OA => {
@@ -1156,11 +1154,12 @@ pub fn rule_answer_cases() -> Vec<AnswerCase> {
         let path = if p == OA { CHAT } else { "/v1/messages" };
         let req = if p == OA { OA_REQ_PLAIN } else { AN_REQ_PLAIN };
         let mut a = json_case(name, p, path, req, body, word.into());
-        a.contains.push(if word.starts_with("BLOCK") {
-            "[MASKED:adv-block]".into()
-        } else {
-            "[MASKED:adv-hold]".into()
-        });
+        let rule = match &word[..4] {
+            "BLOC" => "adv-block",
+            "HOLD" => "adv-hold",
+            _ => "adv-mask",
+        };
+        a.contains.push(format!("[MASKED:{rule}]"));
         v.push(a);
     }
     v
@@ -1178,6 +1177,11 @@ name = "adv-hold"
 pattern = "HOLDME-[0-9]{6}"
 on = ["request", "response"]
 action = "hold"
+[[rule]]
+name = "adv-mask"
+pattern = "MASKME-[0-9]{6}"
+on = ["request", "response"]
+action = "mask"
 "#;
 
 /// Register every case's script with its fake, send the requests, judge the answers.
@@ -1222,6 +1226,10 @@ fn judge(e: &ProviderEnv, cases: &[AnswerCase], got: &BTreeMap<String, Got>) -> 
         let mut all: Vec<Vec<u8>> = views(&g.body);
         for d in &inf {
             all.extend(views(d));
+        }
+        // Text split across events, joined back field by field.
+        for j in joined(&g.body) {
+            all.extend(views(&j));
         }
         let head: String = g
             .headers
@@ -1286,9 +1294,99 @@ fn judge(e: &ProviderEnv, cases: &[AnswerCase], got: &BTreeMap<String, Got>) -> 
         if !why.is_empty() {
             why.dedup();
             fails.push(format!("{}: {}", a.name, why.join("; ")));
+            if std::env::var_os("ADV_DUMP").is_some() {
+                eprintln!(
+                    "--- {} client: {} {:?}\n{}",
+                    a.name,
+                    g.status,
+                    g.headers,
+                    String::from_utf8_lossy(&g.body[..g.body.len().min(3000)])
+                );
+            }
         }
     }
     fails
+}
+
+/// The JSON documents of an answer: the whole body, an array's elements, SSE `data:`
+/// payloads, NDJSON lines.
+fn documents(body: &[u8]) -> Vec<Value> {
+    let text = String::from_utf8_lossy(body)
+        .replace("\r\n", "\n")
+        .replace('\r', "\n");
+    if let Ok(v) = serde_json::from_str::<Value>(&text) {
+        return match v {
+            Value::Array(a) => a,
+            v => vec![v],
+        };
+    }
+    let mut docs = vec![];
+    for ev in text.split("\n\n") {
+        let data: Vec<&str> = ev
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            .collect();
+        if let Ok(v) = serde_json::from_str::<Value>(&data.join("\n")) {
+            docs.push(v);
+        }
+    }
+    if docs.is_empty() {
+        docs = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l.trim_start_matches([',', '[', ']'])).ok())
+            .collect();
+    }
+    docs
+}
+
+/// Each string field's values over all the answer's documents, concatenated in order, by
+/// JSON path and by field name: a secret split across events shows whole here.
+fn joined(body: &[u8]) -> Vec<Vec<u8>> {
+    fn walk(
+        v: &Value,
+        path: &str,
+        key: &str,
+        by_path: &mut BTreeMap<String, String>,
+        by_key: &mut BTreeMap<String, String>,
+    ) {
+        match v {
+            Value::String(s) => {
+                by_path.entry(path.to_string()).or_default().push_str(s);
+                by_key.entry(key.to_string()).or_default().push_str(s);
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    walk(x, &format!("{path}/{i}"), key, by_path, by_key);
+                }
+            }
+            Value::Object(o) => {
+                for (k, x) in o {
+                    walk(x, &format!("{path}/{k}"), k, by_path, by_key);
+                }
+            }
+            _ => {}
+        }
+    }
+    let (mut by_path, mut by_key) = (BTreeMap::new(), BTreeMap::new());
+    for d in documents(body) {
+        // Deltas join per stream, as SDKs join them: Responses events by output and content
+        // index, Anthropic's by block index.
+        let stream: String = ["output_index", "content_index", "index"]
+            .iter()
+            .filter_map(|k| {
+                d.get(*k)
+                    .and_then(Value::as_u64)
+                    .map(|i| format!("{k}={i};"))
+            })
+            .collect();
+        walk(&d, &stream, "", &mut by_path, &mut by_key);
+    }
+    by_path
+        .into_values()
+        .chain(by_key.into_values())
+        .map(String::into_bytes)
+        .collect()
 }
 
 /// Whether the client can still parse the answer in the framing it was sent in.

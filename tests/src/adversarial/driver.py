@@ -2,7 +2,7 @@
 # connection, writing exactly the bytes the case says (HTTP/1.1 over a raw socket, h2 through
 # the h2 state machine), and prints one JSON line per request with what came back.
 #
-# argv: cases.json cafile. Each case: id, host, ip, proto ("h1" | "h2"), method, target,
+# argv: cases.json cafile results.jsonl (one line per case). Each case: id, host, ip, proto ("h1" | "h2"), method, target,
 # headers [[name, value]], body (hex), chunked (h1: send the body chunked), trailers
 # [[name, value]], raw (hex: for h1, the whole request as bytes, nothing added), timeout.
 import json, socket, ssl, sys, time
@@ -13,6 +13,7 @@ import h2.events
 
 cases = json.load(open(sys.argv[1]))
 cafile = sys.argv[2]
+out = open(sys.argv[3], "w")
 
 
 def tls(c, alpn):
@@ -226,9 +227,13 @@ def run_h2(c):
 
 
 for c in cases:
+    t0 = time.time()
     try:
         r = run_h2(c) if c["proto"] == "h2" else run_h1(c)
     except Exception as e:  # one broken case must not hide the others
         r = {"status": 0, "headers": [], "body": "", "error": f"{type(e).__name__}: {e}"}
     r["id"] = c["id"]
-    print(json.dumps(r), flush=True)
+    r["elapsed"] = round(time.time() - t0, 3)
+    print(f"{c['id']}: {r['status']} in {r['elapsed']}s {(r.get('error') or '')[:80]}", file=sys.stderr, flush=True)
+    out.write(json.dumps(r) + "\n")
+    out.flush()

@@ -94,6 +94,9 @@ pub enum Expect {
     Refused(Option<&'static str>),
     /// Never reaches the provider (the request cannot be read); any answer or none.
     NotForwarded,
+    /// Only that no planted secret reaches the provider (what else happens is not observable,
+    /// e.g. a request pipelined behind another).
+    NoLeak,
     /// Forwarded with exactly one credential, the vault's, in the provider's place, and these
     /// headers (lower case) absent.
     VaultOnly(Vec<&'static str>),
@@ -266,15 +269,24 @@ pub fn send_all(e: &ProviderEnv, cases: &[Case]) -> BTreeMap<String, Got> {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("cases.json");
     std::fs::write(&file, serde_json::to_vec(&list).unwrap()).unwrap();
+    let results = dir.path().join("results.jsonl");
     let py = crate::py_venv().join("bin/python");
+    // Results go to a file: a pipe nobody reads until the end would fill and stall the driver.
     let cmd = e.cg.command(
         py.to_str().unwrap(),
-        &["-c", DRIVER, file.to_str().unwrap(), e.ca.to_str().unwrap()],
+        &[
+            "-c",
+            DRIVER,
+            file.to_str().unwrap(),
+            e.ca.to_str().unwrap(),
+            results.to_str().unwrap(),
+        ],
     );
     let budget = Duration::from_secs(60 + 10 * cases.len() as u64);
     let r = crate::run(cmd, budget);
+    let text = std::fs::read_to_string(&results).unwrap_or_default();
     let mut out = BTreeMap::new();
-    for line in r.stdout.lines() {
+    for line in text.lines() {
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             continue;
         };
@@ -299,6 +311,15 @@ pub fn send_all(e: &ProviderEnv, cases: &[Case]) -> BTreeMap<String, Got> {
         !out.is_empty() || cases.is_empty(),
         "the adversarial driver produced nothing: {r:?}"
     );
+    if out.len() < cases.len() {
+        eprintln!(
+            "the adversarial driver answered {} of {} cases (exit {:?}); its stderr:\n{}",
+            out.len(),
+            cases.len(),
+            r.code,
+            r.stderr
+        );
+    }
     out
 }
 
@@ -456,7 +477,10 @@ pub fn judge(e: &ProviderEnv, cases: &[Case], got: &BTreeMap<String, Got>) -> Ve
             Expect::Clean { masked } => {
                 if forwarded {
                     if *masked && !mine.iter().all(|(_, d, _)| d.body_has(b"[MASKED:")) {
-                        why.push("forwarded without the [MASKED: form".into());
+                        let n: Vec<usize> = mine.iter().map(|(_, _, s)| s.body.len()).collect();
+                        why.push(format!(
+                            "forwarded without the [MASKED: form (body upstream {n:?} bytes)"
+                        ));
                     }
                 } else if let Err(r) = refusal(c.provider, &g) {
                     why.push(format!("neither forwarded nor refused: {r}"));
@@ -493,6 +517,7 @@ pub fn judge(e: &ProviderEnv, cases: &[Case], got: &BTreeMap<String, Got>) -> Ve
                     why.push("forwarded, must not reach the provider".into());
                 }
             }
+            Expect::NoLeak => {}
             Expect::VaultOnly(absent) => {
                 if !forwarded {
                     why.push(format!("not forwarded: {}", g.brief()));
@@ -521,6 +546,24 @@ pub fn judge(e: &ProviderEnv, cases: &[Case], got: &BTreeMap<String, Got>) -> Ve
         if !why.is_empty() {
             why.dedup();
             fails.push(format!("{}: {}", c.name, why.join("; ")));
+            if std::env::var_os("ADV_DUMP").is_some() {
+                for (_, _, s) in &mine {
+                    eprintln!(
+                        "--- {} upstream: {} {} {:?}\n{}",
+                        c.name,
+                        s.method,
+                        s.target,
+                        s.headers,
+                        String::from_utf8_lossy(&s.body[..s.body.len().min(600)])
+                    );
+                }
+                eprintln!(
+                    "--- {} client: {:?} {}",
+                    c.name,
+                    g.headers,
+                    String::from_utf8_lossy(&g.body[..g.body.len().min(1500)])
+                );
+            }
         }
     }
     fails

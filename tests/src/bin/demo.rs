@@ -30,7 +30,8 @@ fn main() {
     let e = ProviderEnv::start(
         "gw-demo",
         90,
-        "[hold]\nkeywords = [\"production database\"]\ntimeout = \"120s\"\n",
+        // One machine, one user: the demo approves its own request, which takes saying so.
+        "[hold]\nkeywords = [\"production database\"]\ntimeout = \"120s\"\nself_approval = true\n",
         &[("openai", VAULT_KEY)],
     );
     let cg = e.cg.path.display().to_string();
