@@ -83,7 +83,7 @@ fn main() {
     let script = r#"
 import sys, openai
 c = openai.OpenAI(api_key="sk-dummy")
-for ch in c.chat.completions.create(model="gpt-demo", stream=True, messages=[{"role": "user", "content": "Which token should I use?"}], extra_headers={"x-test-reply": sys.argv[1], "x-test-chunk": "4"}):
+for ch in c.chat.completions.create(model="gpt-demo", stream=True, messages=[{"role": "user", "content": "Which token should I use?"}], extra_headers={"x-test-reply-hex": sys.argv[1].encode().hex(), "x-test-chunk": "4"}):
     if ch.choices and ch.choices[0].delta.content:
         print(ch.choices[0].delta.content, end="", flush=True)
 print()
