@@ -289,7 +289,8 @@ pub fn run(pid: u32) -> String {
         &format!("gw-bench-c-on-{pid}"),
         &cg_on.path,
         &provider,
-        &opts("[hold]\nkeywords = [\"HOLD-ME\"]\n"),
+        // 1000 held at once: above the default bound of 256.
+        &opts("[hold]\nkeywords = [\"HOLD-ME\"]\nmax_pending = 2000\n"),
     );
     let gw_off = Gateway::start_opts(
         &format!("gw-bench-c-off-{pid}"),
