@@ -69,7 +69,7 @@ pub struct Seal {
     head_path: PathBuf,
 }
 
-fn hex(b: &[u8]) -> String {
+pub(super) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

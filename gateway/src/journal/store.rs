@@ -21,7 +21,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use super::{Record, seal::Seal};
+use super::{
+    Record,
+    seal::{Seal, hex},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -180,10 +183,6 @@ pub fn chain_hash(prev: &str, record: &Value) -> String {
     h.update(b"\n");
     h.update(canonical(record));
     hex(&h.finalize())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl Store {

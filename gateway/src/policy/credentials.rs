@@ -288,7 +288,7 @@ impl<'a> Query<'a> {
 
 /// Percent-decode; `plus`: `+` is a space (query strings). Invalid escapes stay as they are;
 /// the flag says whether every escape was valid.
-fn percent_decode(b: &[u8], plus: bool) -> (Vec<u8>, bool) {
+pub(crate) fn percent_decode(b: &[u8], plus: bool) -> (Vec<u8>, bool) {
     let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(b.len());
     let mut ok = true;

@@ -5,28 +5,6 @@
 
 use super::{Inspector, Out, RequestError, State};
 
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
-/// `+` as space, `%XX` decoded; `None` for a broken escape.
-fn form_decode(s: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                out.push(hex(*s.get(i + 1)?)? << 4 | hex(*s.get(i + 2)?)?);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    Some(out)
-}
-
 fn form_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -47,8 +25,12 @@ fn form_piece(
     raw: &[u8],
     st: &mut State,
 ) -> Result<Option<String>, RequestError> {
-    let dec = form_decode(raw)
-        .ok_or_else(|| RequestError::Unreadable("a broken %-escape in a form".into()))?;
+    let (dec, ok) = crate::policy::credentials::percent_decode(raw, true);
+    if !ok {
+        return Err(RequestError::Unreadable(
+            "a broken %-escape in a form".into(),
+        ));
+    }
     match String::from_utf8(dec) {
         Ok(s) => Ok(ins.text(&s, st)?.map(|n| form_encode(&n))),
         Err(e) => {
