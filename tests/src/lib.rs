@@ -532,7 +532,17 @@ fn target_dir() -> PathBuf {
 pub fn py_venv() -> PathBuf {
     static VENV: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     VENV.get_or_init(|| {
-        const PKGS: &[&str] = &["openai", "anthropic", "google-genai", "h2"];
+        const PKGS: &[&str] = &[
+            "openai",
+            "anthropic",
+            "google-genai",
+            "h2",
+            "boto3",
+            "websockets",
+            "google-auth",
+            "requests",
+            "httpx",
+        ];
         let dir = target_dir().join("py-sdk-venv");
         let marker = dir.join(".gateway-packages");
         if fs::read_to_string(&marker).ok().as_deref() == Some(&PKGS.join(" ")) {
