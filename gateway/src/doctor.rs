@@ -231,10 +231,9 @@ fn dns(cfg: &Config) -> Vec<Check> {
     let hosts: Vec<(String, String)> = catalog
         .iter()
         .flat_map(|p| {
-            p.hosts.iter().filter_map(move |h| match h {
-                crate::provider::HostPattern::Exact(h) => Some((p.name.clone(), h.clone())),
-                crate::provider::HostPattern::Suffix(_) => None,
-            })
+            p.hosts
+                .iter()
+                .filter_map(move |h| h.exact().map(|h| (p.name.clone(), h.to_string())))
         })
         .collect();
     if hosts.is_empty() {

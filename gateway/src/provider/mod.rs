@@ -46,13 +46,18 @@ impl Api {
 
 use crate::config::{Config, parse_cidr};
 
-/// A host name as written in the config: exact, or `*.suffix` (SNI match only: a wildcard cannot
-/// be resolved, so its addresses must come from `addrs` or from exact hosts).
+/// A host name as written in the config: exact, `*.suffix` (any name below the suffix), or a
+/// glob whose `*` stands for one DNS label or part of one (`bedrock-runtime.*.amazonaws.com`,
+/// `*-aiplatform.googleapis.com`). Wildcards match by SNI and are learned by DNS; they cannot be
+/// resolved up front, so their addresses come from `addrs`, from exact hosts or from DNS answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
     Exact(String),
     /// The suffix with its leading dot, lower case: `.openai.azure.com`.
     Suffix(String),
+    /// Lower-case labels, each split at its `*`s: `bedrock-runtime.*.amazonaws.com` is
+    /// `[["bedrock-runtime"], ["", ""], ["amazonaws"], ["com"]]`.
+    Glob(Vec<Vec<String>>),
 }
 
 impl HostPattern {
@@ -62,6 +67,28 @@ impl HostPattern {
             Some(rest) => (true, rest.to_string()),
             None => (false, lower),
         };
+        if name.contains('*') {
+            // A glob: the name must still be a DNS name with each `*` read as a letter, and a
+            // label may not be a bare `*` next to the registrable suffix (`*.com` style).
+            let probe = name.replace('*', "x");
+            if wild || !is_dns_name(&probe) || name.contains("**") {
+                return Err(format!(
+                    "`{s}`: a `*` stands for one label or part of one \
+                     (like bedrock-runtime.*.amazonaws.com or *-aiplatform.googleapis.com)"
+                ));
+            }
+            let labels: Vec<Vec<String>> = name
+                .split('.')
+                .map(|l| l.split('*').map(String::from).collect())
+                .collect();
+            let fixed = labels.iter().filter(|l| l.len() == 1).count();
+            if fixed < 2 {
+                return Err(format!(
+                    "`{s}`: a glob needs at least two labels without `*` (the registrable name)"
+                ));
+            }
+            return Ok(HostPattern::Glob(labels));
+        }
         if !is_dns_name(&name) {
             return Err(format!(
                 "`{s}` is not a host name (like api.example.com or *.example.com)"
@@ -81,8 +108,42 @@ impl HostPattern {
                 let h = host.as_bytes();
                 h.len() > sfx.len() && h[h.len() - sfx.len()..].eq_ignore_ascii_case(sfx.as_bytes())
             }
+            HostPattern::Glob(labels) => {
+                let host = host.trim_end_matches('.').to_ascii_lowercase();
+                let got: Vec<&str> = host.split('.').collect();
+                got.len() == labels.len()
+                    && got.iter().zip(labels).all(|(l, pat)| label_matches(l, pat))
+            }
         }
     }
+
+    /// Whether DNS can be asked for it (exact names only).
+    pub fn exact(&self) -> Option<&str> {
+        match self {
+            HostPattern::Exact(h) => Some(h),
+            HostPattern::Suffix(_) | HostPattern::Glob(_) => None,
+        }
+    }
+}
+
+/// One label against one glob label (its pieces between `*`s): each `*` is one or more
+/// characters of the label.
+fn label_matches(label: &str, pieces: &[String]) -> bool {
+    let [first, middle @ .., last] = pieces else {
+        return pieces.first().is_some_and(|p| p == label);
+    };
+    if label.is_empty() || !label.starts_with(first.as_str()) {
+        return false;
+    }
+    let mut rest = &label[first.len()..];
+    for m in middle {
+        // At least one character for the `*` before it.
+        match rest.get(1..).and_then(|r| r.find(m.as_str())) {
+            Some(i) => rest = &rest[1 + i + m.len()..],
+            None => return false,
+        }
+    }
+    rest.len() > last.len() && rest.ends_with(last.as_str())
 }
 
 fn is_dns_name(s: &str) -> bool {
@@ -132,10 +193,7 @@ impl Provider {
 
     /// Exact host names, the ones DNS can answer for.
     pub fn resolvable_hosts(&self) -> impl Iterator<Item = &str> {
-        self.hosts.iter().filter_map(|h| match h {
-            HostPattern::Exact(h) => Some(h.as_str()),
-            HostPattern::Suffix(_) => None,
-        })
+        self.hosts.iter().filter_map(HostPattern::exact)
     }
 }
 
@@ -469,6 +527,35 @@ mod tests {
     fn builtins_can_be_switched_off() {
         let c = Catalog::from_config(&cfg("builtin_providers = false"));
         assert_eq!(c.iter().count(), 0);
+    }
+
+    #[test]
+    fn globs_stand_for_one_label_or_part_of_one() {
+        let bedrock = HostPattern::parse("bedrock-runtime.*.amazonaws.com").unwrap();
+        assert!(bedrock.matches("bedrock-runtime.us-east-1.amazonaws.com"));
+        assert!(bedrock.matches("BEDROCK-RUNTIME.eu-west-3.amazonaws.com."));
+        for no in [
+            "bedrock-runtime.amazonaws.com",
+            "bedrock-runtime.a.b.amazonaws.com",
+            "bedrock-runtime..amazonaws.com",
+            "bedrock.us-east-1.amazonaws.com",
+            "bedrock-runtime.us-east-1.amazonaws.com.evil.com",
+        ] {
+            assert!(!bedrock.matches(no), "{no}");
+        }
+        let vertex = HostPattern::parse("*-aiplatform.googleapis.com").unwrap();
+        assert!(vertex.matches("us-central1-aiplatform.googleapis.com"));
+        assert!(!vertex.matches("aiplatform.googleapis.com"));
+        assert!(!vertex.matches("-aiplatform.googleapis.com"));
+        assert!(!vertex.matches("a.b-aiplatform.googleapis.com"));
+        assert!(!vertex.matches("us-central1-aiplatform.googleapis.com.x"));
+        let mid = HostPattern::parse("a*b*c.example.com").unwrap();
+        assert!(mid.matches("axbyc.example.com"));
+        assert!(!mid.matches("abc.example.com"));
+        assert_eq!(bedrock.exact(), None);
+        for bad in ["*-x.com", "a.**.com", "*.*.example.com", "*.a*.example.com"] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]
