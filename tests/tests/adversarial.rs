@@ -184,3 +184,19 @@ fn answers_block_and_hold_rules_mask() {
     fails.extend(adversarial::judge(&e, &req, &got));
     adversarial::report("rules", cases.len() + req.len(), &fails);
 }
+
+/// Issue H, WebSockets: secrets in every text field of the Realtime, Responses-WebSocket and
+/// Gemini Live client messages, split across fragments with control frames between, in control
+/// frames, binary, gzip and base64 payloads; RSV bits, extensions, framing irregularities,
+/// oversized messages; other Upgrade protocols and tunnels; h2 extended CONNECT; client
+/// credentials in every place (headers, query, the browser subprotocol trick, ephemeral keys);
+/// server messages masked across messages and fragments; the vault key echoed back.
+#[test]
+fn websocket_sessions() {
+    use gateway_tests::adversarial::{raw::RawEnv, ws};
+    let cases = only(ws::cases(), |c| c.name.as_str());
+    unique_names(cases.iter().map(|c| c.name.as_str()));
+    let e = RawEnv::start("gw-advws", 140, &[], ws::scripts(&cases));
+    let fails = ws::run(&e, &cases);
+    adversarial::report("websocket", cases.len(), &fails);
+}

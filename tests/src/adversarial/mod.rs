@@ -10,9 +10,12 @@
 //! request any fake saw, so a leak is found even when that header went missing.
 
 pub mod answers;
+pub mod cloud;
 pub mod codec;
+pub mod raw;
 pub mod requests;
 pub mod secrets;
+pub mod ws;
 
 use std::{collections::BTreeMap, time::Duration};
 
