@@ -12,7 +12,8 @@
 //! Run: `cargo build -p gateway && cargo test -p gateway-tests --test adversarial` (root).
 //! `ADV_ONLY=name-part,other-part` keeps only the cases whose names contain one of the parts;
 //! `ADV_DUMP=1` prints, for each failing case, what the provider received and what the client
-//! got.
+//! got. `ADV_DIRECT=1` (the issue-H classes) is the control run: the client goes straight to
+//! the fake, past the gateway, so every case that relies on the gateway must fail.
 
 use std::collections::BTreeSet;
 
@@ -199,4 +200,43 @@ fn websocket_sessions() {
     let e = RawEnv::start("gw-advws", 140, &[], ws::scripts(&cases));
     let fails = ws::run(&e, &cases);
     adversarial::report("websocket", cases.len(), &fails);
+}
+
+/// Issue H, AWS Bedrock: secrets in every Converse / InvokeModel / ApplyGuardrail / CountTokens
+/// field; the client's SigV4 (header, presigned query, session token), Bedrock API keys and
+/// AWS key ids in odd places; every payload-hash form (UNSIGNED-PAYLOAD kept, streaming
+/// aws-chunked refused); every upstream request re-signed with the vault's credentials (the
+/// fake verifies it with botocore's signer). Event-stream answers with secrets split across
+/// frames, TCP writes and the base64 `bytes` boundary; exceptions, odd headers, broken CRCs.
+#[test]
+fn bedrock_requests_signatures_and_event_streams() {
+    use gateway_tests::adversarial::{
+        cloud,
+        raw::{Extra, RawEnv},
+    };
+    let cases = only(cloud::bedrock_cases(), |c| c.name.as_str());
+    unique_names(cases.iter().map(|c| c.name.as_str()));
+    let e = RawEnv::start("gw-advbr", 141, &[Extra::Bedrock], cloud::scripts(&cases));
+    let fails = cloud::run(&e, &cases);
+    adversarial::report("bedrock", cases.len(), &fails);
+}
+
+/// Issue H, Google Vertex AI: the client's OAuth token in `Authorization`, `?access_token=`,
+/// `x-goog-api-key`, `?key=`, `x-goog-user-project`, Basic and IAM headers, removed; only the
+/// access token the gateway minted from the vault's service-account key (JWT-bearer grant
+/// verified at the fake token endpoint) upstream. Secrets in Gemini and Anthropic-on-Vertex
+/// (`:rawPredict`, `:streamRawPredict`) bodies; answers masked across events; the minted token
+/// never echoed to the client.
+#[test]
+fn vertex_tokens_and_bodies() {
+    use gateway_tests::adversarial::{
+        cloud,
+        raw::{Extra, RawEnv},
+    };
+    let cases = only(cloud::vertex_cases(), |c| c.name.as_str());
+    unique_names(cases.iter().map(|c| c.name.as_str()));
+    let e = RawEnv::start("gw-advvx", 142, &[Extra::Vertex], cloud::scripts(&cases));
+    let mut fails = cloud::run(&e, &cases);
+    fails.extend(cloud::token_failures(&e));
+    adversarial::report("vertex", cases.len(), &fails);
 }

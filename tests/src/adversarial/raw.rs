@@ -205,16 +205,24 @@ impl RawEnv {
         std::fs::write(&file, serde_json::to_vec(cases).unwrap()).unwrap();
         let results = dir.path().join("results.jsonl");
         let py = crate::py_venv().join("bin/python");
-        let cmd = self.cg.command(
-            py.to_str().unwrap(),
-            &[
-                "-c",
-                driver,
-                file.to_str().unwrap(),
-                self.ca.to_str().unwrap(),
-                results.to_str().unwrap(),
-            ],
-        );
+        // `ADV_DIRECT=1`: the control run. The driver runs outside the cgroup, straight to the
+        // fake (trusting the fake's CA): every case that expects the gateway to act must fail.
+        let direct = std::env::var_os("ADV_DIRECT").is_some();
+        let ca = if direct { &self.pki.ca_pem } else { &self.ca };
+        let args = [
+            "-c",
+            driver,
+            file.to_str().unwrap(),
+            ca.to_str().unwrap(),
+            results.to_str().unwrap(),
+        ];
+        let cmd = if direct {
+            let mut c = Command::new(&py);
+            c.args(args);
+            c
+        } else {
+            self.cg.command(py.to_str().unwrap(), &args)
+        };
         let r = crate::run(cmd, Duration::from_secs(60 + 15 * cases.len() as u64));
         let text = std::fs::read_to_string(&results).unwrap_or_default();
         let out: std::collections::BTreeMap<String, Value> = text

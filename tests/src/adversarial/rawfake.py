@@ -264,7 +264,10 @@ def check_jwt(form):
         pub.verify(b64url_dec(parts[2]), (parts[0] + "." + parts[1]).encode(), padding.PKCS1v15(), hashes.SHA256())
     except Exception:
         return {"ok": False, "why": "assertion signature does not verify with the key's public key"}
-    if claims.get("iss") != sa["email"] or claims.get("aud") != sa["token_uri"]:
+    # Google's documented audience is the token endpoint's canonical URL; the key's token_uri
+    # is accepted too.
+    auds = (sa["token_uri"], "https://oauth2.googleapis.com/token")
+    if claims.get("iss") != sa["email"] or claims.get("aud") not in auds:
         return {"ok": False, "why": f"iss/aud {claims.get('iss')} {claims.get('aud')}"}
     if "cloud-platform" not in claims.get("scope", ""):
         return {"ok": False, "why": f"scope {claims.get('scope')}"}
