@@ -990,10 +990,21 @@ pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -
         }
         let bodies: Vec<&[u8]> = up.iter().map(|(_, b, _)| b.as_slice()).collect();
         let inflated = codec::inflate_batch(&bodies);
+        let up_views: Vec<Vec<Vec<u8>>> = up
+            .iter()
+            .enumerate()
+            .map(|(i, (_, b, _))| {
+                let mut vs = codec::views(b);
+                for d in &inflated[i] {
+                    vs.extend(codec::views(d));
+                }
+                vs
+            })
+            .collect();
         for s in &c.planted {
             for n in needles(s) {
-                for (i, (part, b, stray)) in up.iter().enumerate() {
-                    if any_view(b, &n) || inflated[i].iter().any(|d| any_view(d, &n)) {
+                for (i, (part, _, stray)) in up.iter().enumerate() {
+                    if up_views[i].iter().any(|v| contains(v, n.as_bytes())) {
                         why.push(format!("leaked {} upstream in {part}{}", label(s), if *stray { " (of an unlabelled request)" } else { "" }));
                     }
                 }
@@ -1005,8 +1016,9 @@ pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -
         let (joined, es_err, exception) = answer_text(&body, &ctype);
         let cl_headers: String = g["headers"].as_array().into_iter().flatten()
             .map(|h| format!("{}: {}\n", h[0].as_str().unwrap_or(""), h[1].as_str().unwrap_or(""))).collect();
+        let body_views = codec::views(&body);
         let client_has = |n: &str| -> Option<&'static str> {
-            if any_view(&body, n) {
+            if body_views.iter().any(|v| contains(v, n.as_bytes())) {
                 Some("body")
             } else if contains(joined.as_bytes(), n.as_bytes()) {
                 Some("text joined across events")
@@ -1133,7 +1145,7 @@ pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -
                     }
                 }
                 if c.expect == Expect::AnswerBroken {
-                    if any_view(&body, "BADCRC") || contains(joined.as_bytes(), b"BADCRC") {
+                    if client_has("BADCRC").is_some() {
                         why.push("the corrupt frame reached the client".into());
                     }
                     let st = g["status"].as_u64().unwrap_or(0);

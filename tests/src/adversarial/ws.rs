@@ -901,18 +901,33 @@ fn client_parts(g: &Value) -> Vec<(String, Vec<u8>)> {
     parts
 }
 
-/// Find a needle in any view of any part (gzip and deflate payloads inflated).
-fn find(parts: &[(String, Vec<u8>)], inflated: &[Vec<Vec<u8>>], needle: &str) -> Option<String> {
-    for (i, (n, b)) in parts.iter().enumerate() {
-        let mut vs = part_views(b);
-        for d in inflated.get(i).into_iter().flatten() {
-            vs.extend(part_views(d));
-        }
-        if vs.iter().any(|v| has(v, needle.as_bytes())) {
-            return Some(n.clone());
-        }
+/// Every part with every spelling of it (gzip and deflate payloads inflated), computed once.
+struct Viewed(Vec<(String, Vec<Vec<u8>>)>);
+
+impl Viewed {
+    fn of(parts: Vec<(String, Vec<u8>)>) -> Self {
+        let inflated = inflate_all(&parts);
+        Self(
+            parts
+                .into_iter()
+                .enumerate()
+                .map(|(i, (n, b))| {
+                    let mut vs = part_views(&b);
+                    for d in inflated.get(i).into_iter().flatten() {
+                        vs.extend(part_views(d));
+                    }
+                    (n, vs)
+                })
+                .collect(),
+        )
     }
-    None
+
+    fn find(&self, needle: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(_, vs)| vs.iter().any(|v| has(v, needle.as_bytes())))
+            .map(|(n, _)| n.clone())
+    }
 }
 
 fn inflate_all(parts: &[(String, Vec<u8>)]) -> Vec<Vec<Vec<u8>>> {
@@ -986,38 +1001,39 @@ fn upgrade_credentials(p: Provider, r: &Value) -> (Vec<String>, usize) {
 pub fn judge(env: &RawEnv, cases: &[WsCase], got: &BTreeMap<String, Value>) -> Vec<String> {
     let recs = env.records();
     let names: std::collections::BTreeSet<&str> = cases.iter().map(|c| c.name.as_str()).collect();
-    // Sessions by connection: a frame record carries its session's case already.
+    // Sessions by connection: a frame record carries its session's case already. Records of
+    // no known case (a session whose x-adv-case went missing) are searched for every case.
+    let stray: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["case"].as_str().is_none_or(|n| !names.contains(n)))
+        .collect();
+    let stray_viewed = Viewed::of(upstream_parts(&stray));
     let mut fails = vec![];
     for c in cases {
         let mine: Vec<&Value> = recs.iter().filter(|r| r["case"].as_str() == Some(c.name.as_str())).collect();
-        let stray: Vec<&Value> = recs
-            .iter()
-            .filter(|r| r["case"].as_str().is_none_or(|n| !names.contains(n)))
-            .collect();
         let g = got.get(&c.name).cloned().unwrap_or(json!({"error": "no result from the driver"}));
         let mut why: Vec<String> = vec![];
-        let up = upstream_parts(&mine);
-        let up_inf = inflate_all(&up);
-        let stray_up = upstream_parts(&stray);
-        let stray_inf = inflate_all(&stray_up);
-        let cl = client_parts(&g);
-        let cl_inf = inflate_all(&cl);
+        let up = Viewed::of(upstream_parts(&mine));
+        let stray_up = &stray_viewed;
+        let cl_raw = client_parts(&g);
+        let joined = cl_raw.last().map(|(_, b)| b.clone()).unwrap_or_default();
+        let cl = Viewed::of(cl_raw);
         for s in &c.planted {
             for n in needles(s) {
-                if let Some(p) = find(&up, &up_inf, &n) {
+                if let Some(p) = up.find(&n) {
                     why.push(format!("leaked {} upstream in {p}", label(s)));
                 }
-                if let Some(p) = find(&stray_up, &stray_inf, &n) {
+                if let Some(p) = stray_up.find(&n) {
                     why.push(format!("leaked {} upstream in {p} (of an unlabelled session)", label(s)));
                 }
-                if let Some(p) = find(&cl, &cl_inf, &n) {
+                if let Some(p) = cl.find(&n) {
                     why.push(format!("leaked {} to the client in {p}", label(s)));
                 }
             }
         }
         for (_, k) in VAULT.iter() {
             for piece in key_pieces(k) {
-                if let Some(p) = find(&cl, &cl_inf, &piece) {
+                if let Some(p) = cl.find(&piece) {
                     why.push(format!("a vault key ({}) reached the client in {p}", label(k)));
                     break;
                 }
@@ -1034,7 +1050,6 @@ pub fn judge(env: &RawEnv, cases: &[WsCase], got: &BTreeMap<String, Value>) -> V
                     .iter()
                     .any(|b| has(b, b"ADVREFUSE"))
             });
-        let joined = cl.last().map(|(_, b)| b.clone()).unwrap_or_default();
         match c.expect {
             WsExpect::Masked => {
                 if !opened {
