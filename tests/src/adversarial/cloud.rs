@@ -813,12 +813,38 @@ fn hexf(v: &Value, k: &str) -> Vec<u8> {
     unhex(v[k].as_str().unwrap_or(""))
 }
 
-fn leaves(v: &Value, out: &mut String) {
+/// The string leaves of one document by path (array indices dropped), to be joined across
+/// documents path by path: a secret split across events is found, fields never run together.
+fn leaves_at(v: &Value, path: String, out: &mut BTreeMap<String, String>) {
     match v {
-        Value::String(s) => out.push_str(s),
-        Value::Array(a) => a.iter().for_each(|x| leaves(x, out)),
-        Value::Object(o) => o.values().for_each(|x| leaves(x, out)),
+        Value::String(s) => out.entry(path).or_default().push_str(s),
+        Value::Array(a) => a.iter().for_each(|x| leaves_at(x, format!("{path}[]"), out)),
+        Value::Object(o) => o
+            .iter()
+            .for_each(|(k, x)| leaves_at(x, format!("{path}.{k}"), out)),
         _ => {}
+    }
+}
+
+/// Joined text across documents, path by path.
+#[derive(Default)]
+struct Joined(BTreeMap<String, String>);
+
+impl Joined {
+    fn add(&mut self, v: &Value) {
+        let mut m = BTreeMap::new();
+        leaves_at(v, String::new(), &mut m);
+        for (k, t) in m {
+            self.0.entry(k).or_default().push_str(&t);
+        }
+    }
+
+    fn text(&self) -> String {
+        self.0.values().fold(String::new(), |mut a, t| {
+            a.push_str(t);
+            a.push('\u{0}');
+            a
+        })
     }
 }
 
@@ -873,13 +899,15 @@ pub fn es_decode(mut b: &[u8]) -> (Vec<(Vec<(String, Vec<u8>)>, Vec<u8>)>, Optio
 
 /// The text of an answer as a client would read it, joined across events.
 fn answer_text(g_body: &[u8], ctype: &str) -> (String, Option<String>, bool) {
-    let mut joined = String::new();
+    let mut joined = Joined::default();
+    let mut raw = String::new();
     let mut exception = false;
     if ctype.contains("vnd.amazon.eventstream") {
         let (msgs, err) = es_decode(g_body);
         for (h, p) in &msgs {
             for (n, v) in h {
-                joined.push_str(&String::from_utf8_lossy(v));
+                raw.push_str(&String::from_utf8_lossy(v));
+                raw.push('\u{0}');
                 if n == ":message-type" && v != b"event" {
                     exception = true;
                 }
@@ -888,16 +916,16 @@ fn answer_text(g_body: &[u8], ctype: &str) -> (String, Option<String>, bool) {
                 if let Some(b) = v["bytes"].as_str() {
                     let inner = codec::unb64(b.as_bytes());
                     match serde_json::from_slice::<Value>(&inner) {
-                        Ok(iv) => leaves(&iv, &mut joined),
-                        Err(_) => joined.push_str(&String::from_utf8_lossy(&inner)),
+                        Ok(iv) => joined.add(&iv),
+                        Err(_) => raw.push_str(&String::from_utf8_lossy(&inner)),
                     }
                 }
-                leaves(&v, &mut joined);
+                joined.add(&v);
             } else {
-                joined.push_str(&String::from_utf8_lossy(p));
+                raw.push_str(&String::from_utf8_lossy(p));
             }
         }
-        return (joined, err, exception);
+        return (format!("{}{raw}", joined.text()), err, exception);
     }
     let text = String::from_utf8_lossy(g_body);
     if ctype.contains("event-stream") {
@@ -905,15 +933,15 @@ fn answer_text(g_body: &[u8], ctype: &str) -> (String, Option<String>, bool) {
             if let Some(d) = l.strip_prefix("data:")
                 && let Ok(v) = serde_json::from_str::<Value>(d.trim())
             {
-                leaves(&v, &mut joined);
+                joined.add(&v);
             }
         }
     } else if let Ok(v) = serde_json::from_slice::<Value>(g_body) {
-        leaves(&v, &mut joined);
+        joined.add(&v);
     } else {
-        joined.push_str(&text);
+        raw.push_str(&text);
     }
-    (joined, None, exception)
+    (format!("{}{raw}", joined.text()), None, exception)
 }
 
 fn any_view(b: &[u8], needle: &str) -> bool {

@@ -335,7 +335,7 @@ def serve_ws(s, r, cid, method, target, headers, low, case):
     inflater = zlib.decompressobj(-15)
     sent = False
     msg, msg_op, msg_rsv1 = b"", 0, False
-    s.settimeout(script.get("idle", 2.5))
+    s.settimeout(script.get("idle", 8))
     pending = server_frames(script, deflate)
     if script.get("eager"):
         for fr, d in pending:

@@ -336,7 +336,11 @@ pub fn cases() -> Vec<WsCase> {
     let s = s1(n);
     let m = rt_item(&format!("key {s} end"));
     let cuts: Vec<usize> = (1..m.len()).collect();
-    v.push(WsCase::new(n, OA, REALTIME, Masked).frames(fragments(&m, &cuts)).plant(&s));
+    let mut f = fragments(&m, &cuts);
+    for x in &mut f {
+        x["wait"] = json!(0.001);
+    }
+    v.push(WsCase::new(n, OA, REALTIME, Masked).frames(f).plant(&s));
     for (n, ctrl) in [
         ("ws-frag-ping-between", fr(9, true, b"ping-adv")),
         ("ws-frag-pong-between", fr(10, true, b"pong-adv")),
@@ -832,12 +836,38 @@ fn hexf(v: &Value, k: &str) -> Vec<u8> {
 }
 
 /// Every string leaf of a JSON document, in order, concatenated.
-fn leaves(v: &Value, out: &mut String) {
+/// The string leaves of one document by path (array indices dropped), to be joined across
+/// documents path by path: a secret split across events is found, fields never run together.
+fn leaves_at(v: &Value, path: String, out: &mut BTreeMap<String, String>) {
     match v {
-        Value::String(s) => out.push_str(s),
-        Value::Array(a) => a.iter().for_each(|x| leaves(x, out)),
-        Value::Object(o) => o.values().for_each(|x| leaves(x, out)),
+        Value::String(s) => out.entry(path).or_default().push_str(s),
+        Value::Array(a) => a.iter().for_each(|x| leaves_at(x, format!("{path}[]"), out)),
+        Value::Object(o) => o
+            .iter()
+            .for_each(|(k, x)| leaves_at(x, format!("{path}.{k}"), out)),
         _ => {}
+    }
+}
+
+/// Joined text across documents, path by path.
+#[derive(Default)]
+struct Joined(BTreeMap<String, String>);
+
+impl Joined {
+    fn add(&mut self, v: &Value) {
+        let mut m = BTreeMap::new();
+        leaves_at(v, String::new(), &mut m);
+        for (k, t) in m {
+            self.0.entry(k).or_default().push_str(&t);
+        }
+    }
+
+    fn text(&self) -> String {
+        self.0.values().fold(String::new(), |mut a, t| {
+            a.push_str(t);
+            a.push('\u{0}');
+            a
+        })
     }
 }
 
@@ -881,13 +911,13 @@ fn client_parts(g: &Value) -> Vec<(String, Vec<u8>)> {
     for f in g["frames"].as_array().into_iter().flatten() {
         parts.push((format!("frame op {}", f["op"]), hexf(f, "payload")));
     }
-    let mut joined = String::new();
+    let mut joined = Joined::default();
     for m in g["messages"].as_array().into_iter().flatten() {
         let d = hexf(m, "data");
         let inf = hexf(m, "inflated");
         for b in [&d, &inf] {
             if let Ok(v) = serde_json::from_slice::<Value>(b) {
-                leaves(&v, &mut joined);
+                joined.add(&v);
             }
         }
         parts.push(("message".into(), d));
@@ -897,7 +927,7 @@ fn client_parts(g: &Value) -> Vec<(String, Vec<u8>)> {
         parts.push(("close reason".into(), c["reason"].as_str().unwrap_or("").as_bytes().to_vec()));
     }
     parts.push(("tunnel answer".into(), hexf(g, "tunnel_back")));
-    parts.push(("joined message text".into(), joined.into_bytes()));
+    parts.push(("joined message text".into(), joined.text().into_bytes()));
     parts
 }
 

@@ -226,7 +226,9 @@ def run_h1(c, res):
             try:
                 t.sendall(frame(f, deflate))
             except (OSError, ssl.SSLError) as e:
+                # The peer may have answered (a close frame) before it stopped reading.
                 res["error"] = f"send: {type(e).__name__}"
+                pump(1.0)
                 state["closed"] = True
                 break
             pump(f.get("wait", 0.02))
