@@ -128,7 +128,10 @@ impl CloudCase {
                 ("Accept".into(), "application/json".into()),
                 ("X-Amz-Date".into(), DATE.into()),
                 ("Authorization".into(), sigv4_header(name, "us-east-1")),
-                ("User-Agent".into(), "Boto3/1.44.8 md/Botocore#1.44.8 ua/2.1 os/linux".into()),
+                (
+                    "User-Agent".into(),
+                    "Boto3/1.44.8 md/Botocore#1.44.8 ua/2.1 os/linux".into(),
+                ),
             ],
             body: body.as_bytes().to_vec(),
             h2: false,
@@ -149,8 +152,14 @@ impl CloudCase {
             target: path.into(),
             headers: vec![
                 ("Content-Type".into(), "application/json".into()),
-                ("Authorization".into(), format!("Bearer {}", client_oauth(name))),
-                ("x-goog-api-client".into(), "google-genai-sdk/1.30.0 gl-python/3.11".into()),
+                (
+                    "Authorization".into(),
+                    format!("Bearer {}", client_oauth(name)),
+                ),
+                (
+                    "x-goog-api-client".into(),
+                    "google-genai-sdk/1.30.0 gl-python/3.11".into(),
+                ),
             ],
             body: body.as_bytes().to_vec(),
             h2: false,
@@ -259,7 +268,11 @@ pub fn crc32(b: &[u8]) -> u32 {
     for &x in b {
         c ^= x as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -272,7 +285,10 @@ fn es_event(ty: &str, payload: &Value) -> Value {
 
 /// An InvokeModelWithResponseStream `chunk` carrying one native (Anthropic) event.
 fn chunk(ev: &Value) -> Value {
-    es_event("chunk", &json!({"bytes": codec::b64(ev.to_string().as_bytes()), "p": "abcdefghijklmnopqrstuvwxyzABCDEFGH"}))
+    es_event(
+        "chunk",
+        &json!({"bytes": codec::b64(ev.to_string().as_bytes()), "p": "abcdefghijklmnopqrstuvwxyzABCDEFGH"}),
+    )
 }
 
 fn an_delta(t: &str) -> Value {
@@ -296,9 +312,13 @@ fn cut(s: &str, at: &[usize]) -> Vec<String> {
 /// The native Anthropic stream inside Bedrock chunks: text pieces, then the end marker.
 fn invoke_stream(name: &str, texts: &[String]) -> Vec<Value> {
     let mut v = vec![
-        chunk(&json!({"type": "message_start", "message": {"id": "msg_bdrk_1", "type": "message", "role": "assistant",
-            "model": "claude-sonnet-4-5", "content": [], "stop_reason": null, "usage": {"input_tokens": 5, "output_tokens": 1}}})),
-        chunk(&json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+        chunk(
+            &json!({"type": "message_start", "message": {"id": "msg_bdrk_1", "type": "message", "role": "assistant",
+            "model": "claude-sonnet-4-5", "content": [], "stop_reason": null, "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+        ),
+        chunk(
+            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
     ];
     for t in texts {
         v.push(chunk(&an_delta(t)));
@@ -313,15 +333,30 @@ fn invoke_stream(name: &str, texts: &[String]) -> Vec<Value> {
 
 fn converse_stream(name: &str, texts: &[String]) -> Vec<Value> {
     let p = "abcdefghijklmnopqrstuvwxyz";
-    let mut v = vec![es_event("messageStart", &json!({"role": "assistant", "p": p}))];
+    let mut v = vec![es_event(
+        "messageStart",
+        &json!({"role": "assistant", "p": p}),
+    )];
     for t in texts {
-        v.push(es_event("contentBlockDelta", &json!({"contentBlockIndex": 0, "delta": {"text": t}, "p": p})));
+        v.push(es_event(
+            "contentBlockDelta",
+            &json!({"contentBlockIndex": 0, "delta": {"text": t}, "p": p}),
+        ));
     }
     v.push(es_event("contentBlockDelta", &json!({"contentBlockIndex": 0, "delta": {"text": format!(" {}", end_marker(name))}, "p": p})));
-    v.push(es_event("contentBlockStop", &json!({"contentBlockIndex": 0, "p": p})));
-    v.push(es_event("messageStop", &json!({"stopReason": "end_turn", "p": p})));
-    v.push(es_event("metadata", &json!({"usage": {"inputTokens": 5, "outputTokens": 9, "totalTokens": 14},
-        "metrics": {"latencyMs": 120}, "p": p})));
+    v.push(es_event(
+        "contentBlockStop",
+        &json!({"contentBlockIndex": 0, "p": p}),
+    ));
+    v.push(es_event(
+        "messageStop",
+        &json!({"stopReason": "end_turn", "p": p}),
+    ));
+    v.push(es_event(
+        "metadata",
+        &json!({"usage": {"inputTokens": 5, "outputTokens": 9, "totalTokens": 14},
+        "metrics": {"latencyMs": 120}, "p": p}),
+    ));
     v
 }
 
@@ -338,15 +373,27 @@ fn body_script(status: u16, ctype: &str, chunks: &[String]) -> Value {
 fn sse_an(name: &str, texts: &[String]) -> Vec<String> {
     let ev = |t: &str, d: Value| format!("event: {t}\ndata: {d}\n\n");
     let mut v = vec![
-        ev("message_start", json!({"type": "message_start", "message": {"id": "msg_vrtx_1", "type": "message", "role": "assistant",
-            "model": "claude-sonnet-4-5", "content": [], "stop_reason": null, "usage": {"input_tokens": 5, "output_tokens": 1}}})),
-        ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+        ev(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_vrtx_1", "type": "message", "role": "assistant",
+            "model": "claude-sonnet-4-5", "content": [], "stop_reason": null, "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+        ),
+        ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
     ];
     for t in texts {
         v.push(ev("content_block_delta", an_delta(t)));
     }
-    v.push(ev("content_block_delta", an_delta(&format!(" {}", end_marker(name)))));
-    v.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+    v.push(ev(
+        "content_block_delta",
+        an_delta(&format!(" {}", end_marker(name))),
+    ));
+    v.push(ev(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
     v.push(ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}})));
     v.push(ev("message_stop", json!({"type": "message_stop"})));
     v
@@ -373,7 +420,9 @@ fn aws_chunked(data: &[u8], signed: bool) -> Vec<u8> {
     let mut out = vec![];
     for c in data.chunks(64).chain(std::iter::once(&[][..])) {
         if signed {
-            out.extend_from_slice(format!("{:x};chunk-signature={}\r\n", c.len(), "0".repeat(64)).as_bytes());
+            out.extend_from_slice(
+                format!("{:x};chunk-signature={}\r\n", c.len(), "0".repeat(64)).as_bytes(),
+            );
         } else {
             out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
         }
@@ -427,38 +476,70 @@ pub fn bedrock_cases() -> Vec<CloudCase> {
         r#"{{"messages":[{{"role":"user","content":[{{"text":"summarise"}},{{"document":{{"format":"txt","name":"notes","source":{{"bytes":"{doc}"}}}}}}]}}]}}"#), NoLeak).plant(&s));
     let n = "br-converse-stream@h2";
     let s = s1(n);
-    let mut c = CloudCase::bedrock("br-converse-stream", &conv_stream, &converse(&format!("key {s}")), Masked).h2();
+    let mut c = CloudCase::bedrock(
+        "br-converse-stream",
+        &conv_stream,
+        &converse(&format!("key {s}")),
+        Masked,
+    )
+    .h2();
     c.planted = vec![client_akid(n), client_sig(n), s.clone()];
-    c.headers.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
-    c.headers.push(("Authorization".into(), sigv4_header(n, "us-east-1")));
+    c.headers
+        .retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
+    c.headers
+        .push(("Authorization".into(), sigv4_header(n, "us-east-1")));
     v.push(c);
     let n = "br-fips-host";
     let s = s1(n);
-    v.push(CloudCase::bedrock(n, &conv, &converse(&format!("key {s}")), Masked).host(BEDROCK_FIPS).plant(&s));
+    v.push(
+        CloudCase::bedrock(n, &conv, &converse(&format!("key {s}")), Masked)
+            .host(BEDROCK_FIPS)
+            .plant(&s),
+    );
     let n = "br-eu-region-host";
     let s = s1(n);
-    let mut c = CloudCase::bedrock(n, &conv, &converse(&format!("key {s}")), Masked).host("bedrock-runtime.eu-west-1.amazonaws.com").plant(&s);
-    c = c.without("authorization").header("Authorization", &sigv4_header(n, "eu-west-1"));
+    let mut c = CloudCase::bedrock(n, &conv, &converse(&format!("key {s}")), Masked)
+        .host("bedrock-runtime.eu-west-1.amazonaws.com")
+        .plant(&s);
+    c = c
+        .without("authorization")
+        .header("Authorization", &sigv4_header(n, "eu-west-1"));
     v.push(c);
     let n = "br-gzip-body";
     let s = s1(n);
-    let mut c = CloudCase::bedrock(n, &conv, "", Clean).header("Content-Encoding", "gzip").plant(&s);
+    let mut c = CloudCase::bedrock(n, &conv, "", Clean)
+        .header("Content-Encoding", "gzip")
+        .plant(&s);
     c.body = codec::compress("gzip", converse(&format!("key {s}")).as_bytes());
     v.push(c);
     let n = "br-eventstream-request-body";
     let s = s1(n);
-    let mut c = CloudCase::bedrock(n, &format!("/model/{MODEL}/invoke-with-bidirectional-stream"), "", Clean)
-        .without("content-type")
-        .header("Content-Type", "application/vnd.amazon.eventstream")
-        .plant(&s);
+    let mut c = CloudCase::bedrock(
+        n,
+        &format!("/model/{MODEL}/invoke-with-bidirectional-stream"),
+        "",
+        Clean,
+    )
+    .without("content-type")
+    .header("Content-Type", "application/vnd.amazon.eventstream")
+    .plant(&s);
     let inner = json!({"chunk": {"bytes": codec::b64(json!({"event": {"textInput": {"content": format!("key {s}")}}}).to_string().as_bytes())}});
-    c.body = es_frame(&[(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")], inner.to_string().as_bytes());
+    c.body = es_frame(
+        &[
+            (":event-type", "chunk"),
+            (":content-type", "application/json"),
+            (":message-type", "event"),
+        ],
+        inner.to_string().as_bytes(),
+    );
     v.push(c);
 
     // --- payload hash forms --------------------------------------------------------------
     let n = "br-unsigned-payload";
     let s = s1(n);
-    let mut c = CloudCase::bedrock(n, &conv, &converse(&format!("key {s}")), Masked).header("X-Amz-Content-SHA256", "UNSIGNED-PAYLOAD").plant(&s);
+    let mut c = CloudCase::bedrock(n, &conv, &converse(&format!("key {s}")), Masked)
+        .header("X-Amz-Content-SHA256", "UNSIGNED-PAYLOAD")
+        .plant(&s);
     c.keep_sha = Some("UNSIGNED-PAYLOAD".into());
     v.push(c);
     let n = "br-client-payload-hash";
@@ -475,14 +556,42 @@ pub fn bedrock_cases() -> Vec<CloudCase> {
                 ch.wait_with_output()
             })
             .expect("sha256sum");
-        String::from_utf8_lossy(&out.stdout).split(' ').next().unwrap_or("").to_string()
+        String::from_utf8_lossy(&out.stdout)
+            .split(' ')
+            .next()
+            .unwrap_or("")
+            .to_string()
     };
-    v.push(CloudCase::bedrock(n, &conv, &body, Masked).header("X-Amz-Content-SHA256", &sha).plant(&s));
+    v.push(
+        CloudCase::bedrock(n, &conv, &body, Masked)
+            .header("X-Amz-Content-SHA256", &sha)
+            .plant(&s),
+    );
     for (n, sha_v, signed, trailer) in [
-        ("br-streaming-signed-aws-chunked", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", true, false),
-        ("br-streaming-signed-trailer", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER", true, true),
-        ("br-streaming-unsigned-trailer", "STREAMING-UNSIGNED-PAYLOAD-TRAILER", false, true),
-        ("br-streaming-ecdsa", "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD", true, false),
+        (
+            "br-streaming-signed-aws-chunked",
+            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+            true,
+            false,
+        ),
+        (
+            "br-streaming-signed-trailer",
+            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
+            true,
+            true,
+        ),
+        (
+            "br-streaming-unsigned-trailer",
+            "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+            false,
+            true,
+        ),
+        (
+            "br-streaming-ecdsa",
+            "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD",
+            true,
+            false,
+        ),
     ] {
         let s = s1(n);
         let data = converse(&format!("key {s}"));
@@ -505,52 +614,157 @@ pub fn bedrock_cases() -> Vec<CloudCase> {
     let n = "br-aws-chunked-no-hash-header";
     let s = s1(n);
     let data = converse(&format!("key {s}"));
-    let mut c = CloudCase::bedrock(n, &conv, "", Clean).header("Content-Encoding", "aws-chunked").plant(&s);
+    let mut c = CloudCase::bedrock(n, &conv, "", Clean)
+        .header("Content-Encoding", "aws-chunked")
+        .plant(&s);
     c.body = aws_chunked(data.as_bytes(), true);
     v.push(c);
 
     // --- the client's AWS credentials in every place ---------------------------------------
     let hello = converse("hello");
-    v.push(CloudCase::bedrock("br-cred-sigv4-header", &conv, &hello, Forwarded));
+    v.push(CloudCase::bedrock(
+        "br-cred-sigv4-header",
+        &conv,
+        &hello,
+        Forwarded,
+    ));
     let n = "br-cred-security-token-header";
-    v.push(CloudCase::bedrock(n, &conv, &hello, Forwarded).header("X-Amz-Security-Token", &client_token(n)).plant(&client_token(n)));
+    v.push(
+        CloudCase::bedrock(n, &conv, &hello, Forwarded)
+            .header("X-Amz-Security-Token", &client_token(n))
+            .plant(&client_token(n)),
+    );
     let n = "br-cred-presigned-query";
     let q = format!(
         "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={}%2F20261201%2Fus-east-1%2Fbedrock%2Faws4_request&X-Amz-Date={DATE}&X-Amz-Expires=300&X-Amz-SignedHeaders=host&X-Amz-Security-Token={}&X-Amz-Signature={}",
-        client_akid(n), client_token(n), client_sig(n));
-    v.push(CloudCase::bedrock(n, &format!("{conv}?{q}"), &hello, Forwarded).without("authorization").without("x-amz-date").plant(&client_token(n)));
+        client_akid(n),
+        client_token(n),
+        client_sig(n)
+    );
+    v.push(
+        CloudCase::bedrock(n, &format!("{conv}?{q}"), &hello, Forwarded)
+            .without("authorization")
+            .without("x-amz-date")
+            .plant(&client_token(n)),
+    );
     let n = "br-cred-presigned-and-header";
-    let q = format!("X-Amz-Credential={}%2F20261201%2Fus-east-1%2Fbedrock%2Faws4_request&X-Amz-Signature={}&x-amz-security-token={}",
-        client_akid(&format!("{n}q")), client_sig(&format!("{n}q")), client_token(n));
-    v.push(CloudCase::bedrock(n, &format!("{conv}?{q}"), &hello, Forwarded)
-        .plant(&client_akid(&format!("{n}q"))).plant(&client_sig(&format!("{n}q"))).plant(&client_token(n)));
-    let absk = |n: &str| format!("ABSKQmVkcm9ja0FQSUtleS1{}", codec::b64(format!("adv-at-{:016x}:{:016x}{:016x}", seed_of(n), seed_of(&format!("{n}a")), seed_of(&format!("{n}b"))).as_bytes()));
+    let q = format!(
+        "X-Amz-Credential={}%2F20261201%2Fus-east-1%2Fbedrock%2Faws4_request&X-Amz-Signature={}&x-amz-security-token={}",
+        client_akid(&format!("{n}q")),
+        client_sig(&format!("{n}q")),
+        client_token(n)
+    );
+    v.push(
+        CloudCase::bedrock(n, &format!("{conv}?{q}"), &hello, Forwarded)
+            .plant(&client_akid(&format!("{n}q")))
+            .plant(&client_sig(&format!("{n}q")))
+            .plant(&client_token(n)),
+    );
+    let absk = |n: &str| {
+        format!(
+            "ABSKQmVkcm9ja0FQSUtleS1{}",
+            codec::b64(
+                format!(
+                    "adv-at-{:016x}:{:016x}{:016x}",
+                    seed_of(n),
+                    seed_of(&format!("{n}a")),
+                    seed_of(&format!("{n}b"))
+                )
+                .as_bytes()
+            )
+        )
+    };
     let n = "br-cred-bedrock-api-key";
-    v.push(CloudCase::bedrock(n, &conv, &hello, Forwarded).without("authorization").without("x-amz-date").header("Authorization", &format!("Bearer {}", absk(n))).plant(&absk(n)));
+    v.push(
+        CloudCase::bedrock(n, &conv, &hello, Forwarded)
+            .without("authorization")
+            .without("x-amz-date")
+            .header("Authorization", &format!("Bearer {}", absk(n)))
+            .plant(&absk(n)),
+    );
     let n = "br-cred-bedrock-api-key-and-sigv4";
-    v.push(CloudCase::bedrock(n, &conv, &hello, Forwarded).header("Authorization", &format!("Bearer {}", absk(n))).plant(&absk(n)));
+    v.push(
+        CloudCase::bedrock(n, &conv, &hello, Forwarded)
+            .header("Authorization", &format!("Bearer {}", absk(n)))
+            .plant(&absk(n)),
+    );
     let n = "br-cred-two-sigv4";
-    v.push(CloudCase::bedrock(n, &conv, &hello, Forwarded).header("Authorization", &sigv4_header(&format!("{n}2"), "us-east-1"))
-        .plant(&client_akid(&format!("{n}2"))).plant(&client_sig(&format!("{n}2"))));
+    v.push(
+        CloudCase::bedrock(n, &conv, &hello, Forwarded)
+            .header(
+                "Authorization",
+                &sigv4_header(&format!("{n}2"), "us-east-1"),
+            )
+            .plant(&client_akid(&format!("{n}2")))
+            .plant(&client_sig(&format!("{n}2"))),
+    );
     let n = "br-cred-api-key-odd-header";
-    v.push(CloudCase::bedrock(n, &conv, &hello, Forwarded).header("x-amz-meta-key", &absk(n)).plant(&absk(n)));
+    v.push(
+        CloudCase::bedrock(n, &conv, &hello, Forwarded)
+            .header("x-amz-meta-key", &absk(n))
+            .plant(&absk(n)),
+    );
     let n = "br-cred-akid-user-agent";
     let k = client_akid(&format!("{n}ua"));
-    v.push(CloudCase::bedrock(n, &conv, &hello, Forwarded).without("user-agent").header("User-Agent", &format!("Boto3/1.44.8 creds/{k}")).plant(&k));
+    v.push(
+        CloudCase::bedrock(n, &conv, &hello, Forwarded)
+            .without("user-agent")
+            .header("User-Agent", &format!("Boto3/1.44.8 creds/{k}"))
+            .plant(&k),
+    );
     let n = "br-cred-akid-odd-header";
     let k = client_akid(&format!("{n}x"));
-    v.push(CloudCase::bedrock(n, &conv, &hello, Forwarded).header("X-Amzn-Bedrock-GuardrailIdentifier", &k).plant(&k));
+    v.push(
+        CloudCase::bedrock(n, &conv, &hello, Forwarded)
+            .header("X-Amzn-Bedrock-GuardrailIdentifier", &k)
+            .plant(&k),
+    );
     let n = "br-cred-cookie";
     let k = client_akid(&format!("{n}c"));
-    v.push(CloudCase::bedrock(n, &conv, &hello, Forwarded).header("Cookie", &format!("aws-creds={k}; session={}", client_token(n))).plant(&k).plant(&client_token(n)));
+    v.push(
+        CloudCase::bedrock(n, &conv, &hello, Forwarded)
+            .header(
+                "Cookie",
+                &format!("aws-creds={k}; session={}", client_token(n)),
+            )
+            .plant(&k)
+            .plant(&client_token(n)),
+    );
     let n = "br-cred-x-api-key";
-    v.push(CloudCase::bedrock(n, &conv, &hello, Forwarded).header("x-api-key", &absk(n)).plant(&absk(n)));
+    v.push(
+        CloudCase::bedrock(n, &conv, &hello, Forwarded)
+            .header("x-api-key", &absk(n))
+            .plant(&absk(n)),
+    );
     let n = "br-secret-access-key-in-body";
-    let sk = format!("wJalr{}EXAMPLEKEY", &format!("{:016x}{:016x}", seed_of(n), seed_of(&format!("{n}k")))[..25]).replace('0', "/");
-    v.push(CloudCase::bedrock(n, &conv, &converse(&format!("aws_access_key_id = {} aws_secret_access_key = {sk}", client_akid(&format!("{n}b")))), Masked)
-        .plant(&sk).plant(&client_akid(&format!("{n}b"))));
+    let sk = format!(
+        "wJalr{}EXAMPLEKEY",
+        &format!("{:016x}{:016x}", seed_of(n), seed_of(&format!("{n}k")))[..25]
+    )
+    .replace('0', "/");
+    v.push(
+        CloudCase::bedrock(
+            n,
+            &conv,
+            &converse(&format!(
+                "aws_access_key_id = {} aws_secret_access_key = {sk}",
+                client_akid(&format!("{n}b"))
+            )),
+            Masked,
+        )
+        .plant(&sk)
+        .plant(&client_akid(&format!("{n}b"))),
+    );
     let n = "br-api-key-in-body";
-    v.push(CloudCase::bedrock(n, &conv, &converse(&format!("my bedrock key is {}", absk(n))), Masked).plant(&absk(n)));
+    v.push(
+        CloudCase::bedrock(
+            n,
+            &conv,
+            &converse(&format!("my bedrock key is {}", absk(n))),
+            Masked,
+        )
+        .plant(&absk(n)),
+    );
 
     // --- answers -------------------------------------------------------------------------
     let hi = converse("hi");
@@ -560,30 +774,72 @@ pub fn bedrock_cases() -> Vec<CloudCase> {
     let n = "br-ans-invoke-stream-split3";
     let s = s1(n);
     let p = cut(&s, &[4, 11]);
-    v.push(ans(n, &invoke_stream_p, es_script(invoke_stream(n, &p), 0), AnswerMasked, &s));
+    v.push(ans(
+        n,
+        &invoke_stream_p,
+        es_script(invoke_stream(n, &p), 0),
+        AnswerMasked,
+        &s,
+    ));
     let n = "br-ans-invoke-stream-split-odd";
     let s = s1(n);
     let p = cut(&s, &[1, s.len() - 1]);
-    v.push(ans(n, &invoke_stream_p, es_script(invoke_stream(n, &p), 0), AnswerMasked, &s));
+    v.push(ans(
+        n,
+        &invoke_stream_p,
+        es_script(invoke_stream(n, &p), 0),
+        AnswerMasked,
+        &s,
+    ));
     let n = "br-ans-invoke-stream-per-char";
     let s = s1(n);
     let p: Vec<String> = s.chars().map(String::from).collect();
-    v.push(ans(n, &invoke_stream_p, es_script(invoke_stream(n, &p), 0), AnswerMasked, &s));
+    v.push(ans(
+        n,
+        &invoke_stream_p,
+        es_script(invoke_stream(n, &p), 0),
+        AnswerMasked,
+        &s,
+    ));
     let n = "br-ans-invoke-stream-tcp-split";
     let s = s1(n);
     let p = cut(&s, &[7]);
-    v.push(ans(n, &invoke_stream_p, es_script(invoke_stream(n, &p), 7), AnswerMasked, &s));
+    v.push(ans(
+        n,
+        &invoke_stream_p,
+        es_script(invoke_stream(n, &p), 7),
+        AnswerMasked,
+        &s,
+    ));
     let n = "br-ans-converse-stream-split";
     let s = s1(n);
     let p = cut(&s, &[5, 9, 14]);
-    v.push(ans(n, &conv_stream, es_script(converse_stream(n, &p), 0), AnswerMasked, &s));
+    v.push(ans(
+        n,
+        &conv_stream,
+        es_script(converse_stream(n, &p), 0),
+        AnswerMasked,
+        &s,
+    ));
     let n = "br-ans-converse-stream-tcp-split";
     let s = s1(n);
     let p = cut(&s, &[3]);
-    v.push(ans(n, &conv_stream, es_script(converse_stream(n, &p), 5), AnswerMasked, &s));
+    v.push(ans(
+        n,
+        &conv_stream,
+        es_script(converse_stream(n, &p), 5),
+        AnswerMasked,
+        &s,
+    ));
     let n = "br-ans-converse-stream-whole";
     let s = s1(n);
-    v.push(ans(n, &conv_stream, es_script(converse_stream(n, &[format!("key {s}")]), 0), AnswerMasked, &s));
+    v.push(ans(
+        n,
+        &conv_stream,
+        es_script(converse_stream(n, &[format!("key {s}")]), 0),
+        AnswerMasked,
+        &s,
+    ));
     let n = "br-ans-converse-stream-tool-input";
     let s = s1(n);
     let pp = "abc";
@@ -614,7 +870,10 @@ pub fn bedrock_cases() -> Vec<CloudCase> {
     let n = "br-ans-unknown-event";
     let s = s1(n);
     let mut fr = converse_stream(n, &["hello".into()]);
-    fr.insert(2, es_event("futureEvent", &json!({"note": format!("key {s}")})));
+    fr.insert(
+        2,
+        es_event("futureEvent", &json!({"note": format!("key {s}")})),
+    );
     v.push(ans(n, &conv_stream, es_script(fr, 0), AnswerNoLeak, &s));
     let n = "br-ans-secret-in-string-header";
     let s = s1(n);
@@ -637,7 +896,10 @@ pub fn bedrock_cases() -> Vec<CloudCase> {
     ] {
         let s = s1(n);
         let mut fr = converse_stream(n, &["hello ".into()]);
-        let mut bad = es_event("contentBlockDelta", &json!({"contentBlockIndex": 0, "delta": {"text": format!("BADCRC-MARK {s}")}, "p": "x"}));
+        let mut bad = es_event(
+            "contentBlockDelta",
+            &json!({"contentBlockIndex": 0, "delta": {"text": format!("BADCRC-MARK {s}")}, "p": "x"}),
+        );
         if !corrupt.is_empty() {
             bad["corrupt"] = json!(corrupt);
         }
@@ -657,7 +919,13 @@ pub fn bedrock_cases() -> Vec<CloudCase> {
     let n = "br-ans-chunk-bytes-plain-text";
     let s = s1(n);
     let mut fr = invoke_stream(n, &["hello".into()]);
-    fr.insert(3, es_event("chunk", &json!({"bytes": codec::b64(format!("plain text key {s}").as_bytes())})));
+    fr.insert(
+        3,
+        es_event(
+            "chunk",
+            &json!({"bytes": codec::b64(format!("plain text key {s}").as_bytes())}),
+        ),
+    );
     v.push(ans(n, &invoke_stream_p, es_script(fr, 0), AnswerNoLeak, &s));
     let n = "br-ans-eventstream-labelled-json";
     let s = s1(n);
@@ -666,16 +934,44 @@ pub fn bedrock_cases() -> Vec<CloudCase> {
     v.push(ans(n, &conv_stream, sc, AnswerNoLeak, &s));
     let n = "br-ans-json-labelled-eventstream";
     let s = s1(n);
-    v.push(ans(n, &conv_stream, body_script(200, "application/vnd.amazon.eventstream", &[json!({"output": {"message": {"content": [{"text": format!("key {s}")}]}}}).to_string()]), AnswerNoLeak, &s));
+    v.push(ans(
+        n,
+        &conv_stream,
+        body_script(
+            200,
+            "application/vnd.amazon.eventstream",
+            &[
+                json!({"output": {"message": {"content": [{"text": format!("key {s}")}]}}})
+                    .to_string(),
+            ],
+        ),
+        AnswerNoLeak,
+        &s,
+    ));
     let n = "br-ans-error-json";
     let s = s1(n);
     v.push(ans(n, &conv, json!({"status": 400, "headers": [["content-type", "application/json"], ["x-amzn-errortype", "ValidationException"]],
         "chunks": [hex(json!({"message": format!("Malformed input near {s}")}).to_string().as_bytes())]}), AnswerNoLeak, &s));
     let n = "br-ans-vault-secret-echo";
-    v.push(ans(n, &conv_stream, es_script(converse_stream(n, &[format!("your secret is {AWS_SK} and id {AWS_AK}")]), 0), AnswerNoLeak, AWS_SK));
+    v.push(ans(
+        n,
+        &conv_stream,
+        es_script(
+            converse_stream(n, &[format!("your secret is {AWS_SK} and id {AWS_AK}")]),
+            0,
+        ),
+        AnswerNoLeak,
+        AWS_SK,
+    ));
     let n = "br-ans-vault-secret-echo-split";
     let (a, b) = AWS_SK.split_at(19);
-    v.push(ans(n, &invoke_stream_p, es_script(invoke_stream(n, &[format!("secret {a}"), b.to_string()]), 0), AnswerNoLeak, AWS_SK));
+    v.push(ans(
+        n,
+        &invoke_stream_p,
+        es_script(invoke_stream(n, &[format!("secret {a}"), b.to_string()]), 0),
+        AnswerNoLeak,
+        AWS_SK,
+    ));
     let n = "br-ans-vault-secret-in-header";
     v.push(ans(n, &conv, json!({"status": 200, "headers": [["content-type", "application/json"], ["x-amzn-debug", AWS_SK]],
         "chunks": [hex(b"{\"output\":{\"message\":{\"content\":[{\"text\":\"ok\"}]}}}")]}), AnswerNoLeak, AWS_SK));
@@ -686,36 +982,130 @@ pub fn bedrock_cases() -> Vec<CloudCase> {
 pub fn vertex_cases() -> Vec<CloudCase> {
     use Expect::*;
     let p = SA_PROJECT;
-    let gem = |loc: &str, m: &str| format!("/v1/projects/{p}/locations/{loc}/publishers/google/models/gemini-2.5-flash:{m}");
-    let ant = |loc: &str, m: &str| format!("/v1/projects/{p}/locations/{loc}/publishers/anthropic/models/claude-sonnet-4-5@20250929:{m}");
-    let gbody = |t: &str| json!({"contents": [{"role": "user", "parts": [{"text": t}]}]}).to_string();
-    let abody = |t: &str, stream: bool| json!({"anthropic_version": "vertex-2023-10-16", "max_tokens": 64, "stream": stream,
-        "messages": [{"role": "user", "content": t}]}).to_string();
+    let gem = |loc: &str, m: &str| {
+        format!("/v1/projects/{p}/locations/{loc}/publishers/google/models/gemini-2.5-flash:{m}")
+    };
+    let ant = |loc: &str, m: &str| {
+        format!(
+            "/v1/projects/{p}/locations/{loc}/publishers/anthropic/models/claude-sonnet-4-5@20250929:{m}"
+        )
+    };
+    let gbody =
+        |t: &str| json!({"contents": [{"role": "user", "parts": [{"text": t}]}]}).to_string();
+    let abody = |t: &str, stream: bool| {
+        json!({"anthropic_version": "vertex-2023-10-16", "max_tokens": 64, "stream": stream,
+        "messages": [{"role": "user", "content": t}]})
+        .to_string()
+    };
     let mut v = vec![];
-    let fields: Vec<(&str, &str, String, Box<dyn Fn(&str) -> String>)> = vec![
-        ("vx-gemini-generate", VERTEX_HOST, gem("us-central1", "generateContent"), Box::new(move |s| gbody(&format!("key {s}")))),
-        ("vx-gemini-stream-sse", VERTEX_HOST, format!("{}?alt=sse", gem("us-central1", "streamGenerateContent")), Box::new(move |s| gbody(&format!("key {s}")))),
-        ("vx-gemini-system-instruction", VERTEX_HOST, gem("us-central1", "generateContent"), Box::new(|s| json!({"systemInstruction": {"parts": [{"text": format!("use {s}")}]},
-            "contents": [{"role": "user", "parts": [{"text": "hi"}]}]}).to_string())),
-        ("vx-gemini-count-tokens", VERTEX_HOST, gem("us-central1", "countTokens"), Box::new(move |s| gbody(&format!("key {s}")))),
-        ("vx-anthropic-rawpredict", VERTEX_HOST, ant("us-east5", "rawPredict"), Box::new(move |s| abody(&format!("key {s}"), false))),
-        ("vx-anthropic-streamrawpredict", VERTEX_HOST, ant("us-east5", "streamRawPredict"), Box::new(move |s| abody(&format!("key {s}"), true))),
-        ("vx-anthropic-stream-system", VERTEX_HOST, ant("us-east5", "streamRawPredict"), Box::new(|s| json!({"anthropic_version": "vertex-2023-10-16",
-            "max_tokens": 64, "stream": true, "system": [{"type": "text", "text": format!("use {s}")}], "messages": [{"role": "user", "content": "hi"}]}).to_string())),
-        ("vx-anthropic-stream-tool-result", VERTEX_HOST, ant("us-east5", "streamRawPredict"), Box::new(|s| json!({"anthropic_version": "vertex-2023-10-16",
+    type Body = Box<dyn Fn(&str) -> String>;
+    let fields: Vec<(&str, &str, String, Body)> = vec![
+        (
+            "vx-gemini-generate",
+            VERTEX_HOST,
+            gem("us-central1", "generateContent"),
+            Box::new(move |s| gbody(&format!("key {s}"))),
+        ),
+        (
+            "vx-gemini-stream-sse",
+            VERTEX_HOST,
+            format!("{}?alt=sse", gem("us-central1", "streamGenerateContent")),
+            Box::new(move |s| gbody(&format!("key {s}"))),
+        ),
+        (
+            "vx-gemini-system-instruction",
+            VERTEX_HOST,
+            gem("us-central1", "generateContent"),
+            Box::new(|s| {
+                json!({"systemInstruction": {"parts": [{"text": format!("use {s}")}]},
+            "contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+                .to_string()
+            }),
+        ),
+        (
+            "vx-gemini-count-tokens",
+            VERTEX_HOST,
+            gem("us-central1", "countTokens"),
+            Box::new(move |s| gbody(&format!("key {s}"))),
+        ),
+        (
+            "vx-anthropic-rawpredict",
+            VERTEX_HOST,
+            ant("us-east5", "rawPredict"),
+            Box::new(move |s| abody(&format!("key {s}"), false)),
+        ),
+        (
+            "vx-anthropic-streamrawpredict",
+            VERTEX_HOST,
+            ant("us-east5", "streamRawPredict"),
+            Box::new(move |s| abody(&format!("key {s}"), true)),
+        ),
+        (
+            "vx-anthropic-stream-system",
+            VERTEX_HOST,
+            ant("us-east5", "streamRawPredict"),
+            Box::new(|s| {
+                json!({"anthropic_version": "vertex-2023-10-16",
+            "max_tokens": 64, "stream": true, "system": [{"type": "text", "text": format!("use {s}")}], "messages": [{"role": "user", "content": "hi"}]}).to_string()
+            }),
+        ),
+        (
+            "vx-anthropic-stream-tool-result",
+            VERTEX_HOST,
+            ant("us-east5", "streamRawPredict"),
+            Box::new(|s| {
+                json!({"anthropic_version": "vertex-2023-10-16",
             "max_tokens": 64, "stream": true, "messages": [{"role": "user", "content": "go"},
             {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "run", "input": {}}]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": format!("TOKEN={s}")}]}]}).to_string())),
-        ("vx-anthropic-count-tokens", VERTEX_HOST, format!("/v1/projects/{p}/locations/us-east5/publishers/anthropic/models/count-tokens:rawPredict"),
-            Box::new(move |s| json!({"model": "claude-sonnet-4-5@20250929", "messages": [{"role": "user", "content": format!("key {s}")}]}).to_string())),
-        ("vx-global-host", VERTEX_GLOBAL, ant("global", "streamRawPredict"), Box::new(move |s| abody(&format!("key {s}"), true))),
-        ("vx-eu-host", VERTEX_EU, gem("europe-west4", "generateContent"), Box::new(move |s| gbody(&format!("key {s}")))),
-        ("vx-openai-compatible", VERTEX_HOST, format!("/v1/projects/{p}/locations/us-central1/endpoints/openapi/chat/completions"),
-            Box::new(|s| json!({"model": "google/gemini-2.5-flash", "messages": [{"role": "user", "content": format!("key {s}")}]}).to_string())),
-        ("vx-endpoint-predict", VERTEX_HOST, format!("/v1/projects/{p}/locations/us-central1/endpoints/1234567890:predict"),
-            Box::new(|s| json!({"instances": [{"prompt": format!("key {s}")}], "parameters": {"maxOutputTokens": 64}}).to_string())),
-        ("vx-v1beta1-path", VERTEX_HOST, format!("/v1beta1/projects/{p}/locations/us-central1/publishers/google/models/gemini-2.5-flash:generateContent"),
-            Box::new(move |s| gbody(&format!("key {s}")))),
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": format!("TOKEN={s}")}]}]}).to_string()
+            }),
+        ),
+        (
+            "vx-anthropic-count-tokens",
+            VERTEX_HOST,
+            format!(
+                "/v1/projects/{p}/locations/us-east5/publishers/anthropic/models/count-tokens:rawPredict"
+            ),
+            Box::new(move |s| {
+                json!({"model": "claude-sonnet-4-5@20250929", "messages": [{"role": "user", "content": format!("key {s}")}]}).to_string()
+            }),
+        ),
+        (
+            "vx-global-host",
+            VERTEX_GLOBAL,
+            ant("global", "streamRawPredict"),
+            Box::new(move |s| abody(&format!("key {s}"), true)),
+        ),
+        (
+            "vx-eu-host",
+            VERTEX_EU,
+            gem("europe-west4", "generateContent"),
+            Box::new(move |s| gbody(&format!("key {s}"))),
+        ),
+        (
+            "vx-openai-compatible",
+            VERTEX_HOST,
+            format!("/v1/projects/{p}/locations/us-central1/endpoints/openapi/chat/completions"),
+            Box::new(|s| {
+                json!({"model": "google/gemini-2.5-flash", "messages": [{"role": "user", "content": format!("key {s}")}]}).to_string()
+            }),
+        ),
+        (
+            "vx-endpoint-predict",
+            VERTEX_HOST,
+            format!("/v1/projects/{p}/locations/us-central1/endpoints/1234567890:predict"),
+            Box::new(|s| {
+                json!({"instances": [{"prompt": format!("key {s}")}], "parameters": {"maxOutputTokens": 64}}).to_string()
+            }),
+        ),
+        (
+            "vx-v1beta1-path",
+            VERTEX_HOST,
+            format!(
+                "/v1beta1/projects/{p}/locations/us-central1/publishers/google/models/gemini-2.5-flash:generateContent"
+            ),
+            Box::new(move |s| gbody(&format!("key {s}"))),
+        ),
     ];
     for (n, host, path, body) in fields {
         let s = s1(n);
@@ -723,68 +1113,201 @@ pub fn vertex_cases() -> Vec<CloudCase> {
     }
     let n = "vx-anthropic-streamrawpredict";
     let s = s1(&format!("{n}@h2"));
-    v.push(CloudCase::vertex(n, VERTEX_HOST, &ant("us-east5", "streamRawPredict"), &abody(&format!("key {s}"), true), Masked).h2().plant(&s));
+    v.push(
+        CloudCase::vertex(
+            n,
+            VERTEX_HOST,
+            &ant("us-east5", "streamRawPredict"),
+            &abody(&format!("key {s}"), true),
+            Masked,
+        )
+        .h2()
+        .plant(&s),
+    );
 
     // --- the client's Google credentials in every place -----------------------------------
     let hello = gbody("hello");
     let g = gem("us-central1", "generateContent");
-    v.push(CloudCase::vertex("vx-cred-authorization", VERTEX_HOST, &g, &hello, Forwarded));
+    v.push(CloudCase::vertex(
+        "vx-cred-authorization",
+        VERTEX_HOST,
+        &g,
+        &hello,
+        Forwarded,
+    ));
     let n = "vx-cred-access-token-query";
     let t = client_oauth(&format!("{n}q"));
-    v.push(CloudCase::vertex(n, VERTEX_HOST, &format!("{g}?access_token={t}"), &hello, Forwarded).plant(&t));
+    v.push(
+        CloudCase::vertex(
+            n,
+            VERTEX_HOST,
+            &format!("{g}?access_token={t}"),
+            &hello,
+            Forwarded,
+        )
+        .plant(&t),
+    );
     let n = "vx-cred-access-token-only-query";
     let t = client_oauth(&format!("{n}q"));
-    v.push(CloudCase::vertex(n, VERTEX_HOST, &format!("{g}?access_token={t}"), &hello, Forwarded).without("authorization").plant(&t));
-    let ak = |n: &str| format!("AIzaSy{:016x}{:016x}a", seed_of(n), seed_of(&format!("{n}!")))[..39].to_string();
+    v.push(
+        CloudCase::vertex(
+            n,
+            VERTEX_HOST,
+            &format!("{g}?access_token={t}"),
+            &hello,
+            Forwarded,
+        )
+        .without("authorization")
+        .plant(&t),
+    );
+    let ak = |n: &str| {
+        format!(
+            "AIzaSy{:016x}{:016x}a",
+            seed_of(n),
+            seed_of(&format!("{n}!"))
+        )[..39]
+            .to_string()
+    };
     let n = "vx-cred-x-goog-api-key";
-    v.push(CloudCase::vertex(n, VERTEX_HOST, &g, &hello, Forwarded).header("x-goog-api-key", &ak(n)).plant(&ak(n)));
+    v.push(
+        CloudCase::vertex(n, VERTEX_HOST, &g, &hello, Forwarded)
+            .header("x-goog-api-key", &ak(n))
+            .plant(&ak(n)),
+    );
     let n = "vx-cred-query-key";
-    v.push(CloudCase::vertex(n, VERTEX_HOST, &format!("{g}?key={}", ak(n)), &hello, Forwarded).without("authorization").plant(&ak(n)));
+    v.push(
+        CloudCase::vertex(
+            n,
+            VERTEX_HOST,
+            &format!("{g}?key={}", ak(n)),
+            &hello,
+            Forwarded,
+        )
+        .without("authorization")
+        .plant(&ak(n)),
+    );
     let n = "vx-cred-user-project";
     let up = format!("client-billing-project-{:08x}", seed_of(n) & 0xffff_ffff);
-    v.push(CloudCase::vertex(n, VERTEX_HOST, &g, &hello, Forwarded).header("x-goog-user-project", &up).plant(&up));
+    v.push(
+        CloudCase::vertex(n, VERTEX_HOST, &g, &hello, Forwarded)
+            .header("x-goog-user-project", &up)
+            .plant(&up),
+    );
     let n = "vx-cred-two-authorization";
     let t = client_oauth(&format!("{n}2"));
-    v.push(CloudCase::vertex(n, VERTEX_HOST, &g, &hello, Forwarded).header("Authorization", &format!("Bearer {t}")).plant(&t));
-    v.push(CloudCase::vertex("vx-cred-none", VERTEX_HOST, &g, &hello, Forwarded).without("authorization"));
+    v.push(
+        CloudCase::vertex(n, VERTEX_HOST, &g, &hello, Forwarded)
+            .header("Authorization", &format!("Bearer {t}"))
+            .plant(&t),
+    );
+    v.push(
+        CloudCase::vertex("vx-cred-none", VERTEX_HOST, &g, &hello, Forwarded)
+            .without("authorization"),
+    );
     let n = "vx-cred-basic";
     let t = client_oauth(&format!("{n}b"));
-    v.push(CloudCase::vertex(n, VERTEX_HOST, &g, &hello, Forwarded).without("authorization")
-        .header("Authorization", &format!("Basic {}", codec::b64(format!("oauth2accesstoken:{t}").as_bytes()))).plant(&t));
+    v.push(
+        CloudCase::vertex(n, VERTEX_HOST, &g, &hello, Forwarded)
+            .without("authorization")
+            .header(
+                "Authorization",
+                &format!(
+                    "Basic {}",
+                    codec::b64(format!("oauth2accesstoken:{t}").as_bytes())
+                ),
+            )
+            .plant(&t),
+    );
     let n = "vx-cred-iam-authorization-token";
     let t = client_oauth(&format!("{n}i"));
-    v.push(CloudCase::vertex(n, VERTEX_HOST, &g, &hello, Forwarded).header("x-goog-iam-authorization-token", &t).plant(&t));
+    v.push(
+        CloudCase::vertex(n, VERTEX_HOST, &g, &hello, Forwarded)
+            .header("x-goog-iam-authorization-token", &t)
+            .plant(&t),
+    );
     let n = "vx-cred-lowercase-bearer";
     let t = client_oauth(&format!("{n}l"));
-    v.push(CloudCase::vertex(n, VERTEX_HOST, &g, &hello, Forwarded).without("authorization").header("authorization", &format!("bearer {t}")).plant(&t));
+    v.push(
+        CloudCase::vertex(n, VERTEX_HOST, &g, &hello, Forwarded)
+            .without("authorization")
+            .header("authorization", &format!("bearer {t}"))
+            .plant(&t),
+    );
 
     // --- answers -------------------------------------------------------------------------
     let ans = |n: &str, path: &str, body: &str, script: Value, e: Expect, s: &str| {
-        CloudCase::vertex(n, VERTEX_HOST, path, body, e).script(script).plant(s)
+        CloudCase::vertex(n, VERTEX_HOST, path, body, e)
+            .script(script)
+            .plant(s)
     };
     let n = "vx-ans-anthropic-stream-split";
     let s = s1(n);
-    v.push(ans(n, &ant("us-east5", "streamRawPredict"), &abody("hi", true), body_script(200, "text/event-stream", &sse_an(n, &cut(&s, &[5, 12]))), AnswerMasked, &s));
+    v.push(ans(
+        n,
+        &ant("us-east5", "streamRawPredict"),
+        &abody("hi", true),
+        body_script(200, "text/event-stream", &sse_an(n, &cut(&s, &[5, 12]))),
+        AnswerMasked,
+        &s,
+    ));
     let n = "vx-ans-gemini-sse-split";
     let s = s1(n);
-    v.push(ans(n, &format!("{}?alt=sse", gem("us-central1", "streamGenerateContent")), &gbody("hi"),
-        body_script(200, "text/event-stream", &gm_sse(n, &cut(&s, &[6]))), AnswerMasked, &s));
+    v.push(ans(
+        n,
+        &format!("{}?alt=sse", gem("us-central1", "streamGenerateContent")),
+        &gbody("hi"),
+        body_script(200, "text/event-stream", &gm_sse(n, &cut(&s, &[6]))),
+        AnswerMasked,
+        &s,
+    ));
     let n = "vx-ans-gemini-json";
     let s = s1(n);
-    v.push(ans(n, &g, &gbody("hi"), body_script(200, "application/json", &[json!({"candidates": [{"content": {"role": "model",
-        "parts": [{"text": format!("key {s} {}", end_marker(n))}]}, "finishReason": "STOP"}]}).to_string()]), AnswerMasked, &s));
+    v.push(ans(
+        n,
+        &g,
+        &gbody("hi"),
+        body_script(
+            200,
+            "application/json",
+            &[json!({"candidates": [{"content": {"role": "model",
+        "parts": [{"text": format!("key {s} {}", end_marker(n))}]}, "finishReason": "STOP"}]})
+            .to_string()],
+        ),
+        AnswerMasked,
+        &s,
+    ));
     let n = "vx-ans-anthropic-rawpredict-json";
     let s = s1(n);
     v.push(ans(n, &ant("us-east5", "rawPredict"), &abody("hi", false), body_script(200, "application/json", &[json!({"id": "msg_1",
         "type": "message", "role": "assistant", "content": [{"type": "text", "text": format!("key {s} {}", end_marker(n))}],
         "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}}).to_string()]), AnswerMasked, &s));
     let n = "vx-ans-minted-token-echo";
-    v.push(ans(n, &ant("us-east5", "streamRawPredict"), &abody("hi", true),
-        body_script(200, "text/event-stream", &sse_an(n, &[format!("your token is {MINTED}")])), AnswerNoLeak, MINTED));
+    v.push(ans(
+        n,
+        &ant("us-east5", "streamRawPredict"),
+        &abody("hi", true),
+        body_script(
+            200,
+            "text/event-stream",
+            &sse_an(n, &[format!("your token is {MINTED}")]),
+        ),
+        AnswerNoLeak,
+        MINTED,
+    ));
     let n = "vx-ans-minted-token-split";
     let (a, b) = MINTED.split_at(20);
-    v.push(ans(n, &format!("{}?alt=sse", gem("us-central1", "streamGenerateContent")), &gbody("hi"),
-        body_script(200, "text/event-stream", &gm_sse(n, &[format!("token {a}"), b.to_string()])), AnswerNoLeak, MINTED));
+    v.push(ans(
+        n,
+        &format!("{}?alt=sse", gem("us-central1", "streamGenerateContent")),
+        &gbody("hi"),
+        body_script(
+            200,
+            "text/event-stream",
+            &gm_sse(n, &[format!("token {a}"), b.to_string()]),
+        ),
+        AnswerNoLeak,
+        MINTED,
+    ));
     let n = "vx-ans-error-echo-token";
     v.push(ans(n, &g, &gbody("hi"), json!({"status": 401, "headers": [["content-type", "application/json"]], "chunks": [hex(json!({"error":
         {"code": 401, "message": format!("Request had invalid authentication credentials: {MINTED}"), "status": "UNAUTHENTICATED"}}).to_string().as_bytes())]}),
@@ -818,7 +1341,9 @@ fn hexf(v: &Value, k: &str) -> Vec<u8> {
 fn leaves_at(v: &Value, path: String, out: &mut BTreeMap<String, String>) {
     match v {
         Value::String(s) => out.entry(path).or_default().push_str(s),
-        Value::Array(a) => a.iter().for_each(|x| leaves_at(x, format!("{path}[]"), out)),
+        Value::Array(a) => a
+            .iter()
+            .for_each(|x| leaves_at(x, format!("{path}[]"), out)),
         Value::Object(o) => o
             .iter()
             .for_each(|(k, x)| leaves_at(x, format!("{path}.{k}"), out)),
@@ -849,7 +1374,10 @@ impl Joined {
 }
 
 /// An event stream decoded: (headers, payload) per message, or where it breaks.
-pub fn es_decode(mut b: &[u8]) -> (Vec<(Vec<(String, Vec<u8>)>, Vec<u8>)>, Option<String>) {
+/// One decoded event-stream message: its headers (name, value bytes) and payload.
+pub type EsMessage = (Vec<(String, Vec<u8>)>, Vec<u8>);
+
+pub fn es_decode(mut b: &[u8]) -> (Vec<EsMessage>, Option<String>) {
     let mut out = vec![];
     while !b.is_empty() {
         if b.len() < 16 {
@@ -945,11 +1473,16 @@ fn answer_text(g_body: &[u8], ctype: &str) -> (String, Option<String>, bool) {
 }
 
 fn any_view(b: &[u8], needle: &str) -> bool {
-    codec::views(b).iter().any(|v| contains(v, needle.as_bytes()))
+    codec::views(b)
+        .iter()
+        .any(|v| contains(v, needle.as_bytes()))
 }
 
 fn header<'a>(hs: &'a Value, n: &str) -> Option<&'a str> {
-    hs.as_array()?.iter().find(|h| h[0].as_str().is_some_and(|k| k.eq_ignore_ascii_case(n))).and_then(|h| h[1].as_str())
+    hs.as_array()?
+        .iter()
+        .find(|h| h[0].as_str().is_some_and(|k| k.eq_ignore_ascii_case(n)))
+        .and_then(|h| h[1].as_str())
 }
 
 fn all_headers<'a>(hs: &'a Value, n: &str) -> Vec<&'a str> {
@@ -969,7 +1502,8 @@ fn gateway_refusal(g: &Value) -> Result<(), String> {
     if header(&g["headers"], "x-gateway-error").is_none() {
         return Err(format!("no x-gateway-error header (status {st})"));
     }
-    let body: Value = serde_json::from_slice(&hexf(g, "body")).map_err(|_| format!("refusal body is not JSON (status {st})"))?;
+    let body: Value = serde_json::from_slice(&hexf(g, "body"))
+        .map_err(|_| format!("refusal body is not JSON (status {st})"))?;
     if body["message"].is_string() || body["Message"].is_string() || body["error"].is_object() {
         Ok(())
     } else {
@@ -978,13 +1512,36 @@ fn gateway_refusal(g: &Value) -> Result<(), String> {
 }
 
 fn brief(g: &Value) -> String {
-    let b = String::from_utf8_lossy(&hexf(g, "body")).chars().take(140).collect::<String>();
-    format!("client got {} {} {}", g["status"], b.replace('\n', "\\n"), g["error"])
+    let b = String::from_utf8_lossy(&hexf(g, "body"))
+        .chars()
+        .take(140)
+        .collect::<String>();
+    format!(
+        "client got {} {} {}",
+        g["status"],
+        b.replace('\n', "\\n"),
+        g["error"]
+    )
 }
 
-const CRED_HEADERS: &[&str] = &["authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization",
-    "x-amz-security-token", "x-goog-iam-authorization-token", "x-goog-user-project"];
-const CRED_PARAMS: &[&str] = &["key", "api_key", "access_token", "x-amz-credential", "x-amz-signature", "x-amz-security-token"];
+const CRED_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "proxy-authorization",
+    "x-amz-security-token",
+    "x-goog-iam-authorization-token",
+    "x-goog-user-project",
+];
+const CRED_PARAMS: &[&str] = &[
+    "key",
+    "api_key",
+    "access_token",
+    "x-amz-credential",
+    "x-amz-signature",
+    "x-amz-security-token",
+];
 
 /// Judge every case; the failures as `name: reason`.
 pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -> Vec<String> {
@@ -993,18 +1550,36 @@ pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -
     let mut fails = vec![];
     let vault_secrets: Vec<&str> = VAULT.iter().map(|v| v.1).chain([AWS_SK, MINTED]).collect();
     for c in cases {
-        let mine: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "http" && r["case"].as_str() == Some(c.name.as_str())).collect();
+        let mine: Vec<&Value> = recs
+            .iter()
+            .filter(|r| r["kind"] == "http" && r["case"].as_str() == Some(c.name.as_str()))
+            .collect();
         let stray: Vec<&Value> = recs
             .iter()
-            .filter(|r| r["kind"] == "http" && r["case"].as_str().is_none_or(|n| !names.contains(n)))
+            .filter(|r| {
+                r["kind"] == "http" && r["case"].as_str().is_none_or(|n| !names.contains(n))
+            })
             .collect();
-        let g = got.get(&c.name).cloned().unwrap_or(json!({"error": "no result from the driver"}));
+        let g = got
+            .get(&c.name)
+            .cloned()
+            .unwrap_or(json!({"error": "no result from the driver"}));
         let mut why: Vec<String> = vec![];
         let parts = |r: &Value| -> Vec<(String, Vec<u8>)> {
-            let mut p = vec![("target".to_string(), r["target"].as_str().unwrap_or("").as_bytes().to_vec())];
+            let mut p = vec![(
+                "target".to_string(),
+                r["target"].as_str().unwrap_or("").as_bytes().to_vec(),
+            )];
             for h in r["headers"].as_array().into_iter().flatten() {
-                p.push((format!("header {}", h[0].as_str().unwrap_or("")),
-                    format!("{}: {}", h[0].as_str().unwrap_or(""), h[1].as_str().unwrap_or("")).into_bytes()));
+                p.push((
+                    format!("header {}", h[0].as_str().unwrap_or("")),
+                    format!(
+                        "{}: {}",
+                        h[0].as_str().unwrap_or(""),
+                        h[1].as_str().unwrap_or("")
+                    )
+                    .into_bytes(),
+                ));
             }
             p.push(("body".into(), hexf(r, "body")));
             p
@@ -1033,17 +1608,37 @@ pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -
             for n in needles(s) {
                 for (i, (part, _, stray)) in up.iter().enumerate() {
                     if up_views[i].iter().any(|v| contains(v, n.as_bytes())) {
-                        why.push(format!("leaked {} upstream in {part}{}", label(s), if *stray { " (of an unlabelled request)" } else { "" }));
+                        why.push(format!(
+                            "leaked {} upstream in {part}{}",
+                            label(s),
+                            if *stray {
+                                " (of an unlabelled request)"
+                            } else {
+                                ""
+                            }
+                        ));
                     }
                 }
             }
         }
         // The client's side: body, headers, joined text.
         let body = hexf(&g, "body");
-        let ctype = header(&g["headers"], "content-type").unwrap_or("").to_ascii_lowercase();
+        let ctype = header(&g["headers"], "content-type")
+            .unwrap_or("")
+            .to_ascii_lowercase();
         let (joined, es_err, exception) = answer_text(&body, &ctype);
-        let cl_headers: String = g["headers"].as_array().into_iter().flatten()
-            .map(|h| format!("{}: {}\n", h[0].as_str().unwrap_or(""), h[1].as_str().unwrap_or(""))).collect();
+        let cl_headers: String = g["headers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                format!(
+                    "{}: {}\n",
+                    h[0].as_str().unwrap_or(""),
+                    h[1].as_str().unwrap_or("")
+                )
+            })
+            .collect();
         let body_views = codec::views(&body);
         let client_has = |n: &str| -> Option<&'static str> {
             if body_views.iter().any(|v| contains(v, n.as_bytes())) {
@@ -1066,12 +1661,17 @@ pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -
         for k in &vault_secrets {
             for piece in key_pieces(k) {
                 if let Some(w) = client_has(&piece) {
-                    why.push(format!("a gateway credential ({}) reached the client in {w}", label(k)));
+                    why.push(format!(
+                        "a gateway credential ({}) reached the client in {w}",
+                        label(k)
+                    ));
                     break;
                 }
             }
         }
-        if contains(cl_headers.as_bytes(), AWS_AK.as_bytes()) || contains(joined.as_bytes(), AWS_AK.as_bytes()) {
+        if contains(cl_headers.as_bytes(), AWS_AK.as_bytes())
+            || contains(joined.as_bytes(), AWS_AK.as_bytes())
+        {
             why.push("the vault's access key id reached the client".into());
         }
         let forwarded = !mine.is_empty();
@@ -1080,7 +1680,10 @@ pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -
             let target = r["target"].as_str().unwrap_or("");
             if let Some((_, q)) = target.split_once('?') {
                 for kv in q.split('&') {
-                    let k = String::from_utf8_lossy(&codec::pct(kv.split('=').next().unwrap_or("").as_bytes())).to_ascii_lowercase();
+                    let k = String::from_utf8_lossy(&codec::pct(
+                        kv.split('=').next().unwrap_or("").as_bytes(),
+                    ))
+                    .to_ascii_lowercase();
                     if CRED_PARAMS.contains(&k.as_str()) {
                         why.push(format!("client credential upstream: ?{k}"));
                     }
@@ -1090,18 +1693,26 @@ pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -
                 Cloud::Bedrock => {
                     let sig = &r["sig"];
                     if sig["ok"] != true {
-                        why.push(format!("upstream SigV4 invalid: {}", sig["why"].as_str().unwrap_or("no check")));
+                        why.push(format!(
+                            "upstream SigV4 invalid: {}",
+                            sig["why"].as_str().unwrap_or("no check")
+                        ));
                     }
                     if let Some(want) = &c.keep_sha {
                         let got = all_headers(&r["headers"], "x-amz-content-sha256");
                         if got != vec![want.as_str()] {
-                            why.push(format!("x-amz-content-sha256 upstream is {got:?}, not {want}"));
+                            why.push(format!(
+                                "x-amz-content-sha256 upstream is {got:?}, not {want}"
+                            ));
                         }
                     }
                     for n in CRED_HEADERS.iter().filter(|n| **n != "authorization") {
                         for v in all_headers(&r["headers"], n) {
                             if *n == "x-amz-security-token" {
-                                why.push(format!("x-amz-security-token upstream ({}) though the vault has none", label(v)));
+                                why.push(format!(
+                                    "x-amz-security-token upstream ({}) though the vault has none",
+                                    label(v)
+                                ));
                             } else {
                                 why.push(format!("credential header upstream: {n}"));
                             }
@@ -1111,7 +1722,10 @@ pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -
                 Cloud::Vertex => {
                     let auth = all_headers(&r["headers"], "authorization");
                     if auth != vec![format!("Bearer {MINTED}").as_str()] {
-                        why.push(format!("authorization upstream is {:?}, not exactly the minted token", auth.iter().map(|a| label(a)).collect::<Vec<_>>()));
+                        why.push(format!(
+                            "authorization upstream is {:?}, not exactly the minted token",
+                            auth.iter().map(|a| label(a)).collect::<Vec<_>>()
+                        ));
                     }
                     for n in CRED_HEADERS.iter().filter(|n| **n != "authorization") {
                         if !all_headers(&r["headers"], n).is_empty() {
@@ -1134,7 +1748,10 @@ pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -
                 if forwarded && !masked_up {
                     why.push("forwarded without [MASKED:".into());
                 } else if !forwarded && let Err(e) = gateway_refusal(&g) {
-                    why.push(format!("neither forwarded nor refused cleanly: {e}; {}", brief(&g)));
+                    why.push(format!(
+                        "neither forwarded nor refused cleanly: {e}; {}",
+                        brief(&g)
+                    ));
                 }
             }
             Expect::Refused(m) => {
@@ -1144,7 +1761,9 @@ pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -
                 if let Err(e) = gateway_refusal(&g) {
                     why.push(e);
                 } else if let Some(m) = m
-                    && !String::from_utf8_lossy(&body).to_lowercase().contains(&m.to_lowercase())
+                    && !String::from_utf8_lossy(&body)
+                        .to_lowercase()
+                        .contains(&m.to_lowercase())
                 {
                     why.push(format!("refusal does not name {m}"));
                 }
@@ -1157,7 +1776,10 @@ pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -
             }
             Expect::AnswerMasked | Expect::AnswerNoLeak | Expect::AnswerBroken => {
                 if !forwarded {
-                    why.push(format!("the request never reached the provider: {}", brief(&g)));
+                    why.push(format!(
+                        "the request never reached the provider: {}",
+                        brief(&g)
+                    ));
                 }
                 if let Some(e) = &es_err
                     && c.expect != Expect::AnswerBroken
@@ -1169,7 +1791,10 @@ pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -
                         why.push(format!("the client's text has no [MASKED: ({})", brief(&g)));
                     }
                     if !contains(joined.as_bytes(), end_marker(&c.name).as_bytes()) {
-                        why.push(format!("the end of the answer never reached the client ({})", brief(&g)));
+                        why.push(format!(
+                            "the end of the answer never reached the client ({})",
+                            brief(&g)
+                        ));
                     }
                 }
                 if c.expect == Expect::AnswerBroken {
@@ -1177,9 +1802,13 @@ pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -
                         why.push("the corrupt frame reached the client".into());
                     }
                     let st = g["status"].as_u64().unwrap_or(0);
-                    let signalled = st >= 400 || exception || es_err.is_some() || g["error"].is_string();
+                    let signalled =
+                        st >= 400 || exception || es_err.is_some() || g["error"].is_string();
                     if !signalled {
-                        why.push(format!("the stream ended as if nothing happened ({})", brief(&g)));
+                        why.push(format!(
+                            "the stream ended as if nothing happened ({})",
+                            brief(&g)
+                        ));
                     }
                 }
             }
@@ -1190,11 +1819,24 @@ pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -
             if std::env::var_os("ADV_DUMP").is_some() {
                 for r in &mine {
                     let b = hexf(r, "body");
-                    eprintln!("--- {} upstream: {} {} {} sig={}\n{}", c.name, r["method"], r["target"], r["headers"], r["sig"],
-                        String::from_utf8_lossy(&b[..b.len().min(600)]));
+                    eprintln!(
+                        "--- {} upstream: {} {} {} sig={}\n{}",
+                        c.name,
+                        r["method"],
+                        r["target"],
+                        r["headers"],
+                        r["sig"],
+                        String::from_utf8_lossy(&b[..b.len().min(600)])
+                    );
                 }
-                eprintln!("--- {} client: {} {} {}\n{}", c.name, g["status"], g["headers"], g["error"],
-                    String::from_utf8_lossy(&body[..body.len().min(1500)]));
+                eprintln!(
+                    "--- {} client: {} {} {}\n{}",
+                    c.name,
+                    g["status"],
+                    g["headers"],
+                    g["error"],
+                    String::from_utf8_lossy(&body[..body.len().min(1500)])
+                );
             }
         }
     }
@@ -1207,11 +1849,17 @@ pub fn token_failures(env: &RawEnv) -> Vec<String> {
     let tokens: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "token").collect();
     let mut out = vec![];
     if tokens.is_empty() {
-        out.push("token-endpoint: the gateway never asked the service account's token_uri for a token".into());
+        out.push(
+            "token-endpoint: the gateway never asked the service account's token_uri for a token"
+                .into(),
+        );
     }
     for t in tokens {
         if t["jwt"]["ok"] != true {
-            out.push(format!("token-endpoint: a bad assertion: {}", t["jwt"]["why"]));
+            out.push(format!(
+                "token-endpoint: a bad assertion: {}",
+                t["jwt"]["why"]
+            ));
         }
     }
     out

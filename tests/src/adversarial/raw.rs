@@ -199,7 +199,11 @@ impl RawEnv {
 
     /// Run a Python driver (source `driver`) over `cases` inside the cgroup; one JSON line per
     /// case, by id.
-    pub fn drive(&self, driver: &str, cases: &[Value]) -> std::collections::BTreeMap<String, Value> {
+    pub fn drive(
+        &self,
+        driver: &str,
+        cases: &[Value],
+    ) -> std::collections::BTreeMap<String, Value> {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("cases.json");
         std::fs::write(&file, serde_json::to_vec(cases).unwrap()).unwrap();

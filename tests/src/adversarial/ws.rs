@@ -257,7 +257,8 @@ fn resp_delta(d: &str, seq: usize) -> String {
 }
 
 fn gm_server(text: &str) -> String {
-    json!({"serverContent": {"modelTurn": {"role": "model", "parts": [{"text": text}]}}}).to_string()
+    json!({"serverContent": {"modelTurn": {"role": "model", "parts": [{"text": text}]}}})
+        .to_string()
 }
 
 /// A server script: the messages (deltas of `secret` cut in `n` pieces by `f`), then the end
@@ -284,54 +285,166 @@ pub fn cases() -> Vec<WsCase> {
     let mut v = vec![];
 
     // --- client → server: a secret in each documented text field -------------------------
-    let plain: Vec<(&str, Provider, &str, Box<dyn Fn(&str) -> Vec<String>>)> = vec![
-        ("ws-rt-item-text", OA, REALTIME, Box::new(|s| vec![rt_item(&format!("deploy with {s} now"))])),
-        ("ws-rt-session-instructions", OA, REALTIME, Box::new(|s| vec![rt_session(&format!("You may use {s}"))])),
-        ("ws-rt-item-function-output", OA, REALTIME, Box::new(|s| vec![json!({"type": "conversation.item.create",
-            "item": {"type": "function_call_output", "call_id": "call_1", "output": format!("{{\"token\":\"{s}\"}}")}}).to_string()])),
-        ("ws-rt-response-instructions", OA, REALTIME, Box::new(|s| vec![json!({"type": "response.create",
-            "response": {"instructions": format!("say {s}"), "output_modalities": ["text"]}}).to_string()])),
-        ("ws-resp-create-input", OA, RESPONSES, Box::new(|s| vec![resp_text(&format!("fix the script, key {s}"))])),
-        ("ws-resp-create-string-input", OA, RESPONSES, Box::new(|s| vec![resp_create(json!(format!("key {s}")))])),
-        ("ws-resp-create-instructions", OA, RESPONSES, Box::new(|s| vec![json!({"type": "response.create",
-            "model": "gpt-5.1-codex", "instructions": format!("use {s}"), "input": "hi"}).to_string()])),
-        ("ws-resp-create-tool-output", OA, RESPONSES, Box::new(|s| vec![resp_create(json!([
-            {"type": "function_call_output", "call_id": "call_1", "output": format!("env: TOKEN={s}")}]))])),
-        ("ws-resp-second-turn", OA, RESPONSES, Box::new(|s| vec![resp_text("hello"), json!({"type": "response.create",
+    type Messages = Box<dyn Fn(&str) -> Vec<String>>;
+    let plain: Vec<(&str, Provider, &str, Messages)> = vec![
+        (
+            "ws-rt-item-text",
+            OA,
+            REALTIME,
+            Box::new(|s| vec![rt_item(&format!("deploy with {s} now"))]),
+        ),
+        (
+            "ws-rt-session-instructions",
+            OA,
+            REALTIME,
+            Box::new(|s| vec![rt_session(&format!("You may use {s}"))]),
+        ),
+        (
+            "ws-rt-item-function-output",
+            OA,
+            REALTIME,
+            Box::new(|s| {
+                vec![json!({"type": "conversation.item.create",
+            "item": {"type": "function_call_output", "call_id": "call_1", "output": format!("{{\"token\":\"{s}\"}}")}}).to_string()]
+            }),
+        ),
+        (
+            "ws-rt-response-instructions",
+            OA,
+            REALTIME,
+            Box::new(|s| {
+                vec![
+                    json!({"type": "response.create",
+            "response": {"instructions": format!("say {s}"), "output_modalities": ["text"]}})
+                    .to_string(),
+                ]
+            }),
+        ),
+        (
+            "ws-resp-create-input",
+            OA,
+            RESPONSES,
+            Box::new(|s| vec![resp_text(&format!("fix the script, key {s}"))]),
+        ),
+        (
+            "ws-resp-create-string-input",
+            OA,
+            RESPONSES,
+            Box::new(|s| vec![resp_create(json!(format!("key {s}")))]),
+        ),
+        (
+            "ws-resp-create-instructions",
+            OA,
+            RESPONSES,
+            Box::new(|s| {
+                vec![
+                    json!({"type": "response.create",
+            "model": "gpt-5.1-codex", "instructions": format!("use {s}"), "input": "hi"})
+                    .to_string(),
+                ]
+            }),
+        ),
+        (
+            "ws-resp-create-tool-output",
+            OA,
+            RESPONSES,
+            Box::new(|s| {
+                vec![resp_create(json!([
+            {"type": "function_call_output", "call_id": "call_1", "output": format!("env: TOKEN={s}")}]))]
+            }),
+        ),
+        (
+            "ws-resp-second-turn",
+            OA,
+            RESPONSES,
+            Box::new(|s| {
+                vec![resp_text("hello"), json!({"type": "response.create",
             "model": "gpt-5.1-codex", "previous_response_id": "resp_1", "input": [{"type": "message", "role": "user",
-            "content": [{"type": "input_text", "text": format!("and {s}")}]}]}).to_string()])),
-        ("ws-gm-turn-text", GM, LIVE, Box::new(|s| vec![GM_SETUP.into(), gm_turn(&format!("key {s}"))])),
-        ("ws-gm-realtime-text", GM, LIVE, Box::new(|s| vec![GM_SETUP.into(),
-            json!({"realtimeInput": {"text": format!("key {s}")}}).to_string()])),
-        ("ws-gm-setup-system", GM, LIVE, Box::new(|s| vec![json!({"setup": {"model": "models/gemini-2.5-flash-live",
-            "systemInstruction": {"parts": [{"text": format!("credential {s}")}]}}}).to_string()])),
-        ("ws-gm-tool-response", GM, LIVE, Box::new(|s| vec![GM_SETUP.into(), json!({"toolResponse": {"functionResponses":
-            [{"id": "f1", "name": "lookup", "response": {"result": format!("{s}")}}]}}).to_string()])),
+            "content": [{"type": "input_text", "text": format!("and {s}")}]}]}).to_string()]
+            }),
+        ),
+        (
+            "ws-gm-turn-text",
+            GM,
+            LIVE,
+            Box::new(|s| vec![GM_SETUP.into(), gm_turn(&format!("key {s}"))]),
+        ),
+        (
+            "ws-gm-realtime-text",
+            GM,
+            LIVE,
+            Box::new(|s| {
+                vec![
+                    GM_SETUP.into(),
+                    json!({"realtimeInput": {"text": format!("key {s}")}}).to_string(),
+                ]
+            }),
+        ),
+        (
+            "ws-gm-setup-system",
+            GM,
+            LIVE,
+            Box::new(|s| {
+                vec![
+                    json!({"setup": {"model": "models/gemini-2.5-flash-live",
+            "systemInstruction": {"parts": [{"text": format!("credential {s}")}]}}})
+                    .to_string(),
+                ]
+            }),
+        ),
+        (
+            "ws-gm-tool-response",
+            GM,
+            LIVE,
+            Box::new(|s| {
+                vec![
+                    GM_SETUP.into(),
+                    json!({"toolResponse": {"functionResponses":
+            [{"id": "f1", "name": "lookup", "response": {"result": format!("{s}")}}]}})
+                    .to_string(),
+                ]
+            }),
+        ),
     ];
     for (name, p, target, msgs) in plain {
         let s = s1(name);
         let frames = msgs(&s).iter().map(|m| txt(m)).collect();
-        v.push(WsCase::new(name, p, target, Masked).frames(frames).plant(&s));
+        v.push(
+            WsCase::new(name, p, target, Masked)
+                .frames(frames)
+                .plant(&s),
+        );
     }
 
     // JSON escapes in the text.
     let n = "ws-rt-item-json-escaped";
     let s = s1(n);
-    v.push(WsCase::new(n, OA, REALTIME, Masked).frames(vec![txt(&rt_item_raw(&json_escaped(&s)))]).plant(&s));
+    v.push(
+        WsCase::new(n, OA, REALTIME, Masked)
+            .frames(vec![txt(&rt_item_raw(&json_escaped(&s)))])
+            .plant(&s),
+    );
 
     // Two secrets of two kinds in one message.
     let n = "ws-rt-item-two-secrets";
     let (s, t) = (s1(n), for_case(n, true).1);
-    v.push(WsCase::new(n, OA, REALTIME, Masked).frames(vec![txt(&rt_item(&format!("{s} and {t}")))]).plant(&s).plant(&t));
+    v.push(
+        WsCase::new(n, OA, REALTIME, Masked)
+            .frames(vec![txt(&rt_item(&format!("{s} and {t}")))])
+            .plant(&s)
+            .plant(&t),
+    );
 
     // --- fragmentation and control frames ---------------------------------------------------
     let n = "ws-frag-secret-split";
     let s = s1(n);
     let m = rt_item(&format!("key {s} end"));
     let c = at(&m, &s, 0);
-    v.push(WsCase::new(n, OA, REALTIME, Masked)
-        .frames(fragments(&m, &[c + 5, c + 11]))
-        .plant(&s));
+    v.push(
+        WsCase::new(n, OA, REALTIME, Masked)
+            .frames(fragments(&m, &[c + 5, c + 11]))
+            .plant(&s),
+    );
     let n = "ws-frag-one-byte-each";
     let s = s1(n);
     let m = rt_item(&format!("key {s} end"));
@@ -357,9 +470,14 @@ pub fn cases() -> Vec<WsCase> {
     let s = s1(n);
     let m = rt_item(&format!("key {s} end"));
     let c = at(&m, &s, 6);
-    v.push(WsCase::new(n, OA, REALTIME, Clean)
-        .frames(vec![fr(2, false, &m.as_bytes()[..c]), fr(0, true, &m.as_bytes()[c..])])
-        .plant(&s));
+    v.push(
+        WsCase::new(n, OA, REALTIME, Clean)
+            .frames(vec![
+                fr(2, false, &m.as_bytes()[..c]),
+                fr(0, true, &m.as_bytes()[c..]),
+            ])
+            .plant(&s),
+    );
     let n = "ws-frag-gm-split";
     let s = s1(n);
     let m = gm_turn(&format!("key {s}"));
@@ -371,41 +489,69 @@ pub fn cases() -> Vec<WsCase> {
     // Secrets in control frames.
     let n = "ws-ping-payload";
     let s = s1(n);
-    v.push(WsCase::new(n, OA, REALTIME, NoLeak)
-        .frames(vec![txt(&rt_item("hello")), fr(9, true, s.as_bytes())])
-        .plant(&s));
+    v.push(
+        WsCase::new(n, OA, REALTIME, NoLeak)
+            .frames(vec![txt(&rt_item("hello")), fr(9, true, s.as_bytes())])
+            .plant(&s),
+    );
     let n = "ws-pong-payload";
     let s = s1(n);
-    v.push(WsCase::new(n, OA, REALTIME, NoLeak)
-        .frames(vec![txt(&rt_item("hello")), fr(10, true, s.as_bytes())])
-        .plant(&s));
+    v.push(
+        WsCase::new(n, OA, REALTIME, NoLeak)
+            .frames(vec![txt(&rt_item("hello")), fr(10, true, s.as_bytes())])
+            .plant(&s),
+    );
     let n = "ws-close-reason";
     let s = s1(n);
     let mut close = 1000u16.to_be_bytes().to_vec();
     close.extend_from_slice(s.as_bytes());
-    v.push(WsCase::new(n, OA, REALTIME, NoLeak)
-        .frames(vec![txt(&rt_item("hello")), fr(8, true, &close)])
-        .plant(&s));
+    v.push(
+        WsCase::new(n, OA, REALTIME, NoLeak)
+            .frames(vec![txt(&rt_item("hello")), fr(8, true, &close)])
+            .plant(&s),
+    );
 
     // --- binary and encoded payloads --------------------------------------------------------
     let n = "ws-binary-json";
     let s = s1(n);
-    v.push(WsCase::new(n, OA, REALTIME, Clean).frames(vec![bin(rt_item(&format!("key {s}")).as_bytes())]).plant(&s));
+    v.push(
+        WsCase::new(n, OA, REALTIME, Clean)
+            .frames(vec![bin(rt_item(&format!("key {s}")).as_bytes())])
+            .plant(&s),
+    );
     let n = "ws-gm-binary-json";
     let s = s1(n);
-    v.push(WsCase::new(n, GM, LIVE, Clean)
-        .frames(vec![bin(GM_SETUP.as_bytes()), bin(gm_turn(&format!("key {s}")).as_bytes())])
-        .plant(&s));
+    v.push(
+        WsCase::new(n, GM, LIVE, Clean)
+            .frames(vec![
+                bin(GM_SETUP.as_bytes()),
+                bin(gm_turn(&format!("key {s}")).as_bytes()),
+            ])
+            .plant(&s),
+    );
     let n = "ws-binary-gzip-text";
     let s = s1(n);
-    v.push(WsCase::new(n, OA, REALTIME, NoLeak)
-        .frames(vec![txt(&rt_item("hello")), bin(&codec::compress("gzip", rt_item(&format!("key {s}")).as_bytes()))])
-        .plant(&s));
+    v.push(
+        WsCase::new(n, OA, REALTIME, NoLeak)
+            .frames(vec![
+                txt(&rt_item("hello")),
+                bin(&codec::compress(
+                    "gzip",
+                    rt_item(&format!("key {s}")).as_bytes(),
+                )),
+            ])
+            .plant(&s),
+    );
     let n = "ws-binary-base64-text";
     let s = s1(n);
-    v.push(WsCase::new(n, OA, REALTIME, NoLeak)
-        .frames(vec![txt(&rt_item("hello")), bin(codec::b64(format!("notes: key {s}\n").as_bytes()).as_bytes())])
-        .plant(&s));
+    v.push(
+        WsCase::new(n, OA, REALTIME, NoLeak)
+            .frames(vec![
+                txt(&rt_item("hello")),
+                bin(codec::b64(format!("notes: key {s}\n").as_bytes()).as_bytes()),
+            ])
+            .plant(&s),
+    );
     let n = "ws-text-base64-file";
     let s = s1(n);
     let data = codec::b64(format!("notes: the deploy key is {s}\n").as_bytes());
@@ -417,17 +563,23 @@ pub fn cases() -> Vec<WsCase> {
     let n = "ws-rt-audio-append-base64-text";
     let s = s1(n);
     let data = codec::b64(format!("notes: the deploy key is {s}\n").as_bytes());
-    v.push(WsCase::new(n, OA, REALTIME, NoLeak)
-        .frames(vec![txt(&json!({"type": "input_audio_buffer.append", "audio": data}).to_string())])
-        .plant(&s));
+    v.push(
+        WsCase::new(n, OA, REALTIME, NoLeak)
+            .frames(vec![txt(
+                &json!({"type": "input_audio_buffer.append", "audio": data}).to_string(),
+            )])
+            .plant(&s),
+    );
 
     // --- RSV bits and extensions -----------------------------------------------------------
     let n = "ws-rsv1-no-extension";
     let s = s1(n);
-    v.push(WsCase::new(n, OA, REALTIME, Refused)
-        .frames(vec![json!({"op": 1, "rsv1": true, "raw_deflate": true,
+    v.push(
+        WsCase::new(n, OA, REALTIME, Refused)
+            .frames(vec![json!({"op": 1, "rsv1": true, "raw_deflate": true,
             "payload": hex(rt_item(&format!("ADVREFUSE key {s}")).as_bytes())})])
-        .plant(&s));
+            .plant(&s),
+    );
     let n = "ws-rsv2-set";
     let s = s1(n);
     v.push(WsCase::new(n, OA, REALTIME, Refused)
@@ -435,9 +587,13 @@ pub fn cases() -> Vec<WsCase> {
         .plant(&s));
     let n = "ws-reserved-opcode";
     let s = s1(n);
-    v.push(WsCase::new(n, OA, REALTIME, Refused)
-        .frames(vec![json!({"op": 3, "payload": hex(rt_item(&format!("ADVREFUSE key {s}")).as_bytes())})])
-        .plant(&s));
+    v.push(
+        WsCase::new(n, OA, REALTIME, Refused)
+            .frames(vec![
+                json!({"op": 3, "payload": hex(rt_item(&format!("ADVREFUSE key {s}")).as_bytes())}),
+            ])
+            .plant(&s),
+    );
     let n = "ws-permessage-deflate-offered";
     let s = s1(n);
     v.push(WsCase::new(n, OA, REALTIME, Masked)
@@ -462,8 +618,15 @@ pub fn cases() -> Vec<WsCase> {
     let s = s1(n);
     let mut b = b"\xff\xfe".to_vec();
     b.extend_from_slice(rt_item(&format!("key {s}")).as_bytes());
-    v.push(WsCase::new(n, OA, REALTIME, Clean).frames(vec![json!({"op": 1, "payload": hex(&b)})]).plant(&s));
-    for (n, form) in [("ws-length-16bit-for-short", "16"), ("ws-length-64bit-for-short", "64")] {
+    v.push(
+        WsCase::new(n, OA, REALTIME, Clean)
+            .frames(vec![json!({"op": 1, "payload": hex(&b)})])
+            .plant(&s),
+    );
+    for (n, form) in [
+        ("ws-length-16bit-for-short", "16"),
+        ("ws-length-64bit-for-short", "64"),
+    ] {
         let s = s1(n);
         v.push(WsCase::new(n, OA, REALTIME, Clean)
             .frames(vec![json!({"op": 1, "len_form": form, "payload": hex(rt_item(&format!("key {s}")).as_bytes())})])
@@ -471,10 +634,12 @@ pub fn cases() -> Vec<WsCase> {
     }
     let n = "ws-pipelined-before-101";
     let s = s1(n);
-    v.push(WsCase::new(n, OA, REALTIME, Clean)
-        .opt("pipeline", json!(true))
-        .frames(vec![txt(&rt_item(&format!("key {s}")))])
-        .plant(&s));
+    v.push(
+        WsCase::new(n, OA, REALTIME, Clean)
+            .opt("pipeline", json!(true))
+            .frames(vec![txt(&rt_item(&format!("key {s}")))])
+            .plant(&s),
+    );
     let n = "ws-oversized-message";
     let s = s1(n);
     let pad = "lorem ipsum ".repeat(17 * 1024 * 1024 / 12);
@@ -485,11 +650,24 @@ pub fn cases() -> Vec<WsCase> {
     for (i, c) in b.chunks(step).enumerate() {
         f.push(fr(if i == 0 { 1 } else { 0 }, (i + 1) * step >= b.len(), c));
     }
-    v.push(WsCase::new(n, OA, REALTIME, Clean).frames(f).opt("timeout", json!(30)).plant(&s));
+    v.push(
+        WsCase::new(n, OA, REALTIME, Clean)
+            .frames(f)
+            .opt("timeout", json!(30))
+            .plant(&s),
+    );
     let n = "ws-oversized-single-frame";
     let s = s1(n);
-    let m = rt_item(&format!("{} key {s}", "lorem ipsum ".repeat(17 * 1024 * 1024 / 12)));
-    v.push(WsCase::new(n, OA, REALTIME, Clean).frames(vec![txt(&m)]).opt("timeout", json!(30)).plant(&s));
+    let m = rt_item(&format!(
+        "{} key {s}",
+        "lorem ipsum ".repeat(17 * 1024 * 1024 / 12)
+    ));
+    v.push(
+        WsCase::new(n, OA, REALTIME, Clean)
+            .frames(vec![txt(&m)])
+            .opt("timeout", json!(30))
+            .plant(&s),
+    );
     let n = "ws-claimed-length-huge";
     let s = s1(n);
     v.push(WsCase::new(n, OA, REALTIME, Refused)
@@ -504,28 +682,50 @@ pub fn cases() -> Vec<WsCase> {
     // --- the upgrade request itself ---------------------------------------------------------
     let n = "ws-secret-in-query";
     let s = s1(n);
-    v.push(WsCase::new(n, OA, &format!("{REALTIME}&note={s}"), NoLeak)
-        .frames(vec![txt(&rt_item("hello"))])
-        .plant(&s));
+    v.push(
+        WsCase::new(n, OA, &format!("{REALTIME}&note={s}"), NoLeak)
+            .frames(vec![txt(&rt_item("hello"))])
+            .plant(&s),
+    );
     let n = "ws-secret-in-header";
     let s = s1(n);
-    v.push(WsCase::new(n, OA, REALTIME, NoLeak).header("x-note", &s).frames(vec![txt(&rt_item("hello"))]).plant(&s));
+    v.push(
+        WsCase::new(n, OA, REALTIME, NoLeak)
+            .header("x-note", &s)
+            .frames(vec![txt(&rt_item("hello"))])
+            .plant(&s),
+    );
     let n = "ws-upgrade-chat-path";
     let s = s1(n);
-    v.push(WsCase::new(n, OA, "/v1/chat/completions", Clean).frames(vec![txt(&rt_item(&format!("key {s}")))]).plant(&s));
+    v.push(
+        WsCase::new(n, OA, "/v1/chat/completions", Clean)
+            .frames(vec![txt(&rt_item(&format!("key {s}")))])
+            .plant(&s),
+    );
     let n = "ws-upgrade-unknown-path";
     let s = s1(n);
-    v.push(WsCase::new(n, OA, "/v1/some/future/socket", Clean).frames(vec![txt(&rt_item(&format!("key {s}")))]).plant(&s));
+    v.push(
+        WsCase::new(n, OA, "/v1/some/future/socket", Clean)
+            .frames(vec![txt(&rt_item(&format!("key {s}")))])
+            .plant(&s),
+    );
     let n = "ws-upgrade-anthropic-host";
     let s = s1(n);
-    v.push(WsCase::new(n, Provider::Anthropic, "/v1/messages", Clean)
-        .frames(vec![txt(&format!(r#"{{"type":"message","content":"key {s}"}}"#))])
-        .plant(&s));
+    v.push(
+        WsCase::new(n, Provider::Anthropic, "/v1/messages", Clean)
+            .frames(vec![txt(&format!(
+                r#"{{"type":"message","content":"key {s}"}}"#
+            ))])
+            .plant(&s),
+    );
     let n = "ws-upgrade-post";
     let s = s1(n);
-    v.push(WsCase::new(n, OA, REALTIME, NoTunnel).opt("method", json!("POST"))
-        .frames(vec![txt(&rt_item(&format!("key {s}")))])
-        .plant(&s));
+    v.push(
+        WsCase::new(n, OA, REALTIME, NoTunnel)
+            .opt("method", json!("POST"))
+            .frames(vec![txt(&rt_item(&format!("key {s}")))])
+            .plant(&s),
+    );
     let h2_preface = |s: &str| {
         let mut b = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         // A SETTINGS frame, then DATA on stream 1 with the secret.
@@ -536,10 +736,25 @@ pub fn cases() -> Vec<WsCase> {
         b
     };
     for (n, up, extra) in [
-        ("ws-upgrade-h2c", "h2c", vec![("Connection", "Upgrade, HTTP2-Settings"), ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")]),
-        ("ws-upgrade-other-protocol", "foo/1.0", vec![("Connection", "Upgrade")]),
+        (
+            "ws-upgrade-h2c",
+            "h2c",
+            vec![
+                ("Connection", "Upgrade, HTTP2-Settings"),
+                ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+            ],
+        ),
+        (
+            "ws-upgrade-other-protocol",
+            "foo/1.0",
+            vec![("Connection", "Upgrade")],
+        ),
         ("ws-upgrade-tls", "TLS/1.2", vec![("Connection", "Upgrade")]),
-        ("ws-upgrade-websocket-and-h2c", "h2c, websocket", vec![("Connection", "Upgrade")]),
+        (
+            "ws-upgrade-websocket-and-h2c",
+            "h2c, websocket",
+            vec![("Connection", "Upgrade")],
+        ),
     ] {
         let s = s1(n);
         let mut c = WsCase::new(n, OA, "/v1/models", NoTunnel)
@@ -561,112 +776,250 @@ pub fn cases() -> Vec<WsCase> {
         .plant(&s));
     let n = "ws-h2-extended-connect";
     let s = s1(n);
-    v.push(WsCase::new(n, OA, REALTIME, H2Connect)
-        .opt("h2", json!(true))
-        .frames(vec![txt(&rt_item(&format!("key {s}")))])
-        .plant(&s));
+    v.push(
+        WsCase::new(n, OA, REALTIME, H2Connect)
+            .opt("h2", json!(true))
+            .frames(vec![txt(&rt_item(&format!("key {s}")))])
+            .plant(&s),
+    );
     let n = "ws-h2-extended-connect-gm";
     let s = s1(n);
-    v.push(WsCase::new(n, GM, LIVE, H2Connect)
-        .opt("h2", json!(true))
-        .frames(vec![txt(GM_SETUP), txt(&gm_turn(&format!("key {s}")))])
-        .plant(&s));
+    v.push(
+        WsCase::new(n, GM, LIVE, H2Connect)
+            .opt("h2", json!(true))
+            .frames(vec![txt(GM_SETUP), txt(&gm_turn(&format!("key {s}")))])
+            .plant(&s),
+    );
 
     // --- credentials in every place a WebSocket client puts one ---------------------------
     let ck = |n: &str| secret(Kind::OpenAi, seed_of(n));
     let hello = || vec![txt(&rt_item("hello"))];
     let n = "ws-cred-oa-authorization";
     let k = ck(n);
-    v.push(WsCase::new(n, OA, REALTIME, Creds).without("Authorization").header("Authorization", &format!("Bearer {k}")).frames(hello()).plant(&k));
+    v.push(
+        WsCase::new(n, OA, REALTIME, Creds)
+            .without("Authorization")
+            .header("Authorization", &format!("Bearer {k}"))
+            .frames(hello())
+            .plant(&k),
+    );
     let n = "ws-cred-oa-two-authorization";
     let k = ck(n);
-    v.push(WsCase::new(n, OA, REALTIME, Creds).header("Authorization", &format!("Bearer {k}")).frames(hello()).plant(&k));
+    v.push(
+        WsCase::new(n, OA, REALTIME, Creds)
+            .header("Authorization", &format!("Bearer {k}"))
+            .frames(hello())
+            .plant(&k),
+    );
     let n = "ws-cred-oa-api-key-header";
     let k = ck(n);
-    v.push(WsCase::new(n, OA, REALTIME, Creds).header("api-key", &k).frames(hello()).plant(&k));
+    v.push(
+        WsCase::new(n, OA, REALTIME, Creds)
+            .header("api-key", &k)
+            .frames(hello())
+            .plant(&k),
+    );
     let n = "ws-cred-oa-x-api-key-header";
     let k = ck(n);
-    v.push(WsCase::new(n, OA, RESPONSES, Creds).header("x-api-key", &k).frames(hello()).plant(&k));
+    v.push(
+        WsCase::new(n, OA, RESPONSES, Creds)
+            .header("x-api-key", &k)
+            .frames(hello())
+            .plant(&k),
+    );
     let n = "ws-cred-oa-x-goog-api-key";
     let k = ck(n);
-    v.push(WsCase::new(n, OA, REALTIME, Creds).header("x-goog-api-key", &k).frames(hello()).plant(&k));
-    for (n, q) in [("ws-cred-oa-query-key", "key"), ("ws-cred-oa-query-api_key", "api_key"), ("ws-cred-oa-query-access_token", "access_token")] {
+    v.push(
+        WsCase::new(n, OA, REALTIME, Creds)
+            .header("x-goog-api-key", &k)
+            .frames(hello())
+            .plant(&k),
+    );
+    for (n, q) in [
+        ("ws-cred-oa-query-key", "key"),
+        ("ws-cred-oa-query-api_key", "api_key"),
+        ("ws-cred-oa-query-access_token", "access_token"),
+    ] {
         let k = ck(n);
-        v.push(WsCase::new(n, OA, &format!("{REALTIME}&{q}={k}"), Creds).frames(hello()).plant(&k));
+        v.push(
+            WsCase::new(n, OA, &format!("{REALTIME}&{q}={k}"), Creds)
+                .frames(hello())
+                .plant(&k),
+        );
     }
     let n = "ws-cred-oa-subprotocol-insecure-key";
     let k = ck(n);
-    v.push(WsCase::new(n, OA, REALTIME, Creds)
-        .without("Authorization")
-        .header("Sec-WebSocket-Protocol", &format!("realtime, openai-insecure-api-key.{k}, openai-beta.realtime-v1"))
-        .frames(hello())
-        .plant(&k));
+    v.push(
+        WsCase::new(n, OA, REALTIME, Creds)
+            .without("Authorization")
+            .header(
+                "Sec-WebSocket-Protocol",
+                &format!("realtime, openai-insecure-api-key.{k}, openai-beta.realtime-v1"),
+            )
+            .frames(hello())
+            .plant(&k),
+    );
     let n = "ws-cred-oa-subprotocol-insecure-first";
     let k = ck(n);
-    v.push(WsCase::new(n, OA, REALTIME, Creds)
-        .without("Authorization")
-        .header("Sec-WebSocket-Protocol", &format!("openai-insecure-api-key.{k}, realtime"))
-        .frames(hello())
-        .plant(&k));
+    v.push(
+        WsCase::new(n, OA, REALTIME, Creds)
+            .without("Authorization")
+            .header(
+                "Sec-WebSocket-Protocol",
+                &format!("openai-insecure-api-key.{k}, realtime"),
+            )
+            .frames(hello())
+            .plant(&k),
+    );
     let n = "ws-cred-oa-subprotocol-with-authorization";
     let k = ck(n);
-    v.push(WsCase::new(n, OA, REALTIME, Creds)
-        .header("Sec-WebSocket-Protocol", &format!("realtime, openai-insecure-api-key.{k}"))
-        .frames(hello())
-        .plant(&k));
-    let ek = |n: &str| format!("ek_68b5{:016x}{:016x}", seed_of(n), seed_of(&format!("{n}#")));
+    v.push(
+        WsCase::new(n, OA, REALTIME, Creds)
+            .header(
+                "Sec-WebSocket-Protocol",
+                &format!("realtime, openai-insecure-api-key.{k}"),
+            )
+            .frames(hello())
+            .plant(&k),
+    );
+    let ek = |n: &str| {
+        format!(
+            "ek_68b5{:016x}{:016x}",
+            seed_of(n),
+            seed_of(&format!("{n}#"))
+        )
+    };
     let n = "ws-cred-oa-subprotocol-ephemeral";
     let k = ek(n);
-    v.push(WsCase::new(n, OA, REALTIME, Creds)
-        .without("Authorization")
-        .header("Sec-WebSocket-Protocol", &format!("realtime, openai-insecure-api-key.{k}"))
-        .frames(hello())
-        .plant(&k));
+    v.push(
+        WsCase::new(n, OA, REALTIME, Creds)
+            .without("Authorization")
+            .header(
+                "Sec-WebSocket-Protocol",
+                &format!("realtime, openai-insecure-api-key.{k}"),
+            )
+            .frames(hello())
+            .plant(&k),
+    );
     let n = "ws-cred-oa-bearer-ephemeral";
     let k = ek(n);
-    v.push(WsCase::new(n, OA, REALTIME, Creds).without("Authorization").header("Authorization", &format!("Bearer {k}")).frames(hello()).plant(&k));
+    v.push(
+        WsCase::new(n, OA, REALTIME, Creds)
+            .without("Authorization")
+            .header("Authorization", &format!("Bearer {k}"))
+            .frames(hello())
+            .plant(&k),
+    );
     let n = "ws-cred-oa-subprotocol-header-split";
     let k = ck(n);
-    v.push(WsCase::new(n, OA, REALTIME, Creds)
-        .without("Authorization")
-        .header("Sec-WebSocket-Protocol", "realtime")
-        .header("Sec-WebSocket-Protocol", &format!("openai-insecure-api-key.{k}"))
-        .frames(hello())
-        .plant(&k));
-    let gk = |n: &str| format!("AIzaSy{:016x}{:016x}a", seed_of(n), seed_of(&format!("{n}!")))[..39].to_string();
+    v.push(
+        WsCase::new(n, OA, REALTIME, Creds)
+            .without("Authorization")
+            .header("Sec-WebSocket-Protocol", "realtime")
+            .header(
+                "Sec-WebSocket-Protocol",
+                &format!("openai-insecure-api-key.{k}"),
+            )
+            .frames(hello())
+            .plant(&k),
+    );
+    let gk = |n: &str| {
+        format!(
+            "AIzaSy{:016x}{:016x}a",
+            seed_of(n),
+            seed_of(&format!("{n}!"))
+        )[..39]
+            .to_string()
+    };
     let n = "ws-cred-gm-query-key";
     let k = gk(n);
-    v.push(WsCase::new(n, GM, &format!("{LIVE}?key={k}"), Creds).without("x-goog-api-key").frames(vec![txt(GM_SETUP)]).plant(&k));
+    v.push(
+        WsCase::new(n, GM, &format!("{LIVE}?key={k}"), Creds)
+            .without("x-goog-api-key")
+            .frames(vec![txt(GM_SETUP)])
+            .plant(&k),
+    );
     let n = "ws-cred-gm-x-goog-api-key";
     let k = gk(n);
-    v.push(WsCase::new(n, GM, LIVE, Creds).without("x-goog-api-key").header("x-goog-api-key", &k).frames(vec![txt(GM_SETUP)]).plant(&k));
+    v.push(
+        WsCase::new(n, GM, LIVE, Creds)
+            .without("x-goog-api-key")
+            .header("x-goog-api-key", &k)
+            .frames(vec![txt(GM_SETUP)])
+            .plant(&k),
+    );
     let n = "ws-cred-gm-key-both";
     let (k, k2) = (gk(n), gk(&format!("{n}2")));
-    v.push(WsCase::new(n, GM, &format!("{LIVE}?key={k2}"), Creds).without("x-goog-api-key").header("x-goog-api-key", &k).frames(vec![txt(GM_SETUP)]).plant(&k).plant(&k2));
+    v.push(
+        WsCase::new(n, GM, &format!("{LIVE}?key={k2}"), Creds)
+            .without("x-goog-api-key")
+            .header("x-goog-api-key", &k)
+            .frames(vec![txt(GM_SETUP)])
+            .plant(&k)
+            .plant(&k2),
+    );
     let n = "ws-cred-gm-ephemeral-access-token";
-    let k = format!("auth_tokens/{:016x}{:016x}", seed_of(n), seed_of(&format!("{n}+")));
+    let k = format!(
+        "auth_tokens/{:016x}{:016x}",
+        seed_of(n),
+        seed_of(&format!("{n}+"))
+    );
     v.push(WsCase::new(n, GM, &format!(
         "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGenerateContentConstrained?access_token={k}"), Creds)
         .without("x-goog-api-key").frames(vec![txt(GM_SETUP)]).plant(&k));
     let n = "ws-cred-gm-authorization-token";
     let k = format!("Token auth_tokens/{:016x}", seed_of(n));
-    v.push(WsCase::new(n, GM, LIVE, Creds).without("x-goog-api-key").header("Authorization", &k).frames(vec![txt(GM_SETUP)]).plant(&k[6..]));
+    v.push(
+        WsCase::new(n, GM, LIVE, Creds)
+            .without("x-goog-api-key")
+            .header("Authorization", &k)
+            .frames(vec![txt(GM_SETUP)])
+            .plant(&k[6..]),
+    );
 
     // --- server → client ---------------------------------------------------------------------
     let first_rt = || vec![txt(&rt_item("hello"))];
     let first_gm = || vec![txt(GM_SETUP)];
-    let sc = |n: &str, p: Provider, t: &str, script: Value, first: Vec<Value>, e: WsExpect, s: &str| {
-        WsCase::new(n, p, t, e).frames(first).server(script).plant(s)
-    };
+    let sc =
+        |n: &str, p: Provider, t: &str, script: Value, first: Vec<Value>, e: WsExpect, s: &str| {
+            WsCase::new(n, p, t, e)
+                .frames(first)
+                .server(script)
+                .plant(s)
+        };
     let n = "ws-srv-rt-delta-whole";
     let s = s1(n);
-    v.push(sc(n, OA, REALTIME, delta_script(n, &s, 1, |d, _| rt_delta(d), false), first_rt(), ServerMasked, &s));
+    v.push(sc(
+        n,
+        OA,
+        REALTIME,
+        delta_script(n, &s, 1, |d, _| rt_delta(d), false),
+        first_rt(),
+        ServerMasked,
+        &s,
+    ));
     let n = "ws-srv-rt-delta-split2";
     let s = s1(n);
-    v.push(sc(n, OA, REALTIME, delta_script(n, &s, 2, |d, _| rt_delta(d), false), first_rt(), ServerMasked, &s));
+    v.push(sc(
+        n,
+        OA,
+        REALTIME,
+        delta_script(n, &s, 2, |d, _| rt_delta(d), false),
+        first_rt(),
+        ServerMasked,
+        &s,
+    ));
     let n = "ws-srv-rt-delta-split-chars";
     let s = s1(n);
-    v.push(sc(n, OA, REALTIME, delta_script(n, &s, s.len(), |d, _| rt_delta(d), false), first_rt(), ServerMasked, &s));
+    v.push(sc(
+        n,
+        OA,
+        REALTIME,
+        delta_script(n, &s, s.len(), |d, _| rt_delta(d), false),
+        first_rt(),
+        ServerMasked,
+        &s,
+    ));
     let n = "ws-srv-rt-transcript-split";
     let s = s1(n);
     v.push(sc(n, OA, REALTIME, delta_script(n, &s, 3, |d, _| json!({"type": "response.output_audio_transcript.delta",
@@ -684,40 +1037,108 @@ pub fn cases() -> Vec<WsCase> {
     v.push(sc(n, OA, REALTIME, script, first_rt(), ServerMasked, &s));
     let n = "ws-srv-resp-delta-split5";
     let s = s1(n);
-    v.push(sc(n, OA, RESPONSES, delta_script(n, &s, 5, resp_delta, false), vec![txt(&resp_text("hi"))], ServerMasked, &s));
+    v.push(sc(
+        n,
+        OA,
+        RESPONSES,
+        delta_script(n, &s, 5, resp_delta, false),
+        vec![txt(&resp_text("hi"))],
+        ServerMasked,
+        &s,
+    ));
     let n = "ws-srv-resp-completed-output";
     let s = s1(n);
     let mut script = delta_script(n, "", 1, resp_delta, false);
     script["server"].as_array_mut().unwrap().push(json!({"op": 1, "payload": json!({"type": "response.completed",
         "sequence_number": 9, "response": {"id": "resp_1", "object": "response", "status": "completed", "output": [{"type": "message",
         "id": "msg_1", "role": "assistant", "content": [{"type": "output_text", "text": format!("the key {s}"), "annotations": []}]}]}}).to_string()}));
-    v.push(sc(n, OA, RESPONSES, script, vec![txt(&resp_text("hi"))], ServerNoLeak, &s));
+    v.push(sc(
+        n,
+        OA,
+        RESPONSES,
+        script,
+        vec![txt(&resp_text("hi"))],
+        ServerNoLeak,
+        &s,
+    ));
     let n = "ws-srv-resp-function-arguments-split";
     let s = s1(n);
-    v.push(sc(n, OA, RESPONSES, delta_script(n, &s, 2, |d, i| json!({"type": "response.function_call_arguments.delta",
-        "sequence_number": i, "item_id": "fc_1", "output_index": 0, "delta": d}).to_string(), false),
-        vec![txt(&resp_text("hi"))], ServerNoLeak, &s));
+    v.push(sc(
+        n,
+        OA,
+        RESPONSES,
+        delta_script(
+            n,
+            &s,
+            2,
+            |d, i| {
+                json!({"type": "response.function_call_arguments.delta",
+        "sequence_number": i, "item_id": "fc_1", "output_index": 0, "delta": d})
+                .to_string()
+            },
+            false,
+        ),
+        vec![txt(&resp_text("hi"))],
+        ServerNoLeak,
+        &s,
+    ));
     let n = "ws-srv-gm-text-split";
     let s = s1(n);
-    v.push(sc(n, GM, LIVE, delta_script(n, &s, 2, |d, _| gm_server(d), false), first_gm(), ServerMasked, &s));
+    v.push(sc(
+        n,
+        GM,
+        LIVE,
+        delta_script(n, &s, 2, |d, _| gm_server(d), false),
+        first_gm(),
+        ServerMasked,
+        &s,
+    ));
     let n = "ws-srv-gm-binary-split";
     let s = s1(n);
-    v.push(sc(n, GM, LIVE, delta_script(n, &s, 2, |d, _| gm_server(d), true), first_gm(), ServerMasked, &s));
+    v.push(sc(
+        n,
+        GM,
+        LIVE,
+        delta_script(n, &s, 2, |d, _| gm_server(d), true),
+        first_gm(),
+        ServerMasked,
+        &s,
+    ));
     let n = "ws-srv-gm-transcription";
     let s = s1(n);
-    v.push(sc(n, GM, LIVE, delta_script(n, &s, 2, |d, _| json!({"serverContent": {"outputTranscription": {"text": d}}}).to_string(), true),
-        first_gm(), ServerNoLeak, &s));
+    v.push(sc(
+        n,
+        GM,
+        LIVE,
+        delta_script(
+            n,
+            &s,
+            2,
+            |d, _| json!({"serverContent": {"outputTranscription": {"text": d}}}).to_string(),
+            true,
+        ),
+        first_gm(),
+        ServerNoLeak,
+        &s,
+    ));
     // One server message, fragmented, the secret across the fragment boundary.
     let n = "ws-srv-fragmented-message";
     let s = s1(n);
     let m = rt_delta(&format!("key {s} {}", end_marker(n)));
     let c = at(&m, &s, 8);
     let b = m.as_bytes();
-    v.push(sc(n, OA, REALTIME, json!({"server": [
+    v.push(sc(
+        n,
+        OA,
+        REALTIME,
+        json!({"server": [
         {"op": 1, "fin": false, "payload": String::from_utf8_lossy(&b[..c])},
         {"op": 9, "payload": "srv-ping"},
         {"op": 0, "fin": true, "payload": String::from_utf8_lossy(&b[c..])}], "close_after": true}),
-        first_rt(), ServerMasked, &s));
+        first_rt(),
+        ServerMasked,
+        &s,
+    ));
     let n = "ws-srv-ping-payload";
     let s = s1(n);
     v.push(sc(n, OA, REALTIME, json!({"server": [{"op": 9, "payload": s}, {"op": 1, "payload": rt_delta("ok")}], "close_after": true}),
@@ -726,7 +1147,15 @@ pub fn cases() -> Vec<WsCase> {
     let s = s1(n);
     let mut cl = 1008u16.to_be_bytes().to_vec();
     cl.extend_from_slice(s.as_bytes());
-    v.push(sc(n, OA, REALTIME, json!({"server": [{"op": 8, "payload": {"hex": hex(&cl)}}]}), first_rt(), ServerNoLeak, &s));
+    v.push(sc(
+        n,
+        OA,
+        REALTIME,
+        json!({"server": [{"op": 8, "payload": {"hex": hex(&cl)}}]}),
+        first_rt(),
+        ServerNoLeak,
+        &s,
+    ));
     let n = "ws-srv-error-event";
     let s = s1(n);
     v.push(sc(n, OA, REALTIME, json!({"server": [{"op": 1, "payload": json!({"type": "error", "event_id": "e1", "error": {
@@ -739,22 +1168,41 @@ pub fn cases() -> Vec<WsCase> {
         "close_after": true}), first_rt(), ServerNoLeak, &s));
     let n = "ws-srv-unknown-event";
     let s = s1(n);
-    v.push(sc(n, OA, REALTIME, json!({"server": [{"op": 1, "payload": json!({"type": "response.future_event",
-        "payload": {"note": format!("key {s}")}}).to_string()}], "close_after": true}), first_rt(), ServerNoLeak, &s));
+    v.push(sc(
+        n,
+        OA,
+        REALTIME,
+        json!({"server": [{"op": 1, "payload": json!({"type": "response.future_event",
+        "payload": {"note": format!("key {s}")}}).to_string()}], "close_after": true}),
+        first_rt(),
+        ServerNoLeak,
+        &s,
+    ));
     let n = "ws-srv-rsv1-no-extension";
     let s = s1(n);
     v.push(sc(n, OA, REALTIME, json!({"server": [{"op": 1, "rsv1": true, "raw_deflate": true, "payload": rt_delta(&format!("key {s}"))}],
         "close_after": true}), first_rt(), ServerNoLeak, &s));
     let n = "ws-srv-deflate-negotiated";
     let s = s1(n);
-    let mut c = sc(n, OA, REALTIME, {
-        let mut d = delta_script(n, &s, 2, |d, _| rt_delta(d), false);
-        for f in d["server"].as_array_mut().unwrap() {
-            f["compress"] = json!(true);
-        }
-        d
-    }, first_rt(), ServerMasked, &s);
-    c = c.header("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits");
+    let mut c = sc(
+        n,
+        OA,
+        REALTIME,
+        {
+            let mut d = delta_script(n, &s, 2, |d, _| rt_delta(d), false);
+            for f in d["server"].as_array_mut().unwrap() {
+                f["compress"] = json!(true);
+            }
+            d
+        },
+        first_rt(),
+        ServerMasked,
+        &s,
+    );
+    c = c.header(
+        "Sec-WebSocket-Extensions",
+        "permessage-deflate; client_max_window_bits",
+    );
     v.push(c);
     let n = "ws-srv-binary-gzip";
     let s = s1(n);
@@ -774,13 +1222,27 @@ pub fn cases() -> Vec<WsCase> {
     let oa_key = vault_key(OA);
     let gm_key = vault_key(GM);
     let echo = |n: &str, p: Provider, t: &str, script: Value, first: Vec<Value>| {
-        WsCase::new(n, p, t, ServerNoLeak).frames(first).server(script)
+        WsCase::new(n, p, t, ServerNoLeak)
+            .frames(first)
+            .server(script)
     };
-    v.push(echo("ws-echo-vault-in-delta", OA, REALTIME, json!({"server": [{"op": 1, "payload": rt_delta(&format!("your key is {oa_key}"))}],
-        "close_after": true}), first_rt()));
+    v.push(echo(
+        "ws-echo-vault-in-delta",
+        OA,
+        REALTIME,
+        json!({"server": [{"op": 1, "payload": rt_delta(&format!("your key is {oa_key}"))}],
+        "close_after": true}),
+        first_rt(),
+    ));
     let (a, b) = oa_key.split_at(oa_key.len() / 2);
-    v.push(echo("ws-echo-vault-split-deltas", OA, REALTIME, json!({"server": [{"op": 1, "payload": rt_delta(&format!("key {a}"))},
-        {"op": 1, "payload": rt_delta(b)}], "close_after": true}), first_rt()));
+    v.push(echo(
+        "ws-echo-vault-split-deltas",
+        OA,
+        REALTIME,
+        json!({"server": [{"op": 1, "payload": rt_delta(&format!("key {a}"))},
+        {"op": 1, "payload": rt_delta(b)}], "close_after": true}),
+        first_rt(),
+    ));
     v.push(echo("ws-echo-vault-session-created", OA, REALTIME, json!({"eager": true, "server": [{"op": 1, "payload": json!({"type": "session.created",
         "event_id": "e0", "session": {"id": "sess_1", "object": "realtime.session", "client_secret": {"value": oa_key, "expires_at": 0}}}).to_string()}],
         "close_after": true}), first_rt()));
@@ -788,8 +1250,14 @@ pub fn cases() -> Vec<WsCase> {
         "close_after": true}), first_rt()));
     v.push(echo("ws-echo-vault-in-refusal", OA, REALTIME, json!({"status": 401, "body": json!({"error": {"message":
         format!("Incorrect API key provided: {oa_key}."), "type": "invalid_request_error", "code": "invalid_api_key"}}).to_string()}), first_rt()));
-    v.push(echo("ws-echo-vault-gm-binary", GM, LIVE, json!({"server": [{"op": 2, "payload": gm_server(&format!("key {gm_key}"))}],
-        "close_after": true}), first_gm()));
+    v.push(echo(
+        "ws-echo-vault-gm-binary",
+        GM,
+        LIVE,
+        json!({"server": [{"op": 2, "payload": gm_server(&format!("key {gm_key}"))}],
+        "close_after": true}),
+        first_gm(),
+    ));
     v.push(echo("ws-echo-vault-close-reason", OA, REALTIME, json!({"server": [{"op": 8, "payload": {"hex": hex(&[&1008u16.to_be_bytes()[..], &oa_key.as_bytes()[..40]].concat())}}]}),
         first_rt()));
     v.push(echo("ws-echo-vault-ping", OA, REALTIME, json!({"server": [{"op": 9, "payload": &oa_key[..40]}, {"op": 1, "payload": rt_delta("ok")}],
@@ -815,7 +1283,10 @@ fn unhex(s: &str) -> Vec<u8> {
         b'A'..=b'F' => c - b'A' + 10,
         _ => 0,
     };
-    s.as_bytes().chunks_exact(2).map(|p| v(p[0]) << 4 | v(p[1])).collect()
+    s.as_bytes()
+        .chunks_exact(2)
+        .map(|p| v(p[0]) << 4 | v(p[1]))
+        .collect()
 }
 
 fn has(hay: &[u8], needle: &[u8]) -> bool {
@@ -841,7 +1312,9 @@ fn hexf(v: &Value, k: &str) -> Vec<u8> {
 fn leaves_at(v: &Value, path: String, out: &mut BTreeMap<String, String>) {
     match v {
         Value::String(s) => out.entry(path).or_default().push_str(s),
-        Value::Array(a) => a.iter().for_each(|x| leaves_at(x, format!("{path}[]"), out)),
+        Value::Array(a) => a
+            .iter()
+            .for_each(|x| leaves_at(x, format!("{path}[]"), out)),
         Value::Object(o) => o
             .iter()
             .for_each(|(k, x)| leaves_at(x, format!("{path}.{k}"), out)),
@@ -877,18 +1350,29 @@ fn upstream_parts(recs: &[&Value]) -> Vec<(String, Vec<u8>)> {
     for r in recs {
         match r["kind"].as_str().unwrap_or("") {
             "http" => {
-                parts.push(("upgrade target".into(), r["target"].as_str().unwrap_or("").as_bytes().to_vec()));
+                parts.push((
+                    "upgrade target".into(),
+                    r["target"].as_str().unwrap_or("").as_bytes().to_vec(),
+                ));
                 for h in r["headers"].as_array().into_iter().flatten() {
                     parts.push((
                         format!("upgrade header {}", h[0].as_str().unwrap_or("")),
-                        format!("{}: {}", h[0].as_str().unwrap_or(""), h[1].as_str().unwrap_or("")).into_bytes(),
+                        format!(
+                            "{}: {}",
+                            h[0].as_str().unwrap_or(""),
+                            h[1].as_str().unwrap_or("")
+                        )
+                        .into_bytes(),
                     ));
                 }
                 parts.push(("request body".into(), hexf(r, "body")));
             }
             "ws-frame" => {
                 parts.push((format!("frame op {}", r["op"]), hexf(r, "payload")));
-                parts.push((format!("frame op {} inflated", r["op"]), hexf(r, "inflated")));
+                parts.push((
+                    format!("frame op {} inflated", r["op"]),
+                    hexf(r, "inflated"),
+                ));
             }
             "ws-message" => parts.push(("message".into(), hexf(r, "data"))),
             "tunnel" => parts.push(("tunnelled bytes".into(), hexf(r, "data"))),
@@ -904,7 +1388,12 @@ fn client_parts(g: &Value) -> Vec<(String, Vec<u8>)> {
     for h in g["headers"].as_array().into_iter().flatten() {
         parts.push((
             "response header".into(),
-            format!("{}: {}", h[0].as_str().unwrap_or(""), h[1].as_str().unwrap_or("")).into_bytes(),
+            format!(
+                "{}: {}",
+                h[0].as_str().unwrap_or(""),
+                h[1].as_str().unwrap_or("")
+            )
+            .into_bytes(),
         ));
     }
     parts.push(("response body".into(), hexf(g, "body")));
@@ -924,7 +1413,10 @@ fn client_parts(g: &Value) -> Vec<(String, Vec<u8>)> {
         parts.push(("message inflated".into(), inf));
     }
     if let Some(c) = g["close"].as_object() {
-        parts.push(("close reason".into(), c["reason"].as_str().unwrap_or("").as_bytes().to_vec()));
+        parts.push((
+            "close reason".into(),
+            c["reason"].as_str().unwrap_or("").as_bytes().to_vec(),
+        ));
     }
     parts.push(("tunnel answer".into(), hexf(g, "tunnel_back")));
     parts.push(("joined message text".into(), joined.text().into_bytes()));
@@ -964,7 +1456,13 @@ fn inflate_all(parts: &[(String, Vec<u8>)]) -> Vec<Vec<Vec<u8>>> {
     // Compressed payloads are small; the oversized cases' plain text is searched raw.
     let bodies: Vec<&[u8]> = parts
         .iter()
-        .map(|(_, b)| if b.len() > 1 << 20 { &[][..] } else { b.as_slice() })
+        .map(|(_, b)| {
+            if b.len() > 1 << 20 {
+                &[][..]
+            } else {
+                b.as_slice()
+            }
+        })
         .collect();
     codec::inflate_batch(&bodies)
 }
@@ -975,7 +1473,10 @@ fn refused(g: &Value) -> bool {
 }
 
 fn brief(g: &Value) -> String {
-    let body = String::from_utf8_lossy(&hexf(g, "body")).chars().take(100).collect::<String>();
+    let body = String::from_utf8_lossy(&hexf(g, "body"))
+        .chars()
+        .take(100)
+        .collect::<String>();
     format!(
         "client got status {} close {} messages {} err {} {}",
         g["status"],
@@ -986,8 +1487,22 @@ fn brief(g: &Value) -> String {
     )
 }
 
-const AUTH_HEADERS: &[&str] = &["authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization"];
-const AUTH_PARAMS: &[&str] = &["key", "api_key", "api-key", "apikey", "access_token", "x-goog-api-key", "authorization"];
+const AUTH_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "proxy-authorization",
+];
+const AUTH_PARAMS: &[&str] = &[
+    "key",
+    "api_key",
+    "api-key",
+    "apikey",
+    "access_token",
+    "x-goog-api-key",
+    "authorization",
+];
 
 /// Credentials in an upgrade request as the provider received it (names; the vault's key
 /// allowed in its place).
@@ -1008,7 +1523,9 @@ fn upgrade_credentials(p: Provider, r: &Value) -> (Vec<String>, usize) {
         } else if AUTH_HEADERS.contains(&n.as_str()) {
             other.push(format!("{n}: {}", label(v)));
         }
-        if n == "sec-websocket-protocol" && v.to_ascii_lowercase().contains("openai-insecure-api-key") {
+        if n == "sec-websocket-protocol"
+            && v.to_ascii_lowercase().contains("openai-insecure-api-key")
+        {
             other.push(format!("subprotocol {}", label(v)));
         }
     }
@@ -1040,8 +1557,14 @@ pub fn judge(env: &RawEnv, cases: &[WsCase], got: &BTreeMap<String, Value>) -> V
     let stray_viewed = Viewed::of(upstream_parts(&stray));
     let mut fails = vec![];
     for c in cases {
-        let mine: Vec<&Value> = recs.iter().filter(|r| r["case"].as_str() == Some(c.name.as_str())).collect();
-        let g = got.get(&c.name).cloned().unwrap_or(json!({"error": "no result from the driver"}));
+        let mine: Vec<&Value> = recs
+            .iter()
+            .filter(|r| r["case"].as_str() == Some(c.name.as_str()))
+            .collect();
+        let g = got
+            .get(&c.name)
+            .cloned()
+            .unwrap_or(json!({"error": "no result from the driver"}));
         let mut why: Vec<String> = vec![];
         let up = Viewed::of(upstream_parts(&mine));
         let stray_up = &stray_viewed;
@@ -1054,7 +1577,10 @@ pub fn judge(env: &RawEnv, cases: &[WsCase], got: &BTreeMap<String, Value>) -> V
                     why.push(format!("leaked {} upstream in {p}", label(s)));
                 }
                 if let Some(p) = stray_up.find(&n) {
-                    why.push(format!("leaked {} upstream in {p} (of an unlabelled session)", label(s)));
+                    why.push(format!(
+                        "leaked {} upstream in {p} (of an unlabelled session)",
+                        label(s)
+                    ));
                 }
                 if let Some(p) = cl.find(&n) {
                     why.push(format!("leaked {} to the client in {p}", label(s)));
@@ -1064,7 +1590,10 @@ pub fn judge(env: &RawEnv, cases: &[WsCase], got: &BTreeMap<String, Value>) -> V
         for (_, k) in VAULT.iter() {
             for piece in key_pieces(k) {
                 if let Some(p) = cl.find(&piece) {
-                    why.push(format!("a vault key ({}) reached the client in {p}", label(k)));
+                    why.push(format!(
+                        "a vault key ({}) reached the client in {p}",
+                        label(k)
+                    ));
                     break;
                 }
             }
@@ -1085,12 +1614,18 @@ pub fn judge(env: &RawEnv, cases: &[WsCase], got: &BTreeMap<String, Value>) -> V
                 if !opened {
                     why.push(format!("no session reached the provider: {}", brief(&g)));
                 } else if !masked_up {
-                    why.push(format!("no message upstream carries [MASKED: ({} messages)", messages.len()));
+                    why.push(format!(
+                        "no message upstream carries [MASKED: ({} messages)",
+                        messages.len()
+                    ));
                 }
             }
             WsExpect::Clean => {
                 if !masked_up && !refused(&g) {
-                    why.push(format!("neither masked upstream nor refused cleanly: {}", brief(&g)));
+                    why.push(format!(
+                        "neither masked upstream nor refused cleanly: {}",
+                        brief(&g)
+                    ));
                 }
             }
             WsExpect::Refused => {
@@ -1098,7 +1633,10 @@ pub fn judge(env: &RawEnv, cases: &[WsCase], got: &BTreeMap<String, Value>) -> V
                     why.push("the frame reached the provider; must be refused".into());
                 }
                 if !refused(&g) {
-                    why.push(format!("no clean refusal (close frame or HTTP error): {}", brief(&g)));
+                    why.push(format!(
+                        "no clean refusal (close frame or HTTP error): {}",
+                        brief(&g)
+                    ));
                 }
             }
             WsExpect::NoLeak | WsExpect::ServerNoLeak => {}
@@ -1117,13 +1655,19 @@ pub fn judge(env: &RawEnv, cases: &[WsCase], got: &BTreeMap<String, Value>) -> V
                     ));
                 }
                 if g["h2_connect_advertised"] == true && g["status"] != 200 {
-                    why.push(format!("SETTINGS_ENABLE_CONNECT_PROTOCOL advertised but the CONNECT failed: {}", brief(&g)));
+                    why.push(format!(
+                        "SETTINGS_ENABLE_CONNECT_PROTOCOL advertised but the CONNECT failed: {}",
+                        brief(&g)
+                    ));
                 }
             }
             WsExpect::Creds => {
                 let up_req: Vec<&&Value> = mine.iter().filter(|r| r["kind"] == "http").collect();
                 if up_req.is_empty() {
-                    why.push(format!("the upgrade did not reach the provider: {}", brief(&g)));
+                    why.push(format!(
+                        "the upgrade did not reach the provider: {}",
+                        brief(&g)
+                    ));
                 }
                 for r in up_req {
                     let (other, n) = upgrade_credentials(c.provider, r);
@@ -1131,7 +1675,9 @@ pub fn judge(env: &RawEnv, cases: &[WsCase], got: &BTreeMap<String, Value>) -> V
                         why.push(format!("client credentials upstream: {}", other.join(", ")));
                     }
                     if n != 1 {
-                        why.push(format!("the vault's key is in its place {n} times, not once"));
+                        why.push(format!(
+                            "the vault's key is in its place {n} times, not once"
+                        ));
                     }
                     // Nowhere else.
                     let key = vault_key(c.provider);
@@ -1142,7 +1688,9 @@ pub fn judge(env: &RawEnv, cases: &[WsCase], got: &BTreeMap<String, Value>) -> V
                         .filter(|h| {
                             let n = h[0].as_str().unwrap_or("").to_ascii_lowercase();
                             h[1].as_str().unwrap_or("").contains(key)
-                                && !(n == "authorization" || n == "x-goog-api-key" || n == "x-api-key")
+                                && !(n == "authorization"
+                                    || n == "x-goog-api-key"
+                                    || n == "x-api-key")
                         })
                         .map(|h| h[0].as_str().unwrap_or("").to_string())
                         .collect();
@@ -1160,7 +1708,10 @@ pub fn judge(env: &RawEnv, cases: &[WsCase], got: &BTreeMap<String, Value>) -> V
                 }
                 let m = end_marker(&c.name);
                 if !has(&joined, m.as_bytes()) {
-                    why.push(format!("the end of the server's messages never reached the client ({})", brief(&g)));
+                    why.push(format!(
+                        "the end of the server's messages never reached the client ({})",
+                        brief(&g)
+                    ));
                 }
             }
         }
