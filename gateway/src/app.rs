@@ -214,6 +214,12 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
         cfg.intercept.connect_timeout,
         cfg.upstream.idle_timeout,
     ));
+    // Vertex AI entries are service-account keys: tokens are minted over the upstream TLS.
+    vault.enable_gcp(crate::vault::gcp::Minter::new(
+        upstreams.tls_h1(),
+        cfg.redirect.bypass_mark,
+        cfg.intercept.connect_timeout,
+    ));
     let policy = Arc::new(
         crate::policy::Policy::new(&cfg.rules, &cfg.policy)
             .map_err(|e| AppError::Usage(format!("rules: {e}")))?,

@@ -216,6 +216,20 @@ pub fn keys_set(cfg: &Config, name: &str, src: KeySource) -> Result<String, AppE
         }
     };
     let secret = Secret::new(value);
+    // A Vertex AI provider's entry is a service-account JSON key (checked by `Vault::set`);
+    // anything else under its name would fail every request.
+    let catalog = crate::provider::Catalog::from_config(cfg);
+    if let Some(p) = catalog
+        .iter()
+        .find(|p| p.api == crate::provider::Api::Vertex && p.key.as_deref() == Some(name))
+        && !secret.expose().trim_start().starts_with('{')
+    {
+        return Err(AppError::Usage(format!(
+            "key `{name}` is provider `{}`'s (Vertex AI): store the service-account JSON key \
+             file's content, e.g. `gateway keys set {name} --stdin < key.json`",
+            p.name
+        )));
+    }
     ensure_state_dir(cfg)?;
     let vault = Vault::new(&cfg.vault, &cfg.state_dir)?;
     vault.set(name, &secret)?;
