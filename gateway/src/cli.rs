@@ -161,7 +161,8 @@ pub enum CaCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Store a key, read from an environment variable or standard input (never an argument).
+    /// Store a key, read from an environment variable or standard input (never an argument);
+    /// for Vertex AI the service-account JSON key file, as downloaded.
     Set {
         name: String,
         #[arg(long, conflicts_with = "stdin", required_unless_present = "stdin")]
