@@ -231,14 +231,10 @@ fn tokens_are_replaced_five_minutes_before_they_expire() {
 }
 
 type Mints = Arc<AtomicUsize>;
+type MintFuture = std::pin::Pin<Box<dyn Future<Output = Result<(Secret, u64), GcpError>> + Send>>;
 
 /// A mint that counts itself, takes a while, and grants `ya29.minted-<n>` for `life` seconds.
-fn counting(
-    mints: &Mints,
-    life: u64,
-    fail: bool,
-) -> impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = Result<(Secret, u64), GcpError>> + Send>>
-{
+fn counting(mints: &Mints, life: u64, fail: bool) -> impl FnOnce() -> MintFuture {
     let mints = mints.clone();
     move || {
         Box::pin(async move {
