@@ -139,7 +139,13 @@ impl<'de> Deserialize<'de> for Entry {
                     *slot = Some(v);
                 }
                 let value = value.ok_or_else(|| bad("an entry table without `value`"))?;
-                if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                // A service-account key (JSON, spaces in its PEM lines) is checked where it
+                // is used ([`gcp`]); a key is one token.
+                let json = value.starts_with('{') && !value.chars().any(char::is_control);
+                if !json
+                    && (value.is_empty()
+                        || value.chars().any(|c| c.is_whitespace() || c.is_control()))
+                {
                     return Err(bad(
                         "an entry whose `value` is empty or has whitespace or control characters",
                     ));

@@ -367,3 +367,37 @@ fn keys_set_stores_the_multi_line_key_file_as_one_line_and_refuses_a_broken_one(
         stored.expose()
     );
 }
+
+#[test]
+fn a_key_file_in_the_table_form_bills_a_project_and_survives_keys_set() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use crate::vault::{Vault, VaultConfig};
+    let d = tempfile::tempdir().unwrap();
+    let v = Vault::new(&VaultConfig::default(), d.path()).unwrap();
+    let (pem, _) = test_key();
+    let one_line = normalise(&sa_json(&pem, "https://127.185.0.4/token")).unwrap();
+    let text = format!(
+        "[keys.vertex]\nvalue = {}\nproject = \"billing-proj\"\n",
+        toml::Value::String(one_line.to_string())
+    );
+    std::fs::write(v.file(), text).unwrap();
+    std::fs::set_permissions(v.file(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    v.check().unwrap();
+    let e = v.get_local("vertex").unwrap().unwrap();
+    assert_eq!(e.project.as_deref(), Some("billing-proj"));
+    ServiceAccount::parse(e.key.expose()).unwrap();
+    // A new key file keeps the billing field, and the file still loads.
+    v.set(
+        "vertex",
+        &Secret::new(sa_json(&pem, "https://127.185.0.5/token")),
+    )
+    .unwrap();
+    v.check().unwrap();
+    let e = v.get_local("vertex").unwrap().unwrap();
+    assert_eq!(e.project.as_deref(), Some("billing-proj"));
+    assert_eq!(
+        ServiceAccount::parse(e.key.expose()).unwrap().token_uri,
+        "https://127.185.0.5/token"
+    );
+}
