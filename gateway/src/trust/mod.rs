@@ -279,9 +279,12 @@ pub fn install(ca: &CaFile, o: &Opts) -> Result<Vec<String>, TrustError> {
             envfile::Edit::Kept { theirs } => {
                 let file = under(root, Path::new(&theirs));
                 let note = if !file.is_file() {
-                    "WARNING: that file does not exist, so nothing reading this variable can \
-                     connect: fix or remove the line"
-                        .to_string()
+                    // Not copied into the profile.d script: a broken value is not spread.
+                    env_lines.push(format!(
+                        "  {key}={theirs} (kept: your value; WARNING: that file does not exist, \
+                         so nothing reading this variable can connect: fix or remove the line)"
+                    ));
+                    continue;
                 } else if append_once(&file, ca.pem)? {
                     format!("the CA appended to {}", file.display())
                 } else {

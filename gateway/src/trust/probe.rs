@@ -134,7 +134,8 @@ fn pythons(pem: &str, vars: &Vars) -> Vec<Finding> {
     }
     let mut out = Vec::new();
     for p in found {
-        let who = format!("{} {} ({})", p.label, p.version, p.executable);
+        let name = p.label.trim_end_matches(" on PATH");
+        let who = format!("{name} {} ({})", p.version, p.executable);
         // ssl's defaults (urllib, anything with ssl.create_default_context()).
         let ssl_ok = p.ssl_cafile.as_deref().is_some_and(|f| bundle_has(f, pem))
             || p.ssl_capath.as_deref().is_some_and(|d| dir_has(d, pem));
@@ -163,16 +164,14 @@ fn pythons(pem: &str, vars: &Vars) -> Vec<Finding> {
             )),
         });
         // requests (and botocore): REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, else certifi.
-        // httpx (openai, anthropic, google-genai): SSL_CERT_FILE, else certifi.
+        // httpx 0.28: SSL_CERT_FILE, else certifi. (The openai and anthropic SDKs' httpx2 reads
+        // SSL_CERT_FILE, else the system store: the ssl line above.)
         for (lib, keys) in [
             (
                 "requests/botocore",
                 &["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"][..],
             ),
-            (
-                "httpx (openai, anthropic, google-genai SDKs)",
-                &["SSL_CERT_FILE"][..],
-            ),
+            ("httpx", &["SSL_CERT_FILE"][..]),
         ] {
             let set = keys.iter().find_map(|k| vars.get(k).map(|v| (*k, v)));
             out.push(match (set, &p.certifi, certifi_ok) {
