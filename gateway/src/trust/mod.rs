@@ -314,7 +314,7 @@ pub fn install(ca: &CaFile, o: &Opts) -> Result<Vec<String>, TrustError> {
     ));
 
     if o.certifi {
-        out.push("certifi bundles (Pythons on PATH, --venv, ./.venv, ./venv):".into());
+        out.push("certifi: the bundles of the Pythons jobs run (python3/python on PATH, --venv, ./.venv, ./venv):".into());
         let bundles = python::certifi_bundles(root, &venvs);
         if bundles.is_empty() {
             out.push("  no Python found".into());
@@ -455,7 +455,7 @@ pub fn uninstall(ca: &CaFile, o: &Opts) -> Result<Vec<String>, TrustError> {
         )),
         Err(_) => {}
     }
-    out.push("certifi bundles:".into());
+    out.push("certifi:".into());
     let mut any = false;
     for (label, b) in python::certifi_bundles(root, &venvs) {
         if let Some(b) = b

@@ -85,7 +85,7 @@ pub fn runtimes(pem: &str, system_bundle: Option<&Path>) -> Vec<Finding> {
     let mut out = Vec::new();
     out.push(openssl(pem, &vars));
     out.extend(pythons(pem, &vars));
-    out.push(node(pem, &vars));
+    out.push(node(system_ok, pem, &vars));
     out.push(java(pem));
     out.push(go(system_ok, pem, &vars));
     out
@@ -200,13 +200,31 @@ fn pythons(pem: &str, vars: &Vars) -> Vec<Finding> {
     out
 }
 
-fn node(pem: &str, vars: &Vars) -> Finding {
+fn node(system_ok: bool, pem: &str, vars: &Vars) -> Finding {
     let Some(bin) = python::on_path("node") else {
         return ok("node: not installed".into());
     };
     let version = output(&bin, &["--version"])
         .map(|v| v.trim().to_string())
         .unwrap_or_else(|| "?".into());
+    // `--use-openssl-ca` (any Node) / `--use-system-ca`, NODE_USE_SYSTEM_CA=1 (Node >= 23.8):
+    // the system store instead of the bundled roots.
+    let system_flag = vars
+        .get("NODE_OPTIONS")
+        .filter(|(o, _)| o.contains("--use-openssl-ca") || o.contains("--use-system-ca"))
+        .or_else(|| vars.get("NODE_USE_SYSTEM_CA").filter(|(v, _)| v == "1"));
+    if let Some((v, from)) = system_flag {
+        return if system_ok {
+            ok(format!(
+                "node {version}: reads the system store ({v} from {from}), which trusts the CA"
+            ))
+        } else {
+            warn(format!(
+                "node {version}: reads the system store ({v} from {from}), which lacks the CA: \
+                 `gateway ca install`"
+            ))
+        };
+    }
     match vars.get("NODE_EXTRA_CA_CERTS") {
         Some((file, from)) if bundle_has(Path::new(&file), pem) => ok(format!(
             "node {version}: trusts the CA (NODE_EXTRA_CA_CERTS={file} from {from})"
