@@ -568,3 +568,120 @@ fn one_install_makes_every_runtime_trust_the_ca_and_uninstall_undoes_it() {
     assert!(!Path::new("/etc/profile.d/gateway-ca.sh").exists());
     drop(ns);
 }
+
+/// `--root` (an image): the files name paths as the image will see them, an admin's value is
+/// kept and its bundle merged, the profile.d script is valid sh that keeps a job's own value,
+/// and uninstall restores every file.
+#[test]
+fn install_into_a_root_names_runtime_paths_and_uninstall_restores_it() {
+    let dir = tempfile::Builder::new()
+        .prefix("gw-cat-root-")
+        .tempdir()
+        .unwrap();
+    let r = dir.path().join("root");
+    for d in [
+        "usr/local/share/ca-certificates",
+        "etc/ssl/certs",
+        "etc/profile.d",
+    ] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    let system = std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap();
+    std::fs::write(r.join("etc/ssl/certs/ca-certificates.crt"), &system).unwrap();
+    std::fs::write(r.join("etc/corp.pem"), &system).unwrap();
+    let original_env = "LANG=C.UTF-8\nSSL_CERT_FILE=/etc/corp.pem\n";
+    std::fs::write(r.join("etc/environment"), original_env).unwrap();
+    let cfg = dir.path().join("gateway.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = {:?}\n",
+            dir.path().join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    let gw = |args: &[&str]| {
+        let out = Command::new(gateway_bin())
+            .args(args)
+            .arg("--root")
+            .arg(&r)
+            .arg("-c")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = gw(&["ca", "install"]);
+    let pem = std::fs::read_to_string(dir.path().join("state/ca/ca.pem")).unwrap();
+    assert!(
+        out.contains(&format!(
+            "SSL_CERT_FILE=/etc/corp.pem (kept: your value; the CA appended to {})",
+            r.join("etc/corp.pem").display()
+        )),
+        "{out}"
+    );
+    let env = std::fs::read_to_string(r.join("etc/environment")).unwrap();
+    assert!(env.starts_with(original_env), "{env}");
+    for want in [
+        "\nNODE_EXTRA_CA_CERTS=/usr/local/share/ca-certificates/gateway-ca.crt\n",
+        "\nREQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt\n",
+    ] {
+        assert!(env.contains(want), "{want:?} in {env}");
+    }
+    assert_eq!(env.matches("SSL_CERT_FILE").count(), 1, "{env}");
+    assert_eq!(count(&r.join("etc/corp.pem"), &pem), 1);
+    assert_eq!(count(&r.join("etc/ssl/certs/ca-certificates.crt"), &pem), 1);
+    assert_eq!(
+        std::fs::read_to_string(r.join("usr/local/share/ca-certificates/gateway-ca.crt")).unwrap(),
+        pem
+    );
+
+    // The profile.d script, sourced by sh: our values, and a job's own value wins.
+    let script = r.join("etc/profile.d/gateway-ca.sh");
+    let show = |pre: &[&str]| {
+        let out = Command::new("env")
+            .arg("-i")
+            .args(pre)
+            .args([
+                "sh",
+                "-c",
+                ". \"$0\"; echo \"$NODE_EXTRA_CA_CERTS|$REQUESTS_CA_BUNDLE|$SSL_CERT_FILE\"",
+            ])
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        show(&[]),
+        "/usr/local/share/ca-certificates/gateway-ca.crt|/etc/ssl/certs/ca-certificates.crt|/etc/corp.pem"
+    );
+    assert_eq!(
+        show(&["NODE_EXTRA_CA_CERTS=/job/own.pem"]),
+        "/job/own.pem|/etc/ssl/certs/ca-certificates.crt|/etc/corp.pem"
+    );
+
+    // Idempotent, then undone exactly.
+    let again = gw(&["ca", "install"]);
+    assert!(
+        again.contains("(unchanged)") && again.contains("(already set)"),
+        "{again}"
+    );
+    gw(&["ca", "uninstall"]);
+    assert_eq!(
+        std::fs::read_to_string(r.join("etc/environment")).unwrap(),
+        original_env
+    );
+    assert_eq!(std::fs::read(r.join("etc/corp.pem")).unwrap(), system);
+    assert_eq!(
+        std::fs::read(r.join("etc/ssl/certs/ca-certificates.crt")).unwrap(),
+        system
+    );
+    assert!(!script.exists());
+    assert!(
+        !r.join("usr/local/share/ca-certificates/gateway-ca.crt")
+            .exists()
+    );
+}

@@ -235,7 +235,7 @@ mod tests {
         assert!(t.ends_with(&format!(
             "{MARK}\nNODE_EXTRA_CA_CERTS=/usr/local/share/ca.crt\n"
         )));
-        assert_eq!(get(&t, "NODE_EXTRA_CA_CERTS").unwrap().ours, true);
+        assert!(get(&t, "NODE_EXTRA_CA_CERTS").unwrap().ours);
         let (t2, e) = set(&t, "NODE_EXTRA_CA_CERTS", "/usr/local/share/ca.crt");
         assert_eq!((t2.as_str(), e), (t.as_str(), Edit::AlreadySet));
         let (t3, e) = set(&t, "NODE_EXTRA_CA_CERTS", "/new/ca.crt");

@@ -459,7 +459,7 @@ pub fn uninstall(ca: &CaFile, o: &Opts) -> Result<Vec<String>, TrustError> {
     let mut any = false;
     for (label, b) in python::certifi_bundles(root, &venvs) {
         if let Some(b) = b
-            && !(!on_host && b.symlink_metadata().is_ok_and(|m| m.is_symlink()))
+            && (on_host || !b.symlink_metadata().is_ok_and(|m| m.is_symlink()))
             && remove_block(&b, ca.pem)?
         {
             any = true;

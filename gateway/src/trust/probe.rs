@@ -128,9 +128,16 @@ fn openssl(pem: &str, vars: &Vars) -> Finding {
 fn pythons(pem: &str, vars: &Vars) -> Vec<Finding> {
     let found = python::path_pythons();
     if found.is_empty() {
-        return vec![ok(
-            "python: not installed (no python3/python on PATH)".into()
-        )];
+        return vec![
+            match python::on_path("python3").or_else(|| python::on_path("python")) {
+                // E.g. a pyenv shim with no version selected.
+                Some(p) => warn(format!(
+                    "python: {} is on PATH but does not run: fix it (jobs will fail too)",
+                    p.display()
+                )),
+                None => ok("python: not installed (no python3/python on PATH)".into()),
+            },
+        ];
     }
     let mut out = Vec::new();
     for p in found {
