@@ -44,6 +44,8 @@ pub enum AppError {
     Journal(#[from] crate::journal::JournalError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error("CA trust: {0}")]
+    Trust(#[from] crate::trust::TrustError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
