@@ -11,6 +11,7 @@ pub mod mediation;
 pub mod netns;
 pub mod provider;
 pub mod vaultfake;
+pub mod vertex;
 pub mod wire;
 
 use std::{

@@ -122,8 +122,22 @@ fn real_main() -> Result<()> {
             test_tools()?;
             build(false)?;
             let bin = workspace().join("target/debug/gateway");
-            // A short run of every fuzz target, unless only some tests were asked for.
-            let fuzzed = args.is_empty().then(|| fuzz(FUZZ_SMOKE_SECS));
+            // The test binaries first, at full speed.
+            step("cargo test --no-run (building the test binaries)");
+            run(cargo().args(["test", "--no-run"]).args(&args))
+                .context("building the tests failed")?;
+            // A short run of every fuzz target, unless only some tests were asked for. Its
+            // build (a second, instrumented build of the gateway) runs beside the tests at the
+            // lowest CPU priority: the end-to-end tests mostly wait on clients and timers, and
+            // the build takes only the time they leave idle. Its output goes to a log file.
+            let fuzzed = args.is_empty().then(|| {
+                let log = workspace().join("target/fuzz-smoke.log");
+                step(&format!(
+                    "fuzz smoke run in the background (nice 19), output in {}",
+                    log.display()
+                ));
+                std::thread::spawn(move || fuzz_in(FUZZ_SMOKE_SECS, Some(&log)))
+            });
             step("cargo test (default members: unit, in-process, privileged end-to-end)");
             let mut c = cargo();
             c.args(["test", "--no-fail-fast"])
@@ -131,13 +145,31 @@ fn real_main() -> Result<()> {
                 .env("GATEWAY_BIN", &bin);
             let tested = run_tests(c);
             if let Some(f) = fuzzed {
-                f.context("fuzz smoke run")?;
+                step("waiting for the fuzz smoke run");
+                let log = workspace().join("target/fuzz-smoke.log");
+                match f.join() {
+                    Ok(Ok(())) => step("fuzz smoke run: no crash"),
+                    Ok(Err(e)) => {
+                        step(&format!(
+                            "fuzz smoke run failed; its log, {}:",
+                            log.display()
+                        ));
+                        if let Ok(text) = fs::read_to_string(&log) {
+                            let lines: Vec<&str> = text.lines().collect();
+                            for l in &lines[lines.len().saturating_sub(60)..] {
+                                eprintln!("  {l}");
+                            }
+                        }
+                        return Err(e.context("fuzz smoke run"));
+                    }
+                    Err(_) => bail!("the fuzz smoke run panicked"),
+                }
             }
             tested
         }
         Cmd::Fuzz { time } => {
             setup()?;
-            fuzz(time)
+            fuzz_in(time, None)
         }
         Cmd::Demo => {
             setup()?;
@@ -324,7 +356,7 @@ fn setup() -> Result<()> {
 }
 
 /// cargo-fuzz at its pinned version (it drives libFuzzer; the targets build with nightly).
-fn fuzz_tools() -> Result<()> {
+fn fuzz_tools(log: Option<&Path>) -> Result<()> {
     let bin = cargo_home().join("bin/cargo-fuzz");
     let have = output(Command::new(&bin).arg("--version"));
     if have.is_some_and(|v| v.split_whitespace().last() == Some(CARGO_FUZZ_VERSION)) {
@@ -332,7 +364,7 @@ fn fuzz_tools() -> Result<()> {
         return Ok(());
     }
     step(&format!("fuzz: installing cargo-fuzz {CARGO_FUZZ_VERSION}"));
-    run(Command::new("cargo")
+    run(niced(log, "cargo")
         .args([
             "install",
             "cargo-fuzz",
@@ -346,9 +378,27 @@ fn fuzz_tools() -> Result<()> {
     .context("`cargo install cargo-fuzz --locked` failed")
 }
 
+/// `program`, as is (`log` None), or at the lowest CPU priority with its output appended to
+/// `log` (a background run).
+fn niced(log: Option<&Path>, program: &str) -> Command {
+    let Some(log) = log else {
+        return Command::new(program);
+    };
+    let mut c = Command::new("nice");
+    c.args(["-n", "19", program]);
+    let file = fs::OpenOptions::new().create(true).append(true).open(log);
+    if let Ok(f) = file {
+        if let Ok(g) = f.try_clone() {
+            c.stdout(g);
+        }
+        c.stderr(f);
+    }
+    c
+}
+
 /// `cargo +nightly fuzz ...` in the workspace (the rustup proxy picks the toolchain).
-fn cargo_fuzz() -> Command {
-    let mut c = Command::new("cargo");
+fn cargo_fuzz(log: Option<&Path>) -> Command {
+    let mut c = niced(log, "cargo");
     c.current_dir(workspace())
         .env("PATH", path_with_cargo_bin())
         .env_remove("RUSTUP_TOOLCHAIN")
@@ -366,20 +416,24 @@ struct FuzzRun {
 }
 
 /// Run every target in fuzz/ for `secs` seconds each (one build first); fails on a crash.
-fn fuzz(secs: u64) -> Result<()> {
-    fuzz_tools()?;
+/// With `log`, niced and its tools' output appended there (see [`niced`]).
+fn fuzz_in(secs: u64, log: Option<&Path>) -> Result<()> {
+    if let Some(l) = log {
+        let _ = fs::remove_file(l);
+    }
+    fuzz_tools(log)?;
     let dir = workspace().join("fuzz");
     step("fuzz: building the targets (nightly, address sanitizer)");
-    run(cargo_fuzz().args(["build", "--fuzz-dir"]).arg(&dir))
+    run(cargo_fuzz(log).args(["build", "--fuzz-dir"]).arg(&dir))
         .context("building the fuzz targets failed")?;
-    let list = output(cargo_fuzz().args(["list", "--fuzz-dir"]).arg(&dir))
+    let list = output(cargo_fuzz(None).args(["list", "--fuzz-dir"]).arg(&dir))
         .context("`cargo fuzz list` failed")?;
     let mut runs = Vec::new();
     for target in list.split_whitespace() {
         step(&format!("fuzz: {target} for {secs} s"));
         let corpus = dir.join("corpus").join(target);
         fs::create_dir_all(&corpus)?;
-        let mut c = cargo_fuzz();
+        let mut c = cargo_fuzz(log);
         c.args(["run", "--fuzz-dir"])
             .arg(&dir)
             .arg(target)
@@ -396,10 +450,19 @@ fn fuzz(secs: u64) -> Result<()> {
             "-timeout=10",
         ]);
         let started = std::time::Instant::now();
+        // Captured here (a background run's log gets it appended below).
         let out = c
             .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .output()
             .with_context(|| format!("cannot start {c:?}"))?;
+        if let Some(l) = log
+            && let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(l)
+        {
+            use std::io::Write as _;
+            let _ = f.write_all(&out.stderr);
+        }
         let log = String::from_utf8_lossy(&out.stderr);
         let stat = |name: &str| -> u64 {
             log.lines()

@@ -11,6 +11,7 @@ pub mod compat;
 pub mod gemini;
 pub mod openai;
 pub mod prompt;
+pub mod vertex;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -27,6 +28,9 @@ pub enum Api {
     OpenAi,
     Anthropic,
     Gemini,
+    /// Google Vertex AI: Gemini and Anthropic models by publisher (its vault entry is a
+    /// service-account key).
+    Vertex,
     Azure,
     #[serde(rename = "openai-compatible")]
     OpenAiCompatible,
@@ -38,6 +42,7 @@ impl Api {
             Api::OpenAi => &openai::OpenAi,
             Api::Anthropic => &anthropic::Anthropic,
             Api::Gemini => &gemini::Gemini,
+            Api::Vertex => &vertex::Vertex,
             Api::Azure => &azure::Azure,
             Api::OpenAiCompatible => &compat::Compat,
         }
@@ -248,6 +253,13 @@ const BUILTIN: &[Builtin] = &[
         &["generativelanguage.googleapis.com"],
         Api::Gemini,
     ),
+    // Vertex AI: the Google Front End too; regional names (`us-central1-aiplatform...`) are
+    // found by SNI and learned by DNS.
+    cdn(
+        "vertex",
+        &["aiplatform.googleapis.com", "*-aiplatform.googleapis.com"],
+        Api::Vertex,
+    ),
     // Azure's multi-tenant front ends, no published ranges per service.
     cdn(
         "azure-openai",
@@ -427,6 +439,7 @@ mod tests {
             "openai",
             "anthropic",
             "gemini",
+            "vertex",
             "azure-openai",
             "mistral",
             "groq",
