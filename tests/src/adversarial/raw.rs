@@ -28,7 +28,7 @@ pub const RAWFAKE: &str = include_str!("rawfake.py");
 pub const AWS_AK: &str = "AKIAVAULTADVQWERTY23";
 pub const AWS_SK: &str = "vaultadvAwsSecret0Kq2Lw9Xz4Pm7Rt1Vb8Nc3H";
 /// What the fake token endpoint mints for the service account.
-pub const MINTED: &str = "ya29.vaultadv-minted-Tz8Ux3Wy5Qa1Sd7Fg2Hj4Kl6Zx9Cv0Bn";
+pub const MINTED: &str = "ya29.vaultadv-minted-Mq4Nr8Ts2Vw6Yz0Bc3Df7Gh1Jk5Lm9Pq";
 pub const SA_EMAIL: &str = "adv-gateway@adv-project-140.iam.gserviceaccount.com";
 pub const SA_PROJECT: &str = "adv-project-140";
 pub const SA_KEY_ID: &str = "5f1c0ffee0ddba11vaultadv0000000000000001";
