@@ -59,6 +59,14 @@ pub enum ExchangeError {
         "gateway: the journal cannot record this exchange ({0}); nothing was sent (fail-closed)"
     )]
     JournalUnavailable(String),
+    /// The provider refused a held stream's request after it was approved (its error status
+    /// and message, masked): the stream, answered 200 already, ends with it.
+    #[error("{}", upstream_refusal(*status, message))]
+    UpstreamRefused { status: u16, message: String },
+}
+
+fn upstream_refusal(status: u16, message: &str) -> String {
+    format!("the provider answered {status} to the approved request: {message}")
 }
 
 impl ExchangeError {
@@ -97,6 +105,17 @@ impl ExchangeError {
             ExchangeError::JournalUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Internal)
             }
+            ExchangeError::UpstreamRefused { status, .. } => {
+                let s = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
+                let kind = match s.as_u16() {
+                    401 => ErrorKind::MissingKey,
+                    403 => ErrorKind::Blocked,
+                    429 => ErrorKind::Busy,
+                    400..=499 => ErrorKind::BadRequest,
+                    _ => ErrorKind::UpstreamUnavailable,
+                };
+                (s, kind)
+            }
         }
     }
 }
@@ -109,6 +128,25 @@ pub fn respond(adapter: &dyn Adapter, err: &ExchangeError) -> Response<RespBody>
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     resp
+}
+
+/// `err` as the last event of a stream answered 200 already (a held stream), shaped by
+/// `adapter`; with the status and the gateway's error label (`None`: the provider's own
+/// refusal) for the record.
+pub fn stream_error(
+    adapter: &dyn Adapter,
+    err: &ExchangeError,
+) -> (StatusCode, Option<&'static str>, bytes::Bytes) {
+    let (status, kind) = err.classify();
+    let label = match err {
+        ExchangeError::UpstreamRefused { .. } => None,
+        _ => Some(crate::provider::adapter::kind_label(kind)),
+    };
+    (
+        status,
+        label,
+        adapter.stream_error_event(status, kind, &err.to_string()),
+    )
 }
 
 #[cfg(test)]
