@@ -208,6 +208,74 @@ mod tests {
         assert_eq!(b["error"]["status"], "RESOURCE_EXHAUSTED");
     }
 
+    #[test]
+    fn held_streams_end_with_an_error_event_each_sdk_raises() {
+        let denied = ExchangeError::HoldDenied {
+            hold: 7,
+            why: "keyword `x`".into(),
+            by: "root".into(),
+            reason: Some("not today".into()),
+        };
+        let event = |api: Api, e: &ExchangeError| {
+            let (status, label, b) = stream_error(api.adapter(), e);
+            (status, label, String::from_utf8(b.to_vec()).unwrap())
+        };
+        // Anthropic: `event: error` with the API's error object.
+        let (status, label, ev) = event(Api::Anthropic, &denied);
+        assert_eq!((status.as_u16(), label), (403, Some("blocked_by_policy")));
+        let (head, data) = ev.split_once('\n').unwrap();
+        assert_eq!(head, "event: error");
+        assert!(ev.ends_with("\n\n"), "{ev:?}");
+        let v: serde_json::Value =
+            serde_json::from_str(data.trim().strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "permission_error");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("was denied by root: not today"), "{msg}");
+        // OpenAI and Gemini: a `data:` object with `error` (what openai-python and
+        // google-genai raise on), no event line.
+        for (api, field) in [(Api::OpenAi, "type"), (Api::Gemini, "status")] {
+            let (_, _, ev) = event(api, &denied);
+            let v: serde_json::Value =
+                serde_json::from_str(ev.trim().strip_prefix("data: ").unwrap()).unwrap();
+            assert!(v["error"]["message"].as_str().unwrap().contains("denied"));
+            assert!(v["error"][field].is_string(), "{ev}");
+        }
+        // The provider's own refusal keeps its status, and is not the gateway's error.
+        let refused = ExchangeError::UpstreamRefused {
+            status: 529,
+            message: "Overloaded".into(),
+        };
+        let (status, label, ev) = event(Api::Anthropic, &refused);
+        assert_eq!((status.as_u16(), label), (529, None));
+        assert!(
+            ev.contains("overloaded_error") && ev.contains("answered 529"),
+            "{ev}"
+        );
+    }
+
+    #[test]
+    fn keepalives_are_what_each_sdk_skips() {
+        assert_eq!(
+            &Api::Anthropic.adapter().keepalive_event()[..],
+            b"event: ping\ndata: {\"type\": \"ping\"}\n\n"
+        );
+        assert_eq!(
+            &Api::OpenAi.adapter().keepalive_event()[..],
+            b": keepalive\n\n"
+        );
+        assert_eq!(&Api::Gemini.adapter().keepalive_event()[..], b"\n");
+        use crate::provider::adapter::Framing;
+        let a = Api::Anthropic.adapter();
+        assert!(a.held_stream(Framing::Plain, true));
+        assert!(a.held_stream(Framing::Sse, false));
+        assert!(!a.held_stream(Framing::Plain, false));
+        let g = Api::Gemini.adapter();
+        assert!(g.held_stream(Framing::Sse, false));
+        assert!(!g.held_stream(Framing::JsonArray, false));
+        assert!(!g.held_stream(Framing::Plain, true));
+    }
+
     #[tokio::test]
     async fn bad_upstream_certificate_is_a_502() {
         let r = respond(
