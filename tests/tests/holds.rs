@@ -516,3 +516,45 @@ fn resends_join_the_hold_and_approvals_are_bound_to_the_digest_until_the_ttl() {
     assert_eq!(recs.len(), 2, "{recs:?}");
     assert!(holds(&e).is_empty());
 }
+
+/// The journal fails while a stream is held: on approval nothing is sent, and the stream ends
+/// with an error event that says why (fail closed, loudly), delivered although its own record
+/// cannot be written either.
+#[test]
+fn a_journal_that_fails_during_the_hold_ends_the_stream_with_an_error_event() {
+    let fail = std::env::temp_dir().join(format!(
+        "gw-holds-journal-fail-{}-{}",
+        std::process::id(),
+        gateway_tests::unique()
+    ));
+    let e = env(&format!(
+        "timeout = \"2m\"\n[journal]\nfail_writes_while = \"{}\"\n",
+        fail.display()
+    ));
+    let mut c = spawn(&e, PY_ANTHROPIC, &["journal: drop the production database"]);
+    let id = wait_held(&e, &mut c, 1, 1)[0]["id"].as_u64().unwrap();
+    // Writes fail from now on; the next record (an unheld request's) finds it out.
+    std::fs::write(&fail, "").unwrap();
+    let r = result(&e, spawn(&e, PY_OPENAI, &["hello", "plain"]));
+    assert!(
+        r["error"].is_string(),
+        "an unrecorded answer was delivered whole: {r}"
+    );
+    decide(&e, &["approve", &id.to_string()]);
+    let r = result(&e, c);
+    let _ = std::fs::remove_file(&fail);
+    let err = r["error"].as_str().unwrap_or_else(|| panic!("{r}"));
+    assert!(
+        err.contains("the journal cannot record this exchange") && err.contains("nothing was sent"),
+        "{r}"
+    );
+    assert!(
+        e.fakes.anthropic.seen().is_empty(),
+        "the held request went out unrecorded"
+    );
+    assert!(
+        e.gw.raw_log()
+            .contains("held stream ends with an error event"),
+        "not logged"
+    );
+}

@@ -3,7 +3,12 @@
 //! The request waits in memory with the client's connection open and nothing sent upstream.
 //! Approvers see it through the admin socket (`gateway approvals`) and, when configured, a
 //! webhook POST. A client that hangs up withdraws its hold (the waiting future is dropped and
-//! its guard removes the entry).
+//! its guard removes the entry). A held streaming request is answered at once and kept alive
+//! meanwhile (`hold.keepalive`; the request path does that: `crate::http`'s `held` module).
+//!
+//! Each held request has a key ([`digest`]): an identical request of the same caller joins the
+//! pending hold (one decision for all of them), and a decision stays bound to the key for
+//! `hold.approval_ttl` ([`registry`]).
 //!
 //! What approvers see cannot be abused: the excerpt is masked again here with every rule
 //! (whatever its action) and every free-text field is made printable ([`printable`]); nobody

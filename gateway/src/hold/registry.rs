@@ -144,6 +144,8 @@ impl Waiting {
 }
 
 /// What becomes of a request that must wait for approval.
+// Made once per held request and taken apart at once: not worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Admission {
     /// It waits: on a new hold, or `joined` to a pending one with its key.
     Held {

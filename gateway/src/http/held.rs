@@ -66,6 +66,8 @@ pub(super) fn key_of(parts: &http::request::Parts, body: &[u8], ctx: &ConnCtx) -
 }
 
 /// How a held request's wait begins.
+// Made once per held request and taken apart at once: not worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Admitted {
     /// It waits for a decision.
     Wait {
@@ -348,9 +350,13 @@ pub(super) fn stream(
         keepalive = %crate::config::dur::format(&ctx.hold.cfg.keepalive),
         "held stream answered at once; keepalives until decided"
     );
+    // The first tick is at once: the client has bytes as soon as it has the headers. A
+    // client that reads slowly gets its keepalives late, never in a burst.
+    let mut tick = tokio::time::interval(ctx.hold.cfg.keepalive);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let body = HeldStream {
         keepalive: adapter.keepalive_event(),
-        tick: tokio::time::interval(ctx.hold.cfg.keepalive),
+        tick,
         state: State::Waiting(std::sync::Mutex::new(Box::pin(outcome))),
         adapter,
         late: late.clone(),

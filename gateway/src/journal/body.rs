@@ -167,6 +167,9 @@ impl JournalBody {
             }
             if let Some(g) = l.gateway_error.take() {
                 ex.rec.gateway_error = Some(g);
+                // The stream ended with the gateway's own error event: a refusal, delivered
+                // even when its record fails.
+                self.refusal = true;
             }
         }
         if self.limit.is_some() {
