@@ -330,6 +330,7 @@ pub(super) fn stream(
     }));
     let adapter = ctx.provider.adapter();
     let hold_id = info.id;
+    let path = release.parts.uri.path().to_string();
     let outcome = {
         let ctx = ctx.clone();
         let late = late.clone();
@@ -355,7 +356,8 @@ pub(super) fn stream(
     let mut tick = tokio::time::interval(ctx.hold.cfg.keepalive);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let body = HeldStream {
-        keepalive: adapter.keepalive_event(),
+        keepalive: adapter.keepalive_event(&path),
+        path,
         tick,
         state: State::Waiting(std::sync::Mutex::new(Box::pin(outcome))),
         adapter,
@@ -466,6 +468,8 @@ struct HeldStream {
     tick: tokio::time::Interval,
     state: State,
     adapter: &'static dyn crate::provider::adapter::Adapter,
+    /// The request's path (the adapter shapes its error event by it).
+    path: String,
     late: Late,
     conn: u64,
     hold: u64,
@@ -491,7 +495,8 @@ impl Body for HeldStream {
                     Poll::Ready(Ok(body)) => this.state = State::Streaming(body),
                     Poll::Ready(Err(e)) => {
                         this.state = State::Done;
-                        let (status, label, event) = rescue::stream_error(this.adapter, &e);
+                        let (status, label, event) =
+                            rescue::stream_error(this.adapter, &this.path, &e);
                         info!(conn = this.conn, hold = this.hold, status = status.as_u16(), error = %e, "held stream ends with an error event");
                         if let Ok(mut l) = this.late.lock() {
                             l.status = Some(status.as_u16());

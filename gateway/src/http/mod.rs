@@ -403,7 +403,7 @@ async fn send(
             out = Bytes::copy_from_slice(&out);
             unshare(&mut parts.headers);
             let key = held::key_of(&parts, &out, ctx);
-            if adapter.held_stream(framing, held.stream) {
+            if adapter.held_stream(parts.uri.path(), framing, held.stream) {
                 let found: Option<Found> = ctx.journal.is_some().then(Default::default);
                 let complete: Closed = Default::default();
                 let release = held::Release {

@@ -135,6 +135,7 @@ pub fn respond(adapter: &dyn Adapter, err: &ExchangeError) -> Response<RespBody>
 /// refusal) for the record.
 pub fn stream_error(
     adapter: &dyn Adapter,
+    path: &str,
     err: &ExchangeError,
 ) -> (StatusCode, Option<&'static str>, bytes::Bytes) {
     let (status, kind) = err.classify();
@@ -145,7 +146,7 @@ pub fn stream_error(
     (
         status,
         label,
-        adapter.stream_error_event(status, kind, &err.to_string()),
+        adapter.stream_error_event(path, status, kind, &err.to_string()),
     )
 }
 
@@ -217,7 +218,7 @@ mod tests {
             reason: Some("not today".into()),
         };
         let event = |api: Api, e: &ExchangeError| {
-            let (status, label, b) = stream_error(api.adapter(), e);
+            let (status, label, b) = stream_error(api.adapter(), "/v1/x", e);
             (status, label, String::from_utf8(b.to_vec()).unwrap())
         };
         // Anthropic: `event: error` with the API's error object.
@@ -257,23 +258,42 @@ mod tests {
     #[test]
     fn keepalives_are_what_each_sdk_skips() {
         assert_eq!(
-            &Api::Anthropic.adapter().keepalive_event()[..],
+            &Api::Anthropic.adapter().keepalive_event("/v1/messages")[..],
             b"event: ping\ndata: {\"type\": \"ping\"}\n\n"
         );
         assert_eq!(
-            &Api::OpenAi.adapter().keepalive_event()[..],
+            &Api::OpenAi
+                .adapter()
+                .keepalive_event("/v1/chat/completions")[..],
             b": keepalive\n\n"
         );
-        assert_eq!(&Api::Gemini.adapter().keepalive_event()[..], b"\n");
+        assert_eq!(
+            &Api::Gemini
+                .adapter()
+                .keepalive_event("/v1beta/models/m:streamGenerateContent")[..],
+            b"\n"
+        );
         use crate::provider::adapter::Framing;
         let a = Api::Anthropic.adapter();
-        assert!(a.held_stream(Framing::Plain, true));
-        assert!(a.held_stream(Framing::Sse, false));
-        assert!(!a.held_stream(Framing::Plain, false));
+        assert!(a.held_stream("/v1/messages", Framing::Plain, true));
+        assert!(a.held_stream("/v1/messages", Framing::Sse, false));
+        assert!(!a.held_stream("/v1/messages", Framing::Plain, false));
         let g = Api::Gemini.adapter();
-        assert!(g.held_stream(Framing::Sse, false));
-        assert!(!g.held_stream(Framing::JsonArray, false));
-        assert!(!g.held_stream(Framing::Plain, true));
+        assert!(g.held_stream(
+            "/v1beta/models/m:streamGenerateContent",
+            Framing::Sse,
+            false
+        ));
+        assert!(!g.held_stream(
+            "/v1beta/models/m:streamGenerateContent",
+            Framing::JsonArray,
+            false
+        ));
+        assert!(!g.held_stream(
+            "/v1beta/models/m:streamGenerateContent",
+            Framing::Plain,
+            true
+        ));
     }
 
     #[tokio::test]

@@ -49,11 +49,17 @@ impl Adapter for Anthropic {
         json!({"type": "error", "error": {"type": typ, "message": message}})
     }
     /// The `ping` event the API itself sends; the SDKs skip it.
-    fn keepalive_event(&self) -> Bytes {
+    fn keepalive_event(&self, _path: &str) -> Bytes {
         Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n")
     }
     /// `event: error`: the SDKs raise it as an `APIStatusError` carrying the body.
-    fn stream_error_event(&self, status: StatusCode, kind: ErrorKind, message: &str) -> Bytes {
+    fn stream_error_event(
+        &self,
+        _path: &str,
+        status: StatusCode,
+        kind: ErrorKind,
+        message: &str,
+    ) -> Bytes {
         Bytes::from(format!(
             "event: error\ndata: {}\n\n",
             self.error_body(status, kind, message)
