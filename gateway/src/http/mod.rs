@@ -4,6 +4,7 @@
 //!
 //! Errors become responses in one place, [`rescue`], in the provider's own error shape.
 
+mod held;
 pub mod rescue;
 
 use std::{
@@ -12,7 +13,6 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Instant,
 };
 
 use bytes::Bytes;
@@ -25,7 +25,7 @@ use tracing::{Instrument as _, debug, debug_span};
 
 use crate::{
     journal::{
-        Approval, Decision, Exchange,
+        Decision, Exchange,
         body::{Completion, Found, JournalBody},
     },
     policy::{
@@ -43,6 +43,9 @@ use crate::{
     vault::Vault,
 };
 
+use held::Held;
+#[allow(unused_imports)] // the WebSocket stage holds its messages with it
+use held::wait_for_approval;
 pub use rescue::ExchangeError;
 
 pub type RespBody = BoxBody<Bytes, BoxError>;
@@ -201,10 +204,13 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
             .unwrap_or("")
             .to_ascii_lowercase();
         let text = ct.is_empty() || ct.starts_with("text/") || ct.contains("json");
-        let (rp, rb) = resp.into_parts();
+        let (mut rp, rb) = resp.into_parts();
+        let late = rp.extensions.remove::<crate::journal::body::Late>();
         Response::from_parts(
             rp,
-            JournalBody::new(rb, ex, found, text, completion.map(Completion::from)).boxed(),
+            JournalBody::new(rb, ex, found, text, completion.map(Completion::from))
+                .with_late(late)
+                .boxed(),
         )
     }
     .instrument(span)
@@ -347,7 +353,7 @@ fn normalise_target(
 async fn send(
     mut parts: http::request::Parts,
     body: Incoming,
-    ctx: &ConnCtx,
+    ctx: &Arc<ConnCtx>,
     scanner: &Arc<Scanner>,
     endpoint: &'static str,
     ex: &mut Exchange,
@@ -401,7 +407,26 @@ async fn send(
             // of a second one being allocated beside it (memory per held request).
             out = Bytes::copy_from_slice(&out);
             unshare(&mut parts.headers);
-            wait_for_approval(held, out.len(), endpoint, ctx, ex).await?;
+            let key = held::key_of(&parts, &out, ctx);
+            if adapter.held_stream(parts.uri.path(), framing, held.stream) {
+                let found: Option<Found> = ctx.journal.is_some().then(Default::default);
+                let complete: Closed = Default::default();
+                let release = held::Release {
+                    parts,
+                    body: out,
+                    framing,
+                    scanner: scanner.clone(),
+                    found: found.clone(),
+                    complete: complete.clone(),
+                };
+                match held::stream(held, key, release, endpoint, ctx, ex)? {
+                    held::Streamed::Answered(resp) => return Ok((resp, found, Some(complete))),
+                    // Approved already (a decision bound to its key): it goes on as it is.
+                    held::Streamed::Go(r) => (parts, out) = (r.parts, r.body),
+                }
+            } else {
+                held::wait_keyed(held, Some(key), out.len(), endpoint, ctx, ex).await?;
+            }
         }
         parts
             .headers
@@ -443,13 +468,6 @@ fn unshare(headers: &mut http::HeaderMap) {
             *v = own;
         }
     }
-}
-
-/// Why a request must wait, with what the approver sees of it.
-struct Held {
-    why: String,
-    model: Option<String>,
-    excerpt: String,
 }
 
 /// Longest prompt excerpt an approver (or the webhook) is shown, in characters.
@@ -554,10 +572,17 @@ fn inspect_request(
     if held.is_none() {
         held = ctx.hold.cfg.trigger(&all, &prompt);
     }
+    let stream = ins
+        .json
+        .as_ref()
+        .and_then(|v| v.get("stream"))
+        .and_then(|s| s.as_bool())
+        .unwrap_or(false);
     let held = held.map(|why| Held {
         why,
         model,
         excerpt: prompt.join("\n").chars().take(EXCERPT).collect(),
+        stream,
     });
     let forward = match ins.forward {
         Some(f) => Bytes::from(f),
@@ -571,111 +596,6 @@ fn inspect_request(
     Ok((forward, held))
 }
 
-/// Park the request (its body `body_len` bytes) until it is approved; denied or timed out →
-/// the client's error; too many held already → refused at once. When the client hangs up,
-/// this future is dropped and the hold withdrawn with it.
-async fn wait_for_approval(
-    held: Held,
-    body_len: usize,
-    endpoint: &'static str,
-    ctx: &ConnCtx,
-    ex: &mut Exchange,
-) -> Result<(), ExchangeError> {
-    use crate::hold::{Decision, HoldError, Outcome};
-    let svc = &ctx.hold;
-    let timeout = svc.cfg.timeout;
-    let held_req = crate::hold::Request {
-        identity: &ctx.identity,
-        provider: &ctx.provider.name,
-        endpoint,
-        model: held.model,
-        reason: held.why.clone(),
-        excerpt: held.excerpt,
-        body_len,
-    };
-    let (info, waiting) = match svc.hold(held_req) {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::warn!(conn = ctx.conn_id, why = %held.why, error = %e, "request not held: refused");
-            crate::metrics::inc(&crate::metrics::get().holds, "refused");
-            return Err(match e {
-                HoldError::Full(m) => ExchangeError::HoldsFull(m),
-                e => ExchangeError::HoldUnrecorded(e.to_string()),
-            });
-        }
-    };
-    tracing::info!(
-        conn = ctx.conn_id,
-        hold = info.id,
-        why = %held.why,
-        pid = info.pid,
-        uid = info.uid,
-        comm = %info.comm,
-        "request held for approval"
-    );
-    if let Some(w) = &svc.webhook {
-        w.notify(info.clone());
-    }
-    let since = Instant::now();
-    // Pending until decided; a client that hangs up first withdraws it.
-    struct Pending(Option<&'static str>);
-    impl Drop for Pending {
-        fn drop(&mut self) {
-            let m = crate::metrics::get();
-            m.holds_pending.dec();
-            crate::metrics::inc(&m.holds, self.0.unwrap_or("withdrawn"));
-        }
-    }
-    crate::metrics::inc(&crate::metrics::get().holds, "held");
-    crate::metrics::get().holds_pending.inc();
-    let mut pending = Pending(None);
-    // Until decided, the record says the client went away while waiting.
-    ex.rec.approval = Some(Approval {
-        hold: info.id,
-        why: held.why.clone(),
-        outcome: "withdrawn".into(),
-        by: None,
-        reason: None,
-        at: None,
-        waited_ms: 0.0,
-    });
-    let outcome = waiting.wait(timeout).await;
-    let waited_ms = since.elapsed().as_secs_f64() * 1e3;
-    let approval = ex.rec.approval.as_mut().expect("set above");
-    approval.waited_ms = waited_ms;
-    approval.at = Some(crate::journal::rfc3339(crate::journal::now_ms()));
-    match outcome {
-        Outcome::Decided(Decision::Approved { by }) => {
-            tracing::info!(conn = ctx.conn_id, hold = info.id, %by, "hold approved");
-            approval.outcome = "approved".into();
-            pending.0 = Some("approved");
-            approval.by = Some(by);
-            Ok(())
-        }
-        Outcome::Decided(Decision::Denied { by, reason }) => {
-            approval.outcome = "denied".into();
-            pending.0 = Some("denied");
-            approval.by = Some(by.clone());
-            approval.reason = reason.clone();
-            Err(ExchangeError::HoldDenied {
-                hold: info.id,
-                why: held.why,
-                by,
-                reason,
-            })
-        }
-        Outcome::TimedOut => {
-            approval.outcome = "timed_out".into();
-            pending.0 = Some("timed_out");
-            Err(ExchangeError::HoldTimedOut {
-                hold: info.id,
-                why: held.why,
-                after: timeout,
-            })
-        }
-    }
-}
-
 /// Wrap the provider's answer so its text is masked as it streams.
 fn mask_response(
     resp: Response<RespBody>,
@@ -686,6 +606,26 @@ fn mask_response(
 ) -> Result<Answer, ExchangeError> {
     if !scanner.any(Direction::Response) {
         return Ok((resp, None, None));
+    }
+    let found: Option<Found> = journaled.then(Default::default);
+    let complete: Closed = Default::default();
+    let resp = mask_into(resp, framing, ctx, scanner, found.clone(), complete.clone())?;
+    Ok((resp, found, Some(complete)))
+}
+
+/// [`mask_response`] with the record's hits going to `found` and the closing event setting
+/// `complete` (made before the answer is: a held stream hands them to the journal first).
+/// No response rule: the answer as it is.
+fn mask_into(
+    resp: Response<RespBody>,
+    framing: crate::provider::adapter::Framing,
+    ctx: &ConnCtx,
+    scanner: &Arc<Scanner>,
+    found: Option<Found>,
+    complete: Closed,
+) -> Result<Response<RespBody>, ExchangeError> {
+    if !scanner.any(Direction::Response) {
+        return Ok(resp);
     }
     let header = |name| {
         resp.headers()
@@ -716,7 +656,6 @@ fn mask_response(
     let rw = Rewriter::new(scanner.clone(), ctx.identity.clone());
     let conn = ctx.conn_id;
     let scanner = scanner.clone();
-    let found: Option<Found> = journaled.then(Default::default);
     let sink = found.clone();
     if let Some(f) = &found
         && let Ok(mut f) = f.lock()
@@ -731,7 +670,6 @@ fn mask_response(
             });
         }
     }
-    let complete: Closed = Default::default();
     let on_end: crate::response::body::OnEnd = Box::new(move |hits| {
         let mut sink = sink.as_ref().and_then(|s| s.lock().ok());
         for (rule, detector) in hits {
@@ -749,15 +687,11 @@ fn mask_response(
             }
         }
     });
-    Ok((
-        Response::from_parts(
-            rp,
-            MaskedBody::new(rb, kind, rw, on_end)
-                .with_completion(complete.clone())
-                .boxed(),
-        ),
-        found,
-        Some(complete),
+    Ok(Response::from_parts(
+        rp,
+        MaskedBody::new(rb, kind, rw, on_end)
+            .with_completion(complete)
+            .boxed(),
     ))
 }
 

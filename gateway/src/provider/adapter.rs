@@ -121,6 +121,41 @@ pub trait Adapter: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Is a held request of this framing answered at once, as a stream kept alive until it is
+    /// decided ([`Self::keepalive_event`])? `path`: the request's (an API whose wire format
+    /// depends on it decides by it); `stream_in_body`: the body asks for a streamed
+    /// answer (`"stream": true`). The one place that decides it: SSE answers (asked for in the
+    /// body or by `accept`); not JSON-array streams (a keepalive cannot be put between their
+    /// elements without the client's parser seeing it).
+    fn held_stream(&self, path: &str, framing: Framing, stream_in_body: bool) -> bool {
+        let _ = path;
+        framing == Framing::Sse || (framing == Framing::Plain && stream_in_body)
+    }
+
+    /// What a held stream of a request to `path` is sent while it waits: an SSE comment line,
+    /// which every SSE parser skips.
+    fn keepalive_event(&self, path: &str) -> Bytes {
+        let _ = path;
+        Bytes::from_static(b": keepalive\n\n")
+    }
+
+    /// An error as the last event of a stream already answered with 200 (a held stream that
+    /// was denied, timed out, or refused by the provider): the error body as a `data:` event,
+    /// which the openai SDKs raise as an `APIError` with its message.
+    fn stream_error_event(
+        &self,
+        path: &str,
+        status: StatusCode,
+        kind: ErrorKind,
+        message: &str,
+    ) -> Bytes {
+        let _ = path;
+        Bytes::from(format!(
+            "data: {}\n\n",
+            self.error_body(status, kind, message)
+        ))
+    }
+
     /// A complete error response: status, JSON body in the provider's shape.
     fn error_response(
         &self,
