@@ -90,11 +90,20 @@ async fn answer(
     sni: Option<String>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let mut headers: Vec<(String, String)> = parts
         .headers
         .iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     if !headers.iter().any(|(k, _)| k == "host")
         && let Some(a) = parts.uri.authority()
@@ -137,15 +146,24 @@ async fn answer(
     let mut frames: Vec<Vec<u8>> = Vec::new();
     let ev = |t: &str, v: Value| event(t, v.to_string().into_bytes()).to_bytes();
     if path.ends_with("/converse-stream") {
-        frames.push(ev("messageStart", json!({"role": "assistant", "p": "abcdefghijkl"})));
+        frames.push(ev(
+            "messageStart",
+            json!({"role": "assistant", "p": "abcdefghijkl"}),
+        ));
         for p in &pieces {
             frames.push(ev(
                 "contentBlockDelta",
                 json!({"contentBlockIndex": 0, "delta": {"text": p}, "p": "abcdefgh"}),
             ));
         }
-        frames.push(ev("contentBlockStop", json!({"contentBlockIndex": 0, "p": "abc"})));
-        frames.push(ev("messageStop", json!({"stopReason": "end_turn", "p": "abcdef"})));
+        frames.push(ev(
+            "contentBlockStop",
+            json!({"contentBlockIndex": 0, "p": "abc"}),
+        ));
+        frames.push(ev(
+            "messageStop",
+            json!({"stopReason": "end_turn", "p": "abcdef"}),
+        ));
         frames.push(ev(
             "metadata",
             json!({"usage": {"inputTokens": 3, "outputTokens": 5, "totalTokens": 8},

@@ -79,7 +79,10 @@ fn boto3_through_the_gateway_is_resigned_with_the_vault_credentials_and_masked()
             ],
         },
     );
-    let hosts = format!("{}{ip} {HOST}\n", std::fs::read_to_string(&env.hosts).unwrap());
+    let hosts = format!(
+        "{}{ip} {HOST}\n",
+        std::fs::read_to_string(&env.hosts).unwrap()
+    );
     std::fs::write(&env.hosts, hosts).unwrap();
     let (gw, cg) = (&env.gw, &env.cg);
     let t = Duration::from_secs(90);
@@ -99,19 +102,34 @@ fn boto3_through_the_gateway_is_resigned_with_the_vault_credentials_and_masked()
 
     let r = client(PY, &[PROMPT_SECRET]);
     assert!(r.ok, "boto3: {r:?}\n{}", gw.raw_log());
-    let out: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+    let out: serde_json::Value =
+        serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {r:?}"));
     let want = "the token is [MASKED:github-classic-token] ok";
     assert_eq!(out["plain"], want, "{out}");
-    assert_eq!(out["stream"], want, "a secret split across two event-stream messages: {out}");
+    assert_eq!(
+        out["stream"], want,
+        "a secret split across two event-stream messages: {out}"
+    );
     assert_eq!(out["invoke"], want, "{out}");
-    let types: Vec<&str> = out["types"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let types: Vec<&str> = out["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
     assert_eq!(types.first(), Some(&"messageStart"));
-    assert!(types.contains(&"messageStop") && types.last() == Some(&"metadata"), "{types:?}");
+    assert!(
+        types.contains(&"messageStop") && types.last() == Some(&"metadata"),
+        "{types:?}"
+    );
 
     let seen = fake.seen();
     assert_eq!(seen.len(), 3, "{seen:#?}");
     let targets: Vec<&str> = seen.iter().map(|s| s.target.as_str()).collect();
-    assert_eq!(targets[0], "/model/anthropic.claude-3-haiku-20240307-v1:0/converse");
+    assert_eq!(
+        targets[0],
+        "/model/anthropic.claude-3-haiku-20240307-v1:0/converse"
+    );
     assert_eq!(
         targets[1],
         "/model/arn:aws:bedrock:us-east-1:123456789012:inference-profile%2Fus.anthropic.claude-3-haiku-20240307-v1:0/converse-stream",
@@ -120,15 +138,29 @@ fn boto3_through_the_gateway_is_resigned_with_the_vault_credentials_and_masked()
     assert!(targets[2].ends_with("/invoke-with-response-stream"));
     for s in &seen {
         let all = format!("{s:?}");
-        for leaked in [JOB_AKID, JOB_SECRET, "job-dummy-session-token", PROMPT_SECRET] {
-            assert!(!all.contains(leaked), "{leaked} reached the provider: {all}");
+        for leaked in [
+            JOB_AKID,
+            JOB_SECRET,
+            "job-dummy-session-token",
+            PROMPT_SECRET,
+        ] {
+            assert!(
+                !all.contains(leaked),
+                "{leaked} reached the provider: {all}"
+            );
         }
         assert_eq!(s.all("x-amz-security-token"), vec![VAULT_TOKEN.to_string()]);
         let auth = s.all("authorization");
         assert_eq!(auth.len(), 1);
-        assert!(auth[0].contains(&format!("Credential={VAULT_AKID}/")), "{auth:?}");
+        assert!(
+            auth[0].contains(&format!("Credential={VAULT_AKID}/")),
+            "{auth:?}"
+        );
         let body = String::from_utf8_lossy(&s.body);
-        assert!(body.contains("[MASKED:github-classic-token]"), "the prompt went masked: {body}");
+        assert!(
+            body.contains("[MASKED:github-classic-token]"),
+            "the prompt went masked: {body}"
+        );
     }
     // botocore's signer, with the vault's credentials, agrees with every signature.
     assert_eq!(
@@ -137,14 +169,26 @@ fn boto3_through_the_gateway_is_resigned_with_the_vault_credentials_and_masked()
     );
     // The check can fail: another secret, or a body changed after signing, does not verify.
     assert_eq!(
-        verify_sigv4(&py, &seen, VAULT_AKID, "not-the-vault-secret", Some(VAULT_TOKEN)),
+        verify_sigv4(
+            &py,
+            &seen,
+            VAULT_AKID,
+            "not-the-vault-secret",
+            Some(VAULT_TOKEN)
+        ),
         vec![false; 3]
     );
     let mut tampered = seen.clone();
     let last = tampered[0].body.len() - 2;
     tampered[0].body[last] ^= 0x01;
     assert_eq!(
-        verify_sigv4(&py, &tampered[..1], VAULT_AKID, VAULT_SECRET, Some(VAULT_TOKEN)),
+        verify_sigv4(
+            &py,
+            &tampered[..1],
+            VAULT_AKID,
+            VAULT_SECRET,
+            Some(VAULT_TOKEN)
+        ),
         vec![false]
     );
 
@@ -154,6 +198,12 @@ fn boto3_through_the_gateway_is_resigned_with_the_vault_credentials_and_masked()
     let out: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
     assert_eq!(out["status"], 400, "{out}");
     assert_eq!(out["type"], "ValidationException", "{out}");
-    assert!(out["body"]["message"].as_str().unwrap().contains("streaming-signed"), "{out}");
+    assert!(
+        out["body"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("streaming-signed"),
+        "{out}"
+    );
     assert_eq!(fake.seen().len(), 3, "nothing more was sent");
 }

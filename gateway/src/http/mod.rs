@@ -157,7 +157,16 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
                 };
                 let sent = match scanner {
                     Ok(scanner) => {
-                        send(parts, body, &ctx, &scanner, endpoint, entry.as_ref(), &mut ex).await
+                        send(
+                            parts,
+                            body,
+                            &ctx,
+                            &scanner,
+                            endpoint,
+                            entry.as_ref(),
+                            &mut ex,
+                        )
+                        .await
                     }
                     Err(e) => Err(e),
                 };
@@ -240,8 +249,8 @@ async fn prepare(
     let adapter = ctx.provider.adapter();
     if let Err(why) = adapter.check_head(&ctx.sni, &parts) {
         tracing::warn!(conn = ctx.conn_id, provider = %ctx.provider.name, error = %why, "request refused");
-        let stripped = credentials::scrub(&mut parts, adapter.credential_params())
-            .unwrap_or_else(|(_, s)| s);
+        let stripped =
+            credentials::scrub(&mut parts, adapter.credential_params()).unwrap_or_else(|(_, s)| s);
         return Err((ExchangeError::BadRequest(why), stripped));
     }
     let stripped =

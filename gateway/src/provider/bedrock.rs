@@ -60,8 +60,11 @@ pub fn host_region(host: &str) -> Option<String> {
         .map(|r| r.to_string())
 }
 
-/// The vault entry's SigV4 credentials: (access key id, secret, session token).
-fn sigv4_parts(key: &Secret) -> Option<Result<(&str, &str, Option<&str>), SignError>> {
+/// SigV4 credentials: (access key id, secret, session token).
+type Creds<'a> = (&'a str, &'a str, Option<&'a str>);
+
+/// The vault entry's SigV4 credentials; `None`: the entry is a Bedrock API key (no `:`).
+fn sigv4_parts(key: &Secret) -> Option<Result<Creds<'_>, SignError>> {
     let k = key.expose();
     if !k.contains(':') {
         return None;
@@ -129,13 +132,21 @@ impl Adapter for Bedrock {
         match endpoint {
             // Converse's `system[].text` and `messages[].content[].text`; InvokeModel's body is
             // the model's own (Anthropic's Messages shape for Claude).
-            "converse" | "converse-stream" | "count-tokens" | "invoke"
+            "converse"
+            | "converse-stream"
+            | "count-tokens"
+            | "invoke"
             | "invoke-with-response-stream" => super::prompt::anthropic_messages(body),
             _ => Vec::new(),
         }
     }
 
-    fn error_body(&self, _status: StatusCode, _kind: ErrorKind, message: &str) -> serde_json::Value {
+    fn error_body(
+        &self,
+        _status: StatusCode,
+        _kind: ErrorKind,
+        message: &str,
+    ) -> serde_json::Value {
         json!({ "message": message })
     }
 
@@ -147,7 +158,10 @@ impl Adapter for Bedrock {
     ) -> (StatusCode, HeaderMap, Bytes) {
         let mut h = HeaderMap::new();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert("x-amzn-errortype", HeaderValue::from_static(error_type(kind)));
+        h.insert(
+            "x-amzn-errortype",
+            HeaderValue::from_static(error_type(kind)),
+        );
         h.insert(
             "x-gateway-error",
             HeaderValue::from_static(super::adapter::kind_label(kind)),
@@ -179,18 +193,19 @@ impl Adapter for Bedrock {
         {
             return Err(streaming_refusal());
         }
-        if h
-            .get_all(http::header::CONTENT_ENCODING)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("aws-chunked")))
-        {
+        if h.get_all(http::header::CONTENT_ENCODING).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.to_ascii_lowercase().contains("aws-chunked"))
+        }) {
             return Err(streaming_refusal());
         }
         let mut scopes: Vec<String> = Vec::new();
         for v in h.get_all(http::header::AUTHORIZATION) {
             let Ok(v) = v.to_str() else { continue };
             if let Some(rest) = v.trim().strip_prefix("AWS4-HMAC-SHA256")
-                && let Some(c) = rest.split(',').find_map(|p| p.trim().strip_prefix("Credential="))
+                && let Some(c) = rest
+                    .split(',')
+                    .find_map(|p| p.trim().strip_prefix("Credential="))
             {
                 scopes.push(c.trim().to_string());
             }
@@ -282,12 +297,17 @@ impl Adapter for Bedrock {
                 || (n.starts_with("x-amzn-") && n != "x-amzn-trace-id");
             if wanted {
                 let v = value.to_str().map_err(|_| {
-                    SignError::BadRequest(format!("the `{n}` header is not text; it cannot be signed"))
+                    SignError::BadRequest(format!(
+                        "the `{n}` header is not text; it cannot be signed"
+                    ))
                 })?;
                 signed.push((n.to_string(), v.to_string()));
             }
         }
-        let pairs: Vec<(&str, &str)> = signed.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = signed
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
         let req = sigv4::Request {
             method: parts.method.as_str(),
             path: parts.uri.path(),

@@ -124,7 +124,12 @@ pub fn canonical_request(r: &Request<'_>) -> (String, String) {
 }
 
 /// The `Authorization` header value for `r`, signed with `secret` for `access_key_id`.
-pub fn authorization(r: &Request<'_>, scope: &Scope<'_>, access_key_id: &str, secret: &str) -> String {
+pub fn authorization(
+    r: &Request<'_>,
+    scope: &Scope<'_>,
+    access_key_id: &str,
+    secret: &str,
+) -> String {
     let (canon, signed) = canonical_request(r);
     let date = &scope.amz_date[..scope.amz_date.len().min(8)];
     let cred_scope = format!("{date}/{}/{}/aws4_request", scope.region, scope.service);
@@ -139,12 +144,15 @@ pub fn authorization(r: &Request<'_>, scope: &Scope<'_>, access_key_id: &str, se
     let k_service = hmac(&k_region, scope.service.as_bytes());
     let k_signing = zeroize::Zeroizing::new(hmac(&k_service, b"aws4_request"));
     let sig = hex(&hmac(&k_signing, to_sign.as_bytes()));
-    format!("AWS4-HMAC-SHA256 Credential={access_key_id}/{cred_scope}, SignedHeaders={signed}, Signature={sig}")
+    format!(
+        "AWS4-HMAC-SHA256 Credential={access_key_id}/{cred_scope}, SignedHeaders={signed}, Signature={sig}"
+    )
 }
 
 /// `x-amz-date` for a time in seconds since the epoch.
 pub fn amz_date(unix_secs: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix_secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = time::OffsetDateTime::from_unix_timestamp(unix_secs)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
         t.year(),
@@ -180,8 +188,17 @@ mod tests {
         service: "service",
     };
 
-    fn sign(method: &str, path: &str, query: Option<&str>, extra: &[(&str, &str)], body: &[u8]) -> String {
-        let mut h = vec![("host", "example.amazonaws.com"), ("x-amz-date", "20150830T123600Z")];
+    fn sign(
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) -> String {
+        let mut h = vec![
+            ("host", "example.amazonaws.com"),
+            ("x-amz-date", "20150830T123600Z"),
+        ];
         h.extend_from_slice(extra);
         let hash = sha256_hex(body);
         let r = Request {
@@ -209,7 +226,13 @@ mod tests {
         );
         // get-vanilla-query-order-key-case
         assert_eq!(
-            sig(&sign("GET", "/", Some("Param2=value2&Param1=value1"), &[], b"")),
+            sig(&sign(
+                "GET",
+                "/",
+                Some("Param2=value2&Param1=value1"),
+                &[],
+                b""
+            )),
             "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"
         );
         // post-vanilla
@@ -225,14 +248,42 @@ mod tests {
             &[("content-type", "application/x-www-form-urlencoded")],
             b"Param1=value1",
         );
-        assert!(a.contains("SignedHeaders=content-type;host;x-amz-date,"), "{a}");
-        assert_eq!(sig(&a), "ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7b9d196a0fe09473a");
+        assert!(
+            a.contains("SignedHeaders=content-type;host;x-amz-date,"),
+            "{a}"
+        );
+        assert_eq!(
+            sig(&a),
+            "ff11897932ad3f4e8b18135d722051e5ac45fc38421b1da7b9d196a0fe09473a"
+        );
         // get-header-value-trim
-        let a = sign("GET", "/", None, &[("my-header1", " value1"), ("my-header2", " \"a   b   c\"")], b"");
-        assert_eq!(sig(&a), "acc3ed3afb60bb290fc8d2dd0098b9911fcaa05412b367055dee359757a9c736");
+        let a = sign(
+            "GET",
+            "/",
+            None,
+            &[("my-header1", " value1"), ("my-header2", " \"a   b   c\"")],
+            b"",
+        );
+        assert_eq!(
+            sig(&a),
+            "acc3ed3afb60bb290fc8d2dd0098b9911fcaa05412b367055dee359757a9c736"
+        );
         // get-header-key-duplicate: repeated headers joined with `,` in order
-        let a = sign("GET", "/", None, &[("my-header1", "value2"), ("my-header1", "value2"), ("my-header1", "value1")], b"");
-        assert_eq!(sig(&a), "c9d5ea9f3f72853aea855b47ea873832890dbdd183b4468f858259531a5138ea");
+        let a = sign(
+            "GET",
+            "/",
+            None,
+            &[
+                ("my-header1", "value2"),
+                ("my-header1", "value2"),
+                ("my-header1", "value1"),
+            ],
+            b"",
+        );
+        assert_eq!(
+            sig(&a),
+            "c9d5ea9f3f72853aea855b47ea873832890dbdd183b4468f858259531a5138ea"
+        );
     }
 
     #[test]
@@ -259,7 +310,10 @@ mod tests {
         };
         assert!(canonical_request(&r).0.contains("/model/arn%253Aaws%253Abedrock%253Aus-east-1%253A1%253Ainference-profile%252Fx/converse\n"));
         assert_eq!(amz_date(1440938160), "20150830T123600Z");
-        assert_eq!(scope_region("AKIA/20150830/eu-west-3/bedrock/aws4_request"), Some("eu-west-3"));
+        assert_eq!(
+            scope_region("AKIA/20150830/eu-west-3/bedrock/aws4_request"),
+            Some("eu-west-3")
+        );
         assert_eq!(scope_region("AKIA"), None);
     }
 }

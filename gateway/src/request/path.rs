@@ -191,7 +191,11 @@ mod tests {
         let m = Some("model");
         // boto3: `:` as %3A (decoded: a pchar), `/` as %2F (kept encoded).
         assert_eq!(
-            normalise_with("/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse", m).unwrap(),
+            normalise_with(
+                "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
+                m
+            )
+            .unwrap(),
             "/model/anthropic.claude-3-haiku-20240307-v1:0/converse"
         );
         assert_eq!(

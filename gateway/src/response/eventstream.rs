@@ -211,7 +211,10 @@ pub fn event(event_type: &str, payload: Vec<u8>) -> Message {
     Message {
         headers: vec![
             (":event-type".into(), Value::String(event_type.into())),
-            (":content-type".into(), Value::String("application/json".into())),
+            (
+                ":content-type".into(),
+                Value::String("application/json".into()),
+            ),
             (":message-type".into(), Value::String("event".into())),
         ],
         payload,
@@ -223,11 +226,19 @@ pub fn event(event_type: &str, payload: Vec<u8>) -> Message {
 pub fn exception(exception_type: &str, message: &str) -> Message {
     Message {
         headers: vec![
-            (":exception-type".into(), Value::String(exception_type.into())),
-            (":content-type".into(), Value::String("application/json".into())),
+            (
+                ":exception-type".into(),
+                Value::String(exception_type.into()),
+            ),
+            (
+                ":content-type".into(),
+                Value::String("application/json".into()),
+            ),
             (":message-type".into(), Value::String("exception".into())),
         ],
-        payload: serde_json::json!({ "message": message }).to_string().into_bytes(),
+        payload: serde_json::json!({ "message": message })
+            .to_string()
+            .into_bytes(),
     }
 }
 
@@ -304,14 +315,17 @@ fn mask_message(rw: &mut super::Rewriter, mut msg: Message, raw: &[u8], out: &mu
             altered |= rw.take_altered();
             match serde_json::from_slice::<serde_json::Value>(&native) {
                 Ok(v) => {
-                    closed = v.get("type").and_then(serde_json::Value::as_str) == Some("message_stop");
+                    closed =
+                        v.get("type").and_then(serde_json::Value::as_str) == Some("message_stop");
                     evs = rw.event(None, v).into_iter().map(|e| e.1).collect();
                     altered |= rw.take_altered();
                 }
                 Err(_) => {
                     let m = rw.mask_bytes(&native);
                     altered |= rw.take_altered();
-                    evs = vec![serde_json::Value::String(String::from_utf8_lossy(&m).into_owned())];
+                    evs = vec![serde_json::Value::String(
+                        String::from_utf8_lossy(&m).into_owned(),
+                    )];
                 }
             }
             chunk_fields = Some(rest);
@@ -345,7 +359,13 @@ fn mask_message(rw: &mut super::Rewriter, mut msg: Message, raw: &[u8], out: &mu
     closed
 }
 
-fn finish_message(msg: Message, raw: &[u8], altered: bool, out: &mut Vec<u8>, closed: bool) -> bool {
+fn finish_message(
+    msg: Message,
+    raw: &[u8],
+    altered: bool,
+    out: &mut Vec<u8>,
+    closed: bool,
+) -> bool {
     if altered {
         msg.encode(out);
     } else {
@@ -370,7 +390,9 @@ fn emit(
             m.headers = h.to_vec();
             match m.headers.iter_mut().find(|(n, _)| n == ":event-type") {
                 Some((_, v)) => *v = Value::String(et.into()),
-                None => m.headers.push((":event-type".into(), Value::String(et.into()))),
+                None => m
+                    .headers
+                    .push((":event-type".into(), Value::String(et.into()))),
             }
         }
         m
@@ -386,9 +408,8 @@ fn emit(
         let mut p = chunk_fields
             .cloned()
             .unwrap_or_else(|| serde_json::json!({}));
-        p["bytes"] = serde_json::Value::String(
-            base64::engine::general_purpose::STANDARD.encode(native),
-        );
+        p["bytes"] =
+            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(native));
         with_type("chunk", serde_json::to_vec(&p).expect("JSON"))
     } else {
         let mut m = event("", serde_json::to_vec(ev).expect("JSON"));
@@ -408,7 +429,10 @@ mod tests {
     fn sample() -> Message {
         Message {
             headers: vec![
-                (":event-type".into(), Value::String("contentBlockDelta".into())),
+                (
+                    ":event-type".into(),
+                    Value::String("contentBlockDelta".into()),
+                ),
                 ("b".into(), Value::Bool(false)),
                 ("t".into(), Value::Bool(true)),
                 ("y".into(), Value::Byte(-3)),
@@ -454,7 +478,14 @@ mod tests {
         let (m, n) = decode(&wire).unwrap().unwrap();
         assert_eq!(n, 16);
         assert!(m.headers.is_empty() && m.payload.is_empty());
-        assert_eq!(Message { headers: vec![], payload: vec![] }.to_bytes(), wire);
+        assert_eq!(
+            Message {
+                headers: vec![],
+                payload: vec![]
+            }
+            .to_bytes(),
+            wire
+        );
     }
 
     #[test]

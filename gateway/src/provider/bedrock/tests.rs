@@ -32,10 +32,16 @@ fn regions_endpoints_and_framing() {
     let b = Bedrock;
     let m = Method::POST;
     for (p, want) in [
-        ("/model/anthropic.claude-3-haiku-20240307-v1:0/converse", "converse"),
+        (
+            "/model/anthropic.claude-3-haiku-20240307-v1:0/converse",
+            "converse",
+        ),
         ("/model/x/converse-stream", "converse-stream"),
         ("/model/x/invoke", "invoke"),
-        ("/model/arn:aws:bedrock:us-east-1:1:inference-profile%2fx/invoke-with-response-stream", "invoke-with-response-stream"),
+        (
+            "/model/arn:aws:bedrock:us-east-1:1:inference-profile%2fx/invoke-with-response-stream",
+            "invoke-with-response-stream",
+        ),
         ("/model/x/count-tokens", "count-tokens"),
         ("/model/x/y/z", "other"),
         ("/guardrail/g/version/1/apply", "apply-guardrail"),
@@ -44,29 +50,51 @@ fn regions_endpoints_and_framing() {
         assert_eq!(b.endpoint(&m, p), want, "{p}");
     }
     let h = HeaderMap::new();
-    assert_eq!(b.framing("/model/x/converse-stream", None, &h), Framing::EventStream);
-    assert_eq!(b.framing("/model/x/invoke-with-response-stream", None, &h), Framing::EventStream);
+    assert_eq!(
+        b.framing("/model/x/converse-stream", None, &h),
+        Framing::EventStream
+    );
+    assert_eq!(
+        b.framing("/model/x/invoke-with-response-stream", None, &h),
+        Framing::EventStream
+    );
     assert_eq!(b.framing("/model/x/converse", None, &h), Framing::Plain);
 }
 
 #[test]
 fn streaming_signed_bodies_and_foreign_regions_are_refused_before_anything_is_read() {
     let b = Bedrock;
-    let p = parts("/model/x/converse", &[("x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")]);
-    assert!(b.check_head(HOST, &p).unwrap_err().contains("streaming-signed"));
+    let p = parts(
+        "/model/x/converse",
+        &[("x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")],
+    );
+    assert!(
+        b.check_head(HOST, &p)
+            .unwrap_err()
+            .contains("streaming-signed")
+    );
     let p = parts("/model/x/converse", &[("content-encoding", "aws-chunked")]);
     assert!(b.check_head(HOST, &p).is_err());
     let auth = "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20260101/eu-west-1/bedrock/aws4_request, SignedHeaders=host, Signature=00";
     let p = parts("/model/x/converse", &[("authorization", auth)]);
     let e = b.check_head(HOST, &p).unwrap_err();
-    assert!(e.contains("`eu-west-1`") && e.contains("`us-east-1`") && !e.contains("AKIA"), "{e}");
+    assert!(
+        e.contains("`eu-west-1`") && e.contains("`us-east-1`") && !e.contains("AKIA"),
+        "{e}"
+    );
     let p = parts(
         "/model/x/converse?X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20260101%2Feu-west-1%2Fbedrock%2Faws4_request",
         &[],
     );
     assert!(b.check_head(HOST, &p).is_err());
     let ok = auth.replace("eu-west-1", "us-east-1");
-    let p = parts("/model/x/converse", &[("authorization", &ok), ("x-amz-content-sha256", "UNSIGNED-PAYLOAD")]);
+    let p = parts(
+        "/model/x/converse",
+        &[
+            ("authorization", &ok),
+            ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
+        ],
+    );
     assert!(b.check_head(HOST, &p).is_ok());
 }
 
@@ -74,13 +102,23 @@ fn streaming_signed_bodies_and_foreign_regions_are_refused_before_anything_is_re
 fn verify(p: &http::request::Parts, body: &[u8], akid: &str, secret: &str) {
     let auth = p.headers["authorization"].to_str().unwrap();
     assert!(p.headers["authorization"].is_sensitive());
-    let signed = auth.split("SignedHeaders=").nth(1).unwrap().split(',').next().unwrap();
+    let signed = auth
+        .split("SignedHeaders=")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
     let hs: Vec<(&str, &str)> = signed
         .split(';')
         .map(|n| (n, p.headers[n].to_str().unwrap()))
         .collect();
     let date = p.headers["x-amz-date"].to_str().unwrap();
-    let hash = match p.headers.get("x-amz-content-sha256").map(|v| v.to_str().unwrap()) {
+    let hash = match p
+        .headers
+        .get("x-amz-content-sha256")
+        .map(|v| v.to_str().unwrap())
+    {
         Some(sigv4::UNSIGNED_PAYLOAD) => sigv4::UNSIGNED_PAYLOAD.to_string(),
         _ => sigv4::sha256_hex(body),
     };
@@ -91,9 +129,16 @@ fn verify(p: &http::request::Parts, body: &[u8], akid: &str, secret: &str) {
         headers: &hs,
         payload_hash: &hash,
     };
-    let scope = sigv4::Scope { amz_date: date, region: "us-east-1", service: "bedrock" };
+    let scope = sigv4::Scope {
+        amz_date: date,
+        region: "us-east-1",
+        service: "bedrock",
+    };
     assert_eq!(auth, sigv4::authorization(&r, &scope, akid, secret));
-    assert!(auth.contains(&format!("Credential={akid}/{}/us-east-1/bedrock/aws4_request", &date[..8])));
+    assert!(auth.contains(&format!(
+        "Credential={akid}/{}/us-east-1/bedrock/aws4_request",
+        &date[..8]
+    )));
 }
 
 #[test]
@@ -102,18 +147,31 @@ fn the_vault_credentials_sign_the_final_body() {
     let body = br#"{"messages":[{"role":"user","content":[{"text":"hi [MASKED]"}]}]}"#;
     let mut p = parts(
         "/model/anthropic.claude-3-haiku-20240307-v1:0/converse",
-        &[("host", HOST), ("content-type", "application/json"), ("x-amzn-bedrock-trace", "ENABLED")],
+        &[
+            ("host", HOST),
+            ("content-type", "application/json"),
+            ("x-amzn-bedrock-trace", "ENABLED"),
+        ],
     );
     let e = entry("AKIAVAULT000000000001:vaultsecret/abc+def");
     let mut h = HeaderMap::new();
     b.inject_entry(&mut h, &e).unwrap();
-    assert!(h.is_empty(), "SigV4 entries sign later, they inject nothing");
+    assert!(
+        h.is_empty(),
+        "SigV4 entries sign later, they inject nothing"
+    );
     b.sign(HOST, &mut p, body, Some(&e)).unwrap();
     verify(&p, body, "AKIAVAULT000000000001", "vaultsecret/abc+def");
     let auth = p.headers["authorization"].to_str().unwrap();
-    assert!(auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amzn-bedrock-trace,"), "{auth}");
+    assert!(
+        auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amzn-bedrock-trace,"),
+        "{auth}"
+    );
     assert!(p.headers.get("x-amz-security-token").is_none());
-    assert!(p.headers.get("x-amz-content-sha256").is_none(), "not added when the client sent none");
+    assert!(
+        p.headers.get("x-amz-content-sha256").is_none(),
+        "not added when the client sent none"
+    );
 
     // A session token goes in x-amz-security-token, signed; a client's content hash is
     // recomputed over the body that goes out.
@@ -123,14 +181,28 @@ fn the_vault_credentials_sign_the_final_body() {
     );
     let e = entry("ASIAVAULT000000000001:s3cr3t:FwoGZXIvYXdzEXAMPLETOKEN==");
     b.sign(HOST, &mut p, body, Some(&e)).unwrap();
-    assert_eq!(p.headers["x-amz-security-token"], "FwoGZXIvYXdzEXAMPLETOKEN==");
+    assert_eq!(
+        p.headers["x-amz-security-token"],
+        "FwoGZXIvYXdzEXAMPLETOKEN=="
+    );
     assert!(p.headers["x-amz-security-token"].is_sensitive());
-    assert_eq!(p.headers["x-amz-content-sha256"], sigv4::sha256_hex(body).as_str());
+    assert_eq!(
+        p.headers["x-amz-content-sha256"],
+        sigv4::sha256_hex(body).as_str()
+    );
     verify(&p, body, "ASIAVAULT000000000001", "s3cr3t");
-    assert!(p.headers["authorization"].to_str().unwrap().contains("x-amz-security-token"));
+    assert!(
+        p.headers["authorization"]
+            .to_str()
+            .unwrap()
+            .contains("x-amz-security-token")
+    );
 
     // UNSIGNED-PAYLOAD stays.
-    let mut p = parts("/model/x/converse", &[("host", HOST), ("x-amz-content-sha256", "UNSIGNED-PAYLOAD")]);
+    let mut p = parts(
+        "/model/x/converse",
+        &[("host", HOST), ("x-amz-content-sha256", "UNSIGNED-PAYLOAD")],
+    );
     b.sign(HOST, &mut p, body, Some(&e)).unwrap();
     assert_eq!(p.headers["x-amz-content-sha256"], "UNSIGNED-PAYLOAD");
     verify(&p, b"anything", "ASIAVAULT000000000001", "s3cr3t");
@@ -147,20 +219,38 @@ fn a_bedrock_api_key_in_the_vault_goes_in_as_bearer_and_bad_entries_are_errors()
     let e = entry("ABSKQmVkcm9ja0FQSUtleS1leGFtcGxlLWF0LTEyMzQ1Njc4OTAxMjpzZWNyZXQ=");
     let mut h = HeaderMap::new();
     b.inject_entry(&mut h, &e).unwrap();
-    assert_eq!(h["authorization"], HeaderValue::from_str(&format!("Bearer {}", e.key.expose())).unwrap());
+    assert_eq!(
+        h["authorization"],
+        HeaderValue::from_str(&format!("Bearer {}", e.key.expose())).unwrap()
+    );
     let mut p = parts("/model/x/converse", &[("host", HOST)]);
     p.headers.extend(h);
     b.sign(HOST, &mut p, b"{}", Some(&e)).unwrap();
-    assert!(p.headers["authorization"].to_str().unwrap().starts_with("Bearer ABSK"), "untouched");
+    assert!(
+        p.headers["authorization"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer ABSK"),
+        "untouched"
+    );
     for bad in ["AKIA:", ":secret", "AKIA:sec ret"] {
         let mut p = parts("/model/x/converse", &[("host", HOST)]);
         let err = b.sign(HOST, &mut p, b"{}", Some(&entry(bad))).unwrap_err();
         assert!(matches!(err, SignError::BadEntry(_)));
-        assert!(!err.to_string().contains("secret"), "never quotes the entry");
+        assert!(
+            !err.to_string().contains("secret"),
+            "never quotes the entry"
+        );
     }
     // The answer-side detector knows the secret access key, not the joined entry.
-    assert_eq!(b.answer_key(&entry("AKIAX:the-secret-key:tok")).expose(), "the-secret-key");
+    assert_eq!(
+        b.answer_key(&entry("AKIAX:the-secret-key:tok")).expose(),
+        "the-secret-key"
+    );
     let (_, h, body) = b.error_response(StatusCode::FORBIDDEN, ErrorKind::Blocked, "no");
     assert_eq!(h["x-amzn-errortype"], "AccessDeniedException");
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap(), json!({"message": "no"}));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        json!({"message": "no"})
+    );
 }

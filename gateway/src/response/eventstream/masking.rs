@@ -26,16 +26,36 @@ fn b64(v: &Value) -> String {
 
 fn converse(parts: &[&str]) -> Vec<u8> {
     let mut w = Vec::new();
-    event("messageStart", json!({"role":"assistant","p":"abcd"}).to_string().into_bytes()).encode(&mut w);
+    event(
+        "messageStart",
+        json!({"role":"assistant","p":"abcd"})
+            .to_string()
+            .into_bytes(),
+    )
+    .encode(&mut w);
     for p in parts {
         event(
             "contentBlockDelta",
-            json!({"contentBlockIndex":0,"delta":{"text":p},"p":"abcdefgh"}).to_string().into_bytes(),
+            json!({"contentBlockIndex":0,"delta":{"text":p},"p":"abcdefgh"})
+                .to_string()
+                .into_bytes(),
         )
         .encode(&mut w);
     }
-    event("contentBlockStop", json!({"contentBlockIndex":0,"p":"ab"}).to_string().into_bytes()).encode(&mut w);
-    event("messageStop", json!({"stopReason":"end_turn","p":"abc"}).to_string().into_bytes()).encode(&mut w);
+    event(
+        "contentBlockStop",
+        json!({"contentBlockIndex":0,"p":"ab"})
+            .to_string()
+            .into_bytes(),
+    )
+    .encode(&mut w);
+    event(
+        "messageStop",
+        json!({"stopReason":"end_turn","p":"abc"})
+            .to_string()
+            .into_bytes(),
+    )
+    .encode(&mut w);
     event(
         "metadata",
         json!({"usage":{"inputTokens":1,"outputTokens":2,"totalTokens":3},"metrics":{"latencyMs":5},"p":"x"})
@@ -53,12 +73,22 @@ fn invoke(parts: &[&str]) -> Vec<u8> {
         json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
     ];
     for p in parts {
-        native.push(json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":p}}));
+        native.push(
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":p}}),
+        );
     }
     native.push(json!({"type":"content_block_stop","index":0}));
-    native.push(json!({"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":1}}));
+    native.push(
+        json!({"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":1}}),
+    );
     for n in native {
-        event("chunk", json!({"bytes": b64(&n), "p": "abcdefghij"}).to_string().into_bytes()).encode(&mut w);
+        event(
+            "chunk",
+            json!({"bytes": b64(&n), "p": "abcdefghij"})
+                .to_string()
+                .into_bytes(),
+        )
+        .encode(&mut w);
     }
     w
 }
@@ -68,7 +98,9 @@ fn messages(wire: &[u8]) -> Vec<Message> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < wire.len() {
-        let (m, n) = decode(&wire[at..]).expect("valid frames").expect("complete");
+        let (m, n) = decode(&wire[at..])
+            .expect("valid frames")
+            .expect("complete");
         out.push(m);
         at += n;
     }
@@ -94,7 +126,10 @@ fn invoke_text(ms: &[Message]) -> String {
                 .decode(v["bytes"].as_str().unwrap())
                 .unwrap();
             let n: Value = serde_json::from_slice(&raw).unwrap();
-            n.pointer("/delta/text").and_then(Value::as_str).unwrap_or("").to_string()
+            n.pointer("/delta/text")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
         })
         .collect()
 }
@@ -102,9 +137,10 @@ fn invoke_text(ms: &[Message]) -> String {
 async fn run(kind: Kind, chunks: Vec<Vec<u8>>) -> (Result<Vec<u8>, String>, Vec<u8>, bool) {
     let sc = Arc::new(Scanner::new(&[], &PolicyConfig::default()).unwrap());
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let s = futures_util::stream::iter(chunks.into_iter().map(|c| {
-        Ok::<_, crate::upstream::pool::BoxError>(http_body::Frame::data(Bytes::from(c)))
-    }));
+    let s =
+        futures_util::stream::iter(chunks.into_iter().map(|c| {
+            Ok::<_, crate::upstream::pool::BoxError>(http_body::Frame::data(Bytes::from(c)))
+        }));
     let mut body = MaskedBody::new(
         http_body_util::StreamBody::new(s).boxed(),
         kind,
@@ -140,12 +176,22 @@ async fn converse_stream_secret_split_across_messages_is_masked_in_any_read_size
             let (r, _, done) = run(kind, chunks).await;
             let ms = messages(&r.expect("no error"));
             let text = converse_text(&ms);
-            assert_eq!(text, "key: [MASKED:github-classic-token] end", "size {size} {kind:?}");
+            assert_eq!(
+                text, "key: [MASKED:github-classic-token] end",
+                "size {size} {kind:?}"
+            );
             assert!(done, "messageStop seen");
-            let types: Vec<_> = ms.iter().map(|m| m.header(":event-type").unwrap().to_string()).collect();
+            let types: Vec<_> = ms
+                .iter()
+                .map(|m| m.header(":event-type").unwrap().to_string())
+                .collect();
             assert_eq!(types.first().map(String::as_str), Some("messageStart"));
             assert_eq!(types.last().map(String::as_str), Some("metadata"));
-            assert!(types.iter().all(|t| super::super::dialect::CONVERSE_EVENTS.contains(&t.as_str())));
+            assert!(
+                types
+                    .iter()
+                    .all(|t| super::super::dialect::CONVERSE_EVENTS.contains(&t.as_str()))
+            );
         }
     }
 }
@@ -195,14 +241,20 @@ async fn bad_crc_oversize_or_truncation_end_with_an_exception_message() {
     assert_eq!(ms.len(), 2, "the good first message, then the exception");
     let last = ms.last().unwrap();
     assert_eq!(last.header(":message-type"), Some("exception"));
-    assert_eq!(last.header(":exception-type"), Some("internalServerException"));
+    assert_eq!(
+        last.header(":exception-type"),
+        Some("internalServerException")
+    );
     let v: Value = serde_json::from_slice(&last.payload).unwrap();
     assert!(v["message"].as_str().unwrap().contains("CRC"), "{v}");
 
     // Cut in the middle of a message.
     let (r, got, _) = run(Kind::SniffEventStream, vec![wire[..first + 5].to_vec()]).await;
     assert!(r.unwrap_err().contains("ended inside"));
-    assert_eq!(messages(&got).last().unwrap().header(":message-type"), Some("exception"));
+    assert_eq!(
+        messages(&got).last().unwrap().header(":message-type"),
+        Some("exception")
+    );
 
     // A prelude claiming more than the bound.
     let mut big = Vec::new();
@@ -214,7 +266,11 @@ async fn bad_crc_oversize_or_truncation_end_with_an_exception_message() {
     assert!(r.unwrap_err().contains("over the bound"));
 
     // Claimed an event stream, sent garbage: not passed on unread.
-    let (r, got, _) = run(Kind::SniffEventStream, vec![b"\x00\x01garbage-bytes".to_vec()]).await;
+    let (r, got, _) = run(
+        Kind::SniffEventStream,
+        vec![b"\x00\x01garbage-bytes".to_vec()],
+    )
+    .await;
     assert!(r.is_err());
     assert!(!String::from_utf8_lossy(&got).contains("garbage"));
 }
@@ -230,19 +286,28 @@ async fn a_json_error_or_the_converse_answer_is_masked_as_json() {
     let ans = json!({"output":{"message":{"role":"assistant","content":[{"text": format!("here {GH}")}]}},"stopReason":"end_turn","usage":{"inputTokens":1,"outputTokens":1,"totalTokens":2},"metrics":{"latencyMs":1}});
     let (r, _, _) = run(Kind::Sniff, vec![ans.to_string().into_bytes()]).await;
     let v: Value = serde_json::from_slice(&r.unwrap()).unwrap();
-    assert_eq!(v["output"]["message"]["content"][0]["text"], "here [MASKED:github-classic-token]");
+    assert_eq!(
+        v["output"]["message"]["content"][0]["text"],
+        "here [MASKED:github-classic-token]"
+    );
 }
 
 #[tokio::test]
 async fn exception_messages_are_masked_and_stay_exceptions() {
     let mut wire = Vec::new();
     let mut m = super::exception("throttlingException", &format!("slow down {GH}"));
-    m.headers.push((":error-message".into(), super::Value::String(format!("x {GH}"))));
+    m.headers.push((
+        ":error-message".into(),
+        super::Value::String(format!("x {GH}")),
+    ));
     m.encode(&mut wire);
     let (r, _, _) = run(Kind::Sniff, vec![wire]).await;
     let ms = messages(&r.unwrap());
     assert_eq!(ms[0].header(":exception-type"), Some("throttlingException"));
-    assert_eq!(ms[0].header(":error-message"), Some("x [MASKED:github-classic-token]"));
+    assert_eq!(
+        ms[0].header(":error-message"),
+        Some("x [MASKED:github-classic-token]")
+    );
     let v: Value = serde_json::from_slice(&ms[0].payload).unwrap();
     assert_eq!(v["message"], "slow down [MASKED:github-classic-token]");
 }
