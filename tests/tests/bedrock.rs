@@ -56,17 +56,20 @@ r = requests.post("https://bedrock-runtime.us-east-1.amazonaws.com/model/m/conve
 print(json.dumps({"status": r.status_code, "type": r.headers.get("x-amzn-errortype"), "body": r.json()}))
 "#;
 
-#[test]
-fn boto3_through_the_gateway_is_resigned_with_the_vault_credentials_and_masked() {
+/// One suite: the gateway (built-in providers, `bedrock` pointed at the fake), the fake
+/// Bedrock on `127.181.<pid>.<host>` (this suite's own range), the hosts file naming it.
+struct Suite {
+    env: ProviderEnv,
+    fake: FakeBedrock,
+    py: std::path::PathBuf,
+}
+
+fn suite(host: u8, vault: &str) -> Suite {
     gateway_tests::require_privileges();
-    let venv = py_venv();
-    let py = venv.join("bin/python");
-    let vault = format!("{VAULT_AKID}:{VAULT_SECRET}:{VAULT_TOKEN}");
-    // The fake Bedrock on an address of this suite's own range; the config points the
-    // built-in `bedrock` provider at it, as a user overrides any provider's addresses.
-    let ip = format!("127.181.{}.1", std::process::id() % 250);
+    let py = py_venv().join("bin/python");
+    let ip = format!("127.181.{}.{host}", std::process::id() % 250);
     let cfg = format!("[[provider]]\nname = \"bedrock\"\naddrs = [\"{ip}/32\"]\n");
-    let env = ProviderEnv::start("gw-bedrock", 180, &cfg, &[("bedrock", &vault)]);
+    let env = ProviderEnv::start("gw-bedrock", 180, &cfg, &[("bedrock", vault)]);
     let fake = FakeBedrock::start(
         format!("{ip}:443").parse().unwrap(),
         &env.fakes.pki,
@@ -84,22 +87,47 @@ fn boto3_through_the_gateway_is_resigned_with_the_vault_credentials_and_masked()
         std::fs::read_to_string(&env.hosts).unwrap()
     );
     std::fs::write(&env.hosts, hosts).unwrap();
-    let (gw, cg) = (&env.gw, &env.cg);
-    let t = Duration::from_secs(90);
-    let client = |script: &str, args: &[&str]| {
+    Suite { env, fake, py }
+}
+
+impl Suite {
+    /// `script` under the suite's Python inside the cgroup, with `aws_env` as the job's AWS
+    /// settings (no config files, no instance metadata) and the gateway CA as AWS_CA_BUNDLE.
+    fn client(
+        &self,
+        script: &str,
+        args: &[&str],
+        aws_env: &[(&str, &str)],
+    ) -> gateway_tests::ClientRun {
         let mut a = vec!["-c", script];
         a.extend_from_slice(args);
-        let mut cmd = cg.command_with_hosts(&env.hosts, py.to_str().unwrap(), &a);
-        cmd.env("AWS_ACCESS_KEY_ID", JOB_AKID)
-            .env("AWS_SECRET_ACCESS_KEY", JOB_SECRET)
-            .env("AWS_SESSION_TOKEN", "job-dummy-session-token")
-            .env("AWS_CA_BUNDLE", &env.ca)
+        let mut cmd =
+            self.env
+                .cg
+                .command_with_hosts(&self.env.hosts, self.py.to_str().unwrap(), &a);
+        cmd.env("AWS_CA_BUNDLE", &self.env.ca)
             .env("AWS_CONFIG_FILE", "/nonexistent")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
             .env("AWS_EC2_METADATA_DISABLED", "true");
-        run(cmd, t)
-    };
+        for (k, v) in aws_env {
+            cmd.env(k, v);
+        }
+        run(cmd, Duration::from_secs(90))
+    }
+}
 
+const JOB_CREDS: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", JOB_AKID),
+    ("AWS_SECRET_ACCESS_KEY", JOB_SECRET),
+    ("AWS_SESSION_TOKEN", "job-dummy-session-token"),
+];
+
+#[test]
+fn boto3_through_the_gateway_is_resigned_with_the_vault_credentials_and_masked() {
+    let vault = format!("{VAULT_AKID}:{VAULT_SECRET}:{VAULT_TOKEN}");
+    let st = suite(1, &vault);
+    let (gw, fake, py) = (&st.env.gw, &st.fake, &st.py);
+    let client = |script: &str, args: &[&str]| st.client(script, args, JOB_CREDS);
     let r = client(PY, &[PROMPT_SECRET]);
     assert!(r.ok, "boto3: {r:?}\n{}", gw.raw_log());
     let out: serde_json::Value =
@@ -164,7 +192,7 @@ fn boto3_through_the_gateway_is_resigned_with_the_vault_credentials_and_masked()
     }
     // botocore's signer, with the vault's credentials, agrees with every signature.
     assert_eq!(
-        verify_sigv4(&py, &seen, VAULT_AKID, VAULT_SECRET, Some(VAULT_TOKEN)),
+        verify_sigv4(py, &seen, VAULT_AKID, VAULT_SECRET, Some(VAULT_TOKEN)),
         vec![true; 3]
     );
     // The check can fail: another secret, or a body changed after signing, does not verify.
@@ -206,4 +234,35 @@ fn boto3_through_the_gateway_is_resigned_with_the_vault_credentials_and_masked()
         "{out}"
     );
     assert_eq!(fake.seen().len(), 3, "nothing more was sent");
+}
+
+/// A Bedrock API key the job holds (boto3's `AWS_BEARER_TOKEN_BEDROCK`: `Authorization: Bearer
+/// ABSK...`) is a credential like any other: removed, and the request signed with the vault's
+/// long-term credentials (no session token: no `x-amz-security-token`).
+#[test]
+fn a_jobs_bedrock_api_key_is_replaced_by_the_vaults_signature() {
+    const JOB_API_KEY: &str =
+        "ABSKQmVkcm9ja0FQSUtleS1qb2ItZHVtbXktYXQtMTIzNDU2Nzg5MDEyOmR1bW15c2VjcmV0";
+    let st = suite(2, &format!("{VAULT_AKID}:{VAULT_SECRET}"));
+    let r = st.client(PY, &["hello"], &[("AWS_BEARER_TOKEN_BEDROCK", JOB_API_KEY)]);
+    assert!(r.ok, "boto3: {r:?}\n{}", st.env.gw.raw_log());
+    let out: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(
+        out["stream"], "the token is [MASKED:github-classic-token] ok",
+        "{out}"
+    );
+    let seen = st.fake.seen();
+    assert_eq!(seen.len(), 3);
+    for s in &seen {
+        let all = format!("{s:?}");
+        assert!(
+            !all.contains(JOB_API_KEY) && !all.contains("Bearer"),
+            "{all}"
+        );
+        assert!(s.all("x-amz-security-token").is_empty(), "{all}");
+    }
+    assert_eq!(
+        verify_sigv4(&st.py, &seen, VAULT_AKID, VAULT_SECRET, None),
+        vec![true; 3]
+    );
 }
