@@ -420,6 +420,7 @@ mod tests {
             Api::Gemini,
             Api::Azure,
             Api::OpenAiCompatible,
+            Api::Bedrock,
         ] {
             for (h, _) in api.adapter().billing_headers() {
                 assert!(crate::policy::credentials::is_billing_header(h), "{h}");
