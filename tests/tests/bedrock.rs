@@ -198,7 +198,7 @@ fn boto3_through_the_gateway_is_resigned_with_the_vault_credentials_and_masked()
     // The check can fail: another secret, or a body changed after signing, does not verify.
     assert_eq!(
         verify_sigv4(
-            &py,
+            py,
             &seen,
             VAULT_AKID,
             "not-the-vault-secret",
@@ -211,7 +211,7 @@ fn boto3_through_the_gateway_is_resigned_with_the_vault_credentials_and_masked()
     tampered[0].body[last] ^= 0x01;
     assert_eq!(
         verify_sigv4(
-            &py,
+            py,
             &tampered[..1],
             VAULT_AKID,
             VAULT_SECRET,

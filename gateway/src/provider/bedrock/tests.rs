@@ -259,7 +259,10 @@ fn a_bedrock_api_key_in_the_vault_goes_in_as_bearer_and_bad_entries_are_errors()
 fn a_presigned_url_and_a_session_token_header_lose_their_credentials_by_name() {
     let mut p = parts(
         "/model/x/converse?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20260101%2Fus-east-1%2Fbedrock%2Faws4_request&X-Amz-Date=20260101T000000Z&X-Amz-Expires=300&X-Amz-SignedHeaders=host&X-Amz-Security-Token=tok&X-Amz-Signature=abcd&keep=1",
-        &[("x-amz-security-token", "client-session-token"), ("host", HOST)],
+        &[
+            ("x-amz-security-token", "client-session-token"),
+            ("host", HOST),
+        ],
     );
     let stripped = crate::policy::credentials::scrub(&mut p, Bedrock.credential_params()).unwrap();
     assert_eq!(stripped.params, 7);
