@@ -571,7 +571,8 @@ fn inspect_request(
         .as_ref()
         .and_then(|v| v.get("model"))
         .and_then(|m| m.as_str())
-        .map(String::from);
+        .map(String::from)
+        .or_else(|| ctx.provider.adapter().model_in_path(&ex.rec.path));
     ex.rec.model = model.clone();
     let mut held = match ins.verdict() {
         Some(h) if h.effect == Effect::Block => {

@@ -105,6 +105,12 @@ pub trait Adapter: Send + Sync + 'static {
         entry.key.clone()
     }
 
+    /// The model a request names in its path rather than its body (Bedrock's
+    /// `/model/{modelId}/...`), for the journal and approvers.
+    fn model_in_path(&self, _path: &str) -> Option<String> {
+        None
+    }
+
     /// The request is signed over its body ([`Self::sign`]): the body is read whole first.
     fn signs_payload(&self) -> bool {
         false

@@ -231,6 +231,12 @@ impl Adapter for Bedrock {
         Ok(())
     }
 
+    fn model_in_path(&self, path: &str) -> Option<String> {
+        let id = path.strip_prefix("/model/")?.split('/').next()?;
+        let (d, _) = crate::policy::credentials::percent_decode(id.as_bytes(), false);
+        String::from_utf8(d).ok().filter(|m| !m.is_empty())
+    }
+
     fn signs_payload(&self) -> bool {
         true
     }

@@ -29,6 +29,15 @@ fn regions_endpoints_and_framing() {
         Some("eu-west-3")
     );
     assert_eq!(host_region("bedrock-runtime.amazonaws.com"), None);
+    assert_eq!(
+        Bedrock
+            .model_in_path(
+                "/model/arn:aws:bedrock:us-east-1:1:inference-profile%2Fus.x-v1:0/converse"
+            )
+            .as_deref(),
+        Some("arn:aws:bedrock:us-east-1:1:inference-profile/us.x-v1:0")
+    );
+    assert_eq!(Bedrock.model_in_path("/guardrail/g"), None);
     let b = Bedrock;
     let m = Method::POST;
     for (p, want) in [
