@@ -44,6 +44,8 @@ pub enum AppError {
     Journal(#[from] crate::journal::JournalError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error("CA trust: {0}")]
+    Trust(#[from] crate::trust::TrustError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -213,6 +215,12 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
         cfg.redirect.bypass_mark,
         cfg.intercept.connect_timeout,
         cfg.upstream.idle_timeout,
+    ));
+    // Vertex AI entries are service-account keys: tokens are minted over the upstream TLS.
+    vault.enable_gcp(crate::vault::gcp::Minter::new(
+        upstreams.tls_h1(),
+        cfg.redirect.bypass_mark,
+        cfg.intercept.connect_timeout,
     ));
     let policy = Arc::new(
         crate::policy::Policy::new(&cfg.rules, &cfg.policy)

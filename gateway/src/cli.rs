@@ -148,12 +148,27 @@ pub enum CaCommand {
     Init,
     /// Print the CA certificate (PEM).
     Cert,
-    /// Put the CA in the system trust store, and print what each runtime needs.
+    /// Make every runtime trust the CA: the system store, NODE_EXTRA_CA_CERTS /
+    /// REQUESTS_CA_BUNDLE / SSL_CERT_FILE in /etc/environment and /etc/profile.d/gateway-ca.sh
+    /// (an admin's own value is kept), and with --certifi the certifi bundles of the Pythons
+    /// jobs run. Prints what it did and what is left to do.
     Install {
-        /// Also append the CA to every certifi bundle found.
+        /// Also append the CA to the certifi bundles of python3/python on PATH, of each
+        /// --venv, and of ./.venv and ./venv.
         #[arg(long)]
         certifi: bool,
+        /// A project virtualenv whose certifi gets the CA (with --certifi; repeatable).
+        #[arg(long = "venv", value_name = "DIR", requires = "certifi")]
+        venvs: Vec<PathBuf>,
         /// Install under this root instead of / (for images and tests).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+    /// Undo `ca install`: remove exactly the lines, blocks, anchor and script it wrote.
+    Uninstall {
+        /// A virtualenv whose certifi bundle `ca install --certifi --venv` changed (repeatable).
+        #[arg(long = "venv", value_name = "DIR")]
+        venvs: Vec<PathBuf>,
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
@@ -161,7 +176,8 @@ pub enum CaCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Store a key, read from an environment variable or standard input (never an argument).
+    /// Store a key, read from an environment variable or standard input (never an argument);
+    /// for Vertex AI the service-account JSON key file, as downloaded.
     Set {
         name: String,
         #[arg(long, conflicts_with = "stdin", required_unless_present = "stdin")]

@@ -1,10 +1,9 @@
-//! One-shot CLI commands around the daemon: `ca init | cert | install`, `keys set | list | rm`.
+//! One-shot CLI commands around the daemon: `ca init | cert | install | uninstall`, `keys set | list | rm`.
 //! Each returns the text to print; nothing here ever prints a key.
 
 use std::{
     io::Read as _,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use crate::{
@@ -31,172 +30,63 @@ pub fn ca_cert(cfg: &Config) -> Result<String, AppError> {
     Ok(ca.cert_pem.trim_end().to_string())
 }
 
-/// Trust-store layouts `ca install` knows.
-struct Layout {
-    name: &'static str,
-    /// Where the anchor goes (a directory that must exist for the layout to apply).
-    anchor_dir: &'static str,
-    anchor_file: &'static str,
-    /// The bundle the update tool regenerates (we append to it ourselves outside "/").
-    bundle: &'static str,
-    update: &'static [&'static str],
-}
-
-const LAYOUTS: [Layout; 2] = [
-    Layout {
-        name: "Debian",
-        anchor_dir: "usr/local/share/ca-certificates",
-        anchor_file: "gateway-ca.crt",
-        bundle: "etc/ssl/certs/ca-certificates.crt",
-        update: &["update-ca-certificates"],
-    },
-    Layout {
-        name: "RHEL",
-        anchor_dir: "etc/pki/ca-trust/source/anchors",
-        anchor_file: "gateway-ca.pem",
-        bundle: "etc/pki/tls/certs/ca-bundle.crt",
-        update: &["update-ca-trust", "extract"],
-    },
-];
-
-/// Append `pem` to `bundle` unless it is there already. Returns whether it was appended.
-fn append_once(bundle: &Path, pem: &str) -> Result<bool, AppError> {
-    let existing = std::fs::read_to_string(bundle).unwrap_or_default();
-    if existing.contains(pem.trim()) {
-        return Ok(false);
-    }
-    let mut text = existing;
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text.push_str("# gateway internal CA\n");
-    text.push_str(pem.trim());
-    text.push('\n');
-    if let Some(d) = bundle.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    std::fs::write(bundle, text)?;
-    Ok(true)
-}
-
-/// certifi bundles under `root`: the one `python3 -m certifi` names (only for "/"), and any
-/// `certifi/cacert.pem` in the usual site-packages places.
-fn certifi_bundles(root: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    if root == Path::new("/")
-        && let Ok(out) = Command::new("python3").args(["-m", "certifi"]).output()
-        && out.status.success()
-    {
-        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if p.is_file() {
-            found.push(p);
-        }
-    }
-    let bases = ["usr/lib", "usr/local/lib", "opt", "root/.pyenv/versions"];
-    for base in bases {
-        walk_certifi(&root.join(base), 0, &mut found);
-    }
-    found.sort();
-    found.dedup();
-    found
-}
-
-fn walk_certifi(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
-    if depth > 6 {
-        return;
-    }
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if !e.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        if p.file_name().is_some_and(|n| n == "certifi") && p.join("cacert.pem").is_file() {
-            out.push(p.join("cacert.pem"));
-        } else {
-            walk_certifi(&p, depth + 1, out);
-        }
-    }
-}
-
-/// `gateway ca install [--certifi] [--root DIR]`.
-pub fn ca_install(cfg: &Config, certifi: bool, root: &Path) -> Result<String, AppError> {
+/// The CA and what install/uninstall are asked to do.
+fn trust_args<'a>(
+    cfg: &Config,
+    venvs: &'a [PathBuf],
+    root: &'a Path,
+    certifi: bool,
+) -> Result<(Ca, PathBuf, crate::trust::Opts<'a>), AppError> {
     ensure_state_dir(cfg)?;
     let (ca, _) = Ca::load_or_create(&cfg.state_dir)?;
-    let ca_path = ca.dir.join(CA_CERT);
-    let mut lines = Vec::new();
-    let mut bundle_for_env = None;
-    for l in LAYOUTS {
-        let dir = root.join(l.anchor_dir);
-        if !dir.is_dir() {
-            continue;
-        }
-        let anchor = dir.join(l.anchor_file);
-        std::fs::write(&anchor, &ca.cert_pem)?;
-        let bundle = root.join(l.bundle);
-        let via_tool = root == Path::new("/")
-            && Command::new(l.update[0])
-                .args(&l.update[1..])
-                .output()
-                .is_ok_and(|o| o.status.success());
-        if !via_tool {
-            append_once(&bundle, &ca.cert_pem)?;
-        }
-        lines.push(format!(
-            "{}: anchor {} , bundle {}{}",
-            l.name,
-            anchor.display(),
-            bundle.display(),
-            if via_tool {
-                format!(" (via {})", l.update.join(" "))
-            } else {
-                String::new()
-            }
-        ));
-        bundle_for_env.get_or_insert(bundle);
+    let path = ca.dir.join(CA_CERT);
+    let cwd = std::env::current_dir()?;
+    Ok((
+        ca,
+        path,
+        crate::trust::Opts {
+            root,
+            certifi,
+            venvs,
+            cwd,
+        },
+    ))
+}
+
+fn trust_error(e: crate::trust::TrustError) -> AppError {
+    match e {
+        e @ crate::trust::TrustError::NotAVenv(_) => AppError::Usage(e.to_string()),
+        e => e.into(),
     }
-    if lines.is_empty() {
-        lines.push(format!(
-            "no known system trust store under {} (looked for {} and {})",
-            root.display(),
-            LAYOUTS[0].anchor_dir,
-            LAYOUTS[1].anchor_dir
-        ));
-    }
-    if certifi {
-        let bundles = certifi_bundles(root);
-        if bundles.is_empty() {
-            lines.push("certifi: no bundle found".into());
-        }
-        for b in bundles {
-            let added = append_once(&b, &ca.cert_pem)?;
-            lines.push(format!(
-                "certifi: {} {}",
-                b.display(),
-                if added {
-                    "updated"
-                } else {
-                    "already trusts the CA"
-                }
-            ));
-        }
-    }
-    let bundle = bundle_for_env.unwrap_or_else(|| ca_path.clone());
-    lines.push(String::new());
-    lines.push("Runtimes that do not read the system store:".into());
-    lines.push(format!("  export SSL_CERT_FILE={}", bundle.display()));
-    lines.push(format!("  export REQUESTS_CA_BUNDLE={}", bundle.display()));
-    lines.push(format!(
-        "  export NODE_EXTRA_CA_CERTS={}",
-        ca_path.display()
-    ));
-    lines.push(format!(
-        "  keytool -importcert -noprompt -cacerts -storepass changeit -alias gateway-ca -file {}",
-        ca_path.display()
-    ));
-    Ok(lines.join("\n"))
+}
+
+/// `gateway ca install [--certifi [--venv DIR]...] [--root DIR]` ([`crate::trust::install`]).
+pub fn ca_install(
+    cfg: &Config,
+    certifi: bool,
+    venvs: &[PathBuf],
+    root: &Path,
+) -> Result<String, AppError> {
+    let (ca, path, opts) = trust_args(cfg, venvs, root, certifi)?;
+    let ca = crate::trust::CaFile {
+        pem: &ca.cert_pem,
+        path: &path,
+    };
+    Ok(crate::trust::install(&ca, &opts)
+        .map_err(trust_error)?
+        .join("\n"))
+}
+
+/// `gateway ca uninstall [--venv DIR]... [--root DIR]` ([`crate::trust::uninstall`]).
+pub fn ca_uninstall(cfg: &Config, venvs: &[PathBuf], root: &Path) -> Result<String, AppError> {
+    let (ca, path, opts) = trust_args(cfg, venvs, root, true)?;
+    let ca = crate::trust::CaFile {
+        pem: &ca.cert_pem,
+        path: &path,
+    };
+    Ok(crate::trust::uninstall(&ca, &opts)
+        .map_err(trust_error)?
+        .join("\n"))
 }
 
 /// Where `keys set` reads the value from.
@@ -216,6 +106,20 @@ pub fn keys_set(cfg: &Config, name: &str, src: KeySource) -> Result<String, AppE
         }
     };
     let secret = Secret::new(value);
+    // A Vertex AI provider's entry is a service-account JSON key (checked by `Vault::set`);
+    // anything else under its name would fail every request.
+    let catalog = crate::provider::Catalog::from_config(cfg);
+    if let Some(p) = catalog
+        .iter()
+        .find(|p| p.api == crate::provider::Api::Vertex && p.key.as_deref() == Some(name))
+        && !secret.expose().trim_start().starts_with('{')
+    {
+        return Err(AppError::Usage(format!(
+            "key `{name}` is provider `{}`'s (Vertex AI): store the service-account JSON key \
+             file's content, e.g. `gateway keys set {name} --stdin < key.json`",
+            p.name
+        )));
+    }
     ensure_state_dir(cfg)?;
     let vault = Vault::new(&cfg.vault, &cfg.state_dir)?;
     vault.set(name, &secret)?;

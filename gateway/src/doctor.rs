@@ -179,19 +179,8 @@ fn pins(cfg: &Config) -> Check {
     }
 }
 
-/// The base64 body of a PEM certificate, to look for in bundles.
-fn pem_body(pem: &str) -> String {
-    pem.lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect::<Vec<_>>()
-        .concat()
-}
-
-fn bundle_has(bundle: &Path, body: &str) -> bool {
-    std::fs::read_to_string(bundle).is_ok_and(|b| pem_body(&b).contains(body))
-}
-
 fn ca(cfg: &Config) -> Vec<Check> {
+    use crate::trust::{LAYOUTS, bundle_has};
     let cert = crate::tls::ca::ca_dir(&cfg.state_dir).join(crate::tls::ca::CA_CERT);
     let Ok(pem) = std::fs::read_to_string(&cert) else {
         return vec![fail(format!(
@@ -199,30 +188,22 @@ fn ca(cfg: &Config) -> Vec<Check> {
             cert.display()
         ))];
     };
-    let body = pem_body(&pem);
     let mut out = vec![ok(format!("CA present at {}", cert.display()))];
-    let system = [
-        "/etc/ssl/certs/ca-certificates.crt",
-        "/etc/pki/tls/certs/ca-bundle.crt",
-    ];
-    out.push(if system.iter().any(|b| bundle_has(Path::new(b), &body)) {
+    let system = LAYOUTS
+        .iter()
+        .map(|l| Path::new("/").join(l.bundle))
+        .find(|b| b.exists());
+    out.push(if system.as_deref().is_some_and(|b| bundle_has(b, &pem)) {
         ok("CA trusted by the system store")
     } else {
         warn("CA not in the system store: `gateway ca install`")
     });
-    let certifi = std::process::Command::new("python3")
-        .args(["-m", "certifi"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    out.push(match certifi {
-        None => ok("no certifi for python3 here (nothing to do)"),
-        Some(b) if bundle_has(Path::new(&b), &body) => ok(format!("CA in certifi's bundle {b}")),
-        Some(b) => warn(format!(
-            "CA not in certifi's bundle {b}: `gateway ca install --certifi`, or SSL_CERT_FILE"
-        )),
-    });
+    // Per runtime (not installed: one ok line): trust is a warning, never a failure here.
+    out.extend(
+        crate::trust::probe::runtimes(&pem, system.as_deref())
+            .into_iter()
+            .map(|f| if f.ok { ok(f.text) } else { warn(f.text) }),
+    );
     out
 }
 

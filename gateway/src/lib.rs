@@ -26,6 +26,7 @@ pub mod request;
 pub mod response;
 pub mod telemetry;
 pub mod tls;
+pub mod trust;
 pub mod upstream;
 pub mod vault;
 pub mod workers;

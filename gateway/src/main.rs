@@ -18,7 +18,12 @@ fn main() {
         cli::Command::Ca { command, config } => report(with_config(config, |cfg| match command {
             cli::CaCommand::Init => commands::ca_init(cfg),
             cli::CaCommand::Cert => commands::ca_cert(cfg),
-            cli::CaCommand::Install { certifi, root } => commands::ca_install(cfg, certifi, &root),
+            cli::CaCommand::Install {
+                certifi,
+                venvs,
+                root,
+            } => commands::ca_install(cfg, certifi, &venvs, &root),
+            cli::CaCommand::Uninstall { venvs, root } => commands::ca_uninstall(cfg, &venvs, &root),
         })),
         cli::Command::Keys { command, config } => {
             report(with_config(config, |cfg| match command {

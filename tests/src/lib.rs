@@ -12,6 +12,7 @@ pub mod mediation;
 pub mod netns;
 pub mod provider;
 pub mod vaultfake;
+pub mod vertex;
 pub mod wire;
 
 use std::{

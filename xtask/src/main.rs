@@ -150,7 +150,10 @@ fn real_main() -> Result<()> {
                 match f.join() {
                     Ok(Ok(())) => step("fuzz smoke run: no crash"),
                     Ok(Err(e)) => {
-                        step(&format!("fuzz smoke run failed; its log, {}:", log.display()));
+                        step(&format!(
+                            "fuzz smoke run failed; its log, {}:",
+                            log.display()
+                        ));
                         if let Ok(text) = fs::read_to_string(&log) {
                             let lines: Vec<&str> = text.lines().collect();
                             for l in &lines[lines.len().saturating_sub(60)..] {

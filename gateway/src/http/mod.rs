@@ -271,7 +271,7 @@ async fn prepare(
                 stripped,
             ));
         };
-        let entry = match ctx.vault.entry(&key_name).await {
+        let entry = match ctx.vault.credential(&key_name, &ctx.provider).await {
             Ok(Some(e)) => e,
             Ok(None) => {
                 return Err((
@@ -281,6 +281,11 @@ async fn prepare(
                     },
                     stripped,
                 ));
+            }
+            Err(crate::vault::VaultError::Gcp(e)) => {
+                // The vault stage logged the mint; this line ties it to the connection.
+                tracing::warn!(conn = ctx.conn_id, provider = %ctx.provider.name, key = %key_name, error = %e, "request refused: no access token");
+                return Err((ExchangeError::token(key_name, e), stripped));
             }
             Err(e) => return Err((ExchangeError::Vault(e.to_string()), stripped)),
         };

@@ -20,6 +20,16 @@ pub enum ExchangeError {
     KeyMissing { provider: String, key: String },
     #[error("gateway: vault error: {0}")]
     Vault(String),
+    /// No access token from the service-account key in vault entry `key` (Vertex AI).
+    #[error(
+        "gateway: no access token could be minted from the service-account key in vault entry `{key}`: {reason}; nothing was sent"
+    )]
+    Token {
+        key: String,
+        reason: String,
+        /// The entry itself is unusable (fix the vault), rather than the token endpoint.
+        bad_key: bool,
+    },
     #[error("gateway: {0}")]
     BadRequest(String),
     #[error("gateway: the provider's TLS certificate did not verify ({0}); request not sent")]
@@ -62,12 +72,28 @@ pub enum ExchangeError {
 }
 
 impl ExchangeError {
+    /// The mint for vault entry `key` failed.
+    pub fn token(key: String, e: crate::vault::gcp::GcpError) -> Self {
+        use crate::vault::gcp::GcpError as G;
+        ExchangeError::Token {
+            key,
+            bad_key: matches!(e, G::BadKey(_) | G::NoClient),
+            reason: e.to_string(),
+        }
+    }
+
     fn classify(&self) -> (StatusCode, ErrorKind) {
         match self {
             ExchangeError::NoKeyConfigured(_) | ExchangeError::KeyMissing { .. } => {
                 (StatusCode::UNAUTHORIZED, ErrorKind::MissingKey)
             }
             ExchangeError::Vault(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal),
+            ExchangeError::Token { bad_key: true, .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Internal)
+            }
+            ExchangeError::Token { bad_key: false, .. } => {
+                (StatusCode::BAD_GATEWAY, ErrorKind::UpstreamUnavailable)
+            }
             ExchangeError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorKind::BadRequest),
             ExchangeError::UpstreamCertificate(_) => {
                 (StatusCode::BAD_GATEWAY, ErrorKind::UpstreamCertificate)
@@ -185,5 +211,30 @@ mod tests {
                 .unwrap()
                 .contains("did not verify")
         );
+    }
+
+    #[tokio::test]
+    async fn a_failed_token_mint_names_the_vault_entry_in_googles_shape() {
+        use crate::vault::gcp::GcpError;
+        let e = ExchangeError::token(
+            "vertex".into(),
+            GcpError::Mint {
+                uri: "https://oauth2.example/token".into(),
+                reason: "refused the grant: 400 invalid_grant".into(),
+            },
+        );
+        let r = respond(Api::Vertex.adapter(), &e);
+        assert_eq!(r.status(), 502);
+        let b = body(r).await;
+        let msg = b["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("vault entry `vertex`") && msg.contains("invalid_grant"),
+            "{msg}"
+        );
+        assert_eq!(b["error"]["status"], "UNAVAILABLE");
+        let e = ExchangeError::token("vertex".into(), GcpError::BadKey("no `private_key`".into()));
+        let r = respond(Api::Vertex.adapter(), &e);
+        assert_eq!(r.status(), 503);
+        assert_eq!(body(r).await["error"]["status"], "INTERNAL");
     }
 }

@@ -13,6 +13,7 @@ pub mod gemini;
 pub mod openai;
 pub mod prompt;
 pub mod sigv4;
+pub mod vertex;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -29,6 +30,9 @@ pub enum Api {
     OpenAi,
     Anthropic,
     Gemini,
+    /// Google Vertex AI: Gemini and Anthropic models by publisher (its vault entry is a
+    /// service-account key).
+    Vertex,
     Azure,
     #[serde(rename = "openai-compatible")]
     OpenAiCompatible,
@@ -41,6 +45,7 @@ impl Api {
             Api::OpenAi => &openai::OpenAi,
             Api::Anthropic => &anthropic::Anthropic,
             Api::Gemini => &gemini::Gemini,
+            Api::Vertex => &vertex::Vertex,
             Api::Azure => &azure::Azure,
             Api::OpenAiCompatible => &compat::Compat,
             Api::Bedrock => &bedrock::Bedrock,
@@ -252,6 +257,13 @@ const BUILTIN: &[Builtin] = &[
         &["generativelanguage.googleapis.com"],
         Api::Gemini,
     ),
+    // Vertex AI: the Google Front End too; regional names (`us-central1-aiplatform...`) are
+    // found by SNI and learned by DNS.
+    cdn(
+        "vertex",
+        &["aiplatform.googleapis.com", "*-aiplatform.googleapis.com"],
+        Api::Vertex,
+    ),
     // Azure's multi-tenant front ends, no published ranges per service.
     cdn(
         "azure-openai",
@@ -442,6 +454,7 @@ mod tests {
             "openai",
             "anthropic",
             "gemini",
+            "vertex",
             "azure-openai",
             "mistral",
             "groq",

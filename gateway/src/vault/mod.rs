@@ -7,6 +7,9 @@
 //!
 //! A third backend, `hashicorp`, reads a KV v2 secret from HashiCorp Vault ([`hashicorp`]).
 //!
+//! An entry for Vertex AI holds a Google service-account JSON key (stored as one line of
+//! JSON); requests get an access token minted from it ([`gcp`], [`Vault::credential`]).
+//!
 //! A key is a [`Secret`]: its `Debug` and `Display` print `[redacted]`, its memory is zeroed on
 //! drop, and the only way to the text is [`Secret::expose`]. An [`Entry`] is a key and the
 //! account it bills (`organization`, `project`): the provider's billing headers are set from it,
@@ -37,6 +40,7 @@ use std::{
     time::SystemTime,
 };
 
+pub mod gcp;
 pub mod hashicorp;
 
 use serde::{Deserialize, Serialize};
@@ -135,7 +139,13 @@ impl<'de> Deserialize<'de> for Entry {
                     *slot = Some(v);
                 }
                 let value = value.ok_or_else(|| bad("an entry table without `value`"))?;
-                if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                // A service-account key (JSON, spaces in its PEM lines) is checked where it
+                // is used ([`gcp`]); a key is one token.
+                let json = value.starts_with('{') && !value.chars().any(char::is_control);
+                if !json
+                    && (value.is_empty()
+                        || value.chars().any(|c| c.is_whitespace() || c.is_control()))
+                {
                     return Err(bad(
                         "an entry whose `value` is empty or has whitespace or control characters",
                     ));
@@ -204,6 +214,8 @@ pub enum VaultError {
     ReadOnly(&'static str),
     #[error(transparent)]
     Hashicorp(#[from] hashicorp::HashicorpError),
+    #[error(transparent)]
+    Gcp(#[from] gcp::GcpError),
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
@@ -325,6 +337,8 @@ pub struct Vault {
     /// watcher every lookup checks the file's mtime.
     watch: Option<Arc<Watch>>,
     hashicorp: Option<hashicorp::Hashicorp>,
+    /// Mints access tokens from service-account entries (the daemon's; see [`Self::enable_gcp`]).
+    gcp: Option<gcp::Minter>,
 }
 
 impl Vault {
@@ -344,6 +358,7 @@ impl Vault {
             cache: Mutex::new(None),
             watch: None,
             hashicorp,
+            gcp: None,
         })
     }
 
@@ -417,6 +432,35 @@ impl Vault {
         if spawned.is_ok() {
             self.watch = Some(watch);
         }
+    }
+
+    /// For the daemon: access tokens are minted from service-account entries through `minter`
+    /// (which reaches the token endpoints as the upstream stage reaches providers).
+    pub fn enable_gcp(&mut self, minter: gcp::Minter) {
+        self.gcp = Some(minter);
+    }
+
+    /// The entry named `name` as it goes on a request to `provider`: as stored, or for Vertex
+    /// AI (whose entry is a service-account key) with an access token minted from it as its
+    /// key. `Ok(None)` when there is no such entry.
+    pub async fn credential(
+        &self,
+        name: &str,
+        provider: &Provider,
+    ) -> Result<Option<Entry>, VaultError> {
+        let Some(entry) = self.entry(name).await? else {
+            return Ok(None);
+        };
+        if provider.api != crate::provider::Api::Vertex {
+            return Ok(Some(entry));
+        }
+        let minter = self.gcp.as_ref().ok_or(gcp::GcpError::NoClient)?;
+        let token = minter.token(name, &entry.key).await?;
+        Ok(Some(Entry {
+            key: token,
+            organization: None,
+            project: entry.project,
+        }))
     }
 
     pub fn file(&self) -> &Path {
@@ -581,9 +625,16 @@ impl Vault {
             return Err(VaultError::BadName(name.into()));
         }
         let v = value.expose();
-        if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // A JSON object is a service-account key: checked, and stored as one line.
+        let normalised;
+        let value = if v.trim_start().starts_with('{') {
+            normalised = Secret::new(gcp::normalise(v)?.as_str());
+            &normalised
+        } else if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(VaultError::BadValue);
-        }
+        } else {
+            value
+        };
         let mut keys = if self.file.exists() {
             self.load_file()?
         } else {
