@@ -119,7 +119,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
     let n = ctx.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let adapter = ctx.provider.adapter();
     // The path is normalised once; the endpoint, the policy and the upstream all see that one.
-    let (req, path_error) = normalise_target(req);
+    let (req, path_error) = normalise_target(req, adapter.encoded_slash_segment());
     let endpoint = adapter.endpoint(
         req.method(),
         &crate::request::path::for_routing(req.uri().path()),
@@ -149,17 +149,31 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
                 drain(body).await;
                 (rescue::respond(adapter, &e), stripped, None)
             }
-            Ok((parts, stripped, key_name, key)) => {
+            Ok((parts, stripped, key_name, entry)) => {
                 // The scanner for this exchange: one that knows the key it injects.
-                let scanner = match key.as_ref().map(|k| ctx.policy.with_key(k)) {
+                let scanner = match entry
+                    .as_ref()
+                    .map(|e| ctx.policy.with_key(&adapter.answer_key(e)))
+                {
                     None => Ok(ctx.policy.scanner()),
                     Some(r) => r.map_err(|e| ExchangeError::Uninspectable(format!("policy: {e}"))),
                 };
-                drop(key);
                 let sent = match scanner {
-                    Ok(scanner) => send(parts, body, &ctx, &scanner, endpoint, &mut ex).await,
+                    Ok(scanner) => {
+                        send(
+                            parts,
+                            body,
+                            &ctx,
+                            &scanner,
+                            endpoint,
+                            entry.as_ref(),
+                            &mut ex,
+                        )
+                        .await
+                    }
                     Err(e) => Err(e),
                 };
+                drop(entry);
                 match sent {
                     Ok((resp, f, c)) => {
                         found = f;
@@ -223,12 +237,12 @@ async fn drain(body: Incoming) {
 }
 
 /// The request head as it goes upstream, what was stripped from it, and the vault entry's name
-/// and key (`None`: the client presented no credential, so none went in).
+/// and the entry (`None`: the client presented no credential, so none went in).
 type Prepared = (
     http::request::Parts,
     credentials::Stripped,
     Option<String>,
-    Option<crate::vault::Secret>,
+    Option<crate::vault::Entry>,
 );
 
 /// Policy and vault on the request head: strip every credential (by name and by value), and
@@ -239,6 +253,12 @@ async fn prepare(
     ctx: &ConnCtx,
 ) -> Result<Prepared, (ExchangeError, credentials::Stripped)> {
     let adapter = ctx.provider.adapter();
+    if let Err(why) = adapter.check_head(&ctx.sni, &parts) {
+        tracing::warn!(conn = ctx.conn_id, provider = %ctx.provider.name, error = %why, "request refused");
+        let stripped =
+            credentials::scrub(&mut parts, adapter.credential_params()).unwrap_or_else(|(_, s)| s);
+        return Err((ExchangeError::BadRequest(why), stripped));
+    }
     let stripped =
         credentials::scrub(&mut parts, adapter.credential_params()).map_err(|(e, stripped)| {
             // Loudly, and never with the path: it holds the credential.
@@ -278,7 +298,7 @@ async fn prepare(
         adapter
             .inject_entry(&mut parts.headers, &entry)
             .map_err(|e| (ExchangeError::Vault(e.to_string()), stripped))?;
-        Some((key_name, entry.key))
+        Some((key_name, entry))
     } else {
         None
     };
@@ -311,9 +331,10 @@ async fn prepare(
 /// normalised leaves the request as it is, with the error to answer it with.
 fn normalise_target(
     req: Request<Incoming>,
+    slash_after: Option<&str>,
 ) -> (Request<Incoming>, Option<crate::request::RequestError>) {
     let path = req.uri().path();
-    let norm = match crate::request::path::normalise(path) {
+    let norm = match crate::request::path::normalise_with(path, slash_after) {
         Ok(n) => n,
         Err(e) => return (req, Some(e.into())),
     };
@@ -356,6 +377,7 @@ async fn send(
     ctx: &Arc<ConnCtx>,
     scanner: &Arc<Scanner>,
     endpoint: &'static str,
+    entry: Option<&crate::vault::Entry>,
     ex: &mut Exchange,
 ) -> Result<Answer, ExchangeError> {
     use http_body::Body as _;
@@ -372,7 +394,10 @@ async fn send(
     let inspected = scanner.any(Direction::Request)
         || !hold_cfg.keywords.is_empty()
         || hold_cfg.max_prompt_tokens.is_some();
+    // The body as it goes out, when it is known whole (what a signature covers).
+    let mut whole: Option<Bytes> = None;
     let body = if body.is_end_stream() {
+        whole = Some(Bytes::new());
         // A request that has already ended (a GET, say) goes out as a body the client knows is
         // empty: h2 then ends the stream with the HEADERS frame instead of an extra DATA frame
         // the provider would wait for.
@@ -380,7 +405,7 @@ async fn send(
         http_body_util::Empty::<Bytes>::new()
             .map_err(|n| match n {})
             .boxed()
-    } else if inspected {
+    } else if inspected || adapter.signs_payload() {
         let max = ctx.max_request_body;
         let collected = http_body_util::Limited::new(body, max)
             .collect()
@@ -431,6 +456,7 @@ async fn send(
         parts
             .headers
             .insert(http::header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        whole = Some(out.clone());
         http_body_util::Full::new(out)
             .map_err(|n| match n {})
             .boxed()
@@ -454,10 +480,43 @@ async fn send(
         .map_err(|e| Box::new(e) as BoxError)
         .boxed()
     };
+    // The last step before the request leaves, whatever the adapter: its body is final here
+    // (masked, approved). Signing APIs sign now.
+    sign(adapter, &mut parts, whole.as_deref(), entry, ctx)?;
     // Boxed: the upstream request's state is large and only needed from here on; a request
     // waiting for approval above then carries a smaller future (memory per held request).
     let resp = Box::pin(forward_upstream(parts, body, ctx)).await?;
     mask_response(resp, framing, ctx, scanner, ctx.journal.is_some())
+}
+
+/// [`crate::provider::adapter::Adapter::sign`] on the final request. `body`: `None` when it
+/// streams (only for adapters that do not sign over the body).
+fn sign(
+    adapter: &dyn crate::provider::adapter::Adapter,
+    parts: &mut http::request::Parts,
+    body: Option<&[u8]>,
+    entry: Option<&crate::vault::Entry>,
+    ctx: &ConnCtx,
+) -> Result<(), ExchangeError> {
+    use crate::provider::adapter::SignError;
+    let body = match body {
+        Some(b) => b,
+        None if adapter.signs_payload() => {
+            return Err(ExchangeError::Uninspectable(
+                "the request body was not read whole, so it cannot be signed".into(),
+            ));
+        }
+        None => &[],
+    };
+    adapter
+        .sign(&ctx.sni, parts, body, entry)
+        .map_err(|e| {
+            tracing::warn!(conn = ctx.conn_id, provider = %ctx.provider.name, error = %e, "request not signed");
+            match e {
+                SignError::BadRequest(m) => ExchangeError::BadRequest(m),
+                SignError::BadEntry(m) => ExchangeError::Vault(m),
+            }
+        })
 }
 
 /// Header values in buffers of their own (not slices of the connection's read buffer).
@@ -535,7 +594,8 @@ fn inspect_request(
         .as_ref()
         .and_then(|v| v.get("model"))
         .and_then(|m| m.as_str())
-        .map(String::from);
+        .map(String::from)
+        .or_else(|| ctx.provider.adapter().model_in_path(&ex.rec.path));
     ex.rec.model = model.clone();
     let mut held = match ins.verdict() {
         Some(h) if h.effect == Effect::Block => {
@@ -640,6 +700,10 @@ fn mask_into(
         || framing == crate::provider::adapter::Framing::Sse
     {
         Kind::SniffSse
+    } else if ct.starts_with("application/vnd.amazon.eventstream")
+        || framing == crate::provider::adapter::Framing::EventStream
+    {
+        Kind::SniffEventStream
     } else {
         Kind::Sniff
     };
