@@ -178,11 +178,13 @@ pub fn approvals(cfg: &Config, cmd: &crate::cli::ApprovalsCommand) -> Result<Str
             let text = |h: &serde_json::Value, k: &str| {
                 crate::hold::printable(h[k].as_str().unwrap_or("-"), true)
             };
-            let mut out = String::from("ID  USER(UID)  PID  COMM  PROVIDER  ENDPOINT  WHY\n");
+            let mut out =
+                String::from("ID  WAITING  USER(UID)  PID  COMM  PROVIDER  ENDPOINT  WHY\n");
             for h in holds {
                 out.push_str(&format!(
-                    "{}  {}({})  {}  {}  {}  {}  {}\n    {}\n",
+                    "{}  {}  {}({})  {}  {}  {}  {}  {}\n    {}\n",
                     h["id"],
+                    h["waiting"].as_u64().unwrap_or(1),
                     text(&h, "user"),
                     h["uid"],
                     h["pid"],

@@ -5,6 +5,7 @@
 //! Privileged helpers fail loudly (panic with the reason) when they cannot run: never a skip.
 
 pub mod adversarial;
+pub mod bedrock;
 pub mod dns;
 pub mod fake;
 pub mod mediation;

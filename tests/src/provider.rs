@@ -678,6 +678,8 @@ impl Providers {
             "api.openai.com",
             "api.anthropic.com",
             "generativelanguage.googleapis.com",
+            // For the fake Bedrock beside them (crate::bedrock).
+            crate::bedrock::HOST,
         ]);
         let at = |ip: &str| FakeProvider::start(format!("{ip}:443").parse().unwrap(), &pki);
         let (openai, anthropic, gemini) = (at(&ips[0]), at(&ips[1]), at(&ips[2]));

@@ -308,7 +308,9 @@ fn held_requests_wait_for_approval_deny_time_out_and_withdraw() {
     let hook_addr = format!("127.50.{n}.9:8080");
     let hook_rx = webhook_receiver(&hook_addr);
     let e = env(&format!(
-        "[hold]\nkeywords = [\"production database\"]\ntimeout = \"4s\"\napprovers = [\"nobody\"]\nwebhook = \"http://{hook_addr}/hook\"\n"
+        "[hold]\nkeywords = [\"production database\"]\ntimeout = \"4s\"\napprovers = [\"nobody\"]\nwebhook = \"http://{hook_addr}/hook\"\n\
+         # The same prompt is approved, denied, then left to time out: no decision reused.\n\
+         approval_ttl = \"0s\"\nkeepalive = \"1s\"\n"
     ));
     // Let other users reach the admin socket (the test's temp dir is private).
     for d in [e.gw.dir.path().to_path_buf(), e.gw.dir.path().join("state")] {
@@ -398,7 +400,8 @@ fn held_requests_wait_for_approval_deny_time_out_and_withdraw() {
     );
     assert!(holds(&e).is_empty());
 
-    // Three at once, then their clients hang up (curl gives up after 1 s): withdrawn.
+    // Three at once (the same request from the same caller: one hold, three waiting), then
+    // their clients hang up (curl gives up after 1 s): withdrawn.
     let body = r#"{"model":"m","messages":[{"role":"user","content":"the production database"}]}"#;
     let resolve = format!("api.openai.com:443:{}", e.fakes.ips[0]);
     let curls: Vec<_> = (0..3)
@@ -426,7 +429,11 @@ fn held_requests_wait_for_approval_deny_time_out_and_withdraw() {
             .unwrap()
         })
         .collect();
-    wait_holds(&e, 3);
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while wait_holds(&e, 1)[0]["waiting"] != 3 {
+        assert!(std::time::Instant::now() < end, "{:?}", holds(&e));
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for mut c in curls {
         let _ = c.wait();
     }

@@ -3,27 +3,33 @@
 //! The request waits in memory with the client's connection open and nothing sent upstream.
 //! Approvers see it through the admin socket (`gateway approvals`) and, when configured, a
 //! webhook POST. A client that hangs up withdraws its hold (the waiting future is dropped and
-//! its guard removes the entry).
+//! its guard removes the entry). A held streaming request is answered at once and kept alive
+//! meanwhile (`hold.keepalive`; the request path does that: `crate::http`'s `held` module).
+//!
+//! Each held request has a key ([`digest`]): an identical request of the same caller joins the
+//! pending hold (one decision for all of them), and a decision stays bound to the key for
+//! `hold.approval_ttl` ([`registry`]).
 //!
 //! What approvers see cannot be abused: the excerpt is masked again here with every rule
 //! (whatever its action) and every free-text field is made printable ([`printable`]); nobody
 //! approves their own request unless `hold.self_approval`; ids are never reused ([`ids`]); and
 //! the number and size of held requests are bounded (`hold.max_pending`, `hold.max_bytes`).
 
+pub mod digest;
 pub mod ids;
 pub mod printable;
+mod registry;
 pub mod webhook;
 
 use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 
 pub use printable::printable;
+pub use registry::{Admission, Decision, HoldError, Holds, Outcome, Waiting};
 
 use crate::{
     policy::{Policy, scan::Direction},
@@ -51,6 +57,15 @@ pub struct HoldConfig {
     pub max_pending: usize,
     /// Sum of the held requests' bodies, in bytes; a request that would pass it is refused.
     pub max_bytes: u64,
+    /// A held streaming request is answered at once (status and headers) and sent a keepalive
+    /// event this often until it is decided; must be above zero and below `timeout`.
+    #[serde(with = "crate::config::dur")]
+    pub keepalive: Duration,
+    /// A decision stays bound to the held request's key ([`digest`]) this long: the same
+    /// request from the same caller is approved (or denied) again at once, without a new hold.
+    /// `"0s"`: decisions are not reused. At most a day.
+    #[serde(with = "crate::config::dur")]
+    pub approval_ttl: Duration,
 }
 
 impl Default for HoldConfig {
@@ -64,6 +79,8 @@ impl Default for HoldConfig {
             self_approval: false,
             max_pending: 256,
             max_bytes: 64 << 20,
+            keepalive: Duration::from_secs(15),
+            approval_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -85,6 +102,24 @@ impl HoldConfig {
             if a.trim_start_matches('@').is_empty() {
                 return Err((format!("hold.approvers[{i}]"), "empty name".into()));
             }
+        }
+        if self.keepalive.is_zero() || self.keepalive >= self.timeout {
+            return Err((
+                "hold.keepalive".into(),
+                format!(
+                    "must be greater than zero and below hold.timeout ({}): a held stream is \
+                     sent a keepalive that often while it waits",
+                    crate::config::dur::format(&self.timeout)
+                ),
+            ));
+        }
+        if self.approval_ttl > Duration::from_secs(86_400) {
+            return Err((
+                "hold.approval_ttl".into(),
+                "must be at most 1d (an approval is for a request seen now, not a standing \
+                 permission); \"0s\" turns reuse off"
+                    .into(),
+            ));
         }
         if self.max_pending == 0 {
             return Err((
@@ -162,14 +197,27 @@ pub struct Request<'a> {
 impl HoldService {
     /// Park a request (its excerpt and model masked with every rule first); refused when
     /// the holds are full or no id can be recorded.
-    pub fn hold(&self, mut req: Request<'_>) -> Result<(HoldInfo, Waiting), HoldError> {
+    pub fn hold(&self, req: Request<'_>) -> Result<(HoldInfo, Waiting), HoldError> {
+        match self.admit(req, None)? {
+            Admission::Held { info, waiting, .. } => Ok((info, waiting)),
+            Admission::Bound { hold, .. } => Err(HoldError::Unknown(hold)),
+        }
+    }
+
+    /// As [`Self::hold`], for a request with a key ([`digest`]): it may get a decision bound
+    /// to its key, or join the pending hold with its key ([`Holds::admit`]).
+    pub fn admit(
+        &self,
+        mut req: Request<'_>,
+        key: Option<digest::Key>,
+    ) -> Result<Admission, HoldError> {
         let scanner = self.policy.scanner();
         let id = req.identity;
         req.excerpt = scanner.redact(&req.excerpt, Direction::Request, id);
         req.model = req
             .model
             .map(|m| scanner.redact(&m, Direction::Request, id));
-        self.holds.hold(req, self.cfg.timeout)
+        self.holds.admit(req, self.cfg.timeout, key)
     }
 }
 
@@ -192,205 +240,16 @@ pub struct HoldInfo {
     /// The rule or trigger that held it.
     pub reason: String,
     pub excerpt: String,
+    /// Requests waiting on this hold: the first and every identical resend that joined it.
+    #[serde(default)]
+    pub waiting: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    Approved { by: String },
-    Denied { by: String, reason: Option<String> },
-}
-
-struct Pending {
-    info: HoldInfo,
-    bytes: u64,
-    tx: oneshot::Sender<Decision>,
-}
-
-#[derive(Default)]
-struct State {
-    pending: BTreeMap<u64, Pending>,
-    /// Sum of the pending bodies.
-    bytes: u64,
-}
-
-impl State {
-    fn remove(&mut self, id: u64) -> Option<Pending> {
-        let p = self.pending.remove(&id)?;
-        self.bytes -= p.bytes;
-        Some(p)
-    }
-}
-
-/// Every pending hold.
-pub struct Holds {
-    state: Mutex<State>,
-    ids: ids::Ids,
-    max_pending: usize,
-    max_bytes: u64,
-    self_approval: bool,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum HoldError {
-    #[error("no pending hold {0} (decided, timed out or withdrawn)")]
-    Unknown(u64),
-    #[error(
-        "hold {id} is a request made by uid {uid}, your own: nobody approves their own request \
-         (hold.self_approval = false); another approver must approve it (you may deny it)"
-    )]
-    SelfApproval { id: u64, uid: u32 },
-    #[error("{0}")]
-    Full(String),
-    #[error(transparent)]
-    Ids(#[from] ids::IdsError),
-}
-
-/// Removes its hold when the waiting request goes away (client hung up, or decided).
-pub struct Waiting {
-    holds: Arc<Holds>,
-    pub id: u64,
-    rx: Option<oneshot::Receiver<Decision>>,
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.holds.lock().remove(self.id);
-    }
-}
-
-pub enum Outcome {
-    Decided(Decision),
-    TimedOut,
-}
-
-impl Waiting {
-    /// Wait for a decision, at most `timeout`.
-    pub async fn wait(mut self, timeout: Duration) -> Outcome {
-        let rx = self.rx.take().expect("waited once");
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(d)) => Outcome::Decided(d),
-            // The registry dropped the sender without a decision: treat as timed out.
-            Ok(Err(_)) | Err(_) => Outcome::TimedOut,
-        }
-    }
-}
-
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
-}
-
-impl Holds {
-    pub fn new(cfg: &HoldConfig, ids: ids::Ids) -> Self {
-        Self {
-            state: Mutex::default(),
-            ids,
-            max_pending: cfg.max_pending,
-            max_bytes: cfg.max_bytes,
-            self_approval: cfg.self_approval,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Park a request; the returned guard waits for the decision and withdraws on drop.
-    /// Refused, with nothing kept, when it would pass `max_pending` or `max_bytes`.
-    pub fn hold(
-        self: &Arc<Self>,
-        req: Request<'_>,
-        timeout: Duration,
-    ) -> Result<(HoldInfo, Waiting), HoldError> {
-        let bytes = req.body_len as u64;
-        let mut st = self.lock();
-        if st.pending.len() >= self.max_pending {
-            return Err(HoldError::Full(format!(
-                "{} requests are waiting for approval already (hold.max_pending = {})",
-                st.pending.len(),
-                self.max_pending
-            )));
-        }
-        if st.bytes.saturating_add(bytes) > self.max_bytes {
-            return Err(HoldError::Full(format!(
-                "the requests waiting for approval hold {} and this one {} (hold.max_bytes = {})",
-                mib(st.bytes),
-                mib(bytes),
-                mib(self.max_bytes)
-            )));
-        }
-        let n = self.ids.next()?;
-        let created = now();
-        let id = req.identity;
-        let text = |s: &str| printable(s, false);
-        let info = HoldInfo {
-            id: n,
-            created,
-            expires: created + timeout.as_secs(),
-            pid: id.tgid,
-            uid: id.uid,
-            user: id.user.as_deref().map(text),
-            comm: text(&id.comm),
-            cgroup: id.cgroup.as_deref().map(text),
-            provider: text(req.provider),
-            endpoint: text(req.endpoint),
-            model: req.model.as_deref().map(text),
-            reason: text(&req.reason),
-            excerpt: text(&req.excerpt),
-        };
-        let (tx, rx) = oneshot::channel();
-        st.bytes += bytes;
-        st.pending.insert(
-            n,
-            Pending {
-                info: info.clone(),
-                bytes,
-                tx,
-            },
-        );
-        drop(st);
-        Ok((
-            info,
-            Waiting {
-                holds: self.clone(),
-                id: n,
-                rx: Some(rx),
-            },
-        ))
-    }
-
-    pub fn list(&self) -> Vec<HoldInfo> {
-        self.lock()
-            .pending
-            .values()
-            .map(|p| p.info.clone())
-            .collect()
-    }
-
-    /// Decide hold `id` for the approver with uid `by_uid`: approving a request of one's own
-    /// uid is refused (and the hold stays) unless `hold.self_approval`.
-    pub fn decide(&self, id: u64, d: Decision, by_uid: u32) -> Result<HoldInfo, HoldError> {
-        let mut st = self.lock();
-        let p = st.pending.get(&id).ok_or(HoldError::Unknown(id))?;
-        if matches!(d, Decision::Approved { .. }) && !self.self_approval && p.info.uid == by_uid {
-            return Err(HoldError::SelfApproval {
-                id,
-                uid: p.info.uid,
-            });
-        }
-        let p = st.remove(id).ok_or(HoldError::Unknown(id))?;
-        drop(st);
-        let info = p.info.clone();
-        // The requester may have just gone: then the decision has nobody to tell.
-        p.tx.send(d).map_err(|_| HoldError::Unknown(id))?;
-        Ok(info)
-    }
 }
 
 /// May the peer with this uid (and primary gid) decide holds? root always; otherwise a

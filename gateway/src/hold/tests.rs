@@ -284,3 +284,174 @@ fn root_always_approves_others_only_when_listed() {
     assert!(may_approve(&["@root".into()], 65534, 65534).is_none());
     assert!(may_approve(&["@root".into()], 65534, 0).is_some());
 }
+
+fn key(n: u8) -> digest::Key {
+    let id = user(1000);
+    let h = http::HeaderMap::new();
+    digest::key(
+        &digest::Canonical {
+            method: &http::Method::POST,
+            path: "/v1/messages",
+            query: None,
+            headers: &h,
+            body: &[n],
+        },
+        &digest::Caller::from(&id),
+    )
+}
+
+fn held(a: Admission) -> (HoldInfo, Waiting, bool) {
+    match a {
+        Admission::Held {
+            info,
+            waiting,
+            joined,
+        } => (info, waiting, joined),
+        Admission::Bound { hold, .. } => panic!("bound to hold {hold}, wanted a wait"),
+    }
+}
+
+#[tokio::test]
+async fn a_resend_joins_the_pending_hold_and_one_decision_releases_both() {
+    let holds = holds(&HoldConfig::default());
+    let id = user(1000);
+    let (a, wa, joined) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());
+    assert!(!joined);
+    let (b, wb, joined) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());
+    assert!(joined);
+    assert_eq!(a.id, b.id);
+    assert_eq!(b.waiting, 2);
+    // A different request opens a second hold; no key never joins.
+    let (c, wc, joined) = held(holds.admit(req(&id, "e", 10), T, Some(key(2))).unwrap());
+    assert!(!joined && c.id != a.id);
+    let (d, wd) = holds.hold(req(&id, "e", 10), T).unwrap();
+    assert!(d.id != a.id && d.id != c.id);
+    let list = holds.list();
+    assert_eq!(list.len(), 3);
+    assert_eq!(list.iter().find(|h| h.id == a.id).unwrap().waiting, 2);
+    assert_eq!(holds.lock().bytes, 40);
+    // One leaves: the hold stays for the other.
+    drop(wa);
+    assert_eq!(
+        holds.list().iter().find(|h| h.id == a.id).unwrap().waiting,
+        1
+    );
+    let (_, wa2, joined) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());
+    assert!(joined);
+    holds
+        .decide(a.id, Decision::Approved { by: "root".into() }, 0)
+        .unwrap();
+    for w in [wb, wa2] {
+        assert!(matches!(
+            w.wait(T).await,
+            Outcome::Decided(Decision::Approved { .. })
+        ));
+    }
+    drop((wc, wd));
+    assert!(holds.list().is_empty());
+    assert_eq!(holds.lock().bytes, 0);
+}
+
+#[tokio::test]
+async fn decisions_bind_to_the_key_until_the_ttl_and_timeouts_do_not() {
+    let holds = holds(&HoldConfig {
+        approval_ttl: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let id = user(1000);
+    let (a, w, _) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());
+    holds
+        .decide(a.id, Decision::Approved { by: "bob".into() }, 0)
+        .unwrap();
+    drop(w);
+    match holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap() {
+        Admission::Bound { hold, decision } => {
+            assert_eq!(hold, a.id);
+            assert_eq!(decision, Decision::Approved { by: "bob".into() });
+        }
+        Admission::Held { .. } => panic!("an approved request was held again within the ttl"),
+    }
+    assert!(holds.list().is_empty(), "nothing pending");
+    // Another request is not covered by it.
+    let (_, w2, joined) = held(holds.admit(req(&id, "e", 10), T, Some(key(2))).unwrap());
+    assert!(!joined);
+    drop(w2);
+    // A denial binds too.
+    let (b, w, _) = held(holds.admit(req(&id, "e", 10), T, Some(key(3))).unwrap());
+    let deny = Decision::Denied {
+        by: "bob".into(),
+        reason: Some("no".into()),
+    };
+    holds.decide(b.id, deny.clone(), 0).unwrap();
+    drop(w);
+    assert!(matches!(
+        holds.admit(req(&id, "e", 10), T, Some(key(3))).unwrap(),
+        Admission::Bound { decision, .. } if decision == deny
+    ));
+    // After the ttl: held again, under a new id.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let (again, w, joined) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());
+    assert!(!joined && again.id > b.id);
+    // A timeout binds nothing, and a hold past its deadline is not joined.
+    let short = Duration::from_millis(30);
+    let (t, wt, _) = held(holds.admit(req(&id, "e", 10), short, Some(key(4))).unwrap());
+    assert!(matches!(w.wait(short).await, Outcome::TimedOut));
+    let (t2, wt2, joined) = held(holds.admit(req(&id, "e", 10), T, Some(key(4))).unwrap());
+    assert!(!joined && t2.id != t.id, "joined a hold past its deadline");
+    assert!(matches!(wt.wait(T).await, Outcome::TimedOut));
+    drop(wt2);
+    assert!(holds.list().is_empty());
+    // ttl 0: decisions are not reused.
+    let holds = self::holds(&HoldConfig {
+        approval_ttl: Duration::ZERO,
+        ..Default::default()
+    });
+    let (a, w, _) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());
+    holds
+        .decide(a.id, Decision::Approved { by: "bob".into() }, 0)
+        .unwrap();
+    drop(w);
+    let (_, _w, joined) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());
+    assert!(!joined);
+}
+
+#[test]
+fn joined_requests_count_against_the_bounds() {
+    let holds = holds(&HoldConfig {
+        max_pending: 2,
+        max_bytes: 100,
+        ..Default::default()
+    });
+    let id = user(5);
+    let _a = holds.admit(req(&id, "a", 40), T, Some(key(1))).unwrap();
+    let _b = holds.admit(req(&id, "a", 40), T, Some(key(1))).unwrap();
+    let e = holds
+        .admit(req(&id, "a", 1), T, Some(key(1)))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("max_pending"), "{e}");
+    assert_eq!(holds.list()[0].waiting, 2);
+}
+
+#[test]
+fn keepalive_and_approval_ttl_are_validated() {
+    let mut c = HoldConfig {
+        keepalive: Duration::ZERO,
+        ..Default::default()
+    };
+    assert_eq!(c.validate().unwrap_err().0, "hold.keepalive");
+    c.keepalive = c.timeout;
+    let (k, why) = c.validate().unwrap_err();
+    assert_eq!(k, "hold.keepalive");
+    assert!(why.contains("below hold.timeout"), "{why}");
+    c.keepalive = Duration::from_secs(15);
+    c.approval_ttl = Duration::from_secs(2 * 86_400);
+    assert_eq!(c.validate().unwrap_err().0, "hold.approval_ttl");
+    c.approval_ttl = Duration::ZERO;
+    assert!(c.validate().is_ok());
+    let d = HoldConfig::default();
+    assert_eq!(
+        (d.keepalive, d.approval_ttl),
+        (Duration::from_secs(15), Duration::from_secs(600))
+    );
+}

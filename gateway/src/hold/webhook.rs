@@ -73,6 +73,7 @@ impl Webhook {
             "model": info.model,
             "rule": info.reason,
             "excerpt": info.excerpt,
+            "waiting": info.waiting,
         }))
         .unwrap_or_default();
         let pq = self

@@ -4,6 +4,7 @@
 //!
 //! Errors become responses in one place, [`rescue`], in the provider's own error shape.
 
+mod held;
 pub mod rescue;
 
 use std::{
@@ -12,7 +13,6 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Instant,
 };
 
 use bytes::Bytes;
@@ -25,7 +25,7 @@ use tracing::{Instrument as _, debug, debug_span};
 
 use crate::{
     journal::{
-        Approval, Decision, Exchange,
+        Decision, Exchange,
         body::{Completion, Found, JournalBody},
     },
     policy::{
@@ -43,6 +43,9 @@ use crate::{
     vault::Vault,
 };
 
+use held::Held;
+#[allow(unused_imports)] // the WebSocket stage holds its messages with it
+use held::wait_for_approval;
 pub use rescue::ExchangeError;
 
 pub type RespBody = BoxBody<Bytes, BoxError>;
@@ -116,7 +119,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
     let n = ctx.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let adapter = ctx.provider.adapter();
     // The path is normalised once; the endpoint, the policy and the upstream all see that one.
-    let (req, path_error) = normalise_target(req);
+    let (req, path_error) = normalise_target(req, adapter.encoded_slash_segment());
     let endpoint = adapter.endpoint(
         req.method(),
         &crate::request::path::for_routing(req.uri().path()),
@@ -146,17 +149,31 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
                 drain(body).await;
                 (rescue::respond(adapter, &e), stripped, None)
             }
-            Ok((parts, stripped, key_name, key)) => {
+            Ok((parts, stripped, key_name, entry)) => {
                 // The scanner for this exchange: one that knows the key it injects.
-                let scanner = match key.as_ref().map(|k| ctx.policy.with_key(k)) {
+                let scanner = match entry
+                    .as_ref()
+                    .map(|e| ctx.policy.with_key(&adapter.answer_key(e)))
+                {
                     None => Ok(ctx.policy.scanner()),
                     Some(r) => r.map_err(|e| ExchangeError::Uninspectable(format!("policy: {e}"))),
                 };
-                drop(key);
                 let sent = match scanner {
-                    Ok(scanner) => send(parts, body, &ctx, &scanner, endpoint, &mut ex).await,
+                    Ok(scanner) => {
+                        send(
+                            parts,
+                            body,
+                            &ctx,
+                            &scanner,
+                            endpoint,
+                            entry.as_ref(),
+                            &mut ex,
+                        )
+                        .await
+                    }
                     Err(e) => Err(e),
                 };
+                drop(entry);
                 match sent {
                     Ok((resp, f, c)) => {
                         found = f;
@@ -201,10 +218,13 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
             .unwrap_or("")
             .to_ascii_lowercase();
         let text = ct.is_empty() || ct.starts_with("text/") || ct.contains("json");
-        let (rp, rb) = resp.into_parts();
+        let (mut rp, rb) = resp.into_parts();
+        let late = rp.extensions.remove::<crate::journal::body::Late>();
         Response::from_parts(
             rp,
-            JournalBody::new(rb, ex, found, text, completion.map(Completion::from)).boxed(),
+            JournalBody::new(rb, ex, found, text, completion.map(Completion::from))
+                .with_late(late)
+                .boxed(),
         )
     }
     .instrument(span)
@@ -217,12 +237,12 @@ async fn drain(body: Incoming) {
 }
 
 /// The request head as it goes upstream, what was stripped from it, and the vault entry's name
-/// and key (`None`: the client presented no credential, so none went in).
+/// and the entry (`None`: the client presented no credential, so none went in).
 type Prepared = (
     http::request::Parts,
     credentials::Stripped,
     Option<String>,
-    Option<crate::vault::Secret>,
+    Option<crate::vault::Entry>,
 );
 
 /// Policy and vault on the request head: strip every credential (by name and by value), and
@@ -233,6 +253,12 @@ async fn prepare(
     ctx: &ConnCtx,
 ) -> Result<Prepared, (ExchangeError, credentials::Stripped)> {
     let adapter = ctx.provider.adapter();
+    if let Err(why) = adapter.check_head(&ctx.sni, &parts) {
+        tracing::warn!(conn = ctx.conn_id, provider = %ctx.provider.name, error = %why, "request refused");
+        let stripped =
+            credentials::scrub(&mut parts, adapter.credential_params()).unwrap_or_else(|(_, s)| s);
+        return Err((ExchangeError::BadRequest(why), stripped));
+    }
     let stripped =
         credentials::scrub(&mut parts, adapter.credential_params()).map_err(|(e, stripped)| {
             // Loudly, and never with the path: it holds the credential.
@@ -272,7 +298,7 @@ async fn prepare(
         adapter
             .inject_entry(&mut parts.headers, &entry)
             .map_err(|e| (ExchangeError::Vault(e.to_string()), stripped))?;
-        Some((key_name, entry.key))
+        Some((key_name, entry))
     } else {
         None
     };
@@ -305,9 +331,10 @@ async fn prepare(
 /// normalised leaves the request as it is, with the error to answer it with.
 fn normalise_target(
     req: Request<Incoming>,
+    slash_after: Option<&str>,
 ) -> (Request<Incoming>, Option<crate::request::RequestError>) {
     let path = req.uri().path();
-    let norm = match crate::request::path::normalise(path) {
+    let norm = match crate::request::path::normalise_with(path, slash_after) {
         Ok(n) => n,
         Err(e) => return (req, Some(e.into())),
     };
@@ -347,9 +374,10 @@ fn normalise_target(
 async fn send(
     mut parts: http::request::Parts,
     body: Incoming,
-    ctx: &ConnCtx,
+    ctx: &Arc<ConnCtx>,
     scanner: &Arc<Scanner>,
     endpoint: &'static str,
+    entry: Option<&crate::vault::Entry>,
     ex: &mut Exchange,
 ) -> Result<Answer, ExchangeError> {
     use http_body::Body as _;
@@ -366,7 +394,10 @@ async fn send(
     let inspected = scanner.any(Direction::Request)
         || !hold_cfg.keywords.is_empty()
         || hold_cfg.max_prompt_tokens.is_some();
+    // The body as it goes out, when it is known whole (what a signature covers).
+    let mut whole: Option<Bytes> = None;
     let body = if body.is_end_stream() {
+        whole = Some(Bytes::new());
         // A request that has already ended (a GET, say) goes out as a body the client knows is
         // empty: h2 then ends the stream with the HEADERS frame instead of an extra DATA frame
         // the provider would wait for.
@@ -374,7 +405,7 @@ async fn send(
         http_body_util::Empty::<Bytes>::new()
             .map_err(|n| match n {})
             .boxed()
-    } else if inspected {
+    } else if inspected || adapter.signs_payload() {
         let max = ctx.max_request_body;
         let collected = http_body_util::Limited::new(body, max)
             .collect()
@@ -401,11 +432,31 @@ async fn send(
             // of a second one being allocated beside it (memory per held request).
             out = Bytes::copy_from_slice(&out);
             unshare(&mut parts.headers);
-            wait_for_approval(held, out.len(), endpoint, ctx, ex).await?;
+            let key = held::key_of(&parts, &out, ctx);
+            if adapter.held_stream(parts.uri.path(), framing, held.stream) {
+                let found: Option<Found> = ctx.journal.is_some().then(Default::default);
+                let complete: Closed = Default::default();
+                let release = held::Release {
+                    parts,
+                    body: out,
+                    framing,
+                    scanner: scanner.clone(),
+                    found: found.clone(),
+                    complete: complete.clone(),
+                };
+                match held::stream(held, key, release, endpoint, ctx, ex)? {
+                    held::Streamed::Answered(resp) => return Ok((resp, found, Some(complete))),
+                    // Approved already (a decision bound to its key): it goes on as it is.
+                    held::Streamed::Go(r) => (parts, out) = (r.parts, r.body),
+                }
+            } else {
+                held::wait_keyed(held, Some(key), out.len(), endpoint, ctx, ex).await?;
+            }
         }
         parts
             .headers
             .insert(http::header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        whole = Some(out.clone());
         http_body_util::Full::new(out)
             .map_err(|n| match n {})
             .boxed()
@@ -429,10 +480,43 @@ async fn send(
         .map_err(|e| Box::new(e) as BoxError)
         .boxed()
     };
+    // The last step before the request leaves, whatever the adapter: its body is final here
+    // (masked, approved). Signing APIs sign now.
+    sign(adapter, &mut parts, whole.as_deref(), entry, ctx)?;
     // Boxed: the upstream request's state is large and only needed from here on; a request
     // waiting for approval above then carries a smaller future (memory per held request).
     let resp = Box::pin(forward_upstream(parts, body, ctx)).await?;
     mask_response(resp, framing, ctx, scanner, ctx.journal.is_some())
+}
+
+/// [`crate::provider::adapter::Adapter::sign`] on the final request. `body`: `None` when it
+/// streams (only for adapters that do not sign over the body).
+fn sign(
+    adapter: &dyn crate::provider::adapter::Adapter,
+    parts: &mut http::request::Parts,
+    body: Option<&[u8]>,
+    entry: Option<&crate::vault::Entry>,
+    ctx: &ConnCtx,
+) -> Result<(), ExchangeError> {
+    use crate::provider::adapter::SignError;
+    let body = match body {
+        Some(b) => b,
+        None if adapter.signs_payload() => {
+            return Err(ExchangeError::Uninspectable(
+                "the request body was not read whole, so it cannot be signed".into(),
+            ));
+        }
+        None => &[],
+    };
+    adapter
+        .sign(&ctx.sni, parts, body, entry)
+        .map_err(|e| {
+            tracing::warn!(conn = ctx.conn_id, provider = %ctx.provider.name, error = %e, "request not signed");
+            match e {
+                SignError::BadRequest(m) => ExchangeError::BadRequest(m),
+                SignError::BadEntry(m) => ExchangeError::Vault(m),
+            }
+        })
 }
 
 /// Header values in buffers of their own (not slices of the connection's read buffer).
@@ -443,13 +527,6 @@ fn unshare(headers: &mut http::HeaderMap) {
             *v = own;
         }
     }
-}
-
-/// Why a request must wait, with what the approver sees of it.
-struct Held {
-    why: String,
-    model: Option<String>,
-    excerpt: String,
 }
 
 /// Longest prompt excerpt an approver (or the webhook) is shown, in characters.
@@ -517,7 +594,8 @@ fn inspect_request(
         .as_ref()
         .and_then(|v| v.get("model"))
         .and_then(|m| m.as_str())
-        .map(String::from);
+        .map(String::from)
+        .or_else(|| ctx.provider.adapter().model_in_path(&ex.rec.path));
     ex.rec.model = model.clone();
     let mut held = match ins.verdict() {
         Some(h) if h.effect == Effect::Block => {
@@ -554,10 +632,17 @@ fn inspect_request(
     if held.is_none() {
         held = ctx.hold.cfg.trigger(&all, &prompt);
     }
+    let stream = ins
+        .json
+        .as_ref()
+        .and_then(|v| v.get("stream"))
+        .and_then(|s| s.as_bool())
+        .unwrap_or(false);
     let held = held.map(|why| Held {
         why,
         model,
         excerpt: prompt.join("\n").chars().take(EXCERPT).collect(),
+        stream,
     });
     let forward = match ins.forward {
         Some(f) => Bytes::from(f),
@@ -571,111 +656,6 @@ fn inspect_request(
     Ok((forward, held))
 }
 
-/// Park the request (its body `body_len` bytes) until it is approved; denied or timed out →
-/// the client's error; too many held already → refused at once. When the client hangs up,
-/// this future is dropped and the hold withdrawn with it.
-async fn wait_for_approval(
-    held: Held,
-    body_len: usize,
-    endpoint: &'static str,
-    ctx: &ConnCtx,
-    ex: &mut Exchange,
-) -> Result<(), ExchangeError> {
-    use crate::hold::{Decision, HoldError, Outcome};
-    let svc = &ctx.hold;
-    let timeout = svc.cfg.timeout;
-    let held_req = crate::hold::Request {
-        identity: &ctx.identity,
-        provider: &ctx.provider.name,
-        endpoint,
-        model: held.model,
-        reason: held.why.clone(),
-        excerpt: held.excerpt,
-        body_len,
-    };
-    let (info, waiting) = match svc.hold(held_req) {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::warn!(conn = ctx.conn_id, why = %held.why, error = %e, "request not held: refused");
-            crate::metrics::inc(&crate::metrics::get().holds, "refused");
-            return Err(match e {
-                HoldError::Full(m) => ExchangeError::HoldsFull(m),
-                e => ExchangeError::HoldUnrecorded(e.to_string()),
-            });
-        }
-    };
-    tracing::info!(
-        conn = ctx.conn_id,
-        hold = info.id,
-        why = %held.why,
-        pid = info.pid,
-        uid = info.uid,
-        comm = %info.comm,
-        "request held for approval"
-    );
-    if let Some(w) = &svc.webhook {
-        w.notify(info.clone());
-    }
-    let since = Instant::now();
-    // Pending until decided; a client that hangs up first withdraws it.
-    struct Pending(Option<&'static str>);
-    impl Drop for Pending {
-        fn drop(&mut self) {
-            let m = crate::metrics::get();
-            m.holds_pending.dec();
-            crate::metrics::inc(&m.holds, self.0.unwrap_or("withdrawn"));
-        }
-    }
-    crate::metrics::inc(&crate::metrics::get().holds, "held");
-    crate::metrics::get().holds_pending.inc();
-    let mut pending = Pending(None);
-    // Until decided, the record says the client went away while waiting.
-    ex.rec.approval = Some(Approval {
-        hold: info.id,
-        why: held.why.clone(),
-        outcome: "withdrawn".into(),
-        by: None,
-        reason: None,
-        at: None,
-        waited_ms: 0.0,
-    });
-    let outcome = waiting.wait(timeout).await;
-    let waited_ms = since.elapsed().as_secs_f64() * 1e3;
-    let approval = ex.rec.approval.as_mut().expect("set above");
-    approval.waited_ms = waited_ms;
-    approval.at = Some(crate::journal::rfc3339(crate::journal::now_ms()));
-    match outcome {
-        Outcome::Decided(Decision::Approved { by }) => {
-            tracing::info!(conn = ctx.conn_id, hold = info.id, %by, "hold approved");
-            approval.outcome = "approved".into();
-            pending.0 = Some("approved");
-            approval.by = Some(by);
-            Ok(())
-        }
-        Outcome::Decided(Decision::Denied { by, reason }) => {
-            approval.outcome = "denied".into();
-            pending.0 = Some("denied");
-            approval.by = Some(by.clone());
-            approval.reason = reason.clone();
-            Err(ExchangeError::HoldDenied {
-                hold: info.id,
-                why: held.why,
-                by,
-                reason,
-            })
-        }
-        Outcome::TimedOut => {
-            approval.outcome = "timed_out".into();
-            pending.0 = Some("timed_out");
-            Err(ExchangeError::HoldTimedOut {
-                hold: info.id,
-                why: held.why,
-                after: timeout,
-            })
-        }
-    }
-}
-
 /// Wrap the provider's answer so its text is masked as it streams.
 fn mask_response(
     resp: Response<RespBody>,
@@ -686,6 +666,26 @@ fn mask_response(
 ) -> Result<Answer, ExchangeError> {
     if !scanner.any(Direction::Response) {
         return Ok((resp, None, None));
+    }
+    let found: Option<Found> = journaled.then(Default::default);
+    let complete: Closed = Default::default();
+    let resp = mask_into(resp, framing, ctx, scanner, found.clone(), complete.clone())?;
+    Ok((resp, found, Some(complete)))
+}
+
+/// [`mask_response`] with the record's hits going to `found` and the closing event setting
+/// `complete` (made before the answer is: a held stream hands them to the journal first).
+/// No response rule: the answer as it is.
+fn mask_into(
+    resp: Response<RespBody>,
+    framing: crate::provider::adapter::Framing,
+    ctx: &ConnCtx,
+    scanner: &Arc<Scanner>,
+    found: Option<Found>,
+    complete: Closed,
+) -> Result<Response<RespBody>, ExchangeError> {
+    if !scanner.any(Direction::Response) {
+        return Ok(resp);
     }
     let header = |name| {
         resp.headers()
@@ -700,6 +700,10 @@ fn mask_response(
         || framing == crate::provider::adapter::Framing::Sse
     {
         Kind::SniffSse
+    } else if ct.starts_with("application/vnd.amazon.eventstream")
+        || framing == crate::provider::adapter::Framing::EventStream
+    {
+        Kind::SniffEventStream
     } else {
         Kind::Sniff
     };
@@ -716,7 +720,6 @@ fn mask_response(
     let rw = Rewriter::new(scanner.clone(), ctx.identity.clone());
     let conn = ctx.conn_id;
     let scanner = scanner.clone();
-    let found: Option<Found> = journaled.then(Default::default);
     let sink = found.clone();
     if let Some(f) = &found
         && let Ok(mut f) = f.lock()
@@ -731,7 +734,6 @@ fn mask_response(
             });
         }
     }
-    let complete: Closed = Default::default();
     let on_end: crate::response::body::OnEnd = Box::new(move |hits| {
         let mut sink = sink.as_ref().and_then(|s| s.lock().ok());
         for (rule, detector) in hits {
@@ -749,15 +751,11 @@ fn mask_response(
             }
         }
     });
-    Ok((
-        Response::from_parts(
-            rp,
-            MaskedBody::new(rb, kind, rw, on_end)
-                .with_completion(complete.clone())
-                .boxed(),
-        ),
-        found,
-        Some(complete),
+    Ok(Response::from_parts(
+        rp,
+        MaskedBody::new(rb, kind, rw, on_end)
+            .with_completion(complete)
+            .boxed(),
     ))
 }
 

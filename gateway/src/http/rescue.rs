@@ -69,6 +69,14 @@ pub enum ExchangeError {
         "gateway: the journal cannot record this exchange ({0}); nothing was sent (fail-closed)"
     )]
     JournalUnavailable(String),
+    /// The provider refused a held stream's request after it was approved (its error status
+    /// and message, masked): the stream, answered 200 already, ends with it.
+    #[error("{}", upstream_refusal(*status, message))]
+    UpstreamRefused { status: u16, message: String },
+}
+
+fn upstream_refusal(status: u16, message: &str) -> String {
+    format!("the provider answered {status} to the approved request: {message}")
 }
 
 impl ExchangeError {
@@ -123,6 +131,17 @@ impl ExchangeError {
             ExchangeError::JournalUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Internal)
             }
+            ExchangeError::UpstreamRefused { status, .. } => {
+                let s = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
+                let kind = match s.as_u16() {
+                    401 => ErrorKind::MissingKey,
+                    403 => ErrorKind::Blocked,
+                    429 => ErrorKind::Busy,
+                    400..=499 => ErrorKind::BadRequest,
+                    _ => ErrorKind::UpstreamUnavailable,
+                };
+                (s, kind)
+            }
         }
     }
 }
@@ -135,6 +154,26 @@ pub fn respond(adapter: &dyn Adapter, err: &ExchangeError) -> Response<RespBody>
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     resp
+}
+
+/// `err` as the last event of a stream answered 200 already (a held stream), shaped by
+/// `adapter`; with the status and the gateway's error label (`None`: the provider's own
+/// refusal) for the record.
+pub fn stream_error(
+    adapter: &dyn Adapter,
+    path: &str,
+    err: &ExchangeError,
+) -> (StatusCode, Option<&'static str>, bytes::Bytes) {
+    let (status, kind) = err.classify();
+    let label = match err {
+        ExchangeError::UpstreamRefused { .. } => None,
+        _ => Some(crate::provider::adapter::kind_label(kind)),
+    };
+    (
+        status,
+        label,
+        adapter.stream_error_event(path, status, kind, &err.to_string()),
+    )
 }
 
 #[cfg(test)]
@@ -194,6 +233,93 @@ mod tests {
         assert_eq!(b["error"]["type"], "rate_limit_error");
         let b = body(respond(Api::Gemini.adapter(), &e)).await;
         assert_eq!(b["error"]["status"], "RESOURCE_EXHAUSTED");
+    }
+
+    #[test]
+    fn held_streams_end_with_an_error_event_each_sdk_raises() {
+        let denied = ExchangeError::HoldDenied {
+            hold: 7,
+            why: "keyword `x`".into(),
+            by: "root".into(),
+            reason: Some("not today".into()),
+        };
+        let event = |api: Api, e: &ExchangeError| {
+            let (status, label, b) = stream_error(api.adapter(), "/v1/x", e);
+            (status, label, String::from_utf8(b.to_vec()).unwrap())
+        };
+        // Anthropic: `event: error` with the API's error object.
+        let (status, label, ev) = event(Api::Anthropic, &denied);
+        assert_eq!((status.as_u16(), label), (403, Some("blocked_by_policy")));
+        let (head, data) = ev.split_once('\n').unwrap();
+        assert_eq!(head, "event: error");
+        assert!(ev.ends_with("\n\n"), "{ev:?}");
+        let v: serde_json::Value =
+            serde_json::from_str(data.trim().strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "permission_error");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("was denied by root: not today"), "{msg}");
+        // OpenAI and Gemini: a `data:` object with `error` (what openai-python and
+        // google-genai raise on), no event line.
+        for (api, field) in [(Api::OpenAi, "type"), (Api::Gemini, "status")] {
+            let (_, _, ev) = event(api, &denied);
+            let v: serde_json::Value =
+                serde_json::from_str(ev.trim().strip_prefix("data: ").unwrap()).unwrap();
+            assert!(v["error"]["message"].as_str().unwrap().contains("denied"));
+            assert!(v["error"][field].is_string(), "{ev}");
+        }
+        // The provider's own refusal keeps its status, and is not the gateway's error.
+        let refused = ExchangeError::UpstreamRefused {
+            status: 529,
+            message: "Overloaded".into(),
+        };
+        let (status, label, ev) = event(Api::Anthropic, &refused);
+        assert_eq!((status.as_u16(), label), (529, None));
+        assert!(
+            ev.contains("overloaded_error") && ev.contains("answered 529"),
+            "{ev}"
+        );
+    }
+
+    #[test]
+    fn keepalives_are_what_each_sdk_skips() {
+        assert_eq!(
+            &Api::Anthropic.adapter().keepalive_event("/v1/messages")[..],
+            b"event: ping\ndata: {\"type\": \"ping\"}\n\n"
+        );
+        assert_eq!(
+            &Api::OpenAi
+                .adapter()
+                .keepalive_event("/v1/chat/completions")[..],
+            b": keepalive\n\n"
+        );
+        assert_eq!(
+            &Api::Gemini
+                .adapter()
+                .keepalive_event("/v1beta/models/m:streamGenerateContent")[..],
+            b"\n"
+        );
+        use crate::provider::adapter::Framing;
+        let a = Api::Anthropic.adapter();
+        assert!(a.held_stream("/v1/messages", Framing::Plain, true));
+        assert!(a.held_stream("/v1/messages", Framing::Sse, false));
+        assert!(!a.held_stream("/v1/messages", Framing::Plain, false));
+        let g = Api::Gemini.adapter();
+        assert!(g.held_stream(
+            "/v1beta/models/m:streamGenerateContent",
+            Framing::Sse,
+            false
+        ));
+        assert!(!g.held_stream(
+            "/v1beta/models/m:streamGenerateContent",
+            Framing::JsonArray,
+            false
+        ));
+        assert!(!g.held_stream(
+            "/v1beta/models/m:streamGenerateContent",
+            Framing::Plain,
+            true
+        ));
     }
 
     #[tokio::test]

@@ -57,6 +57,17 @@ impl From<Arc<AtomicBool>> for Completion {
     }
 }
 
+/// Fields of the record that are known only once the body has run: a held stream is answered
+/// 200 at once, and its decision, and the provider's status, come later ([`JournalBody::with_late`]).
+#[derive(Debug, Default)]
+pub struct LateFields {
+    pub approval: Option<super::Approval>,
+    pub status: Option<u16>,
+    pub gateway_error: Option<String>,
+}
+
+pub type Late = Arc<Mutex<LateFields>>;
+
 /// The error a client's answer ends with when its record could not be written.
 #[derive(Debug, thiserror::Error)]
 #[error("gateway: the journal could not record this answer ({0}); the answer is cut short")]
@@ -74,6 +85,7 @@ pub struct JournalBody {
     refusal: bool,
     kept: Vec<u8>,
     limit: Option<usize>,
+    late: Option<Late>,
     /// Waiting for the record to be durable, with the frame to deliver then (`None`: the end).
     waiting: Option<(Option<Frame<Bytes>>, Ack)>,
     done: bool,
@@ -105,9 +117,16 @@ impl JournalBody {
             deliver_unrecorded,
             kept: Vec::new(),
             limit,
+            late: None,
             waiting: None,
             done: false,
         }
+    }
+
+    /// Record fields the body fills in as it runs, applied when the record is written.
+    pub fn with_late(mut self, late: Option<Late>) -> Self {
+        self.late = late;
+        self
     }
 
     fn take(&mut self, data: &Bytes) {
@@ -137,6 +156,22 @@ impl JournalBody {
     /// Write the record; `Some(ack)` when the caller should wait for it.
     fn seal(&mut self, outcome: &str) -> Option<Ack> {
         let mut ex = self.ex.take()?;
+        if let Some(late) = self.late.take()
+            && let Ok(mut l) = late.lock()
+        {
+            if let Some(a) = l.approval.take() {
+                ex.rec.approval = Some(a);
+            }
+            if let Some(s) = l.status.take() {
+                ex.rec.status = s;
+            }
+            if let Some(g) = l.gateway_error.take() {
+                ex.rec.gateway_error = Some(g);
+                // The stream ended with the gateway's own error event: a refusal, delivered
+                // even when its record fails.
+                self.refusal = true;
+            }
+        }
         if self.limit.is_some() {
             ex.rec.response_body = Some(String::from_utf8_lossy(&self.kept).into_owned());
         }

@@ -188,6 +188,11 @@ pub struct Approval {
     /// When it was decided (RFC 3339), if it was.
     pub at: Option<String>,
     pub waited_ms: f64,
+    /// How this request came to its hold: `joined` (an identical request was held already;
+    /// one decision answered both), `reused` (the hold's decision was bound to this request's
+    /// digest and still valid: no new hold). Absent: it opened the hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 /// One piece of the answer as it reached the client: when (ms after the request arrived) and

@@ -47,6 +47,8 @@ pub const CREDENTIAL_HEADERS: &[&str] = &[
     "x-serverless-authorization",
     // Azure AI services (API Management).
     "ocp-apim-subscription-key",
+    // AWS SigV4's session token (the signature itself is in `authorization`).
+    "x-amz-security-token",
 ];
 
 /// Headers that choose which account or project a request is billed to: set from the vault

@@ -303,6 +303,12 @@ pub static DETECTORS: &[Detector] = &[
         &[lit("sk-").wb()],
     ),
     d(
+        "aws-bedrock-api-key",
+        "AWS Bedrock API key (long-term ABSK..., short-term bedrock-api-key-...)",
+        r"\b(?:ABSK[A-Za-z0-9+/]{32,400}={0,2}|bedrock-api-key-[A-Za-z0-9+/]{32,3000}={0,2})",
+        &[lit("ABSK").wb(), lit("bedrock-api-key-").wb()],
+    ),
+    d(
         "anthropic-api-key",
         "Anthropic API key",
         r"\bsk-ant-(?:api|admin|oat|ort)[0-9]{2}-[A-Za-z0-9_\-]{80,120}",

@@ -1,6 +1,6 @@
 //! Where in a text a match could be: candidate windows for the scanner's one combined regex.
 //!
-//! The combined regex (43 detectors, several without any literal) runs at lazy-DFA speed,
+//! The combined regex (44 detectors, several without any literal) runs at lazy-DFA speed,
 //! ~2 ns a byte, over every byte. Almost all text holds no secret, so a cheap pass first finds
 //! *cues* — something every match of a detector contains, a known distance after the match
 //! start — and the regex then runs only over `[cue − back, cue + longest match]`, merged.

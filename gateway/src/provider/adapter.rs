@@ -35,6 +35,8 @@ pub enum Framing {
     Sse,
     /// Gemini's streamGenerateContent without `alt=sse`: one JSON array, element by element.
     JsonArray,
+    /// AWS event-stream messages (`application/vnd.amazon.eventstream`): Bedrock's streams.
+    EventStream,
 }
 
 /// Where the vault key goes.
@@ -55,6 +57,17 @@ pub enum Billing {
     Project,
 }
 
+/// Why a request cannot be signed for its provider ([`Adapter::sign`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The client's request cannot be signed as it is (answered 400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The vault entry is not a credential this provider can sign with (never quotes it).
+    #[error("{0}")]
+    BadEntry(String),
+}
+
 pub trait Adapter: Send + Sync + 'static {
     /// Short name for logs and the journal.
     fn name(&self) -> &'static str;
@@ -72,6 +85,48 @@ pub trait Adapter: Send + Sync + 'static {
     /// the client sent is gone by then).
     fn billing_headers(&self) -> &'static [(&'static str, Billing)] {
         &[]
+    }
+
+    /// The first path segment after which one segment may carry an encoded `/` (kept encoded:
+    /// a Bedrock model id that is an ARN, `/model/arn%3A...%2F.../converse`); `None`: an encoded
+    /// `/` is refused anywhere ([`crate::request::path`]).
+    fn encoded_slash_segment(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The request head as the client sent it, credentials still on it (never quoted): a
+    /// reason to refuse it before anything is read or stripped (`Err`: answered 400).
+    fn check_head(&self, _sni: &str, _parts: &http::request::Parts) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The vault entry's secret as the answer-side detector knows it (the whole key for most).
+    fn answer_key(&self, entry: &Entry) -> Secret {
+        entry.key.clone()
+    }
+
+    /// The model a request names in its path rather than its body (Bedrock's
+    /// `/model/{modelId}/...`), for the journal and approvers.
+    fn model_in_path(&self, _path: &str) -> Option<String> {
+        None
+    }
+
+    /// The request is signed over its body ([`Self::sign`]): the body is read whole first.
+    fn signs_payload(&self) -> bool {
+        false
+    }
+
+    /// The last step before a request goes upstream, for every adapter: its body final (masked,
+    /// approved), `entry` the vault entry put on it (`None`: the client presented no
+    /// credential). Signing APIs (Bedrock's SigV4) sign here; the rest do nothing.
+    fn sign(
+        &self,
+        _sni: &str,
+        _parts: &mut http::request::Parts,
+        _body: &[u8],
+        _entry: Option<&Entry>,
+    ) -> Result<(), SignError> {
+        Ok(())
     }
 
     /// A label for the endpoint (fixed set, safe as a metric label).
@@ -119,6 +174,41 @@ pub trait Adapter: Send + Sync + 'static {
             }
         }
         Ok(())
+    }
+
+    /// Is a held request of this framing answered at once, as a stream kept alive until it is
+    /// decided ([`Self::keepalive_event`])? `path`: the request's (an API whose wire format
+    /// depends on it decides by it); `stream_in_body`: the body asks for a streamed
+    /// answer (`"stream": true`). The one place that decides it: SSE answers (asked for in the
+    /// body or by `accept`); not JSON-array streams (a keepalive cannot be put between their
+    /// elements without the client's parser seeing it).
+    fn held_stream(&self, path: &str, framing: Framing, stream_in_body: bool) -> bool {
+        let _ = path;
+        framing == Framing::Sse || (framing == Framing::Plain && stream_in_body)
+    }
+
+    /// What a held stream of a request to `path` is sent while it waits: an SSE comment line,
+    /// which every SSE parser skips.
+    fn keepalive_event(&self, path: &str) -> Bytes {
+        let _ = path;
+        Bytes::from_static(b": keepalive\n\n")
+    }
+
+    /// An error as the last event of a stream already answered with 200 (a held stream that
+    /// was denied, timed out, or refused by the provider): the error body as a `data:` event,
+    /// which the openai SDKs raise as an `APIError` with its message.
+    fn stream_error_event(
+        &self,
+        path: &str,
+        status: StatusCode,
+        kind: ErrorKind,
+        message: &str,
+    ) -> Bytes {
+        let _ = path;
+        Bytes::from(format!(
+            "data: {}\n\n",
+            self.error_body(status, kind, message)
+        ))
     }
 
     /// A complete error response: status, JSON body in the provider's shape.
@@ -371,6 +461,7 @@ mod tests {
             Api::Gemini,
             Api::Azure,
             Api::OpenAiCompatible,
+            Api::Bedrock,
         ] {
             for (h, _) in api.adapter().billing_headers() {
                 assert!(crate::policy::credentials::is_billing_header(h), "{h}");

@@ -2,6 +2,7 @@
 //! `{"type": "error", "error": {"type", "message"}}`. Streams: SSE with typed events
 //! (`message_start`, `content_block_delta` with text / input_json / thinking deltas, ...).
 
+use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::json;
 
@@ -46,5 +47,22 @@ impl Adapter for Anthropic {
             _ => "api_error",
         };
         json!({"type": "error", "error": {"type": typ, "message": message}})
+    }
+    /// The `ping` event the API itself sends; the SDKs skip it.
+    fn keepalive_event(&self, _path: &str) -> Bytes {
+        Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n")
+    }
+    /// `event: error`: the SDKs raise it as an `APIStatusError` carrying the body.
+    fn stream_error_event(
+        &self,
+        _path: &str,
+        status: StatusCode,
+        kind: ErrorKind,
+        message: &str,
+    ) -> Bytes {
+        Bytes::from(format!(
+            "event: error\ndata: {}\n\n",
+            self.error_body(status, kind, message)
+        ))
     }
 }

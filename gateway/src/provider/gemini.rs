@@ -3,6 +3,7 @@
 //! "status"}}`. Streams: `:streamGenerateContent?alt=sse` is SSE; without `alt=sse` it is one
 //! JSON array delivered element by element.
 
+use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::json;
 
@@ -70,5 +71,15 @@ impl Adapter for Gemini {
             ErrorKind::Busy => "RESOURCE_EXHAUSTED",
         };
         json!({"error": {"code": status.as_u16(), "message": message, "status": st}})
+    }
+    /// Only `alt=sse` streams (a JSON-array stream is held like a plain request).
+    fn held_stream(&self, _path: &str, framing: Framing, _stream_in_body: bool) -> bool {
+        framing == Framing::Sse
+    }
+    /// A blank line: an SSE comment would reach google-genai's stream reader as a chunk it
+    /// tries to parse as JSON (it takes every line that is not `data: ` for part of an error
+    /// document) and fails on; a blank line ends no event and is skipped by every SSE reader.
+    fn keepalive_event(&self, _path: &str) -> Bytes {
+        Bytes::from_static(b"\n")
     }
 }

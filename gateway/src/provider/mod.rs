@@ -7,10 +7,12 @@
 pub mod adapter;
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
 pub mod compat;
 pub mod gemini;
 pub mod openai;
 pub mod prompt;
+pub mod sigv4;
 pub mod vertex;
 
 use std::{collections::BTreeMap, sync::Arc};
@@ -34,6 +36,7 @@ pub enum Api {
     Azure,
     #[serde(rename = "openai-compatible")]
     OpenAiCompatible,
+    Bedrock,
 }
 
 impl Api {
@@ -45,6 +48,7 @@ impl Api {
             Api::Vertex => &vertex::Vertex,
             Api::Azure => &azure::Azure,
             Api::OpenAiCompatible => &compat::Compat,
+            Api::Bedrock => &bedrock::Bedrock,
         }
     }
 }
@@ -288,6 +292,17 @@ const BUILTIN: &[Builtin] = &[
         &["api.cohere.com", "api.cohere.ai"],
         Api::OpenAiCompatible,
     ),
+    // AWS Bedrock Runtime in every region (FIPS names too): names matched by SNI and learned
+    // from DNS answers, never resolved up front. AWS's published ranges for these front ends
+    // are the shared `AMAZON` ones: other server names there are spliced.
+    cdn(
+        "bedrock",
+        &[
+            "bedrock-runtime.*.amazonaws.com",
+            "bedrock-runtime-fips.*.amazonaws.com",
+        ],
+        Api::Bedrock,
+    ),
 ];
 
 pub fn builtin_names() -> Vec<&'static str> {
@@ -449,8 +464,24 @@ mod tests {
             "together",
             "fireworks",
             "cohere",
+            "bedrock",
         ] {
             assert!(c.iter().any(|p| p.name == name), "{name} missing");
+        }
+        for h in [
+            "bedrock-runtime.us-east-1.amazonaws.com",
+            "bedrock-runtime-fips.us-gov-west-1.amazonaws.com",
+            "BEDROCK-RUNTIME.eu-central-2.amazonaws.com.",
+        ] {
+            assert_eq!(c.match_host(h).unwrap().name, "bedrock", "{h}");
+        }
+        for h in [
+            "bedrock-runtime.amazonaws.com",
+            "bedrock.us-east-1.amazonaws.com",
+            "bedrock-runtime.a.b.amazonaws.com",
+            "bedrock-runtime.us-east-1.amazonaws.com.evil.example",
+        ] {
+            assert!(c.match_host(h).is_none_or(|p| p.name != "bedrock"), "{h}");
         }
         assert_eq!(c.match_host("API.OpenAI.com").unwrap().name, "openai");
         assert_eq!(

@@ -15,10 +15,12 @@
 //! the Vertex front end does (its own authentication and quota errors have that shape, and the
 //! Anthropic SDK reads the message from it).
 
+use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
 use super::{
     adapter::{Adapter, Billing, ErrorKind, Framing, Placement, sse_if_asked},
+    anthropic::Anthropic,
     gemini::Gemini,
 };
 
@@ -90,6 +92,30 @@ impl Adapter for Vertex {
     }
     fn error_body(&self, status: StatusCode, kind: ErrorKind, message: &str) -> serde_json::Value {
         Gemini.error_body(status, kind, message)
+    }
+    /// A held stream's keepalives and closing error are the publisher's own: Anthropic's
+    /// `ping` and `event: error` for Claude, Gemini's blank line and error object for Gemini.
+    fn keepalive_event(&self, path: &str) -> Bytes {
+        match model_call(path) {
+            Some(("anthropic", _)) => Anthropic.keepalive_event(path),
+            Some(("google", _)) => Gemini.keepalive_event(path),
+            _ => Bytes::from_static(b": keepalive\n\n"),
+        }
+    }
+    fn stream_error_event(
+        &self,
+        path: &str,
+        status: StatusCode,
+        kind: ErrorKind,
+        message: &str,
+    ) -> Bytes {
+        match model_call(path) {
+            Some(("anthropic", _)) => Anthropic.stream_error_event(path, status, kind, message),
+            _ => Bytes::from(format!(
+                "data: {}\n\n",
+                self.error_body(status, kind, message)
+            )),
+        }
     }
 }
 
@@ -204,6 +230,18 @@ mod tests {
             vec!["/contents/0/parts/0/text"]
         );
         assert!(v.prompt_pointers("models", &gemini).is_empty());
+    }
+
+    #[test]
+    fn held_streams_speak_the_publishers_stream() {
+        let claude = format!("{CLAUDE}:streamRawPredict");
+        let gemini = format!("{GEMINI}:streamGenerateContent");
+        assert!(Vertex.keepalive_event(&claude).starts_with(b"event: ping"));
+        assert_eq!(&Vertex.keepalive_event(&gemini)[..], b"\n");
+        let e = Vertex.stream_error_event(&claude, StatusCode::FORBIDDEN, ErrorKind::Blocked, "no");
+        assert!(e.starts_with(b"event: error\ndata: "), "{e:?}");
+        let e = Vertex.stream_error_event(&gemini, StatusCode::FORBIDDEN, ErrorKind::Blocked, "no");
+        assert!(e.starts_with(b"data: {\"error\""), "{e:?}");
     }
 
     #[test]

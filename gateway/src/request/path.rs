@@ -3,6 +3,13 @@
 //! removed, duplicate slashes collapsed. What the gateway decides on is what goes upstream.
 //! Spellings that servers disagree about are refused rather than guessed: an encoded `/` or
 //! `\`, a raw `\`, `;` path parameters, control bytes.
+//!
+//! One exception, for an API whose identifiers contain `/` (Bedrock's model ids that are
+//! ARNs, `/model/arn%3Aaws%3Abedrock%3A...%3Ainference-profile%2Fus.anthropic.../converse`, as
+//! the AWS SDKs encode them): an encoded `/` is accepted in the one segment right after a
+//! leading segment the adapter names, and kept encoded — that segment stays one segment for
+//! the gateway and the provider alike, so nothing decides on a different path than the one
+//! that goes upstream. Everywhere else (and in every other API) it is refused.
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -31,10 +38,25 @@ fn hex(b: u8) -> Option<u8> {
 
 /// The normalised path (without the query).
 pub fn normalise(path: &str) -> Result<String, PathError> {
+    normalise_with(path, None)
+}
+
+/// [`normalise`], with an encoded `/` kept (as `%2F`) in the segment right after a first
+/// segment spelled exactly `slash_after` (see the module doc).
+pub fn normalise_with(path: &str, slash_after: Option<&str>) -> Result<String, PathError> {
     let b = path.as_bytes();
     if b.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
+    // Where an encoded `/` may stay: the raw bytes of that one segment.
+    let slash_ok = slash_after
+        .map(|s| format!("/{s}/"))
+        .filter(|p| path.starts_with(p.as_str()))
+        .map(|p| {
+            let start = p.len();
+            let end = path[start..].find('/').map_or(path.len(), |i| start + i);
+            start..end
+        });
     // 1. Percent-decoding of what a segment may carry literally; every other escape kept, in
     //    upper case.
     let mut dec = String::with_capacity(b.len());
@@ -51,6 +73,9 @@ pub fn normalise(path: &str) -> Result<String, PathError> {
                 };
                 let v = h << 4 | l;
                 match v {
+                    b'/' if slash_ok.as_ref().is_some_and(|r| r.contains(&i)) => {
+                        dec.push_str("%2F");
+                    }
                     b'/' | b'\\' | b';' | b'?' | b'#' | b'%' => {
                         return Err(PathError::EncodedDelimiter(v as char));
                     }
@@ -159,5 +184,53 @@ mod tests {
         ] {
             assert_eq!(normalise(p), Err(e), "{p}");
         }
+    }
+
+    #[test]
+    fn bedrock_model_ids_keep_their_encoded_slash_in_that_segment_only() {
+        let m = Some("model");
+        // boto3: `:` as %3A (decoded: a pchar), `/` as %2F (kept encoded).
+        assert_eq!(
+            normalise_with(
+                "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
+                m
+            )
+            .unwrap(),
+            "/model/anthropic.claude-3-haiku-20240307-v1:0/converse"
+        );
+        assert_eq!(
+            normalise_with(
+                "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2fus.anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream",
+                m
+            )
+            .unwrap(),
+            "/model/arn:aws:bedrock:us-east-1:123456789012:inference-profile%2Fus.anthropic.claude-3-haiku-20240307-v1:0/converse-stream"
+        );
+        let id = "/model/a%2Fb/invoke";
+        assert_eq!(
+            crate::request::path::for_routing(&normalise_with(id, m).unwrap()),
+            "/model/a%2fb/invoke",
+            "still three segments"
+        );
+        // Anywhere else, or without the adapter's say, still refused.
+        for (p, slash_after) in [
+            (id, None),
+            ("/model/a/b%2Fc/invoke", m),
+            ("/x/model/a%2Fb/invoke", m),
+            ("/model/a/invoke%2F", m),
+            ("/Model/a%2Fb/invoke", m),
+            ("/models/a%2Fb/invoke", m),
+        ] {
+            assert_eq!(
+                normalise_with(p, slash_after),
+                Err(PathError::EncodedDelimiter('/')),
+                "{p}"
+            );
+        }
+        // The other delimiters stay refused there too.
+        assert_eq!(
+            normalise_with("/model/a%5Cb/invoke", m),
+            Err(PathError::EncodedDelimiter('\\'))
+        );
     }
 }

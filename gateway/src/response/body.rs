@@ -6,7 +6,10 @@
 //! sent events by their field lines (`data:`, `event:`, `id:`, `retry:`, `:` comments; CRLF,
 //! LF or bare CR line ends), a JSON array element by element, JSON values one after another
 //! (one document, or NDJSON), any other text through a streaming masker, and bytes (audio,
-//! images) scanned without being altered — a hit there ends the answer with an error.
+//! images) scanned without being altered — a hit there ends the answer with an error. AWS
+//! event-stream messages (Bedrock) are known by their prelude's CRC whatever the answer's
+//! content type says, and decoded message by message ([`super::eventstream`]); an error there
+//! ends the answer with an event-stream exception message first, so the client's SDK reports it.
 //! Every buffer is bounded; an event or document beyond the bound ends the answer with an
 //! error rather than passing unread.
 
@@ -41,6 +44,11 @@ pub enum Kind {
     Sniff,
     /// Decided by the first bytes, for an answer that says it is an event stream.
     SniffSse,
+    /// AWS event-stream messages.
+    EventStream,
+    /// Decided by the first bytes, for an answer that says it is an AWS event stream (or whose
+    /// endpoint streams them): anything but a JSON document is read as one.
+    SniffEventStream,
 }
 
 /// Told the (rule index, detector) of the hits as the answer streams: those of each piece
@@ -72,6 +80,8 @@ pub struct MaskedBody {
     /// Set when the provider's closing event (`[DONE]`, `message_stop`, the array's end)
     /// has been decoded: the answer is complete for the client from there.
     complete: Option<Arc<AtomicBool>>,
+    /// The error to end with once the frame before it (an event-stream exception) is out.
+    failed: Option<BoxError>,
 }
 
 /// Finds complete JSON values at one depth in a byte stream.
@@ -100,6 +110,7 @@ impl MaskedBody {
             trailers: None,
             on_end: Some(on_end),
             complete: None,
+            failed: None,
         }
     }
 
@@ -117,7 +128,23 @@ impl MaskedBody {
 
     /// The framing the first bytes show (`None`: not enough bytes yet). `sse`: the answer
     /// says it is an event stream (text that is not clearly something else is read as one).
-    fn sniff(b: &[u8], end: bool, sse: bool) -> Option<Kind> {
+    fn sniff(b: &[u8], end: bool, sse: bool, es: bool) -> Option<Kind> {
+        // An event-stream message: its prelude's CRC says so (a length under 16 MiB starts
+        // with a zero byte, which text could too: wait for the whole prelude).
+        match super::eventstream::prelude_ok(b) {
+            Some(true) => return Some(Kind::EventStream),
+            None if !end && b.first().is_none_or(|c| *c == 0) => return None,
+            _ => {}
+        }
+        if es {
+            let first = b.iter().find(|c| !c.is_ascii_whitespace());
+            return match first {
+                Some(b'{') => Some(Kind::Json),
+                None if end => Some(Kind::Text),
+                None => None,
+                _ => Some(Kind::EventStream),
+            };
+        }
         let b = b.strip_prefix(b"\xef\xbb\xbf").unwrap_or(b);
         let Some(at) = b.iter().position(|c| !c.is_ascii_whitespace()) else {
             return end.then_some(if sse { Kind::Sse } else { Kind::Text });
@@ -438,9 +465,13 @@ impl MaskedBody {
 
     /// Decode what is buffered; `end`: the body ended.
     fn drain(&mut self, out: &mut Vec<u8>, end: bool) -> Result<(), BoxError> {
-        if matches!(self.kind, Kind::Sniff | Kind::SniffSse) {
+        if matches!(
+            self.kind,
+            Kind::Sniff | Kind::SniffSse | Kind::SniffEventStream
+        ) {
             let sse = self.kind == Kind::SniffSse;
-            match Self::sniff(&self.buf, end, sse) {
+            let es = self.kind == Kind::SniffEventStream;
+            match Self::sniff(&self.buf, end, sse, es) {
                 Some(k) => self.kind = k,
                 None if self.buf.len() > 4096 => self.kind = Kind::Text,
                 None => return Ok(()),
@@ -458,9 +489,16 @@ impl MaskedBody {
             }
             Kind::Text => self.drain_text(out, end),
             Kind::Bytes => self.scan_bytes(out)?,
-            Kind::Sniff | Kind::SniffSse => unreachable!("decided above"),
+            Kind::EventStream => {
+                if super::eventstream::drain(&mut self.rw, &mut self.buf, out, end)? {
+                    self.completed();
+                }
+            }
+            Kind::Sniff | Kind::SniffSse | Kind::SniffEventStream => {
+                unreachable!("decided above")
+            }
         }
-        if end && self.kind != Kind::JsonArray {
+        if end && !matches!(self.kind, Kind::JsonArray | Kind::EventStream) {
             for ev in self.rw.finish() {
                 if self.kind == Kind::Sse {
                     Self::encode_sse(out, &ev, &[]);
@@ -479,8 +517,26 @@ impl MaskedBody {
         let r = self.drain(&mut out, true);
         self.report();
         self.on_end = None;
-        r?;
+        if let Err(e) = r {
+            return self.fail(e, out).map(Some);
+        }
         Ok((!out.is_empty()).then(|| Bytes::from(out)))
+    }
+
+    /// The answer cannot go on: an event stream gets what was masked so far and an exception
+    /// message saying why, then the error; any other framing the error at once.
+    fn fail(&mut self, e: BoxError, mut out: Vec<u8>) -> Result<Bytes, BoxError> {
+        self.done = true;
+        if self.kind != Kind::EventStream {
+            return Err(e);
+        }
+        super::eventstream::exception(
+            super::eventstream::GATEWAY_EXCEPTION,
+            &format!("gateway: {e}"),
+        )
+        .encode(&mut out);
+        self.failed = Some(e);
+        Ok(Bytes::from(out))
     }
 
     /// Hand the hits found so far to `on_end`.
@@ -555,6 +611,10 @@ impl Body for MaskedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
             if self.done {
+                if let Some(e) = self.failed.take() {
+                    self.trailers = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
                 return Poll::Ready(self.trailers.take().map(Ok));
             }
             let this = &mut *self;
@@ -583,9 +643,8 @@ impl Body for MaskedBody {
                     this.buf.extend_from_slice(&data);
                     let mut out = Vec::new();
                     if let Err(e) = this.drain(&mut out, false) {
-                        this.done = true;
                         this.report();
-                        return Poll::Ready(Some(Err(e)));
+                        return Poll::Ready(Some(this.fail(e, out).map(Frame::data)));
                     }
                     if !out.is_empty() {
                         this.report();

@@ -31,12 +31,37 @@ pub enum Shape {
     Ollama,
     /// Cohere v2 chat stream events (`content-delta`, ...).
     Cohere,
+    /// Bedrock ConverseStream events, as the event-stream decoder hands them over:
+    /// `{"<event type>": payload}` ([`converse_event`]).
+    BedrockConverse,
     Other,
+}
+
+/// The event types of Bedrock's ConverseStream.
+pub const CONVERSE_EVENTS: &[&str] = &[
+    "messageStart",
+    "contentBlockStart",
+    "contentBlockDelta",
+    "contentBlockStop",
+    "messageStop",
+    "metadata",
+];
+
+/// The event type of a ConverseStream event in its wrapped form (one key, a known type).
+pub fn converse_event(v: &Value) -> Option<&str> {
+    let o = v.as_object()?;
+    if o.len() != 1 {
+        return None;
+    }
+    let k = o.keys().next()?;
+    CONVERSE_EVENTS.contains(&k.as_str()).then_some(k.as_str())
 }
 
 pub fn shape(v: &Value) -> Shape {
     let typ = v.get("type").and_then(Value::as_str).unwrap_or("");
-    if typ.starts_with("response.") {
+    if converse_event(v).is_some() {
+        Shape::BedrockConverse
+    } else if typ.starts_with("response.") {
         Shape::Responses
     } else if v.get("choices").is_some_and(Value::is_array) {
         Shape::OpenAiChat
@@ -240,6 +265,19 @@ impl Shape {
                     );
                 }
             }
+            Shape::BedrockConverse => {
+                if let Some(ev) = v.get("contentBlockDelta")
+                    && let Some(d) = ev.get("delta")
+                {
+                    text_leaves(
+                        d,
+                        "/contentBlockDelta/delta",
+                        &format!("bc/{}", idx(ev, "contentBlockIndex")),
+                        None,
+                        &mut out,
+                    );
+                }
+            }
             Shape::Other => {}
         }
         out
@@ -304,6 +342,14 @@ impl Shape {
                     vec![format!("co/{}/", idx(v, "index"))]
                 }
                 Some("message-end") => vec!["co/".into()],
+                _ => Vec::new(),
+            },
+            Shape::BedrockConverse => match converse_event(v) {
+                Some("contentBlockStop") => vec![format!(
+                    "bc/{}/",
+                    idx(&v["contentBlockStop"], "contentBlockIndex")
+                )],
+                Some("messageStop") => vec!["bc/".into()],
                 _ => Vec::new(),
             },
             Shape::Other => Vec::new(),

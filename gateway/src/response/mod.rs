@@ -17,6 +17,7 @@
 
 pub mod body;
 pub mod dialect;
+pub mod eventstream;
 
 use std::{collections::HashMap, sync::Arc};
 

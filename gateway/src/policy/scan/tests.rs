@@ -123,6 +123,16 @@ pub(crate) fn vectors() -> Vec<(&'static str, String, String, String)> {
         ),
         v("openai-api-key", format!("sk-proj-{}", rnd(60, 30)), format!("sk-proj-{}", rnd(10, 30))),
         v(
+            "aws-bedrock-api-key",
+            format!("ABSKQmVkcm9ja0FQSUtleS1{}=", rnd(100, 41)),
+            format!("ABSK{}", rnd(20, 41)),
+        ),
+        v(
+            "aws-bedrock-api-key",
+            format!("bedrock-api-key-YmVkcm9jay5hbWF6b25hd3MuY29t{}", rnd(300, 43)),
+            format!("bedrock-api-key-{}", rnd(12, 43)),
+        ),
+        v(
             "anthropic-api-key",
             format!("sk-ant-api03-{}", rnd(95, 31)),
             format!("sk-ant-api03-{}", rnd(20, 31)),
