@@ -235,8 +235,12 @@ fn vertex_tokens_and_bodies() {
     };
     let cases = only(cloud::vertex_cases(), |c| c.name.as_str());
     unique_names(cases.iter().map(|c| c.name.as_str()));
+    let live = only(gateway_tests::adversarial::ws::vertex_live_cases(), |c| c.name.as_str());
     let e = RawEnv::start("gw-advvx", 142, &[Extra::Vertex], cloud::scripts(&cases));
     let mut fails = cloud::run(&e, &cases);
-    fails.extend(cloud::token_failures(&e));
-    adversarial::report("vertex", cases.len(), &fails);
+    fails.extend(gateway_tests::adversarial::ws::run(&e, &live));
+    if !cases.is_empty() {
+        fails.extend(cloud::token_failures(&e));
+    }
+    adversarial::report("vertex", cases.len() + live.len(), &fails);
 }

@@ -64,7 +64,8 @@ pub struct WsCase {
     pub opts: Value,
     pub server: Option<Value>,
     pub planted: Vec<String>,
-    pub marker: Option<String>,
+    /// Another host than the provider's (Vertex AI's Live API).
+    pub host: Option<String>,
     pub expect: WsExpect,
 }
 
@@ -98,7 +99,7 @@ impl WsCase {
             opts: json!({}),
             server: None,
             planted: vec![],
-            marker: None,
+            host: None,
             expect,
         }
     }
@@ -138,8 +139,8 @@ impl WsCase {
         headers.push(("x-adv-case".into(), self.name.clone()));
         let mut v = json!({
             "id": self.name,
-            "host": self.provider.host(),
-            "ip": env.ip(self.provider.host()),
+            "host": self.host.as_deref().unwrap_or(self.provider.host()),
+            "ip": env.ip(self.host.as_deref().unwrap_or(self.provider.host())),
             "target": self.target,
             "headers": headers,
             "frames": self.frames,
@@ -1262,6 +1263,40 @@ pub fn cases() -> Vec<WsCase> {
         first_rt()));
     v.push(echo("ws-echo-vault-ping", OA, REALTIME, json!({"server": [{"op": 9, "payload": &oa_key[..40]}, {"op": 1, "payload": rt_delta("ok")}],
         "close_after": true}), first_rt()));
+    v
+}
+
+/// Vertex AI's Live API (`LlmBidiService/BidiGenerateContent` on the regional host, the
+/// client's OAuth token in `Authorization`): masked upstream or refused; never the client's
+/// token upstream.
+pub fn vertex_live_cases() -> Vec<WsCase> {
+    let path = "/ws/google.cloud.aiplatform.v1.LlmBidiService/BidiGenerateContent";
+    let setup = json!({"setup": {"model": "projects/adv-project-140/locations/us-central1/publishers/google/models/gemini-2.0-flash-live-preview-04-09"}}).to_string();
+    let mut v = vec![];
+    for (n, msgs) in [
+        ("vx-ws-live-turn", vec![setup.clone(), "TURN".to_string()]),
+        ("vx-ws-live-setup-system", vec!["SYS".to_string()]),
+    ] {
+        let s = s1(n);
+        let tok = format!("ya29.a0AfH6SMclientws{:016x}", seed_of(n));
+        let frames = msgs
+            .iter()
+            .map(|m| match m.as_str() {
+                "TURN" => txt(&gm_turn(&format!("key {s}"))),
+                "SYS" => txt(&json!({"setup": {"model": "projects/adv-project-140/locations/us-central1/publishers/google/models/gemini-live",
+                    "systemInstruction": {"parts": [{"text": format!("use {s}")}]}}}).to_string()),
+                m => txt(m),
+            })
+            .collect();
+        let mut c = WsCase::new(n, Provider::Gemini, path, WsExpect::Clean)
+            .without("x-goog-api-key")
+            .header("Authorization", &format!("Bearer {tok}"))
+            .frames(frames)
+            .plant(&s)
+            .plant(&tok);
+        c.host = Some(super::raw::VERTEX_HOST.into());
+        v.push(c);
+    }
     v
 }
 
