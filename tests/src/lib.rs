@@ -12,6 +12,7 @@ pub mod netns;
 pub mod provider;
 pub mod vaultfake;
 pub mod wire;
+pub mod wsfake;
 
 use std::{
     fs,
