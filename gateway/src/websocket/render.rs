@@ -131,3 +131,34 @@ impl Timeline {
         }
     }
 }
+
+/// `gateway journal show`'s text for a session: its close and its timeline, one line a message.
+pub fn show(ws: &Value) -> String {
+    let mut out = String::from("\n--- websocket session ---\n");
+    if let Some(c) = ws.get("close").filter(|c| c.is_object()) {
+        out.push_str(&format!(
+            "closed by {} with {} {}\n",
+            c["by"].as_str().unwrap_or("?"),
+            c["code"],
+            c["reason"].as_str().unwrap_or("")
+        ));
+    }
+    for m in ws["messages"].as_array().into_iter().flatten() {
+        let arrow = if m["dir"] == "client" { "->" } else { "<-" };
+        out.push_str(&format!(
+            "{:>10.1} ms {arrow} {} {} bytes{}{}\n",
+            m["at_ms"].as_f64().unwrap_or(0.0),
+            m["kind"].as_str().unwrap_or("?"),
+            m["len"],
+            m["action"]
+                .as_str()
+                .map(|a| format!(" [{a}]"))
+                .unwrap_or_default(),
+            m["text"]
+                .as_str()
+                .map(|t| format!(": {t}"))
+                .unwrap_or_default(),
+        ));
+    }
+    out
+}
