@@ -28,4 +28,5 @@ pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 pub mod vault;
+pub mod websocket;
 pub mod workers;

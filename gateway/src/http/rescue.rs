@@ -59,6 +59,8 @@ pub enum ExchangeError {
         "gateway: the journal cannot record this exchange ({0}); nothing was sent (fail-closed)"
     )]
     JournalUnavailable(String),
+    #[error("gateway: {0}")]
+    WebSocket(#[from] crate::websocket::WsError),
 }
 
 impl ExchangeError {
@@ -96,6 +98,18 @@ impl ExchangeError {
             }
             ExchangeError::JournalUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Internal)
+            }
+            ExchangeError::WebSocket(e) => {
+                use crate::websocket::WsError as W;
+                match e {
+                    W::Unsupported(_) | W::BadUpgrade(_) => {
+                        (StatusCode::BAD_REQUEST, ErrorKind::BadRequest)
+                    }
+                    W::Certificate(_) => (StatusCode::BAD_GATEWAY, ErrorKind::UpstreamCertificate),
+                    W::Unavailable(_) | W::Handshake(_) | W::Extension(_) => {
+                        (StatusCode::BAD_GATEWAY, ErrorKind::UpstreamUnavailable)
+                    }
+                }
             }
         }
     }

@@ -35,6 +35,9 @@ impl Adapter for Gemini {
             "countTokens"
         } else if path.ends_with(":embedContent") || path.ends_with(":batchEmbedContents") {
             "embedContent"
+        } else if path.starts_with("/ws/") && path.contains(".BidiGenerateContent") {
+            // Gemini Live, a WebSocket session (crate::websocket).
+            "live"
         } else if path.contains("/models") {
             "models"
         } else {
