@@ -5,11 +5,12 @@
 //! `gateway ca install` would leave it) and `api.openai.com` named by a bind-mounted hosts file.
 //! Codex opens `/v1/responses` as a WebSocket (`OpenAI-Beta: responses_websockets=...`) and
 //! falls back to HTTPS with a "falling back to HTTP" warning when the WebSocket fails; the
-//! fake answers only the WebSocket (an HTTPS `POST /v1/responses` gets a 404), so a fallback
-//! cannot go unnoticed.
+//! fake records every HTTPS request, so a fallback cannot go unnoticed.
 //!
-//! First Codex straight against the fake (no gateway): the fake speaks what Codex expects.
-//! Then through the gateway: the vault key reaches the fake, never Codex's key.
+//! First Codex straight against the fake (no gateway): the fake speaks what Codex expects, and
+//! a fake that refuses the upgrade makes Codex log the fallback and POST over HTTPS (so the
+//! checks for "no fallback" can fail). Then through the gateway: the vault key reaches the
+//! fake, never Codex's key, and the session is journaled.
 
 use std::{
     path::{Path, PathBuf},
@@ -23,7 +24,7 @@ use gateway_tests::{
     CODEX_VERSION, codex_cli,
     provider::{ProviderEnv, Providers, REPLY},
     run,
-    wsfake::{WsApi, WsSession},
+    wsfake::{WsApi, WsOptions, WsSession},
 };
 
 const VAULT_KEY: &str = "sk-vault-codex-ws-5b7d0c";
@@ -225,6 +226,57 @@ fn codex_speaks_websocket_to_the_fake_at_the_first_attempt() {
 }
 
 #[test]
+fn codex_falls_back_to_https_when_the_upgrade_is_refused() {
+    gateway_tests::require_privileges();
+    codex_cli();
+    let n = gateway_tests::unique();
+    let fakes = Providers::start(175, n);
+    fakes.openai.ws_options(WsOptions {
+        refuse: Some(426),
+        ..Default::default()
+    });
+    let dir = tempfile::Builder::new()
+        .prefix("gw-codex-refused-")
+        .tempdir()
+        .unwrap();
+    let hosts = hosts_with(dir.path(), &fakes.hosts());
+    let bundle = bundle_with(dir.path(), &fakes.pki.ca_pem);
+    let home = codex_home(dir.path());
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let r = run(
+        codex_exec(&home, &work, &hosts, &bundle, None),
+        Duration::from_secs(120),
+    );
+    let ws = fakes.openai.ws_sessions();
+    assert!(
+        !ws.is_empty() && ws.iter().all(|s| s.rejected.is_some()),
+        "Codex did not try the WebSocket first: {ws:#?}"
+    );
+    assert!(
+        r.stderr.contains(FALLBACK),
+        "no fallback line in Codex's log: {r:#?}"
+    );
+    let posts: Vec<_> = fakes
+        .openai
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "POST" && s.target.starts_with("/v1/responses"))
+        .collect();
+    assert!(!posts.is_empty(), "no HTTPS fallback request: {r:#?}");
+    assert!(r.ok && r.stdout.contains(REPLY), "{r:#?}");
+    eprintln!(
+        "{} refused upgrades, then: {}",
+        ws.len(),
+        r.stderr
+            .lines()
+            .filter(|l| l.contains(FALLBACK))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
 fn codex_through_the_gateway_gets_the_fakes_answer_with_the_vault_key() {
     gateway_tests::require_privileges();
     codex_cli();
@@ -290,13 +342,27 @@ fn codex_through_the_gateway_gets_the_fakes_answer_with_the_vault_key() {
         1,
         "want one journal record of the session: {recs:#?}"
     );
-    assert_eq!(ws_recs[0]["provider"], "openai", "{:#}", ws_recs[0]);
+    let rec = ws_recs[0];
+    assert_eq!(rec["provider"], "openai", "{rec:#}");
+    assert_eq!(rec["status"], 101, "{rec:#}");
+    // Attributed to the job: Codex's process in the test's cgroup.
     assert!(
-        ws_recs[0]["who"]["comm"]
+        rec["who"]["cgroup"]
             .as_str()
-            .is_some_and(|c| c.starts_with("codex") || c.starts_with("tokio")),
-        "{:#}",
-        ws_recs[0]
+            .is_some_and(|c| env.cg.path.ends_with(c.trim_start_matches('/'))),
+        "{}",
+        rec["who"]
+    );
+    // Every message Codex sent is in the session's timeline.
+    let sent_by_codex = ws
+        .iter()
+        .find(|s| s.api == Some(WsApi::Responses))
+        .map(|s| s.received.len())
+        .unwrap();
+    assert_eq!(
+        rec["websocket"]["client_messages"], sent_by_codex,
+        "{}",
+        rec["websocket"]["close"]
     );
     let line = export
         .lines()
