@@ -1,7 +1,7 @@
 //! A fake LLM provider on loopback speaking the real wire formats over real TLS, h2 or
 //! HTTP/1.1 (as ALPN decides): OpenAI chat completions (JSON and SSE ending in `[DONE]`),
-//! OpenAI models list, Anthropic messages (JSON and typed SSE events), Gemini generateContent
-//! and streamGenerateContent (`alt=sse` and the JSON-array form). Every request is recorded
+//! OpenAI models list, OpenAI Responses (JSON and typed SSE events), Anthropic messages (JSON
+//! and typed SSE events), Gemini generateContent and streamGenerateContent (`alt=sse` and the JSON-array form). Every request is recorded
 //! (method, target, version, headers, trailers) for the test to inspect.
 //!
 //! Scripted mode: a test registers a [`Script`] with [`FakeProvider::script`] and a request
@@ -569,6 +569,18 @@ async fn answer(
                 "usage": {"input_tokens": 5, "output_tokens": 6}})
             .to_string(),
         ),
+        "/v1/responses" => {
+            // The HTTP Responses API (what Codex falls back to): the WebSocket fake's events.
+            let deltas: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+            let sse_wanted = stream
+                || parts.headers.get("accept").and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+            if sse_wanted {
+                sse(crate::wsfake::responses_sse("http", &json_body, &deltas))
+            } else {
+                let done = crate::wsfake::responses_events("http", &json_body, &deltas).pop().unwrap_or_default();
+                full(StatusCode::OK, "application/json", done["response"].to_string())
+            }
+        }
         p if p.ends_with(":generateContent") => full(StatusCode::OK, "application/json", gemini_chunk(&reply, true).to_string()),
         p if p.ends_with(":streamGenerateContent") => {
             let n = words.len();

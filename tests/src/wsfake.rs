@@ -90,6 +90,9 @@ pub struct WsOptions {
     pub deltas: Option<Vec<String>>,
     /// Largest message the fake accepts (tungstenite's default, 64 MiB, when None).
     pub max_message: Option<usize>,
+    /// Refuse every upgrade with this HTTP status (a front end without WebSocket support), so
+    /// a client falls back to HTTPS.
+    pub refuse: Option<u16>,
 }
 
 /// One message on a session, in either direction.
@@ -378,6 +381,13 @@ pub fn accept(
         error: None,
         done: false,
     };
+    let refused = state.options.lock().unwrap().refuse;
+    if let Some(status) = refused.and_then(|s| StatusCode::from_u16(s).ok()) {
+        session.rejected = Some(format!("refused with {status} (WsOptions::refuse)"));
+        session.done = true;
+        state.push(session);
+        return refuse(status, "WebSocket upgrades are refused here");
+    }
     let accept_key = if h2 {
         Ok(None)
     } else {
@@ -682,77 +692,12 @@ impl Run {
             }
         }
         self.responses += 1;
-        let n = self.responses;
-        let id = format!("resp_fake_{}_{n}", self.index);
-        let model = m["model"].as_str().unwrap_or("gpt-fake").to_string();
-        let mut seq = 0u64;
-        let mut ev = |mut v: Value| {
-            v["sequence_number"] = json!(seq);
-            seq += 1;
-            v
-        };
-        let response = |status: &str, output: Value, usage: Value| {
-            json!({"id": id, "object": "response", "created_at": now(), "status": status,
-                "error": null, "incomplete_details": null, "model": model, "output": output,
-                "parallel_tool_calls": true, "previous_response_id": m["previous_response_id"],
-                "store": false, "text": {"format": {"type": "text"}}, "tool_choice": "auto",
-                "tools": [], "usage": usage, "metadata": {}})
-        };
-        let created = ev(json!({"type": "response.created",
-            "response": response("in_progress", json!([]), Value::Null)}));
-        self.send(created).await?;
-        if m["generate"] == json!(false) {
-            let done = ev(
-                json!({"type": "response.completed", "response": response("completed", json!([]),
-                json!({"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0},
-                    "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 0}))}),
-            );
-            return self.send(done).await;
-        }
-        let in_progress = ev(json!({"type": "response.in_progress",
-            "response": response("in_progress", json!([]), Value::Null)}));
-        self.send(in_progress).await?;
-        let item_id = format!("msg_fake_{}_{n}", self.index);
+        let id = format!("{}_{}", self.index, self.responses);
         let deltas = self.script.for_message(m).deltas(&self.cred);
-        let full: String = deltas.concat();
-        let e = ev(
-            json!({"type": "response.output_item.added", "output_index": 0,
-            "item": {"id": item_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}}),
-        );
-        self.send(e).await?;
-        let e = ev(
-            json!({"type": "response.content_part.added", "item_id": item_id, "output_index": 0,
-            "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
-        );
-        self.send(e).await?;
-        for d in &deltas {
-            let e = ev(
-                json!({"type": "response.output_text.delta", "item_id": item_id, "output_index": 0,
-                "content_index": 0, "delta": d, "logprobs": []}),
-            );
+        for e in responses_events(&id, m, &deltas) {
             self.send(e).await?;
         }
-        let e = ev(
-            json!({"type": "response.output_text.done", "item_id": item_id, "output_index": 0,
-            "content_index": 0, "text": full, "logprobs": []}),
-        );
-        self.send(e).await?;
-        let part = json!({"type": "output_text", "text": full, "annotations": []});
-        let e = ev(
-            json!({"type": "response.content_part.done", "item_id": item_id, "output_index": 0,
-            "content_index": 0, "part": part}),
-        );
-        self.send(e).await?;
-        let item = json!({"id": item_id, "type": "message", "status": "completed", "role": "assistant",
-            "content": [part]});
-        let e = ev(json!({"type": "response.output_item.done", "output_index": 0, "item": item}));
-        self.send(e).await?;
-        let e = ev(
-            json!({"type": "response.completed", "response": response("completed", json!([item]),
-            json!({"input_tokens": 5, "input_tokens_details": {"cached_tokens": 0},
-                "output_tokens": 6, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 11}))}),
-        );
-        self.send(e).await
+        Ok(())
     }
 
     // ---- OpenAI Realtime ----------------------------------------------------------------
@@ -974,6 +919,81 @@ impl Run {
 
 #[cfg(test)]
 mod tests;
+
+/// The events of one Responses API answer to the request `m` (a `response.create` message or
+/// an HTTP request body): `response.created`, `response.in_progress`, the message item with
+/// one `response.output_text.delta` per delta, the `.done`s and `response.completed`, with
+/// `sequence_number`s from 0. `"generate": false` (a prewarm) gets only `response.created`
+/// and `response.completed` with no output. `id` makes the response and item ids.
+pub fn responses_events(id: &str, m: &Value, deltas: &[String]) -> Vec<Value> {
+    let rid = format!("resp_fake_{id}");
+    let item_id = format!("msg_fake_{id}");
+    let model = m["model"].as_str().unwrap_or("gpt-fake").to_string();
+    let response = |status: &str, output: Value, usage: Value| {
+        json!({"id": rid, "object": "response", "created_at": now(), "status": status,
+            "error": null, "incomplete_details": null, "model": model, "output": output,
+            "parallel_tool_calls": true, "previous_response_id": m["previous_response_id"],
+            "store": false, "text": {"format": {"type": "text"}}, "tool_choice": "auto",
+            "tools": [], "usage": usage, "metadata": {}})
+    };
+    let usage = |i: u64, o: u64| {
+        json!({"input_tokens": i, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": o, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": i + o})
+    };
+    let mut out = vec![json!({"type": "response.created",
+        "response": response("in_progress", json!([]), Value::Null)})];
+    if m["generate"] == json!(false) {
+        out.push(json!({"type": "response.completed",
+            "response": response("completed", json!([]), usage(0, 0))}));
+    } else {
+        let full: String = deltas.concat();
+        let part = json!({"type": "output_text", "text": full, "annotations": []});
+        let item = json!({"id": item_id, "type": "message", "status": "completed",
+            "role": "assistant", "content": [part]});
+        out.push(json!({"type": "response.in_progress",
+            "response": response("in_progress", json!([]), Value::Null)}));
+        out.push(
+            json!({"type": "response.output_item.added", "output_index": 0,
+            "item": {"id": item_id, "type": "message", "status": "in_progress",
+                "role": "assistant", "content": []}}),
+        );
+        out.push(
+            json!({"type": "response.content_part.added", "item_id": item_id,
+            "output_index": 0, "content_index": 0,
+            "part": {"type": "output_text", "text": "", "annotations": []}}),
+        );
+        for d in deltas {
+            out.push(
+                json!({"type": "response.output_text.delta", "item_id": item_id,
+                "output_index": 0, "content_index": 0, "delta": d, "logprobs": []}),
+            );
+        }
+        out.push(
+            json!({"type": "response.output_text.done", "item_id": item_id,
+            "output_index": 0, "content_index": 0, "text": full, "logprobs": []}),
+        );
+        out.push(
+            json!({"type": "response.content_part.done", "item_id": item_id,
+            "output_index": 0, "content_index": 0, "part": part}),
+        );
+        out.push(json!({"type": "response.output_item.done", "output_index": 0, "item": item}));
+        out.push(json!({"type": "response.completed",
+            "response": response("completed", json!([item]), usage(5, 6))}));
+    }
+    for (i, e) in out.iter_mut().enumerate() {
+        e["sequence_number"] = json!(i);
+    }
+    out
+}
+
+/// The same answer as an SSE body (the HTTP Responses stream): one `event:`/`data:` frame
+/// per event.
+pub fn responses_sse(id: &str, m: &Value, deltas: &[String]) -> Vec<String> {
+    responses_events(id, m, deltas)
+        .into_iter()
+        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("")))
+        .collect()
+}
 
 /// A Rust WebSocket client over TLS for protocol-level checks: connect to `addr`, TLS with SNI
 /// `host` trusting `ca` (PEM), upgrade `wss://{host}{path}` with `headers` added. The 101

@@ -244,7 +244,7 @@ fn gemini_live_answers_in_binary_frames_then_text_frames_when_asked() {
             assert_eq!(setup[0], (!text_frames, json!({"setupComplete": {}})));
             ws.send(Message::text(json!({"clientContent": {"turns": [{"role": "user", "parts": [{"text": "hi"}]}], "turnComplete": true}}).to_string())).await.unwrap();
             let evs = until(&mut ws, |v| v["serverContent"]["turnComplete"] == true).await;
-            assert!(evs.iter().all(|(b, _)| *b == !text_frames));
+            assert!(evs.iter().all(|(b, _)| *b != text_frames));
             let text: String = evs
                 .iter()
                 .filter_map(|(_, v)| v["serverContent"]["modelTurn"]["parts"][0]["text"].as_str())
