@@ -376,3 +376,57 @@ fn codex_through_the_gateway_gets_the_fakes_answer_with_the_vault_key() {
         assert!(!export.contains(key), "a key in the journal");
     }
 }
+
+#[test]
+fn codex_through_the_gateway_never_sees_the_vault_key_split_across_deltas() {
+    gateway_tests::require_privileges();
+    codex_cli();
+    let env = ProviderEnv::start("gw-codex-mask", 177, "", &[("openai", VAULT_KEY)]);
+    // The provider echoes the key it received, cut in two delta events (and whole in the
+    // `.done` events and the completed response, as the real stream repeats the text).
+    env.fakes.openai.ws_options(WsOptions {
+        deltas: Some(vec![
+            "Your key is {{CRED_A}}".into(),
+            "{{CRED_B}} as I was told.".into(),
+        ]),
+        ..Default::default()
+    });
+    let dir = tempfile::Builder::new()
+        .prefix("gw-codex-mask-")
+        .tempdir()
+        .unwrap();
+    let bundle = bundle_with(dir.path(), &env.ca);
+    let hosts = hosts_with(dir.path(), &env.fakes.hosts());
+    let home = codex_home(dir.path());
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let r = run(
+        codex_exec(&home, &work, &hosts, &bundle, Some(&env.cg.path)),
+        Duration::from_secs(120),
+    );
+    let ws = env.fakes.openai.wait_ws(1, Duration::from_secs(5));
+    let s = ws
+        .iter()
+        .find(|s| s.api == Some(WsApi::Responses))
+        .unwrap_or_else(|| panic!("no Responses WebSocket: {ws:#?}\n{r:#?}"));
+    eprintln!("codex printed: {}", r.stdout.trim());
+    // The fake did send the key, split: the check below can fail.
+    assert!(s.sent_text().contains(VAULT_KEY), "{s:#?}");
+    assert!(r.ok, "{r:#?}\ngateway log:\n{}", env.gw.raw_log());
+    assert!(!r.stderr.contains(FALLBACK), "{r:#?}");
+    let (half_a, half_b) = VAULT_KEY.split_at(VAULT_KEY.len() / 2);
+    for out in [&r.stdout, &r.stderr] {
+        assert!(
+            !out.contains(VAULT_KEY) && !out.contains(half_b),
+            "the vault key reached Codex: {r:#?}"
+        );
+    }
+    assert!(
+        r.stdout.contains("Your key is") && r.stdout.contains("[MASKED"),
+        "Codex did not print the masked answer: {r:#?}"
+    );
+    assert!(
+        !r.stdout.contains(&format!("Your key is {half_a}")),
+        "the first half of the key came through: {r:#?}"
+    );
+}
