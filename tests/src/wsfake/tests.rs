@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::{fake::TestPki, provider::FakeProvider, provider::REPLY};
+use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_tungstenite::tungstenite::Message;
 
 const HOSTS: &[&str] = &["api.openai.com", "generativelanguage.googleapis.com"];
 
