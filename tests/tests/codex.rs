@@ -343,6 +343,10 @@ fn codex_through_the_gateway_gets_the_fakes_answer_with_the_vault_key() {
         "want one journal record of the session: {recs:#?}"
     );
     let rec = ws_recs[0];
+    eprintln!(
+        "journal: outcome {} close {}",
+        rec["outcome"], rec["websocket"]["close"]
+    );
     assert_eq!(rec["provider"], "openai", "{rec:#}");
     assert_eq!(rec["status"], 101, "{rec:#}");
     // Attributed to the job: Codex's process in the test's cgroup.
