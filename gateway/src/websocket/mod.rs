@@ -18,6 +18,7 @@
 //! Any other upgrade (h2c, a CONNECT tunnel, ...) is refused: everything on this connection is
 //! the provider, and nothing but WebSocket can be inspected.
 
+mod approval;
 pub mod relay;
 pub mod render;
 
