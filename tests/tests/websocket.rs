@@ -45,11 +45,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 OPENAI = {"Authorization": "Bearer sk-dummy-from-the-job", "OpenAI-Beta": "realtime=v1"}
 def item(text):
     return json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
-def realtime(sends, until="response.done", timeout=20):
+def realtime(sends, until="response.done", timeout=20, delay=0):
+    import time
     out = {"types": [], "text": ""}
     try:
         with connect("wss://api.openai.com/v1/realtime?model=gpt-realtime", additional_headers=OPENAI, max_size=None, open_timeout=20) as ws:
             out["types"].append(json.loads(ws.recv(timeout=20))["type"])
+            time.sleep(delay)
             for s in sends:
                 ws.send(s)
             while True:
@@ -82,6 +84,10 @@ realtime([item(sys.argv[1]), json.dumps({"type": "response.create"})])
 
 const ANSWER: &str = r#"
 realtime([json.dumps({"type": "response.create"})])
+"#;
+
+const LATE: &str = r#"
+realtime([json.dumps({"type": "response.create"})], delay=float(sys.argv[1]))
 "#;
 
 const HELD: &str = r#"
@@ -180,6 +186,8 @@ print(json.dumps(out))
 struct T {
     env: ProviderEnv,
     py: std::path::PathBuf,
+    /// `journal.fail_writes_while`: journal writes fail while this file exists.
+    fault: std::path::PathBuf,
 }
 
 impl T {
@@ -253,15 +261,32 @@ impl T {
 
 fn start(prefix: &str, net: u8) -> T {
     let venv = py_venv();
+    let fault = std::env::temp_dir().join(format!(
+        "gw-ws-fail-{net}-{}-{}",
+        std::process::id(),
+        gateway_tests::unique()
+    ));
+    let _ = std::fs::remove_file(&fault);
     let env = ProviderEnv::start(
         prefix,
         net,
-        &config(),
+        &format!(
+            "{}[journal]\nfail_writes_while = {:?}\n",
+            config(),
+            fault.display().to_string()
+        ),
         &[("openai", OPENAI_KEY), ("gemini", GEMINI_KEY)],
     );
     T {
         env,
         py: venv.join("bin/python"),
+        fault,
+    }
+}
+
+impl Drop for T {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.fault);
     }
 }
 
@@ -665,5 +690,59 @@ fn sessions_are_blocked_held_bounded_and_refused_fail_closed() {
     assert!(
         rt.iter()
             .any(|r| r["status"] == 502 && r["gateway_error"] == "upstream_unavailable")
+    );
+
+    // Fail closed on the journal: a session open while it breaks is closed (1011) at its next
+    // message, nothing of it sent; a new upgrade is refused (503) before anything is sent.
+    let opened = fake.ws_sessions().len();
+    let late = {
+        let cmd = t.cmd(LATE, &["4"]);
+        std::thread::spawn(move || run(cmd, Duration::from_secs(60)))
+    };
+    // The late session is open (the fake has it) before the journal breaks.
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while fake.ws_sessions().len() == opened {
+        assert!(
+            std::time::Instant::now() < end,
+            "the late session did not open"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(&t.fault, "").unwrap();
+    let before = opened + 1;
+    let out = t.py(ANSWER, &[]);
+    assert!(
+        out["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == "response.done"),
+        "{out}"
+    );
+    let out = t.json(&late.join().unwrap());
+    assert_eq!(out["close"][0], 1011, "{out}");
+    assert!(
+        out["close"][1].as_str().unwrap().contains("journal"),
+        "{out}"
+    );
+    let s = fake.ws_sessions();
+    let late_session = &s[before - 1];
+    assert!(
+        late_session.received.is_empty(),
+        "the late message went out: {late_session:#?}"
+    );
+    let out = t.py(ANSWER, &[]);
+    assert_eq!(out["status"], 503, "{out}");
+    assert!(
+        out["body"]
+            .as_str()
+            .unwrap()
+            .contains("journal cannot record"),
+        "{out}"
+    );
+    assert_eq!(
+        fake.ws_sessions().len(),
+        before + 1,
+        "a refused upgrade reached the provider"
     );
 }

@@ -113,19 +113,23 @@ fn start(
         h2,
     };
     let conn = ctx.conn_id;
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(client) => {
-                let client = hyper_util::rt::TokioIo::new(client);
-                websocket::relay::run(session, client, opened.io, ex).await;
+    let span = tracing::debug_span!("ws", conn, endpoint);
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            match on_upgrade.await {
+                Ok(client) => {
+                    let client = hyper_util::rt::TokioIo::new(client);
+                    websocket::relay::run(session, client, opened.io, ex).await;
+                }
+                Err(e) => {
+                    debug!(conn, error = %e, "the client's upgrade did not complete");
+                    ex.rec.status = 101;
+                    drop(ex.finish("client_gone"));
+                }
             }
-            Err(e) => {
-                debug!(conn, error = %e, "the client's upgrade did not complete");
-                ex.rec.status = 101;
-                drop(ex.finish("client_gone"));
-            }
-        }
-    });
+        },
+        span,
+    ));
     resp
 }
 

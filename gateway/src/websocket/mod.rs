@@ -18,6 +18,7 @@
 //! Any other upgrade (h2c, a CONNECT tunnel, ...) is refused: everything on this connection is
 //! the provider, and nothing but WebSocket can be inspected.
 
+mod approval;
 pub mod relay;
 pub mod render;
 
@@ -188,6 +189,10 @@ pub enum Connected {
     Refused(Response<hyper::body::Incoming>),
 }
 
+/// The longest the provider may take to answer the upgrade (after TLS): past it the client
+/// gets a 502, nothing hangs.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Headers of the client's upgrade that the gateway sets itself on the provider's.
 const OWN_HEADERS: &[header::HeaderName] = &[
     header::SEC_WEBSOCKET_KEY,
@@ -253,9 +258,13 @@ pub async fn connect(
     parts.version = http::Version::HTTP_11;
     parts.extensions = http::Extensions::new();
     let req = Request::from_parts(parts, Empty::<Bytes>::new());
-    let resp = sender
-        .send_request(req)
+    let resp = tokio::time::timeout(HANDSHAKE_TIMEOUT, sender.send_request(req))
         .await
+        .map_err(|_| {
+            WsError::Unavailable(format!(
+                "no answer to the WebSocket upgrade within {HANDSHAKE_TIMEOUT:?}"
+            ))
+        })?
         .map_err(|e| WsError::Unavailable(e.to_string()))?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(Connected::Refused(resp));
@@ -268,8 +277,9 @@ pub async fn connect(
     for h in crate::policy::credentials::HOP_BY_HOP {
         headers.remove(*h);
     }
-    let upgraded = hyper::upgrade::on(resp)
+    let upgraded = tokio::time::timeout(HANDSHAKE_TIMEOUT, hyper::upgrade::on(resp))
         .await
+        .map_err(|_| WsError::Handshake("the upgrade did not complete in time".into()))?
         .map_err(|e| WsError::Handshake(format!("the upgrade did not complete: {e}")))?;
     Ok(Connected::Open(Box::new(Opened {
         io: TokioIo::new(upgraded),
