@@ -252,6 +252,7 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
         policy,
         max_request_body: cfg.limits.max_request_body(),
         max_streams: cfg.limits.streams_per_connection(),
+        max_ws_message: cfg.limits.max_ws_message(),
         journal: if cfg.journal.enabled {
             Some(Arc::new(crate::journal::Journal::open(
                 &cfg.journal,

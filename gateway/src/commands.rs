@@ -413,6 +413,10 @@ pub fn journal(
                 m.remove("prev");
             }
             out.push_str(&serde_json::to_string_pretty(&head).unwrap_or_default());
+            if let Some(ws) = v.get("websocket").filter(|w| w.is_object()) {
+                out.push_str(&crate::websocket::render::show(ws));
+                return Ok(out);
+            }
             for (k, title) in [
                 ("request_body", "request (as sent)"),
                 ("response_body", "response (as delivered)"),
@@ -519,6 +523,9 @@ pub fn replay(cfg: &Config, id: u64, speed: f64, offline: bool) -> Result<String
         )));
     }
     let v = journal_query(cfg, offline, &[id.to_string()], "")?;
+    if let Some(ws) = v.get("websocket").filter(|w| w.is_object()) {
+        return replay_session(id, ws, speed);
+    }
     let Some(body) = v["response_body"].as_str() else {
         return Err(AppError::Usage(format!(
             "record {id} has no answer body (journal.bodies = \"none\" when it was written)"
@@ -554,6 +561,36 @@ pub fn replay(cfg: &Config, id: u64, speed: f64, offline: bool) -> Result<String
             .and_then(|e| e["at_ms"].as_f64())
             .unwrap_or(0.0)
     );
+    Ok(String::new())
+}
+
+/// A WebSocket session's provider→client messages, one line each, at their recorded pace.
+fn replay_session(id: u64, ws: &serde_json::Value, speed: f64) -> Result<String, AppError> {
+    use std::io::Write as _;
+    let start = std::time::Instant::now();
+    let mut out = std::io::stdout().lock();
+    let mut n = 0;
+    let mut last = 0.0;
+    for m in ws["messages"].as_array().into_iter().flatten() {
+        if m["dir"] != "server" || !matches!(m["kind"].as_str(), Some("text" | "binary")) {
+            continue;
+        }
+        let at = m["at_ms"].as_f64().unwrap_or(0.0);
+        if speed > 0.0 {
+            let due = std::time::Duration::from_secs_f64(at / 1e3 / speed);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        match m["text"].as_str() {
+            Some(t) => writeln!(out, "{t}")?,
+            None => writeln!(out, "[{} bytes not kept]", m["len"])?,
+        }
+        out.flush()?;
+        n += 1;
+        last = at;
+    }
+    eprintln!("(record {id}: {n} provider messages over {last:.1} ms as recorded)");
     Ok(String::new())
 }
 

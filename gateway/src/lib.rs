@@ -29,4 +29,5 @@ pub mod tls;
 pub mod trust;
 pub mod upstream;
 pub mod vault;
+pub mod websocket;
 pub mod workers;

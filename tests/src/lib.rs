@@ -14,6 +14,7 @@ pub mod provider;
 pub mod vaultfake;
 pub mod vertex;
 pub mod wire;
+pub mod wsfake;
 
 use std::{
     fs,
@@ -598,6 +599,45 @@ pub fn node_sdk() -> PathBuf {
             String::from_utf8_lossy(&out.stderr)
         );
         dir
+    })
+    .clone()
+}
+
+/// The Codex CLI version the tests pin: its Responses WebSocket transport is on by default for
+/// the built-in OpenAI provider (it falls back to HTTPS, logging "falling back to HTTP", when
+/// the WebSocket cannot be had).
+pub const CODEX_VERSION: &str = "0.171.0";
+
+/// The `codex` launcher of npm's `@openai/codex` (a native binary in a platform package),
+/// installed once under target/codex-cli (cached, keyed by [`CODEX_VERSION`]).
+pub fn codex_cli() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = target_dir().join("codex-cli");
+        let bin = dir.join("node_modules/.bin/codex");
+        let marker = dir.join(".gateway-version");
+        if bin.exists() && fs::read_to_string(&marker).ok().as_deref() == Some(CODEX_VERSION) {
+            return bin;
+        }
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("package.json"),
+            r#"{"name":"gw-codex-test","private":true}"#,
+        )
+        .unwrap();
+        let out = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund"])
+            .arg(format!("@openai/codex@{CODEX_VERSION}"))
+            .current_dir(&dir)
+            .output()
+            .expect("npm (Node.js) is needed to install the Codex CLI");
+        assert!(
+            out.status.success() && bin.exists(),
+            "npm install @openai/codex@{CODEX_VERSION} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs::write(&marker, CODEX_VERSION).unwrap();
+        bin
     })
     .clone()
 }

@@ -1,7 +1,7 @@
 //! A fake LLM provider on loopback speaking the real wire formats over real TLS, h2 or
 //! HTTP/1.1 (as ALPN decides): OpenAI chat completions (JSON and SSE ending in `[DONE]`),
-//! OpenAI models list, Anthropic messages (JSON and typed SSE events), Gemini generateContent
-//! and streamGenerateContent (`alt=sse` and the JSON-array form). Every request is recorded
+//! OpenAI models list, OpenAI Responses (JSON and typed SSE events), Anthropic messages (JSON
+//! and typed SSE events), Gemini generateContent and streamGenerateContent (`alt=sse` and the JSON-array form). Every request is recorded
 //! (method, target, version, headers, trailers) for the test to inspect.
 //!
 //! Scripted mode: a test registers a [`Script`] with [`FakeProvider::script`] and a request
@@ -101,6 +101,8 @@ impl Seen {
 struct Gate {
     notify: tokio::sync::Notify,
     cancelled: std::sync::atomic::AtomicUsize,
+    /// The WebSocket sessions and options (`crate::wsfake`), shared like the gate.
+    ws: Arc<crate::wsfake::WsState>,
 }
 
 /// A scripted answer (see the module doc). In header values and chunks, `{{CRED}}` becomes
@@ -164,8 +166,11 @@ impl FakeProvider {
                         let sni = sni.clone();
                         async move { Ok::<_, Infallible>(answer(req, s, sc, g, local, sni).await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), svc)
+                    let mut builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    builder.http2().enable_connect_protocol();
+                    let _ = builder
+                        .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                         .await;
                 });
             }
@@ -221,8 +226,9 @@ impl FakeProvider {
                         if !matches!(tcp.peek(&mut first).await, Ok(1)) {
                             return;
                         }
-                        let builder =
+                        let mut builder =
                             hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                        builder.http2().enable_connect_protocol();
                         if first[0] == 0x16 {
                             let Ok(tls) = acceptor.accept(tcp).await else {
                                 return;
@@ -237,7 +243,9 @@ impl FakeProvider {
                                     )
                                 }
                             });
-                            let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                                .await;
                         } else {
                             let svc = service_fn(move |req| {
                                 let (s, g) = (s.clone(), g.clone());
@@ -248,7 +256,9 @@ impl FakeProvider {
                                     )
                                 }
                             });
-                            let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                                .await;
                         }
                     });
                 }
@@ -300,6 +310,21 @@ impl FakeProvider {
     /// Open the gate for every gated stream waiting now.
     pub fn open_gate_all(&self) {
         self.gate.notify.notify_waiters();
+    }
+
+    /// Every WebSocket upgrade attempt so far (`crate::wsfake`).
+    pub fn ws_sessions(&self) -> Vec<crate::wsfake::WsSession> {
+        self.gate.ws.sessions()
+    }
+
+    /// What the WebSocket side does from now on (`crate::wsfake::WsOptions`).
+    pub fn ws_options(&self, o: crate::wsfake::WsOptions) {
+        self.gate.ws.set_options(o);
+    }
+
+    /// Wait up to `timeout` for `n` finished WebSocket sessions; the sessions either way.
+    pub fn wait_ws(&self, n: usize, timeout: std::time::Duration) -> Vec<crate::wsfake::WsSession> {
+        self.gate.ws.wait(n, timeout)
     }
 
     /// Gated streams whose reader went away before the gate opened.
@@ -408,6 +433,9 @@ async fn answer(
     local: Option<SocketAddr>,
     sni: Option<String>,
 ) -> Response<Body> {
+    if crate::wsfake::is_upgrade(&req) {
+        return crate::wsfake::accept(req, &gate.ws, local, sni);
+    }
     let gated_req = req.headers().contains_key("x-test-gate");
     let (parts, body) = req.into_parts();
     let collected = body.collect().await;
@@ -541,6 +569,18 @@ async fn answer(
                 "usage": {"input_tokens": 5, "output_tokens": 6}})
             .to_string(),
         ),
+        "/v1/responses" => {
+            // The HTTP Responses API (what Codex falls back to): the WebSocket fake's events.
+            let deltas: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+            let sse_wanted = stream
+                || parts.headers.get("accept").and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
+            if sse_wanted {
+                sse(crate::wsfake::responses_sse("http", &json_body, &deltas))
+            } else {
+                let done = crate::wsfake::responses_events("http", &json_body, &deltas).pop().unwrap_or_default();
+                full(StatusCode::OK, "application/json", done["response"].to_string())
+            }
+        }
         p if p.ends_with(":generateContent") => full(StatusCode::OK, "application/json", gemini_chunk(&reply, true).to_string()),
         p if p.ends_with(":streamGenerateContent") => {
             let n = words.len();
@@ -568,9 +608,13 @@ async fn answer(
 
 /// The credential a request carried, as a scripted answer splices it in.
 fn credential_of(parts: &http::request::Parts) -> String {
+    credential_of_head(&parts.headers, &parts.uri)
+}
+
+/// [`credential_of`] from a request head's headers and URI (the WebSocket fake's upgrade).
+pub(crate) fn credential_of_head(headers: &http::HeaderMap, uri: &http::Uri) -> String {
     let h = |n: &str| {
-        parts
-            .headers
+        headers
             .get(n)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     };
@@ -583,16 +627,14 @@ fn credential_of(parts: &http::request::Parts) -> String {
     if let Some(v) = h("x-api-key").or_else(|| h("x-goog-api-key")) {
         return v;
     }
-    parts
-        .uri
-        .query()
+    uri.query()
         .unwrap_or("")
         .split('&')
         .find_map(|kv| kv.strip_prefix("key=").map(String::from))
         .unwrap_or_default()
 }
 
-fn splice(text: &[u8], cred: &str) -> Vec<u8> {
+pub(crate) fn splice(text: &[u8], cred: &str) -> Vec<u8> {
     let chars: Vec<char> = cred.chars().collect();
     let piece = |a: usize, b: usize| -> String {
         chars[a.min(chars.len())..b.min(chars.len())]

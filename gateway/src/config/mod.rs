@@ -226,6 +226,9 @@ pub struct Limits {
     /// HTTP/2 streams one client connection may have open at once (more are refused by the
     /// protocol, `REFUSED_STREAM`). 0 = 100.
     pub streams_per_connection: u32,
+    /// The largest WebSocket message (fragments reassembled) either side may send through a
+    /// provider session; a larger one ends the session with close code 1009. 0 = 16 MiB.
+    pub max_ws_message: usize,
 }
 
 impl Limits {
@@ -234,6 +237,14 @@ impl Limits {
             100
         } else {
             self.streams_per_connection
+        }
+    }
+
+    pub fn max_ws_message(&self) -> usize {
+        if self.max_ws_message == 0 {
+            16 << 20
+        } else {
+            self.max_ws_message
         }
     }
 

@@ -6,6 +6,7 @@
 
 mod held;
 pub mod rescue;
+mod upgrade;
 
 use std::{
     convert::Infallible,
@@ -72,6 +73,8 @@ pub struct ConnCtx {
     pub max_request_body: usize,
     /// `limits.streams_per_connection`.
     pub max_streams: u32,
+    /// `limits.max_ws_message`.
+    pub max_ws_message: usize,
     pub hold: Arc<crate::hold::HoldService>,
     /// `None` when `journal.enabled = false`.
     pub journal: Option<Arc<crate::journal::Journal>>,
@@ -100,6 +103,8 @@ where
         Box::pin(
             hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .max_concurrent_streams(ctx.max_streams)
+                // RFC 8441: WebSocket over h2 (extended CONNECT, `:protocol`).
+                .enable_connect_protocol()
                 .serve_connection(io, svc),
         )
         .await
@@ -109,7 +114,9 @@ where
                 .keep_alive(true)
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(ctx.header_read_timeout)
-                .serve_connection(io, svc),
+                .serve_connection(io, svc)
+                // WebSocket sessions (crate::websocket) take the connection over after the 101.
+                .with_upgrades(),
         )
         .await
     }
@@ -134,6 +141,13 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
     ex.rec.method = method.to_string();
     ex.rec.endpoint = endpoint.to_string();
     ex.rec.path = req.uri().path().to_string();
+    // An upgrade (WebSocket, or anything else, refused) is a session, not a request.
+    let up = crate::websocket::classify(&req);
+    if up != crate::websocket::Upgrade::None {
+        return upgrade::exchange(req, up, path_error, ctx, ex, endpoint)
+            .instrument(span)
+            .await;
+    }
     async move {
         let (parts, body) = req.into_parts();
         let mut found = None;

@@ -69,6 +69,8 @@ pub enum ExchangeError {
         "gateway: the journal cannot record this exchange ({0}); nothing was sent (fail-closed)"
     )]
     JournalUnavailable(String),
+    #[error("gateway: {0}")]
+    WebSocket(#[from] crate::websocket::WsError),
     /// The provider refused a held stream's request after it was approved (its error status
     /// and message, masked): the stream, answered 200 already, ends with it.
     #[error("{}", upstream_refusal(*status, message))]
@@ -141,6 +143,18 @@ impl ExchangeError {
                     _ => ErrorKind::UpstreamUnavailable,
                 };
                 (s, kind)
+            }
+            ExchangeError::WebSocket(e) => {
+                use crate::websocket::WsError as W;
+                match e {
+                    W::Unsupported(_) | W::BadUpgrade(_) => {
+                        (StatusCode::BAD_REQUEST, ErrorKind::BadRequest)
+                    }
+                    W::Certificate(_) => (StatusCode::BAD_GATEWAY, ErrorKind::UpstreamCertificate),
+                    W::Unavailable(_) | W::Handshake(_) | W::Extension(_) => {
+                        (StatusCode::BAD_GATEWAY, ErrorKind::UpstreamUnavailable)
+                    }
+                }
             }
         }
     }

@@ -68,6 +68,8 @@ pub struct Interception {
     pub max_request_body: usize,
     /// `limits.streams_per_connection`.
     pub max_streams: u32,
+    /// `limits.max_ws_message`.
+    pub max_ws_message: usize,
     pub hold: Arc<crate::hold::HoldService>,
     pub journal: Option<Arc<crate::journal::Journal>>,
 }
@@ -511,6 +513,7 @@ impl Intercept {
             policy: icpt.policy.clone(),
             max_request_body: icpt.max_request_body,
             max_streams: icpt.max_streams,
+            max_ws_message: icpt.max_ws_message,
             hold: icpt.hold.clone(),
             journal: icpt.journal.clone(),
             requests: Default::default(),

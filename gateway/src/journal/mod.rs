@@ -15,6 +15,7 @@ pub mod body;
 pub mod query;
 pub mod seal;
 pub mod store;
+pub mod ws;
 
 use std::{
     path::PathBuf,
@@ -237,6 +238,9 @@ pub struct Record {
     /// A body was longer than `journal.max_body` and is cut short here.
     pub truncated: bool,
     pub events: Vec<Event>,
+    /// A WebSocket session (its timeline); absent for HTTP exchanges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<ws::WsSession>,
     pub prev: String,
     pub hash: String,
 }

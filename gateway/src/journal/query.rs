@@ -118,6 +118,10 @@ pub fn summary(mut v: Value) -> Value {
         for k in ["request_body", "response_body", "events"] {
             m.remove(k);
         }
+        // A WebSocket session: its counts and close stay, its timeline goes.
+        if let Some(ws) = m.get_mut("websocket").and_then(Value::as_object_mut) {
+            ws.remove("messages");
+        }
     }
     v
 }

@@ -36,6 +36,11 @@ impl Adapter for Gemini {
             "countTokens"
         } else if path.ends_with(":embedContent") || path.ends_with(":batchEmbedContents") {
             "embedContent"
+        } else if path.starts_with("/ws/")
+            && path.to_ascii_lowercase().contains(".bidigeneratecontent")
+        {
+            // Gemini Live, a WebSocket session (crate::websocket).
+            "live"
         } else if path.contains("/models") {
             "models"
         } else {

@@ -19,6 +19,9 @@ pub fn openai_endpoint(path: &str) -> &'static str {
         "/v1/responses" => "responses",
         "/v1/embeddings" => "embeddings",
         "/v1/models" => "models",
+        // WebSocket only (crate::websocket); Azure's is `/openai/realtime`.
+        "/v1/realtime" | "/realtime" => "realtime",
+        _ if p.starts_with("/v1/realtime/") => "realtime",
         _ if p.starts_with("/v1/responses/") => "responses",
         _ if p.starts_with("/v1/models/") => "models",
         _ if p.starts_with("/v1/audio/") => "audio",

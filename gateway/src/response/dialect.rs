@@ -34,6 +34,9 @@ pub enum Shape {
     /// Bedrock ConverseStream events, as the event-stream decoder hands them over:
     /// `{"<event type>": payload}` ([`converse_event`]).
     BedrockConverse,
+    /// Gemini Live (`BidiGenerateContent`) server messages: `serverContent` with the model's
+    /// turn and the transcriptions, one WebSocket message each.
+    GeminiLive,
     Other,
 }
 
@@ -61,12 +64,17 @@ pub fn shape(v: &Value) -> Shape {
     let typ = v.get("type").and_then(Value::as_str).unwrap_or("");
     if converse_event(v).is_some() {
         Shape::BedrockConverse
-    } else if typ.starts_with("response.") {
+    } else if typ.starts_with("response.")
+        // Realtime's input transcription streams like the Responses API's typed events.
+        || typ.starts_with("conversation.item.input_audio_transcription.")
+    {
         Shape::Responses
     } else if v.get("choices").is_some_and(Value::is_array) {
         Shape::OpenAiChat
     } else if v.get("candidates").is_some_and(Value::is_array) {
         Shape::Gemini
+    } else if live_content(v).is_some() {
+        Shape::GeminiLive
     } else if typ.starts_with("content_block_") || typ.starts_with("message_") || typ == "ping" {
         Shape::Anthropic
     } else if typ.starts_with("content-")
@@ -82,6 +90,20 @@ pub fn shape(v: &Value) -> Shape {
     } else {
         Shape::Other
     }
+}
+
+/// A Gemini Live server message's `serverContent` (camelCase as the API sends it, or
+/// snake_case) and the key it sits under.
+fn live_content(v: &Value) -> Option<(&'static str, &Value)> {
+    ["serverContent", "server_content"]
+        .into_iter()
+        .find_map(|k| v.get(k).filter(|c| c.is_object()).map(|c| (k, c)))
+}
+
+/// Realtime audio deltas carry base64 audio, not text: each message's chunk must stay whole
+/// (a client decodes every one alone), so it is masked whole like any other string.
+fn is_audio_delta(typ: &str) -> bool {
+    typ == "response.audio.delta" || typ == "response.output_audio.delta"
 }
 
 fn idx(v: &Value, k: &str) -> u64 {
@@ -183,7 +205,9 @@ impl Shape {
             }
             Shape::Responses => {
                 let typ = v["type"].as_str().unwrap_or("");
-                if let Some(base) = typ.strip_suffix(".delta") {
+                if let Some(base) = typ.strip_suffix(".delta")
+                    && !is_audio_delta(typ)
+                {
                     let key = format!(
                         "{base}/{}/{}",
                         idx(v, "output_index"),
@@ -278,6 +302,51 @@ impl Shape {
                     );
                 }
             }
+            Shape::GeminiLive => {
+                let Some((k, c)) = live_content(v) else {
+                    return out;
+                };
+                for (j, p) in c
+                    .get("modelTurn")
+                    .or_else(|| c.get("model_turn"))
+                    .and_then(|t| t.get("parts"))
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    let thought = p.get("thought").and_then(Value::as_bool).unwrap_or(false);
+                    if p.get("text").is_some_and(Value::is_string) {
+                        let turn = if c.get("modelTurn").is_some() {
+                            "modelTurn"
+                        } else {
+                            "model_turn"
+                        };
+                        out.push(Delta {
+                            key: format!("gl/{}", if thought { "t" } else { "x" }),
+                            pointer: format!("/{k}/{turn}/parts/{j}/text"),
+                            tokens: false,
+                        });
+                    }
+                }
+                for (f, key) in [
+                    ("outputTranscription", "gl/ot"),
+                    ("output_transcription", "gl/ot"),
+                    ("inputTranscription", "gl/it"),
+                    ("input_transcription", "gl/it"),
+                ] {
+                    if c.get(f)
+                        .and_then(|t| t.get("text"))
+                        .is_some_and(Value::is_string)
+                    {
+                        out.push(Delta {
+                            key: key.into(),
+                            pointer: format!("/{k}/{f}/text"),
+                            tokens: false,
+                        });
+                    }
+                }
+            }
             Shape::Other => {}
         }
         out
@@ -305,11 +374,18 @@ impl Shape {
                         idx(v, "output_index"),
                         idx(v, "content_index")
                     )],
+                    // Realtime ends a response with `response.done`.
                     None if typ == "response.completed"
                         || typ == "response.failed"
-                        || typ == "response.incomplete" =>
+                        || typ == "response.incomplete"
+                        || typ == "response.done" =>
                     {
                         vec![String::new()]
+                    }
+                    None if typ == "conversation.item.input_audio_transcription.completed"
+                        || typ == "conversation.item.input_audio_transcription.failed" =>
+                    {
+                        vec!["conversation.item.input_audio_transcription/".into()]
                     }
                     None => Vec::new(),
                 }
@@ -352,6 +428,20 @@ impl Shape {
                 Some("messageStop") => vec!["bc/".into()],
                 _ => Vec::new(),
             },
+            Shape::GeminiLive => {
+                let ends = live_content(v).is_some_and(|(_, c)| {
+                    [
+                        "turnComplete",
+                        "turn_complete",
+                        "interrupted",
+                        "generationComplete",
+                        "generation_complete",
+                    ]
+                    .iter()
+                    .any(|f| c.get(*f) == Some(&Value::Bool(true)))
+                });
+                if ends { vec!["gl/".into()] } else { Vec::new() }
+            }
             Shape::Other => Vec::new(),
         }
     }
@@ -384,6 +474,19 @@ pub fn as_plain_delta(t: &mut Value, keep: &str) {
         for c in cands {
             if let Some(o) = c.as_object_mut() {
                 o.remove("finishReason");
+            }
+        }
+    }
+    for k in ["serverContent", "server_content"] {
+        if let Some(c) = t.get_mut(k).and_then(Value::as_object_mut) {
+            for f in [
+                "turnComplete",
+                "turn_complete",
+                "generationComplete",
+                "generation_complete",
+                "interrupted",
+            ] {
+                c.remove(f);
             }
         }
     }

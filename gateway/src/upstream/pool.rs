@@ -160,6 +160,22 @@ impl Upstreams {
         self.tls_h1.clone()
     }
 
+    /// A dedicated connection of its own (never pooled), HTTP/1.1 over TLS with the client's SNI
+    /// and full verification: what a WebSocket session runs on.
+    pub async fn connect_dedicated(
+        &self,
+        dst: OrigDstAddr,
+        sni: &str,
+    ) -> Result<TlsStream<TcpStream>, SendError> {
+        let connector = self
+            .connector(dst, sni, false)
+            .map_err(|e| SendError::Unavailable(e.to_string()))?;
+        connector
+            .connect_tls()
+            .await
+            .map_err(|e| classify_error(e.as_ref()))
+    }
+
     /// The h2 connection slot for (dst, SNI).
     fn h2_slot(&self, dst: OrigDstAddr, sni: &str) -> Arc<H2Slot> {
         let key = Key {
