@@ -235,7 +235,9 @@ fn vertex_tokens_and_bodies() {
     };
     let cases = only(cloud::vertex_cases(), |c| c.name.as_str());
     unique_names(cases.iter().map(|c| c.name.as_str()));
-    let live = only(gateway_tests::adversarial::ws::vertex_live_cases(), |c| c.name.as_str());
+    let live = only(gateway_tests::adversarial::ws::vertex_live_cases(), |c| {
+        c.name.as_str()
+    });
     let e = RawEnv::start("gw-advvx", 142, &[Extra::Vertex], cloud::scripts(&cases));
     let mut fails = cloud::run(&e, &cases);
     fails.extend(gateway_tests::adversarial::ws::run(&e, &live));

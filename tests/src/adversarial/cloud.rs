@@ -468,7 +468,11 @@ pub fn bedrock_cases() -> Vec<CloudCase> {
     for (name, path, tpl) in fields {
         let s = s1(name);
         // An operation no reference documents: masked, or refused; never passed unread.
-        let e = if name == "br-unknown-path" { Clean } else { Masked };
+        let e = if name == "br-unknown-path" {
+            Clean
+        } else {
+            Masked
+        };
         v.push(CloudCase::bedrock(name, &path, &tpl.replace("$S", &s), e).plant(&s));
     }
     let n = "br-converse-json-escaped";
@@ -1728,7 +1732,9 @@ pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -
                     let auth = all_headers(&r["headers"], "authorization");
                     if c.expect == Expect::NoCredential {
                         if !auth.is_empty() {
-                            why.push("a credential upstream for a request that carried none".into());
+                            why.push(
+                                "a credential upstream for a request that carried none".into(),
+                            );
                         }
                     } else if auth != vec![format!("Bearer {MINTED}").as_str()] {
                         why.push(format!(
@@ -1791,7 +1797,10 @@ pub fn judge(env: &RawEnv, cases: &[CloudCase], got: &BTreeMap<String, Value>) -
                     ));
                 }
                 // The client's event stream must be well formed when the provider's was.
-                let sent_es = c.script.as_ref().is_some_and(|s| s.get("eventstream").is_some());
+                let sent_es = c
+                    .script
+                    .as_ref()
+                    .is_some_and(|s| s.get("eventstream").is_some());
                 if let Some(e) = &es_err
                     && sent_es
                     && c.expect != Expect::AnswerBroken
