@@ -416,7 +416,7 @@ pub fn warm() {
 enum Owner {
     /// The n-th value of the header map (in iteration order).
     Header(usize),
-    /// Pair `p` of the n-th value (a `cookie` header).
+    /// Item `p` of the n-th value (a list header: a `cookie` pair, a subprotocol).
     Cookie(usize, usize),
     /// The n-th query parameter.
     Param(usize),
@@ -462,9 +462,39 @@ struct Found {
     path: bool,
 }
 
-/// The cookie pairs of one `cookie` value, as sent (RFC 6265 §4.2: `; ` between them).
-fn cookie_pairs(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    v.split(|b| *b == b';').map(<[u8]>::trim_ascii)
+/// Headers whose value is a list judged item by item: a credential takes its item, not the
+/// header (a browser-style WebSocket client puts its key among its subprotocols:
+/// `Sec-WebSocket-Protocol: realtime, openai-insecure-api-key.<key>`; the others still go).
+/// The separator, and how the kept items are joined again.
+fn list_header(name: &http::HeaderName) -> Option<(u8, &'static [u8])> {
+    if name == header::COOKIE {
+        Some((b';', b"; "))
+    } else if name == header::SEC_WEBSOCKET_PROTOCOL {
+        Some((b',', b", "))
+    } else {
+        None
+    }
+}
+
+/// The items of one list header's value, as sent (cookies: RFC 6265 §4.2, `; ` between
+/// pairs; subprotocols: RFC 6455 §4.1, comma-separated tokens).
+fn list_items(v: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
+    v.split(move |b| *b == sep).map(<[u8]>::trim_ascii)
+}
+
+/// Subprotocols that carry a credential or a billing field by their name, whatever the value
+/// (OpenAI Realtime's browser form: `openai-insecure-api-key.<key>`, `openai-organization.<org>`,
+/// `openai-project.<project>`).
+const CREDENTIAL_SUBPROTOCOLS: &[&[u8]] = &[
+    b"openai-insecure-api-key.",
+    b"openai-organization.",
+    b"openai-project.",
+];
+
+fn is_credential_subprotocol(item: &[u8]) -> bool {
+    CREDENTIAL_SUBPROTOCOLS
+        .iter()
+        .any(|p| item.len() >= p.len() && item[..p.len()].eq_ignore_ascii_case(p))
 }
 
 /// One scan of every header value, cookie pair, query parameter and path segment.
@@ -475,11 +505,17 @@ fn scan_head(h: &HeaderMap, query: Option<&Query<'_>>, path: &str) -> Found {
         pieces: Vec::with_capacity(16),
         min_len: d.min_len,
     };
+    // List items that are credentials by their name.
+    let mut by_name = Vec::new();
     for (i, (name, value)) in h.iter().enumerate() {
         let v = value.as_bytes();
-        if name == header::COOKIE {
-            for (p, pair) in cookie_pairs(v).enumerate() {
-                hay.push_decoded(Owner::Cookie(i, p), pair, false);
+        if let Some((sep, _)) = list_header(name) {
+            for (p, item) in list_items(v, sep).enumerate() {
+                if name == header::SEC_WEBSOCKET_PROTOCOL && is_credential_subprotocol(item) {
+                    by_name.push((i, p));
+                } else {
+                    hay.push_decoded(Owner::Cookie(i, p), item, false);
+                }
             }
             continue;
         }
@@ -503,7 +539,10 @@ fn scan_head(h: &HeaderMap, query: Option<&Query<'_>>, path: &str) -> Found {
     for seg in path.split('/') {
         hay.push_decoded(Owner::Path, seg.as_bytes(), false);
     }
-    let mut found = Found::default();
+    let mut found = Found {
+        cookies: by_name,
+        ..Found::default()
+    };
     if hay.pieces.is_empty() {
         return found;
     }
@@ -546,17 +585,19 @@ fn apply_headers(h: &mut HeaderMap, found: &Found) -> usize {
             removed += 1;
             continue;
         }
-        if found.cookies.iter().any(|(c, _)| *c == i) {
+        if found.cookies.iter().any(|(c, _)| *c == i)
+            && let Some((sep, joiner)) = list_header(name)
+        {
             let mut kept: Vec<&[u8]> = Vec::new();
-            for (p, pair) in cookie_pairs(value.as_bytes()).enumerate() {
+            for (p, item) in list_items(value.as_bytes(), sep).enumerate() {
                 if found.cookies.contains(&(i, p)) {
                     removed += 1;
-                } else if !pair.is_empty() {
-                    kept.push(pair);
+                } else if !item.is_empty() {
+                    kept.push(item);
                 }
             }
             if !kept.is_empty()
-                && let Ok(v) = HeaderValue::from_bytes(&kept.join(&b"; "[..]))
+                && let Ok(v) = HeaderValue::from_bytes(&kept.join(joiner))
             {
                 out.append(name.clone(), v);
             }

@@ -303,6 +303,12 @@ pub static DETECTORS: &[Detector] = &[
         &[lit("sk-").wb()],
     ),
     d(
+        "aws-session-token",
+        "AWS STS session token (temporary credentials' token)",
+        r"\b(?:IQoJb3JpZ2luX2Vj|FwoGZXIvYXdzE)[A-Za-z0-9/+]{100,4000}={0,2}",
+        &[lit("IQoJb3JpZ2luX2Vj").wb(), lit("FwoGZXIvYXdzE").wb()],
+    ),
+    d(
         "aws-bedrock-api-key",
         "AWS Bedrock API key (long-term ABSK..., short-term bedrock-api-key-...)",
         r"\b(?:ABSK[A-Za-z0-9+/]{32,400}={0,2}|bedrock-api-key-[A-Za-z0-9+/]{32,3000}={0,2})",

@@ -328,8 +328,29 @@ mod tests {
                 "chat.completions",
             ),
         ];
+        let cases = cases.into_iter().chain([
+            (
+                Api::Vertex,
+                "/v1/projects/p/locations/us-east5/publishers/anthropic/models/c@1:streamRawPredict",
+                "streamRawPredict",
+            ),
+            (
+                Api::Vertex,
+                "/v1/projects/p/locations/us-east5/publishers/google/models/g:generateContent",
+                "generateContent",
+            ),
+            (Api::Bedrock, "/model/m/converse-stream", "converse-stream"),
+        ]);
         for (api, path, want) in cases {
             assert_eq!(api.adapter().endpoint(&post, path), want, "{api:?} {path}");
+            // The adapters are asked with the routing form of the path (case-folded, as
+            // `http::handle` does): the same endpoint.
+            let routing = crate::request::path::for_routing(path);
+            assert_eq!(
+                api.adapter().endpoint(&post, &routing),
+                want,
+                "{api:?} {routing}"
+            );
         }
     }
 

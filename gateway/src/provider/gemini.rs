@@ -27,14 +27,17 @@ impl Adapter for Gemini {
     fn billing_headers(&self) -> &'static [(&'static str, Billing)] {
         &[("x-goog-user-project", Billing::Project)]
     }
+    /// `path` is the routing form (case-folded), so the methods are compared without case.
     fn endpoint(&self, _m: &Method, path: &str) -> &'static str {
-        if path.ends_with(":streamGenerateContent") {
+        let ends =
+            |m: &str| path.len() >= m.len() && path[path.len() - m.len()..].eq_ignore_ascii_case(m);
+        if ends(":streamGenerateContent") {
             "streamGenerateContent"
-        } else if path.ends_with(":generateContent") {
+        } else if ends(":generateContent") {
             "generateContent"
-        } else if path.ends_with(":countTokens") {
+        } else if ends(":countTokens") {
             "countTokens"
-        } else if path.ends_with(":embedContent") || path.ends_with(":batchEmbedContents") {
+        } else if ends(":embedContent") || ends(":batchEmbedContents") {
             "embedContent"
         } else if path.starts_with("/ws/")
             && path.to_ascii_lowercase().contains(".bidigeneratecontent")

@@ -66,10 +66,11 @@ impl Adapter for Vertex {
         if is_openapi_chat(path) {
             return "chat.completions";
         }
-        match model_call(path) {
-            Some((_, "rawPredict")) => "rawPredict",
-            Some((_, "streamRawPredict")) => "streamRawPredict",
-            Some((_, "predict")) => "predict",
+        // `path` is the routing form (case-folded): methods compared without case.
+        match model_call(path).map(|(_, m)| m) {
+            Some(x) if x.eq_ignore_ascii_case("rawPredict") => "rawPredict",
+            Some(x) if x.eq_ignore_ascii_case("streamRawPredict") => "streamRawPredict",
+            Some(x) if x.eq_ignore_ascii_case("predict") => "predict",
             Some(_) => Gemini.endpoint(m, path),
             None if path.contains("/models") => "models",
             None if path.starts_with("/v1") => "other",

@@ -297,13 +297,16 @@ async fn client_side<R>(
             }
             Message::Ping(p) => {
                 control(st, true, "ping", p.len(), t0);
+                let p = clean_ping(s, st, true, p);
                 let _ = to_u.send(Message::Ping(p)).await;
             }
             Message::Pong(p) => {
                 control(st, true, "pong", p.len(), t0);
+                let p = clean_ping(s, st, true, p);
                 let _ = to_u.send(Message::Pong(p)).await;
             }
             Message::Close(f) => {
+                let f = clean_close(s, st, true, f);
                 {
                     let mut g = lock(st);
                     let (code, reason) = frame_parts(&f);
@@ -320,6 +323,91 @@ async fn client_side<R>(
                 let _ = to_u.send(Message::Close(f)).await;
             }
             Message::Frame(_) => {}
+        }
+    }
+}
+
+/// A control frame's payload (a ping's or pong's data, a close reason) is scanned like a
+/// message: a hit that is not only recorded masks it — a close reason as text, a ping or pong
+/// by emptying it (a control frame cannot wait for approval, and a pong answers the ping the
+/// peer actually got). `None`: it goes as it is.
+fn clean_control(s: &Session, st: &Shared, client: bool, payload: &[u8]) -> Option<Vec<u8>> {
+    let dir = if client {
+        Direction::Request
+    } else {
+        Direction::Response
+    };
+    let hits = s.scanner.find(
+        payload,
+        0,
+        Ctx {
+            dir,
+            id: &s.identity,
+        },
+    );
+    if hits.is_empty() {
+        return None;
+    }
+    {
+        let mut g = lock(st);
+        for h in &hits {
+            push_decision(
+                &mut g.decisions,
+                Decision {
+                    direction: if client { "request" } else { "response" }.into(),
+                    rule: s.scanner.rules()[h.rule].name.clone(),
+                    detector: h.detector.into(),
+                    action: h.effect.as_str().into(),
+                    count: 1,
+                },
+            );
+        }
+    }
+    if hits.iter().all(|h| h.effect == Effect::Record) {
+        return None;
+    }
+    warn!(
+        conn = s.conn_id,
+        client, "websocket control frame carried a secret: masked"
+    );
+    Some(match std::str::from_utf8(payload) {
+        Ok(t) => s
+            .scanner
+            .apply(t, &hits, crate::policy::scan::Render::Forward)
+            .into_bytes(),
+        Err(_) => Vec::new(),
+    })
+}
+
+/// A ping or pong, its payload cleaned ([`clean_control`]).
+fn clean_ping(s: &Session, st: &Shared, client: bool, p: tungstenite::Bytes) -> tungstenite::Bytes {
+    match clean_control(s, st, client, &p) {
+        // Masked text still names what was there; binary data goes empty.
+        Some(v) if v.len() <= 125 => tungstenite::Bytes::from(v),
+        Some(_) => tungstenite::Bytes::new(),
+        None => p,
+    }
+}
+
+/// A close frame, its reason cleaned ([`clean_control`]).
+fn clean_close(
+    s: &Session,
+    st: &Shared,
+    client: bool,
+    f: Option<CloseFrame>,
+) -> Option<CloseFrame> {
+    let f = f?;
+    match clean_control(s, st, client, f.reason.as_bytes()) {
+        None => Some(f),
+        Some(v) => {
+            let mut r = String::from_utf8(v).unwrap_or_default();
+            while r.len() > 123 {
+                r.pop();
+            }
+            Some(CloseFrame {
+                code: f.code,
+                reason: Utf8Bytes::from(r),
+            })
         }
     }
 }
@@ -599,6 +687,11 @@ async fn server_side<R>(
                 ));
                 {
                     let mut g = lock(st);
+                    if g.client_gone {
+                        // The client went first (without a close): the provider's end that
+                        // follows is ours, not the provider's failure.
+                        return;
+                    }
                     g.timeline.closed("gateway", code, &why);
                     if code == 1009 {
                         g.gateway_error = Some("message_too_large");
@@ -678,13 +771,16 @@ async fn server_side<R>(
             }
             Message::Ping(p) => {
                 control(st, false, "ping", p.len(), t0);
+                let p = clean_ping(s, st, false, p);
                 let _ = to_c.send(Message::Ping(p)).await;
             }
             Message::Pong(p) => {
                 control(st, false, "pong", p.len(), t0);
+                let p = clean_ping(s, st, false, p);
                 let _ = to_c.send(Message::Pong(p)).await;
             }
             Message::Close(f) => {
+                let f = clean_close(s, st, false, f);
                 flush(s, &mut rw, last_binary, &to_c, st, t0).await;
                 {
                     let mut g = lock(st);

@@ -747,7 +747,9 @@ pub fn bedrock_cases() -> Vec<CloudCase> {
     );
     let n = "br-secret-access-key-in-body";
     let sk = format!(
-        "wJalr{}EXAMPLEKEY",
+        // Shaped like a real one: AWS's documented example ends in EXAMPLEKEY, which the
+        // placeholder filter skips on purpose.
+        "wJalr{}K7MDNGbPxR",
         &format!("{:016x}{:016x}", seed_of(n), seed_of(&format!("{n}k")))[..25]
     )
     .replace('0', "/");

@@ -211,6 +211,32 @@ fn only_the_cookie_pairs_holding_a_credential_go() {
 }
 
 #[test]
+fn only_the_subprotocols_holding_a_credential_go() {
+    let g = ghp();
+    let mut h = hm(&[
+        // OpenAI Realtime from a browser: the key, the organization and the project ride as
+        // subprotocols, named so whatever their value.
+        (
+            "sec-websocket-protocol",
+            "realtime, openai-insecure-api-key.not-shaped-like-a-key, OpenAI-Organization.org-1, openai-project.p-2, openai-beta.realtime-v1",
+        ),
+        // Any other subprotocol with a credential in it goes by its value.
+        ("sec-websocket-protocol", &format!("chat, token.{g}")),
+        ("sec-websocket-protocol", "graphql-ws"),
+    ]);
+    assert_eq!(scrub_trailers(&mut h), 4);
+    let protos: Vec<&str> = h
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(
+        protos,
+        vec!["realtime, openai-beta.realtime-v1", "chat", "graphql-ws"]
+    );
+}
+
+#[test]
 fn typical_sdk_headers_are_left_alone() {
     let mut h = typical_headers();
     let before = h.clone();

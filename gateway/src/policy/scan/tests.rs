@@ -175,6 +175,11 @@ pub(crate) fn vectors() -> Vec<(&'static str, String, String, String)> {
         v("credit-card", "4111 1111 1111 1111".into(), "4111 1111 1111 1112".into()),
         v("iban", "GB82 WEST 1234 5698 7654 32".into(), "GB82 WEST 1234 5698 7654 33".into()),
         v("us-ssn", "123-45-6789".into(), "000-12-3456".into()),
+        v(
+            "aws-session-token",
+            format!("IQoJb3JpZ2luX2VjEJr{}==", rnd(300, 44)),
+            format!("IQoJb3JpZ2luX2Vj{}", rnd(20, 44)),
+        ),
     ]
 }
 
