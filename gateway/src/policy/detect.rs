@@ -305,7 +305,7 @@ pub static DETECTORS: &[Detector] = &[
     d(
         "aws-session-token",
         "AWS STS session token (temporary credentials' token)",
-        r"\b(?:IQoJb3JpZ2luX2Vj|FwoGZXIvYXdzE)[A-Za-z0-9/+]{100,4000}={0,2}",
+        r"\b(?:IQoJb3JpZ2luX2Vj|FwoGZXIvYXdzE)[A-Za-z0-9/+]{40,4000}={0,2}",
         &[lit("IQoJb3JpZ2luX2Vj").wb(), lit("FwoGZXIvYXdzE").wb()],
     ),
     d(

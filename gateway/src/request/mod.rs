@@ -171,6 +171,12 @@ impl Inspector<'_> {
                 r => r,
             };
         }
+        // An AWS event stream (Bedrock's bidirectional streams), whatever it is labelled: each
+        // message decoded and inspected (a valid prelude CRC is what makes it one).
+        if depth < MAX_DEPTH && crate::response::eventstream::prelude_ok(body) == Some(true) {
+            st.shape.get_or_insert("event-stream");
+            return self.event_stream(body, depth, st);
+        }
         let text = trim_bom(body);
         let first = text.iter().find(|b| !b.is_ascii_whitespace()).copied();
         if mime.contains("json") || matches!(first, Some(b'{' | b'[')) {
@@ -233,6 +239,54 @@ impl Inspector<'_> {
                 Ok(Out::same())
             }
         }
+    }
+
+    /// An event-stream body: every message's string and byte headers and its payload (by its
+    /// own shape: JSON with base64 inside, text, ...) inspected. It cannot be re-encoded
+    /// masked here, so a hit that would change it refuses the request; one that breaks the
+    /// framing is unreadable.
+    fn event_stream(&self, body: &[u8], depth: usize, st: &mut State) -> Result<Out, RequestError> {
+        use crate::response::eventstream::{Value, decode};
+        let mut inner = State {
+            how: st.how,
+            ..Default::default()
+        };
+        let mut rest = body;
+        while !rest.is_empty() {
+            let (m, n) = match decode(rest) {
+                Ok(Some(x)) => x,
+                Ok(None) => {
+                    return self.unreadable(
+                        body,
+                        "the event stream ends inside a message".into(),
+                        st,
+                    );
+                }
+                Err(e) => return self.unreadable(body, e.to_string(), st),
+            };
+            rest = &rest[n..];
+            for (_, v) in &m.headers {
+                match v {
+                    Value::String(t) => self.bytes(t.as_bytes(), &mut inner)?,
+                    Value::Bytes(b) => self.bytes(b, &mut inner)?,
+                    _ => {}
+                }
+            }
+            let ct = m.header(":content-type").unwrap_or("").to_string();
+            match self.piece(&m.payload, &ct, depth + 1, &mut inner) {
+                Ok(_) => {}
+                Err(RequestError::Unreadable(_)) => self.bytes(&m.payload, &mut inner)?,
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(h) = inner.hits.iter().find(|h| h.effect != Effect::Record) {
+            return Err(RequestError::Unmaskable {
+                detector: h.detector,
+            });
+        }
+        st.hits.extend(inner.hits);
+        st.texts.extend(inner.texts);
+        Ok(Out::same())
     }
 
     /// A body that does not parse as what it looks like: refused, or scanned as bytes.

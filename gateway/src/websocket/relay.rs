@@ -852,14 +852,19 @@ fn response_hits(s: &Session, rw: &mut Rewriter, st: &Shared) {
 /// Binary provider data that is not text: scanned raw. `Err(rule)`: a hit that would have to
 /// alter it.
 fn scan_binary(s: &Session, b: &[u8], st: &Shared) -> Result<(), String> {
-    let hits = s.scanner.find(
-        b,
-        0,
-        Ctx {
-            dir: Direction::Response,
-            id: &s.identity,
-        },
-    );
+    let ctx = Ctx {
+        dir: Direction::Response,
+        id: &s.identity,
+    };
+    let mut hits = s.scanner.find(b, 0, ctx);
+    // Compressed data (gzip, zlib, zstd magic) is decoded and scanned too: it cannot be
+    // masked and compressed again, so a hit there closes like one in the raw bytes. Data that
+    // claims a compression and does not decode is refused (nothing unread passes).
+    match crate::request::decode::sniff(b, s.max_message) {
+        Ok(Some(inner)) => hits.extend(s.scanner.find(&inner, 0, ctx)),
+        Ok(None) => {}
+        Err(_) => return Err("unreadable-compressed-data".into()),
+    }
     let mut g = lock(st);
     for h in &hits {
         push_decision(
