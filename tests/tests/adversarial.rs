@@ -199,8 +199,50 @@ fn websocket_sessions() {
     unique_names(cases.iter().map(|c| c.name.as_str()));
     let e = RawEnv::start("gw-advws", 140, &[], ws::scripts(&cases));
     let fails = ws::run(&e, &cases);
-    adversarial::report("websocket", cases.len(), &fails);
+    let ran: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+    adversarial::report_known("websocket", &ran, &fails, WS_KNOWN);
 }
+
+/// WebSocket findings of this suite that are open (issue H's closing note). Each must still
+/// fail; the test fails when one passes, so the list cannot go stale.
+const WS_KNOWN: &[(&str, &str)] = &[
+    (
+        "ws-frag-one-byte-each",
+        "a text message in ~150 one-byte fragments is never forwarded; the session ends 1011",
+    ),
+    (
+        "ws-ping-payload",
+        "the relay's WebSocket library answers the client's ping itself, echoing its data to the client (RFC 6455 5.5.3); what goes upstream is masked",
+    ),
+    (
+        "ws-close-reason",
+        "the library echoes the client's close frame back to the client; what goes upstream is masked",
+    ),
+    (
+        "ws-srv-ping-payload",
+        "the library answers the provider's ping itself, echoing its data to the provider; what reaches the client is masked",
+    ),
+    (
+        "ws-srv-close-reason",
+        "the library echoes the provider's close frame back to the provider; what reaches the client is masked",
+    ),
+    (
+        "ws-srv-before-first-message",
+        "intermittent (2 of 3 runs): text held back from the last provider message is lost when the client closes first",
+    ),
+];
+
+/// Bedrock findings of this suite that are open (issue H's closing note).
+const BEDROCK_KNOWN: &[(&str, &str)] = &[
+    (
+        "br-ans-converse-stream-tool-input",
+        "ConverseStream toolUse.input deltas are masked per message, not across messages",
+    ),
+    (
+        "br-ans-secret-in-bytes-header",
+        "event-stream answer headers (byte-array and string values) are not scanned",
+    ),
+];
 
 /// Issue H, AWS Bedrock: secrets in every Converse / InvokeModel / ApplyGuardrail / CountTokens
 /// field; the client's SigV4 (header, presigned query, session token), Bedrock API keys and
@@ -218,7 +260,8 @@ fn bedrock_requests_signatures_and_event_streams() {
     unique_names(cases.iter().map(|c| c.name.as_str()));
     let e = RawEnv::start("gw-advbr", 141, &[Extra::Bedrock], cloud::scripts(&cases));
     let fails = cloud::run(&e, &cases);
-    adversarial::report("bedrock", cases.len(), &fails);
+    let ran: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+    adversarial::report_known("bedrock", &ran, &fails, BEDROCK_KNOWN);
 }
 
 /// Issue H, Google Vertex AI: the client's OAuth token in `Authorization`, `?access_token=`,
