@@ -37,7 +37,7 @@ use super::render::{Entry, Timeline, journal_text};
 use crate::{
     hold::HoldService,
     journal::{Approval, Decision, Exchange, Journal},
-    policy::scan::{Ctx, Direction, Effect, Scanner, Unreadable},
+    policy::scan::{Ctx, Direction, Effect, Hit, Scanner, Unreadable},
     redirect::identity::Identity,
     response::Rewriter,
 };
@@ -348,21 +348,8 @@ fn clean_control(s: &Session, st: &Shared, client: bool, payload: &[u8]) -> Opti
     if hits.is_empty() {
         return None;
     }
-    {
-        let mut g = lock(st);
-        for h in &hits {
-            push_decision(
-                &mut g.decisions,
-                Decision {
-                    direction: if client { "request" } else { "response" }.into(),
-                    rule: s.scanner.rules()[h.rule].name.clone(),
-                    detector: h.detector.into(),
-                    action: h.effect.as_str().into(),
-                    count: 1,
-                },
-            );
-        }
-    }
+    let direction = if client { "request" } else { "response" };
+    record_hits(&mut lock(st).decisions, &s.scanner, direction, &hits);
     if hits.iter().all(|h| h.effect == Effect::Record) {
         return None;
     }
@@ -502,19 +489,7 @@ async fn client_message(
     };
     {
         let mut g = lock(st);
-        for h in &ins.hits {
-            let rule = &s.scanner.rules()[h.rule];
-            push_decision(
-                &mut g.decisions,
-                Decision {
-                    direction: "request".into(),
-                    rule: rule.name.clone(),
-                    detector: h.detector.into(),
-                    action: h.effect.as_str().into(),
-                    count: 1,
-                },
-            );
-        }
+        record_hits(&mut g.decisions, &s.scanner, "request", &ins.hits);
         if g.model.is_none() {
             g.model = ins.json.as_ref().and_then(model_of);
         }
@@ -609,6 +584,23 @@ async fn client_message(
     };
     let _ = to_u.send(m).await;
     true
+}
+
+/// Each scanner hit as a decision of the session's record (`direction`: "request" or
+/// "response"), counted per rule and detector.
+fn record_hits(all: &mut Vec<Decision>, scanner: &Scanner, direction: &str, hits: &[Hit]) {
+    for h in hits {
+        push_decision(
+            all,
+            Decision {
+                direction: direction.into(),
+                rule: scanner.rules()[h.rule].name.clone(),
+                detector: h.detector.into(),
+                action: h.effect.as_str().into(),
+                count: 1,
+            },
+        );
+    }
 }
 
 fn push_decision(all: &mut Vec<Decision>, d: Decision) {
@@ -865,19 +857,7 @@ fn scan_binary(s: &Session, b: &[u8], st: &Shared) -> Result<(), String> {
         Ok(None) => {}
         Err(_) => return Err("unreadable-compressed-data".into()),
     }
-    let mut g = lock(st);
-    for h in &hits {
-        push_decision(
-            &mut g.decisions,
-            Decision {
-                direction: "response".into(),
-                rule: s.scanner.rules()[h.rule].name.clone(),
-                detector: h.detector.into(),
-                action: h.effect.as_str().into(),
-                count: 1,
-            },
-        );
-    }
+    record_hits(&mut lock(st).decisions, &s.scanner, "response", &hits);
     match hits.iter().find(|h| h.effect != Effect::Record) {
         Some(h) => Err(s.scanner.rules()[h.rule].name.clone()),
         None => Ok(()),
