@@ -546,32 +546,39 @@ pub fn py_venv() -> PathBuf {
             "requests",
             "httpx",
         ];
-        let dir = target_dir().join("py-sdk-venv");
-        let marker = dir.join(".gateway-packages");
-        if fs::read_to_string(&marker).ok().as_deref() == Some(&PKGS.join(" ")) {
-            return dir;
-        }
-        let _ = fs::remove_dir_all(&dir);
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&dir)
-            .status()
-            .expect("python3 -m venv");
-        assert!(ok.success(), "creating the SDK venv failed");
-        let out = Command::new(dir.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check"])
-            .args(PKGS)
-            .output()
-            .expect("pip");
-        assert!(
-            out.status.success(),
-            "pip install {PKGS:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        fs::write(&marker, PKGS.join(" ")).unwrap();
-        dir
+        cached_venv("py-sdk-venv", PKGS)
     })
     .clone()
+}
+
+/// A venv `target/<name>` with `pkgs` from PyPI, made once per machine and remade when the
+/// package list changes (a marker file keeps the list it was made with).
+pub fn cached_venv(name: &str, pkgs: &[&str]) -> PathBuf {
+    let target = fs::canonicalize(target_dir()).expect("target dir");
+    let dir = target.join(name);
+    let marker = dir.join(".gateway-packages");
+    if fs::read_to_string(&marker).ok().as_deref() == Some(&pkgs.join(" ")) {
+        return dir;
+    }
+    let _ = fs::remove_dir_all(&dir);
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&dir)
+        .status()
+        .expect("python3 -m venv");
+    assert!(ok.success(), "creating the venv {name} failed");
+    let out = Command::new(dir.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(pkgs)
+        .output()
+        .expect("pip");
+    assert!(
+        out.status.success(),
+        "pip install {pkgs:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::write(&marker, pkgs.join(" ")).unwrap();
+    dir
 }
 
 /// A directory with the official Node `openai` SDK installed from npm once (cached).

@@ -26,33 +26,7 @@ use gateway_tests::{ClientRun, gateway_bin, node_sdk, provider::ProviderEnv, py_
 /// This test's own venv (PATH's python during install, so `--certifi` changes only a copy of
 /// its bundle): openai (httpx2: the system store), requests and httpx (certifi).
 fn ca_venv() -> PathBuf {
-    const PKGS: &[&str] = &["openai", "requests", "httpx"];
-    let target = std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .expect("target dir");
-    let dir = target.join("ca-trust-venv");
-    let marker = dir.join(".gateway-packages");
-    if std::fs::read_to_string(&marker).ok().as_deref() == Some(&PKGS.join(" ")) {
-        return dir;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    let ok = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&dir)
-        .status()
-        .expect("python3 -m venv");
-    assert!(ok.success(), "creating the ca-trust venv failed");
-    let out = Command::new(dir.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check"])
-        .args(PKGS)
-        .output()
-        .expect("pip");
-    assert!(
-        out.status.success(),
-        "pip install {PKGS:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(&marker, PKGS.join(" ")).unwrap();
-    dir
+    gateway_tests::cached_venv("ca-trust-venv", &["openai", "requests", "httpx"])
 }
 
 /// `lib/python3.X/site-packages` of a venv.
