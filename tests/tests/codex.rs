@@ -196,19 +196,7 @@ fn codex_speaks_websocket_to_the_fake_at_the_first_attempt() {
     let bin = codex_cli();
     let n = gateway_tests::unique();
     let fakes = Providers::start(175, n);
-    let dir = tempfile::Builder::new()
-        .prefix("gw-codex-direct-")
-        .tempdir()
-        .unwrap();
-    let hosts = hosts_with(dir.path(), &fakes.hosts());
-    let bundle = bundle_with(dir.path(), &fakes.pki.ca_pem);
-    let home = codex_home(dir.path());
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let r = run(
-        codex_exec(&home, &work, &hosts, &bundle, None),
-        Duration::from_secs(120),
-    );
+    let r = direct_run(&fakes, "gw-codex-direct-");
     let ws = fakes.openai.wait_ws(1, Duration::from_secs(5));
     eprintln!(
         "codex {CODEX_VERSION} ({}): stderr:\n{}",
@@ -225,6 +213,21 @@ fn codex_speaks_websocket_to_the_fake_at_the_first_attempt() {
     );
 }
 
+/// One `codex exec` straight against the fakes (no gateway): its own hosts file, a bundle
+/// with the fakes' CA, a fresh CODEX_HOME.
+fn direct_run(fakes: &Providers, prefix: &str) -> gateway_tests::ClientRun {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    let hosts = hosts_with(dir.path(), &fakes.hosts());
+    let bundle = bundle_with(dir.path(), &fakes.pki.ca_pem);
+    let home = codex_home(dir.path());
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    run(
+        codex_exec(&home, &work, &hosts, &bundle, None),
+        Duration::from_secs(120),
+    )
+}
+
 #[test]
 fn codex_falls_back_to_https_when_the_upgrade_is_refused() {
     gateway_tests::require_privileges();
@@ -235,19 +238,7 @@ fn codex_falls_back_to_https_when_the_upgrade_is_refused() {
         refuse: Some(426),
         ..Default::default()
     });
-    let dir = tempfile::Builder::new()
-        .prefix("gw-codex-refused-")
-        .tempdir()
-        .unwrap();
-    let hosts = hosts_with(dir.path(), &fakes.hosts());
-    let bundle = bundle_with(dir.path(), &fakes.pki.ca_pem);
-    let home = codex_home(dir.path());
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    let r = run(
-        codex_exec(&home, &work, &hosts, &bundle, None),
-        Duration::from_secs(120),
-    );
+    let r = direct_run(&fakes, "gw-codex-refused-");
     let ws = fakes.openai.ws_sessions();
     assert!(
         !ws.is_empty() && ws.iter().all(|s| s.rejected.is_some()),
