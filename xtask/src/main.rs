@@ -72,7 +72,7 @@ const LLVM_PACKAGES: [&str; 4] = [
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the tests drive: real clients and namespace tools.
-const TEST_PACKAGES: [(&str, &str); 8] = [
+const TEST_PACKAGES: [(&str, &str); 13] = [
     ("curl", "curl"),
     ("ip", "iproute2"),
     ("unshare", "util-linux"),
@@ -81,6 +81,12 @@ const TEST_PACKAGES: [(&str, &str); 8] = [
     ("openssl", "openssl"),
     ("bpftool", "bpftool"),
     ("systemd-analyze", "systemd"),
+    // The fleet tests: a real NATS JetStream, a real rsyslog, a real headless browser.
+    ("nats-server", "nats-server"),
+    ("rsyslogd", "rsyslog"),
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
+    ("logger", "bsdutils"),
 ];
 
 fn main() -> ExitCode {
