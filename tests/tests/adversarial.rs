@@ -233,16 +233,7 @@ const WS_KNOWN: &[(&str, &str)] = &[
 ];
 
 /// Bedrock findings of this suite that are open (issue H's closing note).
-const BEDROCK_KNOWN: &[(&str, &str)] = &[
-    (
-        "br-ans-converse-stream-tool-input",
-        "ConverseStream toolUse.input deltas are masked per message, not across messages",
-    ),
-    (
-        "br-ans-secret-in-bytes-header",
-        "event-stream answer headers (byte-array and string values) are not scanned",
-    ),
-];
+const BEDROCK_KNOWN: &[(&str, &str)] = &[];
 
 /// Issue H, AWS Bedrock: secrets in every Converse / InvokeModel / ApplyGuardrail / CountTokens
 /// field; the client's SigV4 (header, presigned query, session token), Bedrock API keys and

@@ -527,6 +527,7 @@ impl MaskedBody {
     /// message saying why, then the error; any other framing the error at once.
     fn fail(&mut self, e: BoxError, mut out: Vec<u8>) -> Result<Bytes, BoxError> {
         self.done = true;
+        tracing::warn!(error = %e, "answer ended by the gateway");
         if self.kind != Kind::EventStream {
             return Err(e);
         }

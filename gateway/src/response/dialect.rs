@@ -125,14 +125,48 @@ const TEXT_FIELDS: &[&str] = &[
     "response",
 ];
 
+/// ConverseStream's `contentBlockDelta.delta` members stream text in these fields: `text`,
+/// `reasoningContent.text`, `toolResult[].text`, `citation.sourceContent[].text`, and
+/// `toolUse.input` (the tool's arguments as partial JSON, a piece per event). The others
+/// (`reasoningContent.signature` and `.redactedContent`, `toolResult[].json`, citation titles
+/// and locations, `image`) come whole in one event and are masked whole there. The common
+/// text fields count too (a member this list does not know yet is masked across events if
+/// its field carries text anywhere else).
+const CONVERSE_TEXT_FIELDS: &[&str] = &[
+    "text",
+    "input",
+    "content",
+    "reasoning",
+    "reasoning_content",
+    "refusal",
+    "transcript",
+    "arguments",
+    "partial_json",
+    "thinking",
+    "cited_text",
+    "response",
+];
+
 fn esc(seg: &str) -> String {
     seg.replace('~', "~0").replace('/', "~1")
 }
 
 /// Every streamed-text string under `v` (at `pointer`), keyed below `key`.
 fn text_leaves(v: &Value, pointer: &str, key: &str, field: Option<&str>, out: &mut Vec<Delta>) {
+    fields_leaves(v, pointer, key, field, TEXT_FIELDS, out)
+}
+
+/// [`text_leaves`] with the dialect's own list of text-carrying field names.
+fn fields_leaves(
+    v: &Value,
+    pointer: &str,
+    key: &str,
+    field: Option<&str>,
+    fields: &[&str],
+    out: &mut Vec<Delta>,
+) {
     match v {
-        Value::String(_) if field.is_some_and(|f| TEXT_FIELDS.contains(&f)) => out.push(Delta {
+        Value::String(_) if field.is_some_and(|f| fields.contains(&f)) => out.push(Delta {
             key: key.to_string(),
             pointer: pointer.to_string(),
             tokens: false,
@@ -140,22 +174,24 @@ fn text_leaves(v: &Value, pointer: &str, key: &str, field: Option<&str>, out: &m
         Value::Array(a) => {
             for (i, x) in a.iter().enumerate() {
                 let k = x.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
-                text_leaves(
+                fields_leaves(
                     x,
                     &format!("{pointer}/{i}"),
                     &format!("{key}/{k}"),
                     field,
+                    fields,
                     out,
                 );
             }
         }
         Value::Object(o) => {
             for (f, x) in o {
-                text_leaves(
+                fields_leaves(
                     x,
                     &format!("{pointer}/{}", esc(f)),
                     &format!("{key}/{}", esc(f)),
                     Some(f),
+                    fields,
                     out,
                 );
             }
@@ -293,11 +329,12 @@ impl Shape {
                 if let Some(ev) = v.get("contentBlockDelta")
                     && let Some(d) = ev.get("delta")
                 {
-                    text_leaves(
+                    fields_leaves(
                         d,
                         "/contentBlockDelta/delta",
                         &format!("bc/{}", idx(ev, "contentBlockIndex")),
                         None,
+                        CONVERSE_TEXT_FIELDS,
                         &mut out,
                     );
                 }

@@ -45,6 +45,11 @@ pub enum FrameError {
     Malformed(&'static str),
     #[error("the event stream ended inside a message")]
     Truncated,
+    #[error(
+        "an event-stream message header carried a secret ({0}) in binary data, where it cannot \
+         be masked; the answer was cut"
+    )]
+    Unmaskable(&'static str),
 }
 
 impl Message {
@@ -265,7 +270,7 @@ pub fn drain(
     let mut closed = false;
     while let Some((msg, n)) = decode(buf)? {
         let raw = buf.split_to(n);
-        closed |= mask_message(rw, msg, &raw, out);
+        closed |= mask_message(rw, msg, &raw, out)?;
     }
     if end {
         for ev in rw.finish() {
@@ -279,16 +284,63 @@ pub fn drain(
     Ok(closed)
 }
 
-fn mask_message(rw: &mut super::Rewriter, mut msg: Message, raw: &[u8], out: &mut Vec<u8>) -> bool {
+/// Scan every header of a message, whatever its name: names and string values are masked in
+/// place (the message is encoded again, lengths and CRCs new); a hit in a byte-array or UUID
+/// value, which has no text to mask, is an error (the answer ends, fail closed). Whether
+/// anything changed.
+fn mask_headers(
+    rw: &mut super::Rewriter,
+    headers: &mut [(String, Value)],
+) -> Result<bool, FrameError> {
     rw.take_altered();
-    for (_, v) in msg.headers.iter_mut() {
-        if let Value::String(s) = v
-            && let Some(m) = rw.mask_whole(s)
-        {
-            *s = m;
+    for (name, v) in headers.iter_mut() {
+        if let Some(m) = rw.mask_whole(name) {
+            *name = m;
+        }
+        match v {
+            Value::String(s) => {
+                if let Some(m) = rw.mask_whole(s).or_else(|| rw.mask_base64(s)) {
+                    *s = m;
+                }
+            }
+            Value::Bytes(b) => rw.refuse_hits(b)?,
+            Value::Uuid(u) => rw.refuse_hits(u)?,
+            _ => {}
         }
     }
-    let mut altered = rw.take_altered();
+    Ok(rw.take_altered())
+}
+
+impl super::Rewriter {
+    /// Binary data that cannot be rewritten: its hits are recorded, and one that would have
+    /// to be masked (any rule but `monitor`) is an error.
+    fn refuse_hits(&mut self, b: &[u8]) -> Result<(), FrameError> {
+        let hits = self.scanner.find(
+            b,
+            0,
+            crate::policy::scan::Ctx {
+                dir: crate::policy::scan::Direction::Response,
+                id: &self.id,
+            },
+        );
+        self.hits.extend(hits.iter().map(|h| (h.rule, h.detector)));
+        match hits
+            .iter()
+            .find(|h| h.effect != crate::policy::scan::Effect::Record)
+        {
+            Some(h) => Err(FrameError::Unmaskable(h.detector)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn mask_message(
+    rw: &mut super::Rewriter,
+    mut msg: Message,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<bool, FrameError> {
+    let mut altered = mask_headers(rw, &mut msg.headers)?;
     let is_event = msg.header(":message-type").is_none_or(|t| t == "event");
     let etype = msg.header(":event-type").map(String::from);
     let payload: Option<serde_json::Value> = serde_json::from_slice(&msg.payload).ok();
@@ -307,7 +359,7 @@ fn mask_message(rw: &mut super::Rewriter, mut msg: Message, raw: &[u8], out: &mu
                 rw.mask_leaves(&mut p, &mut String::new(), &[]);
                 altered |= rw.take_altered();
                 msg.payload = serde_json::to_vec(&p).expect("JSON");
-                return finish_message(msg, raw, altered, out, false);
+                return Ok(finish_message(msg, raw, altered, out, false));
             };
             fields.remove("bytes");
             let mut rest = serde_json::Value::Object(fields);
@@ -315,8 +367,9 @@ fn mask_message(rw: &mut super::Rewriter, mut msg: Message, raw: &[u8], out: &mu
             altered |= rw.take_altered();
             match serde_json::from_slice::<serde_json::Value>(&native) {
                 Ok(v) => {
-                    closed =
-                        v.get("type").and_then(serde_json::Value::as_str) == Some("message_stop");
+                    closed = v.get("type").and_then(serde_json::Value::as_str)
+                        == Some("message_stop")
+                        || super::dialect::converse_event(&v) == Some("messageStop");
                     evs = rw.event(None, v).into_iter().map(|e| e.1).collect();
                     altered |= rw.take_altered();
                 }
@@ -340,23 +393,23 @@ fn mask_message(rw: &mut super::Rewriter, mut msg: Message, raw: &[u8], out: &mu
             rw.mask_leaves(&mut p, &mut String::new(), &[]);
             altered |= rw.take_altered();
             msg.payload = serde_json::to_vec(&p).expect("JSON");
-            return finish_message(msg, raw, altered, out, false);
+            return Ok(finish_message(msg, raw, altered, out, false));
         }
         (_, _, None) => {
             let m = rw.mask_bytes(&msg.payload);
             altered |= rw.take_altered();
             msg.payload = m;
-            return finish_message(msg, raw, altered, out, false);
+            return Ok(finish_message(msg, raw, altered, out, false));
         }
     }
     if !altered && evs.len() == 1 {
         out.extend_from_slice(raw);
-        return closed;
+        return Ok(closed);
     }
     for ev in &evs {
         emit(ev, Some(&msg.headers), chunk_fields.as_ref(), out);
     }
-    closed
+    Ok(closed)
 }
 
 fn finish_message(
@@ -397,7 +450,10 @@ fn emit(
         }
         m
     };
-    let msg = if let Some(et) = super::dialect::converse_event(ev) {
+    // A chunk stays a chunk, whatever its model's events look like (Amazon Nova's are
+    // shaped like ConverseStream's).
+    let converse = super::dialect::converse_event(ev).filter(|_| chunk_fields.is_none());
+    let msg = if let Some(et) = converse {
         with_type(et, serde_json::to_vec(&ev[et]).expect("JSON"))
     } else if chunk_fields.is_some() || headers.is_none() {
         use base64::Engine as _;

@@ -311,3 +311,238 @@ async fn exception_messages_are_masked_and_stay_exceptions() {
     let v: Value = serde_json::from_slice(&ms[0].payload).unwrap();
     assert_eq!(v["message"], "slow down [MASKED:github-classic-token]");
 }
+
+/// A ConverseStream answer with one content block whose deltas are `delta(part)`.
+fn converse_block(start: Value, deltas: Vec<Value>) -> Vec<u8> {
+    let mut w = Vec::new();
+    let mut evs = vec![
+        ("messageStart", json!({"role":"assistant"})),
+        (
+            "contentBlockStart",
+            json!({"contentBlockIndex":0,"start":start}),
+        ),
+    ];
+    for d in deltas {
+        evs.push((
+            "contentBlockDelta",
+            json!({"contentBlockIndex":0,"delta":d}),
+        ));
+    }
+    evs.push(("contentBlockStop", json!({"contentBlockIndex":0})));
+    evs.push(("messageStop", json!({"stopReason":"tool_use"})));
+    for (t, p) in evs {
+        event(t, p.to_string().into_bytes()).encode(&mut w);
+    }
+    w
+}
+
+/// The strings at `pointer` in the deltas of `ms`, joined.
+fn joined_at(ms: &[Message], pointer: &str) -> String {
+    ms.iter()
+        .filter(|m| m.header(":event-type") == Some("contentBlockDelta"))
+        .filter_map(|m| {
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            v.pointer(pointer).and_then(Value::as_str).map(String::from)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_converse_delta_kind_is_masked_across_messages() {
+    let (a, b) = GH.split_at(11);
+    // (the delta member around a piece, where its text sits, what starts the block)
+    type Wrap = fn(&str) -> Value;
+    let kinds: [(Wrap, &str, Value); 4] = [
+        (
+            |p| json!({"toolUse":{"input":p}}),
+            "/delta/toolUse/input",
+            json!({"toolUse":{"toolUseId":"t1","name":"run"}}),
+        ),
+        (
+            |p| json!({"reasoningContent":{"text":p}}),
+            "/delta/reasoningContent/text",
+            json!({}),
+        ),
+        (
+            |p| json!({"toolResult":[{"text":p}]}),
+            "/delta/toolResult/0/text",
+            json!({"toolResult":{"toolUseId":"t1"}}),
+        ),
+        (
+            |p| json!({"citation":{"sourceContent":[{"text":p}]}}),
+            "/delta/citation/sourceContent/0/text",
+            json!({}),
+        ),
+    ];
+    for (wrap, pointer, start) in kinds {
+        let pieces = [format!("{{\"token\":\"{a}"), format!("{b}\"}}")];
+        let deltas = pieces.iter().map(|p| wrap(p)).collect();
+        let wire = converse_block(start, deltas);
+        for size in [5, wire.len()] {
+            let chunks: Vec<Vec<u8>> = wire.chunks(size).map(<[u8]>::to_vec).collect();
+            let (r, _, done) = run(Kind::SniffEventStream, chunks).await;
+            let ms = messages(&r.expect("no error"));
+            let text = joined_at(&ms, pointer);
+            assert_eq!(
+                text, "{\"token\":\"[MASKED:github-classic-token]\"}",
+                "{pointer}, read size {size}"
+            );
+            assert!(done, "messageStop seen");
+            // The held tail came out before the block closed, in a delta of the same kind.
+            let types: Vec<_> = ms.iter().filter_map(|m| m.header(":event-type")).collect();
+            let stop = types.iter().position(|t| *t == "contentBlockStop").unwrap();
+            assert_eq!(types[stop - 1], "contentBlockDelta", "{types:?}");
+            assert_eq!(types.last(), Some(&"messageStop"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn nova_chunks_shaped_like_converse_events_stay_chunks() {
+    let (a, b) = GH.split_at(9);
+    let mut w = Vec::new();
+    let native = [
+        json!({"messageStart":{"role":"assistant"}}),
+        json!({"contentBlockDelta":{"delta":{"text":format!("k {a}")},"contentBlockIndex":0}}),
+        json!({"contentBlockDelta":{"delta":{"text":b},"contentBlockIndex":0}}),
+        json!({"contentBlockStop":{"contentBlockIndex":0}}),
+        json!({"messageStop":{"stopReason":"end_turn"}}),
+    ];
+    for n in &native {
+        event("chunk", json!({"bytes": b64(n)}).to_string().into_bytes()).encode(&mut w);
+    }
+    let (r, _, done) = run(Kind::SniffEventStream, vec![w]).await;
+    let ms = messages(&r.unwrap());
+    let mut text = String::new();
+    for m in &ms {
+        assert_eq!(m.header(":event-type"), Some("chunk"));
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(v["bytes"].as_str().unwrap())
+            .unwrap();
+        let n: Value = serde_json::from_slice(&raw).unwrap();
+        if let Some(t) = n
+            .pointer("/contentBlockDelta/delta/text")
+            .and_then(Value::as_str)
+        {
+            text.push_str(t);
+        }
+    }
+    assert_eq!(text, "k [MASKED:github-classic-token]");
+    assert!(done, "Nova's messageStop closes the answer");
+}
+
+/// [`run`], with the hits the answer reported.
+async fn run_hits(chunks: Vec<Vec<u8>>) -> (Result<Vec<u8>, String>, Vec<u8>, Vec<&'static str>) {
+    let sc = Arc::new(Scanner::new(&[], &PolicyConfig::default()).unwrap());
+    let s =
+        futures_util::stream::iter(chunks.into_iter().map(|c| {
+            Ok::<_, crate::upstream::pool::BoxError>(http_body::Frame::data(Bytes::from(c)))
+        }));
+    let hits = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = hits.clone();
+    let mut body = MaskedBody::new(
+        http_body_util::StreamBody::new(s).boxed(),
+        Kind::SniffEventStream,
+        Rewriter::new(sc, Arc::new(Identity::default())),
+        Box::new(move |h| sink.lock().unwrap().extend(h.into_iter().map(|(_, d)| d))),
+    );
+    let mut got = Vec::new();
+    let mut err = None;
+    while let Some(f) = body.frame().await {
+        match f {
+            Ok(f) => got.extend_from_slice(f.data_ref().unwrap()),
+            Err(e) => {
+                err = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    drop(body);
+    let hits = hits.lock().unwrap().clone();
+    (err.map_or_else(|| Ok(got.clone()), Err), got, hits)
+}
+
+fn with_headers(extra: Vec<(String, super::Value)>) -> Vec<u8> {
+    let mut w = Vec::new();
+    event(
+        "messageStart",
+        json!({"role":"assistant"}).to_string().into_bytes(),
+    )
+    .encode(&mut w);
+    let mut m = event(
+        "contentBlockDelta",
+        json!({"contentBlockIndex":0,"delta":{"text":"hello"}})
+            .to_string()
+            .into_bytes(),
+    );
+    m.headers.extend(extra);
+    m.encode(&mut w);
+    event(
+        "messageStop",
+        json!({"stopReason":"end_turn"}).to_string().into_bytes(),
+    )
+    .encode(&mut w);
+    w
+}
+
+#[tokio::test]
+async fn header_names_and_values_are_scanned_masked_or_the_answer_ends() {
+    use super::Value as H;
+    // A string value and a name: masked, the message encoded again (CRCs checked by
+    // `messages`); base64 text in a string value too.
+    let b64gh = base64::engine::general_purpose::STANDARD.encode(format!("x {GH}"));
+    let wire = with_headers(vec![
+        ("x-note".into(), H::String(format!("see {GH}"))),
+        (format!("x-{GH}"), H::Int(7)),
+        ("x-b64".into(), H::String(b64gh)),
+        ("x-blob".into(), H::Bytes(b"nothing here".to_vec())),
+        ("x-id".into(), H::Uuid([0x11; 16])),
+    ]);
+    let (r, _, hits) = run_hits(vec![wire]).await;
+    let out = r.expect("masked, not cut");
+    assert!(!String::from_utf8_lossy(&out).contains(GH));
+    let ms = messages(&out);
+    let m = &ms[1];
+    assert_eq!(
+        m.header("x-note"),
+        Some("see [MASKED:github-classic-token]")
+    );
+    assert!(
+        m.headers
+            .iter()
+            .any(|(n, v)| n == "x-[MASKED:github-classic-token]" && *v == H::Int(7)),
+        "{:?}",
+        m.headers
+    );
+    // (Encoded again the way it came: without padding.)
+    let inner = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(m.header("x-b64").unwrap().trim_end_matches('='))
+        .unwrap();
+    assert_eq!(inner, b"x [MASKED:github-classic-token]");
+    assert_eq!(
+        m.headers[m.headers.len() - 2].1,
+        H::Bytes(b"nothing here".to_vec())
+    );
+    assert_eq!(converse_text(&ms), "hello");
+    assert_eq!(hits.len(), 3, "{hits:?}");
+
+    // A byte-array value cannot be masked: the answer ends with an exception message, the
+    // message carrying it never goes out, and the hit is on record.
+    let wire = with_headers(vec![(
+        "x-blob".into(),
+        H::Bytes(format!("\x00\x01{GH}\x7f").into_bytes()),
+    )]);
+    let (r, got, hits) = run_hits(vec![wire]).await;
+    let e = r.unwrap_err();
+    assert!(
+        e.contains("cannot be masked") && e.contains("github"),
+        "{e}"
+    );
+    assert!(!e.contains(GH));
+    assert!(!String::from_utf8_lossy(&got).contains(GH));
+    let ms = messages(&got);
+    assert_eq!(ms.len(), 2, "messageStart, then the exception");
+    assert_eq!(ms[1].header(":message-type"), Some("exception"));
+    assert_eq!(hits, vec!["github-classic-token"]);
+}
