@@ -116,6 +116,24 @@ impl Suite {
     }
 }
 
+/// The newest journal record whose path ends with `suffix`, in full.
+fn journal_of(env: &ProviderEnv, suffix: &str) -> serde_json::Value {
+    let out = env.gw.cli(&["journal", "list", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with(suffix)))
+        .filter_map(|r| r["id"].as_u64())
+        .max()
+        .unwrap_or_else(|| panic!("no record for {suffix}: {list}"));
+    let out = env.gw.cli(&["journal", "show", &id.to_string(), "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 const JOB_CREDS: &[(&str, &str)] = &[
     ("AWS_ACCESS_KEY_ID", JOB_AKID),
     ("AWS_SECRET_ACCESS_KEY", JOB_SECRET),
@@ -149,6 +167,44 @@ fn boto3_through_the_gateway_is_resigned_with_the_vault_credentials_and_masked()
     assert!(
         types.contains(&"messageStop") && types.last() == Some(&"metadata"),
         "{types:?}"
+    );
+
+    // The event-stream answers are journaled as the text of their messages (one JSON line
+    // each, a chunk's bytes decoded), masked as delivered; `replay` prints that text.
+    let streamed = journal_of(&st.env, "/converse-stream");
+    let lines: Vec<serde_json::Value> = streamed["response_body"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no response_body: {streamed}"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let text: String = lines
+        .iter()
+        .filter_map(|l| l["payload"]["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(text, want, "{lines:?}");
+    assert_eq!(lines[0]["headers"][":event-type"], "messageStart");
+    let invoked = journal_of(&st.env, "/invoke-with-response-stream");
+    let body = invoked["response_body"].as_str().unwrap_or("");
+    let text: String = body
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|l| {
+            l["payload"]["bytes"]["delta"]["text"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(text, want, "{body}");
+    for r in [&streamed, &invoked] {
+        assert!(!r.to_string().contains(SECRET), "{r}");
+    }
+    let id = streamed["id"].to_string();
+    let rp = gw.cli(&["replay", &id, "--speed", "0"]);
+    assert!(rp.status.success(), "{rp:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&rp.stdout),
+        streamed["response_body"].as_str().unwrap()
     );
 
     let seen = fake.seen();

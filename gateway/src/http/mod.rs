@@ -232,11 +232,13 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody>
             .unwrap_or("")
             .to_ascii_lowercase();
         let text = ct.is_empty() || ct.starts_with("text/") || ct.contains("json");
+        let event_stream = ct.starts_with("application/vnd.amazon.eventstream");
         let (mut rp, rb) = resp.into_parts();
         let late = rp.extensions.remove::<crate::journal::body::Late>();
         Response::from_parts(
             rp,
             JournalBody::new(rb, ex, found, text, completion.map(Completion::from))
+                .event_stream(event_stream)
                 .with_late(late)
                 .boxed(),
         )

@@ -86,6 +86,9 @@ pub struct JournalBody {
     kept: Vec<u8>,
     limit: Option<usize>,
     late: Option<Late>,
+    /// An AWS event-stream answer: kept as the text of its messages, one JSON line each
+    /// ([`crate::response::eventstream::text`]), not as binary frames.
+    transcript: Option<crate::response::eventstream::text::Transcript>,
     /// Waiting for the record to be durable, with the frame to deliver then (`None`: the end).
     waiting: Option<(Option<Frame<Bytes>>, Ack)>,
     done: bool,
@@ -118,6 +121,7 @@ impl JournalBody {
             kept: Vec::new(),
             limit,
             late: None,
+            transcript: None,
             waiting: None,
             done: false,
         }
@@ -129,12 +133,35 @@ impl JournalBody {
         self
     }
 
+    /// The answer says it is an AWS event stream (`application/vnd.amazon.eventstream`): kept
+    /// as the text of its messages. (One that says otherwise but starts with a valid
+    /// event-stream prelude is kept so too.)
+    pub fn event_stream(mut self, claimed: bool) -> Self {
+        if claimed && let Some(ex) = self.ex.as_ref() {
+            self.limit = ex.body_limit();
+            self.transcript = self.limit.map(|_| Default::default());
+        }
+        self
+    }
+
     fn take(&mut self, data: &Bytes) {
         let Some(ex) = self.ex.as_mut() else {
             return;
         };
         let at_ms = ex.elapsed_ms();
+        if ex.rec.response_bytes == 0
+            && self.limit.is_some()
+            && self.transcript.is_none()
+            && crate::response::eventstream::prelude_ok(data) == Some(true)
+        {
+            self.transcript = Some(Default::default());
+        }
         ex.rec.response_bytes += data.len() as u64;
+        let text = match self.transcript.as_mut() {
+            Some(t) if self.limit.is_some() => std::borrow::Cow::Owned(t.push(data)),
+            _ => std::borrow::Cow::Borrowed(&data[..]),
+        };
+        let data = &text[..];
         let kept = match self.limit {
             Some(max) => {
                 let room = max.saturating_sub(self.kept.len());
@@ -417,6 +444,62 @@ mod tests {
         b.frame().await.unwrap().unwrap();
         assert!(b.frame().await.is_none(), "the end is delivered");
         assert_eq!(j.ready(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_answer_is_recorded_as_the_text_of_its_messages() {
+        use crate::response::eventstream::event;
+        let d = tempfile::tempdir().unwrap();
+        let j = journal(d.path(), JournalConfig::default());
+        let mut wire = Vec::new();
+        for t in ["he", "llo [MASKED:github-classic-token]"] {
+            event(
+                "contentBlockDelta",
+                serde_json::json!({"contentBlockIndex":0,"delta":{"text":t}})
+                    .to_string()
+                    .into_bytes(),
+            )
+            .encode(&mut wire);
+        }
+        event("messageStop", b"{}".to_vec()).encode(&mut wire);
+        // Frames that cut messages anywhere; labelled as an event stream, or sniffed.
+        for claimed in [true, false] {
+            let frames: Vec<Result<Frame<Bytes>, BoxError>> = wire
+                .chunks(23)
+                .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+                .collect();
+            let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed();
+            let mut b =
+                JournalBody::new(body, exchange(&j), None, !claimed, None).event_stream(claimed);
+            let mut got = Vec::new();
+            while let Some(f) = b.frame().await {
+                got.extend_from_slice(f.unwrap().data_ref().unwrap());
+            }
+            assert_eq!(got, wire, "the client gets the frames unchanged");
+            drop(b);
+            let rec = j.store.iter().last().unwrap().unwrap().1;
+            let text = rec["response_body"].as_str().unwrap();
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(lines.len(), 3, "{text}");
+            let joined: String = lines
+                .iter()
+                .filter_map(|l| l["payload"]["delta"]["text"].as_str())
+                .collect();
+            assert_eq!(joined, "hello [MASKED:github-classic-token]");
+            assert_eq!(lines[2]["headers"][":event-type"], "messageStop");
+            assert_eq!(rec["response_bytes"], wire.len());
+            // The timeline adds up to the text (what `gateway replay` prints).
+            let lens: u64 = rec["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["len"].as_u64().unwrap())
+                .sum();
+            assert_eq!(lens as usize, text.len());
+        }
     }
 
     #[tokio::test]

@@ -475,6 +475,8 @@ fn emit(
     msg.encode(out);
 }
 
+pub mod text;
+
 #[cfg(test)]
 mod masking;
 
