@@ -95,6 +95,18 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         }
     }
 
+    /// Read and drop whatever the side still sends, until it ends: after a framing error the
+    /// side may still be writing (a message too large, say), and it reads the close the
+    /// gateway sent only once its write is done.
+    pub async fn drain(&mut self) {
+        let mut sink = vec![0u8; 64 * 1024];
+        while let Ok(n) = self.io.read(&mut sink).await {
+            if n == 0 {
+                return;
+            }
+        }
+    }
+
     /// Take complete frames from the buffer until one makes a message (or none is complete).
     fn parse(&mut self) -> Result<Option<Message>, FrameError> {
         use FrameError::Protocol as P;

@@ -330,6 +330,9 @@ async fn client_side<R>(
                         debug!(conn = s.conn_id, code, why, "websocket session ended");
                         let _ = to_c.send(close(code, &why)).await;
                         let _ = to_u.send(close(1001, "client session ended")).await;
+                        // The client may still be writing (the rest of a message too large):
+                        // it reads the close once that write is done.
+                        let _ = tokio::time::timeout(GRACE, rx.drain()).await;
                     }
                     None => {
                         let _ = to_u.send(close(1001, "client went away")).await;
