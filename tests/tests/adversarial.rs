@@ -205,32 +205,7 @@ fn websocket_sessions() {
 
 /// WebSocket findings of this suite that are open (issue H's closing note). Each must still
 /// fail; the test fails when one passes, so the list cannot go stale.
-const WS_KNOWN: &[(&str, &str)] = &[
-    (
-        "ws-frag-one-byte-each",
-        "a text message in ~150 one-byte fragments is never forwarded; the session ends 1011",
-    ),
-    (
-        "ws-ping-payload",
-        "the relay's WebSocket library answers the client's ping itself, echoing its data to the client (RFC 6455 5.5.3); what goes upstream is masked",
-    ),
-    (
-        "ws-close-reason",
-        "the library echoes the client's close frame back to the client; what goes upstream is masked",
-    ),
-    (
-        "ws-srv-ping-payload",
-        "the library answers the provider's ping itself, echoing its data to the provider; what reaches the client is masked",
-    ),
-    (
-        "ws-srv-close-reason",
-        "the library echoes the provider's close frame back to the provider; what reaches the client is masked",
-    ),
-    (
-        "ws-srv-before-first-message",
-        "intermittent (2 of 3 runs): text held back from the last provider message is lost when the client closes first",
-    ),
-];
+const WS_KNOWN: &[(&str, &str)] = &[];
 
 /// Bedrock findings of this suite that are open (issue H's closing note).
 const BEDROCK_KNOWN: &[(&str, &str)] = &[];

@@ -111,6 +111,7 @@ fn start(
         endpoint,
         max_message: ctx.max_ws_message,
         h2,
+        keepalive: websocket::relay::KEEPALIVE,
     };
     let conn = ctx.conn_id;
     let span = tracing::debug_span!("ws", conn, endpoint);

@@ -19,6 +19,7 @@
 //! the provider, and nothing but WebSocket can be inspected.
 
 mod approval;
+mod frames;
 pub mod relay;
 pub mod render;
 

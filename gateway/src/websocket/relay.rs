@@ -10,7 +10,14 @@
 //!   secret split across two deltas comes out masked; text it holds back goes out in later
 //!   messages (or before the close). Binary that is not text is scanned raw: a hit ends the
 //!   session (it cannot be masked).
-//! - Ping, pong and close are relayed; a message too large ends the session with 1009.
+//! - Ping, pong and close are relayed, scanned on their way, and answered only by the other
+//!   side: the relay reads and writes frames itself ([`super::frames`]), so nothing echoes a
+//!   side's own payload back to it. A message too large ends the session with 1009.
+//! - While the gateway withholds a client message from the provider (its fragments still
+//!   coming, or held for approval), it pings the provider every `keepalive` so an idle timer
+//!   there does not end the session; the provider's pongs to those pings go no further.
+//! - When the client closes first, text the Rewriter still holds goes out (masked) before the
+//!   provider's close reply, or after `GRACE` without one.
 //! - The journal gets one record for the session, with its timeline ([`super::render`]).
 
 use std::{
@@ -18,22 +25,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
 use serde_json::Value;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    sync::mpsc,
+    sync::{mpsc, watch},
 };
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{
-        self, Message, Utf8Bytes,
-        protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode},
-    },
+use tokio_tungstenite::tungstenite::{
+    self, Message, Utf8Bytes,
+    protocol::{CloseFrame, frame::coding::CloseCode},
 };
 use tracing::{debug, info, warn};
 
-use super::render::{Entry, Timeline, journal_text};
+use super::{
+    frames::{FrameError, Reader, Writer},
+    render::{Entry, Timeline, journal_text},
+};
 use crate::{
     hold::HoldService,
     journal::{Approval, Decision, Exchange, Journal},
@@ -51,6 +57,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest prompt excerpt an approver is shown, in characters.
 const EXCERPT: usize = 400;
 
+/// How often the gateway pings the provider while it withholds a client message
+/// ([`Session::keepalive`]).
+pub const KEEPALIVE: Duration = Duration::from_secs(4);
+
 /// What a session needs from the connection it came on.
 pub struct Session {
     pub conn_id: u64,
@@ -65,6 +75,9 @@ pub struct Session {
     pub max_message: usize,
     /// The client came over h2 (extended CONNECT).
     pub h2: bool,
+    /// The interval of the gateway's own pings to the provider while a client message is
+    /// withheld ([`KEEPALIVE`]).
+    pub keepalive: Duration,
 }
 
 /// What both readers add to the record.
@@ -77,6 +90,9 @@ pub(super) struct State {
     gateway_error: Option<&'static str>,
     upstream_error: bool,
     client_gone: bool,
+    /// The payload of the gateway's own keepalive pings (random per session): a pong that
+    /// carries it answers the gateway, not the client.
+    ping: tungstenite::Bytes,
 }
 
 pub(super) type Shared = Mutex<State>;
@@ -103,13 +119,15 @@ where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let cfg = WebSocketConfig::default()
-        .max_message_size(Some(s.max_message))
-        .max_frame_size(Some(s.max_message));
-    let client = WebSocketStream::from_raw_socket(client, Role::Server, Some(cfg)).await;
-    let upstream = WebSocketStream::from_raw_socket(upstream, Role::Client, Some(cfg)).await;
-    let (c_sink, c_stream) = client.split();
-    let (u_sink, u_stream) = upstream.split();
+    let (c_read, c_write) = tokio::io::split(client);
+    let (u_read, u_write) = tokio::io::split(upstream);
+    // A client's frames are masked, a provider's are not; the gateway masks what it sends the
+    // provider.
+    let c_stream = Reader::new(c_read, true, s.max_message);
+    let u_stream = Reader::new(u_read, false, s.max_message);
+    let c_sink = Writer::new(c_write, false);
+    let u_sink = Writer::new(u_write, true);
+    let (client_ended, client_ended_rx) = watch::channel(false);
     let (to_c, c_rx) = mpsc::channel::<Message>(32);
     let (to_u, u_rx) = mpsc::channel::<Message>(32);
     let t0 = Instant::now()
@@ -123,6 +141,9 @@ where
         gateway_error: None,
         upstream_error: false,
         client_gone: false,
+        ping: format!("gateway-keepalive-{:016x}", rand::random::<u64>())
+            .into_bytes()
+            .into(),
     });
     info!(
         conn = s.conn_id,
@@ -131,10 +152,15 @@ where
     );
     let relay = async {
         let c = client_side(&s, c_stream, to_c.clone(), to_u.clone(), &shared, t0);
-        let u = server_side(&s, u_stream, to_c, to_u, &shared, t0);
+        let u = server_side(&s, u_stream, to_c, to_u, &shared, t0, client_ended_rx);
         tokio::pin!(c, u);
         tokio::select! {
-            _ = &mut c => { let _ = tokio::time::timeout(GRACE, &mut u).await; }
+            _ = &mut c => {
+                // The provider's side ends on its own within GRACE (its close reply, or
+                // GRACE without one: then it releases what it holds); this is a backstop.
+                let _ = client_ended.send(true);
+                let _ = tokio::time::timeout(GRACE + Duration::from_secs(1), &mut u).await;
+            }
             _ = &mut u => { let _ = tokio::time::timeout(GRACE, &mut c).await; }
         }
     };
@@ -179,31 +205,46 @@ where
     }
 }
 
-/// Write what the readers send to one side, until a close has gone out or nobody sends more.
-async fn writer<S>(mut sink: S, mut rx: mpsc::Receiver<Message>)
+/// Write what the readers send to one side, until a close has gone out or nobody sends more;
+/// a side that got no close by then gets an empty one. Then this direction is shut.
+async fn writer<W>(mut sink: Writer<W>, mut rx: mpsc::Receiver<Message>)
 where
-    S: Sink<Message, Error = tungstenite::Error> + Unpin,
+    W: AsyncWrite + Unpin,
 {
+    let mut closed = false;
+    let mut broken = false;
     while let Some(m) = rx.recv().await {
         let is_close = matches!(m, Message::Close(_));
-        match tokio::time::timeout(WRITE_TIMEOUT, sink.send(m)).await {
+        match tokio::time::timeout(WRITE_TIMEOUT, sink.send(&m)).await {
             Ok(Ok(())) => {}
-            _ => break,
+            _ => {
+                broken = true;
+                break;
+            }
         }
         if is_close {
+            closed = true;
             break;
         }
     }
-    let _ = tokio::time::timeout(GRACE, sink.close()).await;
+    if !closed && !broken {
+        let _ = tokio::time::timeout(GRACE, sink.send(&Message::Close(None))).await;
+    }
+    let _ = tokio::time::timeout(GRACE, sink.shutdown()).await;
 }
 
 /// After the gateway has closed a side: read what it still sends (its close reply) for a
 /// moment, so the close handshake completes.
-async fn linger<R>(mut rx: R)
+async fn linger<R>(mut rx: Reader<R>)
 where
-    R: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+    R: AsyncRead + Unpin,
 {
     let _ = tokio::time::timeout(GRACE, async { while let Some(Ok(_)) = rx.next().await {} }).await;
+}
+
+/// The gateway's own keepalive ping to the provider ([`Session::keepalive`]).
+fn keepalive_ping(st: &Shared) -> Message {
+    Message::Ping(lock(st).ping.clone())
 }
 
 fn ms(t0: Instant) -> f64 {
@@ -212,32 +253,45 @@ fn ms(t0: Instant) -> f64 {
 
 /// A read error of one side: the close code and reason for the other side (and for this one,
 /// when it can still hear it); `None` when the side just went away.
-fn read_error(e: &tungstenite::Error, max: usize, side: &str) -> Option<(u16, String)> {
-    use tungstenite::error::{Error as E, ProtocolError as P};
+fn read_error(e: &FrameError, max: usize, side: &str) -> Option<(u16, String)> {
     match e {
-        E::Capacity(_) => Some((
+        FrameError::TooLarge(_) => Some((
             1009,
             format!("gateway: a {side} message is larger than {max} bytes (limits.max_ws_message)"),
         )),
-        E::Utf8(_) => Some((1007, format!("gateway: a {side} text message is not UTF-8"))),
-        E::Protocol(P::ResetWithoutClosingHandshake) | E::Io(_) | E::ConnectionClosed => None,
-        E::Protocol(p) => Some((1002, format!("gateway: {side} protocol error: {p}"))),
-        other => Some((1011, format!("gateway: {side} error: {other}"))),
+        FrameError::NotUtf8 => Some((1007, format!("gateway: a {side} text message is not UTF-8"))),
+        FrameError::Gone => None,
+        FrameError::Protocol(p) => Some((1002, format!("gateway: {side} protocol error: {p}"))),
     }
 }
 
 /// Client→provider.
 async fn client_side<R>(
     s: &Session,
-    mut rx: R,
+    mut rx: Reader<R>,
     to_c: mpsc::Sender<Message>,
     to_u: mpsc::Sender<Message>,
     st: &Shared,
     t0: Instant,
 ) where
-    R: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+    R: AsyncRead + Unpin,
 {
-    while let Some(m) = rx.next().await {
+    // When the gateway last sent the provider something on the client's behalf.
+    let mut last_up = tokio::time::Instant::now();
+    loop {
+        let next = tokio::select! {
+            m = rx.next() => m,
+            _ = tokio::time::sleep_until(last_up + s.keepalive) => {
+                last_up = tokio::time::Instant::now();
+                if rx.assembling() {
+                    // Fragments are coming, and nothing goes on before the message is whole.
+                    let _ = to_u.send(keepalive_ping(st)).await;
+                }
+                continue;
+            }
+        };
+        let Some(m) = next else { break };
+        last_up = tokio::time::Instant::now();
         let m = match m {
             Ok(m) => m,
             Err(e) => {
@@ -276,6 +330,9 @@ async fn client_side<R>(
                         debug!(conn = s.conn_id, code, why, "websocket session ended");
                         let _ = to_c.send(close(code, &why)).await;
                         let _ = to_u.send(close(1001, "client session ended")).await;
+                        // The client may still be writing (the rest of a message too large):
+                        // it reads the close once that write is done.
+                        let _ = tokio::time::timeout(GRACE, rx.drain()).await;
                     }
                     None => {
                         let _ = to_u.send(close(1001, "client went away")).await;
@@ -556,8 +613,8 @@ async fn client_message(
     }
     if let Some(why) = held {
         let excerpt: String = all.join("\n").chars().take(EXCERPT).collect();
-        if let Err((code, reason)) = super::approval::wait(s, st, why, excerpt, forward.len()).await
-        {
+        let wait = super::approval::wait(s, st, why, excerpt, forward.len());
+        if let Err((code, reason)) = keep_alive(s, st, to_u, wait).await {
             return end(
                 s,
                 st,
@@ -584,6 +641,24 @@ async fn client_message(
     };
     let _ = to_u.send(m).await;
     true
+}
+
+/// Run `f` (a hold), pinging the provider every `keepalive` meanwhile.
+async fn keep_alive<T>(
+    s: &Session,
+    st: &Shared,
+    to_u: &mpsc::Sender<Message>,
+    f: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(f);
+    loop {
+        tokio::select! {
+            r = &mut f => return r,
+            _ = tokio::time::sleep(s.keepalive) => {
+                let _ = to_u.send(keepalive_ping(st)).await;
+            }
+        }
+    }
 }
 
 /// Each scanner hit as a decision of the session's record (`direction`: "request" or
@@ -654,21 +729,32 @@ async fn end(
 }
 
 /// Provider→client.
+#[allow(clippy::too_many_arguments)]
 async fn server_side<R>(
     s: &Session,
-    mut rx: R,
+    mut rx: Reader<R>,
     to_c: mpsc::Sender<Message>,
     to_u: mpsc::Sender<Message>,
     st: &Shared,
     t0: Instant,
+    mut client_ended: watch::Receiver<bool>,
 ) where
-    R: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+    R: AsyncRead + Unpin,
 {
     let mut rw = Rewriter::new(s.scanner.clone(), s.identity.clone());
     // The frame type text goes back in (what the provider last used).
     let mut last_binary = false;
     let masking = s.scanner.any(Direction::Response);
-    while let Some(m) = rx.next().await {
+    let mut deadline = None;
+    loop {
+        let next = tokio::select! {
+            m = rx.next() => m,
+            _ = grace_after(&mut client_ended, &mut deadline) => {
+                debug!(conn = s.conn_id, "the provider did not answer the client's close in time");
+                break;
+            }
+        };
+        let Some(m) = next else { break };
         let m = match m {
             Ok(m) => m,
             Err(e) => {
@@ -766,6 +852,8 @@ async fn server_side<R>(
                 let p = clean_ping(s, st, false, p);
                 let _ = to_c.send(Message::Ping(p)).await;
             }
+            // The answer to the gateway's own keepalive: the client never pinged.
+            Message::Pong(p) if p == lock(st).ping => {}
             Message::Pong(p) => {
                 control(st, false, "pong", p.len(), t0);
                 let p = clean_ping(s, st, false, p);
@@ -794,6 +882,23 @@ async fn server_side<R>(
     }
     // The provider's side ended (after its close, or without one): what is held goes out.
     flush(s, &mut rw, last_binary, &to_c, st, t0).await;
+}
+
+/// Resolves GRACE after the client's side ended (never while it has not).
+async fn grace_after(
+    ended: &mut watch::Receiver<bool>,
+    deadline: &mut Option<tokio::time::Instant>,
+) {
+    let at = match *deadline {
+        Some(at) => at,
+        None => {
+            if ended.wait_for(|e| *e).await.is_err() {
+                return std::future::pending().await;
+            }
+            *deadline.insert(tokio::time::Instant::now() + GRACE)
+        }
+    };
+    tokio::time::sleep_until(at).await;
 }
 
 /// A provider text message through the session's Rewriter: the messages to send for it, and

@@ -179,6 +179,10 @@ struct Pair {
 const LIMIT: usize = 4096;
 
 async fn pair(rules: &[RuleConfig], hold: HoldConfig) -> Pair {
+    pair_with(rules, hold, relay::KEEPALIVE).await
+}
+
+async fn pair_with(rules: &[RuleConfig], hold: HoldConfig, keepalive: Duration) -> Pair {
     let policy = Arc::new(Policy::new(rules, &PolicyConfig::default()).unwrap());
     let (c, c_peer) = tokio::io::duplex(1 << 16);
     let (u, u_peer) = tokio::io::duplex(1 << 16);
@@ -198,6 +202,7 @@ async fn pair(rules: &[RuleConfig], hold: HoldConfig) -> Pair {
         endpoint: "realtime",
         max_message: LIMIT,
         h2: false,
+        keepalive,
     };
     let ex = Exchange::new(None, &Identity::default(), 1);
     let done = tokio::spawn(relay::run(s, c_peer, u, ex));
@@ -450,6 +455,7 @@ async fn a_held_message_and_the_ones_after_it_wait_then_go_in_order() {
         endpoint: "realtime",
         max_message: LIMIT,
         h2: false,
+        keepalive: relay::KEEPALIVE,
     };
     tokio::spawn(relay::run(
         s,
@@ -489,4 +495,147 @@ async fn a_held_message_and_the_ones_after_it_wait_then_go_in_order() {
         matches!(next(&mut server).await, Message::Text(t) if t.as_str() == "drop the production database")
     );
     assert!(matches!(next(&mut server).await, Message::Text(t) if t.as_str() == "second"));
+}
+
+fn cust() -> Vec<RuleConfig> {
+    vec![rule("cust", "CUST-[0-9]{8}", Action::Mask)]
+}
+
+/// Nothing more arrives on `ws` for a moment.
+async fn quiet(ws: &mut WebSocketStream<DuplexStream>) {
+    if let Ok(m) = tokio::time::timeout(Duration::from_millis(300), ws.next()).await {
+        panic!("expected nothing, got {m:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_message_in_hundreds_of_one_byte_fragments_goes_on_and_the_provider_is_kept_alive() {
+    let mut p = pair_with(&cust(), HoldConfig::default(), Duration::from_millis(100)).await;
+    let whole = json!({"type": "conversation.item.create", "text": "id CUST-12345678 ok"})
+        .to_string()
+        + &" ".repeat(200);
+    let b = whole.as_bytes();
+    for (i, x) in b.iter().enumerate() {
+        let op = if i == 0 { Data::Text } else { Data::Continue };
+        let f = Frame::message(vec![*x], OpCode::Data(op), i + 1 == b.len());
+        p.client.send(Message::Frame(f)).await.unwrap();
+        if i == 10 {
+            // The provider hears the gateway's pings while the message is withheld...
+            match next(&mut p.server).await {
+                Message::Ping(d) => assert!(d.starts_with(b"gateway-keepalive-"), "{d:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    // ...answers them (tungstenite pongs on its next read), and the message comes whole.
+    let got = loop {
+        match next(&mut p.server).await {
+            Message::Ping(_) => continue,
+            m => break text_of(&m),
+        }
+    };
+    assert_eq!(got["text"], "id [MASKED:cust] ok");
+    // The provider's pongs to the gateway's pings never reach the client.
+    quiet(&mut p.client).await;
+}
+
+#[tokio::test]
+async fn control_frames_are_answered_by_the_other_side_only_and_masked_both_ways() {
+    let mut p = pair(&cust(), HoldConfig::default()).await;
+    // Client ping: the provider gets it masked; the pong is the provider's (of the masked data).
+    p.client
+        .send(Message::Ping("id CUST-12345678".into()))
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut p.server).await, Message::Ping(d) if &d[..] == b"id [MASKED:cust]"));
+    p.server.flush().await.unwrap();
+    assert!(matches!(next(&mut p.client).await, Message::Pong(d) if &d[..] == b"id [MASKED:cust]"));
+    quiet(&mut p.client).await;
+    // Provider ping: the same the other way.
+    p.server
+        .send(Message::Ping("id CUST-87654321".into()))
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut p.client).await, Message::Ping(d) if &d[..] == b"id [MASKED:cust]"));
+    p.client.flush().await.unwrap();
+    assert!(matches!(next(&mut p.server).await, Message::Pong(d) if &d[..] == b"id [MASKED:cust]"));
+    // A close reason is masked before it reaches the provider, and the close the client gets
+    // back is the provider's reply (of the masked reason), never an echo of its own.
+    p.client
+        .send(Message::Close(Some(
+            tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: 1000.into(),
+                reason: "bye CUST-12345678".into(),
+            },
+        )))
+        .await
+        .unwrap();
+    match next(&mut p.server).await {
+        Message::Close(Some(f)) => assert_eq!(f.reason.as_str(), "bye [MASKED:cust]"),
+        other => panic!("{other:?}"),
+    }
+    let _ = p.server.flush().await;
+    match next(&mut p.client).await {
+        Message::Close(Some(f)) => assert_eq!(f.reason.as_str(), "bye [MASKED:cust]"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_providers_close_reason_is_masked_and_the_reply_is_the_clients() {
+    let mut p = pair(&cust(), HoldConfig::default()).await;
+    p.server
+        .send(Message::Close(Some(
+            tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: 1008.into(),
+                reason: "bad CUST-12345678".into(),
+            },
+        )))
+        .await
+        .unwrap();
+    match next(&mut p.client).await {
+        Message::Close(Some(f)) => {
+            assert_eq!(u16::from(f.code), 1008);
+            assert_eq!(f.reason.as_str(), "bad [MASKED:cust]");
+        }
+        other => panic!("{other:?}"),
+    }
+    let _ = p.client.flush().await;
+    match next(&mut p.server).await {
+        Message::Close(Some(f)) => assert_eq!(f.reason.as_str(), "bad [MASKED:cust]"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The client's text of the provider's deltas until its close.
+async fn deltas_until_close(ws: &mut WebSocketStream<DuplexStream>) -> String {
+    let mut text = String::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("in time")
+        {
+            Some(Ok(Message::Close(_))) | None => return text,
+            Some(Ok(m)) => text.push_str(text_of(&m)["delta"].as_str().unwrap_or("")),
+            Some(Err(e)) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn text_held_back_goes_out_before_the_close_when_the_client_closes_first() {
+    // The provider answers the client's close: the tail goes out before that answer.
+    let mut p = pair(&cust(), HoldConfig::default()).await;
+    p.server.send(delta("your id: CUST-123")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    p.client.send(Message::Close(None)).await.unwrap();
+    assert!(matches!(next(&mut p.server).await, Message::Close(_)));
+    let _ = p.server.flush().await;
+    assert_eq!(deltas_until_close(&mut p.client).await, "your id: CUST-123");
+    // The provider never answers: the tail goes out after the grace period, then a close.
+    let mut p = pair(&cust(), HoldConfig::default()).await;
+    p.server.send(delta("your id: CUST-123")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    p.client.send(Message::Close(None)).await.unwrap();
+    assert_eq!(deltas_until_close(&mut p.client).await, "your id: CUST-123");
 }
