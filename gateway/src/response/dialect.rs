@@ -37,7 +37,55 @@ pub enum Shape {
     /// Gemini Live (`BidiGenerateContent`) server messages: `serverContent` with the model's
     /// turn and the transcriptions, one WebSocket message each.
     GeminiLive,
+    /// A model's native event inside a Bedrock InvokeModelWithResponseStream `chunk` that no
+    /// other shape knows (Amazon Titan `outputText`, Meta Llama `generation`, Mistral
+    /// `outputs[].text`, Cohere Command `text` / `generations[].text`, Anthropic Text
+    /// Completions `completion`): its text fields stream across chunks. Only chosen for a
+    /// chunk ([`chunk_shape`]): the same JSON as a whole answer is one document.
+    BedrockChunk,
     Other,
+}
+
+/// Field names whose string values are streamed text in a Bedrock native chunk.
+const CHUNK_TEXT_FIELDS: &[&str] = &[
+    "outputText",
+    "generation",
+    "completion",
+    "content",
+    "text",
+    "reasoning",
+    "reasoning_content",
+    "refusal",
+    "transcript",
+    "arguments",
+    "partial_json",
+    "thinking",
+    "cited_text",
+    "response",
+];
+
+/// The shape of a model's native event in a Bedrock `chunk`: a known shape if it has one
+/// (Anthropic Messages, OpenAI-style `choices`, Nova's Converse-like events), otherwise
+/// [`Shape::BedrockChunk`].
+pub fn chunk_shape(v: &Value) -> Shape {
+    match shape(v) {
+        Shape::Other => Shape::BedrockChunk,
+        s => s,
+    }
+}
+
+/// A native chunk that ends its model's answer: a stop reason set (Titan
+/// `completionReason`, Llama / Anthropic `stop_reason`, Mistral `outputs[].stop_reason`) or
+/// Cohere's `is_finished`.
+fn chunk_ends(v: &Value) -> bool {
+    let set = |x: Option<&Value>| x.is_some_and(|x| !x.is_null());
+    set(v.get("completionReason"))
+        || set(v.get("stop_reason"))
+        || v.get("is_finished") == Some(&Value::Bool(true))
+        || v
+            .get("outputs")
+            .and_then(Value::as_array)
+            .is_some_and(|o| o.iter().any(|x| set(x.get("stop_reason"))))
 }
 
 /// The event types of Bedrock's ConverseStream.
@@ -339,6 +387,9 @@ impl Shape {
                     );
                 }
             }
+            Shape::BedrockChunk => {
+                fields_leaves(v, "", "bk", None, CHUNK_TEXT_FIELDS, &mut out);
+            }
             Shape::GeminiLive => {
                 let Some((k, c)) = live_content(v) else {
                     return out;
@@ -479,6 +530,13 @@ impl Shape {
                 });
                 if ends { vec!["gl/".into()] } else { Vec::new() }
             }
+            Shape::BedrockChunk => {
+                if chunk_ends(v) {
+                    vec!["bk/".into()]
+                } else {
+                    Vec::new()
+                }
+            }
             Shape::Other => Vec::new(),
         }
     }
@@ -487,7 +545,24 @@ impl Shape {
 /// Make a copy of a delta event carry only the released tail at `keep`: no finish reason, no
 /// usage, and every other delta of it emptied (they went out with the event itself).
 pub fn as_plain_delta(t: &mut Value, keep: &str) {
-    let sh = shape(t);
+    // A template is kept only for a shape with deltas: one that looks like none is a native
+    // Bedrock chunk's.
+    let sh = chunk_shape(t);
+    if let Shape::BedrockChunk = sh
+        && let Some(o) = t.as_object_mut()
+    {
+        for f in ["completionReason", "stop_reason", "amazon-bedrock-invocationMetrics"] {
+            o.remove(f);
+        }
+        if o.get("is_finished") == Some(&Value::Bool(true)) {
+            o.insert("is_finished".into(), Value::Bool(false));
+        }
+        if let Some(outs) = o.get_mut("outputs").and_then(Value::as_array_mut) {
+            for x in outs.iter_mut().filter_map(Value::as_object_mut) {
+                x.remove("stop_reason");
+            }
+        }
+    }
     for d in sh.deltas(t) {
         if d.pointer == keep {
             continue;

@@ -370,7 +370,7 @@ fn mask_message(
                     closed = v.get("type").and_then(serde_json::Value::as_str)
                         == Some("message_stop")
                         || super::dialect::converse_event(&v) == Some("messageStop");
-                    evs = rw.event(None, v).into_iter().map(|e| e.1).collect();
+                    evs = rw.chunk_event(v).into_iter().map(|e| e.1).collect();
                     altered |= rw.take_altered();
                 }
                 Err(_) => {

@@ -321,12 +321,26 @@ impl Rewriter {
     }
 
     /// One event in; the events to send in its place, in order.
-    pub fn event(&mut self, name: Option<String>, mut v: Value) -> Vec<Event> {
+    pub fn event(&mut self, name: Option<String>, v: Value) -> Vec<Event> {
+        self.event_as(name, v, false)
+    }
+
+    /// A model's native event from a Bedrock `chunk`: like [`Self::event`], but a shape no
+    /// dialect knows streams its text fields across chunks ([`dialect::chunk_shape`]).
+    pub fn chunk_event(&mut self, v: Value) -> Vec<Event> {
+        self.event_as(None, v, true)
+    }
+
+    fn event_as(&mut self, name: Option<String>, mut v: Value, chunk: bool) -> Vec<Event> {
         if let Some(out) = self.anthropic_thinking(&name, &mut v) {
             return out;
         }
         self.renumber_anthropic(&mut v);
-        let shape = dialect::shape(&v);
+        let shape = if chunk {
+            dialect::chunk_shape(&v)
+        } else {
+            dialect::shape(&v)
+        };
         let mut out = Vec::new();
         let deltas = shape.deltas(&v);
         let pointers: Vec<String> = deltas.iter().map(|d| d.pointer.clone()).collect();

@@ -546,3 +546,56 @@ async fn header_names_and_values_are_scanned_masked_or_the_answer_ends() {
     assert_eq!(ms[1].header(":message-type"), Some("exception"));
     assert_eq!(hits, vec!["github-classic-token"]);
 }
+
+/// Every model's native chunk on InvokeModelWithResponseStream streams its text across chunks,
+/// whatever its field (Titan, Llama, Mistral, Cohere Command, Anthropic Text Completions): a
+/// secret split over two chunks is masked, the chunks stay chunks, and the stop chunk releases
+/// what was held.
+#[tokio::test]
+async fn native_chunks_of_every_model_are_masked_across_chunks() {
+    let (a, b) = GH.split_at(9);
+    type Mk = fn(&str, bool) -> Value;
+    let models: [(&str, Mk, &str); 6] = [
+        ("titan", |t, end| json!({"outputText": t, "index": 0,
+            "completionReason": if end { json!("FINISH") } else { Value::Null }}), "/outputText"),
+        ("llama", |t, end| json!({"generation": t, "generation_token_count": 3,
+            "stop_reason": if end { json!("stop") } else { Value::Null }}), "/generation"),
+        ("mistral", |t, end| json!({"outputs": [{"text": t,
+            "stop_reason": if end { json!("stop") } else { Value::Null }}]}), "/outputs/0/text"),
+        ("cohere", |t, end| json!({"text": t, "is_finished": end}), "/text"),
+        ("cohere-gen", |t, end| json!({"generations": [{"text": t}], "is_finished": end}),
+            "/generations/0/text"),
+        ("claude-text", |t, end| json!({"completion": t,
+            "stop_reason": if end { json!("stop_sequence") } else { Value::Null }}), "/completion"),
+    ];
+    for (model, mk, pointer) in models {
+        for end_with_stop in [true, false] {
+            let mut w = Vec::new();
+            let mut parts = vec![mk(&format!("k {a}"), false), mk(b, false)];
+            if end_with_stop {
+                parts.push(mk(" done", true));
+            }
+            for n in &parts {
+                event("chunk", json!({"bytes": b64(n)}).to_string().into_bytes()).encode(&mut w);
+            }
+            let (r, _, _) = run(Kind::SniffEventStream, vec![w]).await;
+            let ms = messages(&r.unwrap());
+            let mut text = String::new();
+            for m in &ms {
+                assert_eq!(m.header(":event-type"), Some("chunk"), "{model}");
+                let v: Value = serde_json::from_slice(&m.payload).unwrap();
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(v["bytes"].as_str().unwrap())
+                    .unwrap();
+                let n: Value = serde_json::from_slice(&raw).unwrap();
+                text.push_str(n.pointer(pointer).and_then(Value::as_str).unwrap_or(""));
+            }
+            let want = if end_with_stop {
+                "k [MASKED:github-classic-token] done"
+            } else {
+                "k [MASKED:github-classic-token]"
+            };
+            assert_eq!(text, want, "{model}, stop chunk: {end_with_stop}");
+        }
+    }
+}
