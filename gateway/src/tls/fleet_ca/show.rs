@@ -35,12 +35,17 @@ pub fn fleet_anchor(cfg: &Config) -> Result<Option<Anchor>, FleetCaError> {
     let recorded = ca_dir(&cfg.state_dir).join(ANCHOR_FILE);
     match rt.block_on(src.anchor()) {
         Ok(pem) => {
-            let path = super::write_public(&cfg.state_dir, ANCHOR_FILE, &pem)?;
+            // Recorded for runtimes that need a file; a read-only state dir (a shell without
+            // rights on it) still gets the certificate, with a note.
+            let (path, note) = match super::write_public(&cfg.state_dir, ANCHOR_FILE, &pem) {
+                Ok(p) => (p, None),
+                Err(e) => (recorded, Some(format!("not recorded: {e}"))),
+            };
             Ok(Some(Anchor {
                 pem,
                 path,
                 what,
-                note: None,
+                note,
             }))
         }
         Err(e) => match std::fs::read_to_string(&recorded) {
@@ -109,9 +114,9 @@ pub fn show(cfg: &Config, anchor: &Anchor, json: bool) -> String {
             out.push("leaves are signed by this node's own CA (no fleet root configured)".into())
         }
         (_, Some(i)) => {
-            out.push(format!(
-                "leaves are signed by this node's intermediate (the daemon's last record):"
-            ));
+            out.push(
+                "leaves are signed by this node's intermediate (the daemon's last record):".into(),
+            );
             for k in ["subject", "serial", "not_before", "not_after", "renew_at"] {
                 out.push(format!("  {k}: {}", i[k].as_str().unwrap_or("-")));
             }
