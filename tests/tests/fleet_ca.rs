@@ -332,6 +332,26 @@ fn two_nodes_with_one_file_root_are_trusted_through_the_root_and_renew_in_place(
         count(&b, "node intermediate renewed") > renewed
     });
     assert_curl_ok(&b, &cert, "node-b after the root is back");
+    // The metrics an operator alerts on: renewals by result, and when the current one expires.
+    let m = b.gw.metrics_text();
+    let value = |prefix: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} not in\n{m}"))
+    };
+    assert!(value(r#"gateway_ca_renewals_total{result="failed"}"#) >= 1.0);
+    assert!(value(r#"gateway_ca_renewals_total{result="renewed"}"#) >= 2.0);
+    let not_after = value("gateway_ca_intermediate_not_after_seconds ");
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        not_after > unix - 10.0 && not_after < unix + 60.0,
+        "{not_after} vs {unix}"
+    );
     // Nothing in the log carries a private key.
     for env in [&a, &b] {
         assert!(!env.gw.raw_log().contains("PRIVATE KEY"));

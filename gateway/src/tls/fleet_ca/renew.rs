@@ -86,6 +86,7 @@ pub async fn run<C: Clock, S: Issue>(
                 Ok(next) => {
                     let next = handle.replace(next);
                     obtained = clock.now();
+                    record(&next, "renewed");
                     info!(
                         serial = %next.serial,
                         previous = %cur.serial,
@@ -97,6 +98,7 @@ pub async fn run<C: Clock, S: Issue>(
                 }
                 Err(e) => {
                     let now = clock.now();
+                    count("failed");
                     if now >= end {
                         error!(
                             error = %e,
@@ -120,6 +122,60 @@ pub async fn run<C: Clock, S: Issue>(
             }
         }
     }
+}
+
+fn count(result: &str) {
+    crate::metrics::get()
+        .ca_renewals
+        .get_or_create(&crate::metrics::ResultLabels {
+            result: result.into(),
+        })
+        .inc();
+}
+
+/// Metrics for a new intermediate: its expiry, and (after a renewal) the count.
+fn record(i: &Issuing, result: &str) {
+    if let Some(end) = i.not_after {
+        crate::metrics::get()
+            .ca_intermediate_not_after
+            .set(end.unix_timestamp());
+    }
+    if !result.is_empty() {
+        count(result);
+    }
+}
+
+/// Provider hosts outside `ca.permitted_dns`: clients would reject their leaves.
+pub(super) fn uncovered_hosts(cfg: &Config) -> Vec<String> {
+    let permitted = &cfg.ca.permitted_dns;
+    if permitted.is_empty() {
+        return Vec::new();
+    }
+    let covered = |name: &str| {
+        permitted.iter().any(|d| {
+            let d = d.to_ascii_lowercase();
+            name == d || name.ends_with(&format!(".{d}"))
+        })
+    };
+    crate::provider::Catalog::from_config(cfg)
+        .iter()
+        .flat_map(|p| p.hosts.iter())
+        .map(|h| match h {
+            crate::provider::HostPattern::Exact(n) => n.clone(),
+            crate::provider::HostPattern::Suffix(s) => s.trim_start_matches('.').to_string(),
+            // The labels after the last wildcard one: what every match ends with.
+            crate::provider::HostPattern::Glob(labels) => {
+                let tail: Vec<&str> = labels
+                    .iter()
+                    .rev()
+                    .take_while(|l| l.len() == 1)
+                    .map(|l| l[0].as_str())
+                    .collect();
+                tail.into_iter().rev().collect::<Vec<_>>().join(".")
+            }
+        })
+        .filter(|n| !covered(n))
+        .collect()
 }
 
 pub fn fmt(t: Option<OffsetDateTime>) -> String {
@@ -185,6 +241,16 @@ pub async fn start(cfg: &Config) -> Result<Option<(IssuingHandle, PathBuf)>, Fle
     let obtained = OffsetDateTime::now_utc();
     let anchor_path = super::write_public(&cfg.state_dir, super::ANCHOR_FILE, &anchor)?;
     write_status(cfg, &source, &first, obtained);
+    record(&first, "");
+    let outside = uncovered_hosts(cfg);
+    if !outside.is_empty() {
+        tracing::warn!(
+            hosts = ?outside,
+            permitted = ?cfg.ca.permitted_dns,
+            "these provider hosts are outside ca.permitted_dns: clients will reject their \
+             certificates (add them, or drop the constraint)"
+        );
+    }
     info!(
         root = cfg.ca.root.name(),
         source = %source,

@@ -452,3 +452,22 @@ fn config_names_the_key_and_the_reason() {
         None
     );
 }
+
+#[test]
+fn provider_hosts_outside_the_name_constraints_are_named() {
+    let cfg = crate::config::Config::parse(
+        "state_dir = \"/tmp/x\"\n[ca]\nroot = \"kubernetes\"\npermitted_dns = [\"openai.com\"]\n\
+         [ca.kubernetes]\nsecret = \"gateway-system/org-ca\"\n",
+        "t",
+    )
+    .unwrap();
+    let out = renew::uncovered_hosts(&cfg);
+    assert!(out.iter().any(|h| h == "api.anthropic.com"), "{out:?}");
+    assert!(!out.iter().any(|h| h.ends_with("openai.com")), "{out:?}");
+    let none = crate::config::Config::parse(
+        "state_dir = \"/tmp/x\"\n[ca]\nroot = \"kubernetes\"\n[ca.kubernetes]\nsecret = \"a/b\"\n",
+        "t",
+    )
+    .unwrap();
+    assert!(renew::uncovered_hosts(&none).is_empty());
+}
