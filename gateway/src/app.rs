@@ -67,7 +67,12 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     info!(config = %cfg.effective(), "effective configuration");
     let catalog = Arc::new(Catalog::from_config(&cfg));
     let nofile = raise_nofile();
-    let interception = Arc::new(interception(&cfg)?);
+    // A fleet root (`[ca] root`): this node's intermediate first; no start without one.
+    let fleet_ca = crate::tls::fleet_ca::renew::start(&cfg)
+        .await
+        .map_err(TlsError::from)?
+        .map(|(handle, _)| handle);
+    let interception = Arc::new(interception(&cfg, fleet_ca)?);
     crate::admin::serve(
         crate::admin::socket_path(&cfg.state_dir),
         Arc::new(Admin {
@@ -198,14 +203,23 @@ pub fn ensure_state_dir(cfg: &Config) -> Result<(), AppError> {
 
 /// CA, leaf cache, upstream TLS and the vault: everything interception needs, checked before
 /// the programs attach so a bad vault or CA stops the start, not the first request.
-fn interception(cfg: &Config) -> Result<Interception, AppError> {
+fn interception(
+    cfg: &Config,
+    fleet_ca: Option<crate::tls::issuing::IssuingHandle>,
+) -> Result<Interception, AppError> {
     ensure_state_dir(cfg)?;
-    let (ca, created) = Ca::load_or_create(&cfg.state_dir)?;
-    info!(
-        cert = %ca.dir.join(crate::tls::ca::CA_CERT).display(),
-        created,
-        "internal CA ready; clients must trust this certificate (`gateway ca install`)"
-    );
+    let terminator = match fleet_ca {
+        Some(handle) => Terminator::with_issuer(handle, cfg.upstream.leaf_cache)?,
+        None => {
+            let (ca, created) = Ca::load_or_create(&cfg.state_dir)?;
+            info!(
+                cert = %ca.dir.join(crate::tls::ca::CA_CERT).display(),
+                created,
+                "internal CA ready; clients must trust this certificate (`gateway ca install`)"
+            );
+            Terminator::new(Arc::new(ca), cfg.upstream.leaf_cache)?
+        }
+    };
     let mut vault = Vault::new(&cfg.vault, &cfg.state_dir)?;
     vault.check()?;
     vault.watch();
@@ -237,7 +251,7 @@ fn interception(cfg: &Config) -> Result<Interception, AppError> {
     // on the first request.
     crate::policy::credentials::warm();
     Ok(Interception {
-        terminator: Arc::new(Terminator::new(Arc::new(ca), cfg.upstream.leaf_cache)?),
+        terminator: Arc::new(terminator),
         upstreams,
         hold: Arc::new(HoldService {
             holds: Arc::new(Holds::new(

@@ -146,8 +146,15 @@ pub enum ApprovalsCommand {
 pub enum CaCommand {
     /// Create the CA in the state dir (nothing happens when it exists).
     Init,
-    /// Print the CA certificate (PEM).
+    /// Print the certificate clients must trust (PEM): the organisation root when a fleet
+    /// root is configured (`[ca] root`), else this node's own CA.
     Cert,
+    /// Which certificate clients trust (file, subject, SHA-256) and what signs the leaves on
+    /// this node (its own CA, or its current fleet intermediate: serial, validity, renewal).
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
     /// Make every runtime trust the CA: the system store, NODE_EXTRA_CA_CERTS /
     /// REQUESTS_CA_BUNDLE / SSL_CERT_FILE in /etc/environment and /etc/profile.d/gateway-ca.sh
     /// (an admin's own value is kept), and with --certifi the certifi bundles of the Pythons

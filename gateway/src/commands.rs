@@ -15,6 +15,15 @@ use crate::{
 
 pub fn ca_init(cfg: &Config) -> Result<String, AppError> {
     ensure_state_dir(cfg)?;
+    if let Some(a) = fleet_anchor(cfg)? {
+        return Ok(format!(
+            "a fleet root is configured (ca.root = {}): nothing to create here; clients trust \
+             {}, recorded at {}",
+            cfg.ca.root.name(),
+            a.what,
+            a.path.display()
+        ));
+    }
     let (ca, created) = Ca::load_or_create(&cfg.state_dir)?;
     let path = ca.dir.join(CA_CERT);
     Ok(if created {
@@ -25,25 +34,47 @@ pub fn ca_init(cfg: &Config) -> Result<String, AppError> {
 }
 
 pub fn ca_cert(cfg: &Config) -> Result<String, AppError> {
-    ensure_state_dir(cfg)?;
-    let (ca, _) = Ca::load_or_create(&cfg.state_dir)?;
-    Ok(ca.cert_pem.trim_end().to_string())
+    Ok(anchor(cfg)?.pem.trim_end().to_string())
 }
 
-/// The CA and what install/uninstall are asked to do.
+/// `gateway ca show [--json]`: which certificate clients trust and what signs the leaves.
+pub fn ca_show(cfg: &Config, json: bool) -> Result<String, AppError> {
+    let a = anchor(cfg)?;
+    Ok(crate::tls::fleet_ca::show::show(cfg, &a, json))
+}
+
+fn fleet_anchor(cfg: &Config) -> Result<Option<crate::tls::fleet_ca::show::Anchor>, AppError> {
+    crate::tls::fleet_ca::show::fleet_anchor(cfg)
+        .map_err(|e| AppError::Tls(crate::tls::TlsError::from(e)))
+}
+
+/// The certificate clients must trust: the organisation root with a fleet root (`[ca] root`),
+/// else this node's own CA (created when missing).
+fn anchor(cfg: &Config) -> Result<crate::tls::fleet_ca::show::Anchor, AppError> {
+    ensure_state_dir(cfg)?;
+    if let Some(a) = fleet_anchor(cfg)? {
+        return Ok(a);
+    }
+    let (ca, _) = Ca::load_or_create(&cfg.state_dir)?;
+    Ok(crate::tls::fleet_ca::show::Anchor {
+        pem: ca.cert_pem.clone(),
+        path: ca.dir.join(CA_CERT),
+        what: "this node's own CA".into(),
+        note: None,
+    })
+}
+
+/// The anchor and what install/uninstall are asked to do.
 fn trust_args<'a>(
     cfg: &Config,
     venvs: &'a [PathBuf],
     root: &'a Path,
     certifi: bool,
-) -> Result<(Ca, PathBuf, crate::trust::Opts<'a>), AppError> {
-    ensure_state_dir(cfg)?;
-    let (ca, _) = Ca::load_or_create(&cfg.state_dir)?;
-    let path = ca.dir.join(CA_CERT);
+) -> Result<(crate::tls::fleet_ca::show::Anchor, crate::trust::Opts<'a>), AppError> {
+    let a = anchor(cfg)?;
     let cwd = std::env::current_dir()?;
     Ok((
-        ca,
-        path,
+        a,
         crate::trust::Opts {
             root,
             certifi,
@@ -60,29 +91,34 @@ fn trust_error(e: crate::trust::TrustError) -> AppError {
     }
 }
 
-/// `gateway ca install [--certifi [--venv DIR]...] [--root DIR]` ([`crate::trust::install`]).
+/// `gateway ca install [--certifi [--venv DIR]...] [--root DIR]` ([`crate::trust::install`]):
+/// the organisation root when a fleet root is configured, else the node's own CA.
 pub fn ca_install(
     cfg: &Config,
     certifi: bool,
     venvs: &[PathBuf],
     root: &Path,
 ) -> Result<String, AppError> {
-    let (ca, path, opts) = trust_args(cfg, venvs, root, certifi)?;
+    let (a, opts) = trust_args(cfg, venvs, root, certifi)?;
     let ca = crate::trust::CaFile {
-        pem: &ca.cert_pem,
-        path: &path,
+        pem: &a.pem,
+        path: &a.path,
     };
-    Ok(crate::trust::install(&ca, &opts)
-        .map_err(trust_error)?
-        .join("\n"))
+    let mut out = Vec::new();
+    if cfg.ca.root != crate::tls::fleet_ca::RootKind::Local {
+        out.push(format!("installing {}", a.what));
+    }
+    out.extend(a.note.iter().map(|n| format!("note: {n}")));
+    out.extend(crate::trust::install(&ca, &opts).map_err(trust_error)?);
+    Ok(out.join("\n"))
 }
 
 /// `gateway ca uninstall [--venv DIR]... [--root DIR]` ([`crate::trust::uninstall`]).
 pub fn ca_uninstall(cfg: &Config, venvs: &[PathBuf], root: &Path) -> Result<String, AppError> {
-    let (ca, path, opts) = trust_args(cfg, venvs, root, true)?;
+    let (a, opts) = trust_args(cfg, venvs, root, true)?;
     let ca = crate::trust::CaFile {
-        pem: &ca.cert_pem,
-        path: &path,
+        pem: &a.pem,
+        path: &a.path,
     };
     Ok(crate::trust::uninstall(&ca, &opts)
         .map_err(trust_error)?

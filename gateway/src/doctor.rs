@@ -181,8 +181,21 @@ fn pins(cfg: &Config) -> Check {
 
 fn ca(cfg: &Config) -> Vec<Check> {
     use crate::trust::{LAYOUTS, bundle_has};
-    let cert = crate::tls::ca::ca_dir(&cfg.state_dir).join(crate::tls::ca::CA_CERT);
+    // With a fleet root, clients trust the organisation root the daemon recorded.
+    let fleet = cfg.ca.root != crate::tls::fleet_ca::RootKind::Local;
+    let cert = crate::tls::ca::ca_dir(&cfg.state_dir).join(if fleet {
+        crate::tls::fleet_ca::ANCHOR_FILE
+    } else {
+        crate::tls::ca::CA_CERT
+    });
     let Ok(pem) = std::fs::read_to_string(&cert) else {
+        if fleet {
+            return vec![fail(format!(
+                "fleet root (ca.root = {}) not recorded at {}: `gateway ca show` (or start the daemon once)",
+                cfg.ca.root.name(),
+                cert.display()
+            ))];
+        }
         return vec![fail(format!(
             "no CA at {}: `gateway ca init` (or start the daemon once)",
             cert.display()

@@ -18,6 +18,7 @@ fn main() {
         cli::Command::Ca { command, config } => report(with_config(config, |cfg| match command {
             cli::CaCommand::Init => commands::ca_init(cfg),
             cli::CaCommand::Cert => commands::ca_cert(cfg),
+            cli::CaCommand::Show { json } => commands::ca_show(cfg, json),
             cli::CaCommand::Install {
                 certifi,
                 venvs,

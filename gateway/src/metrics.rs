@@ -97,6 +97,10 @@ pub struct Metrics {
     pub dns_queries: Family<ResultLabels, Counter>,
     /// Provider addresses written into the kernel set from workloads' DNS answers.
     pub dns_learned: Counter,
+    /// Fleet CA: the node intermediate's notAfter (unix seconds; 0 without a fleet root).
+    pub ca_intermediate_not_after: Gauge,
+    /// Fleet CA renewals, by result (renewed, failed).
+    pub ca_renewals: Family<ResultLabels, Counter>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -123,6 +127,8 @@ impl Metrics {
             leaf_cache: Family::default(),
             dns_queries: Family::default(),
             dns_learned: Counter::default(),
+            ca_intermediate_not_after: Gauge::default(),
+            ca_renewals: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -189,6 +195,16 @@ impl Metrics {
             "dns_learned_addresses",
             "Provider addresses written into the kernel set from workloads' DNS answers",
             m.dns_learned.clone(),
+        );
+        registry.register(
+            "ca_intermediate_not_after_seconds",
+            "Fleet CA: when this node's intermediate expires (unix time; 0 without a fleet root)",
+            m.ca_intermediate_not_after.clone(),
+        );
+        registry.register(
+            "ca_renewals",
+            "Fleet CA: node intermediate renewals, by result",
+            m.ca_renewals.clone(),
         );
         Self { registry, ..m }
     }

@@ -40,6 +40,8 @@ fn manifests_validate_and_the_daemonset_config_passes_gateway_check() {
         "serviceaccount/gateway",
         "clusterrole/gateway-read-pods",
         "clusterrolebinding/gateway-read-pods",
+        "role/gateway-read-org-ca",
+        "rolebinding/gateway-read-org-ca",
         "configmap/gateway-config",
         "secret/gateway-vault",
         "daemonset/gateway",
@@ -84,6 +86,16 @@ assert spec["hostPID"] and spec["hostNetwork"] and c["securityContext"]["privile
 assert {"/sys/fs/cgroup", "/sys/fs/bpf", "/var/lib/gateway", "/etc/gateway/gateway.toml"} <= mounts, mounts
 assert c["livenessProbe"]["exec"]["command"][1] == "status", c
 assert docs["ClusterRole"]["rules"][0]["resources"][0] == "pods"
+# One CA for the fleet: the org root Secret named in the config is the one the Role lets the
+# gateway's service account read, and nothing more.
+import tomllib
+ca = tomllib.loads(docs["ConfigMap"]["data"]["gateway.toml"])["ca"]
+assert ca["root"] == "kubernetes", ca
+ns, name = ca["kubernetes"]["secret"].split("/")
+role = docs["Role"]
+assert role["metadata"]["namespace"] == ns, role
+assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [name], "verbs": ["get"]}], role
+assert docs["RoleBinding"]["subjects"][0]["name"] == spec["serviceAccountName"]
 print("ok")
 "#;
     let out = Command::new(venv.join("bin/python"))

@@ -60,6 +60,8 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     pub kubernetes: crate::redirect::pods::KubernetesConfig,
     pub limits: Limits,
+    /// Where the certificates clients trust come from: this node's own CA, or a fleet root.
+    pub ca: crate::tls::fleet_ca::CaConfig,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             metrics: Default::default(),
             kubernetes: Default::default(),
             limits: Limits::default(),
+            ca: Default::default(),
         }
     }
 }
@@ -485,6 +488,7 @@ impl Config {
             }
         }
         self.hold.validate().map_err(|(k, r)| bad(k, r))?;
+        self.ca.validate(self).map_err(|(k, r)| bad(k, r))?;
         self.metrics.validate().map_err(|(k, r)| bad(k, r))?;
         if let Err(e) = crate::policy::scan::Scanner::new(&self.rules, &self.policy) {
             use crate::policy::scan::ScanError;

@@ -64,9 +64,9 @@ impl PodNames {
     }
 }
 
-/// Start listing pods when an API server is configured (or we run in a cluster).
-pub fn start(cfg: &KubernetesConfig) -> Option<Arc<PodNames>> {
-    let api = cfg.api.clone().or_else(|| {
+/// The API server: `kubernetes.api`, else in cluster (`KUBERNETES_SERVICE_HOST`/`_PORT`).
+pub fn api_url(cfg: &KubernetesConfig) -> Option<String> {
+    cfg.api.clone().or_else(|| {
         let host = std::env::var("KUBERNETES_SERVICE_HOST").ok()?;
         let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
         Some(if host.contains(':') {
@@ -74,7 +74,23 @@ pub fn start(cfg: &KubernetesConfig) -> Option<Arc<PodNames>> {
         } else {
             format!("https://{host}:{port}")
         })
-    })?;
+    })
+}
+
+/// The bearer token: `kubernetes.token_file`, else the pod's service account token.
+pub fn token(cfg: &KubernetesConfig) -> Option<String> {
+    let token_file = cfg
+        .token_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(SA).join("token"));
+    std::fs::read_to_string(&token_file)
+        .map(|t| t.trim().to_string())
+        .ok()
+}
+
+/// Start listing pods when an API server is configured (or we run in a cluster).
+pub fn start(cfg: &KubernetesConfig) -> Option<Arc<PodNames>> {
+    let api = api_url(cfg)?;
     let names = Arc::new(PodNames::default());
     let out = names.clone();
     let cfg = cfg.clone();
@@ -111,13 +127,7 @@ async fn list(
     api: &str,
     node: Option<&str>,
 ) -> Result<HashMap<String, (String, String)>, String> {
-    let token_file = cfg
-        .token_file
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(SA).join("token"));
-    let token = std::fs::read_to_string(&token_file)
-        .map(|t| t.trim().to_string())
-        .ok();
+    let token = token(cfg);
     let mut path = "/api/v1/pods".to_string();
     if let Some(n) = node {
         path.push_str(&format!("?fieldSelector=spec.nodeName%3D{n}"));
@@ -139,7 +149,9 @@ async fn list(
     Ok(map)
 }
 
-async fn get(
+/// `GET path` on the API server (http or https with `kubernetes.ca_file`, else the service
+/// account's CA); the body of a 2xx answer.
+pub async fn get(
     cfg: &KubernetesConfig,
     api: &str,
     path: &str,
@@ -183,7 +195,7 @@ async fn get(
                 .collect()
                 .await
                 .map(|b| b.to_bytes().to_vec())
-                .map_err(|e| format!("reading the pod list: {e}"))
+                .map_err(|e| format!("reading the answer: {e}"))
         }};
     }
     if !https {

@@ -1,7 +1,10 @@
-//! Leaf certificates per SNI, minted by the internal CA (DESIGN §5): EKU serverAuth, random
-//! serial, notBefore now-2d, seven days of life, SAN = the SNI, AKI = the CA's SKI. One leaf
-//! key pair serves every leaf. Cached by name with a cap (oldest out first) and re-minted after a
-//! day; one mint in flight per name (the others wait for it).
+//! Leaf certificates per SNI, minted by the current issuer ([`super::issuing`]: the internal
+//! CA or this node's fleet intermediate) (DESIGN §5): EKU serverAuth, random serial, notBefore
+//! now-2d, seven days of life (never past the issuer's own `notAfter`), SAN = the SNI, AKI = the
+//! issuer's SKI, served with the issuer's chain. One leaf key pair serves every leaf. Cached by
+//! name with a cap (oldest out first) and re-minted after a day or when the issuer changed (a
+//! renewed intermediate); one mint in flight per name (the others wait for it). An issuer past
+//! its expiry mints and serves nothing: the handshake fails (fail closed).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -19,17 +22,24 @@ use rustls::{
 use time::{Duration, OffsetDateTime};
 use tokio::sync::OnceCell;
 
-use super::{TlsError, ca::Ca};
+use super::{
+    TlsError,
+    ca::Ca,
+    issuing::{Issuing, IssuingHandle},
+};
 
 /// Re-mint a cached leaf after this long (leaves live seven days).
 const REFRESH: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
+/// A minted leaf: its server config, when it was minted, and by which issuer generation.
+type Minted = (Arc<ServerConfig>, Instant, u64);
+
 struct Entry {
-    cell: Arc<OnceCell<(Arc<ServerConfig>, Instant)>>,
+    cell: Arc<OnceCell<Minted>>,
 }
 
 pub struct LeafCache {
-    ca: Arc<Ca>,
+    issuing: IssuingHandle,
     leaf_key: KeyPair,
     signing_key: Arc<dyn SigningKey>,
     provider: Arc<CryptoProvider>,
@@ -39,7 +49,17 @@ pub struct LeafCache {
 }
 
 impl LeafCache {
+    /// Leaves signed by the node's own CA.
     pub fn new(ca: Arc<Ca>, provider: Arc<CryptoProvider>, cap: usize) -> Result<Self, TlsError> {
+        Self::with_issuer(IssuingHandle::new(Issuing::local(ca)), provider, cap)
+    }
+
+    /// Leaves signed by whatever `issuing` holds at each mint.
+    pub fn with_issuer(
+        issuing: IssuingHandle,
+        provider: Arc<CryptoProvider>,
+        cap: usize,
+    ) -> Result<Self, TlsError> {
         let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
             .map_err(|e| TlsError::Ca(e.to_string()))?;
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
@@ -48,7 +68,7 @@ impl LeafCache {
             .load_private_key(der)
             .map_err(|e| TlsError::Ca(format!("leaf key: {e}")))?;
         Ok(Self {
-            ca,
+            issuing,
             leaf_key,
             signing_key,
             provider,
@@ -66,13 +86,24 @@ impl LeafCache {
     /// The server config presenting a leaf for `sni`, minted at most once at a time per name.
     pub async fn server_config(&self, sni: &str) -> Result<Arc<ServerConfig>, TlsError> {
         let name = sni.to_ascii_lowercase();
+        let issuing = self.issuing.current();
+        if let Err(e) = issuing.check_usable(OffsetDateTime::now_utc()) {
+            tracing::error!(
+                sni = %name,
+                error = %e,
+                "TLS interception refused: the node intermediate has expired and no renewal \
+                 succeeded; check the fleet root (`[ca] root`) and `gateway ca show`"
+            );
+            return Err(e);
+        }
+        let generation = issuing.generation;
         let cell = {
             let mut guard = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             let (map, order) = &mut *guard;
             let stale = map
                 .get(&name)
                 .and_then(|e| e.cell.get())
-                .is_some_and(|(_, at)| at.elapsed() > REFRESH);
+                .is_some_and(|(_, at, by)| at.elapsed() > REFRESH || *by != generation);
             if stale {
                 map.remove(&name);
                 order.retain(|n| n != &name);
@@ -104,13 +135,16 @@ impl LeafCache {
                 })
                 .inc();
         }
-        let (cfg, _) = cell
-            .get_or_try_init(|| async { self.mint(&name).map(|c| (c, Instant::now())) })
+        let (cfg, _, _) = cell
+            .get_or_try_init(|| async {
+                self.mint(&name, &issuing)
+                    .map(|c| (c, Instant::now(), generation))
+            })
             .await?;
         Ok(cfg.clone())
     }
 
-    fn mint(&self, name: &str) -> Result<Arc<ServerConfig>, TlsError> {
+    fn mint(&self, name: &str, issuing: &Issuing) -> Result<Arc<ServerConfig>, TlsError> {
         let mut params = CertificateParams::new(vec![name.to_string()])
             .map_err(|e| TlsError::Mint(name.into(), e.to_string()))?;
         params.distinguished_name.push(DnType::CommonName, name);
@@ -118,15 +152,19 @@ impl LeafCache {
         params.serial_number = Some(super::ca::random_serial());
         params.use_authority_key_identifier_extension = true;
         let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::days(2);
-        params.not_after = now + Duration::days(7);
+        // Within the issuer's validity: a leaf never outlives the intermediate it chains to.
+        params.not_before = issuing
+            .not_before
+            .map_or(now - Duration::days(2), |b| b.max(now - Duration::days(2)));
+        params.not_after = issuing
+            .not_after
+            .map_or(now + Duration::days(7), |e| e.min(now + Duration::days(7)));
         let cert = params
-            .signed_by(&self.leaf_key, &self.ca.issuer)
+            .signed_by(&self.leaf_key, issuing.issuer())
             .map_err(|e| TlsError::Mint(name.into(), e.to_string()))?;
-        let ck = CertifiedKey::new(
-            vec![cert.der().clone(), self.ca.cert_der.clone()],
-            self.signing_key.clone(),
-        );
+        let mut chain = vec![cert.der().clone()];
+        chain.extend(issuing.chain.iter().cloned());
+        let ck = CertifiedKey::new(chain, self.signing_key.clone());
         let mut cfg = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Mint(name.into(), e.to_string()))?

@@ -4,6 +4,8 @@
 //! [`PrefixedStream`], so the handshake sees the exact bytes the client sent.
 
 pub mod ca;
+pub mod fleet_ca;
+pub mod issuing;
 pub mod leaf;
 
 use std::{
@@ -28,6 +30,16 @@ pub enum TlsError {
     Mint(String, String),
     #[error("TLS handshake with the client: {0}")]
     Handshake(io::Error),
+    #[error(
+        "the node intermediate (serial {serial}) expired at {expired} and was not renewed: \
+         interception refuses new connections until a renewal succeeds"
+    )]
+    IntermediateExpired {
+        serial: String,
+        expired: time::OffsetDateTime,
+    },
+    #[error(transparent)]
+    Fleet(#[from] fleet_ca::FleetCaError),
 }
 
 /// The rustls crypto provider used everywhere (ring: no C toolchain beyond cc needed).
@@ -102,16 +114,25 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for PrefixedStream<S> {
     }
 }
 
-/// The terminating side: CA + leaves.
+/// The terminating side: the current issuer + leaves.
 pub struct Terminator {
-    pub ca: Arc<ca::Ca>,
+    pub issuing: issuing::IssuingHandle,
     pub leaves: leaf::LeafCache,
 }
 
 impl Terminator {
+    /// Leaves signed by the node's own CA.
     pub fn new(ca: Arc<ca::Ca>, cap: usize) -> Result<Self, TlsError> {
-        let leaves = leaf::LeafCache::new(ca.clone(), provider(), cap)?;
-        Ok(Self { ca, leaves })
+        Self::with_issuer(
+            issuing::IssuingHandle::new(issuing::Issuing::local(ca)),
+            cap,
+        )
+    }
+
+    /// Leaves signed by whatever `issuing` holds (a fleet intermediate, renewed in place).
+    pub fn with_issuer(issuing: issuing::IssuingHandle, cap: usize) -> Result<Self, TlsError> {
+        let leaves = leaf::LeafCache::with_issuer(issuing.clone(), provider(), cap)?;
+        Ok(Self { issuing, leaves })
     }
 
     /// Complete the handshake over `stream` (whose ClientHello is in `prefix`) as `sni`.
@@ -151,9 +172,10 @@ mod tests {
     async fn handshake_with_a_minted_leaf_verifies_against_the_ca() {
         let d = tempfile::tempdir().unwrap();
         let (ca, _) = ca::Ca::load_or_create(d.path()).unwrap();
-        let t = Arc::new(Terminator::new(Arc::new(ca), 16).unwrap());
+        let ca = Arc::new(ca);
+        let t = Arc::new(Terminator::new(ca.clone(), 16).unwrap());
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(t.ca.cert_der.clone()).unwrap();
+        roots.add(ca.cert_der.clone()).unwrap();
         let mut ccfg = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()

@@ -419,6 +419,29 @@ impl Hashicorp {
             .collect())
     }
 
+    /// One authenticated API call (`path` from `/v1/...`) with this backend's address, token
+    /// and namespace; a 403 forgets the token and tries once more. For other Vault engines
+    /// than KV (the fleet CA's PKI mount: [`crate::tls::fleet_ca`]).
+    pub async fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, HashicorpError> {
+        let token = self.token().await?;
+        match self
+            .call(method.clone(), path, Some(&token), body.clone())
+            .await
+        {
+            Err(HashicorpError::Request { reason, .. }) if reason.starts_with("403") => {
+                *self.token.lock().await = None;
+                let token = self.token().await?;
+                self.call(method, path, Some(&token), body).await
+            }
+            other => other,
+        }
+    }
+
     pub async fn get(&self, name: &str) -> Result<Option<Entry>, HashicorpError> {
         let mut cache = self.cache.lock().await;
         let fresh = cache
