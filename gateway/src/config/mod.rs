@@ -60,6 +60,8 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     pub kubernetes: crate::redirect::pods::KubernetesConfig,
     pub limits: Limits,
+    /// Named sets of workloads (`match.workload_group` in rules; journaled with the caller).
+    pub groups: crate::redirect::identity::groups::GroupsConfig,
     /// The identity provider approvers sign in with; absent: OIDC is off.
     pub oidc: Option<crate::oidc::OidcConfig>,
 }
@@ -84,6 +86,7 @@ impl Default for Config {
             metrics: Default::default(),
             kubernetes: Default::default(),
             limits: Limits::default(),
+            groups: Default::default(),
             oidc: None,
         }
     }
@@ -488,6 +491,18 @@ impl Config {
             }
         }
         self.hold.validate().map_err(|(k, r)| bad(k, r))?;
+        let groups = crate::redirect::identity::groups::WorkloadGroups::new(&self.groups)
+            .map_err(|(k, r)| bad(k, r))?;
+        for (i, r) in self.rules.iter().enumerate() {
+            if let Some(g) = r.who.as_ref().and_then(|w| w.workload_group.as_ref())
+                && !groups.is_defined(g)
+            {
+                return Err(bad(
+                    format!("rule[{i}] ({}).match.workload_group", r.name),
+                    format!("`{g}` is not a group defined in [groups]"),
+                ));
+            }
+        }
         if let Some(o) = &self.oidc {
             o.validate().map_err(|(k, r)| bad(k, r))?;
         } else if let Some(i) = self.hold.approvers.iter().position(|a| {
