@@ -525,3 +525,65 @@ fn oidc_users_sign_in_and_only_approvers_decide_a_held_request() {
         "no ID token in the daemon's log"
     );
 }
+
+/// A rule matching a workload group applies to the workloads of that group only, and the
+/// journal records the caller's groups.
+#[test]
+fn rules_match_workload_groups_and_the_journal_names_them() {
+    let e = ProviderEnv::start(
+        "gw-oidcg",
+        203,
+        "[groups]\nci = [\"cgroup:/gw-oidcg-*\"]\nothers = [\"uid:4242\"]\n\
+         [[rule]]\nname = \"ci-no-tickets\"\npattern = \"TICKET-[0-9]{4}\"\naction = \"block\"\non = [\"request\"]\nmatch.workload_group = \"ci\"\n\
+         [[rule]]\nname = \"others-no-orders\"\npattern = \"ORDER-[0-9]{4}\"\naction = \"block\"\non = [\"request\"]\nmatch.workload_group = \"others\"\n",
+        &[("openai", OPENAI_KEY)],
+    );
+    let chat = |text: &str| {
+        let resolve = format!("api.openai.com:443:{}", e.fakes.ips[0]);
+        let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{text}"}}]}}"#);
+        let args = [
+            "-sS",
+            "--max-time",
+            "10",
+            "--resolve",
+            &resolve,
+            "--cacert",
+            e.ca.to_str().unwrap(),
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &body,
+            "https://api.openai.com/v1/chat/completions",
+        ];
+        gateway_tests::run(e.cg.command("curl", &args), Duration::from_secs(20))
+    };
+    // The test's cgroup is in `ci`: its rule blocks.
+    let r = chat("close TICKET-1234 please");
+    assert!(r.stdout.ends_with("\n403"), "{r:?}");
+    assert!(r.stdout.contains("ci-no-tickets"), "{r:?}");
+    // Not in `others`: that rule does not apply, the request goes through.
+    let r = chat("ship ORDER-5678 today");
+    assert!(r.stdout.ends_with("\n200"), "{r:?}");
+    assert_eq!(
+        e.fakes.openai.seen().len(),
+        1,
+        "only the second reached the provider"
+    );
+
+    let list = e.gw.cli(&["journal", "list", "--json"]);
+    let recs: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let ids: Vec<u64> = recs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["id"].as_u64())
+        .collect();
+    assert_eq!(ids.len(), 2, "{recs}");
+    for id in ids {
+        let s = e.gw.cli(&["journal", "show", &id.to_string(), "--json"]);
+        let r: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+        assert_eq!(r["who"]["groups"], serde_json::json!(["ci"]), "{r}");
+    }
+}
