@@ -319,8 +319,10 @@ fn journal_query(
             .map_err(|(_, m)| AppError::Usage(m));
     }
     let socket = crate::admin::socket_path(&cfg.state_dir);
+    let bearer = signed_in(cfg)?;
     let (status, v) =
-        crate::admin::call(&socket, "GET", &target(rest, query), None).map_err(not_running)?;
+        crate::admin::call_as(&socket, "GET", &target(rest, query), None, bearer.as_deref())
+            .map_err(not_running)?;
     if status != 200 {
         let msg = v["error"].as_str().unwrap_or("refused").to_string();
         return Err(crate::admin::AdminError::Refused(msg).into());
@@ -347,7 +349,9 @@ fn journal_lines(
         Listing::Export => vec!["export".to_string()],
     };
     let socket = crate::admin::socket_path(&cfg.state_dir);
-    crate::admin::call_lines(&socket, &target(&rest, query), line).map_err(not_running)
+    let bearer = signed_in(cfg)?;
+    crate::admin::call_lines(&socket, &target(&rest, query), bearer.as_deref(), line)
+        .map_err(not_running)
 }
 
 /// One line of `journal list`.

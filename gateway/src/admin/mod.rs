@@ -349,6 +349,7 @@ fn journal_listing(
 pub fn call_lines(
     socket: &Path,
     target: &str,
+    bearer: Option<&str>,
     line: &mut dyn FnMut(Value) -> std::io::Result<()>,
 ) -> Result<u64, AdminError> {
     use std::io::BufRead as _;
@@ -356,10 +357,12 @@ pub fn call_lines(
         path: socket.to_path_buf(),
         reason,
     };
+    let auth = bearer_header(bearer)?;
     let s = connect(socket)?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     (&s).write_all(
-        format!("GET {target} HTTP/1.1\r\nhost: gateway\r\nconnection: close\r\n\r\n").as_bytes(),
+        format!("GET {target} HTTP/1.1\r\nhost: gateway\r\n{auth}connection: close\r\n\r\n")
+            .as_bytes(),
     )
     .map_err(|e| proto(e.to_string()))?;
     let mut r = std::io::BufReader::new(s);
@@ -480,6 +483,19 @@ fn connect(socket: &Path) -> Result<std::os::unix::net::UnixStream, AdminError> 
     })
 }
 
+/// The `authorization` header line for `bearer` (empty without one).
+fn bearer_header(bearer: Option<&str>) -> Result<String, AdminError> {
+    match bearer {
+        Some(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(format!("authorization: Bearer {t}\r\n"))
+        }
+        Some(_) => Err(AdminError::Refused(
+            "the kept ID token is not printable ASCII: `gateway logout`, then sign in again".into(),
+        )),
+        None => Ok(String::new()),
+    }
+}
+
 /// One request to the daemon's admin socket: (status, JSON body).
 pub fn call(
     socket: &Path,
@@ -498,18 +514,7 @@ pub fn call_as(
     body: Option<&Value>,
     bearer: Option<&str>,
 ) -> Result<(u16, Value), AdminError> {
-    let auth = match bearer {
-        Some(t) if t.bytes().all(|b| b.is_ascii_graphic()) => {
-            format!("authorization: Bearer {t}\r\n")
-        }
-        Some(_) => {
-            return Err(AdminError::Refused(
-                "the kept ID token is not printable ASCII: `gateway logout`, then sign in again"
-                    .into(),
-            ));
-        }
-        None => String::new(),
-    };
+    let auth = bearer_header(bearer)?;
     let mut s = connect(socket)?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let body = body.map(|b| b.to_string()).unwrap_or_default();
