@@ -163,6 +163,8 @@ fn the_example_config_parses_with_its_commented_policy_enabled() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.rules.len(), 2);
     assert_eq!(c.hold.approvers, vec!["alice", "@llm-approvers"]);
+    assert_eq!(c.oidc.as_ref().map(|o| o.audience()), Some("llm-gateway"));
+    assert_eq!(c.groups.len(), 2);
 }
 
 #[test]
