@@ -320,9 +320,14 @@ fn journal_query(
     }
     let socket = crate::admin::socket_path(&cfg.state_dir);
     let bearer = signed_in(cfg)?;
-    let (status, v) =
-        crate::admin::call_as(&socket, "GET", &target(rest, query), None, bearer.as_deref())
-            .map_err(not_running)?;
+    let (status, v) = crate::admin::call_as(
+        &socket,
+        "GET",
+        &target(rest, query),
+        None,
+        bearer.as_deref(),
+    )
+    .map_err(not_running)?;
     if status != 200 {
         let msg = v["error"].as_str().unwrap_or("refused").to_string();
         return Err(crate::admin::AdminError::Refused(msg).into());

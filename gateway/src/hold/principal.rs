@@ -7,8 +7,9 @@
 //!
 //! `hold.approvers` entries: `NAME` (a local user), `@GROUP` (a local Unix group), `@oidc:GROUP`
 //! (an OIDC group, from the ID token's groups claim) and `oidc:sub:SUBJECT` (one OIDC subject).
-//! Local rights (root, local users and groups) count only for holds on this node; a hold held
-//! by another node of the fleet needs an OIDC identity in an approver group.
+//! Local rights (root, local users and groups) decide only holds on this node (they may list
+//! every node's); a hold held by another node of the fleet needs an OIDC identity in an
+//! approver group to be decided.
 
 use serde::{Deserialize, Serialize};
 
@@ -145,7 +146,8 @@ fn nonempty<'a>(name: &'a str, entry: &str) -> Result<&'a str, String> {
 /// May `p` do `action`? `hold_is_local`: the hold (or, for [`Action::List`], the holds listed)
 /// is on this node. `Ok` carries the name decisions are recorded under.
 ///
-/// - root and local `hold.approvers` (users, `@groups`): only for local holds;
+/// - root and local `hold.approvers` (users, `@groups`): list any node's holds, decide only
+///   holds on this node;
 /// - an OIDC principal: when a `@oidc:GROUP` entry names one of its groups or an
 ///   `oidc:sub:SUBJECT` entry its subject, on any node;
 /// - approving one's own request (same uid; for OIDC, the user name claim equal to the hold's
@@ -165,7 +167,8 @@ pub fn authorize(
                     Ok(Approver::UnixGroup(g)) => in_unix_group(g, *gid, name),
                     _ => false,
                 });
-            if listed && !hold_is_local {
+            // Listing (masked excerpts) is allowed fleet-wide; deciding only on this node.
+            if listed && !hold_is_local && !matches!(action, Action::List) {
                 return Err(Denied::NotLocal { who });
             }
             listed
@@ -290,8 +293,10 @@ mod tests {
             authorize(&c, &root, Action::Approve(&h), false),
             Err(Denied::NotLocal { .. })
         ));
+        // Listing the fleet's holds (masked) is allowed to local approvers.
+        assert!(authorize(&c, &root, Action::List, false).is_ok());
         assert!(matches!(
-            authorize(&c, &root, Action::List, false),
+            authorize(&c, &root, Action::Deny(&h), false),
             Err(Denied::NotLocal { .. })
         ));
     }
