@@ -195,7 +195,9 @@ pub fn approvals(cfg: &Config, cmd: &crate::cli::ApprovalsCommand) -> Result<Str
             Some(serde_json::json!({ "reason": reason })),
         ),
     };
-    let (status, v) = crate::admin::call(&socket, method, &target, body.as_ref())?;
+    let bearer = signed_in(cfg)?;
+    let (status, v) =
+        crate::admin::call_as(&socket, method, &target, body.as_ref(), bearer.as_deref())?;
     if status != 200 {
         let msg = crate::hold::printable(v["error"].as_str().unwrap_or("refused"), true);
         return Err(crate::admin::AdminError::Refused(msg).into());
@@ -236,6 +238,49 @@ pub fn approvals(cfg: &Config, cmd: &crate::cli::ApprovalsCommand) -> Result<Str
         A::Approve { id } => format!("hold {id} approved"),
         A::Deny { id, .. } => format!("hold {id} denied"),
     })
+}
+
+/// The signed-in user's ID token (refreshed when due), when `[oidc]` is configured and
+/// somebody signed in: the admin API then acts for that identity.
+fn signed_in(cfg: &Config) -> Result<Option<String>, AppError> {
+    match &cfg.oidc {
+        None => Ok(None),
+        Some(o) => Ok(crate::oidc::login::current_token(o, None)?),
+    }
+}
+
+/// `gateway login`.
+pub fn login(
+    cfg: &Config,
+    device: bool,
+    issuer: Option<String>,
+    client_id: Option<String>,
+) -> Result<String, AppError> {
+    use crate::oidc::login;
+    let o = login::effective(cfg.oidc.as_ref(), issuer.as_deref(), client_id.as_deref())?;
+    Ok(login::login(
+        &o,
+        &login::LoginOptions {
+            device,
+            ..Default::default()
+        },
+    )?)
+}
+
+/// `gateway logout`.
+pub fn logout(cfg: &Config) -> Result<String, AppError> {
+    Ok(crate::oidc::login::logout(cfg.oidc.as_ref(), None)?)
+}
+
+/// `gateway whoami`.
+pub fn whoami(
+    cfg: &Config,
+    issuer: Option<String>,
+    client_id: Option<String>,
+) -> Result<String, AppError> {
+    use crate::oidc::login;
+    let o = login::effective(cfg.oidc.as_ref(), issuer.as_deref(), client_id.as_deref())?;
+    Ok(login::whoami(&o, None)?)
 }
 
 /// Every string in `v` made printable ([`crate::hold::printable`], newlines kept).
@@ -310,8 +355,15 @@ fn journal_query(
             .map_err(|(_, m)| AppError::Usage(m));
     }
     let socket = crate::admin::socket_path(&cfg.state_dir);
-    let (status, v) =
-        crate::admin::call(&socket, "GET", &target(rest, query), None).map_err(not_running)?;
+    let bearer = signed_in(cfg)?;
+    let (status, v) = crate::admin::call_as(
+        &socket,
+        "GET",
+        &target(rest, query),
+        None,
+        bearer.as_deref(),
+    )
+    .map_err(not_running)?;
     if status != 200 {
         let msg = v["error"].as_str().unwrap_or("refused").to_string();
         return Err(crate::admin::AdminError::Refused(msg).into());
@@ -338,7 +390,9 @@ fn journal_lines(
         Listing::Export => vec!["export".to_string()],
     };
     let socket = crate::admin::socket_path(&cfg.state_dir);
-    crate::admin::call_lines(&socket, &target(&rest, query), line).map_err(not_running)
+    let bearer = signed_in(cfg)?;
+    crate::admin::call_lines(&socket, &target(&rest, query), bearer.as_deref(), line)
+        .map_err(not_running)
 }
 
 /// One line of `journal list`.

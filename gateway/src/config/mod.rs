@@ -62,6 +62,10 @@ pub struct Config {
     pub limits: Limits,
     /// Where the certificates clients trust come from: this node's own CA, or a fleet root.
     pub ca: crate::tls::fleet_ca::CaConfig,
+    /// Named sets of workloads (`match.workload_group` in rules; journaled with the caller).
+    pub groups: crate::redirect::identity::groups::GroupsConfig,
+    /// The identity provider approvers sign in with; absent: OIDC is off.
+    pub oidc: Option<crate::oidc::OidcConfig>,
 }
 
 impl Default for Config {
@@ -85,6 +89,8 @@ impl Default for Config {
             kubernetes: Default::default(),
             limits: Limits::default(),
             ca: Default::default(),
+            groups: Default::default(),
+            oidc: None,
         }
     }
 }
@@ -489,6 +495,31 @@ impl Config {
         }
         self.hold.validate().map_err(|(k, r)| bad(k, r))?;
         self.ca.validate(self).map_err(|(k, r)| bad(k, r))?;
+        let groups = crate::redirect::identity::groups::WorkloadGroups::new(&self.groups)
+            .map_err(|(k, r)| bad(k, r))?;
+        for (i, r) in self.rules.iter().enumerate() {
+            if let Some(g) = r.who.as_ref().and_then(|w| w.workload_group.as_ref())
+                && !groups.is_defined(g)
+            {
+                return Err(bad(
+                    format!("rule[{i}] ({}).match.workload_group", r.name),
+                    format!("`{g}` is not a group defined in [groups]"),
+                ));
+            }
+        }
+        if let Some(o) = &self.oidc {
+            o.validate().map_err(|(k, r)| bad(k, r))?;
+        } else if let Some(i) = self.hold.approvers.iter().position(|a| {
+            matches!(
+                crate::hold::Approver::parse(a),
+                Ok(crate::hold::Approver::OidcGroup(_) | crate::hold::Approver::OidcSubject(_))
+            )
+        }) {
+            return Err(bad(
+                format!("hold.approvers[{i}]"),
+                "names an OIDC identity, but [oidc] is not configured (issuer, client_id)".into(),
+            ));
+        }
         self.metrics.validate().map_err(|(k, r)| bad(k, r))?;
         if let Err(e) = crate::policy::scan::Scanner::new(&self.rules, &self.policy) {
             use crate::policy::scan::ScanError;
