@@ -44,6 +44,8 @@ pub enum AppError {
     Journal(#[from] crate::journal::JournalError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
     #[error("CA trust: {0}")]
     Trust(#[from] crate::trust::TrustError),
     #[error("{0}")]
@@ -78,6 +80,9 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     )
     .await?;
     crate::metrics::serve(&cfg.metrics).await?;
+    if let Some(j) = &interception.journal {
+        crate::export::start(&cfg.exports, j, &crate::export::node_name())?;
+    }
 
     // Listen before attaching, so the first redirected connect finds the proxy.
     let v4 = TcpListener::bind(cfg.listen.addr)

@@ -60,6 +60,9 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     pub kubernetes: crate::redirect::pods::KubernetesConfig,
     pub limits: Limits,
+    /// `[[export]]`: the journal's records to syslog, Splunk HEC, OTLP ([`crate::export`]).
+    #[serde(rename = "export")]
+    pub exports: Vec<crate::export::ExportConfig>,
 }
 
 impl Default for Config {
@@ -82,6 +85,7 @@ impl Default for Config {
             metrics: Default::default(),
             kubernetes: Default::default(),
             limits: Limits::default(),
+            exports: Vec::new(),
         }
     }
 }
@@ -486,6 +490,13 @@ impl Config {
         }
         self.hold.validate().map_err(|(k, r)| bad(k, r))?;
         self.metrics.validate().map_err(|(k, r)| bad(k, r))?;
+        crate::export::validate(&self.exports).map_err(|(k, r)| bad(k, r))?;
+        if !self.exports.is_empty() && !self.journal.enabled {
+            return Err(bad(
+                "export".into(),
+                "exporters read the journal: they need journal.enabled = true".into(),
+            ));
+        }
         if let Err(e) = crate::policy::scan::Scanner::new(&self.rules, &self.policy) {
             use crate::policy::scan::ScanError;
             return Err(match e {

@@ -424,7 +424,7 @@ impl Journal {
         }
     }
 
-    fn send(&self, rec: Record, ack: Option<oneshot::Sender<Result<u64, String>>>) {
+    pub(crate) fn send(&self, rec: Record, ack: Option<oneshot::Sender<Result<u64, String>>>) {
         if self
             .tx
             .send(Msg::Append(Box::new(rec), ack, Instant::now()))
