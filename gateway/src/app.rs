@@ -67,6 +67,11 @@ impl AppError {
 /// Run the daemon until SIGINT or SIGTERM.
 pub async fn run(cfg: Config) -> Result<(), AppError> {
     info!(config = %cfg.effective(), "effective configuration");
+    crate::export::check_env(&cfg.exports).map_err(|(key, reason)| ConfigError::Invalid {
+        origin: "config".into(),
+        key,
+        reason,
+    })?;
     let catalog = Arc::new(Catalog::from_config(&cfg));
     let nofile = raise_nofile();
     let interception = Arc::new(interception(&cfg)?);
@@ -293,6 +298,11 @@ fn raise_nofile() -> u64 {
 /// `gateway check`: the config's verdict as one line.
 pub fn check(path: &Path) -> Result<String, AppError> {
     let cfg = Config::load(Some(path))?;
+    crate::export::check_env(&cfg.exports).map_err(|(key, reason)| ConfigError::Invalid {
+        origin: path.display().to_string(),
+        key,
+        reason,
+    })?;
     let catalog = Catalog::from_config(&cfg);
     Ok(format!(
         "{}: ok ({} providers, ports {:?}, listen {})",

@@ -263,23 +263,6 @@ impl ExportConfig {
                         "required: the environment variable holding the HEC token".into(),
                     );
                 };
-                match std::env::var(&env) {
-                    Ok(v) if !v.trim().is_empty() => {}
-                    Ok(_) => {
-                        return bad(
-                            "token_env",
-                            format!("the environment variable {env} is empty"),
-                        );
-                    }
-                    Err(_) => {
-                        return bad(
-                            "token_env",
-                            format!(
-                                "the environment variable {env} is not set (it holds the HEC token)"
-                            ),
-                        );
-                    }
-                }
                 self.ca_ok(at)?;
                 Ok(Target::Hec {
                     url,
@@ -324,6 +307,26 @@ pub fn validate(exports: &[ExportConfig]) -> Result<(), (String, String)> {
                     e.name()
                 ),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// The daemon's side of the check (`gateway run` and `gateway check`, not every CLI command:
+/// an approver's shell does not hold the HEC token): every `token_env` is set and not empty.
+pub fn check_env(exports: &[ExportConfig]) -> Result<(), (String, String)> {
+    for (i, e) in exports.iter().enumerate() {
+        let Some(env) = &e.token_env else { continue };
+        let key = format!("export[{i}].token_env");
+        match std::env::var(env) {
+            Ok(v) if !v.trim().is_empty() => {}
+            Ok(_) => return Err((key, format!("the environment variable {env} is empty"))),
+            Err(_) => {
+                return Err((
+                    key,
+                    format!("the environment variable {env} is not set (it holds the HEC token)"),
+                ));
+            }
         }
     }
     Ok(())

@@ -72,13 +72,17 @@ fn entries_are_checked_with_the_key_and_the_reason() {
         e.contains("export[0].token_env") && e.contains("required"),
         "{e}"
     );
-    let e = err(&ExportConfig {
+    // The variable is checked by `run` and `check` only (check_env), by name.
+    let unset = ExportConfig {
         token_env: Some("GATEWAY_TEST_HEC_TOKEN_UNSET_230".into()),
         ..entry("splunk-hec", "https://127.0.0.1:8088")
-    });
+    };
+    assert!(unset.target("e").is_ok());
+    let (k, r) = check_env(std::slice::from_ref(&unset)).unwrap_err();
+    assert_eq!(k, "export[0].token_env");
     assert!(
-        e.contains("GATEWAY_TEST_HEC_TOKEN_UNSET_230 is not set"),
-        "{e}"
+        r.contains("GATEWAY_TEST_HEC_TOKEN_UNSET_230 is not set"),
+        "{r}"
     );
     // A variable that is always set (its value appears in no message: only its name).
     let var = "PATH";
