@@ -205,7 +205,9 @@ impl Exporter {
                         failures += 1;
                         m.export_failures.get_or_create(&labels).inc();
                         let wait = backoff.next();
-                        let lag = head.saturating_sub(position);
+                        // The lag keeps growing while the sink is down: shown as it is.
+                        let lag = head_rx.borrow().saturating_sub(position);
+                        m.export_lag.get_or_create(&labels).set(lag as i64);
                         if failures == 1 {
                             error!(exporter = %self.name, error = %e, lag, retry_in = ?wait,
                                 "export sink failed; records wait in the journal, retrying");
