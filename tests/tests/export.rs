@@ -393,6 +393,16 @@ max_backoff = "500ms"
         },
         || e.gw.metrics_text(),
     );
+    let out = e.gw.cli(&["doctor"]);
+    let doctor = String::from_utf8_lossy(&out.stdout);
+    for x in ["udp", "cef", "hec", "otlp"] {
+        assert!(
+            doctor.lines().any(|l| l.starts_with("ok")
+                && l.contains(&format!("export {x} ("))
+                && l.contains("up to date")),
+            "{doctor}"
+        );
+    }
     assert!(
         e.gw.terminate(Duration::from_secs(10)).is_some(),
         "{}",

@@ -8,6 +8,7 @@
 //! event id a receiver deduplicates by. A sink that fails is retried with jittered backoff and
 //! logged loudly; the data path does not wait for it.
 
+pub mod doctor;
 pub mod event;
 mod http;
 pub mod otlp;
