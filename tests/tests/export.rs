@@ -350,10 +350,15 @@ max_backoff = "500ms"
     );
     assert_eq!(hec_seen(&hec).len(), 3, "nothing accepted while busy");
     assert_eq!(otlp_seen(&otlp).len(), 3, "nothing accepted while gone");
-    assert!(
-        metric(&e, "lag_records", "otlp").unwrap_or(0.0) >= 3.0,
-        "the lag shows: {}",
-        e.gw.metrics_text()
+    // The lag shows (updated at each retry).
+    wait_until(
+        "the lag of both sinks",
+        t,
+        || {
+            metric(&e, "lag_records", "otlp").unwrap_or(0.0) >= 3.0
+                && metric(&e, "lag_records", "hec").unwrap_or(0.0) >= 3.0
+        },
+        || e.gw.metrics_text(),
     );
     assert!(
         e.gw.raw_log().contains("export sink failed"),
