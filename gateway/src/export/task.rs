@@ -1,7 +1,10 @@
 //! One background task per exporter: wait for the durable head to move, read a bounded batch
 //! after the cursor, hand it to the sink until the sink acknowledges it (jittered exponential
 //! backoff between attempts, every failure logged), then commit the cursor. The data path never
-//! waits for any of this; sled reads and the cursor's flush run on the blocking pool.
+//! waits for any of this: the exporters run on a thread of their own (a one-thread runtime,
+//! sled reads and the cursor's flush on its blocking pool) at a lower scheduling priority
+//! (`nice` +10), so that on a busy node the CPU goes to serving requests first and the
+//! exporters catch up when there is room (their lag is a metric).
 
 use std::{
     sync::{Arc, Mutex},
@@ -61,12 +64,64 @@ struct Exporter {
     journal: Arc<Journal>,
 }
 
+/// How much lower than the data path the exporters' thread runs.
+const NICE: i32 = 10;
+
 /// Start every `[[export]]` entry of the config (nothing when there is none).
 pub fn start(
     exports: &[ExportConfig],
     journal: &Arc<Journal>,
     node: &str,
 ) -> Result<(), ExportError> {
+    if exports.is_empty() {
+        return Ok(());
+    }
+    let setup = |reason: String| ExportError::Setup {
+        name: "exporters".into(),
+        reason,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("export-io")
+        .build()
+        .map_err(|e| setup(format!("cannot build the exporters' runtime: {e}")))?;
+    // Sinks and cursors are set up here, so that a bad entry stops the start.
+    let exporters = {
+        let _guard = rt.enter();
+        exporters(exports, journal, node)?
+    };
+    std::thread::Builder::new()
+        .name("export".into())
+        .spawn(move || {
+            // Linux: the calling thread's nice value, inherited by the threads it creates
+            // (the runtime's blocking pool).
+            match rustix::process::nice(NICE) {
+                Ok(n) => info!(
+                    nice = n,
+                    "exporters run at a lower priority than the data path"
+                ),
+                Err(e) => warn!(error = %e, "cannot lower the exporters' priority"),
+            }
+            rt.block_on(async move {
+                let tasks: Vec<_> = exporters
+                    .into_iter()
+                    .map(|x| tokio::spawn(x.run()))
+                    .collect();
+                for t in tasks {
+                    let _ = t.await;
+                }
+            });
+        })
+        .map_err(|e| setup(format!("cannot start the exporters' thread: {e}")))?;
+    Ok(())
+}
+
+fn exporters(
+    exports: &[ExportConfig],
+    journal: &Arc<Journal>,
+    node: &str,
+) -> Result<Vec<Exporter>, ExportError> {
+    let mut out = Vec::new();
     for (i, cfg) in exports.iter().enumerate() {
         let name = cfg.name();
         let setup = |reason: String| ExportError::Setup {
@@ -99,9 +154,9 @@ pub fn start(
             cursor: Arc::new(Mutex::new(cursor)),
             journal: journal.clone(),
         };
-        tokio::spawn(ex.run());
+        out.push(ex);
     }
-    Ok(())
+    Ok(out)
 }
 
 impl Exporter {
