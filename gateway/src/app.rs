@@ -44,6 +44,8 @@ pub enum AppError {
     Journal(#[from] crate::journal::JournalError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
     #[error("CA trust: {0}")]
     Trust(#[from] crate::trust::TrustError),
     #[error("{0}")]
@@ -67,6 +69,11 @@ impl AppError {
 /// Run the daemon until SIGINT or SIGTERM.
 pub async fn run(cfg: Config) -> Result<(), AppError> {
     info!(config = %cfg.effective(), "effective configuration");
+    crate::export::check_env(&cfg.exports).map_err(|(key, reason)| ConfigError::Invalid {
+        origin: "config".into(),
+        key,
+        reason,
+    })?;
     let catalog = Arc::new(Catalog::from_config(&cfg));
     let nofile = raise_nofile();
     // A fleet root (`[ca] root`): this node's intermediate first; no start without one.
@@ -92,6 +99,9 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     )
     .await?;
     crate::metrics::serve(&cfg.metrics).await?;
+    if let Some(j) = &interception.journal {
+        crate::export::start(&cfg.exports, j, &crate::export::node_name())?;
+    }
 
     // Listen before attaching, so the first redirected connect finds the proxy.
     let v4 = TcpListener::bind(cfg.listen.addr)
@@ -311,6 +321,11 @@ fn raise_nofile() -> u64 {
 /// `gateway check`: the config's verdict as one line.
 pub fn check(path: &Path) -> Result<String, AppError> {
     let cfg = Config::load(Some(path))?;
+    crate::export::check_env(&cfg.exports).map_err(|(key, reason)| ConfigError::Invalid {
+        origin: path.display().to_string(),
+        key,
+        reason,
+    })?;
     let catalog = Catalog::from_config(&cfg);
     Ok(format!(
         "{}: ok ({} providers, ports {:?}, listen {})",

@@ -45,6 +45,11 @@ pub fn run(cfg: &Config) -> Vec<Check> {
     out.extend(dns(cfg));
     out.push(vault(cfg));
     out.push(daemon(cfg));
+    out.extend(
+        crate::export::doctor::lines(cfg)
+            .into_iter()
+            .map(|(healthy, line)| if healthy { ok(line) } else { warn(line) }),
+    );
     out
 }
 

@@ -74,6 +74,13 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// An `[[export]]` entry: its name (from the config) and kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExportLabels {
+    pub exporter: String,
+    pub kind: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub connections: Family<OutcomeLabels, Counter>,
@@ -101,6 +108,12 @@ pub struct Metrics {
     pub ca_intermediate_not_after: Gauge,
     /// Fleet CA renewals, by result (renewed, failed).
     pub ca_renewals: Family<ResultLabels, Counter>,
+    /// Export (issue I): events a sink acknowledged, failed attempts, records it will never
+    /// get (pruned or unreadable before export), records journaled but not yet acknowledged.
+    pub export_events: Family<ExportLabels, Counter>,
+    pub export_failures: Family<ExportLabels, Counter>,
+    pub export_lost: Family<ExportLabels, Counter>,
+    pub export_lag: Family<ExportLabels, Gauge>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -129,6 +142,10 @@ impl Metrics {
             dns_learned: Counter::default(),
             ca_intermediate_not_after: Gauge::default(),
             ca_renewals: Family::default(),
+            export_events: Family::default(),
+            export_failures: Family::default(),
+            export_lost: Family::default(),
+            export_lag: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -205,6 +222,26 @@ impl Metrics {
             "ca_renewals",
             "Fleet CA: node intermediate renewals, by result",
             m.ca_renewals.clone(),
+        );
+        registry.register(
+            "export_events",
+            "Events an exporter's sink acknowledged",
+            m.export_events.clone(),
+        );
+        registry.register(
+            "export_failures",
+            "Failed attempts to hand a batch to an exporter's sink",
+            m.export_failures.clone(),
+        );
+        registry.register(
+            "export_lost_records",
+            "Journal records an exporter will never send (pruned or unreadable before export)",
+            m.export_lost.clone(),
+        );
+        registry.register(
+            "export_lag_records",
+            "Journal records not yet acknowledged by an exporter's sink",
+            m.export_lag.clone(),
         );
         Self { registry, ..m }
     }

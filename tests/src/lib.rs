@@ -13,6 +13,7 @@ pub mod mediation;
 pub mod netns;
 pub mod oidc;
 pub mod provider;
+pub mod sinks;
 pub mod vaultfake;
 pub mod vertex;
 pub mod wire;
@@ -163,6 +164,8 @@ pub struct Opts {
     pub redirect_extra: String,
     /// `redirect.ports` instead of `[443]`.
     pub ports: Option<Vec<u16>>,
+    /// Environment variables of the daemon (e.g. an exporter's `token_env`).
+    pub env: Vec<(String, String)>,
 }
 
 /// One test's gateway: its config, state dir, pins and process. Killed and detached on drop.
@@ -178,6 +181,7 @@ pub struct Gateway {
     log_path: PathBuf,
     runs: u32,
     netns: Option<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Gateway {
@@ -311,6 +315,7 @@ listen = "{metrics}"
             child: None,
             runs: 0,
             netns: opts.netns.clone(),
+            env: opts.env.clone(),
         };
         gw.spawn();
         gw
@@ -338,6 +343,7 @@ listen = "{metrics}"
             .args(["run", "-c"])
             .arg(&self.config)
             .env_remove("RUST_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

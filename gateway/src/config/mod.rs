@@ -66,6 +66,9 @@ pub struct Config {
     pub groups: crate::redirect::identity::groups::GroupsConfig,
     /// The identity provider approvers sign in with; absent: OIDC is off.
     pub oidc: Option<crate::oidc::OidcConfig>,
+    /// `[[export]]`: the journal's records to syslog, Splunk HEC, OTLP ([`crate::export`]).
+    #[serde(rename = "export")]
+    pub exports: Vec<crate::export::ExportConfig>,
 }
 
 impl Default for Config {
@@ -91,6 +94,7 @@ impl Default for Config {
             ca: Default::default(),
             groups: Default::default(),
             oidc: None,
+            exports: Vec::new(),
         }
     }
 }
@@ -521,6 +525,13 @@ impl Config {
             ));
         }
         self.metrics.validate().map_err(|(k, r)| bad(k, r))?;
+        crate::export::validate(&self.exports).map_err(|(k, r)| bad(k, r))?;
+        if !self.exports.is_empty() && !self.journal.enabled {
+            return Err(bad(
+                "export".into(),
+                "exporters read the journal: they need journal.enabled = true".into(),
+            ));
+        }
         if let Err(e) = crate::policy::scan::Scanner::new(&self.rules, &self.policy) {
             use crate::policy::scan::ScanError;
             return Err(match e {

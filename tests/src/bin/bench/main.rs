@@ -19,6 +19,7 @@ use std::{
 };
 
 mod dns;
+mod export;
 mod intercept;
 mod journal;
 mod policy;
@@ -198,6 +199,10 @@ fn main() {
         println!("{}", journal::run(pid));
         return;
     }
+    if std::env::args().nth(2).as_deref() == Some("export-only") {
+        println!("{}", export::run(pid));
+        return;
+    }
     if std::env::args().nth(2).as_deref() == Some("policy-only") {
         println!("{}", policy::run(pid));
         return;
@@ -365,7 +370,9 @@ userspace: splice(2) through a pipe).\n",
         + "\n"
         + &policy::run(pid)
         + "\n"
-        + &journal::run(pid);
+        + &journal::run(pid)
+        + "\n"
+        + &export::run(pid);
     fs::write(&out_path, &report).expect("write BENCHMARKS.md");
     println!("{report}");
     let _ = Duration::ZERO;
