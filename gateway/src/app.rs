@@ -68,10 +68,26 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let catalog = Arc::new(Catalog::from_config(&cfg));
     let nofile = raise_nofile();
     let interception = Arc::new(interception(&cfg)?);
+    let fleet = Arc::new(crate::fleet::Fleet::new(
+        cfg.fleet.as_ref(),
+        interception.hold.holds.clone(),
+        cfg.hold.clone(),
+        crate::fleet::auth::Auth::default(),
+    ));
+    if let Some(f) = &cfg.fleet {
+        crate::fleet::bus::start(
+            f,
+            fleet.clone(),
+            interception.journal.clone(),
+            &cfg.state_dir,
+        )
+        .await
+        .map_err(|e| AppError::Usage(e.to_string()))?;
+    }
     crate::admin::serve(
         crate::admin::socket_path(&cfg.state_dir),
         Arc::new(Admin {
-            holds: interception.hold.holds.clone(),
+            fleet: fleet.clone(),
             approvers: cfg.hold.approvers.clone(),
             journal: interception.journal.clone(),
         }),

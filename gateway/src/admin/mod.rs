@@ -23,7 +23,10 @@ use serde_json::{Value, json};
 use tokio::net::UnixListener;
 use tracing::{info, warn};
 
-use crate::hold::{Decision, HoldError, Holds, may_approve};
+use crate::{
+    fleet::{Fleet, IdToken, Proof, Verdict},
+    hold::may_approve,
+};
 
 pub const SOCKET: &str = "admin.sock";
 
@@ -52,7 +55,8 @@ pub enum AdminError {
 }
 
 pub struct Admin {
-    pub holds: Arc<Holds>,
+    /// This node's holds and, with `[fleet]`, every node's ([`crate::fleet`]).
+    pub fleet: Arc<Fleet>,
     pub approvers: Vec<String>,
     /// `None` when the journal is off.
     pub journal: Option<Arc<crate::journal::Journal>>,
@@ -130,53 +134,59 @@ async fn handle(req: Request<Incoming>, admin: &Admin, uid: u32, gid: u32) -> Re
     if path == "/v1/health" {
         return reply(StatusCode::OK, json!({"ok": true}));
     }
-    let Some(who) = may_approve(&admin.approvers, uid, gid) else {
+    // A signed-in approver's ID token (`Authorization: Bearer`): the proof a decision carries
+    // to the node holding the request, whoever the local peer is.
+    let bearer = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| IdToken(t.trim().to_string()));
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if let (&Method::POST, ["v1", "approvals", id, verb @ ("approve" | "deny")]) =
+        (&method, segs.as_slice())
+    {
+        let proof = match bearer {
+            Some(t) => Proof::IdToken(t),
+            None => Proof::Local { uid, gid },
+        };
+        let verdict = if *verb == "approve" {
+            Verdict::Approve
+        } else {
+            Verdict::Deny
+        };
+        let id = id.to_string();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let reason = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["reason"].as_str().map(String::from));
+        return match admin.fleet.decide(&id, verdict, reason, proof).await {
+            Ok(d) => reply(
+                StatusCode::OK,
+                json!({"decided": verb, "by": d.by, "fleet_id": d.fleet_id, "node": d.node, "hold": d.hold}),
+            ),
+            Err(e) => reply(
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN),
+                json!({"error": e.to_string()}),
+            ),
+        };
+    }
+    let Some(_who) = may_approve(&admin.approvers, uid, gid) else {
         return reply(
             StatusCode::FORBIDDEN,
             json!({"error": format!("uid {uid} is not an approver (hold.approvers; root always is)")}),
         );
     };
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (method, segs.as_slice()) {
-        (Method::GET, ["v1", "approvals"]) => {
-            reply(StatusCode::OK, json!({"holds": admin.holds.list()}))
-        }
-        (Method::POST, ["v1", "approvals", id, verb @ ("approve" | "deny")]) => {
-            let Ok(id) = id.parse::<u64>() else {
-                return reply(StatusCode::BAD_REQUEST, json!({"error": "bad hold id"}));
-            };
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            let reason = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v["reason"].as_str().map(String::from));
-            let d = if *verb == "approve" {
-                Decision::Approved { by: who.clone() }
-            } else {
-                Decision::Denied {
-                    by: who.clone(),
-                    reason,
-                }
-            };
-            match admin.holds.decide(id, d, uid) {
-                Ok(info) => {
-                    info!(hold = id, by = %who, decision = verb, "hold decided");
-                    reply(
-                        StatusCode::OK,
-                        json!({"decided": verb, "by": who, "hold": info}),
-                    )
-                }
-                Err(e @ HoldError::SelfApproval { .. }) => {
-                    warn!(hold = id, by = %who, "self-approval refused");
-                    reply(StatusCode::FORBIDDEN, json!({"error": e.to_string()}))
-                }
-                Err(e) => reply(StatusCode::NOT_FOUND, json!({"error": e.to_string()})),
-            }
-        }
+        (Method::GET, ["v1", "approvals"]) => reply(
+            StatusCode::OK,
+            json!({"holds": admin.fleet.pending_json(), "node": admin.fleet.node()}),
+        ),
         (Method::GET, ["v1", "journal", rest @ ..]) => {
             let Some(j) = &admin.journal else {
                 return reply(

@@ -60,6 +60,10 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     pub kubernetes: crate::redirect::pods::KubernetesConfig,
     pub limits: Limits,
+    /// `[fleet]`: the NATS JetStream bus joining this node to the others (issue I); absent: a
+    /// single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 impl Default for Config {
@@ -82,6 +86,7 @@ impl Default for Config {
             metrics: Default::default(),
             kubernetes: Default::default(),
             limits: Limits::default(),
+            fleet: None,
         }
     }
 }
@@ -485,6 +490,9 @@ impl Config {
             }
         }
         self.hold.validate().map_err(|(k, r)| bad(k, r))?;
+        if let Some(f) = &self.fleet {
+            f.validate().map_err(|(k, r)| bad(k, r))?;
+        }
         self.metrics.validate().map_err(|(k, r)| bad(k, r))?;
         if let Err(e) = crate::policy::scan::Scanner::new(&self.rules, &self.policy) {
             use crate::policy::scan::ScanError;

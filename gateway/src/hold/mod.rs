@@ -29,7 +29,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use printable::printable;
-pub use registry::{Admission, Decision, HoldError, Holds, Outcome, Waiting};
+pub use registry::{Admission, Decision, HoldError, HoldEvent, Holds, Outcome, Waiting};
 
 use crate::{
     policy::{Policy, scan::Direction},
@@ -234,6 +234,11 @@ pub struct HoldInfo {
     pub user: Option<String>,
     pub comm: String,
     pub cgroup: Option<String>,
+    /// The requester's systemd unit, and its Kubernetes pod (`NAMESPACE/NAME`, or its UID).
+    #[serde(default)]
+    pub unit: Option<String>,
+    #[serde(default)]
+    pub pod: Option<String>,
     pub provider: String,
     pub endpoint: String,
     pub model: Option<String>,
