@@ -8,6 +8,7 @@ pub mod adversarial;
 pub mod bedrock;
 pub mod dns;
 pub mod fake;
+pub mod fleet;
 pub mod mediation;
 pub mod netns;
 pub mod provider;
