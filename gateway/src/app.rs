@@ -68,11 +68,18 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let catalog = Arc::new(Catalog::from_config(&cfg));
     let nofile = raise_nofile();
     let interception = Arc::new(interception(&cfg)?);
+    let verifier = match &cfg.oidc {
+        Some(o) => Some(Arc::new(
+            crate::oidc::Verifier::new(o, Some(cfg.redirect.bypass_mark))
+                .map_err(|e| AppError::Usage(e.to_string()))?,
+        )),
+        None => None,
+    };
     let fleet = Arc::new(crate::fleet::Fleet::new(
         cfg.fleet.as_ref(),
         interception.hold.holds.clone(),
         cfg.hold.clone(),
-        crate::fleet::auth::Auth::default(),
+        crate::fleet::auth::Auth::new(verifier.clone()),
     ));
     if let Some(f) = &cfg.fleet {
         crate::fleet::bus::start(
@@ -88,7 +95,8 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         crate::admin::socket_path(&cfg.state_dir),
         Arc::new(Admin {
             fleet: fleet.clone(),
-            approvers: cfg.hold.approvers.clone(),
+            hold: cfg.hold.clone(),
+            verifier: verifier.clone(),
             journal: interception.journal.clone(),
         }),
     )

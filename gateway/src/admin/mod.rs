@@ -1,7 +1,9 @@
 //! Admin API: HTTP/1.1 on a Unix socket in the state dir (DESIGN §7). The socket is open to
-//! every local user; the peer's credentials (SO_PEERCRED) decide what it may do: root and
-//! `hold.approvers` list and decide holds (approving a request of their own uid only with
-//! `hold.self_approval`), anybody may ask whether the daemon runs. What the API shows of a
+//! every local user. Who the caller is: the verified OIDC identity of an `Authorization:
+//! Bearer ID_TOKEN` header when one is sent (the peer's credentials are still logged), else the
+//! peer's credentials (SO_PEERCRED). What it may do is decided by [`crate::hold::authorize`]
+//! alone: approvers list and decide holds (approving a request of their own only with
+//! `hold.self_approval`); anybody may ask whether the daemon runs. What the API shows of a
 //! hold is masked and printable already ([`crate::hold::HoldInfo`]).
 //!
 //! The CLI (`gateway approvals ...`) is the client: [`call`].
@@ -25,7 +27,7 @@ use tracing::{info, warn};
 
 use crate::{
     fleet::{Fleet, IdToken, Proof, Verdict},
-    hold::may_approve,
+    hold::{Action, HoldConfig, Principal, authorize},
 };
 
 pub const SOCKET: &str = "admin.sock";
@@ -55,9 +57,13 @@ pub enum AdminError {
 }
 
 pub struct Admin {
-    /// This node's holds and, with `[fleet]`, every node's ([`crate::fleet`]).
+    /// This node's holds and, with `[fleet]`, every node's ([`crate::fleet`]): listed and
+    /// decided through it.
     pub fleet: Arc<Fleet>,
-    pub approvers: Vec<String>,
+    /// `hold.approvers` and `hold.self_approval`, for [`authorize`].
+    pub hold: HoldConfig,
+    /// Verifies bearer ID tokens; `None` without `[oidc]` (a bearer token is then refused).
+    pub verifier: Option<Arc<crate::oidc::Verifier>>,
     /// `None` when the journal is off.
     pub journal: Option<Arc<crate::journal::Journal>>,
 }
@@ -104,7 +110,11 @@ pub async fn serve(path: PathBuf, admin: Arc<Admin>) -> Result<(), AdminError> {
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(handle(req, &admin, cred.uid(), cred.gid()).await) }
+                    async move {
+                        Ok::<_, Infallible>(
+                            handle(req, &admin, Some((cred.uid(), cred.gid()))).await,
+                        )
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -128,65 +138,120 @@ fn reply(status: StatusCode, v: Value) -> Response<AdminBody> {
     r
 }
 
-async fn handle(req: Request<Incoming>, admin: &Admin, uid: u32, gid: u32) -> Response<AdminBody> {
+/// The bearer token of `Authorization: Bearer …`, if the request has one.
+pub fn bearer(req: &Request<Incoming>) -> Option<&str> {
+    let v = req
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Who is calling: the verified identity of its bearer ID token, else the local peer (`peer`:
+/// uid and gid of a Unix socket peer; `None` on a network listener, where a token is needed).
+/// `Err`: the answer to send (401), logged.
+pub async fn principal(
+    req: &Request<Incoming>,
+    admin: &Admin,
+    peer: Option<(u32, u32)>,
+) -> Result<Principal, Response<AdminBody>> {
+    let peer_text = peer.map(|(u, g)| format!("uid {u} gid {g}"));
+    let Some(token) = bearer(req) else {
+        return match peer {
+            Some((uid, gid)) => Ok(Principal::local(uid, gid)),
+            None => Err(unauthorized(
+                "sign in first: `gateway login`, then send the ID token as `Authorization: Bearer`",
+            )),
+        };
+    };
+    let Some(v) = &admin.verifier else {
+        warn!(peer = ?peer_text, "bearer token refused: [oidc] is not configured");
+        return Err(unauthorized(
+            &crate::oidc::OidcError::NotConfigured.to_string(),
+        ));
+    };
+    match v.verify(token).await {
+        Ok(p) => {
+            info!(peer = ?peer_text, principal = %p.label(), "admin caller signed in with OIDC");
+            Ok(p)
+        }
+        Err(e) => {
+            warn!(peer = ?peer_text, error = %e, "admin caller's ID token refused");
+            Err(unauthorized(&format!("ID token refused: {e}")))
+        }
+    }
+}
+
+fn unauthorized(msg: &str) -> Response<AdminBody> {
+    let mut r = reply(StatusCode::UNAUTHORIZED, json!({ "error": msg }));
+    r.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+/// One admin request; `peer`: the Unix socket peer's uid and gid (`None` on a network
+/// listener).
+pub async fn handle(
+    req: Request<Incoming>,
+    admin: &Admin,
+    peer: Option<(u32, u32)>,
+) -> Response<AdminBody> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let method = req.method().clone();
     if path == "/v1/health" {
         return reply(StatusCode::OK, json!({"ok": true}));
     }
-    // A signed-in approver's ID token (`Authorization: Bearer`): the proof a decision carries
-    // to the node holding the request, whoever the local peer is.
-    let bearer = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| IdToken(t.trim().to_string()));
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if let (&Method::POST, ["v1", "approvals", id, verb @ ("approve" | "deny")]) =
-        (&method, segs.as_slice())
-    {
-        let proof = match bearer {
-            Some(t) => Proof::IdToken(t),
-            None => Proof::Local { uid, gid },
-        };
-        let verdict = if *verb == "approve" {
-            Verdict::Approve
-        } else {
-            Verdict::Deny
-        };
-        let id = id.to_string();
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        let reason = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| v["reason"].as_str().map(String::from));
-        return match admin.fleet.decide(&id, verdict, reason, proof).await {
-            Ok(d) => reply(
-                StatusCode::OK,
-                json!({"decided": verb, "by": d.by, "fleet_id": d.fleet_id, "node": d.node, "hold": d.hold}),
-            ),
-            Err(e) => reply(
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN),
-                json!({"error": e.to_string()}),
-            ),
-        };
-    }
-    let Some(_who) = may_approve(&admin.approvers, uid, gid) else {
-        return reply(
-            StatusCode::FORBIDDEN,
-            json!({"error": format!("uid {uid} is not an approver (hold.approvers; root always is)")}),
-        );
+    let p = match principal(&req, admin, peer).await {
+        Ok(p) => p,
+        Err(r) => return r,
     };
+    // Holds on this registry are this node's own.
+    if let Err(e) = authorize(&admin.hold, &p, Action::List, true) {
+        warn!(principal = %p.label(), error = %e, "admin request refused");
+        return reply(StatusCode::FORBIDDEN, json!({"error": e.to_string()}));
+    }
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (method, segs.as_slice()) {
         (Method::GET, ["v1", "approvals"]) => reply(
             StatusCode::OK,
             json!({"holds": admin.fleet.pending_json(), "node": admin.fleet.node()}),
         ),
+        (Method::POST, ["v1", "approvals", id, verb @ ("approve" | "deny")]) => {
+            // NODE:ID (or a number: this node's); decided here or by the holding node.
+            let id = id.to_string();
+            let verdict = if *verb == "approve" {
+                Verdict::Approve
+            } else {
+                Verdict::Deny
+            };
+            let proof = Proof {
+                principal: p,
+                token: bearer(&req).map(|t| IdToken(t.to_string())),
+            };
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let reason = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["reason"].as_str().map(String::from));
+            match admin.fleet.decide(&id, verdict, reason, proof).await {
+                Ok(d) => reply(
+                    StatusCode::OK,
+                    json!({"decided": verb, "by": d.by, "fleet_id": d.fleet_id, "node": d.node, "hold": d.hold}),
+                ),
+                Err(e) => reply(
+                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN),
+                    json!({"error": e.to_string()}),
+                ),
+            }
+        }
         (Method::GET, ["v1", "journal", rest @ ..]) => {
             let Some(j) = &admin.journal else {
                 return reply(

@@ -64,6 +64,8 @@ pub struct Config {
     /// single node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<crate::fleet::FleetConfig>,
+    /// The identity provider approvers sign in with; absent: OIDC is off.
+    pub oidc: Option<crate::oidc::OidcConfig>,
 }
 
 impl Default for Config {
@@ -87,6 +89,7 @@ impl Default for Config {
             kubernetes: Default::default(),
             limits: Limits::default(),
             fleet: None,
+            oidc: None,
         }
     }
 }
@@ -492,6 +495,19 @@ impl Config {
         self.hold.validate().map_err(|(k, r)| bad(k, r))?;
         if let Some(f) = &self.fleet {
             f.validate().map_err(|(k, r)| bad(k, r))?;
+        }
+        if let Some(o) = &self.oidc {
+            o.validate().map_err(|(k, r)| bad(k, r))?;
+        } else if let Some(i) = self.hold.approvers.iter().position(|a| {
+            matches!(
+                crate::hold::Approver::parse(a),
+                Ok(crate::hold::Approver::OidcGroup(_) | crate::hold::Approver::OidcSubject(_))
+            )
+        }) {
+            return Err(bad(
+                format!("hold.approvers[{i}]"),
+                "names an OIDC identity, but [oidc] is not configured (issuer, client_id)".into(),
+            ));
         }
         self.metrics.validate().map_err(|(k, r)| bad(k, r))?;
         if let Err(e) = crate::policy::scan::Scanner::new(&self.rules, &self.policy) {

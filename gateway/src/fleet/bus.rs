@@ -29,8 +29,7 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use super::{
-    Decided, Fleet, FleetConfig, FleetError, FleetHold, FleetId, IdToken, Proof, Verdict,
-    sign::NodeKey,
+    Decided, Fleet, FleetConfig, FleetError, FleetHold, FleetId, IdToken, Verdict, sign::NodeKey,
 };
 use crate::hold::{Decision, HoldEvent, HoldInfo};
 
@@ -504,7 +503,7 @@ async fn publish_holds(bus: Arc<Bus>, fleet: Arc<Fleet>) {
         }
         let (state, info, by) = match ev {
             HoldEvent::Opened(i) => ("pending", i, None),
-            HoldEvent::Decided(i, Decision::Approved { by }) => ("approved", i, Some(by)),
+            HoldEvent::Decided(i, Decision::Approved { by, .. }) => ("approved", i, Some(by)),
             HoldEvent::Decided(i, Decision::Denied { by, .. }) => ("denied", i, Some(by)),
             HoldEvent::Gone(i) => ("gone", i, None),
         };
@@ -609,11 +608,18 @@ async fn answer_decisions(bus: Arc<Bus>, fleet: Arc<Fleet>) {
                 },
                 Ok(req) => {
                     let from = crate::hold::printable(&req.from, true);
-                    let proof = Proof::IdToken(req.id_token);
-                    match fleet
-                        .decide_here(req.hold, req.verdict, req.reason, &proof, "bus")
-                        .await
-                    {
+                    let decided = match fleet.auth().verify(&req.id_token).await {
+                        Ok(p) => {
+                            fleet
+                                .decide_here(req.hold, req.verdict, req.reason, &p, "bus")
+                                .await
+                        }
+                        Err(e) => {
+                            warn!(hold = req.hold, from = %from, error = %e, "decision from the bus refused: its ID token does not verify here");
+                            Err(e)
+                        }
+                    };
+                    match decided {
                         Ok(d) => {
                             info!(hold = %d.fleet_id, by = %d.by, from = %from, "decision from the bus applied");
                             DecideReply {

@@ -34,7 +34,7 @@ use tracing::{info, warn};
 pub use config::FleetConfig;
 pub use id::FleetId;
 
-use crate::hold::{Decision, HoldConfig, HoldError, HoldInfo, Holds};
+use crate::hold::{Action, Decision, HoldConfig, HoldError, HoldInfo, Holds, Principal, authorize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -76,7 +76,7 @@ impl FleetError {
         match self {
             FleetError::BadId(_) => 400,
             FleetError::Unknown(_) | FleetError::Hold(HoldError::Unknown(_)) => 404,
-            FleetError::Forbidden(_) | FleetError::Hold(HoldError::SelfApproval { .. }) => 403,
+            FleetError::Forbidden(_) | FleetError::Hold(HoldError::Denied(_)) => 403,
             FleetError::Refused { .. } => 403,
             FleetError::Unreachable { .. } => 503,
             _ => 500,
@@ -103,15 +103,25 @@ impl std::fmt::Debug for IdToken {
     }
 }
 
-/// Who asks for a decision, as the caller can prove it.
+/// Who asks for a decision: the principal the caller established (a Unix socket peer, or an
+/// identity whose ID token this node verified) and, for a signed-in approver, the ID token
+/// itself. A hold on this node is authorized with the principal ([`crate::hold::authorize`]);
+/// a hold on another node only with the token, which goes to that node and is verified there
+/// (local rights count on their own node only).
 #[derive(Debug, Clone)]
-pub enum Proof {
-    /// The peer of the Unix admin socket (SO_PEERCRED): root or `hold.approvers` membership,
-    /// counting for holds on this node only.
-    Local { uid: u32, gid: u32 },
-    /// A signed-in approver's OIDC ID token: checked by the node that holds the request
-    /// (signature, issuer, audience, expiry; then its groups against `hold.approvers`).
-    IdToken(IdToken),
+pub struct Proof {
+    pub principal: Principal,
+    pub token: Option<IdToken>,
+}
+
+impl Proof {
+    /// A Unix socket peer (no token).
+    pub fn local(uid: u32, gid: u32) -> Self {
+        Self {
+            principal: Principal::local(uid, gid),
+            token: None,
+        }
+    }
 }
 
 /// One pending hold of the fleet, as every node lists it.
@@ -273,12 +283,13 @@ impl Fleet {
         let fid = FleetId::parse(id, &self.node)?;
         if fid.node == self.node {
             return self
-                .decide_here(fid.hold, verdict, reason, &proof, "local")
+                .decide_here(fid.hold, verdict, reason, &proof.principal, "local")
                 .await;
         }
-        let token = match proof {
-            Proof::IdToken(t) => t,
-            Proof::Local { .. } => {
+        let token = match (&proof.principal, proof.token) {
+            (Principal::Oidc { .. }, Some(t)) => t,
+            _ => {
+                warn!(hold = %fid, principal = %proof.principal.label(), "decision for another node's hold refused: no signed-in identity");
                 return Err(FleetError::Forbidden(format!(
                     "hold {fid} is on node `{}`: local root or hold.approvers membership counts \
                      only on the node that holds the request. Sign in with the identity \
@@ -297,50 +308,51 @@ impl Fleet {
         bus.decide_remote(&fid, verdict, reason, token).await
     }
 
-    /// Decide a hold of this node. `via`: where the decision came from (`local`, `bus`), for
-    /// the log.
+    /// Decide a hold of this node for `principal`, authorized here by the one
+    /// [`authorize`]. `via`: where the decision came from (`local`, `bus`), for the log.
     pub(crate) async fn decide_here(
         &self,
         hold: u64,
         verdict: Verdict,
         reason: Option<String>,
-        proof: &Proof,
+        principal: &Principal,
         via: &str,
     ) -> Result<Decided, FleetError> {
         let fid = FleetId::new(&self.node, hold);
-        let approver = match self.auth.approver(&self.hold_cfg, proof, verdict).await {
-            Ok(a) => a,
-            Err(e) => {
-                warn!(hold = %fid, via, error = %e, "fleet decision refused: approver not authorized");
-                return Err(e);
-            }
-        };
+        let by = principal.label();
         let d = match verdict {
-            Verdict::Approve => Decision::Approved {
-                by: approver.by.clone(),
-            },
+            Verdict::Approve => Decision::Approved { by: by.clone() },
             Verdict::Deny => Decision::Denied {
-                by: approver.by.clone(),
+                by: by.clone(),
                 reason,
             },
         };
-        match self.holds.decide(hold, d, approver.uid) {
+        let check = |info: &HoldInfo| {
+            let action = match verdict {
+                Verdict::Approve => Action::Approve(info),
+                Verdict::Deny => Action::Deny(info),
+            };
+            authorize(&self.hold_cfg, principal, action, true)
+                .map(|_| ())
+                .map_err(HoldError::from)
+        };
+        let decision = match verdict {
+            Verdict::Approve => "approve",
+            Verdict::Deny => "deny",
+        };
+        match self.holds.decide(hold, d, check) {
             Ok(info) => {
-                let decision = match verdict {
-                    Verdict::Approve => "approve",
-                    Verdict::Deny => "deny",
-                };
-                info!(hold, fleet_id = %fid, by = %approver.by, decision, via, "hold decided");
+                info!(hold, fleet_id = %fid, by = %by, decision, via, "hold decided");
                 Ok(Decided {
                     fleet_id: fid.to_string(),
                     node: self.node.clone(),
                     verdict,
-                    by: approver.by,
+                    by,
                     hold: info,
                 })
             }
-            Err(e @ HoldError::SelfApproval { .. }) => {
-                warn!(hold, fleet_id = %fid, by = %approver.by, via, "self-approval refused");
+            Err(e @ HoldError::Denied(_)) => {
+                warn!(hold, fleet_id = %fid, by = %by, via, error = %e, "decision refused");
                 Err(e.into())
             }
             Err(HoldError::Unknown(_)) => Err(FleetError::Unknown(fid.to_string())),

@@ -69,10 +69,7 @@ async fn local_holds_are_listed_with_their_fleet_id_and_decided_by_it() {
             &list[0].fleet_id,
             Verdict::Approve,
             None,
-            Proof::Local {
-                uid: 4242,
-                gid: 4242,
-            },
+            Proof::local(4242, 4242),
         )
         .await
         .unwrap_err();
@@ -84,7 +81,7 @@ async fn local_holds_are_listed_with_their_fleet_id_and_decided_by_it() {
             &info.id.to_string(),
             Verdict::Approve,
             None,
-            Proof::Local { uid: 0, gid: 0 },
+            Proof::local(0, 0),
         )
         .await
         .unwrap();
@@ -96,12 +93,7 @@ async fn local_holds_are_listed_with_their_fleet_id_and_decided_by_it() {
     }
     // Gone now.
     let e = f
-        .decide(
-            &d.fleet_id,
-            Verdict::Deny,
-            None,
-            Proof::Local { uid: 0, gid: 0 },
-        )
+        .decide(&d.fleet_id, Verdict::Deny, None, Proof::local(0, 0))
         .await
         .unwrap_err();
     assert_eq!(e.status(), 404, "{e}");
@@ -112,46 +104,49 @@ async fn a_hold_on_another_node_needs_a_signed_in_approver_and_a_bus() {
     let (f, _holds) = fleet(&[]);
     // Local root does not count for another node's hold.
     let e = f
-        .decide(
-            "node-b:3",
-            Verdict::Approve,
-            None,
-            Proof::Local { uid: 0, gid: 0 },
-        )
+        .decide("node-b:3", Verdict::Approve, None, Proof::local(0, 0))
         .await
         .unwrap_err();
     assert!(matches!(e, FleetError::Forbidden(_)), "{e}");
     assert!(e.to_string().contains("gateway login"), "{e}");
-    // A token without a bus: not sent, nothing approved.
+    // A signed-in approver without a bus: not sent, nothing approved.
+    let alice = Proof {
+        principal: Principal::Oidc {
+            issuer: "https://idp".into(),
+            subject: "sub-alice".into(),
+            name: None,
+            email: None,
+            username: Some("alice".into()),
+            groups: vec!["llm-approvers".into()],
+            expires: u64::MAX,
+        },
+        token: Some(IdToken("x.y.z".into())),
+    };
+    let e = f
+        .decide("node-b:3", Verdict::Approve, None, alice.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), 503, "{e}");
+    // The same principal without its token cannot reach another node either.
     let e = f
         .decide(
             "node-b:3",
             Verdict::Approve,
             None,
-            Proof::IdToken(IdToken("x.y.z".into())),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(e.status(), 503, "{e}");
-    // A token for a local hold, with no [oidc]: refused.
-    let e = f
-        .decide(
-            "node-a:1",
-            Verdict::Approve,
-            None,
-            Proof::IdToken(IdToken("x.y.z".into())),
+            Proof {
+                token: None,
+                ..alice
+            },
         )
         .await
         .unwrap_err();
     assert_eq!(e.status(), 403, "{e}");
+    // A token arriving from the bus, on a node without [oidc]: refused.
+    let e = f.auth().verify(&IdToken("x.y.z".into())).await.unwrap_err();
+    assert_eq!(e.status(), 403, "{e}");
     assert!(!format!("{:?}", IdToken("secret-token".into())).contains("secret"));
     let e = f
-        .decide(
-            "node-a:x",
-            Verdict::Approve,
-            None,
-            Proof::Local { uid: 0, gid: 0 },
-        )
+        .decide("node-a:x", Verdict::Approve, None, Proof::local(0, 0))
         .await
         .unwrap_err();
     assert_eq!(e.status(), 400);
@@ -174,7 +169,7 @@ fn hold_events_follow_a_hold_from_opened_to_decided_or_gone() {
                 by: "root".into(),
                 reason: None,
             },
-            0,
+            |_| Ok(()),
         )
         .unwrap();
     assert!(matches!(rx.try_recv(), Ok(crate::hold::HoldEvent::Decided(i, _)) if i.id == info.id));
