@@ -148,6 +148,9 @@ pub struct Who {
     pub pod_namespace: Option<String>,
     pub pod_name: Option<String>,
     pub container_id: Option<String>,
+    /// The `[groups]` the workload is in (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 impl From<&Identity> for Who {
@@ -164,6 +167,7 @@ impl From<&Identity> for Who {
             pod_namespace: i.pod_namespace.clone(),
             pod_name: i.pod_name.clone(),
             container_id: i.container_id.clone(),
+            groups: i.groups.clone(),
         }
     }
 }
