@@ -5,8 +5,9 @@
 //!
 //! Addresses: every namespace is the test's own. The fake of node `i` listens on its own
 //! namespace's loopback, `127.<net>.<i+1>.1:443`. The veth links between the namespaces carry
-//! `198.18.<net>.<4i+1>` (server side) and `.<4i+2>` (node side), /30 — RFC 2544's benchmark
-//! range, reachable from nowhere but these namespaces (127/8 does not route over a veth).
+//! `127.<net>.0.<4i+1>` (server side) and `.<4i+2>` (node side), /30 (`route_localnet` on in
+//! those namespaces). Services of the host's loopback (the tests' OpenID provider) are relayed
+//! into the nodes' namespaces at the same address ([`relay_into`]).
 
 use std::{
     path::{Path, PathBuf},
@@ -136,14 +137,28 @@ impl FleetWorld {
     /// `nodes` nodes named `node-a`, `node-b`, ...; `extra` is added to every node's config
     /// (after its `[fleet]` section: more keys for it, or other sections).
     pub fn start(prefix: &str, net: u8, nodes: usize, extra: &str) -> Self {
+        Self::start_with(prefix, net, nodes, extra, &[])
+    }
+
+    /// As [`Self::start`], with `relays` (host loopback services) reachable in every node's
+    /// namespace at the same address before the gateways start.
+    pub fn start_with(
+        prefix: &str,
+        net: u8,
+        nodes: usize,
+        extra: &str,
+        relays: &[std::net::SocketAddr],
+    ) -> Self {
         crate::require_privileges();
         let u = crate::unique();
         let pid = std::process::id() % 10_000;
         let nats_net = TestNet::new(&format!("gwfn{pid}-{u}"));
+        localnet(&nats_net);
         let mut made = Vec::new();
         for i in 0..nodes {
             let letter = (b'a' + i as u8) as char;
             let net_ns = TestNet::new(&format!("gwf{letter}{pid}-{u}"));
+            localnet(&net_ns);
             // The veth pair, created straight into both namespaces.
             let (here, there) = (format!("fl{letter}{u}"), format!("fn{letter}{u}"));
             sh(Command::new("ip").args([
@@ -161,14 +176,17 @@ impl FleetWorld {
                 "netns",
                 &nats_net.name,
             ]));
-            let server_ip = format!("198.18.{net}.{}", 4 * i + 1);
-            let node_ip = format!("198.18.{net}.{}", 4 * i + 2);
+            let server_ip = format!("127.{net}.0.{}", 4 * i + 1);
+            let node_ip = format!("127.{net}.0.{}", 4 * i + 2);
             nats_net.ip(&["addr", "add", &format!("{server_ip}/30"), "dev", &there]);
             nats_net.ip(&["link", "set", &there, "up"]);
             net_ns.ip(&["addr", "add", &format!("{node_ip}/30"), "dev", &here]);
             net_ns.ip(&["link", "set", &here, "up"]);
             let fake_ip = format!("127.{net}.{}.1", i + 1);
             net_ns.add_addr(&fake_ip);
+            for r in relays {
+                relay_into(&net_ns, *r);
+            }
             made.push((letter, net_ns, server_ip, fake_ip));
         }
         let nats = Nats::start(nats_net);
@@ -222,6 +240,47 @@ impl FleetWorld {
         }
         w
     }
+}
+
+/// 127/8 over the namespace's veth links: set before they are made (a new interface takes
+/// the default).
+fn localnet(net: &TestNet) {
+    sh(&mut net.command(
+        "sysctl",
+        &[
+            "-qw",
+            "net.ipv4.conf.all.route_localnet=1",
+            "net.ipv4.conf.default.route_localnet=1",
+        ],
+    ));
+}
+
+/// Make `addr` (a service on the host's loopback) reachable inside `net` at the same address:
+/// a listener in the namespace, each connection relayed to the host's `addr` (bytes as they
+/// are: TLS passes through). Runs as long as the test process.
+pub fn relay_into(net: &TestNet, addr: std::net::SocketAddr) {
+    net.add_addr(&addr.ip().to_string());
+    let listener = net.within(|| std::net::TcpListener::bind(addr).expect("relay listener"));
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            let Ok(down) = c else { continue };
+            std::thread::spawn(move || {
+                // A thread of the host's namespace: the connection goes to the host's service.
+                let Ok(up) = std::net::TcpStream::connect(addr) else {
+                    return;
+                };
+                let (mut d2, mut u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+                let t = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut d2, &mut u2);
+                    let _ = u2.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut d, mut u) = (down, up);
+                let _ = std::io::copy(&mut u, &mut d);
+                let _ = d.shutdown(std::net::Shutdown::Write);
+                let _ = t.join();
+            });
+        }
+    });
 }
 
 impl Node {

@@ -4,7 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use gateway_tests::fleet::{FleetWorld, chat_result, journal_on_stream, on_bus, spawn_chat};
+use gateway_tests::{
+    fleet::{FleetWorld, chat_result, journal_on_stream, on_bus, spawn_chat},
+    oidc::{ALICE, BOB, CLI_CLIENT, OidcProvider},
+};
 
 const HOLD: &str = "[hold]\nkeywords = [\"hold-me\"]\ntimeout = \"3m\"\n# The tests run every client as root.\nself_approval = true\n";
 
@@ -196,4 +199,107 @@ fn a_bus_outage_loses_nothing_and_doubles_nothing_and_verify_fleet_checks_every_
         text.contains("node node-b: 1 records (1..=1), signatures checked with its own key, keyed hashes checked with this node's journal key: chain intact"),
         "{text}"
     );
+}
+
+/// `tokens.json` as `gateway login` keeps it, for a signed-in `user`, in a fresh home.
+fn signed_in(idp: &OidcProvider, user: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("gateway");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let t = idp.token_for(CLI_CLIENT, user);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let kept = serde_json::json!({
+        "issuer": idp.issuer,
+        "client_id": CLI_CLIENT,
+        "id_token": t["id_token"],
+        "refresh_token": t["refresh_token"],
+        "expires": now + t["expires_in"].as_u64().unwrap_or(600),
+    });
+    let f = dir.join("tokens.json");
+    std::fs::write(&f, kept.to_string()).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    home
+}
+
+/// A hold on node A approved from node B by a signed-in approver (OIDC, the real
+/// oidc-provider): the decision goes over the bus with her ID token, A verifies it itself and
+/// releases the request; the journal on A names her. A non-approver's token is refused and
+/// the hold stays.
+#[test]
+fn a_hold_on_node_a_is_approved_from_node_b_by_a_signed_in_approver() {
+    let idp = OidcProvider::start(224);
+    let issuer: std::net::SocketAddr = idp.issuer.trim_start_matches("https://").parse().unwrap();
+    let extra = format!(
+        "{}[hold]\nkeywords = [\"hold-me\"]\ntimeout = \"3m\"\napprovers = [\"@oidc:llm-approvers\"]\n",
+        idp.config(CLI_CLIENT)
+    );
+    let w = FleetWorld::start_with("gw-fleet-oidc", 225, 2, &extra, &[issuer]);
+    let (a, b) = (&w.nodes[0], &w.nodes[1]);
+    let client = spawn_chat(a, "hold-me: deploy the release");
+    a.wait_holds(Duration::from_secs(90), |h| h.len() == 1);
+    let on_b = b.wait_holds(Duration::from_secs(5), |h| h.len() == 1);
+    let id = on_b[0]["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("node-a:"), "{id}");
+
+    let cli = |home: &tempfile::TempDir, args: &[&str]| {
+        std::process::Command::new(gateway_tests::gateway_bin())
+            .args(args)
+            .arg("-c")
+            .arg(&b.gw.config)
+            .env("XDG_CONFIG_HOME", home.path())
+            .output()
+            .unwrap()
+    };
+    // Bob signed in, but he is no approver: refused, the hold stays.
+    let bob = signed_in(&idp, BOB);
+    let out = cli(&bob, &["approvals", "approve", &id]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not an approver"),
+        "{out:?}"
+    );
+    assert_eq!(a.holds().len(), 1);
+    // Alice (llm-approvers) approves it from B.
+    let alice = signed_in(&idp, ALICE);
+    let t0 = Instant::now();
+    let out = cli(&alice, &["approvals", "approve", &id]);
+    assert!(
+        out.status.success(),
+        "{out:?}\n{}\n{}",
+        b.gw.raw_log(),
+        a.gw.raw_log()
+    );
+    let r = chat_result(client);
+    assert!(r["text"].is_string(), "{r}");
+    eprintln!("decision on B → answer on A: {:?}", t0.elapsed());
+    // A applied it itself, after checking her token; its journal names her.
+    a.wait_log("decision from the bus applied", Duration::from_secs(5));
+    let out = a.gw.cli(&["journal", "list", "--json"]);
+    let recs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let held = recs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["approval"].is_object())
+        .expect("a record with its approval");
+    assert_eq!(held["approval"]["outcome"], "approved", "{held}");
+    assert_eq!(held["approval"]["by"], "oidc:alice", "{held}");
+    // No ID token in the journal or the logs of either node, nor on the stream.
+    let tok = std::fs::read_to_string(alice.path().join("gateway/tokens.json")).unwrap();
+    let tok: serde_json::Value = serde_json::from_str(&tok).unwrap();
+    let tok = tok["id_token"].as_str().unwrap();
+    let sig = tok.rsplit('.').next().unwrap();
+    for log in [
+        a.gw.raw_log(),
+        b.gw.raw_log(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    ] {
+        assert!(!log.contains(sig), "an ID token was logged");
+    }
+    b.wait_holds(Duration::from_secs(5), |h| h.is_empty());
 }
