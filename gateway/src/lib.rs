@@ -14,6 +14,7 @@ pub mod commands;
 pub mod config;
 pub mod doctor;
 pub mod export;
+pub mod fleet;
 pub mod hold;
 pub mod http;
 pub mod intercept;

@@ -62,6 +62,10 @@ pub struct Config {
     pub limits: Limits,
     /// Where the certificates clients trust come from: this node's own CA, or a fleet root.
     pub ca: crate::tls::fleet_ca::CaConfig,
+    /// `[fleet]`: the NATS JetStream bus joining this node to the others (issue I); absent: a
+    /// single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::FleetConfig>,
     /// Named sets of workloads (`match.workload_group` in rules; journaled with the caller).
     pub groups: crate::redirect::identity::groups::GroupsConfig,
     /// The identity provider approvers sign in with; absent: OIDC is off.
@@ -92,6 +96,7 @@ impl Default for Config {
             kubernetes: Default::default(),
             limits: Limits::default(),
             ca: Default::default(),
+            fleet: None,
             groups: Default::default(),
             oidc: None,
             exports: Vec::new(),
@@ -499,6 +504,9 @@ impl Config {
         }
         self.hold.validate().map_err(|(k, r)| bad(k, r))?;
         self.ca.validate(self).map_err(|(k, r)| bad(k, r))?;
+        if let Some(f) = &self.fleet {
+            f.validate().map_err(|(k, r)| bad(k, r))?;
+        }
         let groups = crate::redirect::identity::groups::WorkloadGroups::new(&self.groups)
             .map_err(|(k, r)| bad(k, r))?;
         for (i, r) in self.rules.iter().enumerate() {
