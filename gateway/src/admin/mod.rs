@@ -155,7 +155,10 @@ async fn handle(req: Request<Incoming>, admin: &Admin, uid: u32, gid: u32) -> Re
                 .ok()
                 .and_then(|v| v["reason"].as_str().map(String::from));
             let d = if *verb == "approve" {
-                Decision::Approved { by: who.clone() }
+                Decision::Approved {
+                    by: who.clone(),
+                    reason,
+                }
             } else {
                 Decision::Denied {
                     by: who.clone(),

@@ -75,7 +75,14 @@ async fn decide_wait_and_withdraw() {
     let (info, w) = holds.hold(req(&id, "e", 10), T).unwrap();
     assert_eq!(holds.list().len(), 1);
     holds
-        .decide(info.id, Decision::Approved { by: "root".into() }, 0)
+        .decide(
+            info.id,
+            Decision::Approved {
+                by: "root".into(),
+                reason: None,
+            },
+            0,
+        )
         .unwrap();
     assert!(matches!(
         w.wait(Duration::from_secs(1)).await,
@@ -88,7 +95,14 @@ async fn decide_wait_and_withdraw() {
     assert!(holds.list().is_empty());
     assert_eq!(
         holds
-            .decide(info.id, Decision::Approved { by: "root".into() }, 0)
+            .decide(
+                info.id,
+                Decision::Approved {
+                    by: "root".into(),
+                    reason: None
+                },
+                0
+            )
             .err(),
         Some(HoldError::Unknown(info.id))
     );
@@ -106,7 +120,10 @@ async fn nobody_approves_their_own_request_unless_allowed() {
     let holds = holds(&HoldConfig::default());
     let alice = user(1000);
     let (info, w) = holds.hold(req(&alice, "e", 1), T).unwrap();
-    let approve = || Decision::Approved { by: "alice".into() };
+    let approve = || Decision::Approved {
+        by: "alice".into(),
+        reason: None,
+    };
     let e = holds.decide(info.id, approve(), 1000).unwrap_err();
     assert_eq!(
         e,
@@ -177,7 +194,14 @@ fn held_requests_are_bounded_in_count_and_bytes() {
     let c = holds.hold(req(&id, "c", 60), T).unwrap();
     // A decided hold gives its bytes back.
     holds
-        .decide(a.0.id, Decision::Approved { by: "x".into() }, 0)
+        .decide(
+            a.0.id,
+            Decision::Approved {
+                by: "x".into(),
+                reason: None,
+            },
+            0,
+        )
         .unwrap();
     drop((a, c));
     assert_eq!(holds.lock().bytes, 0);
@@ -202,7 +226,14 @@ fn ids_are_not_reused_by_a_restarted_registry() {
     // An approval typed for the old id does not hit the new request.
     assert_eq!(
         second
-            .decide(a.id, Decision::Approved { by: "x".into() }, 0)
+            .decide(
+                a.id,
+                Decision::Approved {
+                    by: "x".into(),
+                    reason: None
+                },
+                0
+            )
             .err(),
         Some(HoldError::Unknown(a.id))
     );
@@ -339,7 +370,14 @@ async fn a_resend_joins_the_pending_hold_and_one_decision_releases_both() {
     let (_, wa2, joined) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());
     assert!(joined);
     holds
-        .decide(a.id, Decision::Approved { by: "root".into() }, 0)
+        .decide(
+            a.id,
+            Decision::Approved {
+                by: "root".into(),
+                reason: None,
+            },
+            0,
+        )
         .unwrap();
     for w in [wb, wa2] {
         assert!(matches!(
@@ -361,13 +399,26 @@ async fn decisions_bind_to_the_key_until_the_ttl_and_timeouts_do_not() {
     let id = user(1000);
     let (a, w, _) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());
     holds
-        .decide(a.id, Decision::Approved { by: "bob".into() }, 0)
+        .decide(
+            a.id,
+            Decision::Approved {
+                by: "bob".into(),
+                reason: None,
+            },
+            0,
+        )
         .unwrap();
     drop(w);
     match holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap() {
         Admission::Bound { hold, decision } => {
             assert_eq!(hold, a.id);
-            assert_eq!(decision, Decision::Approved { by: "bob".into() });
+            assert_eq!(
+                decision,
+                Decision::Approved {
+                    by: "bob".into(),
+                    reason: None
+                }
+            );
         }
         Admission::Held { .. } => panic!("an approved request was held again within the ttl"),
     }
@@ -408,7 +459,14 @@ async fn decisions_bind_to_the_key_until_the_ttl_and_timeouts_do_not() {
     });
     let (a, w, _) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());
     holds
-        .decide(a.id, Decision::Approved { by: "bob".into() }, 0)
+        .decide(
+            a.id,
+            Decision::Approved {
+                by: "bob".into(),
+                reason: None,
+            },
+            0,
+        )
         .unwrap();
     drop(w);
     let (_, _w, joined) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());
