@@ -72,7 +72,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         crate::admin::socket_path(&cfg.state_dir),
         Arc::new(Admin {
             holds: interception.hold.holds.clone(),
-            approvers: cfg.hold.approvers.clone(),
+            hold: cfg.hold.clone(),
             journal: interception.journal.clone(),
         }),
     )

@@ -23,7 +23,12 @@ use serde_json::{Value, json};
 use tokio::net::UnixListener;
 use tracing::{info, warn};
 
-use crate::hold::{Decision, HoldError, Holds, may_approve};
+use crate::{
+    hold::{Decision, HoldError, Holds},
+    web::authz::{Action, Principal, authorize},
+};
+
+pub mod https;
 
 pub const SOCKET: &str = "admin.sock";
 
@@ -49,11 +54,17 @@ pub enum AdminError {
     Protocol { path: PathBuf, reason: String },
     #[error("{0}")]
     Refused(String),
+    #[error("admin API over HTTPS on {addr}: {reason}")]
+    Https {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
 }
 
 pub struct Admin {
     pub holds: Arc<Holds>,
-    pub approvers: Vec<String>,
+    /// Who may list and decide holds (`hold.approvers`, self-approval).
+    pub hold: crate::hold::HoldConfig,
     /// `None` when the journal is off.
     pub journal: Option<Arc<crate::journal::Journal>>,
 }
@@ -100,7 +111,14 @@ pub async fn serve(path: PathBuf, admin: Arc<Admin>) -> Result<(), AdminError> {
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(handle(req, &admin, cred.uid(), cred.gid()).await) }
+                    async move {
+                        let who = Principal::Local {
+                            uid: cred.uid(),
+                            gid: cred.gid(),
+                            name: user_name(cred.uid()),
+                        };
+                        Ok::<_, Infallible>(handle(req, &admin, &who).await)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -124,17 +142,44 @@ fn reply(status: StatusCode, v: Value) -> Response<AdminBody> {
     r
 }
 
-async fn handle(req: Request<Incoming>, admin: &Admin, uid: u32, gid: u32) -> Response<AdminBody> {
+fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// The admin API's routes, for a caller already identified: by its peer credentials on the
+/// Unix socket, by a verified ID token over HTTPS ([`https`]). What it may do is decided by
+/// the one [`authorize`].
+pub(crate) async fn handle(
+    req: Request<Incoming>,
+    admin: &Admin,
+    caller: &Principal,
+) -> Response<AdminBody> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let method = req.method().clone();
     if path == "/v1/health" {
         return reply(StatusCode::OK, json!({"ok": true}));
     }
-    let Some(who) = may_approve(&admin.approvers, uid, gid) else {
-        return reply(
-            StatusCode::FORBIDDEN,
-            json!({"error": format!("uid {uid} is not an approver (hold.approvers; root always is)")}),
-        );
+    let action = if method == Method::GET {
+        Action::List
+    } else {
+        Action::Decide
+    };
+    let who = match authorize(&admin.hold, caller, action, true) {
+        Ok(who) => who,
+        Err(e) => {
+            warn!(caller = %caller.display(), %path, reason = %e, "admin request refused");
+            return reply(StatusCode::FORBIDDEN, json!({"error": e.to_string()}));
+        }
+    };
+    // The uid the self-approval rule compares with the requester's (none for a signed-in
+    // identity: it is nobody's uid on this host).
+    let uid = match caller {
+        Principal::Local { uid, .. } => *uid,
+        Principal::Oidc { .. } => u32::MAX,
     };
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (method, segs.as_slice()) {

@@ -60,6 +60,10 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     pub kubernetes: crate::redirect::pods::KubernetesConfig,
     pub limits: Limits,
+    /// The admin API over HTTPS (issue I; the Unix socket is always there).
+    pub admin: crate::admin::https::AdminConfig,
+    /// The approval web page (issue I).
+    pub web: crate::web::WebConfig,
 }
 
 impl Default for Config {
@@ -82,6 +86,8 @@ impl Default for Config {
             metrics: Default::default(),
             kubernetes: Default::default(),
             limits: Limits::default(),
+            admin: Default::default(),
+            web: Default::default(),
         }
     }
 }
@@ -414,6 +420,12 @@ impl Config {
                 "must not exceed dns.max_ttl".into(),
             ));
         }
+        // Both listeners accept only identities of the [oidc] issuer.
+        let oidc = false;
+        self.admin
+            .validate(oidc)
+            .and_then(|()| self.web.validate(oidc))
+            .map_err(|(k, r)| bad(k, r))?;
         if self.dns.retry.is_zero() {
             return Err(bad("dns.retry".into(), "must be greater than zero".into()));
         }
