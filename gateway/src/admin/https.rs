@@ -2,22 +2,21 @@
 //! Unix socket ([`super::handle`]), for approvers elsewhere on the network. There are no peer
 //! credentials here: every request but `/v1/health` carries `Authorization: Bearer ID_TOKEN`
 //! (what `gateway login` keeps), verified against the `[oidc]` issuer; what the identity may
-//! do is decided by the same [`crate::web::authz::authorize`] as on the socket. A missing or
+//! do is decided by the same [`crate::hold::authorize`] as on the socket. A missing or
 //! refused token is a 401 with the reason; the token itself is never logged.
 //!
 //! Off unless configured. The certificate comes from the gateway's CA, for `[admin] names`.
 
 use std::{net::SocketAddr, sync::Arc};
 
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use super::{Admin, AdminBody, AdminError, reply};
-use crate::{tls::ca::Ca, web::authz::Verifier};
+use super::{Admin, AdminBody, AdminError};
+use crate::tls::ca::Ca;
 
 /// `[admin]` in the config.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -89,7 +88,6 @@ pub async fn serve(
     names: Vec<String>,
     ca: Arc<Ca>,
     admin: Arc<Admin>,
-    verifier: Arc<Verifier>,
 ) -> Result<(), AdminError> {
     let bad = |e: String| AdminError::Https { addr, reason: e };
     let cert = Arc::new(
@@ -102,78 +100,16 @@ pub async fn serve(
     info!(%addr, ?names, "admin API ready over HTTPS (bearer ID tokens)");
     crate::tls::listener::spawn(listener, tls, "admin-https", move |req, peer| {
         let admin = admin.clone();
-        let verifier = verifier.clone();
-        async move { handle(req, peer, &admin, &verifier).await }
+        async move { handle(req, peer, &admin).await }
     });
     Ok(())
 }
 
-fn unauthorized(msg: String, invalid: bool) -> Response<AdminBody> {
-    let mut r = reply(StatusCode::UNAUTHORIZED, json!({ "error": msg }));
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(if invalid {
-            "Bearer error=\"invalid_token\""
-        } else {
-            "Bearer"
-        }),
-    );
+async fn handle(req: Request<Incoming>, peer: SocketAddr, admin: &Admin) -> Response<AdminBody> {
+    // No peer credentials over the network: the caller is its bearer token or nobody.
+    let r = super::handle(req, admin, None).await;
+    if r.status() == StatusCode::UNAUTHORIZED {
+        warn!(%peer, "admin HTTPS request without a valid ID token refused");
+    }
     r
-}
-
-/// The bearer token of a request: `Ok(None)` when there is no Authorization header.
-pub fn bearer(req: &Request<Incoming>) -> Result<Option<String>, String> {
-    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
-    let Some(v) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err("more than one Authorization header".into());
-    }
-    let v = v
-        .to_str()
-        .map_err(|_| "the Authorization header is not text".to_string())?;
-    match v.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Ok(Some(token.trim().to_string()))
-        }
-        _ => Err("the Authorization header must be `Bearer ID_TOKEN`".into()),
-    }
-}
-
-async fn handle(
-    req: Request<Incoming>,
-    peer: SocketAddr,
-    admin: &Admin,
-    verifier: &Verifier,
-) -> Response<AdminBody> {
-    if req.uri().path().trim_end_matches('/') == "/v1/health" {
-        return reply(StatusCode::OK, json!({"ok": true}));
-    }
-    let token = match bearer(&req) {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            warn!(%peer, path = %req.uri().path(), "admin HTTPS request without a token refused");
-            return unauthorized(
-                "this API needs `Authorization: Bearer ID_TOKEN` (an ID token of the [oidc] \
-                 issuer: sign in with `gateway login`)"
-                    .into(),
-                false,
-            );
-        }
-        Err(e) => {
-            warn!(%peer, reason = %e, "admin HTTPS request refused");
-            return unauthorized(e, true);
-        }
-    };
-    let who = match verifier.verify(&token).await {
-        Ok(p) => p,
-        Err(e) => {
-            warn!(%peer, reason = %e, "admin HTTPS request with a refused ID token");
-            return unauthorized(format!("ID token refused: {e}"), true);
-        }
-    };
-    super::handle(req, admin, &who).await
 }

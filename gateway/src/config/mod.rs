@@ -60,6 +60,8 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     pub kubernetes: crate::redirect::pods::KubernetesConfig,
     pub limits: Limits,
+    /// The identity provider approvers sign in with; absent: OIDC is off.
+    pub oidc: Option<crate::oidc::OidcConfig>,
     /// The admin API over HTTPS (issue I; the Unix socket is always there).
     pub admin: crate::admin::https::AdminConfig,
     /// The approval web page (issue I).
@@ -86,6 +88,7 @@ impl Default for Config {
             metrics: Default::default(),
             kubernetes: Default::default(),
             limits: Limits::default(),
+            oidc: None,
             admin: Default::default(),
             web: Default::default(),
         }
@@ -421,7 +424,7 @@ impl Config {
             ));
         }
         // Both listeners accept only identities of the [oidc] issuer.
-        let oidc = false;
+        let oidc = self.oidc.is_some();
         self.admin
             .validate(oidc)
             .and_then(|()| self.web.validate(oidc))
@@ -497,6 +500,19 @@ impl Config {
             }
         }
         self.hold.validate().map_err(|(k, r)| bad(k, r))?;
+        if let Some(o) = &self.oidc {
+            o.validate().map_err(|(k, r)| bad(k, r))?;
+        } else if let Some(i) = self.hold.approvers.iter().position(|a| {
+            matches!(
+                crate::hold::Approver::parse(a),
+                Ok(crate::hold::Approver::OidcGroup(_) | crate::hold::Approver::OidcSubject(_))
+            )
+        }) {
+            return Err(bad(
+                format!("hold.approvers[{i}]"),
+                "names an OIDC identity, but [oidc] is not configured (issuer, client_id)".into(),
+            ));
+        }
         self.metrics.validate().map_err(|(k, r)| bad(k, r))?;
         if let Err(e) = crate::policy::scan::Scanner::new(&self.rules, &self.policy) {
             use crate::policy::scan::ScanError;

@@ -1,16 +1,13 @@
 //! What the page lists and decides: the pending holds and the decisions on them.
 //!
 //! Single node for now (the local [`Holds`]); with a fleet, every node's holds through
-//! `crate::fleet::Fleet` (same calls). A decision is authorized by the one
-//! [`super::authz::authorize`] before it is handed over.
+//! `crate::fleet::Fleet` (same calls). Every listing and decision is authorized by the one
+//! [`authorize`] (a decision: with the hold in hand, so self-approval is refused too).
 
 use std::sync::Arc;
 
-use super::{
-    authz::{Action, Principal, authorize},
-    page::Row,
-};
-use crate::hold::{Decision, HoldConfig, HoldError, Holds};
+use super::page::Row;
+use crate::hold::{Action, Decision, HoldConfig, HoldError, Holds, Principal, authorize};
 
 pub struct Approvals {
     pub holds: Arc<Holds>,
@@ -76,26 +73,33 @@ impl Approvals {
         let n: u64 = id
             .parse()
             .map_err(|_| DecideError::BadId(format!("`{id}` is not a hold id")))?;
-        let by = authorize(&self.hold, who, Action::Decide, true)
+        let by = authorize(&self.hold, who, Action::List, true)
             .map_err(|e| DecideError::Forbidden(e.to_string()))?;
-        let d = match verdict {
-            Verdict::Approve => Decision::Approved {
+        let approve = verdict == Verdict::Approve;
+        let d = if approve {
+            Decision::Approved {
                 by: by.clone(),
                 reason,
-            },
-            Verdict::Deny => Decision::Denied {
+            }
+        } else {
+            Decision::Denied {
                 by: by.clone(),
                 reason,
-            },
+            }
         };
-        // A signed-in identity is nobody's uid on this host.
-        let uid = match who {
-            Principal::Local { uid, .. } => *uid,
-            Principal::Oidc { .. } => u32::MAX,
+        let check = |info: &crate::hold::HoldInfo| {
+            let action = if approve {
+                Action::Approve(info)
+            } else {
+                Action::Deny(info)
+            };
+            authorize(&self.hold, who, action, true)
+                .map(|_| ())
+                .map_err(HoldError::from)
         };
-        match self.holds.decide(n, d, uid) {
+        match self.holds.decide(n, d, check) {
             Ok(_) => Ok(by),
-            Err(e @ HoldError::SelfApproval { .. }) => Err(DecideError::Forbidden(e.to_string())),
+            Err(e @ HoldError::Denied(_)) => Err(DecideError::Forbidden(e.to_string())),
             Err(e) => Err(DecideError::Gone(e.to_string())),
         }
     }

@@ -3,7 +3,7 @@
 //!
 //! Not on the data path: a shared service beside the admin API. It reads the pending holds and
 //! hands decisions to the hold stage ([`approvals`]); who may do what is the one
-//! [`authz::authorize`] decision, the same as for the admin API and the CLI. Each decision
+//! [`crate::hold::authorize`] decision, the same as for the admin API and the CLI. Each decision
 //! reaches the held request's journal record with who made it and why (`approval.by`,
 //! `approval.reason`).
 //!
@@ -15,7 +15,6 @@
 //! Off unless configured.
 
 pub mod approvals;
-pub mod authz;
 pub mod page;
 pub mod routes;
 pub mod session;
@@ -53,6 +52,45 @@ pub enum WebError {
     Listen { addr: SocketAddr, reason: String },
     #[error("web.client_secret_env: the environment variable {0} is not set")]
     Secret(String),
+    #[error("{0}")]
+    Oidc(String),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
+}
+
+/// Start what is configured of the HTTPS admin API (`[admin] https`) and the approval page
+/// (`[web] listen`); both need `[oidc]` (checked by the config's validation).
+pub async fn start(
+    cfg: &crate::config::Config,
+    admin: Arc<crate::admin::Admin>,
+    ca: Arc<crate::tls::ca::Ca>,
+) -> Result<(), WebError> {
+    if let Some(addr) = cfg.admin.https {
+        crate::admin::https::serve(addr, cfg.admin.cert_names(), ca.clone(), admin.clone()).await?;
+    }
+    let (Some(_), Some(oidc)) = (cfg.web.listen, &cfg.oidc) else {
+        return Ok(());
+    };
+    // The page's ID tokens are issued to its own client: that is their audience.
+    let page_oidc = crate::oidc::OidcConfig {
+        audience: Some(cfg.web.client_id.clone()),
+        ..oidc.clone()
+    };
+    let verifier = Arc::new(
+        crate::oidc::Verifier::new(&page_oidc, Some(cfg.redirect.bypass_mark))
+            .map_err(|e| WebError::Oidc(e.to_string()))?,
+    );
+    let node = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    let approvals = approvals::Approvals {
+        holds: admin.holds.clone(),
+        hold: admin.hold.clone(),
+        node,
+    };
+    let web = Arc::new(routes::Web::new(cfg.web.clone(), verifier, approvals)?);
+    serve(web, ca).await
 }
 
 impl WebConfig {

@@ -21,16 +21,18 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use super::{
     WebConfig,
     approvals::{Approvals, DecideError, Verdict},
-    authz::Verifier,
     page,
     session::{self, LOGIN_COOKIE, LOGIN_TTL, Login, SESSION_COOKIE, Store},
-    signin::{self, Client, Endpoints, IdpClient},
+    signin::{self, WebClient},
+};
+use crate::{
+    hold::Principal,
+    oidc::{Verifier, http::form_decode},
 };
 
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
@@ -48,12 +50,9 @@ pub struct Web {
     pub cfg: WebConfig,
     /// `https://host[:port]` of the redirect URI: what every POST's Origin must be.
     pub origin: String,
-    pub issuer: String,
-    pub scopes: String,
-    pub client: Client,
-    pub idp: IdpClient,
-    endpoints: OnceCell<Endpoints>,
-    /// Verifies ID tokens with the page's client id as their audience.
+    pub client: WebClient,
+    /// Discovery, the token endpoint's client, and ID-token checks with the page's client id
+    /// as the audience.
     pub verifier: Arc<Verifier>,
     pub sessions: Store,
     pub approvals: Approvals,
@@ -64,9 +63,6 @@ impl Web {
     /// environment variable now.
     pub fn new(
         cfg: WebConfig,
-        issuer: String,
-        scopes: String,
-        idp: IdpClient,
         verifier: Arc<Verifier>,
         approvals: Approvals,
     ) -> Result<Self, super::WebError> {
@@ -81,27 +77,16 @@ impl Web {
         };
         Ok(Self {
             origin: cfg.origin().unwrap_or_default(),
-            client: Client {
+            client: WebClient {
                 id: cfg.client_id.clone(),
                 secret,
                 redirect_uri: cfg.redirect_uri.clone(),
             },
             cfg,
-            issuer,
-            scopes,
-            idp,
-            endpoints: OnceCell::new(),
             verifier,
             sessions: Store::default(),
             approvals,
         })
-    }
-
-    async fn endpoints(&self) -> Result<&Endpoints, signin::SigninError> {
-        // Discovered once; a failure is tried again on the next sign-in.
-        self.endpoints
-            .get_or_try_init(|| self.idp.discover(&self.issuer))
-            .await
     }
 
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
@@ -154,7 +139,7 @@ impl Web {
         let Some((id, s)) = self.session(req) else {
             return html(StatusCode::OK, page::signin(None));
         };
-        let name = s.principal.display();
+        let name = s.principal.label();
         match self.approvals.pending(&s.principal) {
             Ok(rows) => {
                 let notice = self.sessions.take_notice(&id);
@@ -178,32 +163,27 @@ impl Web {
     }
 
     async fn login(&self) -> Response<Body> {
-        let ep = match self.endpoints().await {
-            Ok(ep) => ep,
-            Err(e) => {
-                warn!(error = %e, "sign-in: the identity provider cannot be reached");
-                return html(
-                    StatusCode::BAD_GATEWAY,
-                    page::signin(Some(&format!(
-                        "The identity provider cannot be reached: {e}"
-                    ))),
-                );
-            }
-        };
         let login = Login {
             state: signin::random_token(),
             nonce: signin::random_token(),
             verifier: signin::random_token(),
             until: std::time::Instant::now() + LOGIN_TTL,
         };
-        let url = signin::authorization_url(
-            &ep.authorization,
+        let url = match signin::authorization_url(
+            &self.verifier,
             &self.client,
-            &self.scopes,
             &login.state,
             &login.nonce,
             &login.verifier,
-        );
+        )
+        .await
+        {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(error = %e, "sign-in: the identity provider cannot be used");
+                return html(StatusCode::BAD_GATEWAY, page::signin(Some(&e.to_string())));
+            }
+        };
         let id = self.sessions.begin(login);
         let mut r = html(StatusCode::SEE_OTHER, String::new());
         if let Ok(v) = HeaderValue::from_str(&url) {
@@ -220,7 +200,7 @@ impl Web {
     }
 
     async fn callback(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let q = signin::form_decode(req.uri().query().unwrap_or(""));
+        let q = form_decode(req.uri().query().unwrap_or(""));
         let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let refuse = |status: StatusCode, why: String| {
             warn!(%peer, reason = %why, "sign-in refused");
@@ -257,19 +237,12 @@ impl Web {
         let Some(code) = get("code") else {
             return refuse(StatusCode::BAD_REQUEST, "Sign-in failed: no code.".into());
         };
-        let ep = match self.endpoints().await {
-            Ok(ep) => ep,
-            Err(e) => return refuse(StatusCode::BAD_GATEWAY, e.to_string()),
-        };
-        let token = match self
-            .idp
-            .redeem(&ep.token, &self.client, &code, &login.verifier)
-            .await
+        let token = match signin::redeem(&self.verifier, &self.client, &code, &login.verifier).await
         {
             Ok(t) => t,
-            Err(e) => return refuse(StatusCode::BAD_GATEWAY, e.to_string()),
+            Err(e) => return refuse(StatusCode::BAD_GATEWAY, format!("Sign-in failed: {e}")),
         };
-        let principal = match self.verifier.verify(&token).await {
+        let principal = match self.verifier.verify_nonce(&token, Some(&login.nonce)).await {
             Ok(p) => p,
             Err(e) => {
                 return refuse(
@@ -278,22 +251,17 @@ impl Web {
                 );
             }
         };
-        if !signin::nonce_of(&token).is_some_and(|n| session::same(&n, &login.nonce)) {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "Sign-in failed: the ID token's nonce is not this sign-in's.".into(),
-            );
-        }
-        let ttl = signin::exp_of(&token)
-            .map(|exp| exp.saturating_sub(crate::hold::now()))
-            .unwrap_or(0);
+        let ttl = match &principal {
+            Principal::Oidc { expires, .. } => expires.saturating_sub(crate::hold::now()),
+            Principal::Local { .. } => 0,
+        };
         if ttl == 0 {
             return refuse(
                 StatusCode::FORBIDDEN,
                 "Sign-in failed: the ID token has expired.".into(),
             );
         }
-        let name = principal.display();
+        let name = principal.label();
         let (id, _) = self.sessions.open(principal, Duration::from_secs(ttl));
         info!(who = %name, %peer, expires_in = ttl, "approver signed in to the approval page");
         let mut r = html(StatusCode::OK, page::signed_in(&name));
@@ -336,12 +304,12 @@ impl Web {
             Ok(b) => b.to_bytes(),
             Err(_) => return forbidden("the form is too large"),
         };
-        let form = signin::form_decode(&String::from_utf8_lossy(&body));
+        let form = form_decode(&String::from_utf8_lossy(&body));
         let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         if !field("csrf").is_some_and(|t| session::same(t, &s.csrf)) {
             return forbidden("the form's anti-forgery token is missing or wrong");
         }
-        let name = s.principal.display();
+        let name = s.principal.label();
         if path == "/logout" {
             self.sessions.close(&sid);
             info!(who = %name, "approver signed out of the approval page");

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::authz::Principal;
+use crate::hold::Principal;
 
 pub const LOGIN_COOKIE: &str = "__Host-gw_login";
 pub const SESSION_COOKIE: &str = "__Host-gw_session";
@@ -155,7 +155,9 @@ mod tests {
             subject: "alice".into(),
             name: None,
             email: Some("alice@example.com".into()),
+            username: Some("alice".into()),
             groups: vec![],
+            expires: 0,
         }
     }
 

@@ -485,7 +485,7 @@ async fn a_held_message_and_the_ones_after_it_wait_then_go_in_order() {
                 by: "alice".into(),
                 reason: None,
             },
-            1000,
+            |_| Ok(()),
         )
         .unwrap();
     assert!(
