@@ -81,6 +81,14 @@ impl Web {
                 id: cfg.client_id.clone(),
                 secret,
                 redirect_uri: cfg.redirect_uri.clone(),
+                scopes: verifier
+                    .config()
+                    .scopes
+                    .iter()
+                    .filter(|s| *s != "offline_access")
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" "),
             },
             cfg,
             verifier,

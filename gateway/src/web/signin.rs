@@ -45,6 +45,9 @@ pub struct WebClient {
     pub id: String,
     pub secret: Option<String>,
     pub redirect_uri: String,
+    /// Space-separated scopes asked for: `[oidc] scopes` but `offline_access` (the page keeps
+    /// no refresh token).
+    pub scopes: String,
 }
 
 impl std::fmt::Debug for WebClient {
@@ -80,7 +83,7 @@ pub async fn authorization_url(
             ("response_type", "code"),
             ("client_id", &client.id),
             ("redirect_uri", &client.redirect_uri),
-            ("scope", "openid profile email"),
+            ("scope", &client.scopes),
             ("state", state),
             ("nonce", nonce),
             ("code_challenge", &challenge(code_verifier)),
@@ -166,6 +169,7 @@ mod tests {
             id: "web".into(),
             secret: Some("s3cr3t-value".into()),
             redirect_uri: "https://x/callback".into(),
+            scopes: "openid".into(),
         };
         assert!(!format!("{c:?}").contains("s3cr3t"));
     }
