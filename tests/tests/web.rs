@@ -38,8 +38,10 @@ except Exception as e:
 
 /// One test's world: the provider, the gateway with both HTTPS listeners, their URLs.
 struct World {
-    idp: OidcProvider,
+    // Dropped first: `gateway detach` reads the config, whose `oidc.ca_file` is the
+    // provider's.
     e: ProviderEnv,
+    idp: OidcProvider,
     /// `https://127.211.N.2:PORT`: the approval page.
     web: String,
     /// `https://127.211.N.1:PORT`: the admin API.

@@ -13,7 +13,8 @@
 //! session's CSRF token in the form, and an `Origin` header equal to the page's origin (a
 //! `Sec-Fetch-Site` other than `same-origin` is refused too); any of them missing is a 403
 //! and a log line. Every answer carries a strict content security policy (no script at all),
-//! `nosniff`, no referrer, no caching, no framing.
+//! `nosniff`, a same-origin referrer policy (`no-referrer` would make the browser send
+//! `Origin: null` with the page's own forms), no caching, no framing.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -414,7 +415,7 @@ fn secure(mut r: Response<Body>) -> Response<Body> {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
