@@ -72,16 +72,33 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let catalog = Arc::new(Catalog::from_config(&cfg));
     let nofile = raise_nofile();
     let interception = Arc::new(interception(&cfg)?);
+    let verifier = match &cfg.oidc {
+        Some(o) => Some(Arc::new(
+            crate::oidc::Verifier::new(o, Some(cfg.redirect.bypass_mark))
+                .map_err(|e| AppError::Usage(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let fleet = Arc::new(crate::fleet::Fleet::new(
+        cfg.fleet.as_ref(),
+        interception.hold.holds.clone(),
+        cfg.hold.clone(),
+        crate::fleet::auth::Auth::new(verifier.clone()),
+    ));
+    if let Some(f) = &cfg.fleet {
+        crate::fleet::bus::start(
+            f,
+            fleet.clone(),
+            interception.journal.clone(),
+            &cfg.state_dir,
+        )
+        .await
+        .map_err(|e| AppError::Usage(e.to_string()))?;
+    }
     let admin = Arc::new(Admin {
-        holds: interception.hold.holds.clone(),
+        fleet: fleet.clone(),
         hold: cfg.hold.clone(),
-        verifier: match &cfg.oidc {
-            Some(o) => Some(Arc::new(
-                crate::oidc::Verifier::new(o, Some(cfg.redirect.bypass_mark))
-                    .map_err(|e| AppError::Usage(e.to_string()))?,
-            )),
-            None => None,
-        },
+        verifier: verifier.clone(),
         journal: interception.journal.clone(),
     });
     crate::admin::serve(crate::admin::socket_path(&cfg.state_dir), admin.clone()).await?;

@@ -150,7 +150,12 @@ pub enum JournalCommand {
     },
     /// Walk the keyed chain; name what does not fit: a record, the retention checkpoint, or an
     /// end that is not the one the head file anchors (records removed, an older copy).
-    Verify,
+    Verify {
+        /// Every node's chain as published on the fleet bus (`[fleet]`): signatures, links,
+        /// gaps and doubles, read from the stream (not through the daemon).
+        #[arg(long)]
+        fleet: bool,
+    },
     /// Anchor the journal's end as it is now, after restoring a backup on purpose (the daemon
     /// refuses to start on a journal shorter than its head). `--offline` only.
     Accept,
@@ -163,15 +168,17 @@ pub enum ApprovalsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Let a held request go to the provider (the reason, if given, is journaled).
+    /// Let a held request go to the provider. ID: as `approvals list` shows it (`NODE:N` with
+    /// a fleet; a bare number is a hold on this node).
     Approve {
-        id: u64,
+        id: String,
+        /// Journaled with the approval.
         #[arg(long)]
         reason: Option<String>,
     },
     /// Refuse a held request; the client gets a provider-shaped 403 with the reason.
     Deny {
-        id: u64,
+        id: String,
         #[arg(long)]
         reason: Option<String>,
     },

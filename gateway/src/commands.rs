@@ -150,6 +150,10 @@ pub fn keys_rm(cfg: &Config, name: &str) -> Result<String, AppError> {
 pub fn approvals(cfg: &Config, cmd: &crate::cli::ApprovalsCommand) -> Result<String, AppError> {
     use crate::cli::ApprovalsCommand as A;
     let socket = crate::admin::socket_path(&cfg.state_dir);
+    if let A::Approve { id, .. } | A::Deny { id, .. } = cmd {
+        // Checked here so that nothing but NODE:N or N reaches the socket's URL.
+        crate::fleet::FleetId::parse(id, "local").map_err(|e| AppError::Usage(e.to_string()))?;
+    }
     let (method, target, body) = match cmd {
         A::List { .. } => ("GET", "/v1/approvals".to_string(), None),
         A::Approve { id, reason } => (
@@ -185,11 +189,16 @@ pub fn approvals(cfg: &Config, cmd: &crate::cli::ApprovalsCommand) -> Result<Str
                 crate::hold::printable(h[k].as_str().unwrap_or("-"), true)
             };
             let mut out =
-                String::from("ID  WAITING  USER(UID)  PID  COMM  PROVIDER  ENDPOINT  WHY\n");
+                String::from("ID  NODE  WAITING  USER(UID)  PID  COMM  PROVIDER  ENDPOINT  WHY\n");
             for h in holds {
+                let id = match &h["id"] {
+                    serde_json::Value::String(s) => crate::hold::printable(s, true),
+                    other => other.to_string(),
+                };
                 out.push_str(&format!(
-                    "{}  {}  {}({})  {}  {}  {}  {}  {}\n    {}\n",
-                    h["id"],
+                    "{}  {}  {}  {}({})  {}  {}  {}  {}  {}\n    {}\n",
+                    id,
+                    text(&h, "node"),
                     h["waiting"].as_u64().unwrap_or(1),
                     text(&h, "user"),
                     h["uid"],
@@ -488,7 +497,8 @@ pub fn journal(
             out.flush()?;
             Ok(String::new())
         }
-        J::Verify => {
+        J::Verify { fleet: true } => fleet_verify(cfg),
+        J::Verify { fleet: false } => {
             let v = journal_query(cfg, offline, &["verify".to_string()], "")?;
             let records = v["records"].as_u64().unwrap_or(0);
             let pruned = v["checkpoint"]["pruned"].as_u64().unwrap_or(0);
@@ -656,5 +666,46 @@ pub fn status(cfg: &Config) -> Result<String, AppError> {
             v["error"].as_str().unwrap_or("unhealthy")
         ))
         .into()),
+    }
+}
+
+/// `gateway journal verify --fleet`: every node's chain from the bus ([`crate::fleet::verify`]).
+fn fleet_verify(cfg: &Config) -> Result<String, AppError> {
+    let Some(fleet) = &cfg.fleet else {
+        return Err(AppError::Usage(
+            "`journal verify --fleet` reads the fleet bus: this config has no [fleet] section"
+                .into(),
+        ));
+    };
+    let node = fleet.node_name();
+    // This node's own public key (pinned for its own records) and, when readable, its journal
+    // key (its records' keyed hashes are checked too).
+    let own_key = std::fs::metadata(cfg.state_dir.join(crate::fleet::sign::KEY_FILE))
+        .ok()
+        .and_then(|_| crate::fleet::sign::NodeKey::load_or_create(&cfg.state_dir).ok())
+        .map(|k| k.public());
+    let seal = crate::journal::seal::Seal::load(
+        &cfg.journal.key_file(&cfg.state_dir),
+        &cfg.journal.head_file(&cfg.state_dir),
+    )
+    .ok();
+    let own = own_key.map(|k| (node, k, seal));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let v = rt
+        .block_on(crate::fleet::verify::run(fleet, own))
+        .map_err(|e| AppError::Usage(e.to_string()))?;
+    let text = crate::fleet::verify::render(&v);
+    if v.ok() {
+        Ok(format!(
+            "fleet journal verified: {} records of {} nodes on the bus\n{text}",
+            v.messages,
+            v.nodes.len()
+        ))
+    } else {
+        Err(AppError::Usage(format!(
+            "fleet journal chain BROKEN\n{text}"
+        )))
     }
 }

@@ -9,6 +9,7 @@ pub mod bedrock;
 pub mod browser;
 pub mod dns;
 pub mod fake;
+pub mod fleet;
 pub mod mediation;
 pub mod netns;
 pub mod oidc;

@@ -25,7 +25,10 @@ use serde_json::{Value, json};
 use tokio::net::UnixListener;
 use tracing::{info, warn};
 
-use crate::hold::{Action, Decision, HoldConfig, HoldError, Holds, Principal, authorize};
+use crate::{
+    fleet::{Fleet, IdToken, Proof, Verdict},
+    hold::{Action, HoldConfig, Principal, authorize},
+};
 
 pub mod https;
 
@@ -61,7 +64,9 @@ pub enum AdminError {
 }
 
 pub struct Admin {
-    pub holds: Arc<Holds>,
+    /// This node's holds and, with `[fleet]`, every node's ([`crate::fleet`]): listed and
+    /// decided through it.
+    pub fleet: Arc<Fleet>,
     /// `hold.approvers` and `hold.self_approval`, for [`authorize`].
     pub hold: HoldConfig,
     /// Verifies bearer ID tokens; `None` without `[oidc]` (a bearer token is then refused).
@@ -212,21 +217,27 @@ pub async fn handle(
         Err(r) => return r,
     };
     // Holds on this registry are this node's own.
-    let who = match authorize(&admin.hold, &p, Action::List, true) {
-        Ok(who) => who,
-        Err(e) => {
-            warn!(principal = %p.label(), error = %e, "admin request refused");
-            return reply(StatusCode::FORBIDDEN, json!({"error": e.to_string()}));
-        }
-    };
+    if let Err(e) = authorize(&admin.hold, &p, Action::List, true) {
+        warn!(principal = %p.label(), error = %e, "admin request refused");
+        return reply(StatusCode::FORBIDDEN, json!({"error": e.to_string()}));
+    }
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (method, segs.as_slice()) {
-        (Method::GET, ["v1", "approvals"]) => {
-            reply(StatusCode::OK, json!({"holds": admin.holds.list()}))
-        }
+        (Method::GET, ["v1", "approvals"]) => reply(
+            StatusCode::OK,
+            json!({"holds": admin.fleet.pending_json(), "node": admin.fleet.node()}),
+        ),
         (Method::POST, ["v1", "approvals", id, verb @ ("approve" | "deny")]) => {
-            let Ok(id) = id.parse::<u64>() else {
-                return reply(StatusCode::BAD_REQUEST, json!({"error": "bad hold id"}));
+            // NODE:ID (or a number: this node's); decided here or by the holding node.
+            let id = id.to_string();
+            let verdict = if *verb == "approve" {
+                Verdict::Approve
+            } else {
+                Verdict::Deny
+            };
+            let proof = Proof {
+                principal: p,
+                token: bearer(&req).map(|t| IdToken(t.to_string())),
             };
             let body = req
                 .into_body()
@@ -237,41 +248,15 @@ pub async fn handle(
             let reason = serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|v| v["reason"].as_str().map(String::from));
-            let d = if *verb == "approve" {
-                Decision::Approved {
-                    by: who.clone(),
-                    reason,
-                }
-            } else {
-                Decision::Denied {
-                    by: who.clone(),
-                    reason,
-                }
-            };
-            let approve = *verb == "approve";
-            let check = |info: &crate::hold::HoldInfo| {
-                let action = if approve {
-                    Action::Approve(info)
-                } else {
-                    Action::Deny(info)
-                };
-                authorize(&admin.hold, &p, action, true)
-                    .map(|_| ())
-                    .map_err(HoldError::from)
-            };
-            match admin.holds.decide(id, d, check) {
-                Ok(info) => {
-                    info!(hold = id, by = %who, decision = verb, "hold decided");
-                    reply(
-                        StatusCode::OK,
-                        json!({"decided": verb, "by": who, "hold": info}),
-                    )
-                }
-                Err(e @ HoldError::Denied(_)) => {
-                    warn!(hold = id, by = %who, error = %e, "decision refused");
-                    reply(StatusCode::FORBIDDEN, json!({"error": e.to_string()}))
-                }
-                Err(e) => reply(StatusCode::NOT_FOUND, json!({"error": e.to_string()})),
+            match admin.fleet.decide(&id, verdict, reason, proof).await {
+                Ok(d) => reply(
+                    StatusCode::OK,
+                    json!({"decided": verb, "by": d.by, "fleet_id": d.fleet_id, "node": d.node, "hold": d.hold}),
+                ),
+                Err(e) => reply(
+                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN),
+                    json!({"error": e.to_string()}),
+                ),
             }
         }
         (Method::GET, ["v1", "journal", rest @ ..]) => {

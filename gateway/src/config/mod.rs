@@ -60,6 +60,12 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     pub kubernetes: crate::redirect::pods::KubernetesConfig,
     pub limits: Limits,
+    /// `[fleet]`: the NATS JetStream bus joining this node to the others (issue I); absent: a
+    /// single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::FleetConfig>,
+    /// Named sets of workloads (`match.workload_group` in rules; journaled with the caller).
+    pub groups: crate::redirect::identity::groups::GroupsConfig,
     /// The identity provider approvers sign in with; absent: OIDC is off.
     pub oidc: Option<crate::oidc::OidcConfig>,
     /// The admin API over HTTPS (issue I; the Unix socket is always there).
@@ -88,6 +94,8 @@ impl Default for Config {
             metrics: Default::default(),
             kubernetes: Default::default(),
             limits: Limits::default(),
+            fleet: None,
+            groups: Default::default(),
             oidc: None,
             admin: Default::default(),
             web: Default::default(),
@@ -500,6 +508,21 @@ impl Config {
             }
         }
         self.hold.validate().map_err(|(k, r)| bad(k, r))?;
+        if let Some(f) = &self.fleet {
+            f.validate().map_err(|(k, r)| bad(k, r))?;
+        }
+        let groups = crate::redirect::identity::groups::WorkloadGroups::new(&self.groups)
+            .map_err(|(k, r)| bad(k, r))?;
+        for (i, r) in self.rules.iter().enumerate() {
+            if let Some(g) = r.who.as_ref().and_then(|w| w.workload_group.as_ref())
+                && !groups.is_defined(g)
+            {
+                return Err(bad(
+                    format!("rule[{i}] ({}).match.workload_group", r.name),
+                    format!("`{g}` is not a group defined in [groups]"),
+                ));
+            }
+        }
         if let Some(o) = &self.oidc {
             o.validate().map_err(|(k, r)| bad(k, r))?;
         } else if let Some(i) = self.hold.approvers.iter().position(|a| {

@@ -192,3 +192,44 @@ fn the_shared_vm_example_parses_with_team_keys_and_a_contractor_hold() {
     let s = crate::policy::scan::Scanner::new(&[everyone], &c.policy).unwrap();
     assert_eq!(s.find(prompt, 0, ctx).len(), 1);
 }
+
+#[test]
+fn oidc_approvers_groups_and_workload_groups_are_validated() {
+    let oidc = "[oidc]\nissuer = \"https://idp.example\"\nclient_id = \"gw\"\n";
+    // @oidc: approvers need [oidc]; unknown prefixes are refused.
+    let e = err("[hold]\napprovers = [\"@oidc:llm-approvers\"]\n");
+    assert!(
+        e.contains("hold.approvers[0]") && e.contains("[oidc]"),
+        "{e}"
+    );
+    let e = err(&format!("{oidc}[hold]\napprovers = [\"saml:x\"]\n"));
+    assert!(
+        e.contains("hold.approvers[0]") && e.contains("unknown kind"),
+        "{e}"
+    );
+    let c = Config::parse(
+        &format!(
+            "{oidc}[hold]\napprovers = [\"@oidc:llm-approvers\", \"oidc:sub:00u1\", \"root\"]\n"
+        ),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.oidc.unwrap().audience(), "gw");
+    let e = err("[oidc]\nissuer = \"http://idp.example\"\nclient_id = \"gw\"\n");
+    assert!(e.contains("oidc.issuer") && e.contains("https"), "{e}");
+    // A rule's workload group must be defined in [groups].
+    let rule = "[[rule]]\nname = \"r\"\npattern = \"X-[0-9]{4}\"\naction = \"block\"\nmatch.workload_group = \"ci\"\n";
+    let e = err(rule);
+    assert!(
+        e.contains("match.workload_group") && e.contains("ci"),
+        "{e}"
+    );
+    let c = Config::parse(
+        &format!("[groups]\nci = [\"unit:ci@*.service\"]\n{rule}"),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.groups["ci"], vec!["unit:ci@*.service"]);
+    let e = err("[groups]\nci = [\"unknown:x\"]\n");
+    assert!(e.contains("groups.ci[0]"), "{e}");
+}

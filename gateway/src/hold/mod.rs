@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use principal::{Action, Approver, Denied, Principal, authorize};
 pub use printable::printable;
-pub use registry::{Admission, Decision, HoldError, Holds, Outcome, Waiting};
+pub use registry::{Admission, Decision, HoldError, HoldEvent, Holds, Outcome, Waiting};
 
 use crate::{
     policy::{Policy, scan::Direction},
@@ -236,6 +236,11 @@ pub struct HoldInfo {
     pub user: Option<String>,
     pub comm: String,
     pub cgroup: Option<String>,
+    /// The requester's systemd unit, and its Kubernetes pod (`NAMESPACE/NAME`, or its UID).
+    #[serde(default)]
+    pub unit: Option<String>,
+    #[serde(default)]
+    pub pod: Option<String>,
     pub provider: String,
     pub endpoint: String,
     pub model: Option<String>,

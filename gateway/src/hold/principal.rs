@@ -227,6 +227,8 @@ mod tests {
             user: Some(user.into()),
             comm: "curl".into(),
             cgroup: None,
+            unit: None,
+            pod: None,
             provider: "openai".into(),
             endpoint: "/v1/chat/completions".into(),
             model: None,

@@ -17,9 +17,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::{HoldConfig, HoldInfo, Request, digest::Key, ids, now, printable::printable};
+
+/// What happens to holds, for whoever publishes them (the fleet bus): a new hold, a decided
+/// one, one gone without a decision (timed out, or withdrawn by its last client).
+#[derive(Debug, Clone)]
+pub enum HoldEvent {
+    Opened(HoldInfo),
+    Decided(HoldInfo, Decision),
+    Gone(HoldInfo),
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -83,6 +92,7 @@ pub struct Holds {
     max_pending: usize,
     max_bytes: u64,
     approval_ttl: Duration,
+    events: broadcast::Sender<HoldEvent>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -119,8 +129,8 @@ impl Drop for Waiting {
         let last = p.info.waiting == 0;
         st.bytes -= self.bytes;
         st.waiting -= 1;
-        if last {
-            st.remove(self.id);
+        if last && let Some(p) = st.remove(self.id) {
+            let _ = self.holds.events.send(HoldEvent::Gone(p.info));
         }
     }
 }
@@ -173,7 +183,14 @@ impl Holds {
             max_pending: cfg.max_pending,
             max_bytes: cfg.max_bytes,
             approval_ttl: cfg.approval_ttl,
+            events: broadcast::channel(1024).0,
         }
+    }
+
+    /// Every hold opened, decided or gone from now on (a receiver that lags behind loses
+    /// events: it should take [`Self::list`] again).
+    pub fn events(&self) -> broadcast::Receiver<HoldEvent> {
+        self.events.subscribe()
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -264,6 +281,11 @@ impl Holds {
             user: id.user.as_deref().map(text),
             comm: text(&id.comm),
             cgroup: id.cgroup.as_deref().map(text),
+            unit: id.unit.as_deref().map(text),
+            pod: match (&id.pod_namespace, &id.pod_name) {
+                (Some(ns), Some(n)) => Some(text(&format!("{ns}/{n}"))),
+                _ => id.pod_uid.as_deref().map(text),
+            },
             provider: text(req.provider),
             endpoint: text(req.endpoint),
             model: req.model.as_deref().map(text),
@@ -289,6 +311,7 @@ impl Holds {
             },
         );
         drop(st);
+        let _ = self.events.send(HoldEvent::Opened(info.clone()));
         Ok(Admission::Held {
             info,
             waiting: Waiting {
@@ -337,6 +360,9 @@ impl Holds {
             );
         }
         drop(st);
+        let _ = self
+            .events
+            .send(HoldEvent::Decided(p.info.clone(), d.clone()));
         // The requesters may have just gone: then the decision has nobody to tell.
         p.tx.send(Some(d)).map_err(|_| HoldError::Unknown(id))?;
         Ok(p.info)

@@ -12,6 +12,7 @@
 //! ([`Journal::ready`]) new requests are refused before anything is sent.
 
 pub mod body;
+pub mod cursor;
 pub mod query;
 pub mod seal;
 pub mod store;
@@ -147,6 +148,9 @@ pub struct Who {
     pub pod_namespace: Option<String>,
     pub pod_name: Option<String>,
     pub container_id: Option<String>,
+    /// The `[groups]` the workload is in (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 impl From<&Identity> for Who {
@@ -163,6 +167,7 @@ impl From<&Identity> for Who {
             pod_namespace: i.pod_namespace.clone(),
             pod_name: i.pod_name.clone(),
             container_id: i.container_id.clone(),
+            groups: i.groups.clone(),
         }
     }
 }
@@ -283,6 +288,9 @@ pub struct Journal {
     pub store: Arc<Store>,
     tx: mpsc::Sender<Msg>,
     health: Arc<Health>,
+    /// The last durable record's id, published after each group commit (consumers of a
+    /// [`cursor::Cursor`] wait on it and read no further).
+    head: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -381,7 +389,9 @@ impl Journal {
         let (tx, rx) = mpsc::channel();
         let writer = store.clone();
         let health = Arc::new(Health::default());
+        let head = Arc::new(tokio::sync::watch::Sender::new(store.head()?.0));
         let w = Writer {
+            head: head.clone(),
             delay: cfg.write_delay,
             retention: cfg.retention,
             fault: cfg.fail_writes_while.clone(),
@@ -396,7 +406,14 @@ impl Journal {
             store,
             tx,
             health,
+            head,
         })
+    }
+
+    /// The last durable record's id, and every later one as the writer commits it: a consumer
+    /// outside the data path ([`cursor`]) waits on this instead of polling the store.
+    pub fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.head.subscribe()
     }
 
     /// Can an exchange be recorded? `Err` says why not: the last write failed (the store is
@@ -446,6 +463,7 @@ fn prune(store: &Store, retention: Duration) {
 }
 
 struct Writer {
+    head: Arc<tokio::sync::watch::Sender<u64>>,
     delay: Duration,
     retention: Option<Duration>,
     fault: Option<PathBuf>,
@@ -554,6 +572,7 @@ impl Writer {
             if result.is_err() {
                 continue;
             }
+            self.head.send_replace(last_id);
             // The records are durable (and their exchanges told); now the head outside the
             // journal, so that removing records from the end, or putting an older copy back,
             // fails `verify`. A head that cannot be written is a journal that cannot vouch for

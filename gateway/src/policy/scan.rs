@@ -122,6 +122,8 @@ pub struct Who {
     /// cgroup path prefix, as in the logs (relative to the cgroup v2 root).
     pub cgroup: Option<String>,
     pub pod_uid: Option<String>,
+    /// A `[groups]` name: the workload is in that group.
+    pub workload_group: Option<String>,
 }
 
 impl Who {
@@ -135,6 +137,10 @@ impl Who {
         }
         .matches(id)
             && self.group.as_ref().is_none_or(|g| in_group(g, id))
+            && self
+                .workload_group
+                .as_ref()
+                .is_none_or(|g| id.groups.iter().any(|have| have == g))
     }
 }
 

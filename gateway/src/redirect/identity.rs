@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::origdst::ConnRecord;
 
+pub mod groups;
 mod place;
 
 pub use place::CgroupOwner;
@@ -37,6 +38,9 @@ pub struct Identity {
     pub pod_namespace: Option<String>,
     pub pod_name: Option<String>,
     pub container_id: Option<String>,
+    /// The `[groups]` it is in ([`groups::WorkloadGroups::of`]), decided when it is resolved.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 impl Identity {
@@ -99,6 +103,7 @@ pub struct IdentityResolver {
     /// The identity root's components below the mount; `None` when it is not below it.
     identity_root: Option<Vec<String>>,
     pods: Option<Arc<super::pods::PodNames>>,
+    groups: Arc<groups::WorkloadGroups>,
     users: Mutex<HashMap<u32, Option<String>>>,
     /// By cgroup id; `None`: the id was not found in the tree (a cgroup id is never reused).
     cgroups: Mutex<HashMap<u64, Option<Arc<Cgroup>>>>,
@@ -146,6 +151,7 @@ impl IdentityResolver {
             cgroup_root,
             identity_root: below,
             pods: None,
+            groups: Default::default(),
             users: Mutex::new(HashMap::new()),
             cgroups: Mutex::new(HashMap::new()),
         }
@@ -154,6 +160,12 @@ impl IdentityResolver {
     /// Names for pod UIDs (the Kubernetes API), when configured.
     pub fn with_pod_names(mut self, pods: Option<Arc<super::pods::PodNames>>) -> Self {
         self.pods = pods;
+        self
+    }
+
+    /// The `[groups]` every resolved identity is matched against.
+    pub fn with_groups(mut self, groups: Arc<groups::WorkloadGroups>) -> Self {
+        self.groups = groups;
         self
     }
 
@@ -191,7 +203,7 @@ impl IdentityResolver {
             .pod_uid
             .as_deref()
             .and_then(|u| self.pods.as_ref()?.get(u));
-        Identity {
+        let mut id = Identity {
             user,
             cgroup: cg.map(|c| c.path.clone()),
             unit: owner.unit,
@@ -201,7 +213,9 @@ impl IdentityResolver {
             pod_name: named.map(|n| n.1),
             container_id: owner.container_id,
             ..Identity::of_record(rec)
-        }
+        };
+        id.groups = self.groups.of(&id);
+        id
     }
 
     fn cached_user(&self, uid: u32) -> Option<Option<String>> {

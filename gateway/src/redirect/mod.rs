@@ -44,6 +44,8 @@ pub enum RedirectError {
     MissingMap(&'static str),
     #[error("DNS resolver: {0}")]
     Dns(String),
+    #[error("[groups]: {0}")]
+    Groups(String),
 }
 
 /// An error and its sources on one line (aya's errors keep the errno in `source()`).
@@ -184,7 +186,11 @@ impl Redirect {
                     Some(cg_root.clone()),
                     cfg.redirect.identity_root.clone().unwrap_or(cg_root),
                 )
-                .with_pod_names(pods::start(&cfg.kubernetes)),
+                .with_pod_names(pods::start(&cfg.kubernetes))
+                .with_groups(Arc::new(
+                    identity::groups::WorkloadGroups::new(&cfg.groups)
+                        .map_err(|(k, r)| RedirectError::Groups(format!("`{k}`: {r}")))?,
+                )),
             ),
             mode: attached.mode,
             cgroup,

@@ -1,106 +1,92 @@
-//! What the page lists and decides: the pending holds and the decisions on them.
+//! What the page lists and decides: the fleet's pending holds ([`crate::fleet::Fleet`]: this
+//! node's alone without `[fleet]`) and the decisions on them.
 //!
-//! Single node for now (the local [`Holds`]); with a fleet, every node's holds through
-//! `crate::fleet::Fleet` (same calls). Every listing and decision is authorized by the one
-//! [`authorize`] (a decision: with the hold in hand, so self-approval is refused too).
+//! Listing is authorized by the one [`authorize`]; a decision goes through
+//! [`Fleet::decide`], which authorizes it with the hold in hand (self-approval included): on
+//! this node with the signed-in principal, on another node with the approver's ID token as
+//! proof, verified by the holding node itself.
 
 use std::sync::Arc;
 
 use super::page::Row;
-use crate::hold::{Action, Decision, HoldConfig, HoldError, Holds, Principal, authorize};
+use crate::{
+    fleet::{Fleet, FleetError, IdToken, Proof, Verdict},
+    hold::{Action, Principal, authorize},
+};
 
 pub struct Approvals {
-    pub holds: Arc<Holds>,
-    pub hold: HoldConfig,
-    /// This node's name (shown with each hold).
-    pub node: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Approve,
-    Deny,
+    pub fleet: Arc<Fleet>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecideError {
     #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    Gone(String),
-    #[error("{0}")]
-    BadId(String),
+    Fleet(#[from] FleetError),
+}
+
+impl DecideError {
+    pub fn status(&self) -> u16 {
+        match self {
+            DecideError::Fleet(e) => e.status(),
+        }
+    }
 }
 
 impl Approvals {
     /// The holds `who` may see; refused when they may not list at all.
     pub fn pending(&self, who: &Principal) -> Result<Vec<Row>, String> {
-        authorize(&self.hold, who, Action::List, true).map_err(|e| e.to_string())?;
-        let now = crate::hold::now();
+        let cfg = self.fleet.hold_cfg();
+        authorize(cfg, who, Action::List, true).map_err(|e| e.to_string())?;
+        let here = self.fleet.node().to_string();
         Ok(self
-            .holds
-            .list()
+            .fleet
+            .pending()
             .into_iter()
-            .map(|h| Row {
-                id: h.id.to_string(),
-                node: self.node.clone(),
-                user: h.user,
-                uid: Some(h.uid),
-                unit: None,
-                pod: None,
-                cgroup: h.cgroup,
-                comm: h.comm,
-                provider: h.provider,
-                endpoint: h.endpoint,
-                model: h.model,
-                rule: h.reason,
-                excerpt: h.excerpt,
-                waited: now.saturating_sub(h.created),
-                left: h.expires.saturating_sub(now),
-                waiting: h.waiting,
+            .filter(|h| authorize(cfg, who, Action::List, h.node == here).is_ok())
+            .map(|f| {
+                let waited = f.waited_secs();
+                let h = f.hold;
+                Row {
+                    id: if self.fleet.is_fleet() {
+                        f.fleet_id
+                    } else {
+                        h.id.to_string()
+                    },
+                    node: f.node,
+                    user: h.user,
+                    uid: Some(h.uid),
+                    unit: h.unit,
+                    pod: h.pod,
+                    cgroup: h.cgroup,
+                    comm: h.comm,
+                    provider: h.provider,
+                    endpoint: h.endpoint,
+                    model: h.model,
+                    rule: h.reason,
+                    excerpt: h.excerpt,
+                    waited,
+                    left: h.expires.saturating_sub(crate::hold::now()),
+                    waiting: h.waiting,
+                }
             })
             .collect())
     }
 
-    /// Decide hold `id` as `who`; returns who the decision names.
-    pub fn decide(
+    /// Decide hold `id` (as listed) as `who`, whose ID token is `token`; who the decision
+    /// names.
+    pub async fn decide(
         &self,
         id: &str,
         verdict: Verdict,
         reason: Option<String>,
         who: &Principal,
+        token: &str,
     ) -> Result<String, DecideError> {
-        let n: u64 = id
-            .parse()
-            .map_err(|_| DecideError::BadId(format!("`{id}` is not a hold id")))?;
-        let by = authorize(&self.hold, who, Action::List, true)
-            .map_err(|e| DecideError::Forbidden(e.to_string()))?;
-        let approve = verdict == Verdict::Approve;
-        let d = if approve {
-            Decision::Approved {
-                by: by.clone(),
-                reason,
-            }
-        } else {
-            Decision::Denied {
-                by: by.clone(),
-                reason,
-            }
+        let proof = Proof {
+            principal: who.clone(),
+            token: Some(IdToken(token.to_string())),
         };
-        let check = |info: &crate::hold::HoldInfo| {
-            let action = if approve {
-                Action::Approve(info)
-            } else {
-                Action::Deny(info)
-            };
-            authorize(&self.hold, who, action, true)
-                .map(|_| ())
-                .map_err(HoldError::from)
-        };
-        match self.holds.decide(n, d, check) {
-            Ok(_) => Ok(by),
-            Err(e @ HoldError::Denied(_)) => Err(DecideError::Forbidden(e.to_string())),
-            Err(e) => Err(DecideError::Gone(e.to_string())),
-        }
+        let d = self.fleet.decide(id, verdict, reason, proof).await?;
+        Ok(d.by)
     }
 }

@@ -80,14 +80,8 @@ pub async fn start(
         crate::oidc::Verifier::new(&page_oidc, Some(cfg.redirect.bypass_mark))
             .map_err(|e| WebError::Oidc(e.to_string()))?,
     );
-    let node = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into());
     let approvals = approvals::Approvals {
-        holds: admin.holds.clone(),
-        hold: admin.hold.clone(),
-        node,
+        fleet: admin.fleet.clone(),
     };
     let web = Arc::new(routes::Web::new(cfg.web.clone(), verifier, approvals)?);
     serve(web, ca).await

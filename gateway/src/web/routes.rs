@@ -26,12 +26,13 @@ use tracing::{info, warn};
 
 use super::{
     WebConfig,
-    approvals::{Approvals, DecideError, Verdict},
+    approvals::Approvals,
     page,
     session::{self, LOGIN_COOKIE, LOGIN_TTL, Login, SESSION_COOKIE, Store},
     signin::{self, WebClient},
 };
 use crate::{
+    fleet::Verdict,
     hold::Principal,
     oidc::{Verifier, http::form_decode},
 };
@@ -271,7 +272,9 @@ impl Web {
             );
         }
         let name = principal.label();
-        let (id, _) = self.sessions.open(principal, Duration::from_secs(ttl));
+        let (id, _) = self
+            .sessions
+            .open(principal, token, Duration::from_secs(ttl));
         info!(who = %name, %peer, expires_in = ttl, "approver signed in to the approval page");
         let mut r = html(StatusCode::OK, page::signed_in(&name));
         clear_cookie(&mut r, LOGIN_COOKIE);
@@ -347,7 +350,8 @@ impl Web {
             .filter(|r| !r.trim().is_empty());
         match self
             .approvals
-            .decide(hold, verdict, reason.clone(), &s.principal)
+            .decide(hold, verdict, reason.clone(), &s.principal, &s.id_token)
+            .await
         {
             Ok(by) => {
                 let verb = if verdict == Verdict::Approve {
@@ -364,11 +368,7 @@ impl Web {
                 r
             }
             Err(e) => {
-                let status = match e {
-                    DecideError::Forbidden(_) => StatusCode::FORBIDDEN,
-                    DecideError::Gone(_) => StatusCode::NOT_FOUND,
-                    DecideError::BadId(_) => StatusCode::BAD_REQUEST,
-                };
+                let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN);
                 warn!(hold, who = %name, reason = %e, "approval page decision refused");
                 html(
                     status,

@@ -35,6 +35,10 @@ pub struct Login {
 #[derive(Clone)]
 pub struct Session {
     pub principal: Principal,
+    /// The verified ID token the session was made from: the proof a decision for another
+    /// node's hold carries (that node verifies it itself). Kept in memory only, never shown
+    /// or logged.
+    pub id_token: String,
     /// The per-session anti-CSRF token every form carries.
     pub csrf: String,
     pub until: Instant,
@@ -84,10 +88,11 @@ impl Store {
     }
 
     /// A new session; its id goes in the session cookie.
-    pub fn open(&self, principal: Principal, ttl: Duration) -> (String, Session) {
+    pub fn open(&self, principal: Principal, id_token: String, ttl: Duration) -> (String, Session) {
         let id = super::signin::random_token();
         let s = Session {
             principal,
+            id_token,
             csrf: super::signin::random_token(),
             until: Instant::now() + ttl,
             notice: None,
@@ -183,14 +188,14 @@ mod tests {
     #[test]
     fn sessions_have_their_own_csrf_token_and_end_at_close_or_expiry() {
         let s = Store::default();
-        let (a, sa) = s.open(alice(), Duration::from_secs(60));
-        let (b, sb) = s.open(alice(), Duration::from_secs(60));
+        let (a, sa) = s.open(alice(), "tok".into(), Duration::from_secs(60));
+        let (b, sb) = s.open(alice(), "tok".into(), Duration::from_secs(60));
         assert_ne!(a, b);
         assert_ne!(sa.csrf, sb.csrf);
         assert!(s.get(&a).is_some());
         s.close(&a);
         assert!(s.get(&a).is_none());
-        let (c, _) = s.open(alice(), Duration::ZERO);
+        let (c, _) = s.open(alice(), "tok".into(), Duration::ZERO);
         assert!(s.get(&c).is_none(), "expired with its token");
     }
 
