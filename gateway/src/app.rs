@@ -41,6 +41,8 @@ pub enum AppError {
     #[error(transparent)]
     Admin(#[from] AdminError),
     #[error(transparent)]
+    Web(#[from] crate::web::WebError),
+    #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
@@ -105,16 +107,15 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         .await
         .map_err(|e| AppError::Usage(e.to_string()))?;
     }
-    crate::admin::serve(
-        crate::admin::socket_path(&cfg.state_dir),
-        Arc::new(Admin {
-            fleet: fleet.clone(),
-            hold: cfg.hold.clone(),
-            verifier: verifier.clone(),
-            journal: interception.journal.clone(),
-        }),
-    )
-    .await?;
+    let admin = Arc::new(Admin {
+        fleet: fleet.clone(),
+        hold: cfg.hold.clone(),
+        verifier: verifier.clone(),
+        journal: interception.journal.clone(),
+    });
+    crate::admin::serve(crate::admin::socket_path(&cfg.state_dir), admin.clone()).await?;
+    // The HTTPS admin API and the approval page, when configured (issue I).
+    crate::web::start(&cfg, admin, interception.terminator.ca.clone()).await?;
     crate::metrics::serve(&cfg.metrics).await?;
     if let Some(j) = &interception.journal {
         crate::export::start(&cfg.exports, j, &crate::export::node_name())?;

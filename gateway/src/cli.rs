@@ -170,7 +170,12 @@ pub enum ApprovalsCommand {
     },
     /// Let a held request go to the provider. ID: as `approvals list` shows it (`NODE:N` with
     /// a fleet; a bare number is a hold on this node).
-    Approve { id: String },
+    Approve {
+        id: String,
+        /// Journaled with the approval.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Refuse a held request; the client gets a provider-shaped 403 with the reason.
     Deny {
         id: String,

@@ -186,13 +186,17 @@ pub fn keys_rm(cfg: &Config, name: &str) -> Result<String, AppError> {
 pub fn approvals(cfg: &Config, cmd: &crate::cli::ApprovalsCommand) -> Result<String, AppError> {
     use crate::cli::ApprovalsCommand as A;
     let socket = crate::admin::socket_path(&cfg.state_dir);
-    if let A::Approve { id } | A::Deny { id, .. } = cmd {
+    if let A::Approve { id, .. } | A::Deny { id, .. } = cmd {
         // Checked here so that nothing but NODE:N or N reaches the socket's URL.
         crate::fleet::FleetId::parse(id, "local").map_err(|e| AppError::Usage(e.to_string()))?;
     }
     let (method, target, body) = match cmd {
         A::List { .. } => ("GET", "/v1/approvals".to_string(), None),
-        A::Approve { id } => ("POST", format!("/v1/approvals/{id}/approve"), None),
+        A::Approve { id, reason } => (
+            "POST",
+            format!("/v1/approvals/{id}/approve"),
+            Some(serde_json::json!({ "reason": reason })),
+        ),
         A::Deny { id, reason } => (
             "POST",
             format!("/v1/approvals/{id}/deny"),
@@ -244,7 +248,7 @@ pub fn approvals(cfg: &Config, cmd: &crate::cli::ApprovalsCommand) -> Result<Str
             }
             out.trim_end().to_string()
         }
-        A::Approve { id } => format!("hold {id} approved"),
+        A::Approve { id, .. } => format!("hold {id} approved"),
         A::Deny { id, .. } => format!("hold {id} denied"),
     })
 }

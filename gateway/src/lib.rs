@@ -32,5 +32,6 @@ pub mod tls;
 pub mod trust;
 pub mod upstream;
 pub mod vault;
+pub mod web;
 pub mod websocket;
 pub mod workers;

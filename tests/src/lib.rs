@@ -6,6 +6,7 @@
 
 pub mod adversarial;
 pub mod bedrock;
+pub mod browser;
 pub mod dns;
 pub mod fake;
 pub mod fleetca;

@@ -30,6 +30,8 @@ use crate::{
     hold::{Action, HoldConfig, Principal, authorize},
 };
 
+pub mod https;
+
 pub const SOCKET: &str = "admin.sock";
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
@@ -54,6 +56,11 @@ pub enum AdminError {
     Protocol { path: PathBuf, reason: String },
     #[error("{0}")]
     Refused(String),
+    #[error("admin API over HTTPS on {addr}: {reason}")]
+    Https {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
 }
 
 pub struct Admin {

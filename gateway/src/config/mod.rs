@@ -73,6 +73,10 @@ pub struct Config {
     /// `[[export]]`: the journal's records to syslog, Splunk HEC, OTLP ([`crate::export`]).
     #[serde(rename = "export")]
     pub exports: Vec<crate::export::ExportConfig>,
+    /// The admin API over HTTPS (issue I; the Unix socket is always there).
+    pub admin: crate::admin::https::AdminConfig,
+    /// The approval web page (issue I).
+    pub web: crate::web::WebConfig,
 }
 
 impl Default for Config {
@@ -100,6 +104,8 @@ impl Default for Config {
             groups: Default::default(),
             oidc: None,
             exports: Vec::new(),
+            admin: Default::default(),
+            web: Default::default(),
         }
     }
 }
@@ -432,6 +438,12 @@ impl Config {
                 "must not exceed dns.max_ttl".into(),
             ));
         }
+        // Both listeners accept only identities of the [oidc] issuer.
+        let oidc = self.oidc.is_some();
+        self.admin
+            .validate(oidc)
+            .and_then(|()| self.web.validate(oidc))
+            .map_err(|(k, r)| bad(k, r))?;
         if self.dns.retry.is_zero() {
             return Err(bad("dns.retry".into(), "must be greater than zero".into()));
         }

@@ -321,7 +321,10 @@ impl Fleet {
         let fid = FleetId::new(&self.node, hold);
         let by = principal.label();
         let d = match verdict {
-            Verdict::Approve => Decision::Approved { by: by.clone() },
+            Verdict::Approve => Decision::Approved {
+                by: by.clone(),
+                reason,
+            },
             Verdict::Deny => Decision::Denied {
                 by: by.clone(),
                 reason,

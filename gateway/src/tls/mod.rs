@@ -7,6 +7,7 @@ pub mod ca;
 pub mod fleet_ca;
 pub mod issuing;
 pub mod leaf;
+pub mod listener;
 
 use std::{
     io,
