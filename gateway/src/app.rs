@@ -115,10 +115,15 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     });
     crate::admin::serve(crate::admin::socket_path(&cfg.state_dir), admin.clone()).await?;
     // The HTTPS admin API and the approval page, when configured (issue I).
-    crate::web::start(&cfg, admin, interception.terminator.ca.clone()).await?;
+    crate::web::start(&cfg, admin, interception.terminator.issuing.clone()).await?;
     crate::metrics::serve(&cfg.metrics).await?;
     if let Some(j) = &interception.journal {
-        crate::export::start(&cfg.exports, j, &crate::export::node_name())?;
+        // Events name the node as the fleet does (`[fleet] node`), else by its host name.
+        let node = cfg
+            .fleet
+            .as_ref()
+            .map_or_else(crate::export::node_name, |f| f.node_name());
+        crate::export::start(&cfg.exports, j, &node)?;
     }
 
     // Listen before attaching, so the first redirected connect finds the proxy.

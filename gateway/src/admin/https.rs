@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use super::{Admin, AdminBody, AdminError};
-use crate::tls::ca::Ca;
+use crate::tls::issuing::IssuingHandle;
 
 /// `[admin]` in the config.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -86,7 +86,7 @@ pub fn check_names(key: &str, names: &[String]) -> Result<(), (String, String)> 
 pub async fn serve(
     addr: SocketAddr,
     names: Vec<String>,
-    ca: Arc<Ca>,
+    ca: IssuingHandle,
     admin: Arc<Admin>,
 ) -> Result<(), AdminError> {
     let bad = |e: String| AdminError::Https { addr, reason: e };

@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
-use super::{TlsError, ca::Ca};
+use super::{TlsError, issuing::IssuingHandle};
 
 /// Mint the listener certificate again after this long (it lives seven days).
 const REFRESH: Duration = Duration::from_secs(24 * 3600);
@@ -42,11 +42,14 @@ const MAX_CONNECTIONS: usize = 256;
 
 /// The certificate of one listener: minted for its names, re-minted daily.
 pub struct ListenerCert {
-    ca: Arc<Ca>,
+    /// Who signs it: the node's CA, or its current fleet intermediate (the certificate is
+    /// minted again when that changes, and never outlives it).
+    issuing: IssuingHandle,
     names: Vec<String>,
     key: KeyPair,
     signing: Arc<dyn SigningKey>,
-    current: Mutex<(Arc<CertifiedKey>, Instant)>,
+    /// The certificate, when it was minted, and the issuing generation that signed it.
+    current: Mutex<(Arc<CertifiedKey>, Instant, u64)>,
 }
 
 impl std::fmt::Debug for ListenerCert {
@@ -59,7 +62,7 @@ impl std::fmt::Debug for ListenerCert {
 }
 
 impl ListenerCert {
-    pub fn new(ca: Arc<Ca>, names: &[String]) -> Result<Self, TlsError> {
+    pub fn new(issuing: IssuingHandle, names: &[String]) -> Result<Self, TlsError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
             .map_err(|e| TlsError::Ca(e.to_string()))?;
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
@@ -68,13 +71,13 @@ impl ListenerCert {
             .load_private_key(der)
             .map_err(|e| TlsError::Ca(format!("listener key: {e}")))?;
         let names = names.to_vec();
-        let first = mint(&ca, &names, &key, &signing)?;
+        let (first, generation) = mint(&issuing, &names, &key, &signing)?;
         Ok(Self {
-            ca,
+            issuing,
             names,
             key,
             signing,
-            current: Mutex::new((first, Instant::now())),
+            current: Mutex::new((first, Instant::now(), generation)),
         })
     }
 
@@ -91,11 +94,14 @@ impl ListenerCert {
 }
 
 fn mint(
-    ca: &Ca,
+    issuing: &IssuingHandle,
     names: &[String],
     key: &KeyPair,
     signing: &Arc<dyn SigningKey>,
-) -> Result<Arc<CertifiedKey>, TlsError> {
+) -> Result<(Arc<CertifiedKey>, u64), TlsError> {
+    let now = OffsetDateTime::now_utc();
+    let iss = issuing.current();
+    iss.check_usable(now)?;
     let label = names.join(",");
     let bad = |e: rcgen::Error| TlsError::Mint(label.clone(), e.to_string());
     let mut params = CertificateParams::new(names.to_vec()).map_err(bad)?;
@@ -105,23 +111,33 @@ fn mint(
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.serial_number = Some(super::ca::random_serial());
     params.use_authority_key_identifier_extension = true;
-    let now = OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(2);
-    params.not_after = now + time::Duration::days(7);
-    let cert = params.signed_by(key, &ca.issuer).map_err(bad)?;
-    Ok(Arc::new(CertifiedKey::new(
-        vec![cert.der().clone(), ca.cert_der.clone()],
-        signing.clone(),
-    )))
+    params.not_before = iss
+        .not_before
+        .map_or(now - time::Duration::days(2), |nb| nb.max(now - time::Duration::days(2)));
+    let week = now + time::Duration::days(7);
+    params.not_after = iss.not_after.map_or(week, |na| na.min(week));
+    let cert = params.signed_by(key, iss.issuer()).map_err(bad)?;
+    let mut chain = vec![cert.der().clone()];
+    chain.extend(iss.chain.iter().cloned());
+    Ok((
+        Arc::new(CertifiedKey::new(chain, signing.clone())),
+        iss.generation,
+    ))
 }
 
 impl ResolvesServerCert for ListenerCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if cur.1.elapsed() > REFRESH {
-            match mint(&self.ca, &self.names, &self.key, &self.signing) {
-                Ok(c) => *cur = (c, Instant::now()),
-                // The old one is still valid for six days: keep it, say so.
+        let renewed = self.issuing.current().generation != cur.2;
+        if cur.1.elapsed() > REFRESH || renewed {
+            match mint(&self.issuing, &self.names, &self.key, &self.signing) {
+                Ok((c, g)) => *cur = (c, Instant::now(), g),
+                // A certificate whose issuer has expired is served to no one (fail closed).
+                Err(e @ TlsError::IntermediateExpired { .. }) => {
+                    warn!(error = %e, "listener handshake refused");
+                    return None;
+                }
+                // The old one is still valid (it never outlives its issuer): keep it, say so.
                 Err(e) => warn!(error = %e, "cannot renew a listener certificate"),
             }
         }
@@ -187,6 +203,7 @@ pub fn spawn<F, Fut, B>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::ca::Ca;
 
     /// The certificate names every listed name (DNS or IP), serves TLS that verifies against
     /// the CA, and is short-lived.
@@ -196,7 +213,8 @@ mod tests {
         let (ca, _) = Ca::load_or_create(d.path()).unwrap();
         let ca = Arc::new(ca);
         let names = vec!["approvals.example".to_string(), "127.0.0.1".to_string()];
-        let cert = Arc::new(ListenerCert::new(ca.clone(), &names).unwrap());
+        let issuing = IssuingHandle::new(crate::tls::issuing::Issuing::local(ca.clone()));
+        let cert = Arc::new(ListenerCert::new(issuing, &names).unwrap());
         let cfg = cert.server_config().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -63,7 +63,7 @@ pub enum WebError {
 pub async fn start(
     cfg: &crate::config::Config,
     admin: Arc<crate::admin::Admin>,
-    ca: Arc<crate::tls::ca::Ca>,
+    ca: crate::tls::issuing::IssuingHandle,
 ) -> Result<(), WebError> {
     if let Some(addr) = cfg.admin.https {
         crate::admin::https::serve(addr, cfg.admin.cert_names(), ca.clone(), admin.clone()).await?;
@@ -135,7 +135,7 @@ impl WebConfig {
 }
 
 /// Listen and serve the page in the background.
-pub async fn serve(web: Arc<routes::Web>, ca: Arc<crate::tls::ca::Ca>) -> Result<(), WebError> {
+pub async fn serve(web: Arc<routes::Web>, ca: crate::tls::issuing::IssuingHandle) -> Result<(), WebError> {
     let addr = web
         .cfg
         .listen
