@@ -12,6 +12,9 @@
 pub mod answers;
 pub mod cloud;
 pub mod codec;
+pub mod fleet;
+pub mod fleet_export;
+pub mod fleet_tokens;
 pub mod raw;
 pub mod requests;
 pub mod secrets;
