@@ -63,6 +63,8 @@ pub struct Op {
     pub pki: TestPki,
     pub tokens: BTreeMap<String, String>,
     log: PathBuf,
+    /// The ID tokens the token endpoint handed out (JSON lines `{case, token}`).
+    pub minted: PathBuf,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -87,7 +89,7 @@ impl Op {
             "issuer": issuer, "ip": ip, "port": port, "attacker_port": attacker_port,
             "cert": pki.leaf_pem, "key": pki.key_pem, "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET, "cases": p("cases.json"),
-            "tokens_out": p("tokens.json"), "log": p("log.jsonl"),
+            "tokens_out": p("tokens.json"), "log": p("log.jsonl"), "minted": p("minted.jsonl"),
         });
         std::fs::write(p("cfg.json"), cfg.to_string()).unwrap();
         std::fs::write(p("op.py"), OP).unwrap();
@@ -114,6 +116,7 @@ impl Op {
             pki,
             tokens,
             log: p("log.jsonl"),
+            minted: p("minted.jsonl"),
             child,
             _dir: dir,
         }
@@ -171,6 +174,122 @@ pub struct Parts {
     pub extra: String,
     /// Put `client_secret_env` in `[oidc]` (and the secret in the daemon's environment).
     pub secret: bool,
+    /// Export receivers (`fleet_sink.py`) and one `[[export]]` per kind pointing at them.
+    pub export: bool,
+    /// `[oidc]` with the misbehaving provider as issuer, approvers `@oidc:llm-approvers`.
+    pub oidc: bool,
+}
+
+/// The HEC token the gateway is given (via `token_env`).
+pub const HEC_TOKEN: &str = "adv-hec-token-4b1f7e2a-93c5-4d10-a7e6-51c2f0d8b9aa";
+pub const HEC_TOKEN_ENV: &str = "GW_ADV_FLEET_HEC_TOKEN";
+
+/// Export receivers on the provider's address (its certificate serves HEC's HTTPS).
+pub struct Sink {
+    pub udp: u16,
+    pub udp_cef: u16,
+    pub tcp: u16,
+    pub hec: u16,
+    pub otlp: u16,
+    pub ip: String,
+    out: PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Sink {
+    pub fn start(ip: &str, pki: &TestPki) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("gw-advsink-")
+            .tempdir()
+            .unwrap();
+        let (udp, udp_cef, tcp, hec, otlp) = (
+            free_port(ip),
+            free_port(ip),
+            free_port(ip),
+            free_port(ip),
+            free_port(ip),
+        );
+        let cfg = json!({"ip": ip, "udp": [udp, udp_cef], "tcp": tcp, "hec": hec, "otlp": otlp,
+            "cert": pki.leaf_pem, "key": pki.key_pem});
+        std::fs::write(dir.path().join("cfg.json"), cfg.to_string()).unwrap();
+        std::fs::write(dir.path().join("sink.py"), SINK).unwrap();
+        let out = dir.path().join("out.jsonl");
+        let mut child = Command::new(crate::py_venv().join("bin/python"))
+            .arg(dir.path().join("sink.py"))
+            .arg(dir.path().join("cfg.json"))
+            .arg(&out)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the export receivers");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the export receivers did not start");
+        Self {
+            udp,
+            udp_cef,
+            tcp,
+            hec,
+            otlp,
+            ip: ip.to_string(),
+            out,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// The `[[export]]` blocks for every receiver.
+    pub fn config(&self) -> String {
+        let ip = &self.ip;
+        format!(
+            "[[export]]\nkind = \"syslog\"\nurl = \"udp://{ip}:{}\"\n\
+             [[export]]\nkind = \"syslog\"\nurl = \"tcp://{ip}:{}\"\n\
+             [[export]]\nkind = \"syslog\"\nurl = \"udp://{ip}:{}\"\nformat = \"cef\"\n\
+             [[export]]\nkind = \"splunk-hec\"\nurl = \"https://{ip}:{}/services/collector/event\"\ntoken_env = \"{HEC_TOKEN_ENV}\"\n\
+             [[export]]\nkind = \"otlp\"\nurl = \"http://{ip}:{}/v1/logs\"\n",
+            self.udp, self.tcp, self.udp_cef, self.hec, self.otlp
+        )
+    }
+
+    /// Everything received so far: (kind, port, conn, bytes, headers).
+    pub fn records(&self) -> Vec<SinkRecord> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| SinkRecord {
+                kind: v["kind"].as_str().unwrap_or("").to_string(),
+                port: v["port"].as_u64().unwrap_or(0) as u16,
+                conn: v["conn"].as_u64().unwrap_or(0),
+                data: super::codec_unhex(v["data"].as_str().unwrap_or("")),
+                headers: v["headers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|h| Some((h[0].as_str()?.to_string(), h[1].as_str()?.to_string())))
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkRecord {
+    pub kind: String,
+    pub port: u16,
+    pub conn: u64,
+    pub data: Vec<u8>,
+    pub headers: Vec<(String, String)>,
 }
 
 /// One gateway with the misbehaving provider as its issuer, fake LLM providers, a cgroup for
@@ -186,6 +305,7 @@ pub struct FleetEnv {
     pub web: Option<SocketAddr>,
     /// `127.<net>.<n>.0/24`: this environment's addresses.
     pub base: String,
+    pub sink: Option<Sink>,
 }
 
 impl FleetEnv {
@@ -205,17 +325,25 @@ impl FleetEnv {
         let web: Option<SocketAddr> = parts
             .web
             .then(|| format!("{web_ip}:{}", free_port(&web_ip)).parse().unwrap());
-        let mut extra = format!(
-            "[oidc]\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n{}\n",
-            op.issuer,
-            if parts.secret {
-                format!("client_secret_env = \"{CLIENT_SECRET_ENV}\"\n")
-            } else {
-                String::new()
-            }
-        );
+        let mut extra = String::new();
+        if parts.oidc {
+            extra.push_str(&format!(
+                "[oidc]\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n{}\n",
+                op.issuer,
+                if parts.secret {
+                    format!("client_secret_env = \"{CLIENT_SECRET_ENV}\"\n")
+                } else {
+                    String::new()
+                }
+            ));
+        }
         extra.push_str(&format!(
-            "[hold]\nkeywords = [\"{HOLD_WORD}\"]\napprovers = [\"@oidc:llm-approvers\"]\ntimeout = \"15m\"\n"
+            "[hold]\nkeywords = [\"{HOLD_WORD}\"]\ntimeout = \"15m\"\n{}",
+            if parts.oidc {
+                "approvers = [\"@oidc:llm-approvers\"]\n"
+            } else {
+                ""
+            }
         ));
         if let Some(a) = admin {
             extra.push_str(&format!("[admin]\nhttps = \"{a}\"\n"));
@@ -223,7 +351,17 @@ impl FleetEnv {
         if let Some(w) = web {
             extra.push_str(&format!("[web]\nlisten = \"{w}\"\n"));
         }
+        let sink = parts.export.then(|| Sink::start(&op.ip, &op.pki));
+        if let Some(s) = &sink {
+            extra.push_str(&s.config());
+        }
         extra.push_str(&parts.extra);
+        // The daemon inherits this process's environment: the secrets it reads by name.
+        // SAFETY: set before the daemon starts; nothing else in this test reads them.
+        unsafe {
+            std::env::set_var(CLIENT_SECRET_ENV, CLIENT_SECRET);
+            std::env::set_var(HEC_TOKEN_ENV, HEC_TOKEN);
+        }
         let gw = Gateway::start_opts(
             &name,
             &cg.path,
@@ -251,6 +389,7 @@ impl FleetEnv {
             admin,
             web,
             base,
+            sink,
         }
     }
 
@@ -320,6 +459,50 @@ impl FleetEnv {
                 self.gw.raw_log()
             );
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Send one request per spec (not held unless `"hold": true`) and wait for every answer.
+    pub fn exchange(&self, specs: &[Value]) -> BTreeMap<String, Value> {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("holds.py");
+        std::fs::write(&script, HOLDS).unwrap();
+        let mut args: Vec<String> = vec![
+            script.display().to_string(),
+            self.ca.display().to_string(),
+            HOLD_WORD.to_string(),
+        ];
+        args.extend(specs.iter().map(|s| {
+            let mut s = s.clone();
+            if s.get("hold").is_none() {
+                s["hold"] = json!(false);
+            }
+            s.to_string()
+        }));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let py = crate::py_venv().join("bin/python");
+        let cmd = self
+            .cg
+            .command_with_hosts(&self.hosts, py.to_str().unwrap(), &argv);
+        let r = crate::run(cmd, Duration::from_secs(120));
+        r.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| (v["marker"].as_str().unwrap_or("").to_string(), v))
+            .collect()
+    }
+
+    /// Every journal record (`journal list --json`).
+    pub fn journal(&self) -> Vec<Value> {
+        let out = self.gw.cli(&["journal", "list", "--json"]);
+        assert!(out.status.success(), "journal list: {out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        match v {
+            Value::Array(a) => a,
+            _ => String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect(),
         }
     }
 
@@ -437,10 +620,24 @@ pub fn wait_until(d: Duration, mut pred: impl FnMut() -> bool) -> bool {
 
 /// Every token the run handed out must be absent from `text` (a log, a journal, an export).
 pub fn tokens_in(op: &Op, text: &str) -> Vec<String> {
+    let minted: Vec<(String, String)> = std::fs::read_to_string(&op.minted)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| {
+            Some((
+                format!("minted:{}", v["case"].as_str().unwrap_or("")),
+                v["token"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
     op.tokens
         .iter()
+        .map(|(a, b)| (a.clone(), b.clone()))
+        .chain(minted)
         .filter(|(_, t)| t.len() > 40)
         .filter(|(_, t)| {
+            let t: &str = t;
             // The signature part: what makes a token usable.
             let sig = t.rsplit('.').next().unwrap_or("");
             sig.len() > 20 && text.contains(sig)

@@ -6,7 +6,7 @@
 # argv: cafile keyword marker... ; a marker may be a JSON object {"marker", "text", "model",
 # "comm", "ua", "target", "auth"}: more prompt text, the request's model, the thread's name
 # (PR_SET_NAME: what the gateway reads as the workload's comm), its User-Agent, its target
-# (path and query), its Authorization value. An empty keyword: requests that are not held.
+# (path and query), its Authorization value; "hold": false leaves the keyword out.
 import ctypes, http.client, json, ssl, sys, threading
 
 cafile, keyword = sys.argv[1], sys.argv[2]
@@ -16,7 +16,8 @@ lock = threading.Lock()
 def one(arg):
     spec = json.loads(arg) if arg.startswith("{") else {"marker": arg}
     marker = spec["marker"]
-    prompt = ("%s %s %s" % (keyword, marker, spec.get("text", ""))).strip()
+    word = keyword if spec.get("hold", True) else ""
+    prompt = ("%s %s %s" % (word, marker, spec.get("text", ""))).strip()
     if spec.get("comm"):
         ctypes.CDLL(None, use_errno=True).prctl(15, spec["comm"].encode()[:15], 0, 0, 0)
     body = json.dumps({"model": spec.get("model", "gpt-4o-mini"), "messages": [{"role": "user", "content": prompt}]})

@@ -8,7 +8,8 @@
 #
 # argv: config.json. Config: issuer, ip, port, attacker_port, cert, key, client_id,
 # client_secret, cases (path: [{name, spec}]), tokens_out (path: name -> token, minted at
-# start, no nonce), log (path: one JSON line per request received, either port).
+# start, no nonce), log (path: one JSON line per request received, either port), minted (path:
+# the ID tokens the token endpoint handed out, one JSON line each).
 #
 # Spec of a token: header / claims: overrides of the defaults (null deletes a member); sign:
 # op | op-flip | op-strip | attacker | attacker-ec | none | hs-pub-pem | hs-pub-der |
@@ -299,6 +300,8 @@ class Handler(BaseHTTPRequestHandler):
             spec = cases.get(a.get("adv_case", ""), {})
             user = USERS.get(a.get("adv_user", "alice"), {})
             tok = mint(spec, a.get("nonce"), user)
+            with log_lock, open(cfg["minted"], "a") as f:
+                f.write(json.dumps({"case": a.get("adv_case"), "token": tok}) + "\n")
             return self.reply(
                 200,
                 {"access_token": "adv-opaque-" + secrets.token_urlsafe(12), "token_type": "Bearer", "expires_in": 600, "id_token": tok},

@@ -4,7 +4,8 @@
 # conn id); HEC (HTTPS, the given certificate) and OTLP (plain HTTP) requests are one record each
 # with their headers, answered as the real services answer ({"text":"Success","code":0}; {}).
 #
-# argv: config.json out.jsonl. Config: ip, udp, tcp, hec, otlp (ports; 0 = off), cert, key.
+# argv: config.json out.jsonl. Config: ip, udp (a list of ports), tcp, hec, otlp (ports; 0 =
+# off), cert, key. UDP records are tagged with their port.
 import json, socket, ssl, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,10 +20,10 @@ def rec(**kw):
         out.flush()
 
 
-def udp_socket():
+def udp_socket(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-    s.bind((cfg["ip"], cfg["udp"]))
+    s.bind((cfg["ip"], port))
     return s
 
 
@@ -44,9 +45,10 @@ def http_server(port, tls):
 
 
 def udp(s):
+    port = s.getsockname()[1]
     while True:
         d, peer = s.recvfrom(1 << 17)
-        rec(kind="udp", data=d.hex())
+        rec(kind="udp", port=port, data=d.hex())
 
 
 def tcp(ls):
@@ -95,8 +97,8 @@ class H(BaseHTTPRequestHandler):
 
 
 ts = []
-if cfg.get("udp"):
-    ts.append(threading.Thread(target=udp, args=(udp_socket(),), daemon=True))
+for p in cfg.get("udp") or []:
+    ts.append(threading.Thread(target=udp, args=(udp_socket(p),), daemon=True))
 if cfg.get("tcp"):
     ts.append(threading.Thread(target=tcp, args=(tcp_socket(),), daemon=True))
 if cfg.get("hec"):

@@ -310,9 +310,8 @@ run("web-cookie-attributes", cookie_attrs)
 
 
 def no_token_in_page():
-    sigs = [t.rsplit(".", 1)[-1] for t in cfg.get("token_sigs", []) if len(t) > 20]
-    for _, url, _, loc in alice.history:
-        pass
+    minted = [json.loads(l)["token"] for l in open(cfg["minted"]) if l.strip()]
+    sigs = [t.rsplit(".", 1)[-1] for t in minted if len(t) > 40]
     found = [h for h in alice.history if h[3] and "id_token" in h[3]]
     body = home.body
     leaked = [x for x in sigs if x and x in body]

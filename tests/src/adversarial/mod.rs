@@ -262,6 +262,10 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+pub(crate) fn codec_unhex(s: &str) -> Vec<u8> {
+    unhex(s)
+}
+
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len() / 2)
         .filter_map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
