@@ -735,3 +735,245 @@ fn cut(s: &str) -> String {
 }
 
 const WEB_KNOWN: &[(&str, &str)] = &[];
+
+/// The fleet bus (issue I, deliverable 3) from an insider's seat: with plain access to NATS
+/// (what a stolen bus credential or a compromised node gives), a decision published directly —
+/// without a proof, with a non-approver's, another issuer's, an expired or unsigned proof, or a
+/// real approver's proof replayed for another hold, or a deny without proof — decides nothing
+/// on the holding node, which verifies every decision itself (the issue's decided rule). A
+/// control approve from the other node's admin API reaches the holding node before and after.
+/// Nothing secret rides on the bus: no vault key, client key or planted secret; ID tokens only
+/// in decision messages; none in either node's log or journal.
+#[test]
+fn bus_decisions_need_a_proof_bound_to_the_hold() {
+    let cases = token_cases();
+    let n_ip = "127.253.200.40";
+    let bus = fleet::Bus::start(n_ip);
+    let a = FleetEnv::start(
+        "gw-advbus",
+        253,
+        &Parts {
+            oidc: true,
+            admin_https: true,
+            fleet: Some((bus.url.clone(), "adv-a".into())),
+            ..Default::default()
+        },
+        &cases,
+    );
+    let b = a.peer("gw-advbusb", &bus.url, "adv-b");
+    const PLANTED: &str = "AKIAADVBUS0Q7W2E9R4T";
+    const CLIENT_KEY: &str = "sk-proj-advBusClient3Kd8Lq2Zm7Xw5Rt1Vn9Hp4";
+    let forged = [
+        "bus-replay-for-another-hold",
+        "bus-no-proof",
+        "bus-proof-of-a-non-approver",
+        "bus-proof-from-another-issuer",
+        "bus-proof-expired",
+        "bus-proof-alg-none",
+        "bus-proof-for-another-audience",
+        "bus-deny-without-proof",
+        "bus-proof-and-by-spoofed",
+    ];
+    let mut specs: Vec<Value> = vec![json!({"marker": "bus-control-before"}), json!({"marker": "bus-control-after"})];
+    specs.extend(forged.iter().map(|f| json!({"marker": f})));
+    for s in &mut specs {
+        s["text"] = json!(format!("with {PLANTED}"));
+        s["auth"] = json!(format!("Bearer {CLIENT_KEY}"));
+    }
+    let (held, _) = a.hold(&specs);
+    // The fleet ids, as the other node lists them.
+    let mut fleet_ids: BTreeMap<String, String> = BTreeMap::new();
+    let listed = fleet::wait_until(Duration::from_secs(20), || {
+        let p = b.pending();
+        fleet_ids = specs
+            .iter()
+            .filter_map(|s| {
+                let m = s["marker"].as_str().unwrap();
+                let h = p.iter().find(|h| h.to_string().contains(m))?;
+                Some((m.to_string(), hold_id(h)))
+            })
+            .collect();
+        fleet_ids.len() == specs.len()
+    });
+    assert!(
+        listed,
+        "node B lists {} of node A's {} holds: {:?}\nA: {}\nB: {}",
+        fleet_ids.len(),
+        specs.len(),
+        b.pending(),
+        a.gw.raw_log().lines().rev().take(20).collect::<Vec<_>>().join("\n"),
+        b.gw.raw_log().lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+    let alice = e_token(&a, "ok-alice");
+    let approve_from_b = |marker: &str| {
+        let id = &fleet_ids[marker];
+        let mut r = api_request(
+            &a,
+            marker,
+            false,
+            "POST",
+            &ROUTES.approve.replace("{id}", id),
+            &[("Authorization", &format!("Bearer {alice}")), ("Content-Type", "application/json")],
+            ROUTES.approve_body,
+        );
+        r["ip"] = json!(b.admin.ip().to_string());
+        r["port"] = json!(b.admin.port());
+        a.api(&[r], None).remove(marker).unwrap()
+    };
+    let decided = |m: &str| {
+        held.answers().contains_key(m) || !a.pending().iter().any(|h| h.to_string().contains(m))
+    };
+    let mut fails = vec![];
+    let before = bus.spied().len();
+    let r = approve_from_b("bus-control-before");
+    if !fleet::wait_until(Duration::from_secs(5), || decided("bus-control-before")) {
+        fails.push(format!(
+            "bus-control-before: an approver's approve on node B did not reach node A: {}",
+            brief(&r)
+        ));
+    }
+    // The decision message: the one after the control that carries alice's token.
+    let sig = alice.rsplit('.').next().unwrap().to_string();
+    let msgs = bus.spied();
+    let decision = msgs[before.min(msgs.len())..]
+        .iter()
+        .find(|m| contains(&m.payload, &sig) || m.headers.as_deref().is_some_and(|h| h.contains(&sig)))
+        .cloned();
+    match &decision {
+        None => fails.push(format!(
+            "bus-decision-carries-proof: no message on the bus after the control carries the approver's ID token ({} messages; subjects {:?})",
+            msgs.len() - before.min(msgs.len()),
+            msgs[before.min(msgs.len())..].iter().map(|m| m.subject.clone()).collect::<std::collections::BTreeSet<_>>()
+        )),
+        Some(d) => {
+            let old = fleet_ids["bus-control-before"].clone();
+            let local_of = |id: &str| id.rsplit(':').next().unwrap_or(id).to_string();
+            let retarget = |m: &str| -> Vec<(String, Option<String>)> {
+                let new = fleet_ids[m].clone();
+                vec![(old.clone(), Some(new.clone())), (local_of(&old), Some(local_of(&new)))]
+            };
+            let with_token = |m: &str, tok: Option<String>| {
+                let mut v = retarget(m);
+                v.insert(0, (alice.clone(), tok));
+                v
+            };
+            let tok = |c: &str| Some(e_token(&a, c));
+            let mut out = vec![];
+            for f in forged {
+                let subs = match f {
+                    "bus-replay-for-another-hold" => retarget(f),
+                    "bus-no-proof" => with_token(f, None),
+                    "bus-proof-of-a-non-approver" => with_token(f, tok("ok-bob-no-rights")),
+                    "bus-proof-from-another-issuer" => with_token(f, tok("iss-other")),
+                    "bus-proof-expired" => with_token(f, tok("exp-past")),
+                    "bus-proof-alg-none" => with_token(f, tok("alg-none")),
+                    "bus-proof-for-another-audience" => with_token(f, tok("aud-other")),
+                    "bus-deny-without-proof" => {
+                        let mut v = with_token(f, None);
+                        for (x, y) in [("approved", "denied"), ("approve", "deny"), ("Approve", "Deny"), ("Approved", "Denied")] {
+                            v.push((x.to_string(), Some(y.to_string())));
+                        }
+                        v
+                    }
+                    "bus-proof-and-by-spoofed" => {
+                        let mut v = with_token(f, tok("ok-bob-no-rights"));
+                        v.push(("adv-bob".into(), Some("adv-alice".into())));
+                        v
+                    }
+                    _ => unreachable!(),
+                };
+                out.push(fleet::forge(d, &subs, f));
+            }
+            bus.publish(&out);
+            std::thread::sleep(Duration::from_secs(4));
+            for f in forged {
+                if decided(f) {
+                    fails.push(format!(
+                        "{f}: a decision published on the bus as an insider decided node A's hold {} (answer {:?})",
+                        fleet_ids[f],
+                        held.answers().get(f).map(|a| a["status"].clone())
+                    ));
+                }
+            }
+            // Where tokens may appear: only in messages like the decision (its subject).
+            let all = bus.spied();
+            let sigs: Vec<String> = a
+                .op
+                .tokens
+                .values()
+                .map(|t| t.rsplit('.').next().unwrap_or("").to_string())
+                .filter(|s| s.len() > 20)
+                .collect();
+            let elsewhere: std::collections::BTreeSet<String> = all
+                .iter()
+                .filter(|m| m.subject != d.subject && !m.subject.starts_with("_INBOX"))
+                .filter(|m| sigs.iter().any(|s| contains(&m.payload, s)))
+                .map(|m| m.subject.clone())
+                .collect();
+            if !elsewhere.is_empty() {
+                fails.push(format!(
+                    "bus-token-only-in-decisions: ID tokens on subjects {elsewhere:?} (besides decisions on {})",
+                    d.subject
+                ));
+            }
+        }
+    }
+    let r = approve_from_b("bus-control-after");
+    if !fleet::wait_until(Duration::from_secs(5), || decided("bus-control-after")) {
+        fails.push(format!(
+            "bus-control-after: after the forgeries an approver's approve from node B did not reach node A: {}",
+            brief(&r)
+        ));
+    }
+    // No secret on the bus.
+    let all = bus.spied();
+    let mut secrets: Vec<(String, String)> = vec![
+        ("the client's key".into(), CLIENT_KEY.into()),
+        ("a planted AWS key".into(), PLANTED.into()),
+    ];
+    for (n, k) in fleet::VAULT {
+        for p in gateway_tests::adversarial::key_pieces(k) {
+            secrets.push((format!("the vault key {n}"), p));
+        }
+    }
+    for (what, s) in &secrets {
+        let subj: std::collections::BTreeSet<&str> = all
+            .iter()
+            .filter(|m| contains(&m.payload, s) || m.headers.as_deref().is_some_and(|h| h.contains(s.as_str())))
+            .map(|m| m.subject.as_str())
+            .collect();
+        if !subj.is_empty() {
+            fails.push(format!("bus-no-secret: {what} on subjects {subj:?}"));
+        }
+    }
+    for (node, gw) in [("a", &a.gw), ("b", &b.gw)] {
+        let t = fleet::tokens_in(&a.op, &gw.raw_log());
+        if !t.is_empty() {
+            fails.push(format!("bus-no-token-in-log-{node}: tokens of {t:?} in node {node}'s log"));
+        }
+        let j = String::from_utf8_lossy(&gw.cli(&["journal", "list", "--json"]).stdout).into_owned();
+        let t = fleet::tokens_in(&a.op, &j);
+        if !t.is_empty() {
+            fails.push(format!("bus-no-token-in-journal-{node}: tokens of {t:?} in node {node}'s journal"));
+        }
+    }
+    let mut ran: Vec<&str> = forged.to_vec();
+    ran.extend([
+        "bus-control-before",
+        "bus-control-after",
+        "bus-decision-carries-proof",
+        "bus-token-only-in-decisions",
+        "bus-no-secret",
+        "bus-no-token-in-log-a",
+        "bus-no-token-in-log-b",
+        "bus-no-token-in-journal-a",
+        "bus-no-token-in-journal-b",
+    ]);
+    report_known("fleet-bus", &ran, &fails, BUS_KNOWN);
+}
+
+fn e_token(e: &FleetEnv, case: &str) -> String {
+    e.op.token(case).to_string()
+}
+
+const BUS_KNOWN: &[(&str, &str)] = &[];

@@ -30,6 +30,7 @@ pub const API: &str = include_str!("fleet_api.py");
 pub const HOLDS: &str = include_str!("fleet_holds.py");
 pub const WEB: &str = include_str!("fleet_web.py");
 pub const SINK: &str = include_str!("fleet_sink.py");
+pub const NATS: &str = include_str!("fleet_nats.py");
 
 /// The OIDC client the gateway is registered as at the misbehaving provider.
 pub const CLIENT_ID: &str = "gw-adv-fleet";
@@ -178,6 +179,8 @@ pub struct Parts {
     pub export: bool,
     /// `[oidc]` with the misbehaving provider as issuer, approvers `@oidc:llm-approvers`.
     pub oidc: bool,
+    /// `[fleet]`: (nats URL, node name).
+    pub fleet: Option<(String, String)>,
 }
 
 /// The HEC token the gateway is given (via `token_env`).
@@ -351,6 +354,9 @@ impl FleetEnv {
         if let Some(w) = web {
             extra.push_str(&format!("[web]\nlisten = \"{w}\"\n"));
         }
+        if let Some((url, node)) = &parts.fleet {
+            extra.push_str(&format!("[fleet]\nnats = \"{url}\"\nnode = \"{node}\"\n"));
+        }
         let sink = parts.export.then(|| Sink::start(&op.ip, &op.pki));
         if let Some(s) = &sink {
             extra.push_str(&s.config());
@@ -391,6 +397,38 @@ impl FleetEnv {
             base,
             sink,
         }
+    }
+
+    /// A second node on the same bus and issuer: its own cgroup, state, pins and HTTPS admin
+    /// API on `127.<net>.<n>.22` (the fleet's listeners are off unless configured, so nodes
+    /// share one machine).
+    pub fn peer(&self, prefix: &str, nats: &str, node: &str) -> Peer {
+        let n = crate::unique();
+        let name = format!("{prefix}-{}-{n}", std::process::id());
+        let cg = CgroupGuard::new(&name);
+        let ip = format!("{}.22", self.base);
+        let admin: SocketAddr = format!("{ip}:{}", free_port(&ip)).parse().unwrap();
+        let extra = format!(
+            "[oidc]\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
+             [hold]\nkeywords = [\"{HOLD_WORD}\"]\ntimeout = \"15m\"\napprovers = [\"@oidc:llm-approvers\"]\n\
+             [admin]\nhttps = \"{admin}\"\n[fleet]\nnats = \"{nats}\"\nnode = \"{node}\"\n",
+            self.op.issuer
+        );
+        let gw = Gateway::start_opts(
+            &name,
+            &cg.path,
+            &format!("{}{extra}", self.fakes.config()),
+            &Opts {
+                extra_roots: vec![self.fakes.pki.ca_pem.clone(), self.op.pki.ca_pem.clone()],
+                keys: VAULT
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                builtin: true,
+                ..Default::default()
+            },
+        );
+        Peer { gw, _cg: cg, admin }
     }
 
     /// Pending holds as root sees them (`approvals list --json`).
@@ -551,6 +589,203 @@ impl FleetEnv {
     /// The admin socket (`<state_dir>/admin.sock`).
     pub fn admin_socket(&self) -> PathBuf {
         self.gw.dir.path().join("state/admin.sock")
+    }
+}
+
+/// A second node (see [`FleetEnv::peer`]).
+pub struct Peer {
+    pub gw: Gateway,
+    _cg: CgroupGuard,
+    pub admin: SocketAddr,
+}
+
+impl Peer {
+    pub fn pending(&self) -> Vec<Value> {
+        let out = self.gw.cli(&["approvals", "list", "--json"]);
+        assert!(out.status.success(), "approvals list on the peer: {out:?}");
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+}
+
+/// A nats-server with JetStream (Debian's `nats-server`) on `ip:port`, and a spy subscribed
+/// to every subject.
+pub struct Bus {
+    pub url: String,
+    pub ip: String,
+    pub port: u16,
+    server: Child,
+    spy: Option<Child>,
+    spied: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Bus {
+    pub fn start(ip: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("gw-advnats-")
+            .tempdir()
+            .unwrap();
+        let port = free_port(ip);
+        let server = Command::new("nats-server")
+            .args(["-a", ip, "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.path().join("js"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (Debian package nats-server) is needed for the bus cases");
+        assert!(
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((ip, port)).is_ok()),
+            "nats-server did not listen on {ip}:{port}"
+        );
+        std::fs::write(dir.path().join("nats.py"), NATS).unwrap();
+        let spied = dir.path().join("spied.jsonl");
+        let spy = Command::new(crate::py_venv().join("bin/python"))
+            .arg(dir.path().join("nats.py"))
+            .args(["spy", ip, &port.to_string()])
+            .arg(&spied)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the bus spy");
+        Self {
+            url: format!("nats://{ip}:{port}"),
+            ip: ip.to_string(),
+            port,
+            server,
+            spy: Some(spy),
+            spied,
+            dir,
+        }
+    }
+
+    /// Every message seen on the bus so far: {subject, reply, headers, payload (bytes)}.
+    pub fn spied(&self) -> Vec<BusMsg> {
+        std::fs::read_to_string(&self.spied)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| BusMsg {
+                subject: v["subject"].as_str().unwrap_or("").to_string(),
+                headers: v["headers"].as_str().map(String::from),
+                payload: super::codec_unhex(v["payload"].as_str().unwrap_or("")),
+            })
+            .collect()
+    }
+
+    /// Publish raw messages as an insider with bus access would.
+    pub fn publish(&self, msgs: &[BusMsg]) {
+        let list: Vec<Value> = msgs
+            .iter()
+            .map(|m| json!({"subject": m.subject, "headers": m.headers, "payload": super::hex(&m.payload)}))
+            .collect();
+        let f = self.dir.path().join("pub.json");
+        std::fs::write(&f, serde_json::to_vec(&list).unwrap()).unwrap();
+        let mut c = Command::new(crate::py_venv().join("bin/python"));
+        c.arg(self.dir.path().join("nats.py"))
+            .args(["pub", &self.ip, &self.port.to_string()])
+            .arg(&f);
+        let r = crate::run(c, Duration::from_secs(30));
+        assert!(r.ok, "publishing on the bus failed: {r:?}");
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.spy.take() {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BusMsg {
+    pub subject: String,
+    pub headers: Option<String>,
+    pub payload: Vec<u8>,
+}
+
+/// A forged copy of a captured decision: every string equal to a key of `strings` replaced
+/// (JSON payloads are walked; others replaced byte-wise), members named in `drop` removed, and
+/// a fresh `Nats-Msg-Id` (JetStream's de-duplication must not be what stops a replay).
+pub fn forge(m: &BusMsg, strings: &[(String, Option<String>)], tag: &str) -> BusMsg {
+    fn walk(v: &mut Value, strings: &[(String, Option<String>)]) {
+        match v {
+            Value::Object(o) => {
+                let drop: Vec<String> = o
+                    .iter()
+                    .filter(|(_, x)| {
+                        x.as_str().is_some_and(|s| {
+                            strings.iter().any(|(from, to)| to.is_none() && from == s)
+                        })
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in drop {
+                    o.remove(&k);
+                }
+                for x in o.values_mut() {
+                    walk(x, strings);
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, strings)),
+            Value::String(s) => {
+                for (from, to) in strings {
+                    if let Some(to) = to
+                        && s.contains(from.as_str())
+                    {
+                        *s = s.replace(from.as_str(), to);
+                    }
+                }
+            }
+            Value::Number(n) => {
+                for (from, to) in strings {
+                    if let Some(to) = to
+                        && n.to_string() == *from
+                        && let Ok(t) = to.parse::<u64>()
+                    {
+                        *v = json!(t);
+                        return;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let payload = match serde_json::from_slice::<Value>(&m.payload) {
+        Ok(mut v) => {
+            walk(&mut v, strings);
+            serde_json::to_vec(&v).unwrap()
+        }
+        Err(_) => {
+            let mut p = String::from_utf8_lossy(&m.payload).into_owned();
+            for (from, to) in strings {
+                p = p.replace(from.as_str(), to.as_deref().unwrap_or(""));
+            }
+            p.into_bytes()
+        }
+    };
+    let headers = m.headers.as_ref().map(|h| {
+        h.lines()
+            .map(|l| {
+                if l.to_ascii_lowercase().starts_with("nats-msg-id:") {
+                    format!("Nats-Msg-Id: adv-forged-{tag}-{}", std::process::id())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\r\n")
+    });
+    BusMsg {
+        subject: m.subject.clone(),
+        headers: headers.map(|h| if h.ends_with("\r\n\r\n") { h } else { format!("{}\r\n\r\n", h.trim_end()) }),
+        payload,
     }
 }
 
