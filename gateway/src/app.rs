@@ -72,7 +72,14 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         crate::admin::socket_path(&cfg.state_dir),
         Arc::new(Admin {
             holds: interception.hold.holds.clone(),
-            approvers: cfg.hold.approvers.clone(),
+            hold: cfg.hold.clone(),
+            verifier: match &cfg.oidc {
+                Some(o) => Some(Arc::new(
+                    crate::oidc::Verifier::new(o, Some(cfg.redirect.bypass_mark))
+                        .map_err(|e| AppError::Usage(e.to_string()))?,
+                )),
+                None => None,
+            },
             journal: interception.journal.clone(),
         }),
     )

@@ -19,6 +19,7 @@ pub mod intercept;
 pub mod journal;
 pub mod limits;
 pub mod metrics;
+pub mod oidc;
 pub mod policy;
 pub mod provider;
 pub mod redirect;

@@ -1,7 +1,9 @@
 //! Admin API: HTTP/1.1 on a Unix socket in the state dir (DESIGN §7). The socket is open to
-//! every local user; the peer's credentials (SO_PEERCRED) decide what it may do: root and
-//! `hold.approvers` list and decide holds (approving a request of their own uid only with
-//! `hold.self_approval`), anybody may ask whether the daemon runs. What the API shows of a
+//! every local user. Who the caller is: the verified OIDC identity of an `Authorization:
+//! Bearer ID_TOKEN` header when one is sent (the peer's credentials are still logged), else the
+//! peer's credentials (SO_PEERCRED). What it may do is decided by [`crate::hold::authorize`]
+//! alone: approvers list and decide holds (approving a request of their own only with
+//! `hold.self_approval`); anybody may ask whether the daemon runs. What the API shows of a
 //! hold is masked and printable already ([`crate::hold::HoldInfo`]).
 //!
 //! The CLI (`gateway approvals ...`) is the client: [`call`].
@@ -23,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::net::UnixListener;
 use tracing::{info, warn};
 
-use crate::hold::{Decision, HoldError, Holds, may_approve};
+use crate::hold::{Action, Decision, HoldConfig, HoldError, Holds, Principal, authorize};
 
 pub const SOCKET: &str = "admin.sock";
 
@@ -53,7 +55,10 @@ pub enum AdminError {
 
 pub struct Admin {
     pub holds: Arc<Holds>,
-    pub approvers: Vec<String>,
+    /// `hold.approvers` and `hold.self_approval`, for [`authorize`].
+    pub hold: HoldConfig,
+    /// Verifies bearer ID tokens; `None` without `[oidc]` (a bearer token is then refused).
+    pub verifier: Option<Arc<crate::oidc::Verifier>>,
     /// `None` when the journal is off.
     pub journal: Option<Arc<crate::journal::Journal>>,
 }
@@ -100,7 +105,11 @@ pub async fn serve(path: PathBuf, admin: Arc<Admin>) -> Result<(), AdminError> {
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(handle(req, &admin, cred.uid(), cred.gid()).await) }
+                    async move {
+                        Ok::<_, Infallible>(
+                            handle(req, &admin, Some((cred.uid(), cred.gid()))).await,
+                        )
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -124,17 +133,84 @@ fn reply(status: StatusCode, v: Value) -> Response<AdminBody> {
     r
 }
 
-async fn handle(req: Request<Incoming>, admin: &Admin, uid: u32, gid: u32) -> Response<AdminBody> {
+/// The bearer token of `Authorization: Bearer …`, if the request has one.
+pub fn bearer(req: &Request<Incoming>) -> Option<&str> {
+    let v = req
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Who is calling: the verified identity of its bearer ID token, else the local peer (`peer`:
+/// uid and gid of a Unix socket peer; `None` on a network listener, where a token is needed).
+/// `Err`: the answer to send (401), logged.
+pub async fn principal(
+    req: &Request<Incoming>,
+    admin: &Admin,
+    peer: Option<(u32, u32)>,
+) -> Result<Principal, Response<AdminBody>> {
+    let peer_text = peer.map(|(u, g)| format!("uid {u} gid {g}"));
+    let Some(token) = bearer(req) else {
+        return match peer {
+            Some((uid, gid)) => Ok(Principal::local(uid, gid)),
+            None => Err(unauthorized(
+                "sign in first: `gateway login`, then send the ID token as `Authorization: Bearer`",
+            )),
+        };
+    };
+    let Some(v) = &admin.verifier else {
+        warn!(peer = ?peer_text, "bearer token refused: [oidc] is not configured");
+        return Err(unauthorized(
+            &crate::oidc::OidcError::NotConfigured.to_string(),
+        ));
+    };
+    match v.verify(token).await {
+        Ok(p) => {
+            info!(peer = ?peer_text, principal = %p.label(), "admin caller signed in with OIDC");
+            Ok(p)
+        }
+        Err(e) => {
+            warn!(peer = ?peer_text, error = %e, "admin caller's ID token refused");
+            Err(unauthorized(&format!("ID token refused: {e}")))
+        }
+    }
+}
+
+fn unauthorized(msg: &str) -> Response<AdminBody> {
+    let mut r = reply(StatusCode::UNAUTHORIZED, json!({ "error": msg }));
+    r.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+/// One admin request; `peer`: the Unix socket peer's uid and gid (`None` on a network
+/// listener).
+pub async fn handle(
+    req: Request<Incoming>,
+    admin: &Admin,
+    peer: Option<(u32, u32)>,
+) -> Response<AdminBody> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let method = req.method().clone();
     if path == "/v1/health" {
         return reply(StatusCode::OK, json!({"ok": true}));
     }
-    let Some(who) = may_approve(&admin.approvers, uid, gid) else {
-        return reply(
-            StatusCode::FORBIDDEN,
-            json!({"error": format!("uid {uid} is not an approver (hold.approvers; root always is)")}),
-        );
+    let p = match principal(&req, admin, peer).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    // Holds on this registry are this node's own.
+    let who = match authorize(&admin.hold, &p, Action::List, true) {
+        Ok(who) => who,
+        Err(e) => {
+            warn!(principal = %p.label(), error = %e, "admin request refused");
+            return reply(StatusCode::FORBIDDEN, json!({"error": e.to_string()}));
+        }
     };
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (method, segs.as_slice()) {
@@ -162,7 +238,18 @@ async fn handle(req: Request<Incoming>, admin: &Admin, uid: u32, gid: u32) -> Re
                     reason,
                 }
             };
-            match admin.holds.decide(id, d, uid) {
+            let approve = *verb == "approve";
+            let check = |info: &crate::hold::HoldInfo| {
+                let action = if approve {
+                    Action::Approve(info)
+                } else {
+                    Action::Deny(info)
+                };
+                authorize(&admin.hold, &p, action, true)
+                    .map(|_| ())
+                    .map_err(HoldError::from)
+            };
+            match admin.holds.decide(id, d, check) {
                 Ok(info) => {
                     info!(hold = id, by = %who, decision = verb, "hold decided");
                     reply(
@@ -170,8 +257,8 @@ async fn handle(req: Request<Incoming>, admin: &Admin, uid: u32, gid: u32) -> Re
                         json!({"decided": verb, "by": who, "hold": info}),
                     )
                 }
-                Err(e @ HoldError::SelfApproval { .. }) => {
-                    warn!(hold = id, by = %who, "self-approval refused");
+                Err(e @ HoldError::Denied(_)) => {
+                    warn!(hold = id, by = %who, error = %e, "decision refused");
                     reply(StatusCode::FORBIDDEN, json!({"error": e.to_string()}))
                 }
                 Err(e) => reply(StatusCode::NOT_FOUND, json!({"error": e.to_string()})),

@@ -60,6 +60,8 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     pub kubernetes: crate::redirect::pods::KubernetesConfig,
     pub limits: Limits,
+    /// The identity provider approvers sign in with; absent: OIDC is off.
+    pub oidc: Option<crate::oidc::OidcConfig>,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             metrics: Default::default(),
             kubernetes: Default::default(),
             limits: Limits::default(),
+            oidc: None,
         }
     }
 }
@@ -485,6 +488,19 @@ impl Config {
             }
         }
         self.hold.validate().map_err(|(k, r)| bad(k, r))?;
+        if let Some(o) = &self.oidc {
+            o.validate().map_err(|(k, r)| bad(k, r))?;
+        } else if let Some(i) = self.hold.approvers.iter().position(|a| {
+            matches!(
+                crate::hold::Approver::parse(a),
+                Ok(crate::hold::Approver::OidcGroup(_) | crate::hold::Approver::OidcSubject(_))
+            )
+        }) {
+            return Err(bad(
+                format!("hold.approvers[{i}]"),
+                "names an OIDC identity, but [oidc] is not configured (issuer, client_id)".into(),
+            ));
+        }
         self.metrics.validate().map_err(|(k, r)| bad(k, r))?;
         if let Err(e) = crate::policy::scan::Scanner::new(&self.rules, &self.policy) {
             use crate::policy::scan::ScanError;

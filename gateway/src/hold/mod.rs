@@ -17,6 +17,7 @@
 
 pub mod digest;
 pub mod ids;
+pub mod principal;
 pub mod printable;
 mod registry;
 pub mod webhook;
@@ -28,6 +29,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub use principal::{Action, Approver, Denied, Principal, authorize};
 pub use printable::printable;
 pub use registry::{Admission, Decision, HoldError, Holds, Outcome, Waiting};
 
@@ -46,7 +48,9 @@ pub struct HoldConfig {
     pub max_prompt_tokens: Option<usize>,
     #[serde(with = "crate::config::dur")]
     pub timeout: Duration,
-    /// Who may approve: user names, or `@group`. root always may.
+    /// Who may approve: local user names, `@group` (Unix), `@oidc:GROUP` (a group in the
+    /// ID token's groups claim), `oidc:sub:SUBJECT`. root always may, on its own node
+    /// ([`principal`]).
     pub approvers: Vec<String>,
     /// POSTed a JSON description of every new hold (http:// or https://).
     pub webhook: Option<String>,
@@ -99,9 +103,7 @@ impl HoldConfig {
             ));
         }
         for (i, a) in self.approvers.iter().enumerate() {
-            if a.trim_start_matches('@').is_empty() {
-                return Err((format!("hold.approvers[{i}]"), "empty name".into()));
-            }
+            Approver::parse(a).map_err(|reason| (format!("hold.approvers[{i}]"), reason))?;
         }
         if self.keepalive.is_zero() || self.keepalive >= self.timeout {
             return Err((
@@ -250,32 +252,6 @@ pub(crate) fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// May the peer with this uid (and primary gid) decide holds? root always; otherwise a
-/// listed user name or a member of a listed `@group`.
-pub fn may_approve(approvers: &[String], uid: u32, gid: u32) -> Option<String> {
-    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| format!("uid {uid}"));
-    if uid == 0 {
-        return Some(name);
-    }
-    for a in approvers {
-        let ok = match a.strip_prefix('@') {
-            Some(group) => match nix::unistd::Group::from_name(group) {
-                Ok(Some(g)) => g.gid.as_raw() == gid || g.mem.contains(&name),
-                _ => false,
-            },
-            None => *a == name,
-        };
-        if ok {
-            return Some(name);
-        }
-    }
-    None
 }
 
 #[cfg(test)]

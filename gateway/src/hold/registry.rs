@@ -75,7 +75,6 @@ pub struct Holds {
     ids: ids::Ids,
     max_pending: usize,
     max_bytes: u64,
-    self_approval: bool,
     approval_ttl: Duration,
 }
 
@@ -83,11 +82,9 @@ pub struct Holds {
 pub enum HoldError {
     #[error("no pending hold {0} (decided, timed out or withdrawn)")]
     Unknown(u64),
-    #[error(
-        "hold {id} is a request made by uid {uid}, your own: nobody approves their own request \
-         (hold.self_approval = false); another approver must approve it (you may deny it)"
-    )]
-    SelfApproval { id: u64, uid: u32 },
+    /// [`super::authorize`] refused the decision.
+    #[error(transparent)]
+    Denied(#[from] super::principal::Denied),
     #[error("{0}")]
     Full(String),
     #[error(transparent)]
@@ -168,7 +165,6 @@ impl Holds {
             ids,
             max_pending: cfg.max_pending,
             max_bytes: cfg.max_bytes,
-            self_approval: cfg.self_approval,
             approval_ttl: cfg.approval_ttl,
         }
     }
@@ -307,18 +303,19 @@ impl Holds {
             .collect()
     }
 
-    /// Decide hold `id` for the approver with uid `by_uid`: approving a request of one's own
-    /// uid is refused (and the hold stays) unless `hold.self_approval`. Every request waiting
-    /// on it gets the decision, and it stays bound to the hold's key for `hold.approval_ttl`.
-    pub fn decide(&self, id: u64, d: Decision, by_uid: u32) -> Result<HoldInfo, HoldError> {
+    /// Decide hold `id`. `check` sees the hold first and may refuse (the hold then stays):
+    /// callers pass [`super::authorize`] there, the one decision of who may approve what.
+    /// Every request waiting on it gets the decision, and it stays bound to the hold's key for
+    /// `hold.approval_ttl`.
+    pub fn decide(
+        &self,
+        id: u64,
+        d: Decision,
+        check: impl FnOnce(&HoldInfo) -> Result<(), HoldError>,
+    ) -> Result<HoldInfo, HoldError> {
         let mut st = self.lock();
         let p = st.pending.get(&id).ok_or(HoldError::Unknown(id))?;
-        if matches!(d, Decision::Approved { .. }) && !self.self_approval && p.info.uid == by_uid {
-            return Err(HoldError::SelfApproval {
-                id,
-                uid: p.info.uid,
-            });
-        }
+        check(&p.info)?;
         let p = st.remove(id).ok_or(HoldError::Unknown(id))?;
         if let Some(k) = p.key
             && !self.approval_ttl.is_zero()

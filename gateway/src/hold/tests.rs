@@ -75,7 +75,11 @@ async fn decide_wait_and_withdraw() {
     let (info, w) = holds.hold(req(&id, "e", 10), T).unwrap();
     assert_eq!(holds.list().len(), 1);
     holds
-        .decide(info.id, Decision::Approved { by: "root".into() }, 0)
+        .decide(
+            info.id,
+            Decision::Approved { by: "root".into() },
+            |_| Ok(()),
+        )
         .unwrap();
     assert!(matches!(
         w.wait(Duration::from_secs(1)).await,
@@ -88,7 +92,11 @@ async fn decide_wait_and_withdraw() {
     assert!(holds.list().is_empty());
     assert_eq!(
         holds
-            .decide(info.id, Decision::Approved { by: "root".into() }, 0)
+            .decide(
+                info.id,
+                Decision::Approved { by: "root".into() },
+                |_| Ok(())
+            )
             .err(),
         Some(HoldError::Unknown(info.id))
     );
@@ -101,38 +109,70 @@ async fn decide_wait_and_withdraw() {
     assert_eq!(holds.lock().bytes, 0, "every hold's bytes given back");
 }
 
+/// Decide through [`authorize`], as every caller does.
+fn decide_as(
+    holds: &Holds,
+    cfg: &HoldConfig,
+    p: &Principal,
+    id: u64,
+    d: Decision,
+) -> Result<HoldInfo, HoldError> {
+    holds.decide(id, d.clone(), |info| {
+        let action = match d {
+            Decision::Approved { .. } => principal::Action::Approve(info),
+            Decision::Denied { .. } => principal::Action::Deny(info),
+        };
+        authorize(cfg, p, action, true)
+            .map(|_| ())
+            .map_err(HoldError::from)
+    })
+}
+
+fn local(uid: u32) -> Principal {
+    Principal::Local {
+        uid,
+        gid: uid,
+        name: if uid == 0 {
+            "root".into()
+        } else {
+            format!("u{uid}")
+        },
+    }
+}
+
 #[tokio::test]
 async fn nobody_approves_their_own_request_unless_allowed() {
-    let holds = holds(&HoldConfig::default());
+    let cfg = HoldConfig {
+        approvers: vec!["u1000".into(), "u1001".into()],
+        ..Default::default()
+    };
+    let holds = holds(&cfg);
     let alice = user(1000);
     let (info, w) = holds.hold(req(&alice, "e", 1), T).unwrap();
     let approve = || Decision::Approved { by: "alice".into() };
-    let e = holds.decide(info.id, approve(), 1000).unwrap_err();
-    assert_eq!(
-        e,
-        HoldError::SelfApproval {
-            id: info.id,
-            uid: 1000
-        }
+    let e = decide_as(&holds, &cfg, &local(1000), info.id, approve()).unwrap_err();
+    assert!(
+        matches!(e, HoldError::Denied(Denied::SelfApproval { id, .. }) if id == info.id),
+        "{e:?}"
     );
     assert!(e.to_string().contains("hold.self_approval"), "{e}");
     // Still pending; somebody else may approve it.
     assert_eq!(holds.list().len(), 1);
-    holds.decide(info.id, approve(), 1001).unwrap();
+    decide_as(&holds, &cfg, &local(1001), info.id, approve()).unwrap();
     assert!(matches!(w.wait(T).await, Outcome::Decided(_)));
 
     // root's own request is root's own too; denying it is allowed.
     let root = user(0);
     let (info, w) = holds.hold(req(&root, "e", 1), T).unwrap();
     assert!(matches!(
-        holds.decide(info.id, approve(), 0),
-        Err(HoldError::SelfApproval { .. })
+        decide_as(&holds, &cfg, &local(0), info.id, approve()),
+        Err(HoldError::Denied(Denied::SelfApproval { .. }))
     ));
     let deny = Decision::Denied {
         by: "root".into(),
         reason: None,
     };
-    holds.decide(info.id, deny.clone(), 0).unwrap();
+    decide_as(&holds, &cfg, &local(0), info.id, deny.clone()).unwrap();
     assert_eq!(
         match w.wait(T).await {
             Outcome::Decided(d) => Some(d),
@@ -142,12 +182,13 @@ async fn nobody_approves_their_own_request_unless_allowed() {
     );
 
     // With hold.self_approval = true, root approves its own request.
-    let holds = self::holds(&HoldConfig {
+    let cfg = HoldConfig {
         self_approval: true,
         ..Default::default()
-    });
+    };
+    let holds = self::holds(&cfg);
     let (info, w) = holds.hold(req(&root, "e", 1), T).unwrap();
-    holds.decide(info.id, approve(), 0).unwrap();
+    decide_as(&holds, &cfg, &local(0), info.id, approve()).unwrap();
     assert!(matches!(
         w.wait(T).await,
         Outcome::Decided(Decision::Approved { .. })
@@ -177,7 +218,7 @@ fn held_requests_are_bounded_in_count_and_bytes() {
     let c = holds.hold(req(&id, "c", 60), T).unwrap();
     // A decided hold gives its bytes back.
     holds
-        .decide(a.0.id, Decision::Approved { by: "x".into() }, 0)
+        .decide(a.0.id, Decision::Approved { by: "x".into() }, |_| Ok(()))
         .unwrap();
     drop((a, c));
     assert_eq!(holds.lock().bytes, 0);
@@ -202,7 +243,7 @@ fn ids_are_not_reused_by_a_restarted_registry() {
     // An approval typed for the old id does not hit the new request.
     assert_eq!(
         second
-            .decide(a.id, Decision::Approved { by: "x".into() }, 0)
+            .decide(a.id, Decision::Approved { by: "x".into() }, |_| Ok(()))
             .err(),
         Some(HoldError::Unknown(a.id))
     );
@@ -278,11 +319,26 @@ fn approvers_see_no_secret_and_no_raw_control_characters() {
 
 #[test]
 fn root_always_approves_others_only_when_listed() {
-    assert!(may_approve(&[], 0, 0).is_some());
-    assert!(may_approve(&[], 65534, 65534).is_none());
-    assert!(may_approve(&["nobody".into()], 65534, 65534).is_some());
-    assert!(may_approve(&["@root".into()], 65534, 65534).is_none());
-    assert!(may_approve(&["@root".into()], 65534, 0).is_some());
+    let may = |approvers: &[&str], uid: u32, gid: u32| {
+        let cfg = HoldConfig {
+            approvers: approvers.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        authorize(
+            &cfg,
+            &Principal::local(uid, gid),
+            principal::Action::List,
+            true,
+        )
+        .is_ok()
+    };
+    assert!(may(&[], 0, 0));
+    assert!(!may(&[], 65534, 65534));
+    assert!(may(&["nobody"], 65534, 65534));
+    assert!(!may(&["@root"], 65534, 65534));
+    assert!(may(&["@root"], 65534, 0));
+    // An OIDC group entry gives a local user nothing.
+    assert!(!may(&["@oidc:nobody"], 65534, 65534));
 }
 
 fn key(n: u8) -> digest::Key {
@@ -339,7 +395,7 @@ async fn a_resend_joins_the_pending_hold_and_one_decision_releases_both() {
     let (_, wa2, joined) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());
     assert!(joined);
     holds
-        .decide(a.id, Decision::Approved { by: "root".into() }, 0)
+        .decide(a.id, Decision::Approved { by: "root".into() }, |_| Ok(()))
         .unwrap();
     for w in [wb, wa2] {
         assert!(matches!(
@@ -361,7 +417,7 @@ async fn decisions_bind_to_the_key_until_the_ttl_and_timeouts_do_not() {
     let id = user(1000);
     let (a, w, _) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());
     holds
-        .decide(a.id, Decision::Approved { by: "bob".into() }, 0)
+        .decide(a.id, Decision::Approved { by: "bob".into() }, |_| Ok(()))
         .unwrap();
     drop(w);
     match holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap() {
@@ -382,7 +438,7 @@ async fn decisions_bind_to_the_key_until_the_ttl_and_timeouts_do_not() {
         by: "bob".into(),
         reason: Some("no".into()),
     };
-    holds.decide(b.id, deny.clone(), 0).unwrap();
+    holds.decide(b.id, deny.clone(), |_| Ok(())).unwrap();
     drop(w);
     assert!(matches!(
         holds.admit(req(&id, "e", 10), T, Some(key(3))).unwrap(),
@@ -408,7 +464,7 @@ async fn decisions_bind_to_the_key_until_the_ttl_and_timeouts_do_not() {
     });
     let (a, w, _) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());
     holds
-        .decide(a.id, Decision::Approved { by: "bob".into() }, 0)
+        .decide(a.id, Decision::Approved { by: "bob".into() }, |_| Ok(()))
         .unwrap();
     drop(w);
     let (_, _w, joined) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());

@@ -482,7 +482,7 @@ async fn a_held_message_and_the_ones_after_it_wait_then_go_in_order() {
         .decide(
             id,
             crate::hold::Decision::Approved { by: "alice".into() },
-            1000,
+            |_| Ok(()),
         )
         .unwrap();
     assert!(

@@ -1,0 +1,1 @@
+//! `gateway login`, `logout`, `whoami` (filled in below).
