@@ -331,8 +331,9 @@ impl FleetEnv {
         let mut extra = String::new();
         if parts.oidc {
             extra.push_str(&format!(
-                "[oidc]\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n{}\n",
+                "[oidc]\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nca_file = \"{}\"\n{}\n",
                 op.issuer,
+                op.pki.ca_pem.display(),
                 if parts.secret {
                     format!("client_secret_env = \"{CLIENT_SECRET_ENV}\"\n")
                 } else {
@@ -409,10 +410,11 @@ impl FleetEnv {
         let ip = format!("{}.22", self.base);
         let admin: SocketAddr = format!("{ip}:{}", free_port(&ip)).parse().unwrap();
         let extra = format!(
-            "[oidc]\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
+            "[oidc]\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nca_file = \"{}\"\n\
              [hold]\nkeywords = [\"{HOLD_WORD}\"]\ntimeout = \"15m\"\napprovers = [\"@oidc:llm-approvers\"]\n\
              [admin]\nhttps = \"{admin}\"\n[fleet]\nnats = \"{nats}\"\nnode = \"{node}\"\n",
-            self.op.issuer
+            self.op.issuer,
+            self.op.pki.ca_pem.display()
         );
         let gw = Gateway::start_opts(
             &name,
@@ -881,8 +883,9 @@ pub fn tokens_in(op: &Op, text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The admin API's routes (from the operator docs in deploy/docs/, not the code): listing the
-/// pending holds, and approving one (`{id}`: the hold's id), with its body.
+/// The admin API's routes, as the CLI uses them (seen from outside: `gateway approvals` talking
+/// to a listener at the admin socket's path): listing the pending holds, and approving one
+/// (`{id}`: the hold's id), with its body.
 pub struct Routes {
     pub list: &'static str,
     pub approve: &'static str,
@@ -890,8 +893,8 @@ pub struct Routes {
 }
 
 pub const ROUTES: Routes = Routes {
-    list: "/holds",
-    approve: "/holds/{id}/approve",
+    list: "/v1/approvals",
+    approve: "/v1/approvals/{id}/approve",
     approve_body: r#"{"reason":"adversarial"}"#,
 };
 
