@@ -41,6 +41,8 @@ pub enum AppError {
     #[error(transparent)]
     Admin(#[from] AdminError),
     #[error(transparent)]
+    Web(#[from] crate::web::WebError),
+    #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
@@ -68,22 +70,21 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let catalog = Arc::new(Catalog::from_config(&cfg));
     let nofile = raise_nofile();
     let interception = Arc::new(interception(&cfg)?);
-    crate::admin::serve(
-        crate::admin::socket_path(&cfg.state_dir),
-        Arc::new(Admin {
-            holds: interception.hold.holds.clone(),
-            hold: cfg.hold.clone(),
-            verifier: match &cfg.oidc {
-                Some(o) => Some(Arc::new(
-                    crate::oidc::Verifier::new(o, Some(cfg.redirect.bypass_mark))
-                        .map_err(|e| AppError::Usage(e.to_string()))?,
-                )),
-                None => None,
-            },
-            journal: interception.journal.clone(),
-        }),
-    )
-    .await?;
+    let admin = Arc::new(Admin {
+        holds: interception.hold.holds.clone(),
+        hold: cfg.hold.clone(),
+        verifier: match &cfg.oidc {
+            Some(o) => Some(Arc::new(
+                crate::oidc::Verifier::new(o, Some(cfg.redirect.bypass_mark))
+                    .map_err(|e| AppError::Usage(e.to_string()))?,
+            )),
+            None => None,
+        },
+        journal: interception.journal.clone(),
+    });
+    crate::admin::serve(crate::admin::socket_path(&cfg.state_dir), admin.clone()).await?;
+    // The HTTPS admin API and the approval page, when configured (issue I).
+    crate::web::start(&cfg, admin, interception.terminator.ca.clone()).await?;
     crate::metrics::serve(&cfg.metrics).await?;
 
     // Listen before attaching, so the first redirected connect finds the proxy.

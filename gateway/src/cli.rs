@@ -132,8 +132,12 @@ pub enum ApprovalsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Let a held request go to the provider.
-    Approve { id: u64 },
+    /// Let a held request go to the provider (the reason, if given, is journaled).
+    Approve {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Refuse a held request; the client gets a provider-shaped 403 with the reason.
     Deny {
         id: u64,

@@ -152,7 +152,11 @@ pub fn approvals(cfg: &Config, cmd: &crate::cli::ApprovalsCommand) -> Result<Str
     let socket = crate::admin::socket_path(&cfg.state_dir);
     let (method, target, body) = match cmd {
         A::List { .. } => ("GET", "/v1/approvals".to_string(), None),
-        A::Approve { id } => ("POST", format!("/v1/approvals/{id}/approve"), None),
+        A::Approve { id, reason } => (
+            "POST",
+            format!("/v1/approvals/{id}/approve"),
+            Some(serde_json::json!({ "reason": reason })),
+        ),
         A::Deny { id, reason } => (
             "POST",
             format!("/v1/approvals/{id}/deny"),
@@ -197,7 +201,7 @@ pub fn approvals(cfg: &Config, cmd: &crate::cli::ApprovalsCommand) -> Result<Str
             }
             out.trim_end().to_string()
         }
-        A::Approve { id } => format!("hold {id} approved"),
+        A::Approve { id, .. } => format!("hold {id} approved"),
         A::Deny { id, .. } => format!("hold {id} denied"),
     })
 }

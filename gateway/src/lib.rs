@@ -30,5 +30,6 @@ pub mod tls;
 pub mod trust;
 pub mod upstream;
 pub mod vault;
+pub mod web;
 pub mod websocket;
 pub mod workers;

@@ -6,6 +6,7 @@
 
 pub mod adversarial;
 pub mod bedrock;
+pub mod browser;
 pub mod dns;
 pub mod fake;
 pub mod mediation;
@@ -161,6 +162,8 @@ pub struct Opts {
     pub redirect_extra: String,
     /// `redirect.ports` instead of `[443]`.
     pub ports: Option<Vec<u16>>,
+    /// Environment variables of the daemon (e.g. a secret named by a `*_env` key).
+    pub env: Vec<(String, String)>,
 }
 
 /// One test's gateway: its config, state dir, pins and process. Killed and detached on drop.
@@ -176,6 +179,7 @@ pub struct Gateway {
     log_path: PathBuf,
     runs: u32,
     netns: Option<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Gateway {
@@ -309,6 +313,7 @@ listen = "{metrics}"
             child: None,
             runs: 0,
             netns: opts.netns.clone(),
+            env: opts.env.clone(),
         };
         gw.spawn();
         gw
@@ -336,6 +341,7 @@ listen = "{metrics}"
             .args(["run", "-c"])
             .arg(&self.config)
             .env_remove("RUST_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

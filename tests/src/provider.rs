@@ -768,6 +768,17 @@ pub struct ProviderEnv {
 
 impl ProviderEnv {
     pub fn start(prefix: &str, net: u8, extra_config: &str, keys: &[(&str, &str)]) -> Self {
+        Self::start_env(prefix, net, extra_config, keys, &[])
+    }
+
+    /// As [`Self::start`], the daemon with these environment variables.
+    pub fn start_env(
+        prefix: &str,
+        net: u8,
+        extra_config: &str,
+        keys: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Self {
         crate::require_privileges();
         let n = crate::unique();
         let name = format!("{prefix}-{}-{n}", std::process::id());
@@ -784,6 +795,10 @@ impl ProviderEnv {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
                 builtin: true,
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 ..Default::default()
             },
         );

@@ -72,7 +72,7 @@ const LLVM_PACKAGES: [&str; 4] = [
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Debian packages the tests drive: real clients and namespace tools.
-const TEST_PACKAGES: [(&str, &str); 13] = [
+const TEST_PACKAGES: [(&str, &str); 14] = [
     ("curl", "curl"),
     ("ip", "iproute2"),
     ("unshare", "util-linux"),
@@ -86,6 +86,8 @@ const TEST_PACKAGES: [(&str, &str); 13] = [
     ("rsyslogd", "rsyslog"),
     ("chromium", "chromium"),
     ("chromedriver", "chromium-driver"),
+    // The approval page test trusts its CAs in the browser's own NSS database.
+    ("certutil", "libnss3-tools"),
     ("logger", "bsdutils"),
 ];
 

@@ -27,6 +27,8 @@ use tracing::{info, warn};
 
 use crate::hold::{Action, Decision, HoldConfig, HoldError, Holds, Principal, authorize};
 
+pub mod https;
+
 pub const SOCKET: &str = "admin.sock";
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
@@ -51,6 +53,11 @@ pub enum AdminError {
     Protocol { path: PathBuf, reason: String },
     #[error("{0}")]
     Refused(String),
+    #[error("admin API over HTTPS on {addr}: {reason}")]
+    Https {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
 }
 
 pub struct Admin {
@@ -231,7 +238,10 @@ pub async fn handle(
                 .ok()
                 .and_then(|v| v["reason"].as_str().map(String::from));
             let d = if *verb == "approve" {
-                Decision::Approved { by: who.clone() }
+                Decision::Approved {
+                    by: who.clone(),
+                    reason,
+                }
             } else {
                 Decision::Denied {
                     by: who.clone(),

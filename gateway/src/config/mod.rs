@@ -62,6 +62,10 @@ pub struct Config {
     pub limits: Limits,
     /// The identity provider approvers sign in with; absent: OIDC is off.
     pub oidc: Option<crate::oidc::OidcConfig>,
+    /// The admin API over HTTPS (issue I; the Unix socket is always there).
+    pub admin: crate::admin::https::AdminConfig,
+    /// The approval web page (issue I).
+    pub web: crate::web::WebConfig,
 }
 
 impl Default for Config {
@@ -85,6 +89,8 @@ impl Default for Config {
             kubernetes: Default::default(),
             limits: Limits::default(),
             oidc: None,
+            admin: Default::default(),
+            web: Default::default(),
         }
     }
 }
@@ -417,6 +423,12 @@ impl Config {
                 "must not exceed dns.max_ttl".into(),
             ));
         }
+        // Both listeners accept only identities of the [oidc] issuer.
+        let oidc = self.oidc.is_some();
+        self.admin
+            .validate(oidc)
+            .and_then(|()| self.web.validate(oidc))
+            .map_err(|(k, r)| bad(k, r))?;
         if self.dns.retry.is_zero() {
             return Err(bad("dns.retry".into(), "must be greater than zero".into()));
         }

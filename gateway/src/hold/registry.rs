@@ -23,8 +23,15 @@ use super::{HoldConfig, HoldInfo, Request, digest::Key, ids, now, printable::pri
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Approved { by: String },
-    Denied { by: String, reason: Option<String> },
+    /// `reason`: what the approver wrote (journaled with the record), if anything.
+    Approved {
+        by: String,
+        reason: Option<String>,
+    },
+    Denied {
+        by: String,
+        reason: Option<String>,
+    },
 }
 
 struct Pending {

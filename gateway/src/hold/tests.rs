@@ -77,7 +77,10 @@ async fn decide_wait_and_withdraw() {
     holds
         .decide(
             info.id,
-            Decision::Approved { by: "root".into() },
+            Decision::Approved {
+                by: "root".into(),
+                reason: None,
+            },
             |_| Ok(()),
         )
         .unwrap();
@@ -94,7 +97,10 @@ async fn decide_wait_and_withdraw() {
         holds
             .decide(
                 info.id,
-                Decision::Approved { by: "root".into() },
+                Decision::Approved {
+                    by: "root".into(),
+                    reason: None
+                },
                 |_| Ok(())
             )
             .err(),
@@ -149,7 +155,10 @@ async fn nobody_approves_their_own_request_unless_allowed() {
     let holds = holds(&cfg);
     let alice = user(1000);
     let (info, w) = holds.hold(req(&alice, "e", 1), T).unwrap();
-    let approve = || Decision::Approved { by: "alice".into() };
+    let approve = || Decision::Approved {
+        by: "alice".into(),
+        reason: None,
+    };
     let e = decide_as(&holds, &cfg, &local(1000), info.id, approve()).unwrap_err();
     assert!(
         matches!(e, HoldError::Denied(Denied::SelfApproval { id, .. }) if id == info.id),
@@ -218,7 +227,14 @@ fn held_requests_are_bounded_in_count_and_bytes() {
     let c = holds.hold(req(&id, "c", 60), T).unwrap();
     // A decided hold gives its bytes back.
     holds
-        .decide(a.0.id, Decision::Approved { by: "x".into() }, |_| Ok(()))
+        .decide(
+            a.0.id,
+            Decision::Approved {
+                by: "x".into(),
+                reason: None,
+            },
+            |_| Ok(()),
+        )
         .unwrap();
     drop((a, c));
     assert_eq!(holds.lock().bytes, 0);
@@ -243,7 +259,14 @@ fn ids_are_not_reused_by_a_restarted_registry() {
     // An approval typed for the old id does not hit the new request.
     assert_eq!(
         second
-            .decide(a.id, Decision::Approved { by: "x".into() }, |_| Ok(()))
+            .decide(
+                a.id,
+                Decision::Approved {
+                    by: "x".into(),
+                    reason: None
+                },
+                |_| Ok(())
+            )
             .err(),
         Some(HoldError::Unknown(a.id))
     );
@@ -395,7 +418,14 @@ async fn a_resend_joins_the_pending_hold_and_one_decision_releases_both() {
     let (_, wa2, joined) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());
     assert!(joined);
     holds
-        .decide(a.id, Decision::Approved { by: "root".into() }, |_| Ok(()))
+        .decide(
+            a.id,
+            Decision::Approved {
+                by: "root".into(),
+                reason: None,
+            },
+            |_| Ok(()),
+        )
         .unwrap();
     for w in [wb, wa2] {
         assert!(matches!(
@@ -417,13 +447,26 @@ async fn decisions_bind_to_the_key_until_the_ttl_and_timeouts_do_not() {
     let id = user(1000);
     let (a, w, _) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());
     holds
-        .decide(a.id, Decision::Approved { by: "bob".into() }, |_| Ok(()))
+        .decide(
+            a.id,
+            Decision::Approved {
+                by: "bob".into(),
+                reason: None,
+            },
+            |_| Ok(()),
+        )
         .unwrap();
     drop(w);
     match holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap() {
         Admission::Bound { hold, decision } => {
             assert_eq!(hold, a.id);
-            assert_eq!(decision, Decision::Approved { by: "bob".into() });
+            assert_eq!(
+                decision,
+                Decision::Approved {
+                    by: "bob".into(),
+                    reason: None
+                }
+            );
         }
         Admission::Held { .. } => panic!("an approved request was held again within the ttl"),
     }
@@ -464,7 +507,14 @@ async fn decisions_bind_to_the_key_until_the_ttl_and_timeouts_do_not() {
     });
     let (a, w, _) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());
     holds
-        .decide(a.id, Decision::Approved { by: "bob".into() }, |_| Ok(()))
+        .decide(
+            a.id,
+            Decision::Approved {
+                by: "bob".into(),
+                reason: None,
+            },
+            |_| Ok(()),
+        )
         .unwrap();
     drop(w);
     let (_, _w, joined) = held(holds.admit(req(&id, "e", 10), T, Some(key(1))).unwrap());

@@ -144,9 +144,10 @@ fn admit(
             let mut a = record(hold, "approved", Some("reused"));
             a.at = Some(crate::journal::rfc3339(crate::journal::now_ms()));
             let r = match decision {
-                Decision::Approved { by } => {
+                Decision::Approved { by, reason } => {
                     info!(conn = ctx.conn_id, hold, %by, "request released by an approval of the same request");
                     a.by = Some(by);
+                    a.reason = reason;
                     Ok(Admitted::Approved)
                 }
                 Decision::Denied { by, reason } => {
@@ -217,11 +218,12 @@ async fn decision(
     approval.waited_ms = since.elapsed().as_secs_f64() * 1e3;
     approval.at = Some(crate::journal::rfc3339(crate::journal::now_ms()));
     match outcome {
-        Outcome::Decided(Decision::Approved { by }) => {
+        Outcome::Decided(Decision::Approved { by, reason }) => {
             info!(conn = ctx.conn_id, hold = info.id, %by, "hold approved");
             approval.outcome = "approved".into();
             pending.0 = Some("approved");
             approval.by = Some(by);
+            approval.reason = reason;
             Ok(())
         }
         Outcome::Decided(Decision::Denied { by, reason }) => {

@@ -5,6 +5,7 @@
 
 pub mod ca;
 pub mod leaf;
+pub mod listener;
 
 use std::{
     io,

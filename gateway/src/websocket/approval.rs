@@ -79,10 +79,11 @@ pub(super) async fn wait(
     a.waited_ms = since.elapsed().as_secs_f64() * 1e3;
     a.at = Some(crate::journal::rfc3339(crate::journal::now_ms()));
     match outcome {
-        Outcome::Decided(D::Approved { by }) => {
+        Outcome::Decided(D::Approved { by, reason }) => {
             info!(conn = s.conn_id, hold = info.id, %by, "websocket hold approved");
             a.outcome = "approved".into();
             a.by = Some(by);
+            a.reason = reason;
             pending.0 = "approved";
             Ok(())
         }

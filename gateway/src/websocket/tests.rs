@@ -481,7 +481,10 @@ async fn a_held_message_and_the_ones_after_it_wait_then_go_in_order() {
     holds
         .decide(
             id,
-            crate::hold::Decision::Approved { by: "alice".into() },
+            crate::hold::Decision::Approved {
+                by: "alice".into(),
+                reason: None,
+            },
             |_| Ok(()),
         )
         .unwrap();
