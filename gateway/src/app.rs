@@ -46,6 +46,8 @@ pub enum AppError {
     Journal(#[from] crate::journal::JournalError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
     #[error("CA trust: {0}")]
     Trust(#[from] crate::trust::TrustError),
     #[error("{0}")]
@@ -86,6 +88,9 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     // The HTTPS admin API and the approval page, when configured (issue I).
     crate::web::start(&cfg, admin, interception.terminator.ca.clone()).await?;
     crate::metrics::serve(&cfg.metrics).await?;
+    if let Some(j) = &interception.journal {
+        crate::export::start(&cfg.exports, j, &crate::export::node_name())?;
+    }
 
     // Listen before attaching, so the first redirected connect finds the proxy.
     let v4 = TcpListener::bind(cfg.listen.addr)

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod doctor;
+pub mod export;
 pub mod hold;
 pub mod http;
 pub mod intercept;

@@ -74,6 +74,13 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// An `[[export]]` entry: its name (from the config) and kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExportLabels {
+    pub exporter: String,
+    pub kind: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub connections: Family<OutcomeLabels, Counter>,
@@ -97,6 +104,12 @@ pub struct Metrics {
     pub dns_queries: Family<ResultLabels, Counter>,
     /// Provider addresses written into the kernel set from workloads' DNS answers.
     pub dns_learned: Counter,
+    /// Export (issue I): events a sink acknowledged, failed attempts, records it will never
+    /// get (pruned or unreadable before export), records journaled but not yet acknowledged.
+    pub export_events: Family<ExportLabels, Counter>,
+    pub export_failures: Family<ExportLabels, Counter>,
+    pub export_lost: Family<ExportLabels, Counter>,
+    pub export_lag: Family<ExportLabels, Gauge>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -123,6 +136,10 @@ impl Metrics {
             leaf_cache: Family::default(),
             dns_queries: Family::default(),
             dns_learned: Counter::default(),
+            export_events: Family::default(),
+            export_failures: Family::default(),
+            export_lost: Family::default(),
+            export_lag: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -189,6 +206,26 @@ impl Metrics {
             "dns_learned_addresses",
             "Provider addresses written into the kernel set from workloads' DNS answers",
             m.dns_learned.clone(),
+        );
+        registry.register(
+            "export_events",
+            "Events an exporter's sink acknowledged",
+            m.export_events.clone(),
+        );
+        registry.register(
+            "export_failures",
+            "Failed attempts to hand a batch to an exporter's sink",
+            m.export_failures.clone(),
+        );
+        registry.register(
+            "export_lost_records",
+            "Journal records an exporter will never send (pruned or unreadable before export)",
+            m.export_lost.clone(),
+        );
+        registry.register(
+            "export_lag_records",
+            "Journal records not yet acknowledged by an exporter's sink",
+            m.export_lag.clone(),
         );
         Self { registry, ..m }
     }

@@ -66,6 +66,9 @@ pub struct Config {
     pub admin: crate::admin::https::AdminConfig,
     /// The approval web page (issue I).
     pub web: crate::web::WebConfig,
+    /// `[[export]]`: the journal's records to syslog, Splunk HEC, OTLP ([`crate::export`]).
+    #[serde(rename = "export")]
+    pub exports: Vec<crate::export::ExportConfig>,
 }
 
 impl Default for Config {
@@ -91,6 +94,7 @@ impl Default for Config {
             oidc: None,
             admin: Default::default(),
             web: Default::default(),
+            exports: Vec::new(),
         }
     }
 }
@@ -514,6 +518,13 @@ impl Config {
             ));
         }
         self.metrics.validate().map_err(|(k, r)| bad(k, r))?;
+        crate::export::validate(&self.exports).map_err(|(k, r)| bad(k, r))?;
+        if !self.exports.is_empty() && !self.journal.enabled {
+            return Err(bad(
+                "export".into(),
+                "exporters read the journal: they need journal.enabled = true".into(),
+            ));
+        }
         if let Err(e) = crate::policy::scan::Scanner::new(&self.rules, &self.policy) {
             use crate::policy::scan::ScanError;
             return Err(match e {

@@ -12,6 +12,7 @@
 //! ([`Journal::ready`]) new requests are refused before anything is sent.
 
 pub mod body;
+pub mod cursor;
 pub mod query;
 pub mod seal;
 pub mod store;
@@ -283,6 +284,9 @@ pub struct Journal {
     pub store: Arc<Store>,
     tx: mpsc::Sender<Msg>,
     health: Arc<Health>,
+    /// The last durable record's id, published after each group commit (consumers of a
+    /// [`cursor::Cursor`] wait on it and read no further).
+    head: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -381,7 +385,9 @@ impl Journal {
         let (tx, rx) = mpsc::channel();
         let writer = store.clone();
         let health = Arc::new(Health::default());
+        let head = Arc::new(tokio::sync::watch::Sender::new(store.head()?.0));
         let w = Writer {
+            head: head.clone(),
             delay: cfg.write_delay,
             retention: cfg.retention,
             fault: cfg.fail_writes_while.clone(),
@@ -396,7 +402,14 @@ impl Journal {
             store,
             tx,
             health,
+            head,
         })
+    }
+
+    /// The last durable record's id, and every later one as the writer commits it: a consumer
+    /// outside the data path ([`cursor`]) waits on this instead of polling the store.
+    pub fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.head.subscribe()
     }
 
     /// Can an exchange be recorded? `Err` says why not: the last write failed (the store is
@@ -411,7 +424,7 @@ impl Journal {
         }
     }
 
-    fn send(&self, rec: Record, ack: Option<oneshot::Sender<Result<u64, String>>>) {
+    pub(crate) fn send(&self, rec: Record, ack: Option<oneshot::Sender<Result<u64, String>>>) {
         if self
             .tx
             .send(Msg::Append(Box::new(rec), ack, Instant::now()))
@@ -446,6 +459,7 @@ fn prune(store: &Store, retention: Duration) {
 }
 
 struct Writer {
+    head: Arc<tokio::sync::watch::Sender<u64>>,
     delay: Duration,
     retention: Option<Duration>,
     fault: Option<PathBuf>,
@@ -554,6 +568,7 @@ impl Writer {
             if result.is_err() {
                 continue;
             }
+            self.head.send_replace(last_id);
             // The records are durable (and their exchanges told); now the head outside the
             // journal, so that removing records from the end, or putting an older copy back,
             // fails `verify`. A head that cannot be written is a journal that cannot vouch for

@@ -628,6 +628,30 @@ impl Store {
         Ok(doomed.len() as u64)
     }
 
+    /// The stored bytes of every record after `id`, in chain order (what a consumer of a
+    /// [`super::cursor::Cursor`] reads; records left over from a half-done prune included).
+    pub fn raw_after(
+        &self,
+        id: u64,
+    ) -> impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + '_ {
+        self.records
+            .range((id.saturating_add(1)).to_be_bytes()..)
+            .map(move |kv| {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                Ok((key_id(&k), v.to_vec()))
+            })
+    }
+
+    /// Another tree in the journal's sled (the cursors keep their positions there).
+    pub(super) fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        self.db.open_tree(name).map_err(|e| self.err(e))
+    }
+
+    /// Where the journal is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Test helper: overwrite a stored record's bytes (tampering, as an attacker would).
     pub fn raw_put(&self, id: u64, bytes: &[u8]) -> Result<(), StoreError> {
         self.records
