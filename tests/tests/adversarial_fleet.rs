@@ -101,7 +101,6 @@ fn id_tokens_at_the_admin_api() {
         250,
         &Parts {
             admin_https: transports.contains(&false),
-            secret: true,
             oidc: true,
             ..Default::default()
         },
@@ -627,7 +626,6 @@ fn web_page_sign_in_csrf_xss_sessions_redirects() {
         &Parts {
             web: true,
             oidc: true,
-            secret: true,
             ..Default::default()
         },
         &tcases,
@@ -992,3 +990,114 @@ fn e_token(e: &FleetEnv, case: &str) -> String {
 }
 
 const BUS_KNOWN: &[(&str, &str)] = &[];
+
+/// Tokens of the real provider (npm `oidc-provider`, the OpenID-certified implementation the
+/// suite's fixture runs) at the HTTPS admin API of a gateway that trusts it: alice's ID token
+/// approves (control), bob's lists and approves nothing, and the provider's other artefacts are
+/// refused — an ID token issued to another client (aud), alice's access token and refresh
+/// token, and a correctly signed token from a second issuer (the misbehaving provider) naming
+/// the right audience.
+#[test]
+fn real_provider_tokens_at_the_admin_api() {
+    use gateway_tests::oidc::{self, OidcProvider};
+    let idp = OidcProvider::start(254);
+    let second = vec![TokenCase {
+        name: "second-issuer-right-audience",
+        why: "",
+        spec: json!({"claims": {"aud": oidc::CLI_CLIENT}}),
+        verdict: Verdict::Refused,
+    }];
+    let e = FleetEnv::start(
+        "gw-advreal",
+        254,
+        &Parts {
+            admin_https: true,
+            oidc: true,
+            oidc_section: Some(idp.config(oidc::CLI_CLIENT)),
+            ..Default::default()
+        },
+        &second,
+    );
+    let alice = idp.token_for(oidc::CLI_CLIENT, oidc::ALICE);
+    let s = |v: &Value, k: &str| v[k].as_str().unwrap_or("").to_string();
+    let cases: Vec<(&str, String, Verdict, &str)> = vec![
+        ("real-alice-id-token", s(&alice, "id_token"), Verdict::Approver, "control"),
+        (
+            "real-bob-id-token",
+            idp.id_token(oidc::CLI_CLIENT, oidc::BOB),
+            Verdict::NoRights,
+            "control: bob is not in llm-approvers",
+        ),
+        (
+            "real-id-token-for-another-client",
+            idp.id_token(oidc::OTHER_CLIENT, oidc::ALICE),
+            Verdict::Refused,
+            "aud is other-app (OIDC Core 3.1.3.7 step 3)",
+        ),
+        (
+            "real-access-token",
+            s(&alice, "access_token"),
+            Verdict::Refused,
+            "an access token is not an ID token (OIDC Core 2; RFC 9068)",
+        ),
+        (
+            "real-refresh-token",
+            s(&alice, "refresh_token"),
+            Verdict::Refused,
+            "a refresh token is for the token endpoint only (RFC 6749 1.5)",
+        ),
+        (
+            "second-issuer-right-audience",
+            e.op.token("second-issuer-right-audience").to_string(),
+            Verdict::Refused,
+            "a second issuer, correctly signed by its own key (OIDC Core 3.1.3.7 step 2)",
+        ),
+    ];
+    let cases = only(cases, |c| c.0);
+    let specs: Vec<Value> = cases.iter().map(|c| json!({"marker": format!("rl-{}", c.0)})).collect();
+    let (held, holds) = e.hold(&specs);
+    let mut reqs = vec![];
+    for (name, tok, ..) in &cases {
+        let id = hold_id(&holds[&format!("rl-{name}")]);
+        let bearer = format!("Bearer {tok}");
+        let h = [("Authorization", bearer.as_str()), ("Content-Type", "application/json")];
+        reqs.push(api_request(&e, &format!("{name}#list"), false, "GET", ROUTES.list, &h[..1], ""));
+        reqs.push(api_request(
+            &e,
+            &format!("{name}#approve"),
+            false,
+            "POST",
+            &ROUTES.approve.replace("{id}", &id),
+            &h,
+            ROUTES.approve_body,
+        ));
+    }
+    let got = e.api(&reqs, None);
+    std::thread::sleep(Duration::from_secs(3));
+    let pending: Vec<String> = e.pending().iter().map(|h| h.to_string()).collect();
+    let answers = held.answers();
+    let mut fails = vec![];
+    for (name, tok, verdict, why) in &cases {
+        let marker = format!("rl-{name}");
+        if tok.is_empty() {
+            fails.push(format!("{name}: the provider handed out no such token (cannot judge)"));
+            continue;
+        }
+        let list = &got[&format!("{name}#list")];
+        let appr = &got[&format!("{name}#approve")];
+        let shows = list["body"].as_str().unwrap_or("").contains(&marker);
+        let decided = !pending.iter().any(|p| p.contains(&marker)) || answers.contains_key(&marker);
+        let st = |r: &Value| r["status"].as_u64().unwrap_or(0);
+        let bad = match verdict {
+            Verdict::Approver => (!shows || !decided)
+                .then(|| format!("list {} / approve {}", brief(list), brief(appr))),
+            Verdict::NoRights | Verdict::Refused => (shows || decided || (200..300).contains(&st(appr)))
+                .then(|| format!("listed {shows}, decided {decided}: list {} / approve {}", brief(list), brief(appr))),
+        };
+        if let Some(b) = bad {
+            fails.push(format!("{name}: {b} [{why}]"));
+        }
+    }
+    let ran: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    report_known("fleet-real-provider", &ran, &fails, &[]);
+}

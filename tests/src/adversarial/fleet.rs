@@ -35,6 +35,8 @@ pub const NATS: &str = include_str!("fleet_nats.py");
 /// The OIDC client the gateway is registered as at the misbehaving provider.
 pub const CLIENT_ID: &str = "gw-adv-fleet";
 pub const CLIENT_SECRET: &str = "adv-fleet-client-secret-7Hq2";
+/// The web page's own OIDC client (confidential; its secret is [`CLIENT_SECRET`]).
+pub const WEB_CLIENT_ID: &str = "gw-adv-fleet-web";
 /// The env variable the gateway reads the client secret from.
 pub const CLIENT_SECRET_ENV: &str = "GW_ADV_FLEET_OIDC_SECRET";
 /// The word that makes a request held (`hold.keywords`).
@@ -173,14 +175,14 @@ pub struct Parts {
     pub web: bool,
     /// `[[export]]` blocks and anything else appended to the config.
     pub extra: String,
-    /// Put `client_secret_env` in `[oidc]` (and the secret in the daemon's environment).
-    pub secret: bool,
     /// Export receivers (`fleet_sink.py`) and one `[[export]]` per kind pointing at them.
     pub export: bool,
     /// `[oidc]` with the misbehaving provider as issuer, approvers `@oidc:llm-approvers`.
     pub oidc: bool,
     /// `[fleet]`: (nats URL, node name).
     pub fleet: Option<(String, String)>,
+    /// An `[oidc]` section of another provider instead of the misbehaving one's.
+    pub oidc_section: Option<String>,
 }
 
 /// The HEC token the gateway is given (via `token_env`).
@@ -329,16 +331,13 @@ impl FleetEnv {
             .web
             .then(|| format!("{web_ip}:{}", free_port(&web_ip)).parse().unwrap());
         let mut extra = String::new();
-        if parts.oidc {
+        if let Some(o) = &parts.oidc_section {
+            extra.push_str(o);
+        } else if parts.oidc {
             extra.push_str(&format!(
-                "[oidc]\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nca_file = \"{}\"\n{}\n",
+                "[oidc]\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nca_file = \"{}\"\n",
                 op.issuer,
                 op.pki.ca_pem.display(),
-                if parts.secret {
-                    format!("client_secret_env = \"{CLIENT_SECRET_ENV}\"\n")
-                } else {
-                    String::new()
-                }
             ));
         }
         extra.push_str(&format!(
@@ -353,7 +352,10 @@ impl FleetEnv {
             extra.push_str(&format!("[admin]\nhttps = \"{a}\"\n"));
         }
         if let Some(w) = web {
-            extra.push_str(&format!("[web]\nlisten = \"{w}\"\n"));
+            extra.push_str(&format!(
+                "[web]\nlisten = \"{w}\"\nclient_id = \"{WEB_CLIENT_ID}\"\n\
+                 client_secret_env = \"{CLIENT_SECRET_ENV}\"\nredirect_uri = \"https://{w}/callback\"\n"
+            ));
         }
         if let Some((url, node)) = &parts.fleet {
             extra.push_str(&format!("[fleet]\nnats = \"{url}\"\nnode = \"{node}\"\n"));
@@ -363,12 +365,7 @@ impl FleetEnv {
             extra.push_str(&s.config());
         }
         extra.push_str(&parts.extra);
-        // The daemon inherits this process's environment: the secrets it reads by name.
-        // SAFETY: set before the daemon starts; nothing else in this test reads them.
-        unsafe {
-            std::env::set_var(CLIENT_SECRET_ENV, CLIENT_SECRET);
-            std::env::set_var(HEC_TOKEN_ENV, HEC_TOKEN);
-        }
+
         let gw = Gateway::start_opts(
             &name,
             &cg.path,
@@ -380,6 +377,10 @@ impl FleetEnv {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
                 builtin: true,
+                env: vec![
+                    (CLIENT_SECRET_ENV.into(), CLIENT_SECRET.into()),
+                    (HEC_TOKEN_ENV.into(), HEC_TOKEN.into()),
+                ],
                 ..Default::default()
             },
         );

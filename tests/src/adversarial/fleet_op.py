@@ -30,6 +30,7 @@ CLIENT = cfg["client_id"]
 ATT = "https://%s:%d" % (cfg["ip"], cfg["attacker_port"])
 log_lock = threading.Lock()
 codes = {}
+codes_used = {}
 
 
 def b64u(b):
@@ -78,6 +79,13 @@ PUB_DER = op_key.public_key().public_bytes(
 )
 
 
+CUR_CLIENT = threading.local()
+
+
+def client():
+    return getattr(CUR_CLIENT, "id", None) or CLIENT
+
+
 def subst(v, now):
     if isinstance(v, str):
         if v == "$ATT_JWK":
@@ -87,8 +95,8 @@ def subst(v, now):
         if v == "$NULL":
             return NULL
         v = v.replace("$ISS_HTTP", ISS.replace("https://", "http://", 1))
-        v = v.replace("$CLIENT_UPPER", CLIENT.upper())
-        return v.replace("$ISS", ISS).replace("$CLIENT", CLIENT).replace("$ATT", ATT)
+        v = v.replace("$CLIENT_UPPER", client().upper())
+        return v.replace("$ISS", ISS).replace("$CLIENT", client()).replace("$ATT", ATT)
     if isinstance(v, dict):
         if set(v) == {"$now"}:
             return now + v["$now"]
@@ -123,7 +131,7 @@ def default_claims(now, nonce):
     c = {
         "iss": ISS,
         "sub": "adv-alice",
-        "aud": CLIENT,
+        "aud": client(),
         "exp": now + 600,
         "iat": now,
         "auth_time": now,
@@ -281,6 +289,7 @@ class Handler(BaseHTTPRequestHandler):
         if u.path == "/authorize":
             code = secrets.token_urlsafe(16)
             codes[code] = dict(q)
+            codes_used.setdefault(code, 0)
             loc = q.get("redirect_uri", "")
             params = {"code": code}
             if "state" in q:
@@ -289,7 +298,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(302, b"", "text/plain", [("Location", loc + sep + urllib.parse.urlencode(params))])
         if u.path == "/token":
             f = dict(urllib.parse.parse_qsl(body.decode()))
-            a = codes.pop(f.get("code", ""), None)
+            a = codes.get(f.get("code", ""))
             if a is None:
                 return self.reply(400, {"error": "invalid_grant", "error_description": "unknown or used code"})
             if a.get("code_challenge"):
@@ -297,6 +306,15 @@ class Handler(BaseHTTPRequestHandler):
                 want = b64u(hashlib.sha256(v.encode()).digest())
                 if want != a["code_challenge"]:
                     return self.reply(400, {"error": "invalid_grant", "error_description": "PKCE verifier mismatch"})
+            # The ID token is for the client that redeems the code (OIDC Core 2: aud).
+            cid = f.get("client_id") or a.get("client_id")
+            auth = self.headers.get("Authorization", "")
+            if auth.lower().startswith("basic "):
+                try:
+                    cid = urllib.parse.unquote(base64.b64decode(auth[6:]).decode().split(":", 1)[0])
+                except Exception:
+                    pass
+            CUR_CLIENT.id = cid
             spec = cases.get(a.get("adv_case", ""), {})
             user = USERS.get(a.get("adv_user", "alice"), {})
             tok = mint(spec, a.get("nonce"), user)
