@@ -54,6 +54,8 @@ pub enum AppError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Oidc(#[from] crate::oidc::OidcError),
 }
 
 impl AppError {

@@ -63,6 +63,37 @@ pub enum Command {
         #[arg(long, global = true)]
         offline: bool,
     },
+    /// Sign in with the organisation's identity provider ([oidc] in the config): authorization
+    /// code + PKCE in a browser, or the device flow (--device, or when no browser can open).
+    /// The tokens are kept in $XDG_CONFIG_HOME/gateway/tokens.json (0600) and sent with
+    /// `gateway approvals` and `gateway journal`.
+    Login {
+        /// Use the device authorization grant: print a URL and a code to enter elsewhere.
+        #[arg(long)]
+        device: bool,
+        /// The issuer URL (overrides oidc.issuer).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// The client id (overrides oidc.client_id).
+        #[arg(long)]
+        client_id: Option<String>,
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Forget the kept tokens (the refresh token is revoked where the issuer offers it).
+    Logout {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Who the kept tokens name: subject, name, groups, expiry (never the token).
+    Whoami {
+        #[arg(long)]
+        issuer: Option<String>,
+        #[arg(long)]
+        client_id: Option<String>,
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// Is the daemon running and answering? Exit 0 when it is (liveness/readiness probes).
     Status {
         #[arg(short, long)]

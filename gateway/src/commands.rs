@@ -163,7 +163,9 @@ pub fn approvals(cfg: &Config, cmd: &crate::cli::ApprovalsCommand) -> Result<Str
             Some(serde_json::json!({ "reason": reason })),
         ),
     };
-    let (status, v) = crate::admin::call(&socket, method, &target, body.as_ref())?;
+    let bearer = signed_in(cfg)?;
+    let (status, v) =
+        crate::admin::call_as(&socket, method, &target, body.as_ref(), bearer.as_deref())?;
     if status != 200 {
         let msg = crate::hold::printable(v["error"].as_str().unwrap_or("refused"), true);
         return Err(crate::admin::AdminError::Refused(msg).into());
@@ -204,6 +206,49 @@ pub fn approvals(cfg: &Config, cmd: &crate::cli::ApprovalsCommand) -> Result<Str
         A::Approve { id, .. } => format!("hold {id} approved"),
         A::Deny { id, .. } => format!("hold {id} denied"),
     })
+}
+
+/// The signed-in user's ID token (refreshed when due), when `[oidc]` is configured and
+/// somebody signed in: the admin API then acts for that identity.
+fn signed_in(cfg: &Config) -> Result<Option<String>, AppError> {
+    match &cfg.oidc {
+        None => Ok(None),
+        Some(o) => Ok(crate::oidc::login::current_token(o, None)?),
+    }
+}
+
+/// `gateway login`.
+pub fn login(
+    cfg: &Config,
+    device: bool,
+    issuer: Option<String>,
+    client_id: Option<String>,
+) -> Result<String, AppError> {
+    use crate::oidc::login;
+    let o = login::effective(cfg.oidc.as_ref(), issuer.as_deref(), client_id.as_deref())?;
+    Ok(login::login(
+        &o,
+        &login::LoginOptions {
+            device,
+            ..Default::default()
+        },
+    )?)
+}
+
+/// `gateway logout`.
+pub fn logout(cfg: &Config) -> Result<String, AppError> {
+    Ok(crate::oidc::login::logout(cfg.oidc.as_ref(), None)?)
+}
+
+/// `gateway whoami`.
+pub fn whoami(
+    cfg: &Config,
+    issuer: Option<String>,
+    client_id: Option<String>,
+) -> Result<String, AppError> {
+    use crate::oidc::login;
+    let o = login::effective(cfg.oidc.as_ref(), issuer.as_deref(), client_id.as_deref())?;
+    Ok(login::whoami(&o, None)?)
 }
 
 /// Every string in `v` made printable ([`crate::hold::printable`], newlines kept).

@@ -54,6 +54,22 @@ fn main() {
             commands::journal(cfg, &command, offline)
         })),
         cli::Command::Status { config } => report(with_config(config, commands::status)),
+        cli::Command::Login {
+            device,
+            issuer,
+            client_id,
+            config,
+        } => report(with_config(config, |cfg| {
+            commands::login(cfg, device, issuer, client_id)
+        })),
+        cli::Command::Logout { config } => report(with_config(config, commands::logout)),
+        cli::Command::Whoami {
+            issuer,
+            client_id,
+            config,
+        } => report(with_config(config, |cfg| {
+            commands::whoami(cfg, issuer, client_id)
+        })),
         cli::Command::Doctor { config } => match Config::load(config.as_deref()) {
             Err(e) => {
                 eprintln!("gateway: {e}");

@@ -11,6 +11,7 @@ pub mod dns;
 pub mod fake;
 pub mod mediation;
 pub mod netns;
+pub mod oidc;
 pub mod provider;
 pub mod vaultfake;
 pub mod vertex;

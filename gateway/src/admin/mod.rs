@@ -497,11 +497,34 @@ pub fn call(
     target: &str,
     body: Option<&Value>,
 ) -> Result<(u16, Value), AdminError> {
+    call_as(socket, method, target, body, None)
+}
+
+/// As [`call`], with `Authorization: Bearer ID_TOKEN` when `bearer` is given.
+pub fn call_as(
+    socket: &Path,
+    method: &str,
+    target: &str,
+    body: Option<&Value>,
+    bearer: Option<&str>,
+) -> Result<(u16, Value), AdminError> {
+    let auth = match bearer {
+        Some(t) if t.bytes().all(|b| b.is_ascii_graphic()) => {
+            format!("authorization: Bearer {t}\r\n")
+        }
+        Some(_) => {
+            return Err(AdminError::Refused(
+                "the kept ID token is not printable ASCII: `gateway logout`, then sign in again"
+                    .into(),
+            ));
+        }
+        None => String::new(),
+    };
     let mut s = connect(socket)?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let req = format!(
-        "{method} {target} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {target} HTTP/1.1\r\nhost: gateway\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     let proto = |reason: String| AdminError::Protocol {

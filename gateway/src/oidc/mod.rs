@@ -163,8 +163,14 @@ pub enum OidcError {
     Nonce,
     #[error("OIDC issuer {issuer}: {reason}")]
     Issuer { issuer: String, reason: String },
-    #[error("OIDC is not configured ([oidc] issuer and client_id in the config)")]
+    #[error(
+        "OIDC is not configured ([oidc] issuer and client_id in the config, or --issuer and --client-id)"
+    )]
     NotConfigured,
+    #[error("sign-in: {0}")]
+    Login(String),
+    #[error("token file {path}: {reason}")]
+    Tokens { path: PathBuf, reason: String },
 }
 
 /// A printable, bounded rendering of untrusted text (claims, provider messages) for messages.
