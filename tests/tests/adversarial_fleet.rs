@@ -188,10 +188,20 @@ fn id_tokens_at_the_admin_api() {
     if let Some(r) = reqs.get(&true) {
         got.extend(e.api(r, Some(65534)));
     }
+    if let Some(p) = std::env::var_os("ADV_DUMP") {
+        let short: BTreeMap<&String, String> = got.iter().map(|(k, v)| (k, brief(v))).collect();
+        std::fs::write(p, serde_json::to_string_pretty(&short).unwrap()).unwrap();
+    }
     // Decisions reach the held client within a second (the contract); give them three.
     std::thread::sleep(Duration::from_secs(3));
     let pending: Vec<String> = e.pending().iter().map(|h| h.to_string()).collect();
     let answers = held.answers();
+    if let Some(p) = std::env::var_os("ADV_DUMP") {
+        let mut p = std::path::PathBuf::from(p);
+        p.set_extension("state.json");
+        let st = json!({"pending": pending, "answers": answers, "got": got});
+        std::fs::write(p, serde_json::to_string_pretty(&st).unwrap()).unwrap();
+    }
     let still = |m: &str| pending.iter().any(|p| p.contains(m));
     let mut fails = vec![];
     let ran: Vec<String> = attempts.iter().map(|a| a.name.clone()).collect();
@@ -225,12 +235,19 @@ fn id_tokens_at_the_admin_api() {
                 if shows {
                     why.push(format!("the hold is listed: {}", brief(list)));
                 }
-                if !matches!(status(list), 401 | 403) {
+                // A token too large for a header may meet 431 or a closed connection first.
+                let refusal = |r: &Value| {
+                    matches!(status(r), 401 | 403)
+                        || (a.name.starts_with("garbage-huge")
+                            && ((400..500).contains(&status(r))
+                                || r["error"].as_str().is_some_and(|e| e.starts_with("closed"))))
+                };
+                if !refusal(list) {
                     why.push(format!("list not refused with 401/403: {}", brief(list)));
                 }
                 if decided {
                     why.push(format!("the hold was approved: {}", brief(appr)));
-                } else if !matches!(status(appr), 401 | 403) {
+                } else if !refusal(appr) {
                     why.push(format!("approve not refused with 401/403: {}", brief(appr)));
                 }
                 if status(list) == 401 && list["body"].as_str().unwrap_or("").trim().is_empty()
@@ -284,8 +301,50 @@ fn id_tokens_at_the_admin_api() {
     report_known("fleet-tokens", &ran, &fails, TOKENS_KNOWN);
 }
 
-/// Token findings that are open (filled at merge time by the lead; each must keep failing).
-const TOKENS_KNOWN: &[(&str, &str)] = &[];
+/// Token findings of this suite that are open (found 21:45 UTC on i-adv with i-oidc/i-web
+/// merged). Each must keep failing; the test fails when one passes, so the list cannot go stale.
+const TOKENS_KNOWN: &[(&str, &str)] = &[
+    (
+        "iat-missing@https",
+        "an ID token without iat is accepted (OIDC Core 2: iat is REQUIRED; OpenID RP test rp-id_token-iat)",
+    ),
+    (
+        "iat-missing@unix",
+        "an ID token without iat is accepted (OIDC Core 2: iat is REQUIRED; OpenID RP test rp-id_token-iat)",
+    ),
+    (
+        "aud-array-extra-no-azp@https",
+        "aud = [client, untrusted-rp] without azp is accepted (OIDC Core 3.1.3.7 step 3: MUST be rejected if it contains additional audiences not trusted by the client)",
+    ),
+    (
+        "aud-array-extra-no-azp@unix",
+        "aud = [client, untrusted-rp] without azp is accepted (OIDC Core 3.1.3.7 step 3: MUST be rejected if it contains additional audiences not trusted by the client)",
+    ),
+    (
+        "azp-other@https",
+        "azp naming another client is accepted: the token was issued to untrusted-rp (OIDC Core 3.1.3.7 steps 4-5)",
+    ),
+    (
+        "azp-other@unix",
+        "azp naming another client is accepted: the token was issued to untrusted-rp (OIDC Core 3.1.3.7 steps 4-5)",
+    ),
+    (
+        "typ-at-jwt@https",
+        "an RFC 9068 access token (typ at+jwt) signed by the provider passes as an ID token (RFC 8725 3.11 explicit typing; RFC 9068 4)",
+    ),
+    (
+        "typ-at-jwt@unix",
+        "an RFC 9068 access token (typ at+jwt) signed by the provider passes as an ID token (RFC 8725 3.11 explicit typing; RFC 9068 4)",
+    ),
+    (
+        "typ-logout-jwt@https",
+        "a back-channel logout token (typ logout+jwt) passes as an ID token (OIDC Back-Channel Logout 2.4: never accept it as an ID token)",
+    ),
+    (
+        "typ-logout-jwt@unix",
+        "a back-channel logout token (typ logout+jwt) passes as an ID token (OIDC Back-Channel Logout 2.4: never accept it as an ID token)",
+    ),
+];
 
 /// One exported event as received: which receiver, its bytes, and what the strict parser of
 /// that format made of it.

@@ -197,6 +197,7 @@ pub struct Sink {
     pub hec: u16,
     pub otlp: u16,
     pub ip: String,
+    ca: PathBuf,
     out: PathBuf,
     child: Child,
     _dir: tempfile::TempDir,
@@ -240,6 +241,7 @@ impl Sink {
             hec,
             otlp,
             ip: ip.to_string(),
+            ca: pki.ca_pem.clone(),
             out,
             child,
             _dir: dir,
@@ -253,9 +255,14 @@ impl Sink {
             "[[export]]\nkind = \"syslog\"\nurl = \"udp://{ip}:{}\"\n\
              [[export]]\nkind = \"syslog\"\nurl = \"tcp://{ip}:{}\"\n\
              [[export]]\nkind = \"syslog\"\nurl = \"udp://{ip}:{}\"\nformat = \"cef\"\n\
-             [[export]]\nkind = \"splunk-hec\"\nurl = \"https://{ip}:{}/services/collector/event\"\ntoken_env = \"{HEC_TOKEN_ENV}\"\n\
+             [[export]]\nkind = \"splunk-hec\"\nurl = \"https://{ip}:{}/services/collector/event\"\ntoken_env = \"{HEC_TOKEN_ENV}\"\nca_file = \"{}\"\n\
              [[export]]\nkind = \"otlp\"\nurl = \"http://{ip}:{}/v1/logs\"\n",
-            self.udp, self.tcp, self.udp_cef, self.hec, self.otlp
+            self.udp,
+            self.tcp,
+            self.udp_cef,
+            self.hec,
+            self.ca.display(),
+            self.otlp
         )
     }
 

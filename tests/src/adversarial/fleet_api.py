@@ -60,7 +60,9 @@ for r in reqs:
         resp = c.getresponse()
         res["status"] = resp.status
         res["headers"] = [[k, v] for k, v in resp.getheaders()]
-        res["body"] = resp.read().decode("utf-8", "replace")[:20000]
+        res["body"] = resp.read().decode("utf-8", "replace")[:4000000]
+    except (BrokenPipeError, ConnectionResetError) as e:
+        res["error"] = "closed: %s: %s" % (type(e).__name__, e)
     except Exception as e:
         res["error"] = "%s: %s" % (type(e).__name__, e)
     out.write(json.dumps(res) + "\n")

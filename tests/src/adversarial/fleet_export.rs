@@ -493,3 +493,61 @@ pub fn parse_otlp(body: &[u8]) -> Result<Vec<Value>, String> {
 pub fn cut(s: &str) -> String {
     s.chars().take(160).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 5424 6.5's examples parse; broken escaping does not.
+    #[test]
+    fn rfc5424_examples_and_breakage() {
+        let ok: &[&[u8]] = &[
+            b"<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - \xef\xbb\xbf'su root' failed for lonvick on /dev/pts/8",
+            b"<165>1 2003-08-24T05:14:15.000003-07:00 192.0.2.1 myproc 8710 - - %% It's time to make the do-nuts.",
+            b"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut=\"3\" eventSource=\"Application\" eventID=\"1011\"][examplePriority@32473 class=\"high\"]",
+            b"<13>1 - h a p m [x@1 v=\"a\\\"b\\]c\\\\d\"]",
+        ];
+        for m in ok {
+            let s = parse_5424(m).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(m)));
+            assert!(check_5424(&s).is_empty(), "{:?}", check_5424(&s));
+        }
+        let s = parse_5424(ok[3]).unwrap();
+        assert_eq!(s.sd[0].1[0].1, "a\"b]c\\d");
+        for bad in [
+            &b"<13>1 - h a p m [x@1 v=\"a]b\"]"[..],
+            b"<13>1 - h a p m [x@1 v=\"a\"b\"]",
+            b"<192>1 - h a p m -",
+            b"<13>1 2003-10-11 h a p m -",
+            b"<13>1 - h a p m [x@1 v=a]",
+        ] {
+            assert!(parse_5424(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let s = parse_5424(b"<13>1 - h a p m [gateway v=\"1\"]").unwrap();
+        assert!(!check_5424(&s).is_empty(), "an SD-ID without @ is reported");
+    }
+
+    /// The CEF spec's examples parse; an unescaped `=` or pipe in the wrong place does not.
+    #[test]
+    fn cef_examples_and_breakage() {
+        let c = parse_cef(b"CEF:0|security|threatmanager|1.0|100|detected a \\| in message|10|src=10.0.0.1 act=blocked a \\= dst=1.1.1.1").unwrap();
+        assert_eq!(c.prefix[5], "detected a | in message");
+        assert_eq!(c.ext[1], ("act".into(), "blocked a = dst=1.1.1.1".replace(" dst=1.1.1.1", "")));
+        assert_eq!(c.ext.len(), 3);
+        let c = parse_cef(b"CEF:0|a|b|1|1|n|5|msg=line1\\nline2 cs1=x|y").unwrap();
+        assert_eq!(c.ext[0].1, "line1\nline2");
+        assert_eq!(c.ext[1].1, "x|y");
+        assert!(parse_cef(b"CEF:0|a|b|1|1|n|5|msg=a\nb").is_err());
+        assert!(parse_cef(b"CEF:0|a|b|1|1|n|11|msg=a").is_err());
+        let c = parse_cef(b"CEF:0|a|b|1|1|n|5|msg=gpt advinj=1").unwrap();
+        assert!(!check_cef(&c).is_empty(), "an injected key is found");
+    }
+
+    #[test]
+    fn tcp_framing() {
+        let (m, f) = split_tcp(b"5 <1>1 6 <13>1 x");
+        assert_eq!((m.len(), f), (2, "octet-counting"));
+        assert_eq!(m[1], b"<13>1 x");
+        let (m, f) = split_tcp(b"<1>1 a\n<2>1 b\n");
+        assert_eq!((m.len(), f), (2, "LF"));
+    }
+}

@@ -117,7 +117,7 @@ class Session:
 class Forms(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
-        self.forms, self.links, self.cur = [], [], None
+        self.forms, self.links, self.cur, self.button = [], [], None, None
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -125,17 +125,24 @@ class Forms(html.parser.HTMLParser):
             self.cur = {"action": a.get("action", ""), "method": (a.get("method") or "get").upper(), "inputs": [], "text": ""}
             self.forms.append(self.cur)
         elif tag in ("input", "button", "textarea", "select") and self.cur is not None:
-            self.cur["inputs"].append({"tag": tag, "name": a.get("name"), "type": (a.get("type") or "").lower(), "value": a.get("value", "")})
+            i = {"tag": tag, "name": a.get("name"), "type": (a.get("type") or ("submit" if tag == "button" else "")).lower(), "value": a.get("value", ""), "text": ""}
+            self.cur["inputs"].append(i)
+            if tag == "button":
+                self.button = i
         elif tag == "a" and a.get("href"):
             self.links.append(a["href"])
 
     def handle_endtag(self, tag):
         if tag == "form":
             self.cur = None
+        if tag == "button":
+            self.button = None
 
     def handle_data(self, data):
         if self.cur is not None:
             self.cur["text"] += data
+        if self.button is not None:
+            self.button["text"] += data
 
 
 def parse(body):
@@ -210,11 +217,14 @@ def still_pending(marker):
     return marker in pending_cli()
 
 
-def decision_form(body, marker_id, verb="approve"):
-    """The form that decides the hold whose id is marker_id with `verb`."""
+def decision_form(body, hold_id, verb="approve"):
+    """The form that decides hold `hold_id` with `verb` (its action or a field names the id)."""
+    hid = str(hold_id)
     for fm in parse(body).forms:
-        blob = json.dumps(fm)
-        if verb in blob.lower() and str(marker_id) in blob:
+        act = fm["action"]
+        names_id = re.search(r"(^|[/=:])%s($|[/?&#])" % re.escape(hid), act) or any(i["value"] == hid for i in fm["inputs"])
+        says = verb in (act + " ".join(i["value"] + " " + (i["name"] or "") + " " + i["text"] for i in fm["inputs"])).lower()
+        if names_id and says:
             return fm
     return None
 
@@ -225,10 +235,12 @@ def form_body(fm, drop=lambda i: False, reason="adv"):
     for i in fm["inputs"]:
         if not i["name"] or drop(i):
             continue
+        if i["type"] in ("submit",) and i["tag"] == "input" and "approve" not in (i["value"] + i["name"]).lower():
+            continue
         if i["tag"] == "button" or i["type"] == "submit":
             if chose_button:
                 continue
-            if "approve" not in (i["value"] + i["name"]).lower():
+            if "approve" not in (i["value"] + (i["name"] or "") + i["text"]).lower():
                 continue
             chose_button = True
         if i["tag"] == "textarea" or i["type"] in ("text", ""):
