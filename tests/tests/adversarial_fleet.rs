@@ -869,7 +869,8 @@ const WEB_KNOWN: &[(&str, &str)] = &[
 /// without a proof, with a non-approver's, another issuer's, an expired or unsigned proof, or a
 /// real approver's proof replayed for another hold, or a deny without proof — decides nothing
 /// on the holding node, which verifies every decision itself (the decided rule). A
-/// control approve from the other node's admin API reaches the holding node before and after.
+/// control approve on the other node's admin socket (alice's ID token as the proof) reaches
+/// the holding node before and after.
 /// Nothing secret rides on the bus: no vault key, client key or planted secret; ID tokens only
 /// in decision messages; none in either node's log or journal.
 #[test]
@@ -882,7 +883,6 @@ fn bus_decisions_need_a_proof_bound_to_the_hold() {
         253,
         &Parts {
             oidc: true,
-            admin_https: true,
             fleet: Some((bus.url.clone(), "adv-a".into())),
             ..Default::default()
         },
@@ -935,17 +935,18 @@ fn bus_decisions_need_a_proof_bound_to_the_hold() {
     let alice = e_token(&a, "ok-alice");
     let approve_from_b = |marker: &str| {
         let id = &fleet_ids[marker];
+        // On node B's admin socket as root: root's local rights do not reach node A's hold;
+        // alice's ID token (what `gateway login` keeps and the CLI sends) is the proof.
         let mut r = api_request(
             &a,
             marker,
-            false,
+            true,
             "POST",
             &ROUTES.approve.replace("{id}", id),
             &[("Authorization", &format!("Bearer {alice}")), ("Content-Type", "application/json")],
             ROUTES.approve_body,
         );
-        r["ip"] = json!(b.admin.ip().to_string());
-        r["port"] = json!(b.admin.port());
+        r["socket"] = json!(b.admin_socket());
         a.api(&[r], None).remove(marker).unwrap()
     };
     let decided = |m: &str| {

@@ -408,19 +408,16 @@ impl FleetEnv {
         }
     }
 
-    /// A second node on the same bus and issuer: its own cgroup, state, pins and HTTPS admin
-    /// API on `127.<net>.<n>.22` (the fleet's listeners are off unless configured, so nodes
-    /// share one machine).
+    /// A second node on the same bus and issuer: its own cgroup, state, pins and admin socket
+    /// (the fleet's listeners are off unless configured, so nodes share one machine).
     pub fn peer(&self, prefix: &str, nats: &str, node: &str) -> Peer {
         let n = crate::unique();
         let name = format!("{prefix}-{}-{n}", std::process::id());
         let cg = CgroupGuard::new(&name);
-        let ip = format!("{}.22", self.base);
-        let admin: SocketAddr = format!("{ip}:{}", free_port(&ip)).parse().unwrap();
         let extra = format!(
             "[oidc]\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nca_file = \"{}\"\n\
              [hold]\nkeywords = [\"{HOLD_WORD}\"]\ntimeout = \"15m\"\napprovers = [\"@oidc:llm-approvers\"]\n\
-             [admin]\nhttps = \"{admin}\"\n[fleet]\nnats = \"{nats}\"\nnode = \"{node}\"\n",
+             [fleet]\nnats = \"{nats}\"\nnode = \"{node}\"\n",
             self.op.issuer,
             self.op.pki.ca_pem.display()
         );
@@ -438,7 +435,7 @@ impl FleetEnv {
                 ..Default::default()
             },
         );
-        Peer { gw, _cg: cg, admin }
+        Peer { gw, _cg: cg }
     }
 
     /// Pending holds as root sees them (`approvals list --json`).
@@ -606,10 +603,14 @@ impl FleetEnv {
 pub struct Peer {
     pub gw: Gateway,
     _cg: CgroupGuard,
-    pub admin: SocketAddr,
 }
 
 impl Peer {
+    /// The peer's admin socket.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.gw.dir.path().join("state/admin.sock")
+    }
+
     pub fn pending(&self) -> Vec<Value> {
         let out = self.gw.cli(&["approvals", "list", "--json"]);
         assert!(out.status.success(), "approvals list on the peer: {out:?}");
