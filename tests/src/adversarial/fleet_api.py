@@ -24,7 +24,7 @@ class UnixConn(http.client.HTTPConnection):
         self.sock = s
 
 
-for r in reqs:
+def send(r):
     res = {"id": r["id"]}
     try:
         if r["transport"] == "unix":
@@ -65,5 +65,15 @@ for r in reqs:
         res["error"] = "closed: %s: %s" % (type(e).__name__, e)
     except Exception as e:
         res["error"] = "%s: %s" % (type(e).__name__, e)
+    return res
+
+
+for r in reqs:
+    # A connection closed before the answer (a busy machine, a server that answers before it
+    # reads): tried again, twice; a request that is always cut off stays so.
+    for _ in range(3):
+        res = send(r)
+        if not res.get("error", "").startswith("closed"):
+            break
     out.write(json.dumps(res) + "\n")
     out.flush()
