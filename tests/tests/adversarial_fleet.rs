@@ -16,8 +16,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use gateway_tests::adversarial::{
     fleet::{
-        self, FleetEnv, Parts, ROUTES, TokenCase, Verdict, api_request, brief, hold_id,
-        token_cases,
+        self, FleetEnv, Parts, ROUTES, TokenCase, Verdict, api_request, brief, hold_id, token_cases,
     },
     report_known,
 };
@@ -36,36 +35,76 @@ fn only<T>(cases: Vec<T>, name: impl Fn(&T) -> &str) -> Vec<T> {
 /// Where a token travels besides `Authorization: Bearer` (RFC 6750 §2): each must be refused
 /// on the admin API — a query string ends up in logs and referrers, a cookie rides along on
 /// cross-site requests (RFC 6750 §5.3; RFC 9700 §4.3). (name, headers, query, body).
-fn placements(tok: &str) -> Vec<(&'static str, Vec<(String, String)>, String, String)> {
+/// One placement: (name, headers, query, body).
+type Placement = (&'static str, Vec<(String, String)>, String, String);
+
+fn placements(tok: &str) -> Vec<Placement> {
     let b = |v: String| vec![("Authorization".to_string(), v)];
     vec![
-        ("place-query-access_token", vec![], format!("access_token={tok}"), String::new()),
-        ("place-query-id_token", vec![], format!("id_token={tok}"), String::new()),
+        (
+            "place-query-access_token",
+            vec![],
+            format!("access_token={tok}"),
+            String::new(),
+        ),
+        (
+            "place-query-id_token",
+            vec![],
+            format!("id_token={tok}"),
+            String::new(),
+        ),
         (
             "place-cookie",
-            vec![("Cookie".into(), format!("id_token={tok}; session={tok}; token={tok}"))],
+            vec![(
+                "Cookie".into(),
+                format!("id_token={tok}; session={tok}; token={tok}"),
+            )],
             String::new(),
             String::new(),
         ),
         (
             "place-form-body",
-            vec![("Content-Type".into(), "application/x-www-form-urlencoded".into())],
+            vec![(
+                "Content-Type".into(),
+                "application/x-www-form-urlencoded".into(),
+            )],
             String::new(),
             format!("access_token={tok}"),
         ),
-        ("place-basic-scheme", b(format!("Basic {tok}")), String::new(), String::new()),
-        ("place-no-scheme", b(tok.to_string()), String::new(), String::new()),
-        ("place-token-scheme", b(format!("Token {tok}")), String::new(), String::new()),
+        (
+            "place-basic-scheme",
+            b(format!("Basic {tok}")),
+            String::new(),
+            String::new(),
+        ),
+        (
+            "place-no-scheme",
+            b(tok.to_string()),
+            String::new(),
+            String::new(),
+        ),
+        (
+            "place-token-scheme",
+            b(format!("Token {tok}")),
+            String::new(),
+            String::new(),
+        ),
         (
             "place-x-id-token-header",
-            vec![("X-Id-Token".into(), tok.to_string()), ("X-Auth-Token".into(), tok.to_string())],
+            vec![
+                ("X-Id-Token".into(), tok.to_string()),
+                ("X-Auth-Token".into(), tok.to_string()),
+            ],
             String::new(),
             String::new(),
         ),
         (
             "place-two-authorization-headers",
             vec![
-                ("Authorization".into(), "Bearer garbage.garbage.garbage".into()),
+                (
+                    "Authorization".into(),
+                    "Bearer garbage.garbage.garbage".into(),
+                ),
                 ("Authorization".into(), format!("Bearer {tok}")),
             ],
             String::new(),
@@ -158,10 +197,7 @@ fn id_tokens_at_the_admin_api() {
                 ROUTES.approve_body,
             ));
         } else {
-            let (_, hs, q, body) = placements(&ok)
-                .into_iter()
-                .find(|p| p.0 == case)
-                .unwrap();
+            let (_, hs, q, body) = placements(&ok).into_iter().find(|p| p.0 == case).unwrap();
             let hs: Vec<(&str, &str)> = hs.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
             let sep = |t: &str| if t.contains('?') { "&" } else { "?" };
             let with_q = |t: &str| {
@@ -172,13 +208,29 @@ fn id_tokens_at_the_admin_api() {
                 }
             };
             let rq = reqs.entry(unix).or_default();
-            rq.push(api_request(&e, &list_id, unix, "GET", &with_q(ROUTES.list), &hs, ""));
+            rq.push(api_request(
+                &e,
+                &list_id,
+                unix,
+                "GET",
+                &with_q(ROUTES.list),
+                &hs,
+                "",
+            ));
             let body = if body.is_empty() {
                 ROUTES.approve_body.to_string()
             } else {
                 body
             };
-            rq.push(api_request(&e, &appr_id, unix, "POST", &with_q(&approve), &hs, &body));
+            rq.push(api_request(
+                &e,
+                &appr_id,
+                unix,
+                "POST",
+                &with_q(&approve),
+                &hs,
+                &body,
+            ));
         }
     }
     let mut got = BTreeMap::new();
@@ -250,8 +302,7 @@ fn id_tokens_at_the_admin_api() {
                 } else if !refusal(appr) {
                     why.push(format!("approve not refused with 401/403: {}", brief(appr)));
                 }
-                if status(list) == 401 && list["body"].as_str().unwrap_or("").trim().is_empty()
-                {
+                if status(list) == 401 && list["body"].as_str().unwrap_or("").trim().is_empty() {
                     why.push("a refusal with an empty body (a clear message is due)".into());
                 }
             }
@@ -267,11 +318,11 @@ fn id_tokens_at_the_admin_api() {
         .cloned()
         .unwrap_or_default();
     if g["status"] == 401
-        && !g["headers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|h| h[0].as_str().unwrap_or("").eq_ignore_ascii_case("www-authenticate"))
+        && !g["headers"].as_array().into_iter().flatten().any(|h| {
+            h[0].as_str()
+                .unwrap_or("")
+                .eq_ignore_ascii_case("www-authenticate")
+        })
     {
         fails.push("api-401-www-authenticate: a 401 without WWW-Authenticate (RFC 6750 3)".into());
     }
@@ -290,12 +341,17 @@ fn id_tokens_at_the_admin_api() {
     }
     let in_log = fleet::tokens_in(&e.op, &e.gw.raw_log());
     if !in_log.is_empty() {
-        fails.push(format!("no-token-in-log: tokens of {in_log:?} are in the gateway's log"));
+        fails.push(format!(
+            "no-token-in-log: tokens of {in_log:?} are in the gateway's log"
+        ));
     }
-    let journal = String::from_utf8_lossy(&e.gw.cli(&["journal", "list", "--json"]).stdout).into_owned();
+    let journal =
+        String::from_utf8_lossy(&e.gw.cli(&["journal", "list", "--json"]).stdout).into_owned();
     let in_journal = fleet::tokens_in(&e.op, &journal);
     if !in_journal.is_empty() {
-        fails.push(format!("no-token-in-journal: tokens of {in_journal:?} are in the journal"));
+        fails.push(format!(
+            "no-token-in-journal: tokens of {in_journal:?} are in the journal"
+        ));
     }
     let ran: Vec<&str> = ran.iter().map(String::as_str).collect();
     report_known("fleet-tokens", &ran, &fails, TOKENS_KNOWN);
@@ -368,7 +424,11 @@ fn events(sink: &fleet::Sink) -> (Vec<Event>, Vec<String>) {
                     Ok(s) => check_5424(&s),
                     Err(e) => vec![e],
                 };
-                out.push(Event { sink: "syslog-udp", raw: r.data.clone(), problems });
+                out.push(Event {
+                    sink: "syslog-udp",
+                    raw: r.data.clone(),
+                    problems,
+                });
             }
             "udp" if r.port == sink.udp_cef => {
                 let mut problems = match parse_cef(&r.data) {
@@ -382,7 +442,11 @@ fn events(sink: &fleet::Sink) -> (Vec<Event>, Vec<String>) {
                         format!("'CEF:' appears {n} times in the datagram: attacker text before the record (in the syslog header's structured data) forges one, and a receiver takes the first"),
                     );
                 }
-                out.push(Event { sink: "cef-udp", raw: r.data.clone(), problems });
+                out.push(Event {
+                    sink: "cef-udp",
+                    raw: r.data.clone(),
+                    problems,
+                });
             }
             "tcp" => tcp.entry(r.conn).or_default().extend(&r.data),
             "hec" => {
@@ -404,7 +468,11 @@ fn events(sink: &fleet::Sink) -> (Vec<Event>, Vec<String>) {
                         raw: v.to_string().into_bytes(),
                         problems: vec![],
                     })),
-                    Err(e) => out.push(Event { sink: "hec", raw: r.data.clone(), problems: vec![e] }),
+                    Err(e) => out.push(Event {
+                        sink: "hec",
+                        raw: r.data.clone(),
+                        problems: vec![e],
+                    }),
                 }
             }
             "otlp" => match parse_otlp(&r.data) {
@@ -413,7 +481,11 @@ fn events(sink: &fleet::Sink) -> (Vec<Event>, Vec<String>) {
                     raw: v.to_string().into_bytes(),
                     problems: vec![],
                 })),
-                Err(e) => out.push(Event { sink: "otlp", raw: r.data.clone(), problems: vec![e] }),
+                Err(e) => out.push(Event {
+                    sink: "otlp",
+                    raw: r.data.clone(),
+                    problems: vec![e],
+                }),
             },
             _ => {}
         }
@@ -425,7 +497,11 @@ fn events(sink: &fleet::Sink) -> (Vec<Event>, Vec<String>) {
                 Ok(s) => check_5424(&s),
                 Err(e) => vec![format!("{e} ({framing} framing)")],
             };
-            out.push(Event { sink: "syslog-tcp", raw: m, problems });
+            out.push(Event {
+                sink: "syslog-tcp",
+                raw: m,
+                problems,
+            });
         }
     }
     (out, notes)
@@ -481,7 +557,10 @@ fn export_events_keep_their_framing_and_carry_no_secret() {
         })
     };
     let records = |markers: &[String]| -> Vec<(String, String)> { journal_marked(&e, markers) };
-    let markers: Vec<String> = specs.iter().map(|s| s["marker"].as_str().unwrap().to_string()).collect();
+    let markers: Vec<String> = specs
+        .iter()
+        .map(|s| s["marker"].as_str().unwrap().to_string())
+        .collect();
     let recs = records(&markers);
     for c in &cases {
         let m = c.spec["marker"].as_str().unwrap();
@@ -498,7 +577,11 @@ fn export_events_keep_their_framing_and_carry_no_secret() {
     if std::env::var_os("ADV_DUMP").is_some() {
         for s in SINKS {
             for ev in evs.iter().filter(|ev| ev.sink == s).take(2) {
-                eprintln!("--- {s}: {}\n    {:?}", String::from_utf8_lossy(&ev.raw), ev.problems);
+                eprintln!(
+                    "--- {s}: {}\n    {:?}",
+                    String::from_utf8_lossy(&ev.raw),
+                    ev.problems
+                );
             }
         }
     }
@@ -508,7 +591,10 @@ fn export_events_keep_their_framing_and_carry_no_secret() {
         let name = m.trim_start_matches("xc-");
         let mut why = vec![];
         for s in SINKS {
-            let mine: Vec<&Event> = evs.iter().filter(|ev| ev.sink == s && is_event_of(ev, h)).collect();
+            let mine: Vec<&Event> = evs
+                .iter()
+                .filter(|ev| ev.sink == s && is_event_of(ev, h))
+                .collect();
             if mine.len() != 1 {
                 why.push(format!("{s}: {} events carry its hash, not 1", mine.len()));
             }
@@ -531,7 +617,11 @@ fn export_events_keep_their_framing_and_carry_no_secret() {
                 format!(
                     "{:?}{}",
                     String::from_utf8_lossy(&ev.raw[..ev.raw.len().min(120)]),
-                    if ev.problems.is_empty() { String::new() } else { format!(" ({})", ev.problems.join("; ")) }
+                    if ev.problems.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", ev.problems.join("; "))
+                    }
                 )
             })
             .collect();
@@ -559,7 +649,10 @@ fn export_events_keep_their_framing_and_carry_no_secret() {
         let hit: Vec<&str> = SINKS
             .iter()
             .copied()
-            .filter(|k| evs.iter().any(|ev| ev.sink == *k && contains(&ev.raw, s.as_bytes())))
+            .filter(|k| {
+                evs.iter()
+                    .any(|ev| ev.sink == *k && contains(&ev.raw, s.as_bytes()))
+            })
             .collect();
         if !hit.is_empty() {
             fails.push(format!("export-no-secret: {what} is in events of {hit:?}"));
@@ -577,7 +670,11 @@ fn export_events_keep_their_framing_and_carry_no_secret() {
         .collect();
     e.exchange(&after);
     let mut markers2 = markers.clone();
-    markers2.extend(after.iter().map(|s| s["marker"].as_str().unwrap().to_string()));
+    markers2.extend(
+        after
+            .iter()
+            .map(|s| s["marker"].as_str().unwrap().to_string()),
+    );
     let recs2 = journal_marked(&e, &markers2);
     let sink = e.sink.as_ref().unwrap();
     fleet::wait_until(Duration::from_secs(30), || {
@@ -621,7 +718,8 @@ fn journal_marked(e: &FleetEnv, markers: &[String]) -> Vec<(String, String)> {
         .iter()
         .filter_map(|r| {
             let id = r["id"].to_string();
-            let full = e.gw.cli(&["journal", "show", id.trim_matches('"'), "--json"]);
+            let full =
+                e.gw.cli(&["journal", "show", id.trim_matches('"'), "--json"]);
             let t = String::from_utf8_lossy(&full.stdout).into_owned();
             let m = markers.iter().find(|m| t.contains(m.as_str()))?;
             Some((m.clone(), r["hash"].as_str()?.to_string()))
@@ -674,7 +772,9 @@ fn xss_holds() -> Vec<(&'static str, Value, Vec<&'static str>)> {
             "web-xss-excerpt-bidi",
             json!({"text": "invoice \u{202e}fdp.exe\u{202c} \u{2066}x\u{2069}"}),
             // As characters or as HTML references, they still reorder what the approver reads.
-            vec!["\u{202e}", "&#8238;", "&#x202e;", "&#x202E;", "\u{2066}", "&#x2066;", "&#8294;"],
+            vec![
+                "\u{202e}", "&#8238;", "&#x202e;", "&#x202E;", "\u{2066}", "&#x2066;", "&#8294;",
+            ],
         ),
         (
             "web-xss-model",
@@ -722,7 +822,10 @@ fn web_page_sign_in_csrf_xss_sessions_redirects() {
         },
         &tcases,
     );
-    let mut specs = vec![json!({"marker": "wb-csrf"}), json!({"marker": "wb-control"})];
+    let mut specs = vec![
+        json!({"marker": "wb-csrf"}),
+        json!({"marker": "wb-control"}),
+    ];
     let mut markers = json!({"csrf": "wb-csrf", "control": "wb-control"});
     let mut xss = json!({});
     for (name, extra, payloads) in xss_holds() {
@@ -775,7 +878,13 @@ fn web_page_sign_in_csrf_xss_sessions_redirects() {
     .collect();
     names.extend(xss_holds().iter().map(|x| x.0.to_string()));
     names.extend(refused.iter().map(|c| format!("web-token-{c}")));
-    for (p, n) in [("next", 3), ("redirect", 1), ("return_to", 1), ("redirect_uri", 1), ("returnTo", 1)] {
+    for (p, n) in [
+        ("next", 3),
+        ("redirect", 1),
+        ("return_to", 1),
+        ("redirect_uri", 1),
+        ("returnTo", 1),
+    ] {
         for j in 0..n {
             names.push(format!("web-open-redirect-{p}-{j}"));
         }
@@ -813,12 +922,23 @@ fn web_page_sign_in_csrf_xss_sessions_redirects() {
         control.is_some_and(|c| c["ok"] == true),
         "the control sign-in failed, no web case can be judged: {control:?}\nstderr: {}\n{}",
         r.stderr,
-        e.gw.raw_log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        e.gw.raw_log()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let mut fails = vec![];
-    for n in names.iter().chain(std::iter::once(&"web-control-approve".to_string())) {
+    for n in names
+        .iter()
+        .chain(std::iter::once(&"web-control-approve".to_string()))
+    {
         match got.get(n) {
-            None => fails.push(format!("{n}: no result (the attacker script stopped: {})", cut(&r.stderr))),
+            None => fails.push(format!(
+                "{n}: no result (the attacker script stopped: {})",
+                cut(&r.stderr)
+            )),
             Some(v) if v["ok"] != true => {
                 fails.push(format!("{n}: {}", v["why"].as_str().unwrap_or("")))
             }
@@ -827,7 +947,9 @@ fn web_page_sign_in_csrf_xss_sessions_redirects() {
     }
     let in_log = fleet::tokens_in(&e.op, &e.gw.raw_log());
     if !in_log.is_empty() {
-        fails.push(format!("web-no-token-in-log: tokens of {in_log:?} are in the gateway's log"));
+        fails.push(format!(
+            "web-no-token-in-log: tokens of {in_log:?} are in the gateway's log"
+        ));
     }
     let mut ran: Vec<&str> = names.iter().map(String::as_str).collect();
     ran.push("web-control-approve");
@@ -902,7 +1024,10 @@ fn bus_decisions_need_a_proof_bound_to_the_hold() {
         "bus-deny-without-proof",
         "bus-proof-and-by-spoofed",
     ];
-    let mut specs: Vec<Value> = vec![json!({"marker": "bus-control-before"}), json!({"marker": "bus-control-after"})];
+    let mut specs: Vec<Value> = vec![
+        json!({"marker": "bus-control-before"}),
+        json!({"marker": "bus-control-after"}),
+    ];
     specs.extend(forged.iter().map(|f| json!({"marker": f})));
     for s in &mut specs {
         s["text"] = json!(format!("with {PLANTED}"));
@@ -929,8 +1054,18 @@ fn bus_decisions_need_a_proof_bound_to_the_hold() {
         fleet_ids.len(),
         specs.len(),
         b.pending(),
-        a.gw.raw_log().lines().rev().take(20).collect::<Vec<_>>().join("\n"),
-        b.gw.raw_log().lines().rev().take(20).collect::<Vec<_>>().join("\n")
+        a.gw.raw_log()
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        b.gw.raw_log()
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let alice = e_token(&a, "ok-alice");
     let approve_from_b = |marker: &str| {
@@ -943,7 +1078,10 @@ fn bus_decisions_need_a_proof_bound_to_the_hold() {
             true,
             "POST",
             &ROUTES.approve.replace("{id}", id),
-            &[("Authorization", &format!("Bearer {alice}")), ("Content-Type", "application/json")],
+            &[
+                ("Authorization", &format!("Bearer {alice}")),
+                ("Content-Type", "application/json"),
+            ],
             ROUTES.approve_body,
         );
         r["socket"] = json!(b.admin_socket());
@@ -966,7 +1104,9 @@ fn bus_decisions_need_a_proof_bound_to_the_hold() {
     let msgs = bus.spied();
     let decision = msgs[before.min(msgs.len())..]
         .iter()
-        .find(|m| contains(&m.payload, &sig) || m.headers.as_deref().is_some_and(|h| h.contains(&sig)))
+        .find(|m| {
+            contains(&m.payload, &sig) || m.headers.as_deref().is_some_and(|h| h.contains(&sig))
+        })
         .cloned();
     match &decision {
         None => fails.push(format!(
@@ -1068,7 +1208,10 @@ fn bus_decisions_need_a_proof_bound_to_the_hold() {
     for (what, s) in &secrets {
         let subj: std::collections::BTreeSet<&str> = all
             .iter()
-            .filter(|m| contains(&m.payload, s) || m.headers.as_deref().is_some_and(|h| h.contains(s.as_str())))
+            .filter(|m| {
+                contains(&m.payload, s)
+                    || m.headers.as_deref().is_some_and(|h| h.contains(s.as_str()))
+            })
             .map(|m| m.subject.as_str())
             .collect();
         if !subj.is_empty() {
@@ -1078,12 +1221,17 @@ fn bus_decisions_need_a_proof_bound_to_the_hold() {
     for (node, gw) in [("a", &a.gw), ("b", &b.gw)] {
         let t = fleet::tokens_in(&a.op, &gw.raw_log());
         if !t.is_empty() {
-            fails.push(format!("bus-no-token-in-log-{node}: tokens of {t:?} in node {node}'s log"));
+            fails.push(format!(
+                "bus-no-token-in-log-{node}: tokens of {t:?} in node {node}'s log"
+            ));
         }
-        let j = String::from_utf8_lossy(&gw.cli(&["journal", "list", "--json"]).stdout).into_owned();
+        let j =
+            String::from_utf8_lossy(&gw.cli(&["journal", "list", "--json"]).stdout).into_owned();
         let t = fleet::tokens_in(&a.op, &j);
         if !t.is_empty() {
-            fails.push(format!("bus-no-token-in-journal-{node}: tokens of {t:?} in node {node}'s journal"));
+            fails.push(format!(
+                "bus-no-token-in-journal-{node}: tokens of {t:?} in node {node}'s journal"
+            ));
         }
     }
     let mut ran: Vec<&str> = forged.to_vec();
@@ -1137,7 +1285,12 @@ fn real_provider_tokens_at_the_admin_api() {
     let alice = idp.token_for(oidc::CLI_CLIENT, oidc::ALICE);
     let s = |v: &Value, k: &str| v[k].as_str().unwrap_or("").to_string();
     let cases: Vec<(&str, String, Verdict, &str)> = vec![
-        ("real-alice-id-token", s(&alice, "id_token"), Verdict::Approver, "control"),
+        (
+            "real-alice-id-token",
+            s(&alice, "id_token"),
+            Verdict::Approver,
+            "control",
+        ),
         (
             "real-bob-id-token",
             idp.id_token(oidc::CLI_CLIENT, oidc::BOB),
@@ -1170,14 +1323,28 @@ fn real_provider_tokens_at_the_admin_api() {
         ),
     ];
     let cases = only(cases, |c| c.0);
-    let specs: Vec<Value> = cases.iter().map(|c| json!({"marker": format!("rl-{}", c.0)})).collect();
+    let specs: Vec<Value> = cases
+        .iter()
+        .map(|c| json!({"marker": format!("rl-{}", c.0)}))
+        .collect();
     let (held, holds) = e.hold(&specs);
     let mut reqs = vec![];
     for (name, tok, ..) in &cases {
         let id = hold_id(&holds[&format!("rl-{name}")]);
         let bearer = format!("Bearer {tok}");
-        let h = [("Authorization", bearer.as_str()), ("Content-Type", "application/json")];
-        reqs.push(api_request(&e, &format!("{name}#list"), false, "GET", ROUTES.list, &h[..1], ""));
+        let h = [
+            ("Authorization", bearer.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        reqs.push(api_request(
+            &e,
+            &format!("{name}#list"),
+            false,
+            "GET",
+            ROUTES.list,
+            &h[..1],
+            "",
+        ));
         reqs.push(api_request(
             &e,
             &format!("{name}#approve"),
@@ -1196,7 +1363,9 @@ fn real_provider_tokens_at_the_admin_api() {
     for (name, tok, verdict, why) in &cases {
         let marker = format!("rl-{name}");
         if tok.is_empty() {
-            fails.push(format!("{name}: the provider handed out no such token (cannot judge)"));
+            fails.push(format!(
+                "{name}: the provider handed out no such token (cannot judge)"
+            ));
             continue;
         }
         let list = &got[&format!("{name}#list")];
@@ -1207,8 +1376,15 @@ fn real_provider_tokens_at_the_admin_api() {
         let bad = match verdict {
             Verdict::Approver => (!shows || !decided)
                 .then(|| format!("list {} / approve {}", brief(list), brief(appr))),
-            Verdict::NoRights | Verdict::Refused => (shows || decided || (200..300).contains(&st(appr)))
-                .then(|| format!("listed {shows}, decided {decided}: list {} / approve {}", brief(list), brief(appr))),
+            Verdict::NoRights | Verdict::Refused => {
+                (shows || decided || (200..300).contains(&st(appr))).then(|| {
+                    format!(
+                        "listed {shows}, decided {decided}: list {} / approve {}",
+                        brief(list),
+                        brief(appr)
+                    )
+                })
+            }
         };
         if let Some(b) = bad {
             fails.push(format!("{name}: {b} [{why}]"));

@@ -45,7 +45,10 @@ pub const HOLD_WORD: &str = "adv-fleet-hold-now";
 /// own detectors (and this suite's searches) find them.
 pub const VAULT: [(&str, &str); 3] = [
     ("openai", "vaultfleet-oa-Rt5Yh8Jk2Lp4Qw7Ez1Xc9Vb3Nm6As0Df"),
-    ("anthropic", "vaultfleet-an-Gh4Jk7Lz2Xc5Vb8Nm1Qw3Er6Ty9Ui0Op"),
+    (
+        "anthropic",
+        "vaultfleet-an-Gh4Jk7Lz2Xc5Vb8Nm1Qw3Er6Ty9Ui0Op",
+    ),
     ("gemini", "vaultfleet-gm-Zx1Cv4Bn7Ma2Sd5Fg8Hj3Kl6Qw9Er0Ty"),
 ];
 
@@ -107,7 +110,11 @@ impl Op {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .expect("provider output");
-        assert_eq!(line.trim(), "ready", "the misbehaving provider did not start");
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "the misbehaving provider did not start"
+        );
         let tokens: BTreeMap<String, String> =
             serde_json::from_slice(&std::fs::read(p("tokens.json")).expect("tokens minted"))
                 .expect("tokens json");
@@ -147,7 +154,9 @@ impl Op {
             .iter()
             .filter(|r| {
                 r["port"] == self.attacker_port
-                    || r["path"].as_str().is_some_and(|p| p.starts_with("/attacker"))
+                    || r["path"]
+                        .as_str()
+                        .is_some_and(|p| p.starts_with("/attacker"))
             })
             .map(|r| format!("{} {}", r["method"], r["path"]))
             .collect()
@@ -331,9 +340,11 @@ impl FleetEnv {
         let op = Op::start(&format!("{base}.10"), cases);
         let admin_ip = format!("{base}.20");
         let web_ip = format!("{base}.21");
-        let admin: Option<SocketAddr> = parts
-            .admin_https
-            .then(|| format!("{admin_ip}:{}", free_port(&admin_ip)).parse().unwrap());
+        let admin: Option<SocketAddr> = parts.admin_https.then(|| {
+            format!("{admin_ip}:{}", free_port(&admin_ip))
+                .parse()
+                .unwrap()
+        });
         let web: Option<SocketAddr> = parts
             .web
             .then(|| format!("{web_ip}:{}", free_port(&web_ip)).parse().unwrap());
@@ -648,7 +659,10 @@ impl Bus {
             .spawn()
             .expect("nats-server (Debian package nats-server) is needed for the bus cases");
         assert!(
-            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((ip, port)).is_ok()),
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+                ip, port
+            ))
+            .is_ok()),
             "nats-server did not listen on {ip}:{port}"
         );
         std::fs::write(dir.path().join("nats.py"), NATS).unwrap();
@@ -795,7 +809,13 @@ pub fn forge(m: &BusMsg, strings: &[(String, Option<String>)], tag: &str) -> Bus
     });
     BusMsg {
         subject: m.subject.clone(),
-        headers: headers.map(|h| if h.ends_with("\r\n\r\n") { h } else { format!("{}\r\n\r\n", h.trim_end()) }),
+        headers: headers.map(|h| {
+            if h.ends_with("\r\n\r\n") {
+                h
+            } else {
+                format!("{}\r\n\r\n", h.trim_end())
+            }
+        }),
         payload,
     }
 }
@@ -838,12 +858,7 @@ pub fn hold_id(h: &Value) -> String {
 
 /// A short, printable form of a response (never a whole token).
 pub fn brief(r: &Value) -> String {
-    let body: String = r["body"]
-        .as_str()
-        .unwrap_or("")
-        .chars()
-        .take(160)
-        .collect();
+    let body: String = r["body"].as_str().unwrap_or("").chars().take(160).collect();
     match r["error"].as_str() {
         Some(e) => format!("no answer ({e})"),
         None => format!("{} {}", r["status"], body.replace('\n', " ")),

@@ -119,10 +119,7 @@ pub fn parse_5424(m: &[u8]) -> Result<Syslog, String> {
     if m.first() != Some(&b'<') {
         return Err("no PRI".into());
     }
-    let close = m
-        .iter()
-        .position(|&b| b == b'>')
-        .ok_or("PRI not closed")?;
+    let close = m.iter().position(|&b| b == b'>').ok_or("PRI not closed")?;
     let pri: u16 = std::str::from_utf8(&m[1..close])
         .ok()
         .filter(|s| (1..=3).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
@@ -163,7 +160,10 @@ pub fn parse_5424(m: &[u8]) -> Result<Syslog, String> {
             }
             let id = &m[s..i];
             if !sd_name(id) {
-                return Err(format!("SD-ID {:?} is not an SD-NAME", String::from_utf8_lossy(id)));
+                return Err(format!(
+                    "SD-ID {:?} is not an SD-NAME",
+                    String::from_utf8_lossy(id)
+                ));
             }
             let id = String::from_utf8_lossy(id).into_owned();
             let mut params = Vec::new();
@@ -181,13 +181,21 @@ pub fn parse_5424(m: &[u8]) -> Result<Syslog, String> {
                     ));
                 }
                 if m.get(i + 1) != Some(&b'"') {
-                    return Err(format!("PARAM-VALUE of {} not quoted", String::from_utf8_lossy(name)));
+                    return Err(format!(
+                        "PARAM-VALUE of {} not quoted",
+                        String::from_utf8_lossy(name)
+                    ));
                 }
                 i += 2;
                 let mut val = Vec::new();
                 loop {
                     match m.get(i) {
-                        None => return Err(format!("PARAM-VALUE of {} not closed", String::from_utf8_lossy(name))),
+                        None => {
+                            return Err(format!(
+                                "PARAM-VALUE of {} not closed",
+                                String::from_utf8_lossy(name)
+                            ));
+                        }
                         Some(b'\\') if matches!(m.get(i + 1), Some(b'"' | b'\\' | b']')) => {
                             val.push(m[i + 1]);
                             i += 2;
@@ -209,7 +217,10 @@ pub fn parse_5424(m: &[u8]) -> Result<Syslog, String> {
                     }
                 }
                 let val = String::from_utf8(val).map_err(|_| {
-                    format!("PARAM-VALUE of {} is not UTF-8", String::from_utf8_lossy(name))
+                    format!(
+                        "PARAM-VALUE of {} is not UTF-8",
+                        String::from_utf8_lossy(name)
+                    )
                 })?;
                 params.push((String::from_utf8_lossy(name).into_owned(), val));
             }
@@ -241,7 +252,10 @@ pub fn parse_5424(m: &[u8]) -> Result<Syslog, String> {
 
 fn timestamp_ok(ts: &str) -> bool {
     let b = ts.as_bytes();
-    let d = |r: std::ops::Range<usize>| b.get(r.clone()).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    let d = |r: std::ops::Range<usize>| {
+        b.get(r.clone())
+            .is_some_and(|s| s.iter().all(u8::is_ascii_digit))
+    };
     if b.len() < 20 || !d(0..4) || b[4] != b'-' || !d(5..7) || b[7] != b'-' || !d(8..10) {
         return false;
     }
@@ -346,7 +360,10 @@ pub fn parse_cef(line: &[u8]) -> Result<Cef, String> {
     let at = s.find("CEF:").ok_or("no CEF: in the message")?;
     let s = &s[at..];
     if s.contains('\n') || s.contains('\r') {
-        return Err("a raw CR or LF in a CEF record (newlines only as \\n / \\r in extension values)".into());
+        return Err(
+            "a raw CR or LF in a CEF record (newlines only as \\n / \\r in extension values)"
+                .into(),
+        );
     }
     let mut prefix = vec![];
     let mut cur = String::new();
@@ -357,7 +374,11 @@ pub fn parse_cef(line: &[u8]) -> Result<Cef, String> {
             '\\' => match chars.next() {
                 Some((_, '|')) => cur.push('|'),
                 Some((_, '\\')) => cur.push('\\'),
-                Some((_, o)) => return Err(format!("'\\{o}' in the CEF prefix: only \\| and \\\\ are escapes there")),
+                Some((_, o)) => {
+                    return Err(format!(
+                        "'\\{o}' in the CEF prefix: only \\| and \\\\ are escapes there"
+                    ));
+                }
                 None => return Err("a lone backslash ends the CEF prefix".into()),
             },
             '|' => {
@@ -370,7 +391,8 @@ pub fn parse_cef(line: &[u8]) -> Result<Cef, String> {
             c => cur.push(c),
         }
     }
-    let ext_start = ext_start.ok_or(format!("CEF prefix has {} fields, not 7", prefix.len() + 1))?;
+    let ext_start =
+        ext_start.ok_or(format!("CEF prefix has {} fields, not 7", prefix.len() + 1))?;
     if !matches!(prefix[0].as_str(), "CEF:0" | "CEF:1") {
         return Err(format!("CEF version field {:?}", prefix[0]));
     }
@@ -378,7 +400,9 @@ pub fn parse_cef(line: &[u8]) -> Result<Cef, String> {
     let sev_ok = sev.parse::<u8>().is_ok_and(|n| n <= 10)
         || matches!(sev, "Unknown" | "Low" | "Medium" | "High" | "Very-High");
     if !sev_ok {
-        return Err(format!("CEF severity {sev:?} is neither 0-10 nor a named level"));
+        return Err(format!(
+            "CEF severity {sev:?} is neither 0-10 nor a named level"
+        ));
     }
     // Extension: key=value, the value running to the next " key=" with an unescaped '='.
     let e: Vec<char> = s[ext_start..].chars().collect();
@@ -404,7 +428,9 @@ pub fn parse_cef(line: &[u8]) -> Result<Cef, String> {
         if k == q || (k > 0 && e[k - 1] != ' ') {
             return Err(format!(
                 "an unescaped '=' in a CEF extension value near {:?}",
-                e[k.saturating_sub(10)..(q + 10).min(e.len())].iter().collect::<String>()
+                e[k.saturating_sub(10)..(q + 10).min(e.len())]
+                    .iter()
+                    .collect::<String>()
             ));
         }
         keys.push((k, q));
@@ -457,7 +483,10 @@ pub fn parse_hec(body: &[u8]) -> Result<Vec<Value>, String> {
     for v in serde_json::Deserializer::from_slice(body).into_iter::<Value>() {
         let v = v.map_err(|e| format!("HEC body is not a series of JSON objects: {e}"))?;
         if v.get("event").is_none() {
-            return Err(format!("a HEC object without \"event\": {}", cut(&v.to_string())));
+            return Err(format!(
+                "a HEC object without \"event\": {}",
+                cut(&v.to_string())
+            ));
         }
         if let Some(t) = v.get("time")
             && !(t.is_number() || t.as_str().is_some_and(|s| s.parse::<f64>().is_ok()))
@@ -471,15 +500,27 @@ pub fn parse_hec(body: &[u8]) -> Result<Vec<Value>, String> {
 
 /// The log records of an OTLP/HTTP JSON export request.
 pub fn parse_otlp(body: &[u8]) -> Result<Vec<Value>, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("OTLP body is not JSON: {e}"))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("OTLP body is not JSON: {e}"))?;
     let mut out = vec![];
-    for rl in v["resourceLogs"].as_array().ok_or("no resourceLogs array")? {
-        for sl in rl["scopeLogs"].as_array().ok_or("resourceLogs[] without scopeLogs")? {
-            for r in sl["logRecords"].as_array().ok_or("scopeLogs[] without logRecords")? {
+    for rl in v["resourceLogs"]
+        .as_array()
+        .ok_or("no resourceLogs array")?
+    {
+        for sl in rl["scopeLogs"]
+            .as_array()
+            .ok_or("resourceLogs[] without scopeLogs")?
+        {
+            for r in sl["logRecords"]
+                .as_array()
+                .ok_or("scopeLogs[] without logRecords")?
+            {
                 if let Some(t) = r.get("timeUnixNano")
                     && !(t.is_u64() || t.as_str().is_some_and(|s| s.parse::<u64>().is_ok()))
                 {
-                    return Err(format!("timeUnixNano {t} is not a uint64 (decimal string or number)"));
+                    return Err(format!(
+                        "timeUnixNano {t} is not a uint64 (decimal string or number)"
+                    ));
                 }
                 let mut r = r.clone();
                 r["_resource"] = rl["resource"].clone();
@@ -531,7 +572,13 @@ mod tests {
     fn cef_examples_and_breakage() {
         let c = parse_cef(b"CEF:0|security|threatmanager|1.0|100|detected a \\| in message|10|src=10.0.0.1 act=blocked a \\= dst=1.1.1.1").unwrap();
         assert_eq!(c.prefix[5], "detected a | in message");
-        assert_eq!(c.ext[1], ("act".into(), "blocked a = dst=1.1.1.1".replace(" dst=1.1.1.1", "")));
+        assert_eq!(
+            c.ext[1],
+            (
+                "act".into(),
+                "blocked a = dst=1.1.1.1".replace(" dst=1.1.1.1", "")
+            )
+        );
         assert_eq!(c.ext.len(), 3);
         let c = parse_cef(b"CEF:0|a|b|1|1|n|5|msg=line1\\nline2 cs1=x|y").unwrap();
         assert_eq!(c.ext[0].1, "line1\nline2");

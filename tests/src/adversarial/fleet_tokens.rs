@@ -214,11 +214,7 @@ pub fn token_cases() -> Vec<TokenCase> {
             "exp as a string: a NumericDate is a JSON number (RFC 7519 2)",
             json!({"claims": {"exp": "9999999999"}}),
         ),
-        refused(
-            "exp-null",
-            "exp null",
-            json!({"claims": {"exp": "$NULL"}}),
-        ),
+        refused("exp-null", "exp null", json!({"claims": {"exp": "$NULL"}})),
         refused(
             "nbf-future",
             "nbf an hour ahead: not yet valid (RFC 7519 4.1.5)",
@@ -393,7 +389,11 @@ pub fn token_cases() -> Vec<TokenCase> {
         // Garbage (RFC 7515 7.1 compact serialization).
         refused("garbage-empty", "an empty bearer token", json!({"raw": ""})),
         refused("garbage-word", "one word", json!({"raw": "approved"})),
-        refused("garbage-two-parts", "two parts", json!({"raw": "eyJhbGciOiJub25lIn0.e30"})),
+        refused(
+            "garbage-two-parts",
+            "two parts",
+            json!({"raw": "eyJhbGciOiJub25lIn0.e30"}),
+        ),
         refused(
             "garbage-jwe-five-parts",
             "a JWE-shaped five-part token (alg dir): an ID token here is a JWS",
