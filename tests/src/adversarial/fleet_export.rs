@@ -591,7 +591,7 @@ mod tests {
 
     #[test]
     fn tcp_framing() {
-        let (m, f) = split_tcp(b"5 <1>1 6 <13>1 x");
+        let (m, f) = split_tcp(b"5 <1>1 7 <13>1 x");
         assert_eq!((m.len(), f), (2, "octet-counting"));
         assert_eq!(m[1], b"<13>1 x");
         let (m, f) = split_tcp(b"<1>1 a\n<2>1 b\n");
