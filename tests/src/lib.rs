@@ -475,6 +475,9 @@ listen = "{metrics}"
     /// `gateway <args> -c <config>`.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(gateway_bin())
+            // The daemon's environment (secrets a config names by `*_env`): the CLI reads the
+            // same config and checks them too.
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(args)
             .arg("-c")
             .arg(&self.config)

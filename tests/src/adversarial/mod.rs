@@ -12,6 +12,9 @@
 pub mod answers;
 pub mod cloud;
 pub mod codec;
+pub mod fleet;
+pub mod fleet_export;
+pub mod fleet_tokens;
 pub mod raw;
 pub mod requests;
 pub mod secrets;
@@ -257,6 +260,10 @@ impl Got {
 
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub(crate) fn codec_unhex(s: &str) -> Vec<u8> {
+    unhex(s)
 }
 
 fn unhex(s: &str) -> Vec<u8> {
