@@ -359,48 +359,7 @@ fn id_tokens_at_the_admin_api() {
 
 /// Token findings of this suite that are open (found 21:45 UTC on i-adv with i-oidc/i-web
 /// merged). Each must keep failing; the test fails when one passes, so the list cannot go stale.
-const TOKENS_KNOWN: &[(&str, &str)] = &[
-    (
-        "iat-missing@https",
-        "an ID token without iat is accepted (OIDC Core 2: iat is REQUIRED; OpenID RP test rp-id_token-iat)",
-    ),
-    (
-        "iat-missing@unix",
-        "an ID token without iat is accepted (OIDC Core 2: iat is REQUIRED; OpenID RP test rp-id_token-iat)",
-    ),
-    (
-        "aud-array-extra-no-azp@https",
-        "aud = [client, untrusted-rp] without azp is accepted (OIDC Core 3.1.3.7 step 3: MUST be rejected if it contains additional audiences not trusted by the client)",
-    ),
-    (
-        "aud-array-extra-no-azp@unix",
-        "aud = [client, untrusted-rp] without azp is accepted (OIDC Core 3.1.3.7 step 3: MUST be rejected if it contains additional audiences not trusted by the client)",
-    ),
-    (
-        "azp-other@https",
-        "azp naming another client is accepted: the token was issued to untrusted-rp (OIDC Core 3.1.3.7 steps 4-5)",
-    ),
-    (
-        "azp-other@unix",
-        "azp naming another client is accepted: the token was issued to untrusted-rp (OIDC Core 3.1.3.7 steps 4-5)",
-    ),
-    (
-        "typ-at-jwt@https",
-        "an RFC 9068 access token (typ at+jwt) signed by the provider passes as an ID token (RFC 8725 3.11 explicit typing; RFC 9068 4)",
-    ),
-    (
-        "typ-at-jwt@unix",
-        "an RFC 9068 access token (typ at+jwt) signed by the provider passes as an ID token (RFC 8725 3.11 explicit typing; RFC 9068 4)",
-    ),
-    (
-        "typ-logout-jwt@https",
-        "a back-channel logout token (typ logout+jwt) passes as an ID token (OIDC Back-Channel Logout 2.4: never accept it as an ID token)",
-    ),
-    (
-        "typ-logout-jwt@unix",
-        "a back-channel logout token (typ logout+jwt) passes as an ID token (OIDC Back-Channel Logout 2.4: never accept it as an ID token)",
-    ),
-];
+const TOKENS_KNOWN: &[(&str, &str)] = &[];
 
 /// One exported event as received: which receiver, its bytes, and what the strict parser of
 /// that format made of it.
@@ -744,16 +703,7 @@ fn contains(hay: &[u8], needle: impl AsRef<[u8]>) -> bool {
 }
 
 /// Export findings that are open (found 21:55 UTC with i-export merged).
-const EXPORT_KNOWN: &[(&str, &str)] = &[
-    (
-        "export-model-lf-forged-cef",
-        "the CEF variant is an RFC 5424 message whose structured data (model=...) precedes the CEF record: an attacker's model 'gpt\\nCEF:0|Evil|...' puts a forged record first in the datagram",
-    ),
-    (
-        "export-model-huge",
-        "a 100 KB model name makes the UDP syslog datagram end inside PARAM-VALUE (not RFC 5424) and the CEF datagram lose its CEF record: long attacker fields are not cut to fit",
-    ),
-];
+const EXPORT_KNOWN: &[(&str, &str)] = &[];
 
 /// XSS holds: (case, hold spec extras, what must never appear raw in the page's HTML).
 fn xss_holds() -> Vec<(&'static str, Value, Vec<&'static str>)> {
@@ -963,28 +913,7 @@ fn cut(s: &str) -> String {
 
 /// Web findings that are open (found 21:55 UTC with i-web merged): the token findings of
 /// [`TOKENS_KNOWN`], at the sign-in callback.
-const WEB_KNOWN: &[(&str, &str)] = &[
-    (
-        "web-token-iat-missing",
-        "an ID token without iat signs in (OIDC Core 2: iat is REQUIRED)",
-    ),
-    (
-        "web-token-aud-array-extra-no-azp",
-        "aud = [client, untrusted-rp] without azp signs in (OIDC Core 3.1.3.7 step 3)",
-    ),
-    (
-        "web-token-azp-other",
-        "azp naming another client signs in (OIDC Core 3.1.3.7 steps 4-5)",
-    ),
-    (
-        "web-token-typ-at-jwt",
-        "an at+jwt access token from the token endpoint's id_token signs in (RFC 8725 3.11)",
-    ),
-    (
-        "web-token-typ-logout-jwt",
-        "a logout+jwt token signs in (OIDC Back-Channel Logout 2.4)",
-    ),
-];
+const WEB_KNOWN: &[(&str, &str)] = &[];
 
 /// The fleet bus (issue I, deliverable 3) from an insider's seat: with plain access to NATS
 /// (what a stolen bus credential or a compromised node gives), a decision published directly —

@@ -187,6 +187,7 @@ impl Sink {
                                 json!("the event was too large for one UDP datagram"),
                             );
                         }
+                        syslog::cut_strings(&mut slim, syslog::MAX_FIELD);
                         let slim_ctx = Context {
                             include_bodies: false,
                             ..ctx.clone()

@@ -20,14 +20,44 @@ fn syslog_severity(sev: u64) -> u8 {
     }
 }
 
-/// PARAM-VALUE escaping (RFC 5424 §6.3.3): `"`, `\` and `]`.
+/// The longest structured-data value and CEF field, in characters: attacker-influenced text
+/// (a model name, a path) is cut to it so one event always fits one message.
+pub const MAX_FIELD: usize = 1024;
+
+/// At most `max` characters of `s`, marked `…` when cut.
+pub fn bounded(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => s.into(),
+        Some((i, _)) => format!("{}…", &s[..i]).into(),
+    }
+}
+
+/// Every string of `v` longer than `max` characters cut to it (an event that must fit one
+/// datagram).
+pub fn cut_strings(v: &mut Value, max: usize) {
+    match v {
+        Value::String(s) => {
+            if let std::borrow::Cow::Owned(c) = bounded(s, max) {
+                *s = c;
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| cut_strings(x, max)),
+        Value::Object(o) => o.values_mut().for_each(|x| cut_strings(x, max)),
+        _ => {}
+    }
+}
+
+/// PARAM-VALUE escaping (RFC 5424 §6.3.3): `"`, `\` and `]`; control characters (line breaks
+/// included) become spaces, so no value can end a record for a line-oriented receiver; cut
+/// to [`MAX_FIELD`].
 fn sd_escape(s: &str) -> String {
+    let s = bounded(s, MAX_FIELD);
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '"' | '\\' | ']') {
             o.push('\\');
         }
-        o.push(c);
+        o.push(if c.is_control() { ' ' } else { c });
     }
     o
 }
@@ -79,10 +109,12 @@ pub fn rfc5424(ev: &Value, ctx: &Context, facility: u8, cef: bool) -> String {
     param("status", text(ev, &["status_code"]));
     param("outcome", text(u, &["outcome"]));
     sd.push(']');
-    let msg = if cef {
-        cef_record(ev, ctx)
+    // CEF: the record is the MSG right after the header, no structured data before it (a
+    // CEF receiver takes the first `CEF:` it sees; nothing attacker-influenced may precede it).
+    let (sd, msg) = if cef {
+        ("-".to_string(), cef_record(ev, ctx))
     } else {
-        ev.to_string()
+        (sd, ev.to_string())
     };
     format!(
         "<{pri}>1 {ts} {} gateway {} {msgid} {sd} {msg}",
@@ -91,14 +123,16 @@ pub fn rfc5424(ev: &Value, ctx: &Context, facility: u8, cef: bool) -> String {
     )
 }
 
-/// CEF header field escaping: `\` and `|`; no line breaks.
+/// CEF header field escaping: `\` and `|`; no line breaks; cut to [`MAX_FIELD`].
 fn cef_header(s: &str) -> String {
-    s.replace('\\', "\\\\")
+    bounded(s, MAX_FIELD)
+        .replace('\\', "\\\\")
         .replace('|', "\\|")
         .replace(['\r', '\n'], " ")
 }
 
-/// CEF extension value escaping: `\`, `=`, and line breaks as `\n` / `\r`.
+/// CEF extension value escaping: `\`, `=`, and line breaks as `\n` / `\r`; other control
+/// characters become spaces.
 fn cef_value(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
@@ -107,6 +141,7 @@ fn cef_value(s: &str) -> String {
             '=' => o.push_str("\\="),
             '\n' => o.push_str("\\n"),
             '\r' => o.push_str("\\r"),
+            c if c.is_control() => o.push(' '),
             c => o.push(c),
         }
     }
@@ -228,7 +263,15 @@ pub fn cef_record(ev: &Value, ctx: &Context) -> String {
     }
     let ext: Vec<String> = ext
         .into_iter()
-        .map(|(k, v)| format!("{k}={}", cef_value(&v)))
+        .map(|(k, v)| {
+            // Bodies (only when asked) may be longer than other fields; nothing is unbounded.
+            let max = if k.starts_with("flexString") && !k.ends_with("Label") {
+                16 * MAX_FIELD
+            } else {
+                MAX_FIELD
+            };
+            format!("{k}={}", cef_value(&bounded(&v, max)))
+        })
         .collect();
     out.push_str(&ext.join(" "));
     out

@@ -325,9 +325,46 @@ fn cef_records_escape_headers_and_extensions() {
         "{c}"
     );
     assert!(!c.contains('\n'), "one line: {c}");
-    // The syslog MSG is the CEF record.
+    // The syslog MSG is the CEF record, right after the header: no structured data before it
+    // (a receiver takes the first `CEF:`; an attacker's model name must not come first).
     let m = syslog::rfc5424(&ev, &ctx(false), 16, true);
-    assert!(m.contains("] CEF:0|gateway|"), "{m}");
+    let pid = std::process::id();
+    assert!(
+        m.starts_with(&format!(
+            "<133>1 2026-12-01T20:00:00.123Z runner-7 gateway {pid} exchange - CEF:0|gateway|"
+        )),
+        "{m}"
+    );
+    let mut r = record(13);
+    r["model"] = json!("gpt\nCEF:0|Evil|x|1|x|x|10|evil=1");
+    let m = syslog::rfc5424(&event::exchange(&r, &ctx(false)), &ctx(false), 16, true);
+    assert_eq!(m.matches("CEF:0|").count(), 2, "{m}");
+    assert!(m.find("CEF:0|gateway|") < m.find("CEF:0|Evil"), "{m}");
+    assert!(!m.contains('\n'), "{m}");
+}
+
+#[test]
+fn long_fields_are_cut_to_fit_one_message() {
+    let mut r = record(14);
+    r["model"] = json!("m".repeat(100_000));
+    let ev = event::exchange(&r, &ctx(false));
+    for cef in [false, true] {
+        let m = syslog::rfc5424(&ev, &ctx(false), 16, cef);
+        let sd_or_cef = if cef { "cs" } else { "model=" };
+        assert!(m.contains(sd_or_cef), "{m:.200}");
+        // Structured data and CEF fields are bounded (the JSON MSG is cut by the UDP sink).
+        if cef {
+            assert!(m.len() < 8 * syslog::MAX_FIELD, "{}", m.len());
+        } else {
+            let sd_end = m.find("] {").unwrap();
+            assert!(sd_end < 4 * syslog::MAX_FIELD, "{sd_end}");
+        }
+    }
+    let mut v = json!({"a": "x".repeat(5000), "b": ["y".repeat(5000)], "c": 1});
+    syslog::cut_strings(&mut v, 10);
+    assert_eq!(v["a"], json!(format!("{}…", "x".repeat(10))));
+    assert_eq!(v["b"][0], json!(format!("{}…", "y".repeat(10))));
+    assert_eq!(v["c"], json!(1));
 }
 
 #[test]

@@ -76,6 +76,19 @@ impl<'a> Jws<'a> {
         if !ALLOWED.contains(&alg) {
             return Err(OidcError::DisallowedAlg(printable(alg)));
         }
+        // An ID token is a plain JWT (OIDC Core §2; RFC 8725 §3.11 explicit typing): a token
+        // typed as anything else (`at+jwt` access tokens, `logout+jwt` logout tokens, ...) is
+        // another kind of token, whatever its signature.
+        match header.get("typ") {
+            None => {}
+            Some(Value::String(t)) if t.eq_ignore_ascii_case("JWT") => {}
+            Some(t) => {
+                return Err(OidcError::NotAnIdToken(format!(
+                    "its header says typ {}",
+                    printable(&t.to_string())
+                )));
+            }
+        }
         if header.get("crit").is_some() {
             return Err(OidcError::Malformed(
                 "the header has `crit` extensions, which are not supported".into(),

@@ -157,6 +157,10 @@ pub enum OidcError {
     UnknownKey(String),
     #[error("the token's signature does not verify: it was altered, or not signed by the issuer")]
     BadSignature,
+    #[error("the token is not an ID token: {0}")]
+    NotAnIdToken(String),
+    #[error("the token was issued to another client: {0}")]
+    WrongParty(String),
     #[error("the token lacks a usable `{0}` claim")]
     MissingClaim(&'static str),
     #[error("the token's nonce does not match the sign-in's: a replayed or foreign token")]

@@ -236,8 +236,37 @@ impl Verifier {
                 want: want.to_string(),
             });
         }
+        // OIDC Core 3.1.3.7 (3-5): the token must have been issued to this client. With several
+        // audiences, `azp` must be present and name it; an `azp` present names it, always.
+        let several = matches!(c.get("aud"), Some(Value::Array(a)) if a.len() > 1);
+        match c.get("azp") {
+            Some(Value::String(azp)) if azp == want => {}
+            Some(azp) => {
+                return Err(OidcError::WrongParty(format!(
+                    "azp is {}, not `{want}`",
+                    printable(&azp.to_string())
+                )));
+            }
+            None if several => {
+                return Err(OidcError::WrongParty(format!(
+                    "it names several audiences and no azp; `{want}` must be its authorized party"
+                )));
+            }
+            None => {}
+        }
+        // Not an ID token whatever its header says: a logout token carries `events`
+        // (OIDC Back-Channel Logout 2.4; access tokens are refused by their `typ`, RFC 9068).
+        if c.get("events").is_some() {
+            return Err(OidcError::NotAnIdToken(
+                "it carries an `events` claim: a logout token".into(),
+            ));
+        }
         let now = unix_now();
         let leeway = self.cfg.leeway.as_secs();
+        // `iat` is required (OIDC Core §2).
+        c.get("iat")
+            .and_then(Value::as_u64)
+            .ok_or(OidcError::MissingClaim("iat"))?;
         let exp = c
             .get("exp")
             .and_then(Value::as_u64)

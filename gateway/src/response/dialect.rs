@@ -82,8 +82,7 @@ fn chunk_ends(v: &Value) -> bool {
     set(v.get("completionReason"))
         || set(v.get("stop_reason"))
         || v.get("is_finished") == Some(&Value::Bool(true))
-        || v
-            .get("outputs")
+        || v.get("outputs")
             .and_then(Value::as_array)
             .is_some_and(|o| o.iter().any(|x| set(x.get("stop_reason"))))
 }
@@ -551,7 +550,11 @@ pub fn as_plain_delta(t: &mut Value, keep: &str) {
     if let Shape::BedrockChunk = sh
         && let Some(o) = t.as_object_mut()
     {
-        for f in ["completionReason", "stop_reason", "amazon-bedrock-invocationMetrics"] {
+        for f in [
+            "completionReason",
+            "stop_reason",
+            "amazon-bedrock-invocationMetrics",
+        ] {
             o.remove(f);
         }
         if o.get("is_finished") == Some(&Value::Bool(true)) {

@@ -111,9 +111,9 @@ fn mint(
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.serial_number = Some(super::ca::random_serial());
     params.use_authority_key_identifier_extension = true;
-    params.not_before = iss
-        .not_before
-        .map_or(now - time::Duration::days(2), |nb| nb.max(now - time::Duration::days(2)));
+    params.not_before = iss.not_before.map_or(now - time::Duration::days(2), |nb| {
+        nb.max(now - time::Duration::days(2))
+    });
     let week = now + time::Duration::days(7);
     params.not_after = iss.not_after.map_or(week, |na| na.min(week));
     let cert = params.signed_by(key, iss.issuer()).map_err(bad)?;

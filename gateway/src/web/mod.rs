@@ -135,7 +135,10 @@ impl WebConfig {
 }
 
 /// Listen and serve the page in the background.
-pub async fn serve(web: Arc<routes::Web>, ca: crate::tls::issuing::IssuingHandle) -> Result<(), WebError> {
+pub async fn serve(
+    web: Arc<routes::Web>,
+    ca: crate::tls::issuing::IssuingHandle,
+) -> Result<(), WebError> {
     let addr = web
         .cfg
         .listen

@@ -162,11 +162,33 @@ async fn each_kind_of_bad_token_gets_its_own_error() {
 
     let e = refused(&v, &with(&|c| c["aud"] = json!("another-client"))).await;
     assert!(matches!(e, OidcError::WrongAudience { .. }), "{e:?}");
+    // Several audiences: only with `azp` naming this client (OIDC Core 3.1.3.7, 3-5).
+    let e = refused(&v, &with(&|c| c["aud"] = json!(["x", "gateway-cli"]))).await;
+    assert!(matches!(e, OidcError::WrongParty(_)), "{e:?}");
     assert!(
-        v.verify(&with(&|c| c["aud"] = json!(["x", "gateway-cli"])))
-            .await
-            .is_ok()
+        v.verify(&with(&|c| {
+            c["aud"] = json!(["x", "gateway-cli"]);
+            c["azp"] = json!("gateway-cli");
+        }))
+        .await
+        .is_ok()
     );
+    let e = refused(&v, &with(&|c| c["azp"] = json!("other-app"))).await;
+    assert!(matches!(e, OidcError::WrongParty(_)), "{e:?}");
+    let e = refused(
+        &v,
+        &with(&|c| {
+            c.as_object_mut().unwrap().remove("iat");
+        }),
+    )
+    .await;
+    assert!(matches!(e, OidcError::MissingClaim("iat")), "{e:?}");
+    let e = refused(
+        &v,
+        &with(&|c| c["events"] = json!({"http://schemas.openid.net/event/backchannel-logout": {}})),
+    )
+    .await;
+    assert!(matches!(e, OidcError::NotAnIdToken(_)), "{e:?}");
 
     let e = refused(
         &v,

@@ -556,17 +556,48 @@ async fn native_chunks_of_every_model_are_masked_across_chunks() {
     let (a, b) = GH.split_at(9);
     type Mk = fn(&str, bool) -> Value;
     let models: [(&str, Mk, &str); 6] = [
-        ("titan", |t, end| json!({"outputText": t, "index": 0,
-            "completionReason": if end { json!("FINISH") } else { Value::Null }}), "/outputText"),
-        ("llama", |t, end| json!({"generation": t, "generation_token_count": 3,
-            "stop_reason": if end { json!("stop") } else { Value::Null }}), "/generation"),
-        ("mistral", |t, end| json!({"outputs": [{"text": t,
-            "stop_reason": if end { json!("stop") } else { Value::Null }}]}), "/outputs/0/text"),
-        ("cohere", |t, end| json!({"text": t, "is_finished": end}), "/text"),
-        ("cohere-gen", |t, end| json!({"generations": [{"text": t}], "is_finished": end}),
-            "/generations/0/text"),
-        ("claude-text", |t, end| json!({"completion": t,
-            "stop_reason": if end { json!("stop_sequence") } else { Value::Null }}), "/completion"),
+        (
+            "titan",
+            |t, end| {
+                json!({"outputText": t, "index": 0,
+            "completionReason": if end { json!("FINISH") } else { Value::Null }})
+            },
+            "/outputText",
+        ),
+        (
+            "llama",
+            |t, end| {
+                json!({"generation": t, "generation_token_count": 3,
+            "stop_reason": if end { json!("stop") } else { Value::Null }})
+            },
+            "/generation",
+        ),
+        (
+            "mistral",
+            |t, end| {
+                json!({"outputs": [{"text": t,
+            "stop_reason": if end { json!("stop") } else { Value::Null }}]})
+            },
+            "/outputs/0/text",
+        ),
+        (
+            "cohere",
+            |t, end| json!({"text": t, "is_finished": end}),
+            "/text",
+        ),
+        (
+            "cohere-gen",
+            |t, end| json!({"generations": [{"text": t}], "is_finished": end}),
+            "/generations/0/text",
+        ),
+        (
+            "claude-text",
+            |t, end| {
+                json!({"completion": t,
+            "stop_reason": if end { json!("stop_sequence") } else { Value::Null }})
+            },
+            "/completion",
+        ),
     ];
     for (model, mk, pointer) in models {
         for end_with_stop in [true, false] {
