@@ -394,12 +394,19 @@ fn events(sink: &fleet::Sink) -> (Vec<Event>, Vec<String>) {
                     Ok(c) => check_cef(&c),
                     Err(e) => vec![e],
                 };
-                let n = r.data.windows(4).filter(|w| w == b"CEF:").count();
-                if n > 1 {
+                // A receiver takes the first `CEF:` it sees: it must be the gateway's record,
+                // and the datagram one line (attacker text inside an escaped extension value
+                // cannot start a record).
+                let first = r.data.windows(4).position(|w| w == b"CEF:");
+                let ours = r.data.windows(14).position(|w| w == b"CEF:0|gateway|");
+                if first != ours || ours.is_none() {
                     problems.insert(
                         0,
-                        format!("'CEF:' appears {n} times in the datagram: attacker text before the record (in the syslog header's structured data) forges one, and a receiver takes the first"),
+                        format!("the first 'CEF:' in the datagram (at {first:?}) is not the gateway's record (at {ours:?}): attacker text before the record forges one, and a receiver takes the first"),
                     );
+                }
+                if r.data.iter().any(|b| *b == b'\n' || *b == b'\r') {
+                    problems.insert(0, "the CEF datagram has a line break: a line-oriented receiver sees two records".into());
                 }
                 out.push(Event {
                     sink: "cef-udp",
@@ -489,7 +496,8 @@ fn export_events_keep_their_framing_and_carry_no_secret() {
         &[],
     );
     const CLIENT_KEY: &str = "sk-proj-advClientKey9Qm2Wx7Lp4Zr8Tn5Vb1Hc6Jd3";
-    const PLANTED: &str = "AKIAADVFLEET7Q2W9XZP";
+    // AWS access key ids are AKIA + 16 base32 characters (A-Z, 2-7).
+    const PLANTED: &str = "AKIAADVFLEET7Q2WXZPM";
     const CANARY: &str = "advbodycanary-5d1e";
     let specs: Vec<Value> = cases
         .iter()
@@ -940,7 +948,8 @@ fn bus_decisions_need_a_proof_bound_to_the_hold() {
         &cases,
     );
     let b = a.peer("gw-advbusb", &bus.url, "adv-b");
-    const PLANTED: &str = "AKIAADVBUS0Q7W2E9R4T";
+    // AWS access key ids are AKIA + 16 base32 characters (A-Z, 2-7).
+    const PLANTED: &str = "AKIAADVBUSQ7W2EZR4TX";
     const CLIENT_KEY: &str = "sk-proj-advBusClient3Kd8Lq2Zm7Xw5Rt1Vn9Hp4";
     let forged = [
         "bus-replay-for-another-hold",
