@@ -199,10 +199,12 @@ impl OidcProvider {
                 }
             }
         });
-        if rx.recv_timeout(Duration::from_secs(120)).is_err() {
+        if let Err(why) = rx.recv_timeout(Duration::from_secs(120)) {
+            // Disconnected: the provider closed its stdout (it exited) before `ready`.
+            let exited = child.try_wait().ok().flatten();
             let _ = child.kill();
             panic!(
-                "the OpenID provider did not start: {}",
+                "the OpenID provider did not start ({why:?}; exit status {exited:?}): {}",
                 fs::read_to_string(&log).unwrap_or_default()
             );
         }
