@@ -260,3 +260,19 @@ impl Client {
         Ok((status, body))
     }
 }
+
+/// 32 random bytes, base64url: state, nonce, PKCE code verifiers (and the web page's session
+/// ids and CSRF tokens).
+pub fn random_token() -> String {
+    use base64::Engine as _;
+    let mut b = [0u8; 32];
+    rand::fill(&mut b[..]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// The PKCE S256 challenge of a code verifier (RFC 7636 §4.2).
+pub fn challenge(verifier: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier))
+}

@@ -12,15 +12,12 @@
 
 use std::{io::Write as _, path::PathBuf, time::Duration};
 
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
-use rand::RngCore as _;
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::{
     OidcConfig, OidcError, Verifier,
-    http::{Url, form_decode, form_encode},
+    http::{Url, challenge, form_decode, form_encode, random_token},
     printable,
     tokens::{self, Tokens},
     unix_now,
@@ -70,12 +67,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, OidcError> {
         .enable_all()
         .build()
         .map_err(|e| OidcError::Login(format!("cannot start a runtime: {e}")))
-}
-
-fn random() -> String {
-    let mut b = [0u8; 32];
-    rand::rng().fill_bytes(&mut b);
-    B64.encode(b)
 }
 
 fn client_secret(cfg: &OidcConfig) -> Result<Option<String>, OidcError> {
@@ -253,8 +244,8 @@ async fn code_flow(
         .map_err(|e| OidcError::Login(e.to_string()))?
         .port();
     let redirect = format!("http://127.0.0.1:{port}/callback");
-    let (state, nonce, verifier) = (random(), random(), random());
-    let challenge = B64.encode(Sha256::digest(verifier.as_bytes()));
+    let (state, nonce, verifier) = (random_token(), random_token(), random_token());
+    let challenge = challenge(&verifier);
     let scope = cfg.scopes.join(" ");
     let mut q = vec![
         ("response_type", "code"),

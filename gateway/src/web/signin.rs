@@ -10,9 +10,7 @@
 //! token and its nonce. Nothing is decided on an unverified token; the tokens themselves are
 //! never stored, logged or shown.
 
-use base64::Engine as _;
 use serde_json::Value;
-use sha2::Digest as _;
 
 use crate::oidc::{
     Verifier,
@@ -27,17 +25,7 @@ pub enum SigninError {
     Refused(String),
 }
 
-/// 32 random bytes, base64url: session ids, CSRF tokens, state, nonce, code verifiers.
-pub fn random_token() -> String {
-    let mut b = [0u8; 32];
-    rand::fill(&mut b[..]);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
-
-/// The PKCE S256 challenge of a verifier.
-pub fn challenge(verifier: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier))
-}
+pub use crate::oidc::http::{challenge, random_token};
 
 /// The page as an OAuth client.
 #[derive(Clone)]
