@@ -93,6 +93,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     };
     let fleet = Arc::new(crate::fleet::Fleet::new(
         cfg.fleet.as_ref(),
+        cfg.node_name(),
         interception.hold.holds.clone(),
         cfg.hold.clone(),
         crate::fleet::auth::Auth::new(verifier.clone()),
@@ -118,12 +119,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     crate::web::start(&cfg, admin, interception.terminator.issuing.clone()).await?;
     crate::metrics::serve(&cfg.metrics).await?;
     if let Some(j) = &interception.journal {
-        // Events name the node as the fleet does (`[fleet] node`), else by its host name.
-        let node = cfg
-            .fleet
-            .as_ref()
-            .map_or_else(crate::export::node_name, |f| f.node_name());
-        crate::export::start(&cfg.exports, j, &node)?;
+        crate::export::start(&cfg.exports, j, &cfg.node_name())?;
     }
 
     // Listen before attaching, so the first redirected connect finds the proxy.

@@ -722,7 +722,7 @@ fn fleet_verify(cfg: &Config) -> Result<String, AppError> {
                 .into(),
         ));
     };
-    let node = fleet.node_name();
+    let node = cfg.node_name();
     // This node's own public key (pinned for its own records) and, when readable, its journal
     // key (its records' keyed hashes are checked too).
     let own_key = std::fs::metadata(cfg.state_dir.join(crate::fleet::sign::KEY_FILE))

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use gateway_tests::{
     fleet::{FleetWorld, chat_result, journal_on_stream, on_bus, spawn_chat},
-    oidc::{ALICE, BOB, CLI_CLIENT, OidcProvider},
+    oidc::{ALICE, BOB, CLI_CLIENT, OTHER_CLIENT, OidcProvider},
 };
 
 const HOLD: &str = "[hold]\nkeywords = [\"hold-me\"]\ntimeout = \"3m\"\n# The tests run every client as root.\nself_approval = true\n";
@@ -229,13 +229,15 @@ fn signed_in(idp: &OidcProvider, user: &str) -> tempfile::TempDir {
 /// A hold on node A approved from node B by a signed-in approver (OIDC, the real
 /// oidc-provider): the decision goes over the bus with her ID token, A verifies it itself and
 /// releases the request; the journal on A names her. A non-approver's token is refused and
-/// the hold stays.
+/// the hold stays. Both nodes accept two audiences (`[oidc] audience`, as for the CLI's and
+/// the approval page's clients): a token issued to the second client decides a second hold.
 #[test]
 fn a_hold_on_node_a_is_approved_from_node_b_by_a_signed_in_approver() {
     let idp = OidcProvider::start(224);
     let issuer: std::net::SocketAddr = idp.issuer.trim_start_matches("https://").parse().unwrap();
     let extra = format!(
-        "{}[hold]\nkeywords = [\"hold-me\"]\ntimeout = \"3m\"\napprovers = [\"@oidc:llm-approvers\"]\n",
+        "{}audience = [\"{CLI_CLIENT}\", \"{OTHER_CLIENT}\"]\n\
+         [hold]\nkeywords = [\"hold-me\"]\ntimeout = \"3m\"\napprovers = [\"@oidc:llm-approvers\"]\n",
         idp.config(CLI_CLIENT)
     );
     let w = FleetWorld::start_with("gw-fleet-oidc", 225, 2, &extra, &[issuer]);
@@ -301,5 +303,42 @@ fn a_hold_on_node_a_is_approved_from_node_b_by_a_signed_in_approver() {
     ] {
         assert!(!log.contains(sig), "an ID token was logged");
     }
+    b.wait_holds(Duration::from_secs(5), |h| h.is_empty());
+
+    // A second hold, decided with her token for the second accepted client (the page's, in
+    // a real deployment): A accepts that audience too.
+    let client = spawn_chat(a, "hold-me: and the hotfix");
+    let on_b = b.wait_holds(Duration::from_secs(90), |h| h.len() == 1);
+    let id = on_b[0]["id"].as_str().unwrap().to_string();
+    // Straight to B's admin socket with the bearer token, as a page or script would (the CLI
+    // keeps tokens of its own client only).
+    let token = idp.id_token(OTHER_CLIENT, ALICE);
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--unix-socket"])
+        .arg(b.gw.dir.path().join("state/admin.sock"))
+        .args(["-H", &format!("authorization: Bearer {token}")])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"reason":"not today"}"#,
+        ])
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("http://gateway/v1/approvals/{id}/deny"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.ends_with("\n200"),
+        "{text}\n{}\n{}",
+        b.gw.raw_log(),
+        a.gw.raw_log()
+    );
+    let r = chat_result(client);
+    assert_eq!(r["status"], 403, "{r}");
+    assert!(
+        r["error"].as_str().is_some_and(|e| e.contains("alice")),
+        "the SDK sees who denied it: {r}"
+    );
     b.wait_holds(Duration::from_secs(5), |h| h.is_empty());
 }

@@ -350,6 +350,18 @@ pub struct ProviderConfig {
 }
 
 impl Config {
+    /// This node's one name, everywhere it appears (fleet ids and subjects, exported events,
+    /// the CA intermediate's subject): `[fleet] node`, else `[ca] node`, else the host name up
+    /// to its first dot (`fleet::config::host_node`). Validation refuses the two keys set to
+    /// different names.
+    pub fn node_name(&self) -> String {
+        self.fleet
+            .as_ref()
+            .and_then(|f| f.node.clone())
+            .or_else(|| self.ca.node.clone())
+            .unwrap_or_else(crate::fleet::config::host_node)
+    }
+
     /// Parse and validate a config text. `origin` names it in errors (a path, or "defaults").
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -518,6 +530,25 @@ impl Config {
         self.ca.validate(self).map_err(|(k, r)| bad(k, r))?;
         if let Some(f) = &self.fleet {
             f.validate().map_err(|(k, r)| bad(k, r))?;
+            match (&f.node, &self.ca.node) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(bad(
+                        "ca.node".into(),
+                        format!(
+                            "is `{b}` but fleet.node is `{a}`: a node has one name (leave \
+                             ca.node out: it defaults to fleet.node)"
+                        ),
+                    ));
+                }
+                // The fleet takes its name from `ca.node` then: it must be a subject token.
+                (None, Some(b)) => crate::fleet::config::valid_node(b).map_err(|r| {
+                    bad(
+                        "ca.node".into(),
+                        format!("{r} (it names the fleet node too)"),
+                    )
+                })?,
+                _ => {}
+            }
         }
         let groups = crate::redirect::identity::groups::WorkloadGroups::new(&self.groups)
             .map_err(|(k, r)| bad(k, r))?;

@@ -163,7 +163,10 @@ fn the_example_config_parses_with_its_commented_policy_enabled() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.rules.len(), 2);
     assert_eq!(c.hold.approvers, vec!["alice", "@llm-approvers"]);
-    assert_eq!(c.oidc.as_ref().map(|o| o.audience()), Some("llm-gateway"));
+    assert_eq!(
+        c.oidc.as_ref().map(|o| o.audiences()),
+        Some(vec!["llm-gateway"])
+    );
     assert_eq!(c.groups.len(), 2);
 }
 
@@ -216,7 +219,7 @@ fn oidc_approvers_groups_and_workload_groups_are_validated() {
         "t",
     )
     .unwrap();
-    assert_eq!(c.oidc.unwrap().audience(), "gw");
+    assert_eq!(c.oidc.unwrap().audiences(), ["gw"]);
     let e = err("[oidc]\nissuer = \"http://idp.example\"\nclient_id = \"gw\"\n");
     assert!(e.contains("oidc.issuer") && e.contains("https"), "{e}");
     // A rule's workload group must be defined in [groups].
@@ -234,4 +237,27 @@ fn oidc_approvers_groups_and_workload_groups_are_validated() {
     assert_eq!(c.groups["ci"], vec!["unit:ci@*.service"]);
     let e = err("[groups]\nci = [\"unknown:x\"]\n");
     assert!(e.contains("groups.ci[0]"), "{e}");
+}
+
+/// A node has one name: `[fleet] node`, else `[ca] node`, else the host name; two different
+/// names are refused, and a `ca.node` the fleet would take must be a subject token.
+#[test]
+fn the_node_has_one_name_for_the_fleet_the_ca_and_exports() {
+    let fleet = "[fleet]\nnats = \"nats://127.0.0.1:4222\"\n";
+    let c = Config::parse(&format!("{fleet}node = \"n1\"\n"), "t").unwrap();
+    assert_eq!(c.node_name(), "n1");
+    let c = Config::parse(&format!("[ca]\nnode = \"n2\"\n{fleet}"), "t").unwrap();
+    assert_eq!(c.node_name(), "n2");
+    let c = Config::parse("[ca]\nnode = \"n3\"\n", "t").unwrap();
+    assert_eq!(c.node_name(), "n3");
+    let c = Config::parse(&format!("[ca]\nnode = \"n1\"\n{fleet}node = \"n1\"\n"), "t").unwrap();
+    assert_eq!(c.node_name(), "n1");
+    let e = err(&format!("[ca]\nnode = \"other\"\n{fleet}node = \"n1\"\n"));
+    assert!(e.contains("ca.node") && e.contains("one name"), "{e}");
+    let e = err(&format!("[ca]\nnode = \"a.b c\"\n{fleet}"));
+    assert!(e.contains("ca.node"), "{e}");
+    assert_eq!(
+        Config::parse("", "t").unwrap().node_name(),
+        crate::fleet::config::host_node()
+    );
 }

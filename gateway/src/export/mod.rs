@@ -333,15 +333,5 @@ pub fn check_env(exports: &[ExportConfig]) -> Result<(), (String, String)> {
     Ok(())
 }
 
-/// The node's name in every event: the host name (the `[fleet] node` when the fleet is
-/// configured is the same by default).
-pub fn node_name() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 #[cfg(test)]
 mod tests;

@@ -105,11 +105,6 @@ pub fn host_node() -> String {
 }
 
 impl FleetConfig {
-    /// This node's name: `node`, or the host name.
-    pub fn node_name(&self) -> String {
-        self.node.clone().unwrap_or_else(host_node)
-    }
-
     pub fn validate(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, r: String| Err((format!("fleet.{k}"), r));
         if self.nats.trim().is_empty() {
@@ -241,6 +236,5 @@ mod tests {
     fn the_default_node_name_is_a_valid_subject_token() {
         let n = host_node();
         assert!(valid_node(&n).is_ok(), "{n}");
-        assert_eq!(FleetConfig::default().node_name(), n);
     }
 }

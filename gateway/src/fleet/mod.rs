@@ -192,15 +192,17 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// `fleet`: the `[fleet]` section, if any (the bus is started by [`bus::start`]).
+    /// `fleet`: the `[fleet]` section, if any (the bus is started by [`bus::start`]); `node`:
+    /// this node's name ([`crate::config::Config::node_name`]).
     pub fn new(
         fleet: Option<&FleetConfig>,
+        node: String,
         holds: Arc<Holds>,
         hold_cfg: HoldConfig,
         auth: auth::Auth,
     ) -> Self {
         Self {
-            node: fleet.map_or_else(config::host_node, FleetConfig::node_name),
+            node,
             holds,
             hold_cfg,
             auth,

@@ -20,6 +20,7 @@ fn fleet(approvers: &[&str]) -> (Fleet, Arc<Holds>) {
             node: Some("node-a".into()),
             ..Default::default()
         }),
+        "node-a".into(),
         holds.clone(),
         cfg,
         auth::Auth::default(),

@@ -36,8 +36,16 @@ pub struct OidcConfig {
     /// A confidential client's secret, read from this environment variable (the CLI's client
     /// is normally public: PKCE, no secret). Never written in the config itself.
     pub client_secret_env: Option<String>,
-    /// The `aud` ID tokens must carry; default `client_id`.
-    pub audience: Option<String>,
+    /// The audiences this node accepts ID tokens for: one (`audience = "gateway-cli"`) or
+    /// several (`audience = ["gateway-cli", "gateway-web"]`, e.g. the CLI's client and the
+    /// approval page's, so a decision taken on the page of another node verifies here). A
+    /// token's `aud` must name one of them, and its `azp`, when present, must be one of them.
+    /// Default: `client_id` alone.
+    #[serde(
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub audience: Vec<String>,
     /// The claim listing the person's groups (`@oidc:GROUP` approvers match it).
     pub groups_claim: String,
     /// The claim compared with a hold's local user name to refuse self-approval.
@@ -51,13 +59,30 @@ pub struct OidcConfig {
     pub leeway: Duration,
 }
 
+/// `"a"` or `["a", "b"]`; an empty list is refused (leave the key out instead).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d)? {
+        OneOrMany::One(a) => Ok(vec![a]),
+        OneOrMany::Many(v) if v.is_empty() => Err(serde::de::Error::custom(
+            "an empty list accepts no token; leave it out (default: client_id)",
+        )),
+        OneOrMany::Many(v) => Ok(v),
+    }
+}
+
 impl Default for OidcConfig {
     fn default() -> Self {
         Self {
             issuer: String::new(),
             client_id: String::new(),
             client_secret_env: None,
-            audience: None,
+            audience: Vec::new(),
             groups_claim: "groups".into(),
             username_claim: "preferred_username".into(),
             scopes: vec![
@@ -73,9 +98,13 @@ impl Default for OidcConfig {
 }
 
 impl OidcConfig {
-    /// The audience ID tokens must be issued for.
-    pub fn audience(&self) -> &str {
-        self.audience.as_deref().unwrap_or(&self.client_id)
+    /// The audiences ID tokens may be issued for (never empty).
+    pub fn audiences(&self) -> Vec<&str> {
+        if self.audience.is_empty() {
+            vec![self.client_id.as_str()]
+        } else {
+            self.audience.iter().map(String::as_str).collect()
+        }
     }
 
     /// `Err((key, reason))` for the first problem.
@@ -92,14 +121,10 @@ impl OidcConfig {
                 "must be set (the client registered for the gateway)",
             );
         }
-        if self
-            .audience
-            .as_deref()
-            .is_some_and(|a| a.trim().is_empty())
-        {
+        if self.audience.iter().any(|a| a.trim().is_empty()) {
             return bad(
                 "audience",
-                "must not be empty (leave it out: it defaults to client_id)",
+                "must not contain an empty name (leave it out: it defaults to client_id)",
             );
         }
         if let Some(v) = &self.client_secret_env
@@ -144,7 +169,7 @@ pub enum OidcError {
     DisallowedAlg(String),
     #[error("the token was issued by `{got}`, not by the configured issuer `{want}`")]
     WrongIssuer { got: String, want: String },
-    #[error("the token is for audience {got}, not for `{want}` (oidc.audience)")]
+    #[error("the token is for audience {got}, not for {want} (oidc.audience)")]
     WrongAudience { got: String, want: String },
     #[error("the token expired at {at} (Unix time; now {now}): sign in again with `gateway login`")]
     Expired { at: u64, now: u64 },

@@ -221,10 +221,16 @@ impl Verifier {
 
     /// The claims of a token whose signature verified: audience, lifetime, subject, nonce.
     fn principal(&self, c: &Value, nonce: Option<&str>) -> Result<Principal, OidcError> {
-        let want = self.cfg.audience();
+        let accepted = self.cfg.audiences();
+        let ours = |v: &str| accepted.contains(&v);
+        let want = accepted
+            .iter()
+            .map(|a| format!("`{a}`"))
+            .collect::<Vec<_>>()
+            .join(" or ");
         let aud_ok = match c.get("aud") {
-            Some(Value::String(a)) => a == want,
-            Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(want)),
+            Some(Value::String(a)) => ours(a),
+            Some(Value::Array(a)) => a.iter().any(|v| v.as_str().is_some_and(ours)),
             _ => false,
         };
         if !aud_ok {
@@ -233,23 +239,24 @@ impl Verifier {
                     .get("aud")
                     .map(|a| printable(&a.to_string()))
                     .unwrap_or_else(|| "(none)".into()),
-                want: want.to_string(),
+                want,
             });
         }
-        // OIDC Core 3.1.3.7 (3-5): the token must have been issued to this client. With several
-        // audiences, `azp` must be present and name it; an `azp` present names it, always.
+        // OIDC Core 3.1.3.7 (3-5): the token must have been issued to a client this node
+        // accepts. With several audiences, `azp` must be present and name one of them; an
+        // `azp` present names one of them, always.
         let several = matches!(c.get("aud"), Some(Value::Array(a)) if a.len() > 1);
         match c.get("azp") {
-            Some(Value::String(azp)) if azp == want => {}
+            Some(Value::String(azp)) if ours(azp) => {}
             Some(azp) => {
                 return Err(OidcError::WrongParty(format!(
-                    "azp is {}, not `{want}`",
+                    "azp is {}, not {want}",
                     printable(&azp.to_string())
                 )));
             }
             None if several => {
                 return Err(OidcError::WrongParty(format!(
-                    "it names several audiences and no azp; `{want}` must be its authorized party"
+                    "it names several audiences and no azp; {want} must be its authorized party"
                 )));
             }
             None => {}

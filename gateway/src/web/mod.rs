@@ -73,7 +73,7 @@ pub async fn start(
     };
     // The page's ID tokens are issued to its own client: that is their audience.
     let page_oidc = crate::oidc::OidcConfig {
-        audience: Some(cfg.web.client_id.clone()),
+        audience: vec![cfg.web.client_id.clone()],
         ..oidc.clone()
     };
     let verifier = Arc::new(

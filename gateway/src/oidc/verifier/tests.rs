@@ -223,6 +223,72 @@ async fn each_kind_of_bad_token_gets_its_own_error() {
     );
 }
 
+/// `audience = ["gateway-cli", "gateway-web"]`: a token of either client verifies (the CLI's,
+/// the approval page's); a third client's does not, and `azp` must be one of the two.
+#[tokio::test]
+async fn a_list_of_audiences_accepts_each_and_nothing_else() {
+    let k = Es::new("k1");
+    let c = OidcConfig {
+        audience: vec!["gateway-cli".into(), "gateway-web".into()],
+        ..cfg()
+    };
+    let v = Verifier::with_keys(
+        &c,
+        JwkSet {
+            keys: vec![k.jwk()],
+        },
+    );
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = claims();
+        f(&mut c);
+        k.token(&c)
+    };
+    assert!(v.verify(&with(&|_| {})).await.is_ok());
+    assert!(
+        v.verify(&with(&|c| {
+            c["aud"] = json!("gateway-web");
+            c["azp"] = json!("gateway-web");
+        }))
+        .await
+        .is_ok()
+    );
+    let e = refused(&v, &with(&|c| c["aud"] = json!("other-app"))).await;
+    assert!(matches!(e, OidcError::WrongAudience { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("`gateway-cli` or `gateway-web`"),
+        "{e}"
+    );
+    // Issued to a third client that added ours to its audiences: refused by `azp`.
+    let e = refused(
+        &v,
+        &with(&|c| {
+            c["aud"] = json!(["gateway-web", "other-app"]);
+            c["azp"] = json!("other-app");
+        }),
+    )
+    .await;
+    assert!(matches!(e, OidcError::WrongParty(_)), "{e:?}");
+    let e = refused(
+        &v,
+        &with(&|c| c["aud"] = json!(["gateway-web", "other-app"])),
+    )
+    .await;
+    assert!(matches!(e, OidcError::WrongParty(_)), "{e:?}");
+    // The page's own verifier (audience = its client only) still refuses the CLI's token.
+    let page = OidcConfig {
+        audience: vec!["gateway-web".into()],
+        ..cfg()
+    };
+    let pv = Verifier::with_keys(
+        &page,
+        JwkSet {
+            keys: vec![k.jwk()],
+        },
+    );
+    let e = refused(&pv, &with(&|_| {})).await;
+    assert!(matches!(e, OidcError::WrongAudience { .. }), "{e:?}");
+}
+
 #[tokio::test]
 async fn alg_none_and_hmac_are_never_accepted() {
     let k = Es::new("k1");
@@ -274,5 +340,26 @@ fn config_is_validated_with_the_key_named() {
     assert_eq!(bad(&|c| c.issuer = "".into()), "oidc.issuer");
     assert_eq!(bad(&|c| c.client_id = "".into()), "oidc.client_id");
     assert_eq!(bad(&|c| c.scopes = vec!["profile".into()]), "oidc.scopes");
-    assert_eq!(ok.audience(), "gateway-cli");
+    assert_eq!(ok.audiences(), ["gateway-cli"]);
+    assert_eq!(
+        bad(&|c| c.audience = vec!["a".into(), " ".into()]),
+        "oidc.audience"
+    );
+    // One name or a list; an empty list is refused where it is read.
+    let parse = |t: &str| {
+        toml::from_str::<OidcConfig>(&format!(
+            "issuer = \"{ISS}\"\nclient_id = \"gateway-cli\"\n{t}"
+        ))
+    };
+    assert_eq!(parse("audience = \"x\"").unwrap().audiences(), ["x"]);
+    assert_eq!(
+        parse("audience = [\"x\", \"y\"]").unwrap().audiences(),
+        ["x", "y"]
+    );
+    assert!(
+        parse("audience = []")
+            .unwrap_err()
+            .to_string()
+            .contains("accepts no token")
+    );
 }

@@ -57,7 +57,8 @@ impl RootKind {
 #[serde(default, deny_unknown_fields)]
 pub struct CaConfig {
     pub root: RootKind,
-    /// This node's name in its intermediate's subject; default: the host name.
+    /// This node's name in its intermediate's subject; default: `[fleet] node`, else the
+    /// host name ([`crate::config::Config::node_name`]).
     pub node: Option<String>,
     /// Life of a node intermediate; renewed at two thirds of it.
     #[serde(with = "crate::config::dur")]
@@ -214,16 +215,6 @@ impl CaConfig {
                 ),
             },
         }
-    }
-
-    /// The node name in the intermediate: `ca.node`, else the host name.
-    pub fn node_name(&self) -> String {
-        self.node.clone().unwrap_or_else(|| {
-            nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_else(|| "localhost".into())
-        })
     }
 }
 

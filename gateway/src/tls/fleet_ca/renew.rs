@@ -197,7 +197,7 @@ pub fn status_json(cfg: &Config, source: &str, i: &Issuing, renew: OffsetDateTim
     serde_json::json!({
         "root": cfg.ca.root.name(),
         "source": source,
-        "node": cfg.ca.node_name(),
+        "node": cfg.node_name(),
         "subject": subject,
         "serial": i.serial,
         "not_before": fmt(i.not_before),
@@ -232,7 +232,7 @@ pub async fn start(cfg: &Config) -> Result<Option<(IssuingHandle, PathBuf)>, Fle
     };
     let source = src.describe();
     let req = Request {
-        node: cfg.ca.node_name(),
+        node: cfg.node_name(),
         ttl: cfg.ca.intermediate_ttl,
         permitted_dns: cfg.ca.permitted_dns.clone(),
     };
