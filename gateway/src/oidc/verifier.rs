@@ -55,7 +55,11 @@ struct State {
 pub struct Verifier {
     cfg: OidcConfig,
     client: Option<Client>,
-    state: tokio::sync::Mutex<State>,
+    /// What was fetched; held only to read or store, never across a fetch, so a token whose
+    /// key is cached verifies at once while a fetch for another waits on a slow issuer.
+    state: std::sync::Mutex<State>,
+    /// One fetch from the issuer at a time (the others wait for its result).
+    fetch: tokio::sync::Mutex<()>,
 }
 
 impl Verifier {
@@ -70,6 +74,7 @@ impl Verifier {
             cfg: cfg.clone(),
             client: Some(client),
             state: Default::default(),
+            fetch: Default::default(),
         })
     }
 
@@ -79,10 +84,11 @@ impl Verifier {
         Self {
             cfg: cfg.clone(),
             client: None,
-            state: tokio::sync::Mutex::new(State {
+            state: std::sync::Mutex::new(State {
                 discovery: None,
                 jwks: Some((Instant::now(), Arc::new(keys))),
             }),
+            fetch: Default::default(),
         }
     }
 
@@ -115,18 +121,32 @@ impl Verifier {
             .map_err(|e| self.issuer_error(format!("{} sent no JSON ({e})", printable(url))))
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic elsewhere cannot leave the cache half-written (each field is replaced whole).
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cached_discovery(&self) -> Option<Discovery> {
+        match &self.state().discovery {
+            Some((at, d)) if at.elapsed() < MAX_AGE => Some(d.clone()),
+            _ => None,
+        }
+    }
+
     /// The issuer's discovery document (cached for [`MAX_AGE`]); its `issuer` must be the
     /// configured one, its `jwks_uri` https.
     pub async fn discovery(&self) -> Result<Discovery, OidcError> {
-        let mut st = self.state.lock().await;
-        self.discovery_locked(&mut st).await
+        if let Some(d) = self.cached_discovery() {
+            return Ok(d);
+        }
+        let _one = self.fetch.lock().await;
+        self.discovery_fetching().await
     }
 
-    async fn discovery_locked(&self, st: &mut State) -> Result<Discovery, OidcError> {
-        if let Some((at, d)) = &st.discovery
-            && at.elapsed() < MAX_AGE
-        {
-            return Ok(d.clone());
+    /// The discovery document, fetched when not cached; the caller holds `fetch`.
+    async fn discovery_fetching(&self) -> Result<Discovery, OidcError> {
+        if let Some(d) = self.cached_discovery() {
+            return Ok(d);
         }
         let url = format!(
             "{}/.well-known/openid-configuration",
@@ -143,18 +163,30 @@ impl Verifier {
         }
         Url::parse(&d.jwks_uri).map_err(|e| self.issuer_error(format!("jwks_uri: {e}")))?;
         info!(issuer = %self.cfg.issuer, "OIDC discovery document fetched");
-        st.discovery = Some((Instant::now(), d.clone()));
+        self.state().discovery = Some((Instant::now(), d.clone()));
         Ok(d)
     }
 
-    async fn jwks_locked(&self, st: &mut State, refresh: bool) -> Result<Arc<JwkSet>, OidcError> {
-        if let Some((at, k)) = &st.jwks {
-            let age = at.elapsed();
-            if age < MAX_AGE && (!refresh || age < REFRESH_MIN || self.client.is_none()) {
-                return Ok(k.clone());
-            }
+    /// The cached key set, if it may be used: younger than [`MAX_AGE`], and with `refresh`
+    /// (a token named a key it lacks) younger than [`REFRESH_MIN`] too.
+    fn cached_jwks(&self, refresh: bool) -> Option<Arc<JwkSet>> {
+        let st = self.state();
+        let (at, k) = st.jwks.as_ref()?;
+        let age = at.elapsed();
+        (age < MAX_AGE && (!refresh || age < REFRESH_MIN || self.client.is_none()))
+            .then(|| k.clone())
+    }
+
+    async fn jwks(&self, refresh: bool) -> Result<Arc<JwkSet>, OidcError> {
+        if let Some(k) = self.cached_jwks(refresh) {
+            return Ok(k);
         }
-        let d = self.discovery_locked(st).await?;
+        let _one = self.fetch.lock().await;
+        // Another caller may have fetched it while this one waited.
+        if let Some(k) = self.cached_jwks(refresh) {
+            return Ok(k);
+        }
+        let d = self.discovery_fetching().await?;
         let v = self.get_json(&d.jwks_uri).await?;
         let set: JwkSet =
             serde_json::from_value(v).map_err(|e| self.issuer_error(format!("bad JWKS ({e})")))?;
@@ -162,7 +194,7 @@ impl Verifier {
             return Err(self.issuer_error("its JWKS has more than 100 keys"));
         }
         let set = Arc::new(set);
-        st.jwks = Some((Instant::now(), set.clone()));
+        self.state().jwks = Some((Instant::now(), set.clone()));
         Ok(set)
     }
 
@@ -198,12 +230,11 @@ impl Verifier {
             None => return Err(OidcError::MissingClaim("iss")),
         }
         let key = {
-            let mut st = self.state.lock().await;
-            let set = self.jwks_locked(&mut st, false).await?;
+            let set = self.jwks(false).await?;
             match jws.key(&set) {
                 Some(k) => k.clone(),
                 None => {
-                    let set = self.jwks_locked(&mut st, true).await?;
+                    let set = self.jwks(true).await?;
                     jws.key(&set).cloned().ok_or_else(|| {
                         OidcError::UnknownKey(
                             jws.kid

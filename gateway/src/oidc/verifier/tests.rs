@@ -363,3 +363,56 @@ fn config_is_validated_with_the_key_named() {
             .contains("accepts no token")
     );
 }
+
+/// An issuer that accepts and never answers holds up only the tokens that need a fetch (an
+/// unknown `kid`); a token whose key is cached verifies meanwhile.
+#[tokio::test]
+async fn a_hung_issuer_delays_only_tokens_that_need_a_fetch() {
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = hung.local_addr().unwrap();
+    let k = Es::new("k1");
+    let c = OidcConfig {
+        issuer: format!("https://{at}"),
+        ..cfg()
+    };
+    let v = Arc::new(Verifier::new(&c, None).unwrap());
+    {
+        let mut st = v.state();
+        st.discovery = Some((
+            Instant::now(),
+            Discovery {
+                issuer: c.issuer.clone(),
+                authorization_endpoint: None,
+                token_endpoint: None,
+                device_authorization_endpoint: None,
+                jwks_uri: format!("https://{at}/jwks"),
+                revocation_endpoint: None,
+                code_challenge_methods_supported: vec![],
+            },
+        ));
+        // Older than REFRESH_MIN: an unknown kid makes the verifier fetch.
+        st.jwks = Some((
+            Instant::now() - REFRESH_MIN - Duration::from_secs(1),
+            Arc::new(JwkSet {
+                keys: vec![k.jwk()],
+            }),
+        ));
+    }
+    let mut claims = claims();
+    claims["iss"] = json!(c.issuer);
+    let good = k.token(&claims);
+    let unknown = Es::new("k2").token(&claims);
+    let waiting = {
+        let v = v.clone();
+        tokio::spawn(async move { v.verify(&unknown).await })
+    };
+    // Let the unknown-kid verification reach the hung fetch.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the fetch should be hanging");
+    let r = tokio::time::timeout(Duration::from_secs(5), v.verify(&good))
+        .await
+        .expect("a cached key must not wait for the hung fetch");
+    assert!(r.is_ok(), "{r:?}");
+    waiting.abort();
+    drop(hung);
+}
