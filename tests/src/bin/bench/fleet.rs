@@ -16,7 +16,7 @@
 use std::{
     path::PathBuf,
     process::{Child, Stdio},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use gateway::admin;
@@ -48,6 +48,10 @@ struct Sample {
     upstream: f64,
     /// Decision issued → the admin API answered it.
     answered: f64,
+    /// The hold's fleet id and the wall clock when the decision was issued: matched with node
+    /// A's `hold approved` log line afterwards, to split the time where the request woke.
+    id: String,
+    issued: SystemTime,
 }
 
 fn socket(n: &Node) -> PathBuf {
@@ -164,7 +168,7 @@ fn sample(w: &FleetWorld, side: Side, i: usize, token: &str) -> Sample {
     );
     let target = format!("/v1/approvals/{id}/approve");
     let reason = json!({"reason": "fleet benchmark"});
-    let t0 = Instant::now();
+    let (t0, issued) = (Instant::now(), SystemTime::now());
     let (status, v) = admin::call_as(
         &socket(decider),
         "POST",
@@ -187,7 +191,59 @@ fn sample(w: &FleetWorld, side: Side, i: usize, token: &str) -> Sample {
     Sample {
         upstream: at.saturating_duration_since(t0).as_secs_f64() * 1e3,
         answered: answered.as_secs_f64() * 1e3,
+        id,
+        issued,
     }
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time as the gateway's JSON log writes it
+/// (`2026-12-01T23:55:00.123456Z`).
+fn rfc3339(t: &str) -> Option<f64> {
+    let (date, time) = t.strip_suffix('Z')?.split_once('T')?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let (h, rest) = time.split_once(':')?;
+    let (m, sec) = rest.split_once(':')?;
+    let [y, mo, da] = d[..] else { return None };
+    // Days from the civil date (H. Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((mo + 9) % 12) + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let h: i64 = h.parse().ok()?;
+    let m: i64 = m.parse().ok()?;
+    let sec: f64 = sec.parse().ok()?;
+    Some((days * 86_400 + h * 3_600 + m * 60) as f64 + sec)
+}
+
+/// Node A's `hold approved` log lines (the held request's task, right after it woke): fleet
+/// id → when (seconds since the epoch).
+fn woke_at(a: &Node) -> std::collections::HashMap<String, f64> {
+    a.gw.events()
+        .iter()
+        .filter(|e| gateway_tests::message(e) == "hold approved")
+        .filter_map(|e| {
+            let id = format!("{}:{}", a.name, e["fields"]["hold"].as_u64()?);
+            Some((id, rfc3339(e["timestamp"].as_str()?)?))
+        })
+        .collect()
+}
+
+/// Issued → the held request woke on node A, ms, for each sample.
+fn to_wake(v: &[Sample], at: &std::collections::HashMap<String, f64>) -> Vec<f64> {
+    v.iter()
+        .map(|s| {
+            let issued = s.issued.duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+            let t = at
+                .get(&s.id)
+                .unwrap_or_else(|| panic!("no `hold approved` line for {} on node A", s.id));
+            (t - issued) * 1e3
+        })
+        .collect()
 }
 
 struct Stats {
@@ -251,6 +307,19 @@ pub fn run(pid: u32) -> String {
         n + WARMUP,
         "node A applied each remote decision once"
     );
+    let at = woke_at(&w.nodes[0]);
+    if std::env::var_os("BENCH_FLEET_SAMPLES").is_some() {
+        for (side, v) in [("remote", &remote), ("local", &local)] {
+            let woke = to_wake(v, &at);
+            for (s, w) in v.iter().zip(woke) {
+                eprintln!(
+                    "{side} {}: woke {w:.2} ms, upstream {:.2} ms, answered {:.2} ms",
+                    s.id, s.upstream, s.answered
+                );
+            }
+        }
+    }
+    let (rr, lr) = (stats(to_wake(&remote, &at)), stats(to_wake(&local, &at)));
     drop(w);
     let split = |v: &[Sample]| {
         (
@@ -281,21 +350,30 @@ pub fn run(pid: u32) -> String {
          has the held request's head (timestamped in the fake, not at the client). {n} samples \
          a side after {WARMUP} untimed ones, the sides alternating; load average at the end \
          {load}.\n\n\
-         | decision issued on | p50 ms | p99 ms | mean ms | max ms | admin API answered, p50 ms |\n\
-         |---|---|---|---|---|---|\n\
-         | node B (over the bus) | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n\
-         | node A (holding node) | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n\n\
+         | decision issued on | p50 ms | p99 ms | mean ms | max ms | of which: until the held request woke, p50 ms | admin API answered, p50 ms |\n\
+         |---|---|---|---|---|---|---|\n\
+         | node B (over the bus) | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n\
+         | node A (holding node) | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n\n\
+         The p99 is by nearest rank over {n} samples (with 50, the largest). \
+         \"Until the held request woke\": from the wall clock when the decision was issued to the \
+         timestamp of the `hold approved` log line node A's request task writes as it wakes \
+         (the system's wall clock, read by the bench and by the gateway's logger): the \
+         decision's way in (admin API, token checks, and for node B the bus request to node A); \
+         the rest is the released request's way out to the provider (upstream connection, \
+         the request written).\n\n\
          **Across nodes: {:.2} ms p50** — goal ≤ 100 ms p50 on loopback: {goal}. Ratio to the \
          same-node baseline: {:.2}× p50, {:.2}× mean.\n",
         ru.p50,
         ru.p99,
         ru.mean,
         ru.max,
+        rr.p50,
         ra.p50,
         lu.p50,
         lu.p99,
         lu.mean,
         lu.max,
+        lr.p50,
         la.p50,
         ru.p50,
         ru.p50 / lu.p50,
