@@ -308,6 +308,8 @@ pub fn run(pid: u32) -> String {
         "node A applied each remote decision once"
     );
     let at = woke_at(&w.nodes[0]);
+    // How the released requests went out: over kept upstream connections or new ones.
+    let (conns, reqs) = (w.nodes[0].fake.connections(), w.nodes[0].fake.seen().len());
     if std::env::var_os("BENCH_FLEET_SAMPLES").is_some() {
         for (side, v) in [("remote", &remote), ("local", &local)] {
             let woke = to_wake(v, &at);
@@ -360,7 +362,8 @@ pub fn run(pid: u32) -> String {
          (the system's wall clock, read by the bench and by the gateway's logger): the \
          decision's way in (admin API, token checks, and for node B the bus request to node A); \
          the rest is the released request's way out to the provider (upstream connection, \
-         the request written).\n\n\
+         the request written). Node A's fake accepted {conns} TLS connections for its {reqs} \
+         requests.\n\n\
          **Across nodes: {:.2} ms p50** — goal ≤ 100 ms p50 on loopback: {goal}. Ratio to the \
          same-node baseline: {:.2}× p50, {:.2}× mean.\n",
         ru.p50,
