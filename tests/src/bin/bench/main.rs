@@ -207,7 +207,15 @@ fn main() {
     // `bench OUT fleet-only`: the fleet section, printed and put in OUT in place of its
     // previous version (the other sections of OUT are kept).
     if std::env::args().nth(2).as_deref() == Some("fleet-only") {
-        let section = fleet::run(pid);
+        let section = fleet::run(pid).replacen(
+            "\n\n",
+            &format!(
+                "\n\nMeasured alone (`bench OUT fleet-only`) on {}; gateway build: {}.\n\n",
+                chrono_free_date(),
+                std::env::var("GATEWAY_BUILD").unwrap_or_else(|_| "as given in GATEWAY_BIN".into())
+            ),
+            1,
+        );
         println!("{section}");
         put_section(&out_path, &section);
         return;
