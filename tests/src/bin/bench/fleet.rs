@@ -11,7 +11,8 @@
 //! node A (local): the admin API directly, no CLI process per decision. The clock starts just
 //! before that request is written and stops when node A's fake provider has the held request's
 //! head ([`gateway_tests::provider::Seen::at`], taken in the fake, not at the client). Samples
-//! alternate between the two sides so machine noise hits both alike. Net bytes 150-152.
+//! alternate between the two sides so machine noise hits both alike. Net bytes 150 (the OpenID
+//! provider) and 151 (the fleet).
 
 use std::{
     path::PathBuf,
