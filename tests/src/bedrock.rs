@@ -124,6 +124,7 @@ async fn answer(
         body: body.to_vec(),
         local,
         sni,
+        at: std::time::Instant::now(),
     });
     let path = parts.uri.path().to_string();
     let pieces = reply.pieces;

@@ -46,6 +46,9 @@ pub struct Seen {
     pub local: Option<SocketAddr>,
     /// The TLS server name the client sent (None: plain HTTP, or no SNI).
     pub sni: Option<String>,
+    /// When the request's head reached the fake (before its body is read): what the fleet
+    /// benchmark measures a released hold against.
+    pub at: std::time::Instant,
 }
 
 /// One TCP connection a fake provider accepted (recorded before any byte is read).
@@ -433,6 +436,7 @@ async fn answer(
     local: Option<SocketAddr>,
     sni: Option<String>,
 ) -> Response<Body> {
+    let at = std::time::Instant::now();
     if crate::wsfake::is_upgrade(&req) {
         return crate::wsfake::accept(req, &gate.ws, local, sni);
     }
@@ -460,6 +464,7 @@ async fn answer(
         body: bytes.clone(),
         local,
         sni,
+        at,
     });
     if let Some(name) = parts.headers.get("x-test-script") {
         let name = String::from_utf8_lossy(name.as_bytes()).into_owned();

@@ -442,6 +442,7 @@ async fn vertex_answer(
         body: bytes.clone(),
         local,
         sni,
+        at: std::time::Instant::now(),
     });
     // Like Vertex AI: no bearer token, no answer.
     let bearer = parts

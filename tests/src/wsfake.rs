@@ -179,6 +179,7 @@ impl WsSession {
             body: Vec::new(),
             local: self.local,
             sni: self.sni.clone(),
+            at: std::time::Instant::now(),
         }
         .credentials()
     }

@@ -20,6 +20,7 @@ use std::{
 
 mod dns;
 mod export;
+mod fleet;
 mod intercept;
 mod journal;
 mod policy;
@@ -194,13 +195,29 @@ fn main() {
         .unwrap_or_else(|| "BENCHMARKS.md".into());
     require_privileges();
     let pid = std::process::id();
-    // `bench OUT intercept-only | policy-only | journal-only`: just those figures, printed (for quick iterations).
+    // `bench OUT intercept-only | policy-only | journal-only | export-only`: just those figures, printed (for quick iterations).
     if std::env::args().nth(2).as_deref() == Some("journal-only") {
         println!("{}", journal::run(pid));
         return;
     }
     if std::env::args().nth(2).as_deref() == Some("export-only") {
         println!("{}", export::run(pid));
+        return;
+    }
+    // `bench OUT fleet-only`: the fleet section, printed and put in OUT in place of its
+    // previous version (the other sections of OUT are kept).
+    if std::env::args().nth(2).as_deref() == Some("fleet-only") {
+        let section = fleet::run(pid).replacen(
+            "\n\n",
+            &format!(
+                "\n\nMeasured alone (`bench OUT fleet-only`) on {}; gateway build: {}.\n\n",
+                chrono_free_date(),
+                std::env::var("GATEWAY_BUILD").unwrap_or_else(|_| "as given in GATEWAY_BIN".into())
+            ),
+            1,
+        );
+        println!("{section}");
+        put_section(&out_path, &section);
         return;
     }
     if std::env::args().nth(2).as_deref() == Some("policy-only") {
@@ -372,10 +389,39 @@ userspace: splice(2) through a pipe).\n",
         + "\n"
         + &journal::run(pid)
         + "\n"
-        + &export::run(pid);
+        + &export::run(pid)
+        + "\n"
+        + &fleet::run(pid);
     fs::write(&out_path, &report).expect("write BENCHMARKS.md");
     println!("{report}");
     let _ = Duration::ZERO;
+}
+
+/// Put `section` (a `## ` heading and its text) into the file at `path`: in place of the
+/// section with the same heading, else at the end. `/dev/null` and a missing file are left as
+/// they are.
+fn put_section(path: &Path, section: &str) {
+    let Ok(text) = fs::read_to_string(path) else {
+        return;
+    };
+    if path == Path::new("/dev/null") {
+        return;
+    }
+    let heading = section.lines().next().unwrap_or_default();
+    let out = match text.find(&format!("{heading}\n")) {
+        Some(at) => {
+            let rest = &text[at + heading.len()..];
+            let end = rest
+                .find("\n## ")
+                .map_or(text.len(), |e| at + heading.len() + e + 1);
+            format!("{}{section}{}", &text[..at], &text[end..])
+        }
+        None => format!(
+            "{}\n{section}",
+            text.trim_end_matches('\n').to_string() + "\n"
+        ),
+    };
+    fs::write(path, out).expect("write the benchmarks file");
 }
 
 fn chrono_free_date() -> String {
