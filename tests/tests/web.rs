@@ -211,7 +211,7 @@ fn sign_in(b: &Browser, w: &World, user: &str) {
                 issuer = w.idp.issuer
             ));
             if clicked == Some(Value::Bool(true)) {
-                submitted.push(url);
+                submitted.push(url.clone());
             }
         }
         assert!(
