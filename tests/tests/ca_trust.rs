@@ -545,7 +545,10 @@ fn one_install_makes_every_runtime_trust_the_ca_and_uninstall_undoes_it() {
     }
     clients.expect_all(
         &ns,
-        &[(Session::Pam, "node", false), (Session::Clean, "curl", false)],
+        &[
+            (Session::Pam, "node", false),
+            (Session::Clean, "curl", false),
+        ],
     );
     let last = doctor();
     assert!(warn_line(&last, "CA not in the system store"), "{last}");

@@ -241,7 +241,10 @@ impl Phases {
         let t0 = std::time::Instant::now();
         let out = f();
         let took = t0.elapsed();
-        step(&format!("phase done in {:.1} s: {name}", took.as_secs_f64()));
+        step(&format!(
+            "phase done in {:.1} s: {name}",
+            took.as_secs_f64()
+        ));
         self.0.push((name.to_string(), took));
         out
     }

@@ -347,7 +347,11 @@ pub(crate) fn timing(n: usize, started: std::time::Instant, stderr: &str) {
         })
         .collect();
     slow.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let top: Vec<String> = slow.iter().take(3).map(|(s, id)| format!("{id} {s:.1} s")).collect();
+    let top: Vec<String> = slow
+        .iter()
+        .take(3)
+        .map(|(s, id)| format!("{id} {s:.1} s"))
+        .collect();
     eprintln!(
         "adversarial driver: {n} cases in {:.1} s (slowest: {})",
         started.elapsed().as_secs_f64(),
