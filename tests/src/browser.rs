@@ -316,6 +316,21 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// [`Browser::script`], or `None` when the driver refused it (e.g. the page navigated
+    /// away while it ran).
+    pub fn try_script(&self, js: &str) -> Option<Value> {
+        let (status, v) = self
+            .raw(
+                "POST",
+                &self.s("/execute/sync"),
+                Some(json!({"script": js, "args": []})),
+            )
+            .ok()?;
+        (status == 200).then(|| v["value"].clone())
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         if !self.session.is_empty() {

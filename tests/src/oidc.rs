@@ -193,8 +193,10 @@ impl OidcProvider {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.trim() == "ready" {
+            // Bytes, not `lines()`: a line that is not UTF-8 would end `lines()` (and with it
+            // this thread, which reads as "the provider exited") although the provider runs.
+            for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+                if line.trim_ascii() == b"ready" {
                     let _ = tx.send(());
                 }
             }

@@ -224,6 +224,23 @@ impl Clients {
         );
     }
 
+    /// [`Clients::expect_ok`] (`true`) or [`Clients::expect_cert_error`] (`false`) for each
+    /// client, side by side: they only read the namespace's files and each starts its own
+    /// runtime (most of the test's time). A failing one panics with its own message.
+    fn expect_all(&self, ns: &Ns, checks: &[(Session, &str, bool)]) {
+        std::thread::scope(|sc| {
+            for &(s, c, ok) in checks {
+                sc.spawn(move || {
+                    if ok {
+                        self.expect_ok(ns, s, c)
+                    } else {
+                        self.expect_cert_error(ns, s, c)
+                    }
+                });
+            }
+        });
+    }
+
     fn expect_cert_error(&self, ns: &Ns, s: Session, client: &str) {
         let r = self.run(ns, s, client);
         let all = format!("{}{}", r.stdout, r.stderr).to_lowercase();
@@ -373,12 +390,11 @@ fn one_install_makes_every_runtime_trust_the_ca_and_uninstall_undoes_it() {
     assert!(warn_line(&before, "java ("), "{before}");
 
     // Before: every client fails on the certificate, however its session is built.
-    for c in ["curl", "requests", "httpx", "node", "openai-py"] {
-        clients.expect_cert_error(&ns, Session::Pam, c);
-    }
-    for c in ["certifi-requests", "certifi-httpx"] {
-        clients.expect_cert_error(&ns, Session::Clean, c);
-    }
+    let mut checks: Vec<(Session, &str, bool)> = ["curl", "requests", "httpx", "node", "openai-py"]
+        .map(|c| (Session::Pam, c, false))
+        .to_vec();
+    checks.extend(["certifi-requests", "certifi-httpx"].map(|c| (Session::Clean, c, false)));
+    clients.expect_all(&ns, &checks);
 
     // Install, as an admin would: the system store, the variables, certifi.
     let other_s = other.to_str().unwrap();
@@ -413,19 +429,22 @@ fn one_install_makes_every_runtime_trust_the_ca_and_uninstall_undoes_it() {
     assert_eq!(count(&certs.join("ca-certificates.crt"), &pem), 1);
 
     // After: each client succeeds, and only because of what install wrote.
-    clients.expect_ok(&ns, Session::Clean, "curl");
-    clients.expect_ok(&ns, Session::Clean, "openai-py");
+    let mut checks = vec![
+        (Session::Clean, "curl", true),
+        (Session::Clean, "openai-py", true),
+    ];
     for s in [Session::Pam, Session::Login] {
         for c in ["requests", "httpx", "node"] {
-            clients.expect_ok(&ns, s, c);
+            checks.push((s, c, true));
         }
     }
     // A clean session has no variables: requests and httpx trust certifi, updated by --certifi.
     for c in ["certifi-requests", "certifi-httpx"] {
-        clients.expect_ok(&ns, Session::Clean, c);
+        checks.push((Session::Clean, c, true));
     }
     // ... and node in a clean session still does not (nothing but the variable can help it).
-    clients.expect_cert_error(&ns, Session::Clean, "node");
+    checks.push((Session::Clean, "node", false));
+    clients.expect_all(&ns, &checks);
 
     let after = doctor();
     has(
@@ -524,8 +543,13 @@ fn one_install_makes_every_runtime_trust_the_ca_and_uninstall_undoes_it() {
             f.display()
         );
     }
-    clients.expect_cert_error(&ns, Session::Pam, "node");
-    clients.expect_cert_error(&ns, Session::Clean, "curl");
+    clients.expect_all(
+        &ns,
+        &[
+            (Session::Pam, "node", false),
+            (Session::Clean, "curl", false),
+        ],
+    );
     let last = doctor();
     assert!(warn_line(&last, "CA not in the system store"), "{last}");
 

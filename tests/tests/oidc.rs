@@ -130,10 +130,22 @@ fn an_expired_token_is_refused_as_expired() {
     let rt = rt();
     let t = idp.id_token(CLI_CLIENT, ALICE);
     assert!(rt.block_on(v.verify(&t)).is_ok());
-    std::thread::sleep(Duration::from_secs(4));
+    sleep_past_exp(&t, 0);
     let e = rt.block_on(v.verify(&t)).unwrap_err();
     assert!(matches!(e, OidcError::Expired { .. }), "{e:?}");
     assert!(e.to_string().contains("gateway login"), "{e}");
+}
+
+/// Sleep until the JWT `token`'s `exp` claim plus `leeway` seconds is past by a second, as a
+/// verifier's clock sees it (whole seconds: `exp` is, and `now > exp + leeway` is expiry).
+fn sleep_past_exp(token: &str, leeway: u64) {
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let claims: serde_json::Value = serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap();
+    let exp = claims["exp"].as_u64().expect("exp");
+    let until = std::time::UNIX_EPOCH + Duration::from_secs(exp + leeway + 2);
+    if let Ok(left) = until.duration_since(std::time::SystemTime::now()) {
+        std::thread::sleep(left);
+    }
 }
 
 // ---- end to end: the real gateway, the CLI, a held request -------------------------------
@@ -491,9 +503,10 @@ fn oidc_users_sign_in_and_only_approvers_decide_a_held_request() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    // An expired token is refused as expired (20 s lifetime, 1 s leeway).
+    // An expired token is refused as expired (20 s lifetime, 1 s leeway): waited for until
+    // its own `exp` is past the leeway, not a fixed 22 s (the steps above took part of it).
     let old = kept_id_token(&alice_home);
-    std::thread::sleep(Duration::from_secs(22));
+    sleep_past_exp(&old, 1);
     let (status, msg) = admin_with(&e, &old);
     assert_eq!(status, 401, "{msg}");
     assert!(msg.contains("expired"), "{msg}");

@@ -192,16 +192,27 @@ fn sign_in(b: &Browser, w: &World, user: &str) {
     b.click(&submit);
     // Back on the page (the "signed in" page sends the browser on to `/`).
     let end = Instant::now() + Duration::from_secs(30);
+    let mut submitted: Vec<String> = vec![];
     loop {
         let url = b.url();
         if url.starts_with(&w.web) && (b.find("#who").is_some() || b.find("#error").is_some()) {
             return;
         }
-        // Any other form of the provider's (consent): submit it as a person would.
-        if url.starts_with(&w.idp.issuer)
-            && let Some(btn) = b.find("button[type=submit]")
-        {
-            b.click(&btn);
+        // Any other form of the provider's (consent): submit it as a person would, once per
+        // page. The check and the click are one script in the page: a `url()` then a
+        // `find()` could see the provider's URL and then, the navigation done in between,
+        // the approval page's own submit button (sign-out), which a loaded machine did. The
+        // login form is never submitted twice (its first submission may still be in flight).
+        if url.starts_with(&w.idp.issuer) && !submitted.contains(&url) {
+            let clicked = b.try_script(&format!(
+                "if (!location.href.startsWith({issuer:?})) return false; \
+                 const btn = document.querySelector('form:not(#login-form) button[type=submit]'); \
+                 if (!btn) return false; btn.click(); return true;",
+                issuer = w.idp.issuer
+            ));
+            if clicked == Some(Value::Bool(true)) {
+                submitted.push(url.clone());
+            }
         }
         assert!(
             Instant::now() < end,

@@ -126,54 +126,10 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Cmd::Test { args } => {
-            setup()?;
-            test_tools()?;
-            build(false)?;
-            let bin = workspace().join("target/debug/gateway");
-            // The test binaries first, at full speed.
-            step("cargo test --no-run (building the test binaries)");
-            run(cargo().args(["test", "--no-run"]).args(&args))
-                .context("building the tests failed")?;
-            // A short run of every fuzz target, unless only some tests were asked for. Its
-            // build (a second, instrumented build of the gateway) runs beside the tests at the
-            // lowest CPU priority: the end-to-end tests mostly wait on clients and timers, and
-            // the build takes only the time they leave idle. Its output goes to a log file.
-            let fuzzed = args.is_empty().then(|| {
-                let log = workspace().join("target/fuzz-smoke.log");
-                step(&format!(
-                    "fuzz smoke run in the background (nice 19), output in {}",
-                    log.display()
-                ));
-                std::thread::spawn(move || fuzz_in(FUZZ_SMOKE_SECS, Some(&log)))
-            });
-            step("cargo test (default members: unit, in-process, privileged end-to-end)");
-            let mut c = cargo();
-            c.args(["test", "--no-fail-fast"])
-                .args(&args)
-                .env("GATEWAY_BIN", &bin);
-            let tested = run_tests(c);
-            if let Some(f) = fuzzed {
-                step("waiting for the fuzz smoke run");
-                let log = workspace().join("target/fuzz-smoke.log");
-                match f.join() {
-                    Ok(Ok(())) => step("fuzz smoke run: no crash"),
-                    Ok(Err(e)) => {
-                        step(&format!(
-                            "fuzz smoke run failed; its log, {}:",
-                            log.display()
-                        ));
-                        if let Ok(text) = fs::read_to_string(&log) {
-                            let lines: Vec<&str> = text.lines().collect();
-                            for l in &lines[lines.len().saturating_sub(60)..] {
-                                eprintln!("  {l}");
-                            }
-                        }
-                        return Err(e.context("fuzz smoke run"));
-                    }
-                    Err(_) => bail!("the fuzz smoke run panicked"),
-                }
-            }
-            tested
+            let mut phases = Phases::default();
+            let r = test(&args, &mut phases);
+            phases.report();
+            r
         }
         Cmd::Fuzz { time } => {
             setup()?;
@@ -203,6 +159,101 @@ fn real_main() -> Result<()> {
             test_tools()?;
             bench_tools()?;
             pgo_train()
+        }
+    }
+}
+
+/// `cargo xtask test`: setup, tools and build, the test binaries, then every test (with the
+/// fuzz smoke run beside them when no filter was given). Each phase is timed in `phases`.
+fn test(args: &[String], phases: &mut Phases) -> Result<()> {
+    phases.time("setup (eBPF toolchain)", setup)?;
+    // The test tools (Debian packages, promtool) install while cargo builds the gateway:
+    // neither needs the other, and apt waits on the network while cargo uses the CPU.
+    let (tools, built) = phases.time("test tools + debug build, side by side", || {
+        std::thread::scope(|s| {
+            let tools = s.spawn(test_tools);
+            let built = build(false);
+            (
+                tools
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("installing test tools panicked"))),
+                built,
+            )
+        })
+    });
+    tools?;
+    built?;
+    let bin = workspace().join("target/debug/gateway");
+    // The test binaries first, at full speed.
+    step("cargo test --no-run (building the test binaries)");
+    phases.time("build the test binaries (cargo test --no-run)", || {
+        run(cargo().args(["test", "--no-run"]).args(args)).context("building the tests failed")
+    })?;
+    // A short run of every fuzz target, unless only some tests were asked for. Its
+    // build (a second, instrumented build of the gateway) runs beside the tests at the
+    // lowest CPU priority: the end-to-end tests mostly wait on clients and timers, and
+    // the build takes only the time they leave idle. Its output goes to a log file.
+    let fuzzed = args.is_empty().then(|| {
+        let log = workspace().join("target/fuzz-smoke.log");
+        step(&format!(
+            "fuzz smoke run in the background (nice 19), output in {}",
+            log.display()
+        ));
+        std::thread::spawn(move || fuzz_in(FUZZ_SMOKE_SECS, Some(&log)))
+    });
+    step("cargo test (default members: unit, in-process, privileged end-to-end)");
+    let mut c = cargo();
+    c.args(["test", "--no-fail-fast"])
+        .args(args)
+        .env("GATEWAY_BIN", &bin);
+    let tested = phases.time("run the tests (cargo test)", || run_tests(c));
+    if let Some(f) = fuzzed {
+        step("waiting for the fuzz smoke run");
+        let log = workspace().join("target/fuzz-smoke.log");
+        match phases.time("wait for the fuzz smoke run (after the tests)", || f.join()) {
+            Ok(Ok(())) => step("fuzz smoke run: no crash"),
+            Ok(Err(e)) => {
+                step(&format!(
+                    "fuzz smoke run failed; its log, {}:",
+                    log.display()
+                ));
+                if let Ok(text) = fs::read_to_string(&log) {
+                    let lines: Vec<&str> = text.lines().collect();
+                    for l in &lines[lines.len().saturating_sub(60)..] {
+                        eprintln!("  {l}");
+                    }
+                }
+                return Err(e.context("fuzz smoke run"));
+            }
+            Err(_) => bail!("the fuzz smoke run panicked"),
+        }
+    }
+    tested
+}
+
+/// Wall time of each phase of a task, printed at its end (also when it failed): where CI's
+/// time goes.
+#[derive(Default)]
+struct Phases(Vec<(String, std::time::Duration)>);
+
+impl Phases {
+    fn time<T>(&mut self, name: &str, f: impl FnOnce() -> T) -> T {
+        let t0 = std::time::Instant::now();
+        let out = f();
+        let took = t0.elapsed();
+        step(&format!(
+            "phase done in {:.1} s: {name}",
+            took.as_secs_f64()
+        ));
+        self.0.push((name.to_string(), took));
+        out
+    }
+
+    fn report(&self) {
+        let total: f64 = self.0.iter().map(|(_, d)| d.as_secs_f64()).sum();
+        step(&format!("phases (wall time, {total:.1} s in all):"));
+        for (name, d) in &self.0 {
+            step(&format!("  {:>7.1} s  {name}", d.as_secs_f64()));
         }
     }
 }
@@ -258,12 +309,35 @@ fn run_tests(mut cmd: Command) -> Result<()> {
     use std::io::{BufRead as _, BufReader};
     let mut child = cmd
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {cmd:?}"))?;
     let (mut passed, mut failed) = (0u64, 0u64);
+    // Wall time per test binary: from cargo's "Running NAME (PATH)" (on its stderr, echoed
+    // as it comes) to the binary's "test result:" (on stdout).
+    type Current = std::sync::Arc<std::sync::Mutex<Option<(String, std::time::Instant)>>>;
+    let current: Current = Default::default();
+    let err = child.stderr.take().expect("piped");
+    let cur = current.clone();
+    let echo = std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if let Some(rest) = line.trim_start().strip_prefix("Running ") {
+                let name = rest.split(" (").next().unwrap_or(rest).to_string();
+                *cur.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((name, std::time::Instant::now()));
+            }
+        }
+    });
+    let mut binaries: Vec<(String, std::time::Duration)> = vec![];
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line?;
         println!("{line}");
+        if line.starts_with("test result: ")
+            && let Some((name, t0)) = current.lock().unwrap_or_else(|p| p.into_inner()).take()
+        {
+            binaries.push((name, t0.elapsed()));
+        }
         if let Some(rest) = line.strip_prefix("test result: ") {
             for part in rest.split(['.', ';']) {
                 let mut w = part.split_whitespace();
@@ -279,6 +353,12 @@ fn run_tests(mut cmd: Command) -> Result<()> {
         }
     }
     let status = child.wait()?;
+    let _ = echo.join();
+    binaries.sort_by_key(|b| std::cmp::Reverse(b.1));
+    println!("test binaries by wall time:");
+    for (name, d) in &binaries {
+        println!("  {:>7.1} s  {name}", d.as_secs_f64());
+    }
     println!("tests: {passed} passed, {failed} failed");
     if !status.success() || failed > 0 {
         bail!("tests failed ({failed} failed, cargo exited with {status})");

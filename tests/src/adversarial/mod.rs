@@ -293,7 +293,9 @@ pub fn send_all(e: &ProviderEnv, cases: &[Case]) -> BTreeMap<String, Got> {
         ],
     );
     let budget = Duration::from_secs(60 + 10 * cases.len() as u64);
+    let started = std::time::Instant::now();
     let r = crate::run(cmd, budget);
+    timing(cases.len(), started, &r.stderr);
     let text = std::fs::read_to_string(&results).unwrap_or_default();
     let mut out = BTreeMap::new();
     for line in text.lines() {
@@ -331,6 +333,30 @@ pub fn send_all(e: &ProviderEnv, cases: &[Case]) -> BTreeMap<String, Got> {
         );
     }
     out
+}
+
+/// One line on how long a driver took, with its slowest cases (the drivers print one
+/// `id: ... in SECONDSs` line per case on stderr): where a class spends its time.
+pub(crate) fn timing(n: usize, started: std::time::Instant, stderr: &str) {
+    let mut slow: Vec<(f64, &str)> = stderr
+        .lines()
+        .filter_map(|l| {
+            let (id, _) = l.split_once(": ")?;
+            let secs = l.rsplit(" in ").next()?.split_whitespace().next()?;
+            Some((secs.strip_suffix('s')?.parse().ok()?, id))
+        })
+        .collect();
+    slow.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let top: Vec<String> = slow
+        .iter()
+        .take(3)
+        .map(|(s, id)| format!("{id} {s:.1} s"))
+        .collect();
+    eprintln!(
+        "adversarial driver: {n} cases in {:.1} s (slowest: {})",
+        started.elapsed().as_secs_f64(),
+        top.join(", ")
+    );
 }
 
 /// Every request the three fakes saw.

@@ -227,7 +227,9 @@ impl RawEnv {
         } else {
             self.cg.command(py.to_str().unwrap(), &args)
         };
+        let started = std::time::Instant::now();
         let r = crate::run(cmd, Duration::from_secs(60 + 15 * cases.len() as u64));
+        super::timing(cases.len(), started, &r.stderr);
         let text = std::fs::read_to_string(&results).unwrap_or_default();
         let out: std::collections::BTreeMap<String, Value> = text
             .lines()

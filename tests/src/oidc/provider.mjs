@@ -137,4 +137,10 @@ const server = https.createServer({
   }
   callback(req, res);
 });
+// Say why it ends, on stderr (the test shows that log when `ready` never came).
+process.on('exit', (code) => console.error(`oidc provider: exiting with code ${code}`));
+for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) {
+  process.on(sig, () => { console.error(`oidc provider: ${sig}`); process.exit(128); });
+}
+server.on('error', (e) => { console.error('oidc provider: server error', e); process.exit(70); });
 server.listen(cfg.port, cfg.host, () => console.log('ready'));
