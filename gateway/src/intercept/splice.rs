@@ -93,7 +93,7 @@ async fn copy_dir(src: &TcpStream, dst: &TcpStream, n: &AtomicU64) -> io::Result
     }
 }
 
-fn is_reset(e: &io::Error) -> bool {
+pub(super) fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionReset
