@@ -17,7 +17,15 @@ use aya_ebpf::{
 
 use crate::maps::{RELAY_COUNTS, RELAY_TARGETS};
 
+/// `sk_action::SK_DROP`: the segment is freed.
+const DROP: u32 = 0;
+
 pub fn verdict(ctx: &SkBuffContext) -> u32 {
+    // A bare FIN comes as an empty segment. Handed on, the peer's send of zero bytes would count
+    // as a broken pipe and fail the connection; the FIN itself is the gateway's to pass on.
+    if ctx.len() == 0 {
+        return DROP;
+    }
     // SAFETY: the helper reads the socket of the program's own context.
     let mut cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     if let Some(n) = RELAY_COUNTS.get_ptr_mut(cookie) {

@@ -34,7 +34,7 @@ use std::{
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use tokio::{io::AsyncWriteExt as _, net::TcpStream, sync::mpsc};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::splice::SpliceStats;
 use crate::redirect::relay::{RelayMaps, Side};
@@ -165,6 +165,7 @@ pub async fn relay(
     stats.down = maps.count(uc);
     maps.remove(cc, uc);
     if let Err(e) = ended {
+        debug!(error = %e, "kernel relay ended with an error");
         // One side failed: the other learns it by a reset, not by a clean close.
         for s in [&client, &upstream] {
             let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
