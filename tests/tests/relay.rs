@@ -286,7 +286,7 @@ fn client(e: &Env, mode: &str) -> Value {
 }
 
 fn both_ways(mode: &'static str) {
-    let e = env("");
+    let e = env("kernel_relay = true");
     let rx = server(TcpListener::bind(format!("{}:443", e.ip)).unwrap(), mode);
     let out = client(&e, mode);
     let seen = rx.recv_timeout(T).expect("server done");
@@ -336,7 +336,7 @@ fn a_client_streaming_right_after_its_hello_is_byte_exact_too() {
 
 #[test]
 fn a_reset_from_the_client_reaches_the_server_as_a_reset() {
-    let e = env("");
+    let e = env("kernel_relay = true");
     let rx = server(TcpListener::bind(format!("{}:443", e.ip)).unwrap(), "reset_client");
     let out = client(&e, "reset_client");
     assert_eq!(out["closed_with_rst"], true, "{out}");
@@ -350,7 +350,7 @@ fn a_reset_from_the_client_reaches_the_server_as_a_reset() {
 
 #[test]
 fn a_reset_from_the_server_reaches_the_client_as_a_reset() {
-    let e = env("");
+    let e = env("kernel_relay = true");
     let rx = server(TcpListener::bind(format!("{}:443", e.ip)).unwrap(), "reset_server");
     let out = client(&e, "reset_server");
     assert_eq!(out["reset"], true, "the client saw a reset: {out}");
@@ -361,8 +361,8 @@ fn a_reset_from_the_server_reaches_the_client_as_a_reset() {
 }
 
 #[test]
-fn with_the_kernel_relay_off_splice_2_relays_the_same_bytes() {
-    let e = env("kernel_relay = false");
+fn by_default_splice_2_relays_the_same_bytes() {
+    let e = env("");
     let rx = server(TcpListener::bind(format!("{}:443", e.ip)).unwrap(), "client_first");
     let out = client(&e, "client_first");
     let seen = rx.recv_timeout(T).expect("server done");
