@@ -207,10 +207,10 @@ async fn run(
         };
         if let Some((who, flags)) = ev {
             let i = who as usize;
-            if flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP) {
-                if let Some(e) = socket2::SockRef::from(socks[i]).take_error()? {
-                    return Err(e);
-                }
+            if flags.intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP)
+                && let Some(e) = socket2::SockRef::from(socks[i]).take_error()?
+            {
+                return Err(e);
             }
             if flags.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) && !ended[i] {
                 ended[i] = true;
