@@ -52,6 +52,7 @@ h = hello("bulk.example.org")
 s.sendall(h); sent.update(h); counts["sent_n"] += len(h)
 out = {"mode": mode, "hello": len(h)}
 if mode.startswith("reset"):
+    s.recv(65536)  # the server's first bytes, as a TLS client waits for the ServerHello
     block = random.Random(7).randbytes(1 << 20)
     s.sendall(block)
     try:
@@ -134,6 +135,7 @@ fn server(l: TcpListener, mode: &'static str) -> mpsc::Receiver<Seen> {
         let mut seen = Seen::default();
         if mode.starts_with("reset") {
             let mut s = s;
+            s.write_all(b"server speaks first").unwrap();
             let mut buf = vec![0u8; 1 << 16];
             let mut n = 0;
             let hello_and_block = 1 << 20;
@@ -353,9 +355,9 @@ fn a_reset_from_the_server_reaches_the_client_as_a_reset() {
     let e = env("kernel_relay = true");
     let rx = server(TcpListener::bind(format!("{}:443", e.ip)).unwrap(), "reset_server");
     let out = client(&e, "reset_server");
-    assert_eq!(out["reset"], true, "the client saw a reset: {out}");
     rx.recv_timeout(T).expect("server done");
     let (_, closed) = e.gw.conn_to(&format!("{}:443", e.ip));
+    assert_eq!(out["reset"], true, "the client saw a reset: {out}\n{}", e.gw.raw_log());
     assert_eq!(closed["relay"], "kernel", "{closed}");
     assert_eq!(closed["reset"], true, "{closed}");
 }
@@ -371,4 +373,16 @@ fn by_default_splice_2_relays_the_same_bytes() {
     let (_, closed) = e.gw.conn_to(&format!("{}:443", e.ip));
     assert_eq!(closed["relay"], "splice", "{closed}");
     assert_eq!(closed["outcome"], "spliced", "{closed}");
+}
+
+#[test]
+fn by_default_a_reset_from_the_server_reaches_the_client_as_a_reset_too() {
+    let e = env("");
+    let rx = server(TcpListener::bind(format!("{}:443", e.ip)).unwrap(), "reset_server");
+    let out = client(&e, "reset_server");
+    rx.recv_timeout(T).expect("server done");
+    let (_, closed) = e.gw.conn_to(&format!("{}:443", e.ip));
+    assert_eq!(out["reset"], true, "the client saw a reset: {out}\n{closed}");
+    assert_eq!(closed["relay"], "splice", "{closed}");
+    assert_eq!(closed["reset"], true, "{closed}");
 }
