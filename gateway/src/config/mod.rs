@@ -223,7 +223,7 @@ pub struct Intercept {
     pub header_read_timeout: Duration,
     /// Relay spliced connections in the kernel (an sk_skb program on the gateway's own
     /// sockhash) instead of through the gateway's threads with splice(2). Off by default: on the
-    /// 2-core reference machine it moved no more bytes per second than splice(2) (BENCHMARKS.md),
+    /// 2-core development machine it moved fewer bytes per second than splice(2) (BENCHMARKS.md),
     /// though it takes that work off the gateway's threads. When the program cannot load,
     /// splice(2) is used and the log says so. deploy/docs/kernel-relay.md.
     pub kernel_relay: bool,
