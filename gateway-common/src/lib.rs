@@ -18,6 +18,9 @@ pub mod programs {
     pub const SOCK_OPS: &str = "gw_sock_ops";
     /// cgroup_skb egress: publishes a redirected DNS datagram under its 4-tuple.
     pub const EGRESS: &str = "gw_egress";
+    /// sk_skb stream verdict on `maps::RELAY`: a spliced connection relayed in the kernel. Not
+    /// attached to any cgroup, only to the gateway's own (unpinned) sockhash.
+    pub const RELAY: &str = "gw_relay";
     /// Every cgroup `sock_addr` program, in attach order.
     pub const SOCK_ADDR: [&str; 8] = [
         CONNECT4,
@@ -50,6 +53,13 @@ pub mod maps {
     pub const UDP_FLOWS: &str = "GW_UDP_FLOWS";
     /// `Array<Meta>` with one entry: which object and which cgroup the pins belong to.
     pub const META: &str = "GW_META";
+    /// `SockHash<u64>`: a relayed socket under its *peer's* cookie (where the peer's bytes go).
+    /// Not pinned (like the two below): the daemon's own, empty at each start.
+    pub const RELAY_TARGETS: &str = "GW_RELAY_TARGETS";
+    /// `SockHash<u64>`: a relayed socket under its own cookie; `programs::RELAY` is attached here.
+    pub const RELAY: &str = "GW_RELAY";
+    /// `HashMap<u64, u64>`: socket cookie → bytes the relay handed on from that socket.
+    pub const RELAY_COUNTS: &str = "GW_RELAY_COUNTS";
     /// aya-log's ring buffer (declared by `aya-log-ebpf`).
     pub const LOGS: &str = "AYA_LOGS";
     /// Every map the object declares, for pinning.
@@ -71,6 +81,9 @@ pub const MAX_PORTS: u32 = 64;
 pub const MAX_SOCKETS: u32 = 65_536;
 pub const MAX_FLOWS: u32 = 65_536;
 pub const MAX_UDP_FLOWS: u32 = 16_384;
+/// Sockets the kernel relay can hold at once (two per spliced connection); beyond it a spliced
+/// connection is relayed by splice(2).
+pub const MAX_RELAYED: u32 = 65_536;
 
 /// The DNS port: TCP and UDP to it, from the attached cgroup, go through the gateway.
 pub const DNS_PORT: u16 = 53;

@@ -11,10 +11,11 @@
 mod addr;
 mod maps;
 mod ops;
+mod relay;
 mod skb;
 
 use aya_ebpf::{
-    macros::{cgroup_skb, cgroup_sock_addr, sock_ops},
+    macros::{cgroup_skb, cgroup_sock_addr, sock_ops, stream_verdict},
     programs::{SkBuffContext, SockAddrContext, SockOpsContext},
 };
 
@@ -71,6 +72,11 @@ pub fn gw_egress(ctx: SkBuffContext) -> i32 {
 #[sock_ops]
 pub fn gw_sock_ops(ctx: SockOpsContext) -> u32 {
     ops::sock_ops(&ctx)
+}
+
+#[stream_verdict]
+pub fn gw_relay(ctx: SkBuffContext) -> u32 {
+    relay::verdict(&ctx)
 }
 
 #[cfg(not(test))]

@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, SockHash},
 };
 use gateway_common::{
-    ConnInfo, FlowKey, MAX_CIDRS, MAX_FLOWS, MAX_PORTS, MAX_SOCKETS, MAX_UDP_FLOWS, Meta,
-    ProxyConfig,
+    ConnInfo, FlowKey, MAX_CIDRS, MAX_FLOWS, MAX_PORTS, MAX_RELAYED, MAX_SOCKETS, MAX_UDP_FLOWS,
+    Meta, ProxyConfig,
 };
 
 #[map(name = "GW_PROVIDERS_V4")]
@@ -34,3 +34,15 @@ pub static UDP_FLOWS: LruHashMap<FlowKey, ConnInfo> =
 
 #[map(name = "GW_META")]
 pub static META: Array<Meta> = Array::with_max_entries(1, 0);
+
+// The kernel relay of spliced connections (relay.rs). Not pinned: sockets live and die with
+// the daemon that holds them, so each daemon starts with empty maps of its own.
+
+#[map(name = "GW_RELAY_TARGETS")]
+pub static RELAY_TARGETS: SockHash<u64> = SockHash::with_max_entries(MAX_RELAYED, 0);
+
+#[map(name = "GW_RELAY")]
+pub static RELAY: SockHash<u64> = SockHash::with_max_entries(MAX_RELAYED, 0);
+
+#[map(name = "GW_RELAY_COUNTS")]
+pub static RELAY_COUNTS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_RELAYED, 0);

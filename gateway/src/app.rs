@@ -194,6 +194,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
             header_read_timeout: cfg.intercept.header_read_timeout,
             bypass_mark: cfg.redirect.bypass_mark,
             exempt_namespaces: cfg.kubernetes.exempt_namespaces.clone(),
+            kernel_relay: redirect.relay.clone(),
         },
         limits,
         dns,

@@ -164,6 +164,8 @@ pub struct Opts {
     pub netns: Option<String>,
     /// Extra lines inside the `[redirect]` section (e.g. `identity_root = "..."`).
     pub redirect_extra: String,
+    /// Extra lines inside the `[intercept]` section (e.g. `kernel_relay = false`).
+    pub intercept_extra: String,
     /// `redirect.ports` instead of `[443]`.
     pub ports: Option<Vec<u16>>,
     /// Environment variables of the daemon (e.g. an exporter's `token_env`).
@@ -271,6 +273,7 @@ pin_dir = "{pin}"
 [intercept]
 client_hello_timeout = "2s"
 connect_timeout = "3s"
+{intercept_extra}
 [upstream]
 extra_roots = [{roots}]
 [log]
@@ -287,6 +290,7 @@ listen = "{metrics}"
             builtin = opts.builtin,
             extra = opts.extra,
             redirect_extra = opts.redirect_extra,
+            intercept_extra = opts.intercept_extra,
             level = opts
                 .log_level
                 .as_deref()

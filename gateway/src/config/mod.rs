@@ -221,6 +221,12 @@ pub struct Intercept {
     /// HTTP/1.1: how long a client may take to send a request's headers.
     #[serde(with = "dur")]
     pub header_read_timeout: Duration,
+    /// Relay spliced connections in the kernel (an sk_skb program on the gateway's own
+    /// sockhash) instead of through the gateway's threads with splice(2). Off by default: on the
+    /// 2-core development machine it moved fewer bytes per second than splice(2) (BENCHMARKS.md),
+    /// though it takes that work off the gateway's threads. When the program cannot load,
+    /// splice(2) is used and the log says so. deploy/docs/kernel-relay.md.
+    pub kernel_relay: bool,
 }
 
 impl Default for Intercept {
@@ -230,6 +236,7 @@ impl Default for Intercept {
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
+            kernel_relay: false,
         }
     }
 }

@@ -14,6 +14,7 @@
 //! One tracing span per connection; its result is logged exactly once, on drop.
 
 pub mod hello;
+pub mod relay;
 pub mod splice;
 
 use std::{
@@ -56,6 +57,8 @@ pub struct InterceptConfig {
     pub bypass_mark: u32,
     /// `kubernetes.exempt_namespaces`: pods there are spliced, never intercepted.
     pub exempt_namespaces: Vec<String>,
+    /// Relay spliced connections in the kernel (`relay`); `None`: with splice(2).
+    pub kernel_relay: Option<Arc<crate::redirect::relay::RelayMaps>>,
 }
 
 /// What terminating and re-originating provider connections needs.
@@ -144,6 +147,8 @@ struct ConnResult {
     reset: bool,
     /// HTTP requests served on an intercepted connection.
     requests: u64,
+    /// A spliced connection: relayed by the kernel (`kernel`) or with splice(2) (`splice`).
+    relay: Option<&'static str>,
     error: Option<String>,
 }
 
@@ -165,6 +170,7 @@ impl Drop for ConnResult {
             bytes_down = self.bytes_down,
             reset = self.reset,
             requests = self.requests,
+            relay = self.relay,
             duration_ms = self.start.elapsed().as_millis() as u64,
             error = self.error.as_deref(),
             "connection closed"
@@ -277,6 +283,7 @@ impl Intercept {
             bytes_down: 0,
             reset: false,
             requests: 0,
+            relay: None,
             error: None,
         };
         let local = match stream.local_addr() {
@@ -454,7 +461,24 @@ impl Intercept {
             return;
         }
         result.bytes_up = prefix.len() as u64;
-        let stats = Box::pin(splice::splice(client, upstream)).await;
+        let stats = match &self.cfg.kernel_relay {
+            Some(maps) => match Box::pin(relay::relay(maps, client, upstream)).await {
+                Ok(stats) => {
+                    result.relay = Some("kernel");
+                    stats
+                }
+                Err(d) => {
+                    info!(why = %d.why, "not relayed in the kernel: splice(2)");
+                    result.bytes_up += d.forwarded;
+                    result.relay = Some("splice");
+                    Box::pin(splice::splice(d.client, d.upstream)).await
+                }
+            },
+            None => {
+                result.relay = Some("splice");
+                Box::pin(splice::splice(client, upstream)).await
+            }
+        };
         result.bytes_up += stats.up;
         result.bytes_down = stats.down;
         result.reset = stats.reset;

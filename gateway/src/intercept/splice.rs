@@ -3,7 +3,8 @@
 //! Zero-copy: each direction moves pages socket → pipe → socket with splice(2), so the payload
 //! never enters userspace (a userspace copy loop halves loopback throughput on two cores).
 //! Byte counts survive errors (the connection result reports them either way), an EOF on one
-//! side is passed on as a FIN (half-close), and an error on either side ends both directions.
+//! side is passed on as a FIN (half-close), and an error on either side ends both directions
+//! (the other side is reset).
 //! A reset or broken pipe is how many clients close: reported as `reset`, not as a failure.
 
 use std::{
@@ -93,7 +94,7 @@ async fn copy_dir(src: &TcpStream, dst: &TcpStream, n: &AtomicU64) -> io::Result
     }
 }
 
-fn is_reset(e: &io::Error) -> bool {
+pub(super) fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionReset
@@ -118,6 +119,12 @@ pub async fn splice(client: TcpStream, upstream: TcpStream) -> SpliceStats {
         }
         err
     };
+    if err.is_some() {
+        // One side failed: the other learns it by a reset, not by a clean close.
+        for s in [&client, &upstream] {
+            let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
+        }
+    }
     let mut stats = SpliceStats {
         up: up.into_inner(),
         down: down.into_inner(),

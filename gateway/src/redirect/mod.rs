@@ -12,6 +12,7 @@ pub mod identity;
 pub mod loader;
 pub mod origdst;
 pub mod pods;
+pub mod relay;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -73,6 +74,8 @@ pub struct Redirect {
     pub set: Arc<addrset::ProviderSet>,
     pub mode: AttachMode,
     pub cgroup: PathBuf,
+    /// The kernel relay for spliced connections; `None`: splice(2) relays them (logged).
+    pub relay: Option<Arc<relay::RelayMaps>>,
 }
 
 fn proxy_config(cfg: &Config, v6_listening: bool, own_cgroup: u64) -> ProxyConfig {
@@ -159,6 +162,21 @@ impl Redirect {
             Err(e) => warn!(error = %e, "eBPF log forwarding unavailable"),
         }
 
+        let relay = if cfg.intercept.kernel_relay {
+            match relay::load(&mut ebpf) {
+                Ok(r) => {
+                    info!("kernel relay for spliced connections in force (sk_skb verdict)");
+                    Some(Arc::new(r))
+                }
+                Err(e) => {
+                    warn!(error = %e, "kernel relay unavailable: spliced connections are relayed with splice(2)");
+                    None
+                }
+            }
+        } else {
+            info!("intercept.kernel_relay is off: spliced connections are relayed with splice(2)");
+            None
+        };
         let flows: HashMap<MapData, _, _> = take(&mut ebpf, maps::FLOWS)?;
         let udp_flows: HashMap<MapData, _, _> = take(&mut ebpf, maps::UDP_FLOWS)?;
         let v4: LpmTrie<MapData, [u8; 4], u8> = take(&mut ebpf, maps::PROVIDERS_V4)?;
@@ -194,6 +212,7 @@ impl Redirect {
             ),
             mode: attached.mode,
             cgroup,
+            relay,
         })
     }
 }
