@@ -175,12 +175,6 @@ impl Flusher {
                 failing = true;
                 continue;
             }
-            if sealed
-                && let Ok(p) = self.shared.state.lock()
-                && let Err(e) = p.wal.remove_sealed()
-            {
-                error!(error = %e, wal = %p.wal.dir().display(), "journal write-ahead log: cannot remove a flushed segment");
-            }
             if upto > durable {
                 durable = upto;
                 self.head.send_replace(upto);
@@ -195,6 +189,17 @@ impl Flusher {
                     continue;
                 }
                 anchored = upto;
+            }
+            // Last: a log that is empty is a journal on disk and anchored.
+            if sealed
+                && let Ok(p) = self.shared.state.lock()
+                && let Err(e) = p.wal.remove_sealed()
+            {
+                error!(
+                    error = %e,
+                    wal = %p.wal.dir().display(),
+                    "journal write-ahead log: cannot remove a flushed segment"
+                );
             }
             if failing {
                 info!("the journal flushes to disk again; requests are accepted");
