@@ -368,7 +368,9 @@ fn kill_9_with_many_exchanges_in_flight_loses_none_and_the_write_ahead_log_repla
         &[("openai", OPENAI_KEY), ("anthropic", ANTHROPIC_KEY)],
     );
     let (total, replayed) = kill_rounds(&mut e, 8, 6);
-    eprintln!("{total} completed exchanges over 6 kill -9 rounds, {replayed} replayed from the log");
+    eprintln!(
+        "{total} completed exchanges over 6 kill -9 rounds, {replayed} replayed from the log"
+    );
     assert!(
         replayed > 0,
         "no record came back from the write-ahead log: the kills never caught one that was \
@@ -493,7 +495,10 @@ fn kill9_flushed(e: &mut ProviderEnv) {
     let wal = e.gw.dir.path().join("state/journal.wal");
     let end = std::time::Instant::now() + Duration::from_secs(10);
     while gateway::journal::wal::pending(&wal) > 0 {
-        assert!(std::time::Instant::now() < end, "the journal was not flushed in 10 s");
+        assert!(
+            std::time::Instant::now() < end,
+            "the journal was not flushed in 10 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     e.gw.kill9();
