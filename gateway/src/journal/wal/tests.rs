@@ -130,7 +130,8 @@ fn recs_link(r: &(u64, Vec<u8>)) -> String {
 
 #[test]
 fn a_log_that_does_not_continue_the_chain_stops_the_replay_and_is_kept() {
-    let cases: [(&str, fn(&mut Vec<(u64, Vec<u8>)>) -> bool); 5] = [
+    type Change = fn(&mut Vec<(u64, Vec<u8>)>) -> bool;
+    let cases: [(&str, Change); 5] = [
         ("its MAC does not match", |r| {
             let mut v: Value = serde_json::from_slice(&r[1].1).unwrap();
             v["response_body"] = "changed".into();

@@ -1,9 +1,11 @@
-//! Issue B figures: a fast upstream (nginx, TLS + h2, a small JSON body) reached four ways in
-//! one run, all driven by h2load: direct; through the gateway (the client in a cgroup with the
-//! programs attached); through nginx as a TLS-terminating reverse proxy doing the same hop (h2
-//! to the client, kept-alive TLS upstream, a fixed Authorization header; its own process, as the
-//! gateway is); through mitmproxy in
-//! reverse mode. Plus the cost of minting a leaf for a new SNI against a cached one.
+//! Issue B figures, with issue 18's headline: a fast upstream (nginx, TLS + h2, a small JSON
+//! body) reached in one run, all driven by h2load: direct; through three gateways (the client in
+//! a cgroup with the programs attached): the default configuration (journal on, masked bodies,
+//! every detector), the journal off, and `journal.sync = "disk"`; through nginx as a
+//! TLS-terminating reverse proxy doing the same hop (h2 to the client, kept-alive TLS upstream,
+//! a fixed Authorization header; its own processes, as many workers as the gateway has serving
+//! threads); through mitmproxy in reverse mode. Plus the cost of minting a leaf for a new SNI
+//! against a cached one.
 
 use std::{
     fs,
