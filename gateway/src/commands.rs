@@ -329,7 +329,23 @@ fn offline_store(cfg: &Config, keyed: bool) -> Result<crate::journal::Store, App
     } else {
         None
     };
-    Ok(Store::open(&path, seal).map_err(JournalError::from)?)
+    let keyed = seal.is_some();
+    let store = Store::open(&path, seal).map_err(JournalError::from)?;
+    let wal = cfg.journal.wal_dir(&cfg.state_dir);
+    if keyed {
+        // As the daemon's start would: what a killed daemon left in the write-ahead log.
+        crate::journal::wal::replay(&store, &wal).map_err(JournalError::from)?;
+    } else {
+        let n = crate::journal::wal::pending(&wal);
+        if n > 0 {
+            eprintln!(
+                "note: {n} records in the write-ahead log {} are not in this listing yet (the \
+                 daemon's next start, or `journal verify --offline`, puts them in)",
+                wal.display()
+            );
+        }
+    }
+    Ok(store)
 }
 
 fn not_running(e: crate::admin::AdminError) -> AppError {

@@ -303,7 +303,7 @@ fn a_changed_byte_breaks_the_chain_at_that_record() {
         assert_eq!(code, "200");
     }
     // The CLI needs the daemon, and says so when it is gone.
-    e.gw.kill9();
+    kill9_flushed(&mut e);
     let out = e.gw.cli(&["journal", "verify"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -350,23 +350,60 @@ fn a_changed_byte_breaks_the_chain_at_that_record() {
 #[test]
 fn kill_9_during_a_burst_loses_no_exchange_the_client_saw_complete() {
     // Each write waits 40 ms first: an answer that reached its client before its record was
-    // durable would be lost to the kill in almost every round.
+    // in the write-ahead log would be lost to the kill in almost every round.
     let mut e = env("[journal]\nwrite_delay = \"40ms\"\n");
+    let (total, _) = kill_rounds(&mut e, 1, 10);
+    eprintln!("{total} completed exchanges checked over 10 kill -9 rounds");
+}
+
+#[test]
+fn kill_9_with_many_exchanges_in_flight_loses_none_and_the_write_ahead_log_replays() {
+    // The default mode (sync = "kernel"), eight clients at once, and sled's flush held back
+    // 300 ms: at each kill the newest answers the clients saw complete are in the write-ahead
+    // log only (in the kernel, not on disk), and must come back from it at the restart.
+    let mut e = ProviderEnv::start(
+        "gw-jwal",
+        200,
+        "[journal]\nsync = \"kernel\"\nflush_delay = \"300ms\"\nwrite_delay = \"5ms\"\n",
+        &[("openai", OPENAI_KEY), ("anthropic", ANTHROPIC_KEY)],
+    );
+    let (total, replayed) = kill_rounds(&mut e, 8, 6);
+    eprintln!(
+        "{total} completed exchanges over 6 kill -9 rounds, {replayed} replayed from the log"
+    );
+    assert!(
+        replayed > 0,
+        "no record came back from the write-ahead log: the kills never caught one that was \
+         only in the kernel, so this test checked nothing of the log"
+    );
+}
+
+/// `rounds` times: `parallel` clients making sequential streamed requests, each printing its
+/// marker once its answer has fully arrived; a kill -9 a varying time after the first
+/// completed; a restart; `journal verify` passes and every answer a client saw complete is in
+/// the journal. Returns (exchanges checked, records replayed from the write-ahead log).
+fn kill_rounds(e: &mut ProviderEnv, parallel: usize, rounds: u64) -> (usize, u64) {
     let resolve = format!("api.openai.com:443:{}", e.fakes.ips[0]);
-    // Sequential requests, each printing its number once its answer has fully arrived.
     let script = format!(
-        r#"for i in $(seq 1 400); do
+        r#"for p in $(seq 1 {parallel}); do (
+for i in $(seq 1 400); do
   code=$(curl -sS --max-time 5 --resolve {resolve} --cacert {ca} -o /dev/null \
-    -H 'content-type: application/json' -H "x-test-reply: burst-$i-end" -H 'x-test-chunk: 6' \
+    -H 'content-type: application/json' -H "x-test-reply: burst-$p-$i-end" -H 'x-test-chunk: 6' \
     -d '{{"model":"m","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}' \
     -w '%{{http_code}}' https://api.openai.com/v1/chat/completions 2>/dev/null) || exit 0
   # curl succeeded: the whole answer arrived (a cut stream is an error, whatever the status).
-  [ "$code" = 200 ] && echo "200 $i" || exit 0
-done"#,
+  [ "$code" = 200 ] && echo "200 $p-$i" || exit 0
+done ) & done; wait"#,
         ca = e.ca.display()
     );
+    let replayed = |e: &ProviderEnv| -> u64 {
+        e.gw.fields("journal write-ahead log replayed into the journal")
+            .iter()
+            .filter_map(|f| f["replayed"].as_u64())
+            .sum()
+    };
     let mut total = 0;
-    for round in 0..10 {
+    for round in 0..rounds {
         let mut child =
             e.cg.command("sh", &["-c", &script])
                 .stdout(std::process::Stdio::piped())
@@ -413,12 +450,14 @@ done"#,
             String::from_utf8_lossy(&v.stderr)
         );
         let export = String::from_utf8(e.gw.cli(&["journal", "export"]).stdout).unwrap();
-        for marker in &done {
-            // The answer's text is cut into 6-byte events: look for its record by pieces.
-            let found = export.lines().any(|l| {
+        // The answer's text is cut into 6-byte events: each record's by its pieces.
+        let texts: std::collections::HashSet<String> = export
+            .lines()
+            .map(|l| {
                 let r: Value = serde_json::from_str(l).unwrap();
-                let body = r["response_body"].as_str().unwrap_or("");
-                let text: String = body
+                r["response_body"]
+                    .as_str()
+                    .unwrap_or("")
                     .lines()
                     .filter_map(|l| l.strip_prefix("data: "))
                     .filter_map(|d| serde_json::from_str::<Value>(d).ok())
@@ -427,11 +466,12 @@ done"#,
                             .as_str()
                             .map(String::from)
                     })
-                    .collect();
-                text == *marker
-            });
+                    .collect()
+            })
+            .collect();
+        for marker in &done {
             assert!(
-                found,
+                texts.contains(marker),
                 "round {round}: {marker} completed at the client but is not journaled; done {done:?}; \
                  journaled ids {:?}\n{}",
                 export
@@ -446,7 +486,22 @@ done"#,
             );
         }
     }
-    eprintln!("{total} completed exchanges checked over 10 kill -9 rounds");
+    (total, replayed(e))
+}
+
+/// Kill the daemon once its journal is on disk (the write-ahead log empty): for tests that
+/// then read or change the journal's files.
+fn kill9_flushed(e: &mut ProviderEnv) {
+    let wal = e.gw.dir.path().join("state/journal.wal");
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while gateway::journal::wal::pending(&wal) > 0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "the journal was not flushed in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    e.gw.kill9();
 }
 
 #[test]
@@ -700,7 +755,7 @@ fn verify_fails_for_a_rewrite_a_truncation_a_rollback_and_a_forged_checkpoint() 
     for i in 0..3 {
         assert_eq!(curl_stream(&e, &format!("kept {i}")).1, "200");
     }
-    e.gw.kill9();
+    kill9_flushed(&mut e);
     let state = e.gw.dir.path().join("state");
     let path = state.join("journal");
     // The key and the head are private, outside the journal.
@@ -723,7 +778,7 @@ fn verify_fails_for_a_rewrite_a_truncation_a_rollback_and_a_forged_checkpoint() 
     for i in 0..2 {
         assert_eq!(curl_stream(&e, &format!("later {i}")).1, "200");
     }
-    e.gw.kill9();
+    kill9_flushed(&mut e);
     put_back(&good, &path);
     verify_fails(
         &e,

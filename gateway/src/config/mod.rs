@@ -583,6 +583,12 @@ impl Config {
             ));
         }
         self.metrics.validate().map_err(|(k, r)| bad(k, r))?;
+        if self.journal.flush_delay > crate::journal::JournalConfig::MAX_FLUSH_DELAY {
+            return Err(bad(
+                "journal.flush_delay".into(),
+                "at most 10s: it bounds what a power cut can take from the journal".into(),
+            ));
+        }
         crate::export::validate(&self.exports).map_err(|(k, r)| bad(k, r))?;
         if !self.exports.is_empty() && !self.journal.enabled {
             return Err(bad(

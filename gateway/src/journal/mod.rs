@@ -13,9 +13,11 @@
 
 pub mod body;
 pub mod cursor;
+mod flusher;
 pub mod query;
 pub mod seal;
 pub mod store;
+pub mod wal;
 pub mod ws;
 
 use std::{
@@ -65,6 +67,27 @@ pub struct JournalConfig {
     /// Fault injection for tests: while this file exists, every journal write fails. Never
     /// set it in production.
     pub fail_writes_while: Option<PathBuf>,
+    /// What an answer's last byte waits for. `kernel` (default): its record written to the
+    /// write-ahead log (`<path>.wal/`, one `write(2)`, no fsync: survives a kill -9 of the
+    /// daemon, not a power cut); sled is flushed to disk by group commit right after, within
+    /// `flush_delay` plus one flush. `disk`: the record flushed to disk (fsync) before the
+    /// last byte, as a power cut loses nothing the client saw complete.
+    pub sync: SyncMode,
+    /// `sync = "kernel"`: how long records wait in the write-ahead log before the flush to
+    /// disk starts (more records per flush). With one flush's time, what a power cut can take.
+    #[serde(with = "crate::config::dur")]
+    pub flush_delay: Duration,
+}
+
+/// `journal.sync`: how durable a record is when its answer's last byte goes out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// In the kernel (the write-ahead log): survives kill -9, not a power cut.
+    #[default]
+    Kernel,
+    /// On disk (fsync): survives a power cut.
+    Disk,
 }
 
 impl Default for JournalConfig {
@@ -80,6 +103,8 @@ impl Default for JournalConfig {
             head_file: None,
             deliver_unrecorded: false,
             fail_writes_while: None,
+            sync: SyncMode::Kernel,
+            flush_delay: Duration::from_millis(10),
         }
     }
 }
@@ -102,6 +127,16 @@ impl JournalConfig {
             .clone()
             .unwrap_or_else(|| state_dir.join("journal.head"))
     }
+
+    /// The write-ahead log's directory: `<path>.wal` beside the journal.
+    pub fn wal_dir(&self, state_dir: &std::path::Path) -> PathBuf {
+        let mut p = self.path(state_dir).into_os_string();
+        p.push(".wal");
+        p.into()
+    }
+
+    /// The longest `flush_delay` accepted: a power cut takes at most that much.
+    pub const MAX_FLUSH_DELAY: Duration = Duration::from_secs(10);
 }
 
 mod opt_dur {
@@ -263,21 +298,29 @@ enum Msg {
 }
 
 /// Why the journal cannot record right now (`None`: it can). Set by the writer when a write
-/// fails or the writer stops, cleared by the next write that succeeds.
+/// fails or the writer stops, cleared by the next write that succeeds; and, apart, by the
+/// flusher (`sync = "kernel"`) when sled cannot be flushed to disk, cleared by its next flush.
 #[derive(Default)]
-struct Health(Mutex<Option<String>>);
+struct Health(Mutex<[Option<String>; 2]>);
 
 impl Health {
     fn set(&self, why: Option<String>) {
         if let Ok(mut h) = self.0.lock() {
-            *h = why;
+            h[0] = why;
+        }
+    }
+
+    /// The flusher's part.
+    fn set_disk(&self, why: Option<String>) {
+        if let Ok(mut h) = self.0.lock() {
+            h[1] = why;
         }
     }
 
     fn get(&self) -> Option<String> {
         self.0
             .lock()
-            .map(|h| h.clone())
+            .map(|h| h[0].clone().or_else(|| h[1].clone()))
             .unwrap_or_else(|_| Some("the journal's state is unknown".into()))
     }
 }
@@ -297,6 +340,8 @@ pub struct Journal {
 pub enum JournalError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Wal(#[from] wal::WalError),
     #[error("cannot start the journal writer: {0}")]
     Thread(std::io::Error),
     #[error(
@@ -360,6 +405,9 @@ impl Journal {
     pub fn open(cfg: &JournalConfig, state_dir: &std::path::Path) -> Result<Self, JournalError> {
         let path = cfg.path(state_dir);
         let store = Arc::new(open_keyed(cfg, state_dir)?);
+        // Records a killed daemon left in the write-ahead log go into sled first (checked
+        // against the chain), whichever mode this start is in.
+        wal::replay(&store, &cfg.wal_dir(state_dir))?;
         let verdict = store.verify()?;
         if let Some(b) = verdict.anchor_break() {
             return Err(JournalError::Anchor {
@@ -390,12 +438,32 @@ impl Journal {
         let writer = store.clone();
         let health = Arc::new(Health::default());
         let head = Arc::new(tokio::sync::watch::Sender::new(store.head()?.0));
+        let wal = match cfg.sync {
+            SyncMode::Disk => None,
+            SyncMode::Kernel => {
+                let w = wal::Wal::create(&cfg.wal_dir(state_dir), store.head()?.0 + 1)?;
+                let shared = flusher::Shared::new(w, store.head()?);
+                let f = flusher::Flusher {
+                    shared: shared.clone(),
+                    store: store.clone(),
+                    head: head.clone(),
+                    health: health.clone(),
+                    delay: cfg.flush_delay,
+                };
+                std::thread::Builder::new()
+                    .name("journal-flush".into())
+                    .spawn(move || f.run())
+                    .map_err(JournalError::Thread)?;
+                Some(shared)
+            }
+        };
         let w = Writer {
             head: head.clone(),
             delay: cfg.write_delay,
             retention: cfg.retention,
             fault: cfg.fail_writes_while.clone(),
             health: health.clone(),
+            wal,
         };
         std::thread::Builder::new()
             .name("journal".into())
@@ -468,6 +536,8 @@ struct Writer {
     retention: Option<Duration>,
     fault: Option<PathBuf>,
     health: Arc<Health>,
+    /// `sync = "kernel"`: the write-ahead log and the flusher it feeds (`None`: `disk`).
+    wal: Option<Arc<flusher::Shared>>,
 }
 
 /// Marks the journal unable to record when the writer's thread ends, however it ends.
@@ -492,6 +562,8 @@ impl Writer {
 
     fn run(self, store: &Store, rx: mpsc::Receiver<Msg>) {
         let _stopped = Stopped(self.health.clone());
+        // However the writer ends, the flusher flushes what it has and ends too.
+        let _flush = self.wal.clone().map(flusher::StopOnDrop);
         let (mut last_id, mut head) = match store.head() {
             Ok(h) => h,
             Err(e) => {
@@ -531,7 +603,10 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            // Ids and links are given here, in order, and nowhere else (the write-ahead log's
+            // replay only checks them).
             let seal = store.seal().ok();
+            let before = (last_id, head.clone());
             let mut records = Vec::with_capacity(batch.len());
             let mut acks = Vec::with_capacity(batch.len());
             for Msg::Append(mut rec, ack, since) in batch {
@@ -546,21 +621,35 @@ impl Writer {
                 };
                 head = rec.hash.clone();
                 acks.push((rec.id, ack, since));
-                records.push(*rec);
+                // The stored bytes, once: what sled and the write-ahead log both get.
+                let bytes = serde_json::to_vec(&*rec).unwrap_or_default();
+                records.push((rec.id, bytes));
             }
             let result = self
                 .injected()
-                .and_then(|_| store.append(&records))
-                .map_err(|e| e.to_string());
+                .map_err(|e| e.to_string())
+                .and_then(|_| match &self.wal {
+                    // In the kernel (the log), then in sled's memory; the flusher takes it to
+                    // disk.
+                    Some(w) => w
+                        .append(store, &records, (last_id, &head))
+                        .map_err(|e| e.to_string()),
+                    None => store
+                        .insert_raw(&records)
+                        .and_then(|_| store.flush())
+                        .map_err(|e| e.to_string()),
+                });
             let m = crate::metrics::get();
             if let Err(e) = &result {
                 m.journal_errors.inc();
                 error!(error = %e, records = records.len(), "journal write failed");
                 self.health
                     .set(Some(format!("the last journal write failed: {e}")));
-                // Start again from what is on disk.
-                if let Ok(h) = store.head() {
-                    (last_id, head) = h;
+                // Start again from the last record written (a batch whose log write failed
+                // left nothing; one that reached the log but not sled keeps its ids: the
+                // next start replays it).
+                if !self.wal.as_ref().is_some_and(|w| w.logged(last_id)) {
+                    (last_id, head) = before;
                 }
             }
             for (id, ack, since) in acks {
@@ -570,6 +659,11 @@ impl Writer {
                 }
             }
             if result.is_err() {
+                continue;
+            }
+            if self.wal.is_some() {
+                // Told in the kernel; the flusher publishes and anchors once it is on disk.
+                self.health.set(None);
                 continue;
             }
             self.head.send_replace(last_id);

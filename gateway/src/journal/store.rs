@@ -274,6 +274,23 @@ impl Store {
         Ok(())
     }
 
+    /// Put records (their stored bytes, ids and links already set) into sled without waiting
+    /// for the disk: [`Store::flush`] makes them durable.
+    pub fn insert_raw(&self, records: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        for (id, bytes) in records {
+            self.records
+                .insert(id.to_be_bytes(), bytes.as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Everything put into sled so far, on disk when this returns.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Anchor the journal's end in the head file (after the records are durable: a crash in
     /// between leaves the head one group behind, which verifies).
     pub fn anchor(&self, last_id: u64, last: &str) -> Result<(), StoreError> {

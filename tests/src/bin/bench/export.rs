@@ -16,7 +16,7 @@ use std::{
 
 use gateway_tests::{CgroupGuard, Gateway, fake::TestPki};
 
-use crate::intercept::{Path4, TPUT_N, UPSTREAM, h2load, h2load_cmd, nginx, upstream_gateway};
+use crate::intercept::{Path4, TPUT_N, h2load, h2load_cmd, nginx, upstream, upstream_gateway};
 
 const ROUNDS: usize = 3;
 
@@ -102,7 +102,7 @@ pub fn run(pid: u32) -> String {
     }
     let path = Path4 {
         label: "gateway",
-        connect_to: format!("{UPSTREAM}:443"),
+        connect_to: format!("{}:443", upstream()),
         in_cgroup: true,
     };
     let log = dir.path().join("h2load.log");

@@ -6,23 +6,24 @@
 use std::{sync::Arc, time::Instant};
 
 use gateway::{
-    journal::{Bodies, Exchange, Journal, JournalConfig},
+    journal::{Bodies, Exchange, Journal, JournalConfig, SyncMode},
     redirect::identity::Identity,
 };
 use gateway_tests::{CgroupGuard, fake::TestPki};
 
 use crate::intercept::{
-    LAT_N, LAT_ROUNDS, Path4, TPUT_N, UPSTREAM, h2load, h2load_cmd, nginx, stats, upstream_gateway,
+    LAT_N, LAT_ROUNDS, Path4, TPUT_N, h2load, h2load_cmd, nginx, stats, upstream, upstream_gateway,
 };
 
 const WRITES: usize = 3000;
 
 /// Sequential exchanges through a journal of its own: (p50 µs, p99 µs, records/s when many
 /// arrive at once).
-fn write_cost(bodies: Bodies) -> (f64, f64, f64) {
+fn write_cost(bodies: Bodies, sync: SyncMode) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = JournalConfig {
         bodies,
+        sync,
         ..Default::default()
     };
     let j = Arc::new(Journal::open(&cfg, dir.path()).unwrap());
@@ -72,10 +73,11 @@ pub fn run(pid: u32) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let (m50, m99, mrate) = write_cost(Bodies::Masked);
-    let (n50, n99, nrate) = write_cost(Bodies::None);
+    let (m50, m99, mrate) = write_cost(Bodies::Masked, SyncMode::Kernel);
+    let (s50, s99, srate) = write_cost(Bodies::Masked, SyncMode::Disk);
+    let (n50, n99, nrate) = write_cost(Bodies::None, SyncMode::Kernel);
     eprintln!(
-        "journal write: masked p50 {m50:.0} p99 {m99:.0} µs ({mrate:.0}/s); none p50 {n50:.0} p99 {n99:.0} ({nrate:.0}/s)"
+        "journal write: masked p50 {m50:.0} p99 {m99:.0} µs ({mrate:.0}/s); disk p50 {s50:.0} p99 {s99:.0} ({srate:.0}/s); none p50 {n50:.0} p99 {n99:.0} ({nrate:.0}/s)"
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -85,6 +87,10 @@ pub fn run(pid: u32) -> String {
         ("journal off", "[journal]\nenabled = false\n"),
         ("bodies = none", "[journal]\nbodies = \"none\"\n"),
         ("bodies = masked (default)", ""),
+        (
+            "bodies = masked, sync = \"disk\"",
+            "[journal]\nsync = \"disk\"\n",
+        ),
     ];
     let mut gws = Vec::new();
     for (i, (_, extra)) in variants.iter().enumerate() {
@@ -96,12 +102,12 @@ pub fn run(pid: u32) -> String {
     }
     let path = Path4 {
         label: "gateway",
-        connect_to: format!("{UPSTREAM}:443"),
+        connect_to: format!("{}:443", upstream()),
         in_cgroup: true,
     };
     let direct = Path4 {
         label: "direct",
-        connect_to: format!("{UPSTREAM}:443"),
+        connect_to: format!("{}:443", upstream()),
         in_cgroup: false,
     };
     let log = dir.path().join("h2load.log");
@@ -167,11 +173,15 @@ pub fn run(pid: u32) -> String {
         })
         .collect();
     assert_eq!(journaled[0], 0, "journal off must record nothing");
-    assert!(journaled[1] > 1000 && journaled[2] > 1000, "{journaled:?}");
+    assert!(
+        journaled[1] > 1000 && journaled[2] > 1000 && journaled[3] > 1000,
+        "{journaled:?}"
+    );
     drop(gws);
     let off = rows[0];
     let masked = rows[2];
     let none = rows[1];
+    let disk = rows[3];
     let share = (masked.2 - off.2) / (masked.2 - d50).max(1.0);
     let mut table = String::new();
     for r in &rows {
@@ -184,23 +194,31 @@ pub fn run(pid: u32) -> String {
         "## Journal (issue D)\n\n\
          ### Write cost per exchange\n\n\
          In process: {WRITES} exchanges one after another, each record (a 2 KB prompt, a 4 KB\n\
-         streamed answer, its timeline) from the end of the exchange until it is flushed to disk\n\
-         (sled, `/tmp` on {fs_type}): the wait before the client's last byte goes out. Then\n\
-         {WRITES} exchanges ending at once (group commit: one flush for all that arrived while the\n\
-         last one ran).\n\n\
-         | bodies | p50 µs | p99 µs | records/s at once |\n|---|---|---|---|\n\
-         | masked | {m50:.0} | {m99:.0} | {mrate:.0} |\n| none | {n50:.0} | {n99:.0} | {nrate:.0} |\n\n\
+         streamed answer, its timeline) from the end of the exchange until the exchange is told it\n\
+         is recorded: the wait before the client's last byte goes out. `sync = \"kernel\"` (the\n\
+         default): the record written to the write-ahead log (one `write(2)`, no fsync; sled is\n\
+         flushed by another thread within `flush_delay`); `sync = \"disk\"`: flushed to disk by\n\
+         sled (`/tmp` on {fs_type}). Then {WRITES} exchanges ending at once (group commit).\n\n\
+         | bodies, sync | p50 µs | p99 µs | records/s at once |\n|---|---|---|---|\n\
+         | masked, kernel (default) | {m50:.0} | {m99:.0} | {mrate:.0} |\n\
+         | masked, disk | {s50:.0} | {s99:.0} | {srate:.0} |\n\
+         | none, kernel | {n50:.0} | {n99:.0} | {nrate:.0} |\n\n\
+         **The wait before the last byte, disk / kernel (p50): {dk:.1}×.**\n\n\
          ### Through the gateway\n\n\
-         h2load against the issue B nginx upstream, three gateways in one run, latency 1 × 1\n\
+         h2load against the issue B nginx upstream, four gateways in one run, latency 1 × 1\n\
          ({LAT_ROUNDS} interleaved rounds; direct p50 {d50:.0} µs), throughput 8 connections × 10 streams:\n\n\
          | journal | mean µs | p50 µs | p99 µs | req/s |\n|---|---|---|---|---|\n{table}\n\
          **Journal share of the gateway's added latency (p50): {share_pct:.0}%** \
          ({added:.0} µs of {total:.0} µs). **Throughput with bodies vs without: {tr:.2}×**; \
-         with the journal vs off: {to:.2}×.\n",
+         with the journal vs off: {to:.2}×. **`sync = \"disk\"` vs the default: latency (p50) \
+         {dl:.2}×, throughput {dt:.2}×.**\n",
         share_pct = share * 100.0,
         added = masked.2 - off.2,
         total = masked.2 - d50,
         tr = masked.4 / none.4,
         to = masked.4 / off.4,
+        dk = s50 / m50.max(1e-9),
+        dl = disk.2 / masked.2,
+        dt = disk.4 / masked.4,
     )
 }

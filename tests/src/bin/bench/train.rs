@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use gateway_tests::{CgroupGuard, fake::TestPki};
 
-use crate::intercept::{UPSTREAM, nginx, upstream_gateway};
+use crate::intercept::{nginx, upstream, upstream_gateway};
 
 /// A chat request whose prompt holds an access key id (masked on the way out).
 const CHAT: &str = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Summarise: user alice rotated key AKIAZ7QW3RTY5UIO2PAS, build 4f2a9c passed, contact ops@example.com if billing-api fails."}]}"#;
@@ -24,7 +24,7 @@ pub fn run(pid: u32) {
     let body = dir.path().join("chat.json");
     std::fs::write(&body, CHAT).unwrap();
     let body = body.to_str().unwrap().to_string();
-    let connect = format!("--connect-to={UPSTREAM}:443");
+    let connect = format!("--connect-to={}:443", upstream());
     let models = "https://api.openai.com/v1/models";
     let chat = "https://api.openai.com/v1/chat/completions";
     let auth = "authorization: Bearer sk-dummy-client-key";
