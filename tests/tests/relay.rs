@@ -292,15 +292,38 @@ fn both_ways(mode: &'static str) {
     let rx = server(TcpListener::bind(format!("{}:443", e.ip)).unwrap(), mode);
     let out = client(&e, mode);
     let seen = rx.recv_timeout(T).expect("server done");
-    assert!(seen.error.is_none(), "server: {seen:?}\nclient: {out}\nlog:\n{}", e.gw.raw_log());
+    assert!(
+        seen.error.is_none(),
+        "server: {seen:?}\nclient: {out}\nlog:\n{}",
+        e.gw.raw_log()
+    );
     let n = |k: &str| out[k].as_u64().unwrap_or_else(|| panic!("{k} in {out}")) as usize;
     let tail = |m: &str| if mode == m { TAIL.len() } else { 0 };
     assert_eq!(n("sent_n"), n("hello") + UP + tail("server_first"), "{out}");
-    assert_eq!(n("sent_n"), seen.got, "the server got every client byte: {out} {seen:?}");
-    assert_eq!(out["sent_sha"], seen.got_sha.as_str(), "client → server, in order");
-    assert_eq!(seen.sent, 29 + DOWN + tail("client_first") + tail("streaming"));
-    assert_eq!(n("got_n"), seen.sent, "the client got every server byte: {out} {seen:?}");
-    assert_eq!(out["got_sha"], seen.sent_sha.as_str(), "server → client, in order");
+    assert_eq!(
+        n("sent_n"),
+        seen.got,
+        "the server got every client byte: {out} {seen:?}"
+    );
+    assert_eq!(
+        out["sent_sha"],
+        seen.got_sha.as_str(),
+        "client → server, in order"
+    );
+    assert_eq!(
+        seen.sent,
+        29 + DOWN + tail("client_first") + tail("streaming")
+    );
+    assert_eq!(
+        n("got_n"),
+        seen.sent,
+        "the client got every server byte: {out} {seen:?}"
+    );
+    assert_eq!(
+        out["got_sha"],
+        seen.sent_sha.as_str(),
+        "server → client, in order"
+    );
     let (acc, closed) = e.gw.conn_to(&format!("{}:443", e.ip));
     assert_eq!(acc["decision"], "splice", "{acc}");
     assert_eq!(closed["outcome"], "spliced", "{closed}");
@@ -308,11 +331,15 @@ fn both_ways(mode: &'static str) {
     assert_eq!(closed["bytes_down"].as_u64().unwrap() as usize, seen.sent);
     if mode == "streaming" {
         // Relayed either way; the log says which.
-        assert!(closed["relay"] == "kernel" || closed["relay"] == "splice", "{closed}");
+        assert!(
+            closed["relay"] == "kernel" || closed["relay"] == "splice",
+            "{closed}"
+        );
         return;
     }
     assert_eq!(
-        closed["relay"], "kernel",
+        closed["relay"],
+        "kernel",
         "relayed in the kernel: {closed}\n{}",
         e.gw.raw_log()
     );
@@ -339,11 +366,17 @@ fn a_client_streaming_right_after_its_hello_is_byte_exact_too() {
 #[test]
 fn a_reset_from_the_client_reaches_the_server_as_a_reset() {
     let e = env("kernel_relay = true");
-    let rx = server(TcpListener::bind(format!("{}:443", e.ip)).unwrap(), "reset_client");
+    let rx = server(
+        TcpListener::bind(format!("{}:443", e.ip)).unwrap(),
+        "reset_client",
+    );
     let out = client(&e, "reset_client");
     assert_eq!(out["closed_with_rst"], true, "{out}");
     let seen = rx.recv_timeout(T).expect("server done");
-    assert!(seen.reset, "the server saw a reset, not a clean end: {seen:?}");
+    assert!(
+        seen.reset,
+        "the server saw a reset, not a clean end: {seen:?}"
+    );
     assert!(!seen.eof, "{seen:?}");
     let (_, closed) = e.gw.conn_to(&format!("{}:443", e.ip));
     assert_eq!(closed["relay"], "kernel", "{closed}");
@@ -353,11 +386,19 @@ fn a_reset_from_the_client_reaches_the_server_as_a_reset() {
 #[test]
 fn a_reset_from_the_server_reaches_the_client_as_a_reset() {
     let e = env("kernel_relay = true");
-    let rx = server(TcpListener::bind(format!("{}:443", e.ip)).unwrap(), "reset_server");
+    let rx = server(
+        TcpListener::bind(format!("{}:443", e.ip)).unwrap(),
+        "reset_server",
+    );
     let out = client(&e, "reset_server");
     rx.recv_timeout(T).expect("server done");
     let (_, closed) = e.gw.conn_to(&format!("{}:443", e.ip));
-    assert_eq!(out["reset"], true, "the client saw a reset: {out}\n{}", e.gw.raw_log());
+    assert_eq!(
+        out["reset"],
+        true,
+        "the client saw a reset: {out}\n{}",
+        e.gw.raw_log()
+    );
     assert_eq!(closed["relay"], "kernel", "{closed}");
     assert_eq!(closed["reset"], true, "{closed}");
 }
@@ -365,7 +406,10 @@ fn a_reset_from_the_server_reaches_the_client_as_a_reset() {
 #[test]
 fn by_default_splice_2_relays_the_same_bytes() {
     let e = env("");
-    let rx = server(TcpListener::bind(format!("{}:443", e.ip)).unwrap(), "client_first");
+    let rx = server(
+        TcpListener::bind(format!("{}:443", e.ip)).unwrap(),
+        "client_first",
+    );
     let out = client(&e, "client_first");
     let seen = rx.recv_timeout(T).expect("server done");
     assert_eq!(out["sent_sha"], seen.got_sha.as_str());
@@ -378,11 +422,17 @@ fn by_default_splice_2_relays_the_same_bytes() {
 #[test]
 fn by_default_a_reset_from_the_server_reaches_the_client_as_a_reset_too() {
     let e = env("");
-    let rx = server(TcpListener::bind(format!("{}:443", e.ip)).unwrap(), "reset_server");
+    let rx = server(
+        TcpListener::bind(format!("{}:443", e.ip)).unwrap(),
+        "reset_server",
+    );
     let out = client(&e, "reset_server");
     rx.recv_timeout(T).expect("server done");
     let (_, closed) = e.gw.conn_to(&format!("{}:443", e.ip));
-    assert_eq!(out["reset"], true, "the client saw a reset: {out}\n{closed}");
+    assert_eq!(
+        out["reset"], true,
+        "the client saw a reset: {out}\n{closed}"
+    );
     assert_eq!(closed["relay"], "splice", "{closed}");
     assert_eq!(closed["reset"], true, "{closed}");
 }

@@ -102,7 +102,12 @@ pub async fn relay(
     let (cc, uc) = match (cookie(&client), cookie(&upstream)) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => {
-            return Err(decline(client, upstream, forwarded, format!("SO_COOKIE: {e}")));
+            return Err(decline(
+                client,
+                upstream,
+                forwarded,
+                format!("SO_COOKIE: {e}"),
+            ));
         }
     };
     // Off tokio's reactor: its registration asks for EPOLLIN, a wakeup per relayed segment.
@@ -128,20 +133,24 @@ pub async fn relay(
         },
     );
     // 2. Targets first (no verdict yet), the send baselines, then the verdict on each.
-    let back = |client: std::net::TcpStream, upstream: std::net::TcpStream, why: String| {
-        match (TcpStream::from_std(client), TcpStream::from_std(upstream)) {
-            (Ok(c), Ok(u)) => Err(decline(c, u, forwarded, why)),
-            (Err(e), _) | (_, Err(e)) => Ok(SpliceStats {
-                up: forwarded,
-                error: Some(e),
-                ..Default::default()
-            }),
-        }
+    let back = |client: std::net::TcpStream, upstream: std::net::TcpStream, why: String| match (
+        TcpStream::from_std(client),
+        TcpStream::from_std(upstream),
+    ) {
+        (Ok(c), Ok(u)) => Err(decline(c, u, forwarded, why)),
+        (Err(e), _) | (_, Err(e)) => Ok(SpliceStats {
+            up: forwarded,
+            error: Some(e),
+            ..Default::default()
+        }),
     };
     if let Err(e) = maps.prepare(&cs, &us) {
         return back(client, upstream, e.to_string());
     }
-    let base = match (sent_baseline(client.as_fd()), sent_baseline(upstream.as_fd())) {
+    let base = match (
+        sent_baseline(client.as_fd()),
+        sent_baseline(upstream.as_fd()),
+    ) {
         (Ok(a), Ok(b)) => [a, b],
         (Err(e), _) | (_, Err(e)) => {
             maps.remove(cc, uc);

@@ -36,7 +36,9 @@ struct Inner {
     _link: SkSkbLink,
 }
 
-fn bpf<E: std::error::Error + Send + Sync + 'static>(what: &str) -> impl FnOnce(E) -> RedirectError {
+fn bpf<E: std::error::Error + Send + Sync + 'static>(
+    what: &str,
+) -> impl FnOnce(E) -> RedirectError {
     let what = what.to_string();
     move |e| RedirectError::Bpf {
         what,

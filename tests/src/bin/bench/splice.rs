@@ -321,7 +321,15 @@ average before {lb}, after {la}.\n",
         median(&pk),
         pk[ROUNDS - 1],
         mib = BULK >> 20,
-        lb = load_before.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
-        la = load_after.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        lb = load_before
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        la = load_after
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
     )
 }
