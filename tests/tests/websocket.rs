@@ -251,7 +251,11 @@ impl T {
             }
             assert!(
                 std::time::Instant::now() < end,
-                "no hold appeared\n{}",
+                "no hold appeared (TCP connections the fake providers accepted so far: openai \
+                 {}, anthropic {}, gemini {}: whether the gateway reached the provider)\n{}",
+                self.env.fakes.openai.conn_log().len(),
+                self.env.fakes.anthropic.conn_log().len(),
+                self.env.fakes.gemini.conn_log().len(),
                 self.env.gw.raw_log()
             );
             std::thread::sleep(Duration::from_millis(100));
