@@ -383,9 +383,9 @@ fn a_reset_from_the_client_reaches_the_server_as_a_reset() {
     assert_eq!(closed["reset"], true, "{closed}");
 }
 
-#[test]
-fn a_reset_from_the_server_reaches_the_client_as_a_reset() {
-    let e = env("kernel_relay = true");
+/// The server resets its connection: the client sees a reset too, relayed by `relay`.
+fn a_server_reset_reaches_the_client(extra: &str, relay: &str) {
+    let e = env(extra);
     let rx = server(
         TcpListener::bind(format!("{}:443", e.ip)).unwrap(),
         "reset_server",
@@ -396,11 +396,16 @@ fn a_reset_from_the_server_reaches_the_client_as_a_reset() {
     assert_eq!(
         out["reset"],
         true,
-        "the client saw a reset: {out}\n{}",
+        "the client saw a reset: {out}\n{closed}\n{}",
         e.gw.raw_log()
     );
-    assert_eq!(closed["relay"], "kernel", "{closed}");
+    assert_eq!(closed["relay"], relay, "{closed}");
     assert_eq!(closed["reset"], true, "{closed}");
+}
+
+#[test]
+fn a_reset_from_the_server_reaches_the_client_as_a_reset() {
+    a_server_reset_reaches_the_client("kernel_relay = true", "kernel");
 }
 
 #[test]
@@ -421,18 +426,5 @@ fn by_default_splice_2_relays_the_same_bytes() {
 
 #[test]
 fn by_default_a_reset_from_the_server_reaches_the_client_as_a_reset_too() {
-    let e = env("");
-    let rx = server(
-        TcpListener::bind(format!("{}:443", e.ip)).unwrap(),
-        "reset_server",
-    );
-    let out = client(&e, "reset_server");
-    rx.recv_timeout(T).expect("server done");
-    let (_, closed) = e.gw.conn_to(&format!("{}:443", e.ip));
-    assert_eq!(
-        out["reset"], true,
-        "the client saw a reset: {out}\n{closed}"
-    );
-    assert_eq!(closed["relay"], "splice", "{closed}");
-    assert_eq!(closed["reset"], true, "{closed}");
+    a_server_reset_reaches_the_client("", "splice");
 }

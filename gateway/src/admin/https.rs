@@ -31,19 +31,15 @@ pub struct AdminConfig {
 
 impl AdminConfig {
     pub fn validate(&self, oidc_configured: bool) -> Result<(), (String, String)> {
-        let Some(addr) = self.https else {
+        if self.https.is_none() {
             return Ok(());
-        };
-        if addr.port() == 0 {
-            return Err(("admin.https".into(), "needs a non-zero port".into()));
         }
-        if !oidc_configured {
-            return Err((
-                "admin.https".into(),
-                "needs [oidc] (issuer, client_id): the HTTPS admin API accepts only ID tokens"
-                    .into(),
-            ));
-        }
+        check_listener(
+            "admin.https",
+            self.https,
+            oidc_configured,
+            "needs [oidc] (issuer, client_id): the HTTPS admin API accepts only ID tokens",
+        )?;
         check_names("admin.names", &self.names)
     }
 
@@ -63,6 +59,26 @@ pub fn cert_names(names: &[String], addr: Option<SocketAddr>) -> Vec<String> {
         v.push(a.ip().to_string());
     }
     v
+}
+
+/// An HTTPS listener that signs people in (`key` = ADDR:PORT, when set): a real port, and
+/// `[oidc]` configured (`without_oidc` says why it is needed).
+pub fn check_listener(
+    key: &str,
+    addr: Option<SocketAddr>,
+    oidc_configured: bool,
+    without_oidc: &str,
+) -> Result<(), (String, String)> {
+    let Some(addr) = addr else {
+        return Ok(());
+    };
+    if addr.port() == 0 {
+        return Err((key.into(), "needs a non-zero port".into()));
+    }
+    if !oidc_configured {
+        return Err((key.into(), without_oidc.into()));
+    }
+    Ok(())
 }
 
 /// Each name is a DNS name or an IP address.

@@ -92,15 +92,12 @@ impl WebConfig {
         let Some(addr) = self.listen else {
             return Ok(());
         };
-        if addr.port() == 0 {
-            return Err(("web.listen".into(), "needs a non-zero port".into()));
-        }
-        if !oidc_configured {
-            return Err((
-                "web.listen".into(),
-                "needs [oidc] (issuer): approvers sign in with it".into(),
-            ));
-        }
+        crate::admin::https::check_listener(
+            "web.listen",
+            self.listen,
+            oidc_configured,
+            "needs [oidc] (issuer): approvers sign in with it",
+        )?;
         if self.client_id.is_empty() {
             return Err((
                 "web.client_id".into(),

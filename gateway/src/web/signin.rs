@@ -48,6 +48,22 @@ impl std::fmt::Debug for WebClient {
     }
 }
 
+/// The issuer's endpoint `name` from its discovery document, as text and parsed.
+async fn endpoint(
+    verifier: &Verifier,
+    name: &str,
+    pick: impl FnOnce(crate::oidc::verifier::Discovery) -> Option<String>,
+) -> Result<(String, Url), SigninError> {
+    let d = verifier
+        .discovery()
+        .await
+        .map_err(|e| SigninError::Provider(e.to_string()))?;
+    let text = pick(d)
+        .ok_or_else(|| SigninError::Provider(format!("its discovery document has no {name}")))?;
+    let url = Url::parse(&text).map_err(SigninError::Provider)?;
+    Ok((text, url))
+}
+
 /// Where to send the browser to sign in.
 pub async fn authorization_url(
     verifier: &Verifier,
@@ -56,14 +72,10 @@ pub async fn authorization_url(
     nonce: &str,
     code_verifier: &str,
 ) -> Result<String, SigninError> {
-    let d = verifier
-        .discovery()
-        .await
-        .map_err(|e| SigninError::Provider(e.to_string()))?;
-    let endpoint = d.authorization_endpoint.ok_or_else(|| {
-        SigninError::Provider("its discovery document has no authorization_endpoint".into())
-    })?;
-    Url::parse(&endpoint).map_err(SigninError::Provider)?;
+    let (endpoint, _) = endpoint(verifier, "authorization_endpoint", |d| {
+        d.authorization_endpoint
+    })
+    .await?;
     let sep = if endpoint.contains('?') { '&' } else { '?' };
     Ok(format!(
         "{endpoint}{sep}{}",
@@ -87,14 +99,7 @@ pub async fn redeem(
     code: &str,
     code_verifier: &str,
 ) -> Result<String, SigninError> {
-    let d = verifier
-        .discovery()
-        .await
-        .map_err(|e| SigninError::Provider(e.to_string()))?;
-    let endpoint = d.token_endpoint.ok_or_else(|| {
-        SigninError::Provider("its discovery document has no token_endpoint".into())
-    })?;
-    let url = Url::parse(&endpoint).map_err(SigninError::Provider)?;
+    let (_, url) = endpoint(verifier, "token_endpoint", |d| d.token_endpoint).await?;
     let http = verifier
         .client()
         .ok_or_else(|| SigninError::Provider("no network in this verifier".into()))?;
