@@ -289,8 +289,8 @@ impl Body for JournalBody {
                     this.done = end;
                     if let Some(ack) = this.seal("completed") {
                         this.waiting = Some((Some(frame), ack));
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
+                        // Committed already with `sync = "kernel"`; else the ack wakes us.
+                        return Pin::new(this).poll_frame(cx);
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -299,8 +299,7 @@ impl Body for JournalBody {
                 this.done = true;
                 if let Some(ack) = this.seal("completed") {
                     this.waiting = Some((None, ack));
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
+                    return Pin::new(this).poll_frame(cx);
                 }
                 Poll::Ready(None)
             }
@@ -505,7 +504,12 @@ mod tests {
     #[tokio::test]
     async fn a_writer_that_is_gone_cuts_the_answer_and_refuses_the_next() {
         let d = tempfile::tempdir().unwrap();
-        let mut j = Journal::open(&JournalConfig::default(), d.path()).unwrap();
+        // `sync = "disk"`: records go to the writer thread.
+        let cfg = JournalConfig {
+            sync: crate::journal::SyncMode::Disk,
+            ..Default::default()
+        };
+        let mut j = Journal::open(&cfg, d.path()).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         drop(rx);
         j.tx = tx;
@@ -516,5 +520,26 @@ mod tests {
         assert!(e.to_string().contains("could not record"), "{e}");
         let why = j.ready().unwrap_err();
         assert!(why.contains("writer has stopped"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_committer_that_cannot_commit_cuts_the_answer_and_refuses_the_next() {
+        // `sync = "kernel"` (the default): records are committed on the exchange's thread. A
+        // thread that panicked while committing leaves the chain's state unusable.
+        let d = tempfile::tempdir().unwrap();
+        let j = Arc::new(Journal::open(&JournalConfig::default(), d.path()).unwrap());
+        let c = j.inline.clone().expect("kernel mode commits inline");
+        std::thread::spawn(move || {
+            let _held = c.chain.lock();
+            panic!("a commit panicked");
+        })
+        .join()
+        .unwrap_err();
+        let mut b = JournalBody::new(answer(&SSE[..1]), exchange(&j), None, true, None);
+        b.frame().await.unwrap().unwrap();
+        let e = b.frame().await.unwrap().unwrap_err();
+        assert!(e.to_string().contains("could not record"), "{e}");
+        let why = j.ready().unwrap_err();
+        assert!(why.contains("poisoned"), "{why}");
     }
 }

@@ -329,7 +329,10 @@ impl Health {
 pub struct Journal {
     pub cfg: JournalConfig,
     pub store: Arc<Store>,
+    /// To the writer thread (`sync = "disk"`: it commits in groups).
     tx: mpsc::Sender<Msg>,
+    /// `sync = "kernel"`: records are committed on the caller's thread.
+    inline: Option<Arc<Committer>>,
     health: Arc<Health>,
     /// The last durable record's id, published after each group commit (consumers of a
     /// [`cursor::Cursor`] wait on it and read no further).
@@ -435,7 +438,6 @@ impl Journal {
             prune(&store, r);
         }
         let (tx, rx) = mpsc::channel();
-        let writer = store.clone();
         let health = Arc::new(Health::default());
         let head = Arc::new(tokio::sync::watch::Sender::new(store.head()?.0));
         let wal = match cfg.sync {
@@ -457,22 +459,38 @@ impl Journal {
                 Some(shared)
             }
         };
-        let w = Writer {
+        let (last_id, link) = match store.head() {
+            Ok(h) => h,
+            Err(e) => {
+                error!(error = %e, "journal head unreadable; records start a new chain segment");
+                (0, store::GENESIS.to_string())
+            }
+        };
+        let c = Arc::new(Committer {
+            store: store.clone(),
+            chain: Mutex::new(Chain {
+                last_id,
+                head: link,
+            }),
             head: head.clone(),
-            delay: cfg.write_delay,
-            retention: cfg.retention,
             fault: cfg.fail_writes_while.clone(),
             health: health.clone(),
             wal,
+        });
+        let w = Writer {
+            c: c.clone(),
+            delay: cfg.write_delay,
+            retention: cfg.retention,
         };
         std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || w.run(&writer, rx))
+            .spawn(move || w.run(rx))
             .map_err(JournalError::Thread)?;
         Ok(Self {
             cfg: cfg.clone(),
             store,
             tx,
+            inline: (cfg.sync == SyncMode::Kernel).then_some(c),
             health,
             head,
         })
@@ -497,6 +515,15 @@ impl Journal {
     }
 
     pub(crate) fn send(&self, rec: Record, ack: Option<oneshot::Sender<Result<u64, String>>>) {
+        if let Some(c) = &self.inline {
+            // A log write and an insert into sled's memory, here: the answer's last byte waits
+            // for no other thread.
+            if !self.cfg.write_delay.is_zero() {
+                std::thread::sleep(self.cfg.write_delay);
+            }
+            c.commit(vec![Msg::Append(Box::new(rec), ack, Instant::now())]);
+            return;
+        }
         if self
             .tx
             .send(Msg::Append(Box::new(rec), ack, Instant::now()))
@@ -530,14 +557,148 @@ fn prune(store: &Store, retention: Duration) {
     }
 }
 
-struct Writer {
+/// The end of the chain: the last record's id and link. Records get their ids and links here,
+/// in order, and nowhere else (the write-ahead log's replay only checks them).
+struct Chain {
+    last_id: u64,
+    head: String,
+}
+
+/// The one place records are committed: it gives each its id and link and writes it, then
+/// tells whoever waits. With `sync = "kernel"` the exchange's own thread calls it (a log write
+/// and an insert into sled's memory: no hand-off to another thread before the answer's last
+/// byte); with `sync = "disk"` the writer thread calls it with groups (one fsync each).
+struct Committer {
+    store: Arc<Store>,
+    chain: Mutex<Chain>,
     head: Arc<tokio::sync::watch::Sender<u64>>,
-    delay: Duration,
-    retention: Option<Duration>,
     fault: Option<PathBuf>,
     health: Arc<Health>,
     /// `sync = "kernel"`: the write-ahead log and the flusher it feeds (`None`: `disk`).
     wal: Option<Arc<flusher::Shared>>,
+}
+
+impl Committer {
+    fn injected(&self) -> Result<(), StoreError> {
+        match &self.fault {
+            Some(p) if p.exists() => Err(StoreError::Injected(format!(
+                "journal write failed (fault injection: {} exists)",
+                p.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The record's stored bytes with its link (`prev`) and MAC (or unkeyed hash) filled in.
+    /// One tree, encoded twice: without `hash` (the canonical encoding the MAC covers, as
+    /// [`store::canonical`]: serde_json's map is ordered by key) and with it (what is stored).
+    fn link(rec: &mut Record, prev: &str, seal: Option<&seal::Seal>) -> Vec<u8> {
+        rec.prev = prev.to_string();
+        rec.hash = String::new();
+        let mut v = serde_json::to_value(&*rec).unwrap_or_default();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("hash");
+        }
+        let canonical = serde_json::to_vec(&v).unwrap_or_default();
+        rec.hash = match seal {
+            Some(s) => s.record_mac_encoded(prev, &canonical),
+            None => store::chain_hash_encoded(prev, &canonical),
+        };
+        if let Some(m) = v.as_object_mut() {
+            m.insert("hash".into(), serde_json::Value::String(rec.hash.clone()));
+        }
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+
+    fn commit(&self, batch: Vec<Msg>) {
+        let m = crate::metrics::get();
+        let Ok(mut chain) = self.chain.lock() else {
+            error!("journal: its chain state is poisoned (a thread panicked); records are lost");
+            self.health
+                .set(Some("the journal's chain state is poisoned".into()));
+            m.journal_errors.inc();
+            return;
+        };
+        let seal = self.store.seal().ok();
+        let before = (chain.last_id, chain.head.clone());
+        let mut records = Vec::with_capacity(batch.len());
+        let mut acks = Vec::with_capacity(batch.len());
+        for Msg::Append(mut rec, ack, since) in batch {
+            chain.last_id += 1;
+            rec.id = chain.last_id;
+            // The stored bytes, once: what sled and the write-ahead log both get.
+            let bytes = Self::link(&mut rec, &chain.head, seal);
+            chain.head = std::mem::take(&mut rec.hash);
+            acks.push((rec.id, ack, since));
+            records.push((rec.id, bytes));
+        }
+        let last_id = chain.last_id;
+        let result = self
+            .injected()
+            .map_err(|e| e.to_string())
+            .and_then(|_| match &self.wal {
+                // In the kernel (the log), then in sled's memory; the flusher takes it to
+                // disk.
+                Some(w) => w
+                    .append(&self.store, &records, (last_id, &chain.head))
+                    .map_err(|e| e.to_string()),
+                None => self
+                    .store
+                    .insert_raw(&records)
+                    .and_then(|_| self.store.flush())
+                    .map_err(|e| e.to_string()),
+            });
+        if let Err(e) = &result {
+            m.journal_errors.inc();
+            error!(error = %e, records = records.len(), "journal write failed");
+            self.health
+                .set(Some(format!("the last journal write failed: {e}")));
+            // Start again from the last record written (a batch whose log write failed left
+            // nothing; one that reached the log but not sled keeps its ids: the next start
+            // replays it).
+            if !self.wal.as_ref().is_some_and(|w| w.logged(last_id)) {
+                (chain.last_id, chain.head) = before;
+            }
+        }
+        let anchor = (self.wal.is_none() && result.is_ok()).then(|| chain.head.clone());
+        drop(chain);
+        for (id, ack, since) in acks {
+            crate::metrics::Metrics::observe(&m.journal_write, since.elapsed());
+            if let Some(ack) = ack {
+                let _ = ack.send(result.clone().map(|_| id));
+            }
+        }
+        if result.is_err() {
+            return;
+        }
+        let Some(link) = anchor else {
+            // Told in the kernel; the flusher publishes and anchors once it is on disk.
+            self.health.set(None);
+            return;
+        };
+        self.head.send_replace(last_id);
+        // The records are durable (and their exchanges told); now the head outside the
+        // journal, so that removing records from the end, or putting an older copy back,
+        // fails `verify`. A head that cannot be written is a journal that cannot vouch for its
+        // end: the next requests are refused until it can.
+        match self.store.anchor(last_id, &link) {
+            Ok(()) => self.health.set(None),
+            Err(e) => {
+                m.journal_errors.inc();
+                error!(error = %e, "journal head write failed");
+                self.health
+                    .set(Some(format!("the journal head cannot be written: {e}")));
+            }
+        }
+    }
+}
+
+/// The journal's own thread: commits groups (`sync = "disk"`), prunes past retention, and
+/// probes an unwritable journal until it can be written again.
+struct Writer {
+    c: Arc<Committer>,
+    delay: Duration,
+    retention: Option<Duration>,
 }
 
 /// Marks the journal unable to record when the writer's thread ends, however it ends.
@@ -550,44 +711,29 @@ impl Drop for Stopped {
 }
 
 impl Writer {
-    fn injected(&self) -> Result<(), StoreError> {
-        match &self.fault {
-            Some(p) if p.exists() => Err(StoreError::Injected(format!(
-                "journal write failed (fault injection: {} exists)",
-                p.display()
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    fn run(self, store: &Store, rx: mpsc::Receiver<Msg>) {
-        let _stopped = Stopped(self.health.clone());
+    fn run(self, rx: mpsc::Receiver<Msg>) {
+        let _stopped = Stopped(self.c.health.clone());
         // However the writer ends, the flusher flushes what it has and ends too.
-        let _flush = self.wal.clone().map(flusher::StopOnDrop);
-        let (mut last_id, mut head) = match store.head() {
-            Ok(h) => h,
-            Err(e) => {
-                error!(error = %e, "journal head unreadable; records start a new chain segment");
-                (0, store::GENESIS.to_string())
-            }
-        };
+        let _flush = self.c.wal.clone().map(flusher::StopOnDrop);
         let mut pruned_at = Instant::now();
         loop {
-            // The writer is the one thread that changes the store: it also prunes, between
-            // writes.
             if let Some(r) = self.retention
                 && pruned_at.elapsed() >= PRUNE_EVERY
             {
-                prune(store, r);
+                // Pruning changes the store: no commit runs meanwhile.
+                let _chain = self.c.chain.lock();
+                prune(&self.c.store, r);
                 pruned_at = Instant::now();
             }
-            let unhealthy = self.health.get().is_some();
-            let first = match rx.recv_timeout(if unhealthy { PROBE_EVERY } else { PRUNE_EVERY }) {
+            // Every PROBE_EVERY, records or not: a commit on another thread (`sync =
+            // "kernel"`) may have found the journal unwritable since.
+            let first = match rx.recv_timeout(PROBE_EVERY) {
                 Ok(m) => m,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if unhealthy && self.injected().and_then(|_| store.probe()).is_ok() {
+                    let unhealthy = self.c.health.get().is_some();
+                    if unhealthy && self.c.injected().and_then(|_| self.c.store.probe()).is_ok() {
                         info!("the journal can be written again; requests are accepted");
-                        self.health.set(None);
+                        self.c.health.set(None);
                     }
                     continue;
                 }
@@ -603,83 +749,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            // Ids and links are given here, in order, and nowhere else (the write-ahead log's
-            // replay only checks them).
-            let seal = store.seal().ok();
-            let before = (last_id, head.clone());
-            let mut records = Vec::with_capacity(batch.len());
-            let mut acks = Vec::with_capacity(batch.len());
-            for Msg::Append(mut rec, ack, since) in batch {
-                last_id += 1;
-                rec.id = last_id;
-                rec.prev = head.clone();
-                rec.hash = String::new();
-                let v = serde_json::to_value(&*rec).unwrap_or_default();
-                rec.hash = match seal {
-                    Some(s) => s.record_mac(&head, &v),
-                    None => store::chain_hash(&head, &v),
-                };
-                head = rec.hash.clone();
-                acks.push((rec.id, ack, since));
-                // The stored bytes, once: what sled and the write-ahead log both get.
-                let bytes = serde_json::to_vec(&*rec).unwrap_or_default();
-                records.push((rec.id, bytes));
-            }
-            let result = self
-                .injected()
-                .map_err(|e| e.to_string())
-                .and_then(|_| match &self.wal {
-                    // In the kernel (the log), then in sled's memory; the flusher takes it to
-                    // disk.
-                    Some(w) => w
-                        .append(store, &records, (last_id, &head))
-                        .map_err(|e| e.to_string()),
-                    None => store
-                        .insert_raw(&records)
-                        .and_then(|_| store.flush())
-                        .map_err(|e| e.to_string()),
-                });
-            let m = crate::metrics::get();
-            if let Err(e) = &result {
-                m.journal_errors.inc();
-                error!(error = %e, records = records.len(), "journal write failed");
-                self.health
-                    .set(Some(format!("the last journal write failed: {e}")));
-                // Start again from the last record written (a batch whose log write failed
-                // left nothing; one that reached the log but not sled keeps its ids: the
-                // next start replays it).
-                if !self.wal.as_ref().is_some_and(|w| w.logged(last_id)) {
-                    (last_id, head) = before;
-                }
-            }
-            for (id, ack, since) in acks {
-                crate::metrics::Metrics::observe(&m.journal_write, since.elapsed());
-                if let Some(ack) = ack {
-                    let _ = ack.send(result.clone().map(|_| id));
-                }
-            }
-            if result.is_err() {
-                continue;
-            }
-            if self.wal.is_some() {
-                // Told in the kernel; the flusher publishes and anchors once it is on disk.
-                self.health.set(None);
-                continue;
-            }
-            self.head.send_replace(last_id);
-            // The records are durable (and their exchanges told); now the head outside the
-            // journal, so that removing records from the end, or putting an older copy back,
-            // fails `verify`. A head that cannot be written is a journal that cannot vouch for
-            // its end: the next requests are refused until it can.
-            match store.anchor(last_id, &head) {
-                Ok(()) => self.health.set(None),
-                Err(e) => {
-                    m.journal_errors.inc();
-                    error!(error = %e, "journal head write failed");
-                    self.health
-                        .set(Some(format!("the journal head cannot be written: {e}")));
-                }
-            }
+            self.c.commit(batch);
         }
     }
 }

@@ -195,6 +195,11 @@ impl Seal {
         )
     }
 
+    /// [`Self::record_mac`] of a record already in its canonical encoding.
+    pub fn record_mac_encoded(&self, prev: &str, canonical: &[u8]) -> String {
+        self.mac("record", &[prev.as_bytes(), canonical])
+    }
+
     pub fn checkpoint_mac(&self, first_id: u64, prev: &str, pruned: u64) -> String {
         self.mac(
             "checkpoint",

@@ -178,10 +178,15 @@ pub fn canonical(record: &Value) -> Vec<u8> {
 /// The unkeyed link of journals older than their key: SHA-256 over `prev` and the record's
 /// canonical encoding.
 pub fn chain_hash(prev: &str, record: &Value) -> String {
+    chain_hash_encoded(prev, &canonical(record))
+}
+
+/// [`chain_hash`] of a record already in its canonical encoding.
+pub fn chain_hash_encoded(prev: &str, canonical: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
     h.update(b"\n");
-    h.update(canonical(record));
+    h.update(canonical);
     hex(&h.finalize())
 }
 
