@@ -1,6 +1,6 @@
 //! `journal.sync = "kernel"`: the thread that takes records from the kernel to the disk. The
-//! writer ([`super::Writer`]) appends each group to the write-ahead log ([`super::wal`]) and
-//! puts it into sled's memory, then tells the exchanges; this thread flushes sled (one fsync
+//! committer ([`super::Committer`], on each exchange's thread) appends records to the
+//! write-ahead log ([`super::wal`]) and puts them into sled's memory, then tells the exchange; this thread flushes sled (one fsync
 //! for everything written since the last flush, `journal.flush_delay` after the first of it),
 //! then removes the log segments the flush covered, publishes the durable head to the
 //! journal's consumers ([`super::cursor`]: they read only records on disk, so a record reaches
@@ -19,7 +19,7 @@ use super::{
     wal::{Wal, WalError, encode},
 };
 
-/// What the writer and the flusher share: the log, and the last record in sled's memory.
+/// What the committer and the flusher share: the log, and the last record in sled's memory.
 pub(super) struct Shared {
     state: Mutex<Pending>,
     wake: Condvar,
@@ -58,7 +58,7 @@ impl Shared {
         })
     }
 
-    /// The writer's part: `records` (id, stored bytes) into the log with one write, then into
+    /// The committer's part: `records` (id, stored bytes) into the log with one write, then into
     /// sled's memory; `last` is the last one's (id, link). Returns once the log write returned:
     /// the records survive a kill -9 from here on.
     pub(super) fn append(

@@ -1,7 +1,9 @@
 //! Journal: one record per exchange in sled under the state dir (DESIGN §7), chained by MAC
-//! with a key kept outside the journal ([`store`], [`seal`]), written by one thread that
-//! commits in groups (one flush for every record that arrived while the last flush ran) and
-//! tells each exchange when its record is durable.
+//! with a key kept outside the journal ([`store`], [`seal`]). One committer gives records
+//! their ids and links and tells each exchange when its record is durable: with `sync =
+//! "kernel"` it runs on the exchange's own thread (the write-ahead log, then sled's memory;
+//! [`flusher`] takes them to disk), with `sync = "disk"` on the writer thread, in groups (one
+//! flush for every record that arrived while the last flush ran).
 //!
 //! The data path holds an [`Exchange`] per request: every stage fills in its part, and the one
 //! path that ends an exchange — the end of the answer's body ([`body::JournalBody`]), or the
@@ -439,12 +441,15 @@ impl Journal {
         }
         let (tx, rx) = mpsc::channel();
         let health = Arc::new(Health::default());
-        let head = Arc::new(tokio::sync::watch::Sender::new(store.head()?.0));
+        // The end of the chain as it is now: where the log, the published head and the next
+        // record's id and link start.
+        let start = store.head()?;
+        let head = Arc::new(tokio::sync::watch::Sender::new(start.0));
         let wal = match cfg.sync {
             SyncMode::Disk => None,
             SyncMode::Kernel => {
-                let w = wal::Wal::create(&cfg.wal_dir(state_dir), store.head()?.0 + 1)?;
-                let shared = flusher::Shared::new(w, store.head()?);
+                let w = wal::Wal::create(&cfg.wal_dir(state_dir), start.0 + 1)?;
+                let shared = flusher::Shared::new(w, start.clone());
                 let f = flusher::Flusher {
                     shared: shared.clone(),
                     store: store.clone(),
@@ -459,18 +464,11 @@ impl Journal {
                 Some(shared)
             }
         };
-        let (last_id, link) = match store.head() {
-            Ok(h) => h,
-            Err(e) => {
-                error!(error = %e, "journal head unreadable; records start a new chain segment");
-                (0, store::GENESIS.to_string())
-            }
-        };
         let c = Arc::new(Committer {
             store: store.clone(),
             chain: Mutex::new(Chain {
-                last_id,
-                head: link,
+                last_id: start.0,
+                head: start.1,
             }),
             head: head.clone(),
             fault: cfg.fail_writes_while.clone(),

@@ -189,10 +189,7 @@ impl Seal {
     /// A record's link: the MAC over the previous record's link and the record's canonical
     /// encoding (as [`super::store::chain_hash`], keyed).
     pub fn record_mac(&self, prev: &str, record: &Value) -> String {
-        self.mac(
-            "record",
-            &[prev.as_bytes(), &super::store::canonical(record)],
-        )
+        self.record_mac_encoded(prev, &super::store::canonical(record))
     }
 
     /// [`Self::record_mac`] of a record already in its canonical encoding.
