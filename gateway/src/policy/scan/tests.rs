@@ -30,6 +30,36 @@ fn hex(n: usize, seed: u64) -> String {
         .collect()
 }
 
+/// Lower-case letters and digits.
+fn low(n: usize, seed: u64) -> String {
+    rnd(n, seed).to_ascii_lowercase()
+}
+
+/// Upper-case letters and digits.
+fn up(n: usize, seed: u64) -> String {
+    rnd(n, seed).to_ascii_uppercase()
+}
+
+fn digits(n: usize, seed: u64) -> String {
+    rnd(n * 3, seed)
+        .bytes()
+        .map(|b| (b'0' + b % 10) as char)
+        .take(n)
+        .collect()
+}
+
+fn uuid(seed: u64) -> String {
+    let h = hex(32, seed);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 /// (detector, true positive, the secret part that must disappear, look-alike that must not hit)
 pub(crate) fn vectors() -> Vec<(&'static str, String, String, String)> {
     let v = |d: &'static str, tp: String, fp: String| (d, tp.clone(), tp, fp);
@@ -180,6 +210,564 @@ pub(crate) fn vectors() -> Vec<(&'static str, String, String, String)> {
             format!("IQoJb3JpZ2luX2VjEJr{}==", rnd(300, 44)),
             format!("IQoJb3JpZ2luX2Vj{}", rnd(20, 44)),
         ),
+        // The catalogue's second part: formats from the providers' docs and gitleaks' rule
+        // tests (literal examples where gitleaks has them).
+        v("alibaba-access-key-id", format!("LTAI{}", rnd(20, 101)), format!("LTAI{}", rnd(12, 101))),
+        v("tencent-secret-id", format!("AKID{}", rnd(32, 102)), format!("AKID{}", rnd(31, 102))),
+        v("aws-mws-auth-token", format!("amzn.mws.{}", uuid(103)), format!("amzn.mws.{}", hex(32, 103))),
+        v("gcp-oauth-client-secret", format!("GOCSPX-{}", rnd(28, 104)), format!("GOCSPX-{}", rnd(20, 104))),
+        v("gcp-oauth-access-token", format!("ya29.a0{}", rnd(120, 105)), format!("ya29.{}", rnd(12, 105))),
+        v("gcp-oauth-refresh-token", format!("1//0g{}", rnd(100, 106)), format!("1//0g{}", rnd(20, 106))),
+        v(
+            "firebase-fcm-server-key",
+            format!("AAAA{}:APA91b{}", rnd(7, 107), rnd(134, 108)),
+            format!("AAAA{}:APA91b{}", rnd(7, 107), rnd(60, 108)),
+        ),
+        v("azure-devops-pat", format!("{}AZDO{}", rnd(76, 109), rnd(4, 110)), format!("{}AZDO{}", rnd(70, 109), rnd(4, 110))),
+        g(
+            "azure-openai-key",
+            format!("AZURE_OPENAI_API_KEY={}", hex(32, 111)),
+            hex(32, 111),
+            format!("AZURE_OPENAI_ENDPOINT=https://x.openai.azure.com {}", hex(32, 111)),
+        ),
+        v("databricks-api-token", format!("dapi{}", hex(32, 112)), "dapi123456789012345678a9bc01234defg5".into()),
+        v(
+            "cloudflare-origin-ca-key",
+            "v1.0-aaa334dc886f30631ba0a610-0d98ef66290d7e50aac7c27b5986c99e6f3f1084c881d8ac0eae5de1d1aa0644076ff57022069b3237d19afe60ad045f207ef2b16387ee37b749441b2ae2e9ebe5b4606e846475d4a5".into(),
+            format!("v1.0-{}-{}", hex(24, 113), hex(100, 113)),
+        ),
+        g(
+            "cloudflare-api-token",
+            format!("CLOUDFLARE_API_TOKEN={}", rnd(40, 114)),
+            rnd(40, 114),
+            format!("Cloudflare caches {} for an hour", rnd(40, 114)),
+        ),
+        g(
+            "cloudflare-global-api-key",
+            format!("cloudflare_api_key: {}", hex(37, 115)),
+            hex(37, 115),
+            format!("cloudflare_zone_id: {}", hex(32, 115)),
+        ),
+        v(
+            "heroku-api-key",
+            "HRKU-AAy9Ppr_HD2pPuTyIiTYInO0hbzhoERRSO93ZQusSYHgaD7_WQ07FnF7L9FX".into(),
+            "HRKU-ABy9Ppr_HD2pPuTyIiTYInO0hbzhoERRSO93ZQusSYHgaD7_WQ07FnF7L9FX".into(),
+        ),
+        g(
+            "heroku-api-key-legacy",
+            format!("HEROKU_API_KEY=\"{}\"", uuid(116)),
+            uuid(116),
+            format!("heroku apps:info; request id {}", uuid(116)),
+        ),
+        v("vercel-token", format!("vcp_{}", rnd(48, 117)), format!("vcx_{}", rnd(48, 117))),
+        v("netlify-token", format!("nfp_{}", rnd(40, 118)), format!("nfp_{}", rnd(20, 118))),
+        g(
+            "netlify-access-token-legacy",
+            format!("NETLIFY_AUTH_TOKEN={}", rnd(43, 119)),
+            rnd(43, 119),
+            format!("NETLIFY_SITE_ID={}", rnd(20, 119)),
+        ),
+        v("render-api-key", format!("rnd_{}", rnd(32, 120)), format!("rnd_{}", rnd(16, 120))),
+        v(
+            "flyio-access-token",
+            "fo1_8rz-j7r2eqJ2U7affEOO3HJN0j63DInyog3eV-glQSc".into(),
+            "7SWa-Fo1_hsC6oovfBsJFLGPUl2EhkSWPbJhWANwgaJWBDl1vxd9VNqXTNAefsJqzIRYaZEfYZLffa31rw8zJA".into(),
+        ),
+        v("supabase-pat", format!("sbp_{}", hex(40, 121)), format!("sbp_{}", hex(30, 121))),
+        v("supabase-secret-key", format!("sb_secret_{}", rnd(40, 122)), format!("sb_secret_{}", rnd(12, 122))),
+        v("neon-api-key", format!("napi_{}", low(64, 123)), format!("napi_{}", low(40, 123))),
+        v("planetscale-api-token", format!("pscale_tkn_{}", rnd(43, 124)), format!("pscale_tkn_{}", rnd(20, 124))),
+        v("planetscale-oauth-token", format!("pscale_oauth_{}", rnd(43, 125)), format!("pscale_oauth_{}", rnd(20, 125))),
+        v("planetscale-password", format!("pscale_pw_{}", rnd(43, 126)), format!("pscale_pw_{}", rnd(20, 126))),
+        v("clickhouse-cloud-api-key", format!("4b1d{}", rnd(38, 127)), format!("4b1d{}", rnd(30, 127))),
+        v(
+            "dynatrace-api-token",
+            format!("dt0c01.{}.{}", rnd(24, 128), rnd(64, 129)),
+            format!("dt0c01.{}.{}", rnd(24, 128), rnd(30, 129)),
+        ),
+        v("new-relic-user-api-key", format!("NRAK-{}", up(27, 130)), format!("NRAK-{}", up(20, 130))),
+        v("new-relic-insert-key", format!("NRII-{}", rnd(32, 131)), format!("NRII-{}", rnd(20, 131))),
+        v("new-relic-browser-api-token", format!("NRJS-{}", hex(19, 132)), format!("NRJS-{}", hex(12, 132))),
+        v("new-relic-license-key", format!("{}NRAL", hex(36, 133)), format!("{}NRAL", hex(30, 133))),
+        v("grafana-api-key", format!("eyJrIjoi{}", rnd(80, 134)), format!("eyJrIjoi{}", rnd(40, 134))),
+        v(
+            "grafana-cloud-api-token",
+            "glc_eyJvIjoiNzQ0NTg3IiwibiI7InN0YWlrLTQ3NTgzMC1obC13cml0ZS1oYW5kc29uJG9raSIsImsiOiI4M2w3cmdYUlBoMTUyMW1lMU023nl5UDUiLCJtIjp7IOIiOiJ1cyJ9fQ==".into(),
+            "static void GLC_CreateLightmapTextureArray(void);".into(),
+        ),
+        v(
+            "grafana-service-account-token",
+            "glsa_pITqMOBIfNH2KL4PkXJqmTyQl0D9QGxF_486f63e1".into(),
+            "glsa_pITqMOBIfNH2KL4PkXJqmTyQl0D9QGxF_486f63eX".into(),
+        ),
+        v(
+            "sentry-org-token",
+            format!("sntrys_eyJpYXQiO{}_{}", rnd(120, 135), rnd(43, 136)),
+            format!("sntrys_eyJpYXQiO{}", rnd(120, 135)),
+        ),
+        v("sentry-user-token", format!("sntryu_{}", hex(64, 137)), format!("sntryu_{}", hex(40, 137))),
+        g(
+            "sentry-access-token",
+            format!("SENTRY_AUTH_TOKEN={}", hex(64, 138)),
+            hex(64, 138),
+            format!("sentry release {}", hex(64, 138)),
+        ),
+        g(
+            "sumologic-access-token",
+            format!("SUMO_ACCESS_KEY = '{}'", rnd(64, 139)),
+            rnd(64, 139),
+            format!("SUMO_ACCESS_ID = '{}'", rnd(14, 139)),
+        ),
+        v("doppler-token", format!("dp.pt.{}", rnd(43, 140)), format!("dp.xx.{}", rnd(43, 140))),
+        v(
+            "pulumi-access-token",
+            format!("pul-{}", hex(40, 141)),
+            "<img src=\"./assets/vipul-f0eb1acf0da84c06a50c5b2c59932001997786b176dec02bd16128ee9ea83628.png\">".into(),
+        ),
+        v(
+            "terraform-cloud-token",
+            "hE1hlYILrSqpqh.atlasv1.ARjZuyzl33F71WR55s6ln5GQ1HWIwTDDH3MiRjz7OnpCfaCb1RCF5zGaSncCWmJdcYA".into(),
+            "hE1hlYILrSqpqh.atlasv2.ARjZuyzl33F71WR55s6ln5GQ1HWIwTDDH3MiRjz7OnpCfaCb1RCF5zGaSncCWmJdcYA".into(),
+        ),
+        v("scalingo-api-token", format!("tk-us-{}", rnd(48, 142)), format!("tk-us-{}", rnd(30, 142))),
+        v(
+            "tailscale-key",
+            format!("tskey-auth-k{}CNTRL-{}", rnd(8, 143), rnd(32, 144)),
+            format!("tskey-auth-{}", rnd(12, 143)),
+        ),
+        v("openshift-user-token", format!("sha256~{}", rnd(43, 145)), format!("sha256:{}", hex(64, 145))),
+        v(
+            "octopus-deploy-api-key",
+            format!("API-{}", up(26, 146)),
+            "msgstr \"GSSAPI-VIRHEKAPSELOINTIMERKKIJONO.\"".into(),
+        ),
+        v("gitlab-feed-token", format!("glft-{}", rnd(20, 147)), format!("glft-{}", rnd(12, 147))),
+        v("gitlab-incoming-mail-token", format!("glimt-{}", rnd(25, 148)), format!("glimt-{}", rnd(12, 148))),
+        v("gitlab-agent-token", format!("glagent-{}", rnd(50, 149)), format!("glagent-{}", rnd(30, 149))),
+        v("gitlab-oauth-app-secret", format!("gloas-{}", rnd(64, 150)), format!("gloas-{}", rnd(30, 150))),
+        v("gitlab-scim-token", format!("glsoat-{}", rnd(20, 151)), format!("glsoat-{}", rnd(12, 151))),
+        v("gitlab-feature-flag-token", format!("glffct-{}", rnd(20, 152)), format!("glffct-{}", rnd(12, 152))),
+        v(
+            "gitlab-runner-registration-token",
+            format!("GR1348941{}", rnd(20, 153)),
+            "GR134894112312312312".into(),
+        ),
+        g(
+            "gitlab-session-cookie",
+            format!("Cookie: _gitlab_session={}", low(32, 154)),
+            low(32, 154),
+            format!("Cookie: _gitlab_session={}", low(20, 154)),
+        ),
+        v("bitbucket-app-password", format!("ATBB{}", rnd(32, 155)), format!("ATBB{}", rnd(16, 155))),
+        g(
+            "bitbucket-client-secret",
+            format!("BITBUCKET_CLIENT_SECRET={}", rnd(64, 156)),
+            rnd(64, 156),
+            format!("BITBUCKET_CLIENT_ID={}", rnd(32, 156)),
+        ),
+        v(
+            "sourcegraph-access-token",
+            "sgp_AaD80dc6E02eCAE1_d3cba16CC0F18fA14A2EFB61CbDFceEBf9fAD16b".into(),
+            "sgp_AaD80dc6E02eCAE1_d3cba16CC0F18fA14A2EFB61CbDFceEBf9".into(),
+        ),
+        v("buildkite-token", format!("bkua_{}", hex(40, 157)), format!("bkua_{}", hex(30, 157))),
+        v(
+            "circleci-token",
+            format!("CCIPAT_{}_{}", rnd(22, 158), hex(40, 159)),
+            format!("CCIPAT_{}", rnd(22, 158)),
+        ),
+        g(
+            "travisci-access-token",
+            format!("TRAVIS_TOKEN={}", rnd(22, 160)),
+            rnd(22, 160),
+            format!("TRAVIS_BUILD_NUMBER={}", rnd(12, 160)),
+        ),
+        g(
+            "codecov-access-token",
+            format!("CODECOV_TOKEN: {}", rnd(32, 161)),
+            rnd(32, 161),
+            format!("codecov reports {} lines", rnd(32, 161)),
+        ),
+        g(
+            "droneci-access-token",
+            format!("DRONECI_TOKEN={}", rnd(32, 162)),
+            rnd(32, 162),
+            format!("DRONECI_SERVER={}", rnd(20, 162)),
+        ),
+        v("sonarqube-token", format!("squ_{}", hex(40, 163)), format!("sqx_{}", hex(40, 163))),
+        v(
+            "artifactory-api-key",
+            format!("AKCp{}", rnd(69, 164)),
+            format!("AKCp{}", rnd(50, 164)),
+        ),
+        v(
+            "artifactory-reference-token",
+            format!("cmVmd{}", rnd(59, 165)),
+            format!("cmVmd{}", rnd(40, 165)),
+        ),
+        v("docker-hub-token", format!("dckr_pat_{}", rnd(27, 166)), format!("dckr_xyz_{}", rnd(27, 166))),
+        v("rubygems-api-token", format!("rubygems_{}", hex(48, 167)), format!("rubygems_{}", hex(30, 167))),
+        v("clojars-api-token", format!("CLOJARS_{}", rnd(60, 168)), format!("CLOJARS_{}", rnd(40, 168))),
+        v("nuget-api-key", format!("oy2{}", low(43, 169)), format!("oy2{}", low(30, 169))),
+        v("crates-io-token", format!("cio{}", rnd(32, 170)), format!("cio{}", rnd(20, 170))),
+        v("prefect-api-token", format!("pnu_{}", rnd(36, 171)), format!("pnu_{}", rnd(20, 171))),
+        v("readme-api-token", format!("rdme_{}", low(70, 172)), format!("rdme_{}", low(40, 172))),
+        v(
+            "infracost-api-token",
+            "ico-mlCr1Mn3SRcRiZMObUZOTHLcgtH2Lpgt".into(),
+            "ico-mlCr1Mn3SRcRiZMObUZOTHLcgtH2Lp".into(),
+        ),
+        v(
+            "postman-api-token",
+            format!("PMAK-{}-{}", hex(24, 173), hex(34, 174)),
+            format!("PMAK-{}-{}", hex(24, 173), hex(20, 174)),
+        ),
+        v("frameio-api-token", format!("fio-u-{}", rnd(64, 175)), format!("fio-u-{}", rnd(30, 175))),
+        v("typeform-api-token", format!("tfp_{}", rnd(59, 176)), format!("tfp_{}", rnd(30, 176))),
+        v("figma-token", format!("figd_{}", rnd(43, 177)), format!("figd_{}", rnd(20, 177))),
+        v("contentful-pat", format!("CFPAT-{}", rnd(43, 178)), format!("CFPAT-{}", rnd(20, 178))),
+        g(
+            "contentful-delivery-token",
+            format!("CONTENTFUL_DELIVERY_TOKEN={}", rnd(43, 179)),
+            rnd(43, 179),
+            format!("CONTENTFUL_SPACE_ID={}", rnd(12, 179)),
+        ),
+        v(
+            "1password-secret-key",
+            "A3-ASWWYB-798JRYLJVD4-23DC2-86TVM-H43EB".into(),
+            "A3-ASWWYB-798JRYLJVD4-23DC2-86TVM".into(),
+        ),
+        v(
+            "1password-service-account-token",
+            format!("OP_SERVICE_ACCOUNT_TOKEN=ops_eyJ{}", rnd(300, 180)),
+            "export OP_SERVICE_ACCOUNT_TOKEN=ops_eyJzaWduSW5BZGRyZXNzIjoiaHR0cHM6...".into(),
+        ),
+        g(
+            "okta-api-token",
+            format!("OKTA_API_TOKEN=00{}", rnd(40, 181)),
+            format!("00{}", rnd(40, 181)),
+            format!("OKTA_ORG_URL=00{}", rnd(20, 181)),
+        ),
+        v("atlassian-api-token", format!("ATATT3xFfGF0{}", rnd(180, 182)), format!("ATATT3xFfGF0{}", rnd(60, 182))),
+        g(
+            "atlassian-api-token-legacy",
+            "JIRA_API_TOKEN=HXe8DGg1iJd2AopzyxkFB7F2".into(),
+            "HXe8DGg1iJd2AopzyxkFB7F2".into(),
+            "JIRA_API_TOKEN=HXe8DGg1iJd2AopzyxkFB7FZ".into(),
+        ),
+        v("intra42-client-secret", format!("s-s4t2ud-{}", hex(64, 183)), format!("s-s4t2xx-{}", hex(64, 183))),
+        v("settlemint-personal-access-token", format!("sm_pat_{}", rnd(16, 184)), format!("sm_pat_{}", rnd(10, 184))),
+        v("settlemint-application-access-token", format!("sm_aat_{}", rnd(16, 185)), format!("sm_aat_{}", rnd(10, 185))),
+        v("settlemint-service-access-token", format!("sm_sat_{}", rnd(16, 186)), format!("sm_sat_{}", rnd(10, 186))),
+        v(
+            "maxmind-license-key",
+            format!("{}_{}_mmk", rnd(6, 187), rnd(29, 188)),
+            format!("{}_{}_mmk", rnd(6, 187), rnd(20, 188)),
+        ),
+        v("openrouter-api-key", format!("sk-or-v1-{}", hex(64, 189)), format!("sk-or-v1-{}", hex(40, 189))),
+        v(
+            "langsmith-api-key",
+            format!("lsv2_pt_{}_{}", hex(32, 190), hex(10, 191)),
+            format!("lsv2_pt_{}", hex(32, 190)),
+        ),
+        v("tavily-api-key", format!("tvly-dev-{}", rnd(32, 192)), format!("tvly-{}", rnd(20, 192))),
+        v("cerebras-api-key", format!("csk-{}", low(48, 193)), format!("csk-{}", low(30, 193))),
+        v(
+            "pinecone-api-key",
+            format!("pcsk_{}_{}", rnd(6, 194), rnd(64, 195)),
+            format!("pcsk_{}", rnd(40, 194)),
+        ),
+        v("nvidia-api-key", format!("nvapi-{}", rnd(64, 196)), format!("nvapi-{}", rnd(30, 196))),
+        v("huggingface-org-token", format!("api_org_{}", rep("aBcDeFgHiJ", 34)), format!("api_org_{}", rep("aBcDe", 20))),
+        g(
+            "cohere-api-key",
+            format!("CO_API_KEY={}", rnd(40, 197)),
+            rnd(40, 197),
+            format!("cohere.Client(api_key=os.environ[\"CO_API_KEY\"]) # {}", rnd(20, 197)),
+        ),
+        g(
+            "mistral-api-key",
+            format!("MISTRAL_API_KEY=\"{}\"", rnd(32, 198)),
+            rnd(32, 198),
+            format!("mistral-large-latest answered in {} tokens", rnd(8, 198)),
+        ),
+        g(
+            "wandb-api-key",
+            format!("WANDB_API_KEY={}", hex(40, 199)),
+            hex(40, 199),
+            format!("wandb: run {} synced", hex(40, 199)),
+        ),
+        g(
+            "deepgram-api-key",
+            format!("DEEPGRAM_API_KEY={}", hex(40, 200)),
+            hex(40, 200),
+            format!("DEEPGRAM_PROJECT={}", hex(20, 200)),
+        ),
+        g(
+            "elevenlabs-api-key",
+            format!("ELEVENLABS_API_KEY=sk_{}", hex(48, 201)),
+            format!("sk_{}", hex(48, 201)),
+            format!("ELEVENLABS_VOICE=sk_{}", hex(20, 201)),
+        ),
+        g(
+            "assemblyai-api-key",
+            format!("ASSEMBLYAI_API_KEY={}", hex(32, 202)),
+            hex(32, 202),
+            format!("assemblyai transcript {}", hex(32, 202)),
+        ),
+        g(
+            "together-api-key",
+            format!("TOGETHER_API_KEY={}", hex(64, 203)),
+            hex(64, 203),
+            format!("together: {}", hex(40, 203)),
+        ),
+        v(
+            "slack-app-token",
+            format!("xapp-1-A{}-{}-{}", digits(10, 204), digits(13, 205), low(64, 206)),
+            format!("xapp-1-A{}", digits(10, 204)),
+        ),
+        v(
+            "slack-config-token",
+            "xoxe.xoxb-1-Mi0yLTMxNzcwMjQ0MTcxMy0zNjU5NDY0Njg4MTctNTE1ODE1MjY5MTcxNC01MTU4MDI0MTgyOTc5LWRmY2YwY2U4ODhhNzY5ZGU5MTAyNDU4MDJjMGQ0ZDliMTZhMjNkMmEyYzliNjkzMDRlN2VjZTI4MWNiMzRkNGQ".into(),
+            "xoxe.xoxp-1-SlackAppConfigurationAccessTokenHere".into(),
+        ),
+        v("slack-config-refresh-token", format!("xoxe-1-{}", rnd(146, 207)), format!("xoxe-1-{}", rnd(40, 207))),
+        v(
+            "teams-webhook",
+            format!(
+                "https://mycorp.webhook.office.com/webhookb2/{}@{}/IncomingWebhook/{}/{}",
+                uuid(208),
+                uuid(209),
+                hex(32, 210),
+                uuid(211)
+            ),
+            format!("https://mycorp.webhook.office.com/webhookb2/{}", uuid(208)),
+        ),
+        v(
+            "google-chat-webhook",
+            format!(
+                "https://chat.googleapis.com/v1/spaces/{}/messages?key=AIzaSy{}&token={}",
+                rnd(11, 212),
+                rnd(33, 213),
+                rnd(43, 214)
+            ),
+            format!("https://chat.googleapis.com/v1/spaces/{}/messages", rnd(11, 212)),
+        ),
+        v(
+            "zapier-webhook",
+            format!("https://hooks.zapier.com/hooks/catch/{}/{}/", digits(7, 215), low(7, 216)),
+            "https://hooks.zapier.com/hooks/catch/123/".into(),
+        ),
+        g(
+            "discord-client-secret",
+            format!("DISCORD_CLIENT_SECRET={}", rnd(32, 217)),
+            rnd(32, 217),
+            format!("DISCORD_CLIENT_ID={}", digits(18, 217)),
+        ),
+        g(
+            "mattermost-access-token",
+            format!("MATTERMOST_TOKEN={}", low(26, 218)),
+            low(26, 218),
+            format!("MATTERMOST_URL={}", low(12, 218)),
+        ),
+        g(
+            "gitter-access-token",
+            format!("GITTER_TOKEN={}", rnd(40, 219)),
+            rnd(40, 219),
+            format!("GITTER_ROOM={}", rnd(20, 219)),
+        ),
+        g(
+            "twitch-api-token",
+            format!("TWITCH_CLIENT_SECRET={}", low(30, 220)),
+            low(30, 220),
+            format!("TWITCH_CHANNEL={}", low(12, 220)),
+        ),
+        g(
+            "twitter-bearer-token",
+            format!("TWITTER_BEARER_TOKEN={}{}", rep("A", 22), rnd(90, 221)),
+            format!("{}{}", rep("A", 22), rnd(90, 221)),
+            format!("TWITTER_BEARER_TOKEN={}", rnd(90, 221)),
+        ),
+        g(
+            "linkedin-client-secret",
+            format!("LINKEDIN_CLIENT_SECRET={}", rnd(16, 222)),
+            rnd(16, 222),
+            format!("linkedin profile {}", rnd(16, 222)),
+        ),
+        v("facebook-access-token", format!("EAAC{}", rnd(120, 223)), "eaaaC0b75a9329fded2ffa9a02b47e0117831b82".into()),
+        g(
+            "intercom-api-key",
+            format!("INTERCOM_ACCESS_TOKEN={}", rnd(60, 224)),
+            rnd(60, 224),
+            format!("INTERCOM_APP_ID={}", rnd(8, 224)),
+        ),
+        g(
+            "zendesk-secret-key",
+            format!("ZENDESK_API_TOKEN={}", rnd(40, 225)),
+            rnd(40, 225),
+            format!("ZENDESK_SUBDOMAIN={}", rnd(12, 225)),
+        ),
+        v(
+            "brevo-api-key",
+            format!("xkeysib-{}-{}", hex(64, 226), rnd(16, 227)),
+            format!("xkeysib-{}", hex(64, 226)),
+        ),
+        v(
+            "brevo-smtp-key",
+            format!("xsmtpsib-{}-{}", hex(64, 228), rnd(16, 229)),
+            format!("xsmtpsib-{}", hex(64, 228)),
+        ),
+        v("mailgun-api-key", format!("key-{}", hex(32, 230)), "key-value pairs".into()),
+        g(
+            "mailgun-signing-key",
+            format!("MAILGUN_SIGNING_KEY={}-{}-{}", hex(32, 231), hex(8, 232), hex(8, 233)),
+            format!("{}-{}-{}", hex(32, 231), hex(8, 232), hex(8, 233)),
+            format!("MAILGUN_DOMAIN={}", hex(32, 231)),
+        ),
+        v("mailchimp-api-key", format!("{}-us6", hex(32, 234)), format!("{}-eu6", hex(32, 234))),
+        g(
+            "postmark-token",
+            format!("POSTMARK_SERVER_TOKEN={}", uuid(235)),
+            uuid(235),
+            format!("postmark message id {}", uuid(235)),
+        ),
+        v(
+            "resend-api-key",
+            format!("re_{}_{}", rnd(8, 236), rnd(24, 237)),
+            format!("re_{}_{}", rnd(8, 236), rnd(12, 237)),
+        ),
+        v("mailersend-api-token", format!("mlsn.{}", hex(64, 238)), format!("mlsn.{}", hex(40, 238))),
+        g(
+            "twilio-auth-token",
+            format!("TWILIO_AUTH_TOKEN={}", hex(32, 239)),
+            hex(32, 239),
+            format!("TWILIO_ACCOUNT_SID=AC{}", hex(32, 239)),
+        ),
+        v("stripe-webhook-secret", format!("whsec_{}", rnd(32, 240)), format!("whsec_{}", rnd(20, 240))),
+        v(
+            "square-access-token",
+            format!("EAAA{}", rnd(60, 241)),
+            "aws-cli@sha256:eaaa7b11777babe28e6133a8b19ff71cea687e0d7f05158dee95a71f76ce3d00".into(),
+        ),
+        v("square-oauth-secret", format!("sq0csp-{}", rnd(43, 242)), format!("sq0csp-{}", rnd(20, 242))),
+        v(
+            "braintree-access-token",
+            format!("access_token$production${}${}", low(16, 243), hex(32, 244)),
+            format!("access_token$production${}", low(16, 243)),
+        ),
+        v(
+            "plaid-access-token",
+            format!("access-sandbox-{}", uuid(245)),
+            format!("access-control-{}", uuid(245)),
+        ),
+        g(
+            "plaid-secret-key",
+            format!("PLAID_SECRET={}", low(30, 246)),
+            low(30, 246),
+            format!("PLAID_ENV={}", low(10, 246)),
+        ),
+        v(
+            "flutterwave-secret-key",
+            format!("FLWSECK_TEST-{}-X", hex(32, 247)),
+            format!("FLWSECK_TEST-{}-Y", hex(32, 247)),
+        ),
+        v(
+            "flutterwave-encryption-key",
+            format!("FLWSECK_TEST{}", hex(12, 248)),
+            format!("FLWSECK_TEST{}", hex(8, 248)),
+        ),
+        v("shippo-api-token", format!("shippo_live_{}", hex(40, 249)), format!("shippo_prod_{}", hex(40, 249))),
+        v("easypost-api-key", format!("EZAK{}", rnd(54, 250)), format!("EZAK{}", rnd(40, 250))),
+        v("easypost-test-api-key", format!("EZTK{}", rnd(54, 251)), format!("EZTK{}", rnd(40, 251))),
+        v("duffel-api-token", format!("duffel_test_{}", rnd(43, 252)), format!("duffel_test_{}", rnd(20, 252))),
+        v(
+            "hubspot-private-app-token",
+            format!("pat-na1-{}", uuid(253)),
+            format!("pat-xx1-{}", uuid(253)),
+        ),
+        v(
+            "salesforce-access-token",
+            format!("00D{}!{}", rnd(15, 254), rnd(96, 255)),
+            format!("00D{}!{}", rnd(15, 254), rnd(30, 255)),
+        ),
+        g(
+            "coinbase-access-token",
+            format!("COINBASE_API_SECRET={}", rnd(64, 256)),
+            rnd(64, 256),
+            format!("COINBASE_API_KEY_NAME={}", rnd(20, 256)),
+        ),
+        v("adobe-client-secret", format!("p8e-{}", rnd(32, 257)), format!("p8e-{}", rnd(20, 257))),
+        v(
+            "airtable-pat",
+            format!("pat{}.{}", rnd(14, 258), hex(64, 259)),
+            format!("pat{}.{}", rnd(14, 258), hex(40, 259)),
+        ),
+        v(
+            "notion-api-token",
+            "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".into(),
+            "ntn_123456789012345678901234567890123456789012345678901234567890".into(),
+        ),
+        v(
+            "mapbox-secret-token",
+            format!("sk.eyJ1Ijoi{}.{}", rnd(60, 260), rnd(22, 261)),
+            format!("pk.eyJ1Ijoi{}.{}", rnd(60, 260), rnd(22, 261)),
+        ),
+        v("deno-deploy-token", format!("ddp_{}", rnd(36, 262)), format!("ddx_{}", rnd(36, 262))),
+        v("launchdarkly-key", format!("sdk-{}", uuid(263)), format!("mob-{}", uuid(263))),
+        v("yandex-api-key", format!("AQVN{}", rnd(36, 264)), format!("AQVN{}", rnd(20, 264))),
+        v(
+            "yandex-iam-token",
+            format!("t1.{}.{}", rnd(40, 265), rnd(86, 266)),
+            format!("t1.{}", rnd(40, 265)),
+        ),
+        g(
+            "algolia-api-key",
+            format!("ALGOLIA_ADMIN_KEY={}", rnd(32, 267)),
+            rnd(32, 267),
+            format!("ALGOLIA_APP_ID={}", up(10, 267)),
+        ),
+        g(
+            "asana-client-secret",
+            format!("ASANA_CLIENT_SECRET={}", rnd(32, 268)),
+            rnd(32, 268),
+            format!("ASANA_CLIENT_ID={}", digits(16, 268)),
+        ),
+        g(
+            "confluent-secret-key",
+            format!("CONFLUENT_API_SECRET={}", rnd(64, 269)),
+            rnd(64, 269),
+            format!("CONFLUENT_API_KEY={}", up(16, 269)),
+        ),
+        g(
+            "fastly-api-token",
+            format!("FASTLY_API_TOKEN={}", rnd(32, 270)),
+            rnd(32, 270),
+            format!("FASTLY_SERVICE_ID={}", rnd(22, 270)),
+        ),
+        g(
+            "snyk-api-token",
+            format!("SNYK_TOKEN={}", uuid(271)),
+            uuid(271),
+            format!("snyk test --org={}", uuid(271)),
+        ),
+        g(
+            "dropbox-api-token",
+            format!("DROPBOX_ACCESS_TOKEN=sl.{}", rnd(140, 272)),
+            format!("sl.{}", rnd(140, 272)),
+            format!("DROPBOX_ACCESS_TOKEN=sl.{}", rnd(40, 272)),
+        ),
+        g(
+            "rapidapi-access-token",
+            format!("X-RapidAPI-Key: {}", rnd(50, 273)),
+            rnd(50, 273),
+            format!("X-RapidAPI-Host: {}", rnd(20, 273)),
+        ),
+        g(
+            "freshbooks-access-token",
+            format!("FRESHBOOKS_TOKEN={}", rnd(64, 274)),
+            rnd(64, 274),
+            format!("FRESHBOOKS_ACCOUNT={}", rnd(6, 274)),
+        ),
     ]
 }
 
@@ -203,9 +791,9 @@ fn ctx(id: &Identity) -> Ctx<'_> {
 }
 
 #[test]
-fn every_detector_has_vectors_and_there_are_at_least_40() {
+fn every_detector_has_vectors_and_there_are_at_least_150() {
     let v = vectors();
-    assert!(detect::DETECTORS.len() >= 40, "{}", detect::DETECTORS.len());
+    assert!(detect::DETECTORS.len() >= 150, "{}", detect::DETECTORS.len());
     for d in detect::DETECTORS {
         assert!(v.iter().any(|x| x.0 == d.name), "no vectors for {}", d.name);
     }
