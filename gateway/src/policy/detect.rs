@@ -25,13 +25,34 @@ pub struct Detector {
     /// identifier: found anywhere in a request's head (header, cookie, query, path) it is
     /// removed or the request refused whatever the rules say ([`super::credentials`]).
     pub credential: bool,
+    /// The match starts inside a credential's name (`FLW_PUBLIC_KEY=`): a name that says
+    /// the value is public or an id ([`public_or_id`]) is turned away.
+    pub named: bool,
 }
 
 impl Detector {
+    /// Is `s` (the part a match would mask) what this detector finds? Its own confirmation
+    /// (a checksum, an entropy test), and for a credential not a placeholder
+    /// ([`placeholder`]): the one place a built-in match is accepted or turned away.
+    /// `hay[start..]` is where the match starts (for [`Detector::named`]).
+    pub fn accepts(&self, hay: &[u8], start: usize, s: &[u8]) -> bool {
+        self.confirm.is_none_or(|c| c(s))
+            && !(self.credential && placeholder(s))
+            && !(self.named && public_or_id(hay, start))
+    }
+
     /// A personal or financial identifier, not a credential.
     const fn personal(self) -> Self {
         Detector {
             credential: false,
+            ..self
+        }
+    }
+
+    /// See [`Detector::named`].
+    const fn in_a_name(self) -> Self {
+        Detector {
+            named: true,
             ..self
         }
     }
@@ -50,6 +71,7 @@ const fn d(
         what,
         cues,
         credential: true,
+        named: false,
     }
 }
 
@@ -67,6 +89,7 @@ const fn dc(
         what,
         cues,
         credential: true,
+        named: false,
     }
 }
 
@@ -115,13 +138,16 @@ fn userinfo(r: &[u8]) -> bool {
     (3..=128).contains(&pass) && r.get(pass) == Some(&b'@')
 }
 
-/// A keyword-named assignment: `<keyword>[\w.-]{0,20}` (the rest of the name), an optional
+/// A keyword-named assignment: the keyword at the start of a word or after `_` (not after
+/// any byte, so that the streaming masker does not hold back the end of every word that
+/// ends like a keyword begins; a `.` or `-` before it is a word's start), then
+/// `[\w.-]{0,20}` (the rest of the name), an optional
 /// quote, `:` / `=` / `:=` / `=>`, then the value as group `s` (the keyword case-insensitive,
 /// as in gitleaks' keyword rules). The cue is the keyword with [`named`] after it.
 macro_rules! named {
     ($kw:literal, $value:literal) => {
         concat!(
-            "(?i:",
+            r"(?:\b|_)(?i:",
             $kw,
             r#")[\w.\-]{0,20}["']?\s{0,4}(?:[:=]|:=|=>)\s{0,4}["']?(?P<s>"#,
             $value,
@@ -278,14 +304,20 @@ pub static DETECTORS: &[Detector] = &[
     d(
         "slack-token",
         "Slack bot / user / app token",
-        r"\bxox[abposr]-[0-9A-Za-z\-]{10,200}\b",
-        &[lit("xox[abposr]-").wb()],
+        // xoxb-/xoxp-/xoxa-/xoxs-/xoxo-/xoxr-/xoxc-, then a number (team or user id, or the
+        // version of `xoxa-2-`): `xoxb-your-bot-token` is not one.
+        r"\bxox[abposrc]-[0-9]{1,16}-[0-9A-Za-z\-]{8,200}\b",
+        &[lit("xox[abposrc]-").wb().then(digit)],
     ),
     d(
         "slack-webhook",
         "Slack incoming webhook URL",
-        r"https://hooks\.slack\.com/services/T[A-Z0-9]{8,12}/B[A-Z0-9]{8,12}/[A-Za-z0-9]{24}",
-        &[lit("://hooks.slack.com/services/T").back(5)],
+        // Incoming webhooks, and workflow (Workflow Builder) triggers.
+        r"https://hooks\.slack\.com/(?:services/T[A-Z0-9]{8,12}/B[A-Z0-9]{8,12}/[A-Za-z0-9]{24}|workflows/T[A-Z0-9]{8,12}/A[A-Z0-9]{8,12}/[0-9]{15,20}/[A-Za-z0-9]{24})",
+        &[
+            lit("://hooks.slack.com/services/T").back(5),
+            lit("://hooks.slack.com/workflows/T").back(5),
+        ],
     ),
     d(
         "discord-bot-token",
@@ -344,8 +376,9 @@ pub static DETECTORS: &[Detector] = &[
     d(
         "telegram-bot-token",
         "Telegram bot token",
-        r"\b[0-9]{8,10}:AA[A-Za-z0-9_\-]{33}\b",
-        &[lit(":AA").back(10)],
+        // Also inside the API's URL: `https://api.telegram.org/bot<token>/getMe`.
+        r"(?:\b|bot)(?P<s>[0-9]{8,10}:AA[A-Za-z0-9_\-]{33})\b",
+        &[lit(":AA").back(13)],
     ),
     d(
         "linear-api-key",
@@ -433,24 +466,82 @@ pub static DETECTORS: &[Detector] = &[
         r"\beyJ[A-Za-z0-9_\-]{8,1000}\.eyJ[A-Za-z0-9_\-]{8,2000}\.[A-Za-z0-9_\-]{16,600}",
         &[lit("eyJ").wb().then(token8)],
     ),
-    d(
+    dc(
         "basic-auth-url",
         "password in a URL (scheme://user:password@host)",
-        r"\b(?i:https?|ftp|postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|redis|rediss|amqps?)://[A-Za-z0-9._%\-]{1,64}:(?P<s>[^@\s/:]{3,128})@",
-        &[lit("://").back(11).then(userinfo)],
+        // Any scheme (RFC 3986 §3.1): snowflake://, git+ssh://, clickhouse://, ...
+        // The match starts at `://`: a scheme before it would make the streaming masker hold
+        // back every word at the end of a delta.
+        r"://[A-Za-z0-9._%\-]{1,64}:(?P<s>[^@\s/:]{3,128})@",
+        url_password,
+        &[lit("://").then(userinfo)],
     ),
+    // A value given to a credential's name, wherever the name is: a keyword, then the rest
+    // of the name (`DRONE_TOKEN`, `SECRET_KEY`, `X-Cisco-Meraki-API-Key`, `"routing_key"`), an
+    // assignment (`=`, `:`, `:=`, `=>`; a header's `:`), and a value that looks like a
+    // credential ([`secret_like`]: not a reference such as `process.env.X`, not a path or URL,
+    // not a placeholder). gitleaks' generic-api-key rule is the same idea.
     dc(
         "generic-secret-assignment",
-        "password= / secret= / token= with a random-looking value",
-        r#"(?i:password|passwd|pwd|secret|api_?key|access_?token|auth_?token|client_?secret)["']?\s{0,4}(?:[:=]|:=|=>)\s{0,4}["']?(?P<s>[^\s"'<>,;`]{8,64})"#,
-        password_like,
+        "a credential's name (password, secret, token, *_key, apikey) given a random-looking value",
+        r#"(?i:password|passwd|pwd|secret|token|apikey|[_\-]key)[\w.\-]{0,20}["']?\s{0,4}(?:[:=]|:=|=>)\s{0,4}["']?(?P<s>[^\s"'<>,;`]{8,128})"#,
+        secret_like,
         &[
-            lit("password").ci().then(assign),
-            lit("passwd").ci().then(assign),
-            lit("pwd").ci().then(assign),
-            lit("secret").ci().back(7).then(assign),
-            lit("key").ci().back(4).then(assign),
-            lit("token").ci().back(7).then(assign),
+            lit("password").ci().then(named),
+            lit("passwd").ci().then(named),
+            lit("pwd").ci().then(named),
+            lit("secret").ci().then(named),
+            lit("token").ci().then(named),
+            lit("apikey").ci().then(named),
+            lit("[_-]key").ci().then(named),
+        ],
+    )
+    .in_a_name(),
+    // An `Authorization` header written out (a curl command, a log, an HTTP example): any
+    // scheme (`Bearer`, `Basic`, `Token`, `SSWS`, ...) or none, PagerDuty's `token=`.
+    dc(
+        "authorization-header",
+        "credential in an Authorization header written in text",
+        r#"(?i:authorization)["']?\s{0,4}[:=]\s{0,4}["']?(?:[A-Za-z][A-Za-z0-9\-]{1,19}\s{1,4})?(?:(?i:token)=)?(?P<s>[A-Za-z0-9._~+/\-]{20,2000}={0,3})"#,
+        secret_like,
+        &[lit("authorization").ci().then(assign)],
+    ),
+    // A command-line flag naming a credential: `--token X`, `--api-key=X`, `--apikey X`,
+    // `--password X`, `ngrok config add-authtoken X`.
+    dc(
+        "cli-credential-flag",
+        "credential passed as a command-line flag",
+        r#"(?i:--[a-z\-]{0,20}(?:token|password|passwd|secret|api-?key)|add-authtoken)(?:=|[ \t]{1,4})["']?(?P<s>[^\s"'<>`]{8,200})"#,
+        secret_like,
+        &[
+            lit("token").ci().back(22).then(flag_value),
+            lit("password").ci().back(22).then(flag_value),
+            lit("passwd").ci().back(22).then(flag_value),
+            lit("secret").ci().back(22).then(flag_value),
+            lit("apikey").ci().back(22).then(flag_value),
+            lit("api-key").ci().back(22).then(flag_value),
+        ],
+    ),
+    // `curl -u user:password`, `--user 'api:key'` (curl's manual, `-u`; gitleaks curl rules).
+    dc(
+        "cli-user-password",
+        "password in a -u / --user user:password flag",
+        r#"(?:-u|--user)[ \t]{1,4}["']?[^\s:"']{1,128}:(?P<s>[^\s"']{3,128})"#,
+        secret_like,
+        &[lit("-u[\t ]"), lit("--user")],
+    ),
+    // A signature in a URL's query: Azure SAS `sig=`, S3 `X-Amz-Signature=`, GCS
+    // `X-Goog-Signature=` (whoever holds the URL holds the access it grants).
+    dc(
+        "url-signature",
+        "signature of a pre-signed URL (Azure SAS sig=, X-Amz-Signature=, X-Goog-Signature=)",
+        // From the name on, not from the `?` / `&` before it: a pattern starting with `?`
+        // would make the streaming masker hold back every question's end.
+        r"\b(?i:sig|signature|x-amz-signature|x-goog-signature)=(?P<s>[A-Za-z0-9%+/_\-]{32,700}={0,2})",
+        high_entropy,
+        &[
+            lit("sig=").ci(),
+            lit("signature=").ci().back(7),
         ],
     ),
     // More cloud and infrastructure providers. Formats from each provider's token docs and the
@@ -506,18 +597,28 @@ pub static DETECTORS: &[Detector] = &[
     ),
     // Azure DevOps PAT, 84-character format with the `AZDO` signature at offset 76 (Azure
     // DevOps blog "New Azure DevOps PAT format", 2024).
+    // Found beside an Azure / DevOps name, or as a URL's password (basic-auth-url): a
+    // pattern starting with 76 free letters would make the streaming masker hold back every
+    // word at the end of a delta. The legacy format is 52 base32 letters.
     d(
         "azure-devops-pat",
-        "Azure DevOps personal access token",
-        r"\b[A-Za-z0-9]{76}AZDO[A-Za-z0-9]{4}\b",
-        &[lit("AZDO").back(76)],
+        "Azure DevOps personal access token in an assignment",
+        named!(
+            "(?:azure|devops|ado_|ado-)",
+            r"(?:[A-Za-z0-9]{76}AZDO[A-Za-z0-9]{4}|[a-z2-7]{52})\b"
+        ),
+        &[
+            lit("azure").ci().back(1).then(named),
+            lit("devops").ci().back(1).then(named),
+            lit("ado[_-]").ci().back(1).then(named),
+        ],
     ),
     // Azure OpenAI / Cognitive Services key: 32 hex in an assignment naming Azure.
     d(
         "azure-openai-key",
         "Azure OpenAI / AI services key in an assignment",
         named!("azure", r"[a-fA-F0-9]{32}\b"),
-        &[lit("azure").ci().then(named)],
+        &[lit("azure").ci().back(1).then(named)],
     ),
     // gitleaks databricks-api-token: `dapi` + 32 hex, optional `-N`.
     d(
@@ -538,14 +639,14 @@ pub static DETECTORS: &[Detector] = &[
         "cloudflare-api-token",
         "Cloudflare API token in an assignment",
         named!("cloudflare", r"[A-Za-z0-9_\-]{40}\b"),
-        &[lit("cloudflare").ci().then(named)],
+        &[lit("cloudflare").ci().back(1).then(named)],
     ),
     // gitleaks cloudflare-global-api-key: 37 hex in an assignment naming Cloudflare.
     d(
         "cloudflare-global-api-key",
         "Cloudflare global API key in an assignment",
         named!("cloudflare", r"[a-fA-F0-9]{37}\b"),
-        &[lit("cloudflare").ci().then(named)],
+        &[lit("cloudflare").ci().back(1).then(named)],
     ),
     // gitleaks heroku-api-key-v2: `HRKU-AA` + 58 (Heroku Dev Center, "API tokens").
     d(
@@ -562,7 +663,7 @@ pub static DETECTORS: &[Detector] = &[
             "heroku",
             r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
         ),
-        &[lit("heroku").ci().then(named)],
+        &[lit("heroku").ci().back(1).then(named)],
     ),
     // Vercel access tokens: `vcp_` personal, `vci_` integration, `vca_` app access, `vcr_` app
     // refresh, `vck_` API key (Vercel changelog, "Vercel tokens are now prefixed", 2025).
@@ -584,7 +685,7 @@ pub static DETECTORS: &[Detector] = &[
         "netlify-access-token-legacy",
         "Netlify access token (unprefixed) in an assignment",
         named!("netlify", r"[A-Za-z0-9=_\-]{40,46}\b"),
-        &[lit("netlify").ci().then(named)],
+        &[lit("netlify").ci().back(1).then(named)],
     ),
     // Render API key `rnd_` + 32 (Render docs, "API keys").
     d(
@@ -717,21 +818,21 @@ pub static DETECTORS: &[Detector] = &[
         "sentry-access-token",
         "Sentry auth token (unprefixed) in an assignment",
         named!("sentry", r"[a-fA-F0-9]{64}\b"),
-        &[lit("sentry").ci().then(named)],
+        &[lit("sentry").ci().back(1).then(named)],
     ),
     // gitleaks sumologic-access-token.
     d(
         "sumologic-access-token",
         "Sumo Logic access key in an assignment",
         named!("sumo", r"[A-Za-z0-9]{64}\b"),
-        &[lit("sumo").ci().then(named)],
+        &[lit("sumo").ci().back(1).then(named)],
     ),
     // gitleaks doppler-api-token; Doppler docs "Token formats": `dp.pt.` personal, `dp.st.`
     // service, `dp.sa.` service account, `dp.ct.` CLI, `dp.scim.`, `dp.audit.`.
     d(
         "doppler-token",
         "Doppler token",
-        r"\bdp\.(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44}\b",
+        r"\bdp\.(?:pt|st|sa|ct|scim|audit)\.(?:[a-z0-9_\-]{1,40}\.)?[A-Za-z0-9]{40,44}\b",
         &[lit("dp.").wb().then(doppler_kind)],
     ),
     // gitleaks pulumi-api-token: `pul-` + 40 hex.
@@ -745,8 +846,11 @@ pub static DETECTORS: &[Detector] = &[
     d(
         "terraform-cloud-token",
         "Terraform Cloud / Enterprise API token",
-        r"\b[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_=\-]{60,70}",
-        &[lit(".atlasv1.").back(14)],
+        // Masked from `atlasv1.`: the 14 bytes before it are the token's id, and a pattern
+        // starting with them (or with the `.`) would make the streaming masker hold back
+        // every short word (every sentence's end) at the end of a delta.
+        r"\batlasv1\.[A-Za-z0-9_=\-]{60,70}",
+        &[lit("atlasv1.").wb()],
     ),
     // gitleaks scalingo-api-token.
     d(
@@ -838,7 +942,7 @@ pub static DETECTORS: &[Detector] = &[
         "bitbucket-client-secret",
         "Bitbucket OAuth client secret in an assignment",
         named!("bitbucket", r"[A-Za-z0-9=_\-]{64}\b"),
-        &[lit("bitbucket").ci().then(named)],
+        &[lit("bitbucket").ci().back(1).then(named)],
     ),
     // gitleaks sourcegraph-access-token: `sgp_` (+ 16 hex instance id or `local_`) + 40 hex.
     d(
@@ -866,21 +970,21 @@ pub static DETECTORS: &[Detector] = &[
         "travisci-access-token",
         "Travis CI access token in an assignment",
         named!("travis", r"[A-Za-z0-9]{22}\b"),
-        &[lit("travis").ci().then(named)],
+        &[lit("travis").ci().back(1).then(named)],
     ),
     // gitleaks codecov-access-token.
     d(
         "codecov-access-token",
         "Codecov access token in an assignment",
         named!("codecov", r"[A-Za-z0-9]{32}\b"),
-        &[lit("codecov").ci().then(named)],
+        &[lit("codecov").ci().back(1).then(named)],
     ),
     // gitleaks droneci-access-token.
     d(
         "droneci-access-token",
         "Drone CI access token in an assignment",
         named!("droneci", r"[A-Za-z0-9]{32}\b"),
-        &[lit("droneci").ci().then(named)],
+        &[lit("droneci").ci().back(1).then(named)],
     ),
     // SonarQube tokens `squ_` user, `sqp_` project, `sqa_` global analysis + 40 hex
     // (SonarQube docs, "Managing your tokens"; gitleaks sonar-api-token).
@@ -999,7 +1103,7 @@ pub static DETECTORS: &[Detector] = &[
         "contentful-delivery-token",
         "Contentful delivery API token in an assignment",
         named!("contentful", r"[A-Za-z0-9=_\-]{43}\b"),
-        &[lit("contentful").ci().then(named)],
+        &[lit("contentful").ci().back(1).then(named)],
     ),
     // Identity and secrets management
     // gitleaks 1password-secret-key: `A3-` account secret key.
@@ -1021,7 +1125,7 @@ pub static DETECTORS: &[Detector] = &[
         "okta-api-token",
         "Okta API token in an assignment",
         named!("okta", r"00[A-Za-z0-9_=\-]{40}\b"),
-        &[lit("okta").ci().then(named)],
+        &[lit("okta").ci().back(1).then(named)],
     ),
     // gitleaks authress-service-client-access-key is left out; Auth0 has no prefix.
     // gitleaks atlassian-api-token: `ATATT3` + 186 (Atlassian API tokens since 2023).
@@ -1037,9 +1141,9 @@ pub static DETECTORS: &[Detector] = &[
         "Atlassian API token (24 bytes) in an assignment naming Jira, Confluence or Atlassian",
         named!("(?:atlassian|confluence|jira)", r"[A-Za-z0-9]{20}[a-fA-F0-9]{4}\b"),
         &[
-            lit("atlassian").ci().then(named),
-            lit("confluence").ci().then(named),
-            lit("jira").ci().then(named),
+            lit("atlassian").ci().back(1).then(named),
+            lit("confluence").ci().back(1).then(named),
+            lit("jira").ci().back(1).then(named),
         ],
     ),
     // gitleaks intra42-client-secret.
@@ -1067,13 +1171,6 @@ pub static DETECTORS: &[Detector] = &[
         "SettleMint service access token",
         r"\bsm_sat_[A-Za-z0-9]{16}\b",
         &[lit("sm_sat_").wb()],
-    ),
-    // gitleaks maxmind-license-key: 6 + `_` + 29 + `_mmk`.
-    d(
-        "maxmind-license-key",
-        "MaxMind license key",
-        r"\b[A-Za-z0-9]{6}_[A-Za-z0-9]{29}_mmk\b",
-        &[lit("_mmk").back(36)],
     ),
     // More LLM and AI providers
     // OpenRouter API key `sk-or-v1-` + 64 hex (OpenRouter docs, "API keys").
@@ -1130,49 +1227,49 @@ pub static DETECTORS: &[Detector] = &[
         "cohere-api-key",
         "Cohere API key in an assignment",
         named!("(?:cohere|co_api_key)", r"[A-Za-z0-9]{40}\b"),
-        &[lit("cohere").ci().then(named), lit("co_api_key").ci().then(named)],
+        &[lit("cohere").ci().back(1).then(named), lit("co_api_key").ci().back(1).then(named)],
     ),
     // Mistral API key: 32 bytes, no prefix (Mistral docs): only in an assignment naming it.
     d(
         "mistral-api-key",
         "Mistral API key in an assignment",
         named!("mistral", r"[A-Za-z0-9]{32}\b"),
-        &[lit("mistral").ci().then(named)],
+        &[lit("mistral").ci().back(1).then(named)],
     ),
     // Weights & Biases API key: 40 hex (wandb docs), in an assignment naming wandb.
     d(
         "wandb-api-key",
         "Weights & Biases API key in an assignment",
         named!("wandb", r"[a-fA-F0-9]{40}\b"),
-        &[lit("wandb").ci().then(named)],
+        &[lit("wandb").ci().back(1).then(named)],
     ),
     // Deepgram API key: 40 hex (Deepgram docs), in an assignment naming Deepgram.
     d(
         "deepgram-api-key",
         "Deepgram API key in an assignment",
         named!("deepgram", r"[a-fA-F0-9]{40}\b"),
-        &[lit("deepgram").ci().then(named)],
+        &[lit("deepgram").ci().back(1).then(named)],
     ),
     // ElevenLabs API key `sk_` + 48 hex (ElevenLabs docs), in an assignment naming it.
     d(
         "elevenlabs-api-key",
         "ElevenLabs API key in an assignment",
         named!("(?:elevenlabs|xi_api_key)", r"sk_[a-fA-F0-9]{48}\b"),
-        &[lit("elevenlabs").ci().then(named), lit("xi_api_key").ci().then(named)],
+        &[lit("elevenlabs").ci().back(1).then(named), lit("xi_api_key").ci().back(1).then(named)],
     ),
     // AssemblyAI API key: 32 hex, in an assignment naming AssemblyAI.
     d(
         "assemblyai-api-key",
         "AssemblyAI API key in an assignment",
         named!("assemblyai", r"[a-fA-F0-9]{32}\b"),
-        &[lit("assemblyai").ci().then(named)],
+        &[lit("assemblyai").ci().back(1).then(named)],
     ),
     // Together AI API key: 64 hex (or `tgp_v1_`), in an assignment naming Together.
     d(
         "together-api-key",
         "Together AI API key in an assignment",
         named!("together", r"(?:tgp_v1_[A-Za-z0-9_\-]{43}|[a-fA-F0-9]{64})\b"),
-        &[lit("together").ci().then(named)],
+        &[lit("together").ci().back(1).then(named)],
     ),
     // Chat, email and messaging
     // gitleaks slack-app-token / slack-config-access-token / slack-config-refresh-token.
@@ -1220,42 +1317,42 @@ pub static DETECTORS: &[Detector] = &[
         "discord-client-secret",
         "Discord client secret in an assignment",
         named!("discord", r"[A-Za-z0-9=_\-]{32}\b"),
-        &[lit("discord").ci().then(named)],
+        &[lit("discord").ci().back(1).then(named)],
     ),
     // gitleaks mattermost-access-token.
     d(
         "mattermost-access-token",
         "Mattermost access token in an assignment",
         named!("mattermost", r"[A-Za-z0-9]{26}\b"),
-        &[lit("mattermost").ci().then(named)],
+        &[lit("mattermost").ci().back(1).then(named)],
     ),
     // gitleaks gitter-access-token.
     d(
         "gitter-access-token",
         "Gitter access token in an assignment",
         named!("gitter", r"[A-Za-z0-9_\-]{40}\b"),
-        &[lit("gitter").ci().then(named)],
+        &[lit("gitter").ci().back(1).then(named)],
     ),
     // gitleaks twitch-api-token.
     d(
         "twitch-api-token",
         "Twitch API token in an assignment",
         named!("twitch", r"[A-Za-z0-9]{30}\b"),
-        &[lit("twitch").ci().then(named)],
+        &[lit("twitch").ci().back(1).then(named)],
     ),
     // gitleaks twitter-bearer-token.
     d(
         "twitter-bearer-token",
         "Twitter / X bearer token in an assignment",
         named!("twitter", r"A{22}[A-Za-z0-9%]{80,100}"),
-        &[lit("twitter").ci().then(named)],
+        &[lit("twitter").ci().back(1).then(named)],
     ),
     // gitleaks linkedin-client-secret.
     d(
         "linkedin-client-secret",
         "LinkedIn client secret in an assignment",
         named!(r"linked[_\-]?in", r"[A-Za-z0-9]{16}\b"),
-        &[lit("linked").ci().then(named)],
+        &[lit("linked").ci().back(1).then(named)],
     ),
     // gitleaks facebook-page-access-token: `EAAM` / `EAAC` + 100.
     d(
@@ -1269,14 +1366,14 @@ pub static DETECTORS: &[Detector] = &[
         "intercom-api-key",
         "Intercom access token in an assignment",
         named!("intercom", r"[A-Za-z0-9=_\-]{60}\b"),
-        &[lit("intercom").ci().then(named)],
+        &[lit("intercom").ci().back(1).then(named)],
     ),
     // gitleaks zendesk-secret-key.
     d(
         "zendesk-secret-key",
         "Zendesk API token in an assignment",
         named!("zendesk", r"[A-Za-z0-9]{40}\b"),
-        &[lit("zendesk").ci().then(named)],
+        &[lit("zendesk").ci().back(1).then(named)],
     ),
     // gitleaks sendinblue-api-token: Brevo (Sendinblue) `xkeysib-`; SMTP keys `xsmtpsib-`.
     d(
@@ -1303,7 +1400,7 @@ pub static DETECTORS: &[Detector] = &[
         "mailgun-signing-key",
         "Mailgun API / webhook signing key in an assignment",
         named!("mailgun", r"[a-hA-H0-9]{32}-[a-hA-H0-9]{8}-[a-hA-H0-9]{8}\b"),
-        &[lit("mailgun").ci().then(named)],
+        &[lit("mailgun").ci().back(1).then(named)],
     ),
     // gitleaks mailchimp-api-key: 32 hex + `-us` + data center (Mailchimp docs, "API keys").
     d(
@@ -1320,7 +1417,7 @@ pub static DETECTORS: &[Detector] = &[
             "postmark",
             r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"
         ),
-        &[lit("postmark").ci().then(named)],
+        &[lit("postmark").ci().back(1).then(named)],
     ),
     // Resend API key `re_` + 8 + `_` + 24 (Resend docs).
     d(
@@ -1337,11 +1434,34 @@ pub static DETECTORS: &[Detector] = &[
         &[lit("mlsn.").wb()],
     ),
     // Twilio auth token: 32 hex (Twilio docs), beside the Twilio name.
+    // A Twilio account SID (`AC` + 32 hex) and its auth token side by side, as a client's
+    // constructor takes them (`Client("AC...", "token")`; Twilio's quickstarts).
+    d(
+        "twilio-sid-and-auth-token",
+        "Twilio auth token after its account SID",
+        r#"\bAC[0-9a-f]{32}["']?\s{0,4}[,:]\s{0,4}["']?(?P<s>[0-9a-f]{32})\b"#,
+        &[lit("AC[0-9a-f]").wb()],
+    ),
+    // Mandrill (Mailchimp Transactional) API key: `md-` + 22 (trufflehog's mandrill detector).
+    dc(
+        "mandrill-api-key",
+        "Mandrill (Mailchimp Transactional) API key",
+        r"\bmd-[A-Za-z0-9_\-]{22}\b",
+        secret_like,
+        &[lit("md-").wb()],
+    ),
+    // Razorpay key id `rzp_live_` / `rzp_test_` + 14 (Razorpay docs, "API keys").
+    d(
+        "razorpay-key-id",
+        "Razorpay API key id",
+        r"\brzp_(?:live|test)_[A-Za-z0-9]{14}\b",
+        &[lit("rzp_").wb()],
+    ),
     d(
         "twilio-auth-token",
         "Twilio auth token in an assignment",
         named!("twilio", r"[a-fA-F0-9]{32}\b"),
-        &[lit("twilio").ci().then(named)],
+        &[lit("twilio").ci().back(1).then(named)],
     ),
     // Payments and commerce
     // Stripe webhook signing secret `whsec_` (Stripe docs, "Check the webhook signatures").
@@ -1383,7 +1503,7 @@ pub static DETECTORS: &[Detector] = &[
         "plaid-secret-key",
         "Plaid secret in an assignment",
         named!("plaid", r"[A-Za-z0-9]{30}\b"),
-        &[lit("plaid").ci().then(named)],
+        &[lit("plaid").ci().back(1).then(named)],
     ),
     // gitleaks flutterwave-secret-key / -encryption-key (Flutterwave docs, "API keys").
     d(
@@ -1444,7 +1564,7 @@ pub static DETECTORS: &[Detector] = &[
         "coinbase-access-token",
         "Coinbase access token in an assignment",
         named!("coinbase", r"[A-Za-z0-9_\-]{64}\b"),
-        &[lit("coinbase").ci().then(named)],
+        &[lit("coinbase").ci().back(1).then(named)],
     ),
     // gitleaks adobe-client-secret: `p8e-` + 32.
     d(
@@ -1507,28 +1627,28 @@ pub static DETECTORS: &[Detector] = &[
         "algolia-api-key",
         "Algolia API key in an assignment",
         named!("algolia", r"[A-Za-z0-9]{32}\b"),
-        &[lit("algolia").ci().then(named)],
+        &[lit("algolia").ci().back(1).then(named)],
     ),
     // gitleaks asana-client-secret.
     d(
         "asana-client-secret",
         "Asana client secret in an assignment",
         named!("asana", r"[A-Za-z0-9]{32}\b"),
-        &[lit("asana").ci().then(named)],
+        &[lit("asana").ci().back(1).then(named)],
     ),
     // gitleaks confluent-secret-key.
     d(
         "confluent-secret-key",
         "Confluent Cloud API secret in an assignment",
         named!("confluent", r"[A-Za-z0-9+/]{64}\b"),
-        &[lit("confluent").ci().then(named)],
+        &[lit("confluent").ci().back(1).then(named)],
     ),
     // gitleaks fastly-api-token.
     d(
         "fastly-api-token",
         "Fastly API token in an assignment",
         named!("fastly", r"[A-Za-z0-9=_\-]{32}\b"),
-        &[lit("fastly").ci().then(named)],
+        &[lit("fastly").ci().back(1).then(named)],
     ),
     // gitleaks snyk-api-token: a UUID beside the Snyk name.
     d(
@@ -1538,35 +1658,38 @@ pub static DETECTORS: &[Detector] = &[
             "snyk",
             r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"
         ),
-        &[lit("snyk").ci().then(named)],
+        &[lit("snyk").ci().back(1).then(named)],
     ),
     // gitleaks dropbox-short-lived-api-token: `sl.` + 135, beside the Dropbox name.
     d(
         "dropbox-api-token",
         "Dropbox access token in an assignment",
         named!("dropbox", r"sl\.[A-Za-z0-9_=\-]{135,1400}"),
-        &[lit("dropbox").ci().then(named)],
+        &[lit("dropbox").ci().back(1).then(named)],
     ),
     // gitleaks rapidapi-access-token.
     d(
         "rapidapi-access-token",
         "RapidAPI key in an assignment",
         named!("rapidapi", r"[A-Za-z0-9_\-]{50}\b"),
-        &[lit("rapidapi").ci().then(named)],
+        &[lit("rapidapi").ci().back(1).then(named)],
     ),
     // gitleaks freshbooks-access-token.
     d(
         "freshbooks-access-token",
         "FreshBooks access token in an assignment",
         named!("freshbooks", r"[A-Za-z0-9]{64}\b"),
-        &[lit("freshbooks").ci().then(named)],
+        &[lit("freshbooks").ci().back(1).then(named)],
     ),
     // Personal and financial identifiers
     dc(
         "credit-card",
         "payment card number (Luhn-checked)",
-        r"\b(?:4[0-9]{3}|5[1-5][0-9]{2}|2[2-7][0-9]{2}|3[47][0-9]{2}|6(?:011|5[0-9]{2}))(?:[ \-]?[0-9]{4}){2}[ \-]?[0-9]{1,7}\b",
-        luhn,
+        // Every issuer's range starts with 2..6 (ISO/IEC 7812; Visa, Mastercard, Amex, Diners,
+        // Discover, JCB, UnionPay, Maestro); `card` checks the issuer's lengths and Luhn. Amex
+        // is also written 4-6-5.
+        r"\b(?:[2-6][0-9]{3}(?:[ \-]?[0-9]{4}){2}[ \-]?[0-9]{1,7}|3[47][0-9]{2}[ \-]?[0-9]{6}[ \-]?[0-9]{5})\b",
+        card,
         &[Cue::CardDigits],
     )
     .personal(),
@@ -1584,6 +1707,22 @@ pub static DETECTORS: &[Detector] = &[
         r"\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b",
         ssn,
         &[Cue::Ssn],
+    )
+    .personal(),
+    // Nine digits without dashes only beside the name (`"ssn": "123456789"`): alone they are
+    // any number.
+    dc(
+        "us-ssn-named",
+        "US social security number in an assignment",
+        named!(
+            r"(?:ssn|social[_\- ]?security)",
+            r"[0-9]{3}-?[0-9]{2}-?[0-9]{4}\b"
+        ),
+        ssn,
+        &[
+            lit("ssn").ci().back(1).then(named),
+            lit("social").ci().back(1).then(social_security),
+        ],
     )
     .personal(),
 ];
@@ -1655,6 +1794,144 @@ pub fn password_like(s: &[u8]) -> bool {
     classes(s) >= 3 && !s.iter().any(|b| b"()[]{}$%".contains(b)) && high_entropy(s)
 }
 
+/// The whole name around `hay[at]` (word bytes, `-`, `.`; at most 64 before) says its value
+/// is not secret: it is public (`*_PUBLIC_KEY`, `*_PUBLISHABLE_KEY`, `ssh_public_key`) or an
+/// id (`*_KEY_ID`, `keyId`; ids are found by their own formats, e.g. `AKIA...`).
+fn public_or_id(hay: &[u8], at: usize) -> bool {
+    let part = |b: &u8| is_word(*b) || *b == b'-' || *b == b'.';
+    let start = at
+        - hay[at.saturating_sub(64)..at]
+            .iter()
+            .rev()
+            .take_while(|b| part(b))
+            .count();
+    let end = at + hay[at..].iter().take(64).take_while(|b| part(b)).count();
+    let name = &hay[start..end];
+    let lower = name.to_ascii_lowercase();
+    let has = |w: &[u8]| lower.windows(w.len()).any(|x| x == w);
+    has(b"public")
+        || has(b"publishable")
+        || [&b"_id"[..], b"-id", b".id"]
+            .iter()
+            .any(|e| lower.ends_with(e))
+        || name.ends_with(b"Id")
+        || name.ends_with(b"ID")
+}
+
+/// A placeholder where a credential would be: the longest run of letters and digits (at
+/// least six) is more than half one byte (`ghp_xxxx...`, `API-XXXX...`, `.../XXXXXXXX`).
+/// Random credentials are not (a Dropbox token's run of `A`s is a fifth of it).
+pub fn placeholder(s: &[u8]) -> bool {
+    s.split(|b| !b.is_ascii_alphanumeric())
+        .max_by_key(|r| r.len())
+        .filter(|r| r.len() >= 6)
+        .is_some_and(|r| {
+            let mut counts = [0usize; 256];
+            r.iter().for_each(|b| counts[*b as usize] += 1);
+            counts.iter().any(|c| 2 * c > r.len())
+        })
+}
+
+/// A value given to a credential's name that looks like a credential: not a reference to
+/// one (`process.env.API_KEY`, `${TOKEN}`, `os.environ["X"]`, `getenv(..)`), not a path or
+/// URL, not an identifier (`user.passwordHint`, `YOUR_TOKEN`, `tls-cert-2024`: every part
+/// between `_ . -` all letters or all digits); random-looking ([`high_entropy`]) from 16
+/// bytes, and below that also three kinds of characters ([`password_like`]).
+pub fn secret_like(s: &[u8]) -> bool {
+    if s.len() < 8
+        || s.starts_with(b"$")
+        || s.starts_with(b"@")
+        || s.iter().any(|b| b"()[]{}<>".contains(b))
+        || s.windows(3).any(|w| w == b"...")
+        || s.windows(2).any(|w| w == b"%(" || w == b"%s")
+        || s.windows(3).any(|w| w == b"://")
+        || [&b"/"[..], b"./", b"../", b"~/"]
+            .iter()
+            .any(|p| s.starts_with(p))
+    {
+        return false;
+    }
+    let identifier = s.split(|b| b"_.-".contains(b)).all(|part| {
+        part.iter().all(u8::is_ascii_alphabetic) || part.iter().all(u8::is_ascii_digit)
+    });
+    !identifier
+        && if s.len() >= 16 {
+            high_entropy(s)
+        } else {
+            password_like(s)
+        }
+}
+
+/// A URL's password that is one ([`secret_like`] is too strict for passwords people
+/// choose): not a placeholder (`password`, `<db_password>`, `${GIT_PASSWORD}`, `$PASS`,
+/// `****`, `%s`).
+fn url_password(s: &[u8]) -> bool {
+    let lower = s.to_ascii_lowercase();
+    let word = [
+        &b"password"[..],
+        b"passwd",
+        b"pass",
+        b"pwd",
+        b"secret",
+        b"pw",
+    ]
+    .contains(&&lower[..]);
+    let filler = s.iter().all(|b| *b == s[0]);
+    !(word
+        || filler
+        || s.starts_with(b"$")
+        || s.starts_with(b"<")
+        || s.windows(2).any(|w| w == b"${" || w == b"{{" || w == b"%s"))
+}
+
+/// After a flag's credential name: `=` or spaces, then the value.
+fn flag_value(r: &[u8]) -> bool {
+    let spaces = r
+        .iter()
+        .take(5)
+        .take_while(|b| **b == b' ' || **b == b'\t')
+        .count();
+    match r.first() {
+        Some(b'=') => true,
+        _ => (1..=4).contains(&spaces) && r.get(spaces).is_some_and(|b| !b.is_ascii_whitespace()),
+    }
+}
+
+/// After `social`: `[_- ]?security`, then the rest of a name and an assignment ([`named`]).
+fn social_security(r: &[u8]) -> bool {
+    let r = match r.first() {
+        Some(b'_' | b'-' | b' ') => &r[1..],
+        _ => r,
+    };
+    r.len() >= 8 && r[..8].eq_ignore_ascii_case(b"security") && named(&r[8..])
+}
+
+/// A payment card number: an issuer's range and one of its lengths (ISO/IEC 7812; the
+/// issuers' published ranges), and the Luhn check.
+pub fn card(s: &[u8]) -> bool {
+    let d: Vec<u8> = s
+        .iter()
+        .filter(|b| b.is_ascii_digit())
+        .map(|b| b - b'0')
+        .collect();
+    let n = d.len();
+    if n < 13 {
+        return false;
+    }
+    let p = |k: usize| d[..k].iter().fold(0u32, |a, x| a * 10 + u32::from(*x));
+    let lengths_ok = match (p(1), p(2), p(3), p(4)) {
+        (4, ..) => matches!(n, 13 | 16 | 19),
+        (_, 34 | 37, ..) => n == 15,
+        (_, 51..=55, ..) | (.., 2221..=2720) => n == 16,
+        (_, 36 | 38 | 39, ..) | (_, _, 300..=305, _) => (14..=19).contains(&n),
+        (.., 6011) | (_, _, 644..=649, _) | (_, 65, ..) => (16..=19).contains(&n),
+        (.., 3528..=3589) | (_, 62, ..) => (16..=19).contains(&n),
+        (_, 50 | 56..=69, ..) => (13..=19).contains(&n),
+        _ => false,
+    };
+    n >= 13 && lengths_ok && luhn(s)
+}
+
 /// Luhn checksum over the digits (separators ignored).
 pub fn luhn(s: &[u8]) -> bool {
     let digits: Vec<u32> = s
@@ -1705,10 +1982,10 @@ pub fn iban(s: &[u8]) -> bool {
 
 /// US SSN: area not 000, 666 or 9xx; group not 00; serial not 0000.
 pub fn ssn(s: &[u8]) -> bool {
-    let t = std::str::from_utf8(s).unwrap_or("");
-    let mut it = t.split('-');
-    let (Some(a), Some(g), Some(n)) = (it.next(), it.next(), it.next()) else {
+    let d: Vec<u8> = s.iter().copied().filter(u8::is_ascii_digit).collect();
+    if d.len() != 9 {
         return false;
-    };
-    a != "000" && a != "666" && !a.starts_with('9') && g != "00" && n != "0000"
+    }
+    let (a, g, n) = (&d[..3], &d[3..5], &d[5..]);
+    a != b"000" && a != b"666" && a[0] != b'9' && g != b"00" && n != b"0000"
 }

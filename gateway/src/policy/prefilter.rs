@@ -687,7 +687,9 @@ impl Prefilter {
                 }
             }
         };
-        if cur.digit != 0 && (self.card | self.ssn | self.iban) != 0 {
+        // A shape's first byte is in this chunk, the rest may be in the next (an IBAN's
+        // digits, an SSN's dashes): gate on both chunks.
+        if (cur.digit | next.digit) != 0 && (self.card | self.ssn | self.iban) != 0 {
             let d = wide(cur.digit, next.digit);
             let d2 = d & d >> 1;
             let d4 = d2 & d2 >> 2;
@@ -697,9 +699,16 @@ impl Prefilter {
                     & (at_(d4, 4) | at_(d4, 5))
                     & (at_(d4, 8) | at_(d4, 9) | at_(d4, 10))
                     & (at_(d, 12) | at_(d, 13) | at_(d, 14) | at_(d, 15));
+                // Amex's 4-6-5: six digits at +4|5, then five at +10..=12.
+                let d2 = |k| at_(d2, k);
+                let amex = at_(d4, 0)
+                    & (at_(d4, 4) & d2(8) | at_(d4, 5) & d2(9))
+                    & (at_(d4, 10) | at_(d4, 11) | at_(d4, 12));
+                let m = m | amex;
                 emit(m, self.card, 0, 0, true);
             }
-            if self.ssn != 0 && cur.dash != 0 {
+            // The dashes may lie in the next chunk (a number starting at +61..=63).
+            if self.ssn != 0 && (cur.dash | next.dash) != 0 {
                 let dash = wide(cur.dash, next.dash);
                 let m =
                     at_(d2, 0) & at_(d, 2) & at_(dash, 3) & at_(d2, 4) & at_(dash, 6) & at_(d4, 7);

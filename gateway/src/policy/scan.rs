@@ -19,7 +19,7 @@ use regex_syntax::hir::Hir;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    detect::{self, Confirm},
+    detect,
     prefilter::{self, Prefilter, Source},
 };
 use crate::redirect::identity::Identity;
@@ -278,7 +278,9 @@ struct Pat {
     /// The rules this pattern serves, in config order, each with its replacement (`<rule>`
     /// and `<detector>` filled in).
     rules: Vec<(usize, String)>,
-    confirm: Option<Confirm>,
+    /// The built-in detector, which accepts or turns away each match
+    /// ([`detect::Detector::accepts`]); a custom pattern accepts every match.
+    builtin: Option<&'static detect::Detector>,
     secret_group: bool,
 }
 
@@ -524,7 +526,7 @@ impl Scanner {
                 pats.push(Pat {
                     detector: det.name,
                     rules: vec![(ri, rep(det.name))],
-                    confirm: det.confirm,
+                    builtin: Some(det),
                     secret_group: det.pattern.contains("(?P<s>"),
                 });
                 patterns.push(det.pattern.to_string());
@@ -543,7 +545,7 @@ impl Scanner {
                         pats.push(Pat {
                             detector: VAULT_KEY,
                             rules: vec![(ri, rep(VAULT_KEY))],
-                            confirm: None,
+                            builtin: None,
                             secret_group: false,
                         });
                         patterns.push(key_pattern(k));
@@ -575,7 +577,7 @@ impl Scanner {
                     pats.push(Pat {
                         detector: "pattern",
                         rules: vec![(ri, rep("pattern"))],
-                        confirm: None,
+                        builtin: None,
                         secret_group: p.contains("(?P<s>"),
                     });
                     patterns.push(p.to_string());
@@ -718,6 +720,28 @@ impl Scanner {
         self.prefilter.is_some()
     }
 
+    /// The part of match `m` a rule acts on: its `s` group when the pattern has one.
+    fn secret_part(
+        &self,
+        hay: &[u8],
+        m: regex_automata::Match,
+        caps: &mut Option<regex_automata::util::captures::Captures>,
+    ) -> (usize, usize) {
+        if !self.pats[m.pattern().as_usize()].secret_group {
+            return (m.start(), m.end());
+        }
+        let caps = caps.get_or_insert_with(|| self.re.create_captures());
+        self.re.search_captures(
+            &Input::new(hay)
+                .range(m.start()..m.end())
+                .anchored(Anchored::Pattern(m.pattern())),
+            caps,
+        );
+        caps.get_group_by_name("s")
+            .map(|g| (g.start, g.end))
+            .unwrap_or((m.start(), m.end()))
+    }
+
     /// The hits in `hay[at..end]`; returns where a search after them would go on.
     fn find_in(
         &self,
@@ -732,24 +756,32 @@ impl Scanner {
             let Some(m) = self.re.search(&Input::new(hay).range(at..end)) else {
                 break;
             };
-            let pat = &self.pats[m.pattern().as_usize()];
-            let (s, e) = if pat.secret_group {
-                let caps = caps.get_or_insert_with(|| self.re.create_captures());
-                self.re.search_captures(
-                    &Input::new(hay)
-                        .range(m.start()..m.end())
-                        .anchored(Anchored::Pattern(m.pattern())),
-                    caps,
-                );
-                caps.get_group_by_name("s")
-                    .map(|g| (g.start, g.end))
-                    .unwrap_or((m.start(), m.end()))
-            } else {
-                (m.start(), m.end())
-            };
+            let (mut m, mut pat) = (m, &self.pats[m.pattern().as_usize()]);
+            let (mut s, mut e) = self.secret_part(hay, m, caps);
+            // A value given to a credential's name (generic-secret-assignment) that is itself
+            // a known format: that detector's match wins (it names the secret, and masks all
+            // of it where the name's value stops at its longest).
+            if pat.builtin.is_some_and(|d| d.named)
+                && let Some(m2) = self
+                    .re
+                    .search(&Input::new(hay).range(s..end).anchored(Anchored::Yes))
+                && m2.pattern() != m.pattern()
+            {
+                let pat2 = &self.pats[m2.pattern().as_usize()];
+                let (s2, e2) = self.secret_part(hay, m2, caps);
+                if pat2
+                    .builtin
+                    .is_none_or(|d| d.accepts(hay, m2.start(), &hay[s2..e2]))
+                {
+                    (m, pat, s, e) = (m2, pat2, s2, e2);
+                }
+            }
             // Of the pattern's rules that apply here, the one with the strongest effect.
             let mut best: Option<(Effect, usize, usize)> = None;
-            if pat.confirm.is_none_or(|c| c(&hay[s..e])) {
+            if pat
+                .builtin
+                .is_none_or(|d| d.accepts(hay, m.start(), &hay[s..e]))
+            {
                 for (slot, (ri, _)) in pat.rules.iter().enumerate() {
                     let rule = &self.rules[*ri];
                     let applies = match ctx.dir {
@@ -914,9 +946,18 @@ impl StreamMasker {
             id: &self.id,
         };
         let hits = self.scanner.find(bytes, self.held_from, ctx);
-        // Matches starting before the first live position are final.
-        let done: Vec<Hit> = hits.into_iter().filter(|h| h.whole_start < live).collect();
+        // Matches starting before the first live position are final; a value given to a
+        // credential's name only when its value starts before it too (a match of a known
+        // format may still grow from there and take its place: `find_in`), and until then
+        // it is held from the name on.
+        let named = |h: &Hit| self.scanner.pats[h.pat].builtin.is_some_and(|d| d.named);
+        let (done, open): (Vec<Hit>, Vec<Hit>) = hits
+            .into_iter()
+            .partition(|h| h.whole_start < live && (!named(h) || h.start < live));
         let mut cut = live;
+        if let Some(first_open) = open.iter().map(|h| h.whole_start).min() {
+            cut = cut.min(first_open);
+        }
         if let Some(last) = done.iter().map(|h| h.whole_end).max() {
             cut = cut.max(last);
         }

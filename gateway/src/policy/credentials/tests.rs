@@ -43,7 +43,7 @@ fn samples() -> Vec<(&'static str, String)> {
         ("google-api-key", format!("AIza{}", rnd(35, 2))),
         ("openai-api-key", format!("sk-proj-{}", rnd(60, 3))),
         ("anthropic-api-key", format!("sk-ant-api03-{}", rnd(90, 4))),
-        ("slack-token", format!("xoxb-{}", rnd(30, 5))),
+        ("slack-token", format!("xoxb-1234567890-{}", rnd(30, 5))),
         ("stripe-key", format!("sk_live_{}", rnd(30, 6))),
         ("gitlab-token", format!("glpat-{}", rnd(20, 7))),
         ("groq-api-key", format!("gsk_{}", rnd(52, 8))),
@@ -66,11 +66,14 @@ fn every_credential_detector_but_the_personal_ones_is_a_credential() {
         .filter(|d| !d.credential)
         .map(|d| d.name)
         .collect();
-    assert_eq!(personal, vec!["credit-card", "iban", "us-ssn"]);
+    assert_eq!(
+        personal,
+        vec!["credit-card", "iban", "us-ssn", "us-ssn-named"]
+    );
     let d = detectors();
     assert_eq!(
         d.scanner.rules().len(),
-        detect::DETECTORS.len() - 3,
+        detect::DETECTORS.len() - 4,
         "one rule per credential detector"
     );
     // The shortest credential: `pwd=` and eight characters (generic-secret-assignment).

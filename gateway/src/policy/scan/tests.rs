@@ -205,6 +205,48 @@ pub(crate) fn vectors() -> Vec<(&'static str, String, String, String)> {
         v("credit-card", "4111 1111 1111 1111".into(), "4111 1111 1111 1112".into()),
         v("iban", "GB82 WEST 1234 5698 7654 32".into(), "GB82 WEST 1234 5698 7654 33".into()),
         v("us-ssn", "123-45-6789".into(), "000-12-3456".into()),
+        // Amex's test number, written 4-6-5; JCB's, contiguous; a 15-digit Visa-range number
+        // is no card.
+        v("credit-card", "3782 822463 10005".into(), "3782 822463 10006".into()),
+        v("credit-card", "3530111333300000".into(), "4242 4242 4242 424".into()),
+        g(
+            "us-ssn-named",
+            "{\"ssn\": \"123456789\"}".into(),
+            "123456789".into(),
+            "{\"ssn\": \"000456789\"}".into(),
+        ),
+        g(
+            "authorization-header",
+            format!("curl -H 'Authorization: Bearer {}' https://api.example.org", rnd(40, 301)),
+            rnd(40, 301),
+            "curl -H 'Authorization: Bearer $TOKEN' https://api.example.org".into(),
+        ),
+        g(
+            "cli-credential-flag",
+            format!("vercel deploy --prod --token {}", rnd(24, 302)),
+            rnd(24, 302),
+            "vercel deploy --prod --token \"$VERCEL_TOKEN\"".into(),
+        ),
+        g(
+            "cli-user-password",
+            format!("curl -u admin:{} https://ci.example.org/", rnd(20, 303)),
+            rnd(20, 303),
+            "docker run -u 1000:1000 -p 8080:80 nginx".into(),
+        ),
+        g(
+            "url-signature",
+            format!("https://acct.blob.core.windows.net/c/b?sv=2022-11-02&sp=r&sig={}%3D", rnd(43, 304)),
+            format!("{}%3D", rnd(43, 304)),
+            "https://example.org/search?sig=summary&q=signatures".into(),
+        ),
+        g(
+            "twilio-sid-and-auth-token",
+            format!("Client('AC{}', '{}')", hex(32, 305), hex(32, 306)),
+            hex(32, 306),
+            format!("Client('AC{}', '{}')", hex(32, 305), hex(20, 306)),
+        ),
+        v("mandrill-api-key", format!("md-{}", rnd(22, 307)), "md-elevation-toolbar-row".into()),
+        v("razorpay-key-id", format!("rzp_live_{}", rnd(14, 308)), format!("rzp_live_{}", rnd(8, 308))),
         v(
             "aws-session-token",
             format!("IQoJb3JpZ2luX2VjEJr{}==", rnd(300, 44)),
@@ -223,7 +265,12 @@ pub(crate) fn vectors() -> Vec<(&'static str, String, String, String)> {
             format!("AAAA{}:APA91b{}", rnd(7, 107), rnd(134, 108)),
             format!("AAAA{}:APA91b{}", rnd(7, 107), rnd(60, 108)),
         ),
-        v("azure-devops-pat", format!("{}AZDO{}", rnd(76, 109), rnd(4, 110)), format!("{}AZDO{}", rnd(70, 109), rnd(4, 110))),
+        g(
+            "azure-devops-pat",
+            format!("AZURE_DEVOPS_EXT_PAT={}AZDO{}", rnd(76, 109), rnd(4, 110)),
+            format!("{}AZDO{}", rnd(76, 109), rnd(4, 110)),
+            format!("AZURE_DEVOPS_EXT_PAT={}AZDO{}", rnd(70, 109), rnd(4, 110)),
+        ),
         g(
             "azure-openai-key",
             format!("AZURE_OPENAI_API_KEY={}", hex(32, 111)),
@@ -324,9 +371,10 @@ pub(crate) fn vectors() -> Vec<(&'static str, String, String, String)> {
             format!("pul-{}", hex(40, 141)),
             "<img src=\"./assets/vipul-f0eb1acf0da84c06a50c5b2c59932001997786b176dec02bd16128ee9ea83628.png\">".into(),
         ),
-        v(
+        g(
             "terraform-cloud-token",
             "hE1hlYILrSqpqh.atlasv1.ARjZuyzl33F71WR55s6ln5GQ1HWIwTDDH3MiRjz7OnpCfaCb1RCF5zGaSncCWmJdcYA".into(),
+            "atlasv1.ARjZuyzl33F71WR55s6ln5GQ1HWIwTDDH3MiRjz7OnpCfaCb1RCF5zGaSncCWmJdcYA".into(),
             "hE1hlYILrSqpqh.atlasv2.ARjZuyzl33F71WR55s6ln5GQ1HWIwTDDH3MiRjz7OnpCfaCb1RCF5zGaSncCWmJdcYA".into(),
         ),
         v("scalingo-api-token", format!("tk-us-{}", rnd(48, 142)), format!("tk-us-{}", rnd(30, 142))),
@@ -459,11 +507,6 @@ pub(crate) fn vectors() -> Vec<(&'static str, String, String, String)> {
         v("settlemint-personal-access-token", format!("sm_pat_{}", rnd(16, 184)), format!("sm_pat_{}", rnd(10, 184))),
         v("settlemint-application-access-token", format!("sm_aat_{}", rnd(16, 185)), format!("sm_aat_{}", rnd(10, 185))),
         v("settlemint-service-access-token", format!("sm_sat_{}", rnd(16, 186)), format!("sm_sat_{}", rnd(10, 186))),
-        v(
-            "maxmind-license-key",
-            format!("{}_{}_mmk", rnd(6, 187), rnd(29, 188)),
-            format!("{}_{}_mmk", rnd(6, 187), rnd(20, 188)),
-        ),
         v("openrouter-api-key", format!("sk-or-v1-{}", hex(64, 189)), format!("sk-or-v1-{}", hex(40, 189))),
         v(
             "langsmith-api-key",
@@ -793,7 +836,11 @@ fn ctx(id: &Identity) -> Ctx<'_> {
 #[test]
 fn every_detector_has_vectors_and_there_are_at_least_150() {
     let v = vectors();
-    assert!(detect::DETECTORS.len() >= 150, "{}", detect::DETECTORS.len());
+    assert!(
+        detect::DETECTORS.len() >= 150,
+        "{}",
+        detect::DETECTORS.len()
+    );
     for d in detect::DETECTORS {
         assert!(v.iter().any(|x| x.0 == d.name), "no vectors for {}", d.name);
     }
@@ -882,8 +929,9 @@ fn benign_text_is_released_at_once_and_a_partial_secret_is_held() {
         "The answer is 42, as you know. "
     );
     assert_eq!(m.held(), 0);
-    let out = m.push("Your token: ghp_abc");
-    assert_eq!(out, "Your token: ");
+    // (Not "token: ": a credential's name may be followed by its value, so it is held.)
+    let out = m.push("Here it is: ghp_abc");
+    assert_eq!(out, "Here it is: ");
     assert_eq!(m.held(), "ghp_abc".len());
     let out = m.push(&format!("{} done", rnd(33, 5)));
     assert_eq!(out, "[MASKED:github-classic-token] done");
@@ -1009,4 +1057,133 @@ fn confirmers() {
     assert!(detect::high_entropy(b"Tr0ub4dor&3xK9q"));
     assert!(!detect::high_entropy(b"aaaaaaaaaaaa"));
     assert!(!detect::high_entropy(b"your_password_here"));
+}
+
+/// One entry of `outside.json`: a documented secret format, written from the providers' public
+/// references (and public scanner rule sets) by a session that had not read [`detect`], so the
+/// expectations are not copied from the patterns they test (`outside-gen.py` makes it).
+#[derive(serde::Deserialize)]
+struct Outside {
+    service: String,
+    source: String,
+    /// A line holding the secret, as it appears in code, config or a shell.
+    positive: String,
+    /// The exact secret in `positive`.
+    secret: String,
+    /// A near miss: a placeholder, a redacted value, a look-alike that is no credential.
+    negative: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// Entries whose expectation the gateway deliberately does not meet, each with why. A
+/// format its author marked UNSURE (could not confirm from a public reference) is reported
+/// but does not fail the test.
+const OUTSIDE_EXCEPTIONS: &[(&str, &str)] = &[
+    (
+        "AWS access key ID",
+        "the near miss is AWS's documented example key, which has a real key's format: masking \
+         it costs nothing, and a deployment can allow-list it",
+    ),
+    (
+        "PostHog personal API key",
+        "the near miss is a project key (`phc_`, public by design) given to an `*_API_KEY` \
+         name; the generic rule cannot know that, and masking it is harmless",
+    ),
+    (
+        "MongoDB Atlas API private key",
+        "`config set NAME VALUE`: a value after a space is no assignment; reading one would \
+         open a window at every `key ` in prose",
+    ),
+    (
+        "Azure Container Registry password",
+        "`-p VALUE` is too common (mkdir -p, ssh -p, docker run -p) to read as a password flag; \
+         `--password VALUE` is found",
+    ),
+];
+
+#[test]
+fn the_outside_corpus_is_masked_and_its_near_misses_are_left_alone() {
+    let all: Vec<Outside> =
+        serde_json::from_str(include_str!("outside.json")).expect("outside.json parses");
+    assert!(all.len() >= 250, "{} entries", all.len());
+    let s = default_scanner();
+    let me = id();
+    let (mut missed, mut false_pos, mut unsure) = (vec![], vec![], vec![]);
+    for e in &all {
+        let excepted = OUTSIDE_EXCEPTIONS.iter().any(|(svc, _)| *svc == e.service);
+        let (out, _) = s.mask(&e.positive, ctx(&me));
+        let (neg, hits) = s.mask(&e.negative, ctx(&me));
+        let mut bad = vec![];
+        if out.contains(&e.secret) {
+            bad.push(format!("missed: {:?} -> {out:?}", e.positive));
+        }
+        if neg != e.negative {
+            let names: Vec<_> = hits
+                .iter()
+                .map(|h| s.rules()[h.rule].name.clone())
+                .collect();
+            bad.push(format!("near miss masked by {names:?}: {:?}", e.negative));
+        }
+        if bad.is_empty() || excepted {
+            continue;
+        }
+        let line = format!("{} ({}): {}", e.service, e.source, bad.join("; "));
+        if e.note.contains("UNSURE") {
+            unsure.push(line);
+        } else if out.contains(&e.secret) {
+            missed.push(line);
+        } else {
+            false_pos.push(line);
+        }
+    }
+    for l in &unsure {
+        eprintln!("unsure (not failing): {l}");
+    }
+    assert!(
+        missed.is_empty() && false_pos.is_empty(),
+        "{} secrets passed unmasked, {} near misses masked:\n{}\n{}",
+        missed.len(),
+        false_pos.len(),
+        missed.join("\n"),
+        false_pos.join("\n")
+    );
+}
+
+/// The streaming masker holds back what could still become a match; no detector may make
+/// it hold the end of ordinary prose (a sentence's end, a common word), or every streamed
+/// delta would arrive one delta late. (A trailing `-` may begin a PEM block, a lone `s` a
+/// provider's `sk-` prefix: those wait for the next delta.)
+#[test]
+fn ordinary_delta_endings_are_not_held_by_any_detector() {
+    let mut held = vec![];
+    for d in detect::DETECTORS {
+        let mut r = rule(d.name, "x");
+        (r.detector, r.pattern) = (Some(d.name.into()), None);
+        let only = PolicyConfig {
+            builtin_detectors: false,
+            ..Default::default()
+        };
+        let s = Scanner::new(&[r], &only).expect("one detector");
+        for end in [
+            "Answer.",
+            "done",
+            "Hello",
+            "world!",
+            "the end,",
+            "(see above)",
+            "yes?",
+            "line\n",
+            "think.",
+            "a list;",
+            "then",
+        ] {
+            let text = format!("Some text. {end}");
+            let live = s.earliest_live(text.as_bytes(), 0);
+            if live < text.len() {
+                held.push(format!("{}: {:?} holds {:?}", d.name, text, &text[live..]));
+            }
+        }
+    }
+    assert!(held.is_empty(), "{}", held.join("\n"));
 }
