@@ -26,7 +26,7 @@ pub struct Detector {
     /// removed or the request refused whatever the rules say ([`super::credentials`]).
     pub credential: bool,
     /// The match starts inside a credential's name (`FLW_PUBLIC_KEY=`): a name that says
-    /// the value is public or an id ([`public_or_id`]) is turned away.
+    /// the value is not secret ([`not_secret_name`]) is turned away.
     pub named: bool,
 }
 
@@ -38,7 +38,7 @@ impl Detector {
     pub fn accepts(&self, hay: &[u8], start: usize, s: &[u8]) -> bool {
         self.confirm.is_none_or(|c| c(s))
             && !(self.credential && placeholder(s))
-            && !(self.named && public_or_id(hay, start))
+            && !(self.named && not_secret_name(hay, start))
     }
 
     /// A personal or financial identifier, not a credential.
@@ -1795,9 +1795,11 @@ pub fn password_like(s: &[u8]) -> bool {
 }
 
 /// The whole name around `hay[at]` (word bytes, `-`, `.`; at most 64 before) says its value
-/// is not secret: it is public (`*_PUBLIC_KEY`, `*_PUBLISHABLE_KEY`, `ssh_public_key`) or an
-/// id (`*_KEY_ID`, `keyId`; ids are found by their own formats, e.g. `AKIA...`).
-fn public_or_id(hay: &[u8], at: usize) -> bool {
+/// is not secret: it is public (`*_PUBLIC_KEY`, `*_PUBLISHABLE_KEY`, `ssh_public_key`), an
+/// id (`*_KEY_ID`, `keyId`; ids are found by their own formats, e.g. `AKIA...`), or a key
+/// that names data rather than opens anything (`prompt_cache_key`, an API parameter;
+/// `idempotency_key`; a database's `primary_key`, `partition_key`, `sort_key`).
+fn not_secret_name(hay: &[u8], at: usize) -> bool {
     let part = |b: &u8| is_word(*b) || *b == b'-' || *b == b'.';
     let start = at
         - hay[at.saturating_sub(64)..at]
@@ -1809,8 +1811,19 @@ fn public_or_id(hay: &[u8], at: usize) -> bool {
     let name = &hay[start..end];
     let lower = name.to_ascii_lowercase();
     let has = |w: &[u8]| lower.windows(w.len()).any(|x| x == w);
+    let names_data = [
+        &b"cache_key"[..],
+        b"cache-key",
+        b"cachekey",
+        b"idempotency",
+        b"primary_key",
+        b"foreign_key",
+        b"partition_key",
+        b"sort_key",
+    ];
     has(b"public")
         || has(b"publishable")
+        || names_data.iter().any(|w| has(w))
         || [&b"_id"[..], b"-id", b".id"]
             .iter()
             .any(|e| lower.ends_with(e))

@@ -1,6 +1,6 @@
 //! Where in a text a match could be: candidate windows for the scanner's one combined regex.
 //!
-//! The combined regex (44 detectors, several without any literal) runs at lazy-DFA speed,
+//! The combined regex (210 detectors, several without any literal) runs at lazy-DFA speed,
 //! ~2 ns a byte, over every byte. Almost all text holds no secret, so a cheap pass first finds
 //! *cues* — something every match of a detector contains, a known distance after the match
 //! start — and the regex then runs only over `[cue − back, cue + longest match]`, merged.
@@ -30,7 +30,8 @@ use regex_syntax::hir::{
 #[derive(Clone, Copy)]
 pub enum Cue {
     Lit(Lit),
-    /// `\b` 13 digits or more in groups of four, each maybe after a separator: payment cards.
+    /// `\b` 13 digits or more in groups of four, each maybe after a separator, or Amex's
+    /// 4-6-5: payment cards.
     CardDigits,
     /// `\b` two upper-case letters, two digits, then (after an optional space) four letters or
     /// digits: IBANs.
@@ -204,6 +205,8 @@ struct Use {
     then: Option<fn(&[u8]) -> bool>,
     /// Longest match of the pattern.
     len: usize,
+    /// Which source (pattern) the cue is for.
+    src: u32,
 }
 
 struct Anchor {
@@ -422,19 +425,18 @@ pub struct Prefilter {
     buckets: [Vec<usize>; 8],
     /// Every cue's first three bytes: rejects the byte triples Teddy's nibbles let through.
     triples: Triples,
-    /// Longest match of the pattern each shape cue stands for (0: no such pattern).
+    /// Longest match of the patterns each shape cue stands for (0: no such pattern), and
+    /// which they are.
     card: usize,
     iban: usize,
     ssn: usize,
     dots: usize,
+    shape_srcs: [Vec<u32>; 4],
     /// Custom patterns' literals, each with (how far before it a match may start, how far
-    /// after its start a match may end).
-    custom: Option<(AhoCorasick, Vec<(usize, usize)>)>,
+    /// after its start a match may end, the source).
+    custom: Option<(AhoCorasick, Vec<CustomLit>)>,
     simd: Simd,
 }
-
-/// Text shorter than this is scanned whole: finding windows would cost more than it saves.
-pub const MIN_TEXT: usize = 256;
 
 impl Prefilter {
     /// `None` when some pattern has no usable cue (the scanner then scans every byte).
@@ -444,7 +446,9 @@ impl Prefilter {
         let (mut card, mut iban, mut ssn, mut dots) = (0, 0, 0, 0);
         let mut custom_lits: Vec<Vec<u8>> = Vec::new();
         let mut custom_len = Vec::new();
-        for src in sources {
+        let mut shape_srcs: [Vec<u32>; 4] = Default::default();
+        for (si, src) in sources.iter().enumerate() {
+            let si = si as u32;
             match *src {
                 Source::Cues(cues, len) => {
                     if cues.is_empty() {
@@ -461,6 +465,7 @@ impl Prefilter {
                                     word_start: l.word_start,
                                     then: l.then,
                                     len,
+                                    src: si,
                                 };
                                 match anchors.iter_mut().find(|a| a.0 == l.text && a.1 == l.ci) {
                                     Some(a) => a.2.uses.push(u),
@@ -474,10 +479,22 @@ impl Prefilter {
                                     )),
                                 }
                             }
-                            Cue::CardDigits => card = card.max(len),
-                            Cue::IbanHead => iban = iban.max(len),
-                            Cue::Ssn => ssn = ssn.max(len),
-                            Cue::DotPair => dots = dots.max(len),
+                            Cue::CardDigits => {
+                                card = card.max(len);
+                                shape_srcs[SHAPE_CARD].push(si);
+                            }
+                            Cue::IbanHead => {
+                                iban = iban.max(len);
+                                shape_srcs[SHAPE_IBAN].push(si);
+                            }
+                            Cue::Ssn => {
+                                ssn = ssn.max(len);
+                                shape_srcs[SHAPE_SSN].push(si);
+                            }
+                            Cue::DotPair => {
+                                dots = dots.max(len);
+                                shape_srcs[SHAPE_DOTS].push(si);
+                            }
                         }
                     }
                 }
@@ -487,7 +504,11 @@ impl Prefilter {
                         Some(lits) if !lits.is_empty() && lits.iter().all(|l| !l.is_empty()) => {
                             for l in lits {
                                 custom_lits.push(l.as_bytes().to_vec());
-                                custom_len.push((0, len));
+                                custom_len.push(CustomLit {
+                                    back: 0,
+                                    fwd: len,
+                                    src: si,
+                                });
                             }
                         }
                         _ => return Ok(None),
@@ -496,7 +517,11 @@ impl Prefilter {
                 Source::Literals(ref lits, _) => {
                     for (l, back, fwd) in lits {
                         custom_lits.push(l.clone());
-                        custom_len.push((*back, *fwd));
+                        custom_len.push(CustomLit {
+                            back: *back,
+                            fwd: *fwd,
+                            src: si,
+                        });
                     }
                 }
             }
@@ -539,6 +564,7 @@ impl Prefilter {
             iban,
             ssn,
             dots,
+            shape_srcs,
             custom,
             simd: simd(),
         }))
@@ -575,21 +601,29 @@ impl Prefilter {
     /// Merged windows `[lo, hi)` over `hay[from..]` that hold every match starting at or after
     /// `from` (bytes before `from` are look-behind context only).
     pub fn windows(&self, hay: &[u8], from: usize) -> Vec<(usize, usize)> {
+        let w = self.windows_by_source(hay, from);
+        w.spans.iter().map(|s| (s.lo, s.hi)).collect()
+    }
+
+    /// [`Self::windows`], each with the sources (patterns) whose cues made it: no other
+    /// pattern has a match inside it (its cues are necessary).
+    pub fn windows_by_source(&self, hay: &[u8], from: usize) -> Windows {
         let mut w = Vec::new();
         self.cues(hay, from, &mut w);
         if let Some((ac, lens)) = &self.custom {
             for m in ac.find_overlapping_iter(aho_corasick::Input::new(hay).span(from..hay.len())) {
-                let (back, fwd) = lens[m.pattern().as_usize()];
+                let CustomLit { back, fwd, src } = lens[m.pattern().as_usize()];
                 w.push((
                     m.start().saturating_sub(back).max(from),
                     (m.start() + fwd).min(hay.len()),
+                    src,
                 ));
             }
         }
         merge(w)
     }
 
-    fn cues(&self, hay: &[u8], from: usize, w: &mut Vec<(usize, usize)>) {
+    fn cues(&self, hay: &[u8], from: usize, w: &mut Vec<(usize, usize, u32)>) {
         let n = hay.len();
         if from >= n {
             return;
@@ -625,7 +659,7 @@ impl Prefilter {
         at: usize,
         mut m: u64,
         buckets: &[u8; CHUNK],
-        w: &mut Vec<(usize, usize)>,
+        w: &mut Vec<(usize, usize, u32)>,
     ) {
         let n = hay.len();
         while m != 0 {
@@ -651,7 +685,11 @@ impl Prefilter {
                         {
                             continue;
                         }
-                        w.push((p.saturating_sub(u.back).max(from), (p + u.len).min(n)));
+                        w.push((
+                            p.saturating_sub(u.back).max(from),
+                            (p + u.len).min(n),
+                            u.src,
+                        ));
                     }
                 }
             }
@@ -667,26 +705,30 @@ impl Prefilter {
         at: usize,
         cur: &Chunk,
         next: &Chunk,
-        w: &mut Vec<(usize, usize)>,
+        w: &mut Vec<(usize, usize, u32)>,
     ) {
         let n = hay.len();
         let wide = |a: u64, b: u64| u128::from(a) | u128::from(b) << 64;
         // Bits i.. of a wide mask, as the chunk's 64.
         let at_ = |x: u128, k: u32| (x >> k) as u64;
-        let mut emit = |mask: u64, len: usize, first: usize, last: usize, bound: bool| {
-            let mut m = mask;
-            while m != 0 {
-                let i = m.trailing_zeros() as usize;
-                m &= m - 1;
-                let p = at + i;
-                if !bound || boundary_before(hay, p) {
-                    w.push((
-                        p.saturating_sub(first).max(from),
-                        (p.saturating_sub(last) + len).min(n),
-                    ));
+        let mut emit =
+            |mask: u64, shape: usize, len: usize, first: usize, last: usize, bound: bool| {
+                let mut m = mask;
+                while m != 0 {
+                    let i = m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    let p = at + i;
+                    if !bound || boundary_before(hay, p) {
+                        for &src in &self.shape_srcs[shape] {
+                            w.push((
+                                p.saturating_sub(first).max(from),
+                                (p.saturating_sub(last) + len).min(n),
+                                src,
+                            ));
+                        }
+                    }
                 }
-            }
-        };
+            };
         // A shape's first byte is in this chunk, the rest may be in the next (an IBAN's
         // digits, an SSN's dashes): gate on both chunks.
         if (cur.digit | next.digit) != 0 && (self.card | self.ssn | self.iban) != 0 {
@@ -705,14 +747,14 @@ impl Prefilter {
                     & (at_(d4, 4) & d2(8) | at_(d4, 5) & d2(9))
                     & (at_(d4, 10) | at_(d4, 11) | at_(d4, 12));
                 let m = m | amex;
-                emit(m, self.card, 0, 0, true);
+                emit(m, SHAPE_CARD, self.card, 0, 0, true);
             }
             // The dashes may lie in the next chunk (a number starting at +61..=63).
             if self.ssn != 0 && (cur.dash | next.dash) != 0 {
                 let dash = wide(cur.dash, next.dash);
                 let m =
                     at_(d2, 0) & at_(d, 2) & at_(dash, 3) & at_(d2, 4) & at_(dash, 6) & at_(d4, 7);
-                emit(m, self.ssn, 0, 0, true);
+                emit(m, SHAPE_SSN, self.ssn, 0, 0, true);
             }
             if self.iban != 0 && cur.upper != 0 {
                 let u = wide(cur.upper, next.upper);
@@ -720,7 +762,7 @@ impl Prefilter {
                 let ud2 = ud & ud >> 1;
                 let ud4 = ud2 & ud2 >> 2;
                 let m = at_(u, 0) & at_(u, 1) & at_(d2, 2) & (at_(ud4, 4) | at_(ud4, 5));
-                emit(m, self.iban, 0, 0, true);
+                emit(m, SHAPE_IBAN, self.iban, 0, 0, true);
             }
         }
         if self.dots != 0 && cur.dot != 0 {
@@ -730,6 +772,7 @@ impl Prefilter {
             let t6 = t2 & t2 >> 2 & t2 >> 4;
             emit(
                 at_(dot, 0) & at_(t6, 1) & at_(dot, 7),
+                SHAPE_DOTS,
                 self.dots,
                 26,
                 24,
@@ -851,17 +894,68 @@ fn assign_buckets(prints: &[Print]) -> [Vec<usize>; 8] {
     buckets
 }
 
-fn merge(mut w: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
-    w.sort_unstable();
-    let mut out: Vec<(usize, usize)> = Vec::with_capacity(w.len());
-    for (lo, hi) in w {
+/// A custom pattern's literal: how far before it a match may start, how far after its start
+/// a match may end, and the source.
+#[derive(Clone, Copy)]
+struct CustomLit {
+    back: usize,
+    fwd: usize,
+    src: u32,
+}
+
+const SHAPE_CARD: usize = 0;
+const SHAPE_IBAN: usize = 1;
+const SHAPE_SSN: usize = 2;
+const SHAPE_DOTS: usize = 3;
+
+/// Merged windows, each with the sources whose cues made it.
+#[derive(Debug, Default)]
+pub struct Windows {
+    pub spans: Vec<Span>,
+    /// `spans[i].srcs` indexes this: sorted and without repeats within a span.
+    pub srcs: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Span {
+    pub lo: usize,
+    pub hi: usize,
+    pub srcs: std::ops::Range<usize>,
+}
+
+impl Windows {
+    pub fn sources(&self, span: &Span) -> &[u32] {
+        &self.srcs[span.srcs.clone()]
+    }
+}
+
+fn merge(mut w: Vec<(usize, usize, u32)>) -> Windows {
+    w.sort_unstable_by_key(|x| (x.0, x.1));
+    let mut out = Windows::default();
+    for (lo, hi, src) in w {
         if lo >= hi {
             continue;
         }
-        match out.last_mut() {
-            Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
-            _ => out.push((lo, hi)),
+        match out.spans.last_mut() {
+            Some(last) if lo <= last.hi => {
+                last.hi = last.hi.max(hi);
+                if !out.srcs[last.srcs.clone()].contains(&src) {
+                    out.srcs.push(src);
+                    last.srcs.end += 1;
+                }
+            }
+            _ => {
+                out.srcs.push(src);
+                out.spans.push(Span {
+                    lo,
+                    hi,
+                    srcs: out.srcs.len() - 1..out.srcs.len(),
+                });
+            }
         }
+    }
+    for s in &out.spans {
+        out.srcs[s.srcs.clone()].sort_unstable();
     }
     out
 }

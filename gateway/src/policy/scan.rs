@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use regex_automata::{
-    Anchored, Input,
+    Anchored, Input, PatternID,
     hybrid::dfa::{Cache, DFA},
     meta,
     util::{pool::Pool, syntax},
@@ -317,6 +317,10 @@ pub struct Scanner {
     rules: Vec<Rule>,
     pats: Vec<Pat>,
     re: meta::Regex,
+    /// Each pattern alone (index = pattern id): a window searches only the patterns whose
+    /// cues made it. One regex of two hundred patterns is ~5× slower per byte than a few
+    /// small ones, and its lazy DFA needs far more cache.
+    single: Vec<meta::Regex>,
     /// Where matches can be; `None`: everywhere (a custom pattern without prefix literals).
     prefilter: Option<Prefilter>,
     live: Arc<DFA>,
@@ -328,6 +332,11 @@ pub struct Scanner {
     /// Digests of the vault keys this scanner detects.
     keys: std::collections::HashSet<[u8; 32]>,
 }
+
+/// The lazy DFA's cache for the combined regex (per thread that scans). Two hundred patterns,
+/// some with long bounded repetitions, need more than the default 2 MiB: with less, the DFA
+/// clears its cache over and over and the regex gives it up for the PikeVM, ~500× slower.
+const HYBRID_CACHE: usize = 256 << 20;
 
 fn syntax_config() -> syntax::Config {
     syntax::Config::new().unicode(false).utf8(false)
@@ -611,6 +620,7 @@ impl Scanner {
             .collect::<Result<Vec<_>, _>>()?;
         let re = meta::Regex::builder()
             .syntax(syntax_config())
+            .configure(meta::Config::new().hybrid_cache_capacity(HYBRID_CACHE))
             .build_many(&patterns)
             .map_err(|e| ScanError::Build(e.to_string()))?;
         let prefilter = Prefilter::new(&sources).map_err(ScanError::Build)?;
@@ -619,6 +629,15 @@ impl Scanner {
             .configure(DFA::config().cache_capacity(4 << 20))
             .build_many(&patterns)
             .map_err(|e| ScanError::Build(e.to_string()))?;
+        let single = patterns
+            .iter()
+            .map(|p| {
+                meta::Regex::builder()
+                    .syntax(syntax_config())
+                    .build(p)
+                    .map_err(|e| ScanError::Build(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let live = Arc::new(live);
         let for_pool = live.clone();
         let caches: CachePool = Pool::new(Box::new(move || for_pool.create_cache()));
@@ -626,6 +645,7 @@ impl Scanner {
             rules: out_rules,
             pats,
             re,
+            single,
             prefilter,
             live,
             caches,
@@ -664,42 +684,95 @@ impl Scanner {
 
     /// Every hit in `hay[from..]` (bytes before `from` are look-behind context only).
     pub fn find(&self, hay: &[u8], from: usize, ctx: Ctx<'_>) -> Vec<Hit> {
-        let windows = match &self.prefilter {
-            Some(pf) if hay.len().saturating_sub(from) >= prefilter::MIN_TEXT => {
-                let windows = pf.windows(hay, from);
-                // A search call costs about as much as scanning a hundred bytes: text dense
-                // with cues is scanned whole.
-                let cost: usize = windows.iter().map(|(lo, hi)| hi - lo + 100).sum();
-                (cost < hay.len() - from).then_some(windows)
-            }
-            _ => None,
-        };
+        // Always the windows when there is a prefilter: each is searched for the few
+        // patterns whose cues made it, cheaper than the combined regex over any text.
+        let windows = self
+            .prefilter
+            .as_ref()
+            .map(|pf| pf.windows_by_source(hay, from));
         self.find_within(hay, from, windows, ctx)
     }
 
-    /// The hits in the windows (`None`: in all of `hay[from..]`).
+    /// How much of `hay` the prefilter leaves to the regex: (bytes in windows, windows), or
+    /// `None` without a prefilter. For benchmarks.
+    #[doc(hidden)]
+    pub fn window_coverage(&self, hay: &[u8]) -> Option<(usize, usize)> {
+        let w = self.prefilter.as_ref()?.windows(hay, 0);
+        Some((w.iter().map(|(lo, hi)| hi - lo).sum(), w.len()))
+    }
+
+    /// The hits in the windows, each searched for the patterns whose cues made it (`None`:
+    /// all of `hay[from..]`, every pattern).
     fn find_within(
         &self,
         hay: &[u8],
         from: usize,
-        windows: Option<Vec<(usize, usize)>>,
+        windows: Option<prefilter::Windows>,
         ctx: Ctx<'_>,
     ) -> Vec<Hit> {
         let mut hits = Vec::new();
         // Only patterns with an `s` group need captures: made on the first such match.
         let mut caps = None;
         match windows {
-            Some(windows) => {
+            Some(w) => {
                 let mut at = from;
-                for (lo, hi) in windows {
-                    at = self.find_in(hay, at.max(lo), hi, ctx, &mut caps, &mut hits);
+                for span in &w.spans {
+                    let srcs = Some(w.sources(span));
+                    at = self.find_in(
+                        hay,
+                        at.max(span.lo)..span.hi,
+                        srcs,
+                        ctx,
+                        &mut caps,
+                        &mut hits,
+                    );
                 }
             }
             None => {
-                self.find_in(hay, from, hay.len(), ctx, &mut caps, &mut hits);
+                self.find_in(hay, from..hay.len(), None, ctx, &mut caps, &mut hits);
             }
         }
         hits
+    }
+
+    /// The leftmost-first match in `hay[at..end]` of the patterns `srcs` (sorted), as the
+    /// combined regex would find it if no other pattern could match there: the earliest
+    /// start, then the first pattern. `next` keeps each pattern's last match (a search from
+    /// further on finds the same one while it starts there or later).
+    fn first_of(
+        &self,
+        hay: &[u8],
+        at: usize,
+        end: usize,
+        srcs: &[u32],
+        next: &mut Vec<Option<Option<regex_automata::Match>>>,
+    ) -> Option<regex_automata::Match> {
+        if next.len() != srcs.len() {
+            *next = vec![None; srcs.len()];
+        }
+        let mut best: Option<regex_automata::Match> = None;
+        for (i, &src) in srcs.iter().enumerate() {
+            let m = match next[i] {
+                Some(Some(m)) if m.start() >= at => Some(m),
+                // No match from an earlier start: none from here either.
+                Some(None) => None,
+                _ => {
+                    let m = self.single[src as usize]
+                        .search(&Input::new(hay).range(at..end))
+                        .map(|m| {
+                            regex_automata::Match::new(PatternID::must(src as usize), m.span())
+                        });
+                    next[i] = Some(m);
+                    m
+                }
+            };
+            if let Some(m) = m
+                && best.is_none_or(|b| m.start() < b.start())
+            {
+                best = Some(m);
+            }
+        }
+        best
     }
 
     /// [`Self::find`] over every byte, without the prefilter: what it must agree with.
@@ -712,7 +785,7 @@ impl Scanner {
     #[cfg(test)]
     pub(crate) fn find_windowed(&self, hay: &[u8], from: usize, ctx: Ctx<'_>) -> Vec<Hit> {
         let pf = self.prefilter.as_ref().expect("a prefilter");
-        self.find_within(hay, from, Some(pf.windows(hay, from)), ctx)
+        self.find_within(hay, from, Some(pf.windows_by_source(hay, from)), ctx)
     }
 
     #[cfg(test)]
@@ -746,14 +819,20 @@ impl Scanner {
     fn find_in(
         &self,
         hay: &[u8],
-        mut at: usize,
-        end: usize,
+        span: std::ops::Range<usize>,
+        srcs: Option<&[u32]>,
         ctx: Ctx<'_>,
         caps: &mut Option<regex_automata::util::captures::Captures>,
         hits: &mut Vec<Hit>,
     ) -> usize {
+        let (mut at, end) = (span.start, span.end);
+        let mut next = Vec::new();
         while at <= end {
-            let Some(m) = self.re.search(&Input::new(hay).range(at..end)) else {
+            let found = match srcs {
+                Some(srcs) => self.first_of(hay, at, end, srcs, &mut next),
+                None => self.re.search(&Input::new(hay).range(at..end)),
+            };
+            let Some(m) = found else {
                 break;
             };
             let (mut m, mut pat) = (m, &self.pats[m.pattern().as_usize()]);

@@ -114,7 +114,13 @@ const ALL: [D; 4] = [D::Chat, D::Responses, D::Anthropic, D::Gemini];
 fn every_vector_split_at_every_position_across_two_events() {
     let sc = scanner();
     let id = Identity::default();
-    for (det, tp, secret, _) in crate::policy::scan::tests::vectors() {
+    // Every vector at every cut, each in one of the dialects in turn (every dialect sees a
+    // few dozen vectors at every cut; the masker itself is split at every position for every
+    // vector in `policy::scan`'s tests).
+    for (i, (det, tp, secret, _)) in crate::policy::scan::tests::vectors()
+        .into_iter()
+        .enumerate()
+    {
         let text = format!("Sure: {tp} is the value.");
         let (whole, _) = sc.mask(
             &text,
@@ -123,7 +129,7 @@ fn every_vector_split_at_every_position_across_two_events() {
                 id: &id,
             },
         );
-        for d in ALL {
+        for d in [ALL[i % ALL.len()]] {
             for cut in (1..text.len()).filter(|c| text.is_char_boundary(*c)) {
                 let out = rewrite(&sc, d, &[&text[..cut], &text[cut..]]);
                 let got = text_of(d, &out);

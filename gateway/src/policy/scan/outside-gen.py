@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""Generate /work/vectors/outside.json: synthetic secrets in documented formats.
+"""Generate outside.json (beside this file): synthetic secrets in documented formats, for
+the test `the_outside_corpus_is_masked_and_its_near_misses_are_left_alone`.
+
+Written from the providers' public references and public scanner rule sets, without
+reading the gateway's detectors (outside-in). Regenerating it draws new random values.
 
 Every secret is freshly random (SystemRandom) in the documented alphabet and
 length; checksums are computed where the format has one.
@@ -1167,8 +1171,7 @@ ssn2 = f"{R.randint(1, 665):03d}{R.randint(1, 99):02d}{R.randint(1, 9999):04d}"
 add("US Social Security number (no dashes)", PI, "https://www.ssa.gov/employer/randomization.html",
     f"{{\"ssn\": \"{ssn2}\", \"dob\": \"1984-03-02\"}}", ssn2, "{\"ssn\": \"987-65-4320\"}  (reserved advertising range)")
 
-os.makedirs("/work/vectors", exist_ok=True)
-with open("/work/vectors/outside.json", "w") as f:
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "outside.json"), "w") as f:
     json.dump(V, f, indent=1, ensure_ascii=False)
     f.write("\n")
 print(len(V), "entries")

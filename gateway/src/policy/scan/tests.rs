@@ -955,6 +955,10 @@ if err != nil { return fmt.Errorf("open %s: %w", path, err) } // see RFC 7231 se
 base64 of hello is aGVsbG8=, the ISBN is 978-3-16-148410-0, order number 4000-1234-5678.
 password = os.environ["DB_PASSWORD"]  # read from the environment
 api_key: ${OPENAI_API_KEY}
+{"model": "gpt-x", "max_tokens": 1024, "prompt_cache_key": "550e8400-e29b-41d4-a716-446655440000"}
+{"usage": {"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29}, "token_type": "bearer"}
+let password_field = form.passwordInput; const token = await getToken(); secret_name: db-creds-2024
+Idempotency-Key: 9f1c2b7e-5d3a-4c8e-b6f0-2a1d9e7c4b3a
 "#;
     let (out, hits) = s.mask(corpus, ctx(&me));
     assert!(hits.is_empty(), "false positives: {hits:?}");

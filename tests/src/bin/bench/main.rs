@@ -160,6 +160,11 @@ fn main() {
         put_section(&out_path, &section);
         return;
     }
+    // `bench OUT masker-only`: the in-process masker figures alone, each detector's too.
+    if std::env::args().nth(2).as_deref() == Some("masker-only") {
+        println!("{}", policy::masker_only());
+        return;
+    }
     if std::env::args().nth(2).as_deref() == Some("policy-only") {
         println!("{}", policy::run(pid));
         return;
