@@ -696,14 +696,6 @@ impl Scanner {
         self.find_within(hay, from, windows, ctx)
     }
 
-    /// How much of `hay` the prefilter leaves to the regex: (bytes in windows, windows), or
-    /// `None` without a prefilter. For benchmarks.
-    #[doc(hidden)]
-    pub fn window_coverage(&self, hay: &[u8]) -> Option<(usize, usize)> {
-        let w = self.prefilter.as_ref()?.windows(hay, 0);
-        Some((w.iter().map(|(lo, hi)| hi - lo).sum(), w.len()))
-    }
-
     /// The hits in the windows, each searched for the patterns whose cues made it (`None`:
     /// all of `hay[from..]`, every pattern).
     fn find_within(

@@ -435,9 +435,10 @@ pub fn run(pid: u32) -> String {
     let base = rss_kib(gpid);
     let conns: Vec<Conn> = rt.block_on(async {
         let mut v = Vec::new();
-        for _ in 0..CONCURRENT {
+        // Each request different: identical ones join one hold (and count once).
+        for i in 0..CONCURRENT {
             let mut c = connect(&tls_on).await;
-            c.write_all(&request("HOLD-ME please", false, ""))
+            c.write_all(&request(&format!("HOLD-ME please ({i})"), false, ""))
                 .await
                 .unwrap();
             v.push(c);
