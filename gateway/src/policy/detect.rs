@@ -1942,29 +1942,32 @@ pub fn card(s: &[u8]) -> bool {
         (_, 50 | 56..=69, ..) => (13..=19).contains(&n),
         _ => false,
     };
-    n >= 13 && lengths_ok && luhn(s)
+    lengths_ok && luhn_digits(&d)
 }
 
 /// Luhn checksum over the digits (separators ignored).
 pub fn luhn(s: &[u8]) -> bool {
-    let digits: Vec<u32> = s
+    let digits: Vec<u8> = s
         .iter()
         .filter(|b| b.is_ascii_digit())
-        .map(|b| (b - b'0') as u32)
+        .map(|b| b - b'0')
         .collect();
-    if !(13..=19).contains(&digits.len()) {
-        return false;
-    }
+    (13..=19).contains(&digits.len()) && luhn_digits(&digits)
+}
+
+/// The Luhn check over digit values (0..=9).
+fn luhn_digits(digits: &[u8]) -> bool {
     let sum: u32 = digits
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, d)| {
+        .map(|(i, &d)| {
+            let d = u32::from(d);
             if i % 2 == 1 {
                 let x = d * 2;
                 if x > 9 { x - 9 } else { x }
             } else {
-                *d
+                d
             }
         })
         .sum();

@@ -1,4 +1,5 @@
-//! Where in a text a match could be: candidate windows for the scanner's one combined regex.
+//! Where in a text a match could be: candidate windows, each with the patterns whose cues
+//! made it (the scanner searches a window for those patterns only).
 //!
 //! The combined regex (210 detectors, several without any literal) runs at lazy-DFA speed,
 //! ~2 ns a byte, over every byte. Almost all text holds no secret, so a cheap pass first finds
@@ -425,13 +426,8 @@ pub struct Prefilter {
     buckets: [Vec<usize>; 8],
     /// Every cue's first three bytes: rejects the byte triples Teddy's nibbles let through.
     triples: Triples,
-    /// Longest match of the patterns each shape cue stands for (0: no such pattern), and
-    /// which they are.
-    card: usize,
-    iban: usize,
-    ssn: usize,
-    dots: usize,
-    shape_srcs: [Vec<u32>; 4],
+    /// Per shape cue ([`SHAPE_CARD`] ...): the patterns it stands for.
+    shapes: [Shape; 4],
     /// Custom patterns' literals, each with (how far before it a match may start, how far
     /// after its start a match may end, the source).
     custom: Option<(AhoCorasick, Vec<CustomLit>)>,
@@ -443,10 +439,9 @@ impl Prefilter {
     pub fn new(sources: &[Source<'_>]) -> Result<Option<Self>, String> {
         // Cues with the same text share one anchor: (text, case-insensitive, anchor).
         let mut anchors: Vec<(&str, bool, Anchor)> = Vec::new();
-        let (mut card, mut iban, mut ssn, mut dots) = (0, 0, 0, 0);
         let mut custom_lits: Vec<Vec<u8>> = Vec::new();
         let mut custom_len = Vec::new();
-        let mut shape_srcs: [Vec<u32>; 4] = Default::default();
+        let mut shapes: [Shape; 4] = Default::default();
         for (si, src) in sources.iter().enumerate() {
             let si = si as u32;
             match *src {
@@ -479,22 +474,10 @@ impl Prefilter {
                                     )),
                                 }
                             }
-                            Cue::CardDigits => {
-                                card = card.max(len);
-                                shape_srcs[SHAPE_CARD].push(si);
-                            }
-                            Cue::IbanHead => {
-                                iban = iban.max(len);
-                                shape_srcs[SHAPE_IBAN].push(si);
-                            }
-                            Cue::Ssn => {
-                                ssn = ssn.max(len);
-                                shape_srcs[SHAPE_SSN].push(si);
-                            }
-                            Cue::DotPair => {
-                                dots = dots.max(len);
-                                shape_srcs[SHAPE_DOTS].push(si);
-                            }
+                            Cue::CardDigits => shapes[SHAPE_CARD].add(len, si),
+                            Cue::IbanHead => shapes[SHAPE_IBAN].add(len, si),
+                            Cue::Ssn => shapes[SHAPE_SSN].add(len, si),
+                            Cue::DotPair => shapes[SHAPE_DOTS].add(len, si),
                         }
                     }
                 }
@@ -560,11 +543,7 @@ impl Prefilter {
             anchors: anchors.into_iter().map(|a| a.2).collect(),
             buckets,
             triples,
-            card,
-            iban,
-            ssn,
-            dots,
-            shape_srcs,
+            shapes,
             custom,
             simd: simd(),
         }))
@@ -711,61 +690,60 @@ impl Prefilter {
         let wide = |a: u64, b: u64| u128::from(a) | u128::from(b) << 64;
         // Bits i.. of a wide mask, as the chunk's 64.
         let at_ = |x: u128, k: u32| (x >> k) as u64;
-        let mut emit =
-            |mask: u64, shape: usize, len: usize, first: usize, last: usize, bound: bool| {
-                let mut m = mask;
-                while m != 0 {
-                    let i = m.trailing_zeros() as usize;
-                    m &= m - 1;
-                    let p = at + i;
-                    if !bound || boundary_before(hay, p) {
-                        for &src in &self.shape_srcs[shape] {
-                            w.push((
-                                p.saturating_sub(first).max(from),
-                                (p.saturating_sub(last) + len).min(n),
-                                src,
-                            ));
-                        }
+        let on = |shape: usize| self.shapes[shape].len != 0;
+        let mut emit = |mask: u64, shape: usize, first: usize, last: usize, bound: bool| {
+            let Shape { len, srcs } = &self.shapes[shape];
+            let mut m = mask;
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let p = at + i;
+                if !bound || boundary_before(hay, p) {
+                    for &src in srcs {
+                        w.push((
+                            p.saturating_sub(first).max(from),
+                            (p.saturating_sub(last) + len).min(n),
+                            src,
+                        ));
                     }
                 }
-            };
+            }
+        };
         // A shape's first byte is in this chunk, the rest may be in the next (an IBAN's
         // digits, an SSN's dashes): gate on both chunks.
-        if (cur.digit | next.digit) != 0 && (self.card | self.ssn | self.iban) != 0 {
+        if (cur.digit | next.digit) != 0 && (on(SHAPE_CARD) || on(SHAPE_SSN) || on(SHAPE_IBAN)) {
             let d = wide(cur.digit, next.digit);
             let d2 = d & d >> 1;
             let d4 = d2 & d2 >> 2;
-            if self.card != 0 && d4 as u64 != 0 {
+            if on(SHAPE_CARD) && d4 as u64 != 0 {
                 // Groups of four at +0, +4|5, +8|9|10, then a digit at +12..=15.
                 let m = at_(d4, 0)
                     & (at_(d4, 4) | at_(d4, 5))
                     & (at_(d4, 8) | at_(d4, 9) | at_(d4, 10))
                     & (at_(d, 12) | at_(d, 13) | at_(d, 14) | at_(d, 15));
                 // Amex's 4-6-5: six digits at +4|5, then five at +10..=12.
-                let d2 = |k| at_(d2, k);
                 let amex = at_(d4, 0)
-                    & (at_(d4, 4) & d2(8) | at_(d4, 5) & d2(9))
+                    & (at_(d4, 4) & at_(d2, 8) | at_(d4, 5) & at_(d2, 9))
                     & (at_(d4, 10) | at_(d4, 11) | at_(d4, 12));
-                let m = m | amex;
-                emit(m, SHAPE_CARD, self.card, 0, 0, true);
+                emit(m | amex, SHAPE_CARD, 0, 0, true);
             }
             // The dashes may lie in the next chunk (a number starting at +61..=63).
-            if self.ssn != 0 && (cur.dash | next.dash) != 0 {
+            if on(SHAPE_SSN) && (cur.dash | next.dash) != 0 {
                 let dash = wide(cur.dash, next.dash);
                 let m =
                     at_(d2, 0) & at_(d, 2) & at_(dash, 3) & at_(d2, 4) & at_(dash, 6) & at_(d4, 7);
-                emit(m, SHAPE_SSN, self.ssn, 0, 0, true);
+                emit(m, SHAPE_SSN, 0, 0, true);
             }
-            if self.iban != 0 && cur.upper != 0 {
+            if on(SHAPE_IBAN) && cur.upper != 0 {
                 let u = wide(cur.upper, next.upper);
                 let ud = u | d;
                 let ud2 = ud & ud >> 1;
                 let ud4 = ud2 & ud2 >> 2;
                 let m = at_(u, 0) & at_(u, 1) & at_(d2, 2) & (at_(ud4, 4) | at_(ud4, 5));
-                emit(m, SHAPE_IBAN, self.iban, 0, 0, true);
+                emit(m, SHAPE_IBAN, 0, 0, true);
             }
         }
-        if self.dots != 0 && cur.dot != 0 {
+        if on(SHAPE_DOTS) && cur.dot != 0 {
             let dot = wide(cur.dot, next.dot);
             let t = wide(cur.token, next.token);
             let t2 = t & t >> 1;
@@ -773,7 +751,6 @@ impl Prefilter {
             emit(
                 at_(dot, 0) & at_(t6, 1) & at_(dot, 7),
                 SHAPE_DOTS,
-                self.dots,
                 26,
                 24,
                 false,
@@ -901,6 +878,20 @@ struct CustomLit {
     back: usize,
     fwd: usize,
     src: u32,
+}
+
+/// The patterns one shape cue stands for, and the longest match among them (0: none).
+#[derive(Default)]
+struct Shape {
+    len: usize,
+    srcs: Vec<u32>,
+}
+
+impl Shape {
+    fn add(&mut self, len: usize, src: u32) {
+        self.len = self.len.max(len);
+        self.srcs.push(src);
+    }
 }
 
 const SHAPE_CARD: usize = 0;

@@ -317,8 +317,8 @@ pub struct Scanner {
     rules: Vec<Rule>,
     pats: Vec<Pat>,
     re: meta::Regex,
-    /// Each pattern alone (index = pattern id): a window searches only the patterns whose
-    /// cues made it. One regex of two hundred patterns is ~5× slower per byte than a few
+    /// Each pattern alone (index = pattern id; empty without a prefilter): a window searches
+    /// only the patterns whose cues made it. One regex of two hundred patterns is ~5× slower per byte than a few
     /// small ones, and its lazy DFA needs far more cache.
     single: Vec<meta::Regex>,
     /// Where matches can be; `None`: everywhere (a custom pattern without prefix literals).
@@ -632,15 +632,19 @@ impl Scanner {
             .configure(DFA::config().cache_capacity(4 << 20))
             .build_many(&patterns)
             .map_err(|e| ScanError::Build(e.to_string()))?;
-        let single = patterns
-            .iter()
-            .map(|p| {
-                meta::Regex::builder()
-                    .syntax(syntax_config())
-                    .build(p)
-                    .map_err(|e| ScanError::Build(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        // Only the windows use them: none without a prefilter.
+        let single = match prefilter {
+            Some(_) => patterns
+                .iter()
+                .map(|p| {
+                    meta::Regex::builder()
+                        .syntax(syntax_config())
+                        .build(p)
+                        .map_err(|e| ScanError::Build(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
         let live = Arc::new(live);
         let for_pool = live.clone();
         let caches: CachePool = Pool::new(Box::new(move || for_pool.create_cache()));
@@ -740,11 +744,8 @@ impl Scanner {
         at: usize,
         end: usize,
         srcs: &[u32],
-        next: &mut Vec<Option<Option<regex_automata::Match>>>,
+        next: &mut [Option<Option<regex_automata::Match>>],
     ) -> Option<regex_automata::Match> {
-        if next.len() != srcs.len() {
-            *next = vec![None; srcs.len()];
-        }
         let mut best: Option<regex_automata::Match> = None;
         for (i, &src) in srcs.iter().enumerate() {
             let m = match next[i] {
@@ -821,7 +822,8 @@ impl Scanner {
         hits: &mut Vec<Hit>,
     ) -> usize {
         let (mut at, end) = (span.start, span.end);
-        let mut next = Vec::new();
+        // Each of `srcs`' last match ([`Self::first_of`]).
+        let mut next = vec![None; srcs.map_or(0, <[u32]>::len)];
         while at <= end {
             let found = match srcs {
                 Some(srcs) => self.first_of(hay, at, end, srcs, &mut next),
@@ -832,6 +834,7 @@ impl Scanner {
             };
             let (mut m, mut pat) = (m, &self.pats[m.pattern().as_usize()]);
             let (mut s, mut e) = self.secret_part(hay, m, caps);
+            let mut accepted = None;
             // A value given to a credential's name (generic-secret-assignment) that is itself
             // a known format: that detector's match wins (it names the secret, and masks all
             // of it where the name's value stops at its longest).
@@ -848,14 +851,16 @@ impl Scanner {
                     .is_none_or(|d| d.accepts(hay, m2.start(), &hay[s2..e2]))
                 {
                     (m, pat, s, e) = (m2, pat2, s2, e2);
+                    accepted = Some(true);
                 }
             }
+            let accepted = accepted.unwrap_or_else(|| {
+                pat.builtin
+                    .is_none_or(|d| d.accepts(hay, m.start(), &hay[s..e]))
+            });
             // Of the pattern's rules that apply here, the one with the strongest effect.
             let mut best: Option<(Effect, usize, usize)> = None;
-            if pat
-                .builtin
-                .is_none_or(|d| d.accepts(hay, m.start(), &hay[s..e]))
-            {
+            if accepted {
                 for (slot, (ri, _)) in pat.rules.iter().enumerate() {
                     let rule = &self.rules[*ri];
                     let applies = match ctx.dir {
