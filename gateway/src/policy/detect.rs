@@ -6,7 +6,7 @@
 //! (Luhn, IBAN mod 97, entropy) that turns look-alikes away. Patterns are compiled byte-wise
 //! with Unicode off: `\b`, `\s` and classes are ASCII, which the lazy DFA supports.
 
-use super::prefilter::{Cue, assign, is_word, lit};
+use super::prefilter::{Cue, is_word, lit};
 
 /// Confirm a candidate match (the masked part) beyond what the pattern says.
 pub type Confirm = fn(&[u8]) -> bool;
@@ -156,17 +156,6 @@ macro_rules! named {
     };
 }
 
-/// After a keyword: the rest of a name (at most 24 name bytes: the 20 of [`named!`] and what
-/// a shorter cue than the whole keyword leaves), then an assignment ([`assign`]).
-fn named(r: &[u8]) -> bool {
-    let n = r
-        .iter()
-        .take(25)
-        .take_while(|b| is_word(**b) || **b == b'.' || **b == b'-')
-        .count();
-    n <= 24 && assign(&r[n..])
-}
-
 /// A digit.
 fn digit(r: &[u8]) -> bool {
     r.first().is_some_and(u8::is_ascii_digit)
@@ -225,7 +214,7 @@ pub static DETECTORS: &[Detector] = &[
         "AWS secret access key in an assignment",
         r#"(?i:aws_?secret_?(?:access_?)?key)["']?\s{0,4}[:=]\s{0,4}["']?(?P<s>[A-Za-z0-9/+]{40})\b"#,
         high_entropy,
-        &[lit("key").ci().back(18).then(assign)],
+        &[lit("key").ci().back(18).assigned()],
     ),
     d(
         "google-api-key",
@@ -237,13 +226,13 @@ pub static DETECTORS: &[Detector] = &[
         "gcp-service-account-key",
         "GCP service account key id (JSON)",
         r#""private_key_id"\s{0,4}:\s{0,4}"(?P<s>[0-9a-f]{40})""#,
-        &[lit("key").ci().back(9).then(key_id)],
+        &[lit("key").ci().back(9).then(key_id).in_name(3)],
     ),
     d(
         "azure-storage-key",
         "Azure storage account key",
         r"(?i:AccountKey)=(?P<s>[A-Za-z0-9+/]{86}==)",
-        &[lit("key").ci().back(7).then(equals)],
+        &[lit("key").ci().back(7).then(equals).in_name(0)],
     ),
     d(
         "azure-client-secret",
@@ -353,7 +342,7 @@ pub static DETECTORS: &[Detector] = &[
         "datadog-api-key",
         "Datadog API or app key in an assignment",
         r#"(?i:(?:dd|datadog)_?(?:api|app)_?key)["']?\s{0,4}[:=]\s{0,4}["']?(?P<s>[a-f0-9]{32,40})\b"#,
-        &[lit("key").ci().back(12).then(assign)],
+        &[lit("key").ci().back(12).assigned()],
     ),
     d(
         "npm-token",
@@ -487,13 +476,13 @@ pub static DETECTORS: &[Detector] = &[
         r#"(?i:password|passwd|pwd|secret|token|apikey|[_\-]key)[\w.\-]{0,20}["']?\s{0,4}(?:[:=]|:=|=>)\s{0,4}["']?(?P<s>[^\s"'<>,;`]{8,128})"#,
         secret_like,
         &[
-            lit("password").ci().then(named),
-            lit("passwd").ci().then(named),
-            lit("pwd").ci().then(named),
-            lit("secret").ci().then(named),
-            lit("token").ci().then(named),
-            lit("apikey").ci().then(named),
-            lit("[_-]key").ci().then(named),
+            lit("password").ci().named(),
+            lit("passwd").ci().named(),
+            lit("pwd").ci().named(),
+            lit("secret").ci().named(),
+            lit("token").ci().named(),
+            lit("apikey").ci().named(),
+            lit("[_-]key").ci().named(),
         ],
     )
     .in_a_name(),
@@ -504,7 +493,7 @@ pub static DETECTORS: &[Detector] = &[
         "credential in an Authorization header written in text",
         r#"(?i:authorization)["']?\s{0,4}[:=]\s{0,4}["']?(?:[A-Za-z][A-Za-z0-9\-]{1,19}\s{1,4})?(?:(?i:token)=)?(?P<s>[A-Za-z0-9._~+/\-]{20,2000}={0,3})"#,
         secret_like,
-        &[lit("authorization").ci().then(assign)],
+        &[lit("authorization").ci().assigned()],
     ),
     // A command-line flag naming a credential: `--token X`, `--api-key=X`, `--apikey X`,
     // `--password X`, `ngrok config add-authtoken X`.
@@ -608,9 +597,9 @@ pub static DETECTORS: &[Detector] = &[
             r"(?:[A-Za-z0-9]{76}AZDO[A-Za-z0-9]{4}|[a-z2-7]{52})\b"
         ),
         &[
-            lit("azure").ci().back(1).then(named),
-            lit("devops").ci().back(1).then(named),
-            lit("ado[_-]").ci().back(1).then(named),
+            lit("azure").ci().back(1).named(),
+            lit("devops").ci().back(1).named(),
+            lit("ado[_-]").ci().back(1).named(),
         ],
     ),
     // Azure OpenAI / Cognitive Services key: 32 hex in an assignment naming Azure.
@@ -618,7 +607,7 @@ pub static DETECTORS: &[Detector] = &[
         "azure-openai-key",
         "Azure OpenAI / AI services key in an assignment",
         named!("azure", r"[a-fA-F0-9]{32}\b"),
-        &[lit("azure").ci().back(1).then(named)],
+        &[lit("azure").ci().back(1).named()],
     ),
     // gitleaks databricks-api-token: `dapi` + 32 hex, optional `-N`.
     d(
@@ -639,14 +628,14 @@ pub static DETECTORS: &[Detector] = &[
         "cloudflare-api-token",
         "Cloudflare API token in an assignment",
         named!("cloudflare", r"[A-Za-z0-9_\-]{40}\b"),
-        &[lit("cloudflare").ci().back(1).then(named)],
+        &[lit("cloudflare").ci().back(1).named()],
     ),
     // gitleaks cloudflare-global-api-key: 37 hex in an assignment naming Cloudflare.
     d(
         "cloudflare-global-api-key",
         "Cloudflare global API key in an assignment",
         named!("cloudflare", r"[a-fA-F0-9]{37}\b"),
-        &[lit("cloudflare").ci().back(1).then(named)],
+        &[lit("cloudflare").ci().back(1).named()],
     ),
     // gitleaks heroku-api-key-v2: `HRKU-AA` + 58 (Heroku Dev Center, "API tokens").
     d(
@@ -663,7 +652,7 @@ pub static DETECTORS: &[Detector] = &[
             "heroku",
             r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
         ),
-        &[lit("heroku").ci().back(1).then(named)],
+        &[lit("heroku").ci().back(1).named()],
     ),
     // Vercel access tokens: `vcp_` personal, `vci_` integration, `vca_` app access, `vcr_` app
     // refresh, `vck_` API key (Vercel changelog, "Vercel tokens are now prefixed", 2025).
@@ -685,7 +674,7 @@ pub static DETECTORS: &[Detector] = &[
         "netlify-access-token-legacy",
         "Netlify access token (unprefixed) in an assignment",
         named!("netlify", r"[A-Za-z0-9=_\-]{40,46}\b"),
-        &[lit("netlify").ci().back(1).then(named)],
+        &[lit("netlify").ci().back(1).named()],
     ),
     // Render API key `rnd_` + 32 (Render docs, "API keys").
     d(
@@ -818,14 +807,14 @@ pub static DETECTORS: &[Detector] = &[
         "sentry-access-token",
         "Sentry auth token (unprefixed) in an assignment",
         named!("sentry", r"[a-fA-F0-9]{64}\b"),
-        &[lit("sentry").ci().back(1).then(named)],
+        &[lit("sentry").ci().back(1).named()],
     ),
     // gitleaks sumologic-access-token.
     d(
         "sumologic-access-token",
         "Sumo Logic access key in an assignment",
         named!("sumo", r"[A-Za-z0-9]{64}\b"),
-        &[lit("sumo").ci().back(1).then(named)],
+        &[lit("sumo").ci().back(1).named()],
     ),
     // gitleaks doppler-api-token; Doppler docs "Token formats": `dp.pt.` personal, `dp.st.`
     // service, `dp.sa.` service account, `dp.ct.` CLI, `dp.scim.`, `dp.audit.`.
@@ -942,7 +931,7 @@ pub static DETECTORS: &[Detector] = &[
         "bitbucket-client-secret",
         "Bitbucket OAuth client secret in an assignment",
         named!("bitbucket", r"[A-Za-z0-9=_\-]{64}\b"),
-        &[lit("bitbucket").ci().back(1).then(named)],
+        &[lit("bitbucket").ci().back(1).named()],
     ),
     // gitleaks sourcegraph-access-token: `sgp_` (+ 16 hex instance id or `local_`) + 40 hex.
     d(
@@ -970,21 +959,21 @@ pub static DETECTORS: &[Detector] = &[
         "travisci-access-token",
         "Travis CI access token in an assignment",
         named!("travis", r"[A-Za-z0-9]{22}\b"),
-        &[lit("travis").ci().back(1).then(named)],
+        &[lit("travis").ci().back(1).named()],
     ),
     // gitleaks codecov-access-token.
     d(
         "codecov-access-token",
         "Codecov access token in an assignment",
         named!("codecov", r"[A-Za-z0-9]{32}\b"),
-        &[lit("codecov").ci().back(1).then(named)],
+        &[lit("codecov").ci().back(1).named()],
     ),
     // gitleaks droneci-access-token.
     d(
         "droneci-access-token",
         "Drone CI access token in an assignment",
         named!("droneci", r"[A-Za-z0-9]{32}\b"),
-        &[lit("droneci").ci().back(1).then(named)],
+        &[lit("droneci").ci().back(1).named()],
     ),
     // SonarQube tokens `squ_` user, `sqp_` project, `sqa_` global analysis + 40 hex
     // (SonarQube docs, "Managing your tokens"; gitleaks sonar-api-token).
@@ -1103,7 +1092,7 @@ pub static DETECTORS: &[Detector] = &[
         "contentful-delivery-token",
         "Contentful delivery API token in an assignment",
         named!("contentful", r"[A-Za-z0-9=_\-]{43}\b"),
-        &[lit("contentful").ci().back(1).then(named)],
+        &[lit("contentful").ci().back(1).named()],
     ),
     // Identity and secrets management
     // gitleaks 1password-secret-key: `A3-` account secret key.
@@ -1125,7 +1114,7 @@ pub static DETECTORS: &[Detector] = &[
         "okta-api-token",
         "Okta API token in an assignment",
         named!("okta", r"00[A-Za-z0-9_=\-]{40}\b"),
-        &[lit("okta").ci().back(1).then(named)],
+        &[lit("okta").ci().back(1).named()],
     ),
     // gitleaks authress-service-client-access-key is left out; Auth0 has no prefix.
     // gitleaks atlassian-api-token: `ATATT3` + 186 (Atlassian API tokens since 2023).
@@ -1141,9 +1130,9 @@ pub static DETECTORS: &[Detector] = &[
         "Atlassian API token (24 bytes) in an assignment naming Jira, Confluence or Atlassian",
         named!("(?:atlassian|confluence|jira)", r"[A-Za-z0-9]{20}[a-fA-F0-9]{4}\b"),
         &[
-            lit("atlassian").ci().back(1).then(named),
-            lit("confluence").ci().back(1).then(named),
-            lit("jira").ci().back(1).then(named),
+            lit("atlassian").ci().back(1).named(),
+            lit("confluence").ci().back(1).named(),
+            lit("jira").ci().back(1).named(),
         ],
     ),
     // gitleaks intra42-client-secret.
@@ -1227,49 +1216,49 @@ pub static DETECTORS: &[Detector] = &[
         "cohere-api-key",
         "Cohere API key in an assignment",
         named!("(?:cohere|co_api_key)", r"[A-Za-z0-9]{40}\b"),
-        &[lit("cohere").ci().back(1).then(named), lit("co_api_key").ci().back(1).then(named)],
+        &[lit("cohere").ci().back(1).named(), lit("co_api_key").ci().back(1).named()],
     ),
     // Mistral API key: 32 bytes, no prefix (Mistral docs): only in an assignment naming it.
     d(
         "mistral-api-key",
         "Mistral API key in an assignment",
         named!("mistral", r"[A-Za-z0-9]{32}\b"),
-        &[lit("mistral").ci().back(1).then(named)],
+        &[lit("mistral").ci().back(1).named()],
     ),
     // Weights & Biases API key: 40 hex (wandb docs), in an assignment naming wandb.
     d(
         "wandb-api-key",
         "Weights & Biases API key in an assignment",
         named!("wandb", r"[a-fA-F0-9]{40}\b"),
-        &[lit("wandb").ci().back(1).then(named)],
+        &[lit("wandb").ci().back(1).named()],
     ),
     // Deepgram API key: 40 hex (Deepgram docs), in an assignment naming Deepgram.
     d(
         "deepgram-api-key",
         "Deepgram API key in an assignment",
         named!("deepgram", r"[a-fA-F0-9]{40}\b"),
-        &[lit("deepgram").ci().back(1).then(named)],
+        &[lit("deepgram").ci().back(1).named()],
     ),
     // ElevenLabs API key `sk_` + 48 hex (ElevenLabs docs), in an assignment naming it.
     d(
         "elevenlabs-api-key",
         "ElevenLabs API key in an assignment",
         named!("(?:elevenlabs|xi_api_key)", r"sk_[a-fA-F0-9]{48}\b"),
-        &[lit("elevenlabs").ci().back(1).then(named), lit("xi_api_key").ci().back(1).then(named)],
+        &[lit("elevenlabs").ci().back(1).named(), lit("xi_api_key").ci().back(1).named()],
     ),
     // AssemblyAI API key: 32 hex, in an assignment naming AssemblyAI.
     d(
         "assemblyai-api-key",
         "AssemblyAI API key in an assignment",
         named!("assemblyai", r"[a-fA-F0-9]{32}\b"),
-        &[lit("assemblyai").ci().back(1).then(named)],
+        &[lit("assemblyai").ci().back(1).named()],
     ),
     // Together AI API key: 64 hex (or `tgp_v1_`), in an assignment naming Together.
     d(
         "together-api-key",
         "Together AI API key in an assignment",
         named!("together", r"(?:tgp_v1_[A-Za-z0-9_\-]{43}|[a-fA-F0-9]{64})\b"),
-        &[lit("together").ci().back(1).then(named)],
+        &[lit("together").ci().back(1).named()],
     ),
     // Chat, email and messaging
     // gitleaks slack-app-token / slack-config-access-token / slack-config-refresh-token.
@@ -1317,42 +1306,42 @@ pub static DETECTORS: &[Detector] = &[
         "discord-client-secret",
         "Discord client secret in an assignment",
         named!("discord", r"[A-Za-z0-9=_\-]{32}\b"),
-        &[lit("discord").ci().back(1).then(named)],
+        &[lit("discord").ci().back(1).named()],
     ),
     // gitleaks mattermost-access-token.
     d(
         "mattermost-access-token",
         "Mattermost access token in an assignment",
         named!("mattermost", r"[A-Za-z0-9]{26}\b"),
-        &[lit("mattermost").ci().back(1).then(named)],
+        &[lit("mattermost").ci().back(1).named()],
     ),
     // gitleaks gitter-access-token.
     d(
         "gitter-access-token",
         "Gitter access token in an assignment",
         named!("gitter", r"[A-Za-z0-9_\-]{40}\b"),
-        &[lit("gitter").ci().back(1).then(named)],
+        &[lit("gitter").ci().back(1).named()],
     ),
     // gitleaks twitch-api-token.
     d(
         "twitch-api-token",
         "Twitch API token in an assignment",
         named!("twitch", r"[A-Za-z0-9]{30}\b"),
-        &[lit("twitch").ci().back(1).then(named)],
+        &[lit("twitch").ci().back(1).named()],
     ),
     // gitleaks twitter-bearer-token.
     d(
         "twitter-bearer-token",
         "Twitter / X bearer token in an assignment",
         named!("twitter", r"A{22}[A-Za-z0-9%]{80,100}"),
-        &[lit("twitter").ci().back(1).then(named)],
+        &[lit("twitter").ci().back(1).named()],
     ),
     // gitleaks linkedin-client-secret.
     d(
         "linkedin-client-secret",
         "LinkedIn client secret in an assignment",
         named!(r"linked[_\-]?in", r"[A-Za-z0-9]{16}\b"),
-        &[lit("linked").ci().back(1).then(named)],
+        &[lit("linked").ci().back(1).named()],
     ),
     // gitleaks facebook-page-access-token: `EAAM` / `EAAC` + 100.
     d(
@@ -1366,14 +1355,14 @@ pub static DETECTORS: &[Detector] = &[
         "intercom-api-key",
         "Intercom access token in an assignment",
         named!("intercom", r"[A-Za-z0-9=_\-]{60}\b"),
-        &[lit("intercom").ci().back(1).then(named)],
+        &[lit("intercom").ci().back(1).named()],
     ),
     // gitleaks zendesk-secret-key.
     d(
         "zendesk-secret-key",
         "Zendesk API token in an assignment",
         named!("zendesk", r"[A-Za-z0-9]{40}\b"),
-        &[lit("zendesk").ci().back(1).then(named)],
+        &[lit("zendesk").ci().back(1).named()],
     ),
     // gitleaks sendinblue-api-token: Brevo (Sendinblue) `xkeysib-`; SMTP keys `xsmtpsib-`.
     d(
@@ -1400,7 +1389,7 @@ pub static DETECTORS: &[Detector] = &[
         "mailgun-signing-key",
         "Mailgun API / webhook signing key in an assignment",
         named!("mailgun", r"[a-hA-H0-9]{32}-[a-hA-H0-9]{8}-[a-hA-H0-9]{8}\b"),
-        &[lit("mailgun").ci().back(1).then(named)],
+        &[lit("mailgun").ci().back(1).named()],
     ),
     // gitleaks mailchimp-api-key: 32 hex + `-us` + data center (Mailchimp docs, "API keys").
     d(
@@ -1417,7 +1406,7 @@ pub static DETECTORS: &[Detector] = &[
             "postmark",
             r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"
         ),
-        &[lit("postmark").ci().back(1).then(named)],
+        &[lit("postmark").ci().back(1).named()],
     ),
     // Resend API key `re_` + 8 + `_` + 24 (Resend docs).
     d(
@@ -1461,7 +1450,7 @@ pub static DETECTORS: &[Detector] = &[
         "twilio-auth-token",
         "Twilio auth token in an assignment",
         named!("twilio", r"[a-fA-F0-9]{32}\b"),
-        &[lit("twilio").ci().back(1).then(named)],
+        &[lit("twilio").ci().back(1).named()],
     ),
     // Payments and commerce
     // Stripe webhook signing secret `whsec_` (Stripe docs, "Check the webhook signatures").
@@ -1503,7 +1492,7 @@ pub static DETECTORS: &[Detector] = &[
         "plaid-secret-key",
         "Plaid secret in an assignment",
         named!("plaid", r"[A-Za-z0-9]{30}\b"),
-        &[lit("plaid").ci().back(1).then(named)],
+        &[lit("plaid").ci().back(1).named()],
     ),
     // gitleaks flutterwave-secret-key / -encryption-key (Flutterwave docs, "API keys").
     d(
@@ -1564,7 +1553,7 @@ pub static DETECTORS: &[Detector] = &[
         "coinbase-access-token",
         "Coinbase access token in an assignment",
         named!("coinbase", r"[A-Za-z0-9_\-]{64}\b"),
-        &[lit("coinbase").ci().back(1).then(named)],
+        &[lit("coinbase").ci().back(1).named()],
     ),
     // gitleaks adobe-client-secret: `p8e-` + 32.
     d(
@@ -1627,28 +1616,28 @@ pub static DETECTORS: &[Detector] = &[
         "algolia-api-key",
         "Algolia API key in an assignment",
         named!("algolia", r"[A-Za-z0-9]{32}\b"),
-        &[lit("algolia").ci().back(1).then(named)],
+        &[lit("algolia").ci().back(1).named()],
     ),
     // gitleaks asana-client-secret.
     d(
         "asana-client-secret",
         "Asana client secret in an assignment",
         named!("asana", r"[A-Za-z0-9]{32}\b"),
-        &[lit("asana").ci().back(1).then(named)],
+        &[lit("asana").ci().back(1).named()],
     ),
     // gitleaks confluent-secret-key.
     d(
         "confluent-secret-key",
         "Confluent Cloud API secret in an assignment",
         named!("confluent", r"[A-Za-z0-9+/]{64}\b"),
-        &[lit("confluent").ci().back(1).then(named)],
+        &[lit("confluent").ci().back(1).named()],
     ),
     // gitleaks fastly-api-token.
     d(
         "fastly-api-token",
         "Fastly API token in an assignment",
         named!("fastly", r"[A-Za-z0-9=_\-]{32}\b"),
-        &[lit("fastly").ci().back(1).then(named)],
+        &[lit("fastly").ci().back(1).named()],
     ),
     // gitleaks snyk-api-token: a UUID beside the Snyk name.
     d(
@@ -1658,28 +1647,28 @@ pub static DETECTORS: &[Detector] = &[
             "snyk",
             r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"
         ),
-        &[lit("snyk").ci().back(1).then(named)],
+        &[lit("snyk").ci().back(1).named()],
     ),
     // gitleaks dropbox-short-lived-api-token: `sl.` + 135, beside the Dropbox name.
     d(
         "dropbox-api-token",
         "Dropbox access token in an assignment",
         named!("dropbox", r"sl\.[A-Za-z0-9_=\-]{135,1400}"),
-        &[lit("dropbox").ci().back(1).then(named)],
+        &[lit("dropbox").ci().back(1).named()],
     ),
     // gitleaks rapidapi-access-token.
     d(
         "rapidapi-access-token",
         "RapidAPI key in an assignment",
         named!("rapidapi", r"[A-Za-z0-9_\-]{50}\b"),
-        &[lit("rapidapi").ci().back(1).then(named)],
+        &[lit("rapidapi").ci().back(1).named()],
     ),
     // gitleaks freshbooks-access-token.
     d(
         "freshbooks-access-token",
         "FreshBooks access token in an assignment",
         named!("freshbooks", r"[A-Za-z0-9]{64}\b"),
-        &[lit("freshbooks").ci().back(1).then(named)],
+        &[lit("freshbooks").ci().back(1).named()],
     ),
     // Personal and financial identifiers
     dc(
@@ -1720,8 +1709,9 @@ pub static DETECTORS: &[Detector] = &[
         ),
         ssn,
         &[
-            lit("ssn").ci().back(1).then(named),
-            lit("social").ci().back(1).then(social_security),
+            lit("ssn").ci().back(1).named(),
+            // `social[_\- ]?security`: the name may hold a space, `security` lies in it.
+            lit("security").ci().back(8).named(),
         ],
     )
     .personal(),
@@ -1908,15 +1898,6 @@ fn flag_value(r: &[u8]) -> bool {
         Some(b'=') => true,
         _ => (1..=4).contains(&spaces) && r.get(spaces).is_some_and(|b| !b.is_ascii_whitespace()),
     }
-}
-
-/// After `social`: `[_- ]?security`, then the rest of a name and an assignment ([`named`]).
-fn social_security(r: &[u8]) -> bool {
-    let r = match r.first() {
-        Some(b'_' | b'-' | b' ') => &r[1..],
-        _ => r,
-    };
-    r.len() >= 8 && r[..8].eq_ignore_ascii_case(b"security") && named(&r[8..])
 }
 
 /// A payment card number: an issuer's range and one of its lengths (ISO/IEC 7812; the

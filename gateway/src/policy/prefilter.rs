@@ -56,6 +56,10 @@ pub struct Lit {
     pub word_start: bool,
     /// A necessary condition on the bytes after the literal.
     pub then: Option<fn(&[u8]) -> bool>,
+    /// The literal lies in a name given a value: at most this many name bytes
+    /// (`[A-Za-z0-9_.-]`) follow it, then an assignment ([`assign`]). The pass finds these
+    /// from the assignments backwards instead of in its fingerprint (see [`NameCues`]).
+    pub in_name: Option<usize>,
 }
 
 /// A literal cue at the match start.
@@ -66,6 +70,7 @@ pub const fn lit(text: &'static str) -> Cue {
         back: 0,
         word_start: false,
         then: None,
+        in_name: None,
     })
 }
 
@@ -107,6 +112,24 @@ impl Cue {
             other => other,
         }
     }
+    /// See [`Lit::in_name`].
+    pub const fn in_name(self, tail: usize) -> Cue {
+        match self {
+            Cue::Lit(mut l) => {
+                l.in_name = Some(tail);
+                Cue::Lit(l)
+            }
+            other => other,
+        }
+    }
+    /// In a name given a value: [`named`] after the literal, found from the assignment.
+    pub const fn named(self) -> Cue {
+        self.then(named).in_name(NAME_TAIL)
+    }
+    /// Right before an assignment: [`assign`] after the literal, found from the assignment.
+    pub const fn assigned(self) -> Cue {
+        self.then(assign).in_name(0)
+    }
 }
 
 pub fn is_word(b: u8) -> bool {
@@ -121,6 +144,26 @@ fn boundary_before(hay: &[u8], p: usize) -> bool {
 /// `\s` with Unicode off.
 fn is_space(b: u8) -> bool {
     matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ')
+}
+
+/// A byte of a name given a value (`[A-Za-z0-9_.-]`).
+fn is_name(b: u8) -> bool {
+    is_word(b) || b == b'.' || b == b'-'
+}
+
+/// The most name bytes [`named`] allows after a keyword: the 20 of `named!` and what a
+/// shorter cue than the whole keyword leaves.
+pub const NAME_TAIL: usize = 24;
+
+/// After a keyword: the rest of a name (at most [`NAME_TAIL`] name bytes), then an
+/// assignment ([`assign`]).
+pub fn named(r: &[u8]) -> bool {
+    let n = r
+        .iter()
+        .take(NAME_TAIL + 1)
+        .take_while(|b| is_name(**b))
+        .count();
+    n <= NAME_TAIL && assign(&r[n..])
 }
 
 /// `["']?\s{0,4}` then `:` or `=`: the assignment after a keyword.
@@ -213,6 +256,133 @@ struct Use {
 struct Anchor {
     seq: Vec<ByteSet>,
     uses: Vec<Use>,
+    /// For a literal in a name ([`Lit::in_name`]): the most name bytes after it.
+    tail: usize,
+}
+
+impl Anchor {
+    /// Where the literal ends if it is at `hay[p..]`, ending at or before `limit`.
+    #[inline]
+    fn at(&self, hay: &[u8], p: usize, limit: usize) -> Option<usize> {
+        let end = p + self.seq.len();
+        (end <= limit && self.seq.iter().zip(&hay[p..end]).all(|(s, x)| s.has(*x))).then_some(end)
+    }
+
+    /// The windows of the literal found at `hay[p..end]`, for each use whose conditions hold.
+    fn emit(
+        &self,
+        hay: &[u8],
+        from: usize,
+        p: usize,
+        end: usize,
+        w: &mut Vec<(usize, usize, u32)>,
+    ) {
+        for u in &self.uses {
+            if (u.word_start && !boundary_before(hay, p)) || u.then.is_some_and(|f| !f(&hay[end..]))
+            {
+                continue;
+            }
+            w.push((
+                p.saturating_sub(u.back).max(from),
+                (p + u.len).min(hay.len()),
+                u.src,
+            ));
+        }
+    }
+}
+
+/// Literals in a name given a value (`HEROKU_API_KEY=`, `"okta_token":`), found from the
+/// assignments backwards: each `=` or `:` is looked at once, and the few name bytes before it
+/// for the literals. How many literals there are costs nothing per byte; in the fingerprint,
+/// seventy case-insensitive keywords made nearly every byte a candidate.
+///
+/// Exact: a match has the literal at `p`, then `k ≤ tail` name bytes, then `["']?\s{0,4}` and
+/// `:` or `=` at `q` ([`named`], [`assign`]). Walking back from `q` over at most four spaces
+/// and one quote lands right after those name bytes (a name byte is neither), and the literal
+/// lies in the `tail + len` name bytes before that.
+struct NameCues {
+    anchors: Vec<Anchor>,
+    /// Per first byte, the second bytes some literal may start with.
+    pairs: Box<[ByteSet; 256]>,
+    /// Per first byte, the literals that may start with it.
+    by_first: Vec<Vec<u16>>,
+    /// How far before its name's end a literal may start: its tail and length, at most.
+    reach: usize,
+}
+
+impl NameCues {
+    fn new(anchors: Vec<Anchor>) -> Result<Self, String> {
+        let mut pairs = Box::new([ByteSet::default(); 256]);
+        let mut by_first = vec![Vec::new(); 256];
+        let mut reach = 0;
+        for (i, a) in anchors.iter().enumerate() {
+            if a.seq.iter().any(|set| set.bytes().any(|b| !is_name(b))) {
+                return Err(format!(
+                    "a cue in a name holds a byte no name holds ({} bytes long)",
+                    a.seq.len()
+                ));
+            }
+            reach = reach.max(a.tail + a.seq.len());
+            for b0 in a.seq[0].bytes() {
+                for b1 in a.seq[1].bytes() {
+                    pairs[b0 as usize].add(b1);
+                }
+                let list: &mut Vec<u16> = &mut by_first[b0 as usize];
+                if !list.contains(&(i as u16)) {
+                    list.push(i as u16);
+                }
+            }
+        }
+        Ok(Self {
+            anchors,
+            pairs,
+            by_first,
+            reach,
+        })
+    }
+
+    /// The windows of the literals in the names before the assignments `mask` marks in the
+    /// chunk at `at`.
+    fn cues(
+        &self,
+        hay: &[u8],
+        from: usize,
+        at: usize,
+        mut mask: u64,
+        w: &mut Vec<(usize, usize, u32)>,
+    ) {
+        while mask != 0 {
+            let q = at + mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            // Back over `\s{0,4}` and `["']?` to where the name ends.
+            let mut end = q;
+            while q - end < 4 && end > 0 && is_space(hay[end - 1]) {
+                end -= 1;
+            }
+            if end > 0 && matches!(hay[end - 1], b'"' | b'\'') {
+                end -= 1;
+            }
+            let floor = end.saturating_sub(self.reach).max(from);
+            let mut start = end;
+            while start > floor && is_name(hay[start - 1]) {
+                start -= 1;
+            }
+            for p in start..end.saturating_sub(2) {
+                let b0 = hay[p];
+                if !self.pairs[b0 as usize].has(hay[p + 1]) {
+                    continue;
+                }
+                for &ai in &self.by_first[b0 as usize] {
+                    let a = &self.anchors[ai as usize];
+                    if let Some(e) = a.at(hay, p, end)
+                        && end - e <= a.tail
+                    {
+                        a.emit(hay, from, p, e, w);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// One detector's cues with its longest match, or a custom pattern's syntax.
@@ -271,6 +441,8 @@ struct Chunk {
     token: u64,
     dot: u64,
     dash: u64,
+    /// `=` or `:`: where a name may end before ([`NameCues`]).
+    assign: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -300,6 +472,7 @@ impl Tables {
             c.token |= bit(class & C_TOKEN != 0);
             c.dot |= bit(class & C_DOT != 0);
             c.dash |= bit(class & C_DASH != 0);
+            c.assign |= bit(x == b'=' || x == b':');
         }
         c
     }
@@ -321,6 +494,7 @@ impl Tables {
             let lo = [tab(&self.lo[0]), tab(&self.lo[1]), tab(&self.lo[2])];
             let hi = [tab(&self.hi[0]), tab(&self.hi[1]), tab(&self.hi[2])];
             let (class_lo, class_hi) = (tab(&self.class_lo), tab(&self.class_hi));
+            let (eq, colon) = (_mm256_set1_epi8(b'=' as i8), _mm256_set1_epi8(b':' as i8));
             let any =
                 |v: __m256i| u64::from(!(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, zero)) as u32));
             let mut c = Chunk::default();
@@ -329,12 +503,13 @@ impl Tables {
                 let mut t = _mm256_set1_epi8(-1);
                 let mut l0 = zero;
                 let mut h0 = zero;
+                let mut v0 = zero;
                 for k in 0..3 {
                     let v = _mm256_loadu_si256(q.add(k).cast());
                     let l = _mm256_and_si256(v, low);
                     let h = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
                     if k == 0 {
-                        (l0, h0) = (l, h);
+                        (l0, h0, v0) = (l, h, v);
                     }
                     t = _mm256_and_si256(
                         t,
@@ -357,6 +532,8 @@ impl Tables {
                 c.token |= has(C_TOKEN) << sh;
                 c.dot |= has(C_DOT) << sh;
                 c.dash |= has(C_DASH) << sh;
+                let ops = _mm256_or_si256(_mm256_cmpeq_epi8(v0, eq), _mm256_cmpeq_epi8(v0, colon));
+                c.assign |= u64::from(_mm256_movemask_epi8(ops) as u32) << sh;
             }
             c
         }
@@ -377,13 +554,13 @@ impl Tables {
             let tab = |t: &[u8; 16]| _mm512_broadcast_i32x4(_mm_loadu_si128(t.as_ptr().cast()));
             let low = _mm512_set1_epi8(0x0f);
             let mut t = _mm512_set1_epi8(-1);
-            let (mut l0, mut h0) = (low, low);
+            let (mut l0, mut h0, mut v0) = (low, low, low);
             for k in 0..3 {
                 let v = _mm512_loadu_si512(p.add(k).cast());
                 let l = _mm512_and_si512(v, low);
                 let h = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
                 if k == 0 {
-                    (l0, h0) = (l, h);
+                    (l0, h0, v0) = (l, h, v);
                 }
                 t = _mm512_and_si512(
                     t,
@@ -406,6 +583,8 @@ impl Tables {
                 token: has(C_TOKEN),
                 dot: has(C_DOT),
                 dash: has(C_DASH),
+                assign: _mm512_cmpeq_epi8_mask(v0, _mm512_set1_epi8(b'=' as i8))
+                    | _mm512_cmpeq_epi8_mask(v0, _mm512_set1_epi8(b':' as i8)),
             }
         }
     }
@@ -428,6 +607,8 @@ pub struct Prefilter {
     triples: Triples,
     /// Per shape cue ([`SHAPE_CARD`] ...): the patterns it stands for.
     shapes: [Shape; 4],
+    /// Literals in a name given a value, found from the assignments.
+    names: Option<NameCues>,
     /// Custom patterns' literals, each with (how far before it a match may start, how far
     /// after its start a match may end, the source).
     custom: Option<(AhoCorasick, Vec<CustomLit>)>,
@@ -437,8 +618,9 @@ pub struct Prefilter {
 impl Prefilter {
     /// `None` when some pattern has no usable cue (the scanner then scans every byte).
     pub fn new(sources: &[Source<'_>]) -> Result<Option<Self>, String> {
-        // Cues with the same text share one anchor: (text, case-insensitive, anchor).
-        let mut anchors: Vec<(&str, bool, Anchor)> = Vec::new();
+        // Cues with the same text share one anchor: (text, case-insensitive, in a name,
+        // anchor).
+        let mut anchors: Vec<(&str, bool, bool, Anchor)> = Vec::new();
         let mut custom_lits: Vec<Vec<u8>> = Vec::new();
         let mut custom_len = Vec::new();
         let mut shapes: [Shape; 4] = Default::default();
@@ -455,6 +637,7 @@ impl Prefilter {
                                 if l.word_start && l.back != 0 {
                                     return Err(format!("cue `{}`: \\b with back > 0", l.text));
                                 }
+                                let in_name = l.in_name.is_some();
                                 let u = Use {
                                     back: l.back,
                                     word_start: l.word_start,
@@ -462,14 +645,22 @@ impl Prefilter {
                                     len,
                                     src: si,
                                 };
-                                match anchors.iter_mut().find(|a| a.0 == l.text && a.1 == l.ci) {
-                                    Some(a) => a.2.uses.push(u),
+                                match anchors
+                                    .iter_mut()
+                                    .find(|a| a.0 == l.text && a.1 == l.ci && a.2 == in_name)
+                                {
+                                    Some(a) => {
+                                        a.3.uses.push(u);
+                                        a.3.tail = a.3.tail.max(l.in_name.unwrap_or(0));
+                                    }
                                     None => anchors.push((
                                         l.text,
                                         l.ci,
+                                        in_name,
                                         Anchor {
                                             seq: parse_lit(l.text, l.ci)?,
                                             uses: vec![u],
+                                            tail: l.in_name.unwrap_or(0),
                                         },
                                     )),
                                 }
@@ -516,7 +707,13 @@ impl Prefilter {
             class_lo: cls_lo,
             class_hi: cls_hi,
         };
-        let prints: Vec<Print> = anchors.iter().map(|a| print(&a.2.seq)).collect();
+        let (named, anchors): (Vec<_>, Vec<_>) = anchors.into_iter().partition(|a| a.2);
+        let names = if named.is_empty() {
+            None
+        } else {
+            Some(NameCues::new(named.into_iter().map(|a| a.3).collect())?)
+        };
+        let prints: Vec<Print> = anchors.iter().map(|a| print(&a.3.seq)).collect();
         let buckets = assign_buckets(&prints);
         for (b, members) in buckets.iter().enumerate() {
             for &i in members {
@@ -528,7 +725,7 @@ impl Prefilter {
                 }
             }
         }
-        let triples = Triples::new(anchors.iter().map(|a| &a.2.seq[..3]));
+        let triples = Triples::new(anchors.iter().map(|a| &a.3.seq[..3]));
         let custom = if custom_lits.is_empty() {
             None
         } else {
@@ -540,10 +737,11 @@ impl Prefilter {
         };
         Ok(Some(Self {
             tables,
-            anchors: anchors.into_iter().map(|a| a.2).collect(),
+            anchors: anchors.into_iter().map(|a| a.3).collect(),
             buckets,
             triples,
             shapes,
+            names,
             custom,
             simd: simd(),
         }))
@@ -615,6 +813,11 @@ impl Prefilter {
             if cur.lits != 0 {
                 self.literal_cues(hay, from, at, cur.lits, &buckets, w);
             }
+            if let Some(names) = &self.names
+                && cur.assign != 0
+            {
+                names.cues(hay, from, at, cur.assign, w);
+            }
             let next_at = at + CHUNK;
             let next = if next_at < n {
                 self.chunk(hay, next_at, &mut buckets)
@@ -645,30 +848,24 @@ impl Prefilter {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
             let p = at + i;
-            if p + 3 > n || !self.triples.has(&hay[p..p + 3]) {
+            if p + 3 > n {
                 continue;
             }
-            let mut bits = buckets[i];
-            while bits != 0 {
-                let b = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                for &ai in &self.buckets[b] {
-                    let a = &self.anchors[ai];
-                    let end = p + a.seq.len();
-                    if end > n || !a.seq.iter().zip(&hay[p..end]).all(|(s, x)| s.has(*x)) {
-                        continue;
-                    }
-                    for u in &a.uses {
-                        if (u.word_start && !boundary_before(hay, p))
-                            || u.then.is_some_and(|f| !f(&hay[end..]))
-                        {
-                            continue;
-                        }
-                        w.push((
-                            p.saturating_sub(u.back).max(from),
-                            (p + u.len).min(n),
-                            u.src,
-                        ));
+            let mut try_anchor = |ai: usize| {
+                let a = &self.anchors[ai];
+                if let Some(end) = a.at(hay, p, n) {
+                    a.emit(hay, from, p, end, w);
+                }
+            };
+            match self.triples.begins(&hay[p..p + 3]) {
+                Begins::Nothing => {}
+                Begins::These(list) => list.iter().for_each(|&ai| try_anchor(ai as usize)),
+                Begins::Unknown => {
+                    let mut bits = buckets[i];
+                    while bits != 0 {
+                        let b = bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        self.buckets[b].iter().for_each(|&ai| try_anchor(ai));
                     }
                 }
             }
@@ -759,16 +956,38 @@ impl Prefilter {
     }
 }
 
-/// A set of byte triples, hashed into 2^16 bits (8 KiB): no false negatives, few positives.
-struct Triples(Option<Box<[u64; 1024]>>);
+/// Every literal cue's first three bytes: a set hashed into 2^16 bits (8 KiB, no false
+/// negatives, few positives) that rejects most fingerprint hits, then per triple the anchors
+/// it may begin (a hit tries those, not every anchor of its buckets).
+struct Triples(Option<TripleIndex>);
+
+struct TripleIndex {
+    bits: Box<[u64; 1024]>,
+    /// Open addressing by [`Triples::hash`]: (triple | [`TripleIndex::USED`], anchors' range).
+    slots: Vec<(u32, u32, u32)>,
+    anchors: Vec<u16>,
+}
+
+impl TripleIndex {
+    const USED: u32 = 1 << 24;
+}
+
+/// What a fingerprint hit's first three bytes may begin.
+enum Begins<'a> {
+    Nothing,
+    /// These anchors (and no other).
+    These(&'a [u16]),
+    /// Not indexed: any anchor of the hit's buckets.
+    Unknown,
+}
 
 impl Triples {
-    /// Cues whose first three bytes allow more combinations than this skip the set.
+    /// Cues whose first three bytes allow more combinations than this skip the index.
     const MAX: usize = 1 << 12;
 
     fn new<'a>(prints: impl Iterator<Item = &'a [ByteSet]>) -> Self {
-        let mut bits = Box::new([0u64; 1024]);
-        for p in prints {
+        let mut by_triple: std::collections::BTreeMap<u32, Vec<u16>> = Default::default();
+        for (ai, p) in prints.enumerate() {
             let sets: Vec<Vec<u8>> = p.iter().map(|s| s.bytes().collect()).collect();
             if sets.iter().map(Vec::len).product::<usize>() > Self::MAX {
                 return Triples(None);
@@ -776,13 +995,37 @@ impl Triples {
             for &a in &sets[0] {
                 for &b in &sets[1] {
                     for &c in &sets[2] {
-                        let h = Self::hash(&[a, b, c]);
-                        bits[h >> 6] |= 1 << (h & 63);
+                        by_triple
+                            .entry(u32::from_le_bytes([a, b, c, 0]))
+                            .or_default()
+                            .push(ai as u16);
                     }
                 }
             }
         }
-        Triples(Some(bits))
+        let mut bits = Box::new([0u64; 1024]);
+        let size = (by_triple.len() * 2).next_power_of_two().max(16);
+        let mut slots = vec![(0u32, 0u32, 0u32); size];
+        let mut anchors = Vec::new();
+        for (key, list) in by_triple {
+            let h = Self::hash(&key.to_le_bytes());
+            bits[h >> 6] |= 1 << (h & 63);
+            let mut i = h & (size - 1);
+            while slots[i].0 != 0 {
+                i = (i + 1) & (size - 1);
+            }
+            slots[i] = (
+                key | TripleIndex::USED,
+                anchors.len() as u32,
+                list.len() as u32,
+            );
+            anchors.extend(list);
+        }
+        Triples(Some(TripleIndex {
+            bits,
+            slots,
+            anchors,
+        }))
     }
 
     fn hash(t: &[u8]) -> usize {
@@ -790,11 +1033,28 @@ impl Triples {
         (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as usize
     }
 
-    fn has(&self, t: &[u8]) -> bool {
-        self.0.as_ref().is_none_or(|bits| {
-            let h = Self::hash(t);
-            bits[h >> 6] >> (h & 63) & 1 == 1
-        })
+    #[inline]
+    fn begins(&self, t: &[u8]) -> Begins<'_> {
+        let Some(ix) = &self.0 else {
+            return Begins::Unknown;
+        };
+        let h = Self::hash(t);
+        if ix.bits[h >> 6] >> (h & 63) & 1 == 0 {
+            return Begins::Nothing;
+        }
+        let key = u32::from_le_bytes([t[0], t[1], t[2], 0]) | TripleIndex::USED;
+        let mask = ix.slots.len() - 1;
+        let mut i = h & mask;
+        loop {
+            let (k, start, len) = ix.slots[i];
+            if k == key {
+                return Begins::These(&ix.anchors[start as usize..(start + len) as usize]);
+            }
+            if k == 0 {
+                return Begins::Nothing;
+            }
+            i = (i + 1) & mask;
+        }
     }
 }
 

@@ -317,9 +317,11 @@ pub struct Scanner {
     rules: Vec<Rule>,
     pats: Vec<Pat>,
     re: meta::Regex,
-    /// Each pattern alone (index = pattern id; empty without a prefilter): a window searches
-    /// only the patterns whose cues made it. One regex of two hundred patterns is ~5× slower per byte than a few
-    /// small ones, and its lazy DFA needs far more cache.
+    /// Each pattern alone (index = pattern id): a window searches only the patterns whose cues
+    /// made it, and a match's `s` group is taken from its own pattern. One regex of two hundred
+    /// patterns is ~5× slower per byte than a few small ones, its lazy DFA needs far more
+    /// cache, and its PikeVM's capture slots (every pattern's groups in every state) took
+    /// ~800 MiB on a thread's first capture search.
     single: Vec<meta::Regex>,
     /// Where matches can be; `None`: everywhere (a custom pattern without prefix literals).
     prefilter: Option<Prefilter>,
@@ -632,19 +634,15 @@ impl Scanner {
             .configure(DFA::config().cache_capacity(4 << 20))
             .build_many(&patterns)
             .map_err(|e| ScanError::Build(e.to_string()))?;
-        // Only the windows use them: none without a prefilter.
-        let single = match prefilter {
-            Some(_) => patterns
-                .iter()
-                .map(|p| {
-                    meta::Regex::builder()
-                        .syntax(syntax_config())
-                        .build(p)
-                        .map_err(|e| ScanError::Build(e.to_string()))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            None => Vec::new(),
-        };
+        let single = patterns
+            .iter()
+            .map(|p| {
+                meta::Regex::builder()
+                    .syntax(syntax_config())
+                    .build(p)
+                    .map_err(|e| ScanError::Build(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let live = Arc::new(live);
         let for_pool = live.clone();
         let caches: CachePool = Pool::new(Box::new(move || for_pool.create_cache()));
@@ -710,25 +708,16 @@ impl Scanner {
         ctx: Ctx<'_>,
     ) -> Vec<Hit> {
         let mut hits = Vec::new();
-        // Only patterns with an `s` group need captures: made on the first such match.
-        let mut caps = None;
         match windows {
             Some(w) => {
                 let mut at = from;
                 for span in &w.spans {
                     let srcs = Some(w.sources(span));
-                    at = self.find_in(
-                        hay,
-                        at.max(span.lo)..span.hi,
-                        srcs,
-                        ctx,
-                        &mut caps,
-                        &mut hits,
-                    );
+                    at = self.find_in(hay, at.max(span.lo)..span.hi, srcs, ctx, &mut hits);
                 }
             }
             None => {
-                self.find_in(hay, from..hay.len(), None, ctx, &mut caps, &mut hits);
+                self.find_in(hay, from..hay.len(), None, ctx, &mut hits);
             }
         }
         hits
@@ -790,21 +779,19 @@ impl Scanner {
     }
 
     /// The part of match `m` a rule acts on: its `s` group when the pattern has one.
-    fn secret_part(
-        &self,
-        hay: &[u8],
-        m: regex_automata::Match,
-        caps: &mut Option<regex_automata::util::captures::Captures>,
-    ) -> (usize, usize) {
-        if !self.pats[m.pattern().as_usize()].secret_group {
+    fn secret_part(&self, hay: &[u8], m: regex_automata::Match) -> (usize, usize) {
+        let p = m.pattern().as_usize();
+        if !self.pats[p].secret_group {
             return (m.start(), m.end());
         }
-        let caps = caps.get_or_insert_with(|| self.re.create_captures());
-        self.re.search_captures(
+        // The pattern's own regex: the combined one's captures cost every pattern's slots.
+        let re = &self.single[p];
+        let mut caps = re.create_captures();
+        re.search_captures(
             &Input::new(hay)
                 .range(m.start()..m.end())
-                .anchored(Anchored::Pattern(m.pattern())),
-            caps,
+                .anchored(Anchored::Yes),
+            &mut caps,
         );
         caps.get_group_by_name("s")
             .map(|g| (g.start, g.end))
@@ -818,7 +805,6 @@ impl Scanner {
         span: std::ops::Range<usize>,
         srcs: Option<&[u32]>,
         ctx: Ctx<'_>,
-        caps: &mut Option<regex_automata::util::captures::Captures>,
         hits: &mut Vec<Hit>,
     ) -> usize {
         let (mut at, end) = (span.start, span.end);
@@ -833,7 +819,7 @@ impl Scanner {
                 break;
             };
             let (mut m, mut pat) = (m, &self.pats[m.pattern().as_usize()]);
-            let (mut s, mut e) = self.secret_part(hay, m, caps);
+            let (mut s, mut e) = self.secret_part(hay, m);
             let mut accepted = None;
             // A value given to a credential's name (generic-secret-assignment) that is itself
             // a known format: that detector's match wins (it names the secret, and masks all
@@ -845,7 +831,7 @@ impl Scanner {
                 && m2.pattern() != m.pattern()
             {
                 let pat2 = &self.pats[m2.pattern().as_usize()];
-                let (s2, e2) = self.secret_part(hay, m2, caps);
+                let (s2, e2) = self.secret_part(hay, m2);
                 if pat2
                     .builtin
                     .is_none_or(|d| d.accepts(hay, m2.start(), &hay[s2..e2]))
