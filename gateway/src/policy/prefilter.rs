@@ -258,9 +258,17 @@ struct Anchor {
     uses: Vec<Use>,
     /// For a literal in a name ([`Lit::in_name`]): the most name bytes after it.
     tail: usize,
+    /// Where in the literal its fingerprint's three bytes are: the rarest three (`hp_` of
+    /// `ghp_`, not `ghp`, which begins words), so that few ordinary bytes pass.
+    off: usize,
 }
 
 impl Anchor {
+    /// The three bytes the fingerprint looks for.
+    fn print_seq(&self) -> &[ByteSet] {
+        &self.seq[self.off..self.off + 3]
+    }
+
     /// Where the literal ends if it is at `hay[p..]`, ending at or before `limit`.
     #[inline]
     fn at(&self, hay: &[u8], p: usize, limit: usize) -> Option<usize> {
@@ -661,6 +669,7 @@ impl Prefilter {
                                             seq: parse_lit(l.text, l.ci)?,
                                             uses: vec![u],
                                             tail: l.in_name.unwrap_or(0),
+                                            off: 0,
                                         },
                                     )),
                                 }
@@ -713,7 +722,11 @@ impl Prefilter {
         } else {
             Some(NameCues::new(named.into_iter().map(|a| a.3).collect())?)
         };
-        let prints: Vec<Print> = anchors.iter().map(|a| print(&a.3.seq)).collect();
+        let mut anchors = anchors;
+        for a in &mut anchors {
+            a.3.off = rarest_three(&a.3.seq);
+        }
+        let prints: Vec<Print> = anchors.iter().map(|a| print(a.3.print_seq())).collect();
         let buckets = assign_buckets(&prints);
         for (b, members) in buckets.iter().enumerate() {
             for &i in members {
@@ -725,7 +738,7 @@ impl Prefilter {
                 }
             }
         }
-        let triples = Triples::new(anchors.iter().map(|a| &a.3.seq[..3]));
+        let triples = Triples::new(anchors.iter().map(|a| a.3.print_seq()));
         let custom = if custom_lits.is_empty() {
             None
         } else {
@@ -847,17 +860,20 @@ impl Prefilter {
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
-            let p = at + i;
-            if p + 3 > n {
+            // Where the fingerprint's three bytes are; each anchor's literal starts `off` before.
+            let q = at + i;
+            if q + 3 > n {
                 continue;
             }
             let mut try_anchor = |ai: usize| {
                 let a = &self.anchors[ai];
-                if let Some(end) = a.at(hay, p, n) {
+                if let Some(p) = q.checked_sub(a.off)
+                    && let Some(end) = a.at(hay, p, n)
+                {
                     a.emit(hay, from, p, end, w);
                 }
             };
-            match self.triples.begins(&hay[p..p + 3]) {
+            match self.triples.begins(&hay[q..q + 3]) {
                 Begins::Nothing => {}
                 Begins::These(list) => list.iter().for_each(|&ai| try_anchor(ai as usize)),
                 Begins::Unknown => {
@@ -1072,6 +1088,19 @@ fn print(seq: &[ByteSet]) -> Print {
     p
 }
 
+/// Where in `seq` three bytes are least likely in ordinary text ([`frequency`]).
+fn rarest_three(seq: &[ByteSet]) -> usize {
+    let freq: Vec<f64> = (0..=255u8).map(frequency).collect();
+    let rate = |set: &ByteSet| set.bytes().map(|b| freq[b as usize]).sum::<f64>();
+    (0..=seq.len() - 3)
+        .min_by(|a, b| {
+            let r = |k: usize| seq[k..k + 3].iter().map(rate).product::<f64>();
+            // The earliest of equals: the fingerprint then finds the literal soonest.
+            r(*a).total_cmp(&r(*b)).then(a.cmp(b))
+        })
+        .unwrap_or(0)
+}
+
 /// How often a byte turns up in prose, code and logs (a rough model, relative).
 fn frequency(b: u8) -> f64 {
     const LETTERS: &[u8; 26] = b"etaoinsrhldcumfpgwybvkxjqz";
@@ -1226,3 +1255,4 @@ fn simd() -> Simd {
 
 #[cfg(test)]
 mod tests;
+
