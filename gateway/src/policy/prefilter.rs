@@ -13,7 +13,7 @@
 //! its own pattern and check each lies in a window.
 //!
 //! The pass looks at 64 bytes at a time: a Teddy-style fingerprint of the first three bytes of
-//! every literal cue (nibble lookups, 8 buckets; case-insensitive cues cost nothing extra), and
+//! every literal cue (nibble lookups, 16 buckets; case-insensitive cues cost nothing extra), and
 //! byte classes (digit, upper, token, `.`, `-`) from which the literal-less detectors' shapes
 //! (card numbers, IBANs, SSNs, Discord's dotted token) are bit operations on 64-bit masks.
 //! AVX-512BW or AVX2 when the CPU has it; a scalar version of the same tables otherwise (tested
@@ -434,6 +434,13 @@ fn class_tables() -> ([u8; 16], [u8; 16]) {
     (lo, hi)
 }
 
+/// Fingerprint buckets, in groups of eight (a byte of bits each).
+const BUCKETS: usize = 16;
+const GROUPS: usize = BUCKETS / 8;
+
+/// Per group, per byte of a chunk: the buckets whose fingerprint may start there.
+type Buckets = [[u8; CHUNK]; GROUPS];
+
 /// Bytes one step of the pass looks at.
 const CHUNK: usize = 64;
 /// Bytes a step reads: the fingerprint looks two bytes further.
@@ -455,22 +462,29 @@ struct Chunk {
 
 #[derive(Clone, Copy)]
 struct Tables {
-    /// Teddy: per fingerprint offset, low- and high-nibble bucket tables.
-    lo: [[u8; 16]; 3],
-    hi: [[u8; 16]; 3],
+    /// Teddy: per group of eight buckets and fingerprint offset, low- and high-nibble bucket
+    /// tables.
+    lo: [[[u8; 16]; 3]; GROUPS],
+    hi: [[[u8; 16]; 3]; GROUPS],
     class_lo: [u8; 16],
     class_hi: [u8; 16],
 }
 
 impl Tables {
     /// `s` holds at least [`READ`] bytes.
-    fn chunk_scalar(&self, s: &[u8], buckets: &mut [u8; CHUNK]) -> Chunk {
+    fn chunk_scalar(&self, s: &[u8], buckets: &mut Buckets) -> Chunk {
         let mut c = Chunk::default();
         for i in 0..CHUNK {
-            let nib =
-                |x: u8, k: usize| self.lo[k][(x & 15) as usize] & self.hi[k][(x >> 4) as usize];
-            let t = nib(s[i], 0) & nib(s[i + 1], 1) & nib(s[i + 2], 2);
-            buckets[i] = t;
+            let mut any = 0;
+            for (g, group) in buckets.iter_mut().enumerate() {
+                let nib = |x: u8, k: usize| {
+                    self.lo[g][k][(x & 15) as usize] & self.hi[g][k][(x >> 4) as usize]
+                };
+                let t = nib(s[i], 0) & nib(s[i + 1], 1) & nib(s[i + 2], 2);
+                group[i] = t;
+                any |= t;
+            }
+            let t = any;
             let x = s[i];
             let class = self.class_lo[(x & 15) as usize] & self.class_hi[(x >> 4) as usize];
             let bit = |on: bool| u64::from(on) << i;
@@ -490,7 +504,7 @@ impl Tables {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     #[allow(unsafe_code)]
-    unsafe fn chunk_avx2(&self, p: *const u8, buckets: &mut [u8; CHUNK]) -> Chunk {
+    unsafe fn chunk_avx2(&self, p: *const u8, buckets: &mut Buckets) -> Chunk {
         use std::arch::x86_64::*;
         // SAFETY: the caller guarantees AVX2 and READ readable bytes at `p`; every load is
         // unaligned and ends at p + 2 + 32 + 32 = p + READ at most.
@@ -499,8 +513,8 @@ impl Tables {
                 |t: &[u8; 16]| _mm256_broadcastsi128_si256(_mm_loadu_si128(t.as_ptr().cast()));
             let low = _mm256_set1_epi8(0x0f);
             let zero = _mm256_setzero_si256();
-            let lo = [tab(&self.lo[0]), tab(&self.lo[1]), tab(&self.lo[2])];
-            let hi = [tab(&self.hi[0]), tab(&self.hi[1]), tab(&self.hi[2])];
+            let lo = self.lo.map(|g| [tab(&g[0]), tab(&g[1]), tab(&g[2])]);
+            let hi = self.hi.map(|g| [tab(&g[0]), tab(&g[1]), tab(&g[2])]);
             let (class_lo, class_hi) = (tab(&self.class_lo), tab(&self.class_hi));
             let (eq, colon) = (_mm256_set1_epi8(b'=' as i8), _mm256_set1_epi8(b':' as i8));
             let any =
@@ -508,7 +522,7 @@ impl Tables {
             let mut c = Chunk::default();
             for half in 0..2 {
                 let q = p.add(32 * half);
-                let mut t = _mm256_set1_epi8(-1);
+                let mut t = [_mm256_set1_epi8(-1); GROUPS];
                 let mut l0 = zero;
                 let mut h0 = zero;
                 let mut v0 = zero;
@@ -519,15 +533,20 @@ impl Tables {
                     if k == 0 {
                         (l0, h0, v0) = (l, h, v);
                     }
-                    t = _mm256_and_si256(
-                        t,
-                        _mm256_and_si256(
-                            _mm256_shuffle_epi8(lo[k], l),
-                            _mm256_shuffle_epi8(hi[k], h),
-                        ),
-                    );
+                    for g in 0..GROUPS {
+                        t[g] = _mm256_and_si256(
+                            t[g],
+                            _mm256_and_si256(
+                                _mm256_shuffle_epi8(lo[g][k], l),
+                                _mm256_shuffle_epi8(hi[g][k], h),
+                            ),
+                        );
+                    }
                 }
-                _mm256_storeu_si256(buckets.as_mut_ptr().add(32 * half).cast(), t);
+                for g in 0..GROUPS {
+                    _mm256_storeu_si256(buckets[g].as_mut_ptr().add(32 * half).cast(), t[g]);
+                }
+                let t = t.iter().fold(zero, |a, x| _mm256_or_si256(a, *x));
                 let class = _mm256_and_si256(
                     _mm256_shuffle_epi8(class_lo, l0),
                     _mm256_shuffle_epi8(class_hi, h0),
@@ -554,14 +573,14 @@ impl Tables {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512bw")]
     #[allow(unsafe_code)]
-    unsafe fn chunk_avx512(&self, p: *const u8, buckets: &mut [u8; CHUNK]) -> Chunk {
+    unsafe fn chunk_avx512(&self, p: *const u8, buckets: &mut Buckets) -> Chunk {
         use std::arch::x86_64::*;
         // SAFETY: the caller guarantees AVX-512BW and READ readable bytes at `p`; the loads are
         // unaligned and end at p + 2 + 64 = p + READ at most.
         unsafe {
             let tab = |t: &[u8; 16]| _mm512_broadcast_i32x4(_mm_loadu_si128(t.as_ptr().cast()));
             let low = _mm512_set1_epi8(0x0f);
-            let mut t = _mm512_set1_epi8(-1);
+            let mut t = [_mm512_set1_epi8(-1); GROUPS];
             let (mut l0, mut h0, mut v0) = (low, low, low);
             for k in 0..3 {
                 let v = _mm512_loadu_si512(p.add(k).cast());
@@ -570,15 +589,22 @@ impl Tables {
                 if k == 0 {
                     (l0, h0, v0) = (l, h, v);
                 }
-                t = _mm512_and_si512(
-                    t,
-                    _mm512_and_si512(
-                        _mm512_shuffle_epi8(tab(&self.lo[k]), l),
-                        _mm512_shuffle_epi8(tab(&self.hi[k]), h),
-                    ),
-                );
+                for g in 0..GROUPS {
+                    t[g] = _mm512_and_si512(
+                        t[g],
+                        _mm512_and_si512(
+                            _mm512_shuffle_epi8(tab(&self.lo[g][k]), l),
+                            _mm512_shuffle_epi8(tab(&self.hi[g][k]), h),
+                        ),
+                    );
+                }
             }
-            _mm512_storeu_si512(buckets.as_mut_ptr().cast(), t);
+            for g in 0..GROUPS {
+                _mm512_storeu_si512(buckets[g].as_mut_ptr().cast(), t[g]);
+            }
+            let t = t
+                .iter()
+                .fold(_mm512_setzero_si512(), |a, x| _mm512_or_si512(a, *x));
             let class = _mm512_and_si512(
                 _mm512_shuffle_epi8(tab(&self.class_lo), l0),
                 _mm512_shuffle_epi8(tab(&self.class_hi), h0),
@@ -610,7 +636,7 @@ pub struct Prefilter {
     tables: Tables,
     anchors: Vec<Anchor>,
     /// Anchor indices per Teddy bucket.
-    buckets: [Vec<usize>; 8],
+    buckets: [Vec<usize>; BUCKETS],
     /// Every cue's first three bytes: rejects the byte triples Teddy's nibbles let through.
     triples: Triples,
     /// Per shape cue ([`SHAPE_CARD`] ...): the patterns it stands for.
@@ -711,8 +737,8 @@ impl Prefilter {
         }
         let (cls_lo, cls_hi) = class_tables();
         let mut tables = Tables {
-            lo: [[0; 16]; 3],
-            hi: [[0; 16]; 3],
+            lo: [[[0; 16]; 3]; GROUPS],
+            hi: [[[0; 16]; 3]; GROUPS],
             class_lo: cls_lo,
             class_hi: cls_hi,
         };
@@ -732,8 +758,8 @@ impl Prefilter {
             for &i in members {
                 for (k, (lo, hi)) in prints[i].iter().enumerate() {
                     for n in 0..16 {
-                        tables.lo[k][n] |= ((lo >> n & 1) as u8) << b;
-                        tables.hi[k][n] |= ((hi >> n & 1) as u8) << b;
+                        tables.lo[b / 8][k][n] |= ((lo >> n & 1) as u8) << (b % 8);
+                        tables.hi[b / 8][k][n] |= ((hi >> n & 1) as u8) << (b % 8);
                     }
                 }
             }
@@ -762,7 +788,7 @@ impl Prefilter {
 
     /// The masks of `hay[at..at + CHUNK]` (zeros past the end).
     #[inline]
-    fn chunk(&self, hay: &[u8], at: usize, buckets: &mut [u8; CHUNK]) -> Chunk {
+    fn chunk(&self, hay: &[u8], at: usize, buckets: &mut Buckets) -> Chunk {
         if at + READ <= hay.len() {
             return self.kernel(&hay[at..], buckets);
         }
@@ -774,7 +800,7 @@ impl Prefilter {
 
     /// `s` has at least [`READ`] bytes.
     #[inline]
-    fn kernel(&self, s: &[u8], buckets: &mut [u8; CHUNK]) -> Chunk {
+    fn kernel(&self, s: &[u8], buckets: &mut Buckets) -> Chunk {
         assert!(s.len() >= READ);
         #[cfg(target_arch = "x86_64")]
         #[allow(unsafe_code)]
@@ -818,7 +844,7 @@ impl Prefilter {
         if from >= n {
             return;
         }
-        let mut buckets = [0u8; CHUNK];
+        let mut buckets = [[0u8; CHUNK]; GROUPS];
         let mut at = from;
         let mut cur = self.chunk(hay, at, &mut buckets);
         loop {
@@ -853,7 +879,7 @@ impl Prefilter {
         from: usize,
         at: usize,
         mut m: u64,
-        buckets: &[u8; CHUNK],
+        buckets: &Buckets,
         w: &mut Vec<(usize, usize, u32)>,
     ) {
         let n = hay.len();
@@ -877,11 +903,13 @@ impl Prefilter {
                 Begins::Nothing => {}
                 Begins::These(list) => list.iter().for_each(|&ai| try_anchor(ai as usize)),
                 Begins::Unknown => {
-                    let mut bits = buckets[i];
-                    while bits != 0 {
-                        let b = bits.trailing_zeros() as usize;
-                        bits &= bits - 1;
-                        self.buckets[b].iter().for_each(|&ai| try_anchor(ai));
+                    for (g, group) in buckets.iter().enumerate() {
+                        let mut bits = group[i];
+                        while bits != 0 {
+                            let b = 8 * g + bits.trailing_zeros() as usize;
+                            bits &= bits - 1;
+                            self.buckets[b].iter().for_each(|&ai| try_anchor(ai));
+                        }
                     }
                 }
             }
@@ -1117,10 +1145,11 @@ fn frequency(b: u8) -> f64 {
     }
 }
 
-/// Spread the cues' 3-byte fingerprints over 8 buckets so that few ordinary byte triples pass.
+/// Spread the cues' 3-byte fingerprints over [`BUCKETS`] buckets so that few ordinary byte
+/// triples pass.
 /// A bucket lets through every triple its nibble tables allow, including mixes of its cues;
 /// each cue goes where it adds the least to the expected rate (most frequent cues first).
-fn assign_buckets(prints: &[Print]) -> [Vec<usize>; 8] {
+fn assign_buckets(prints: &[Print]) -> [Vec<usize>; BUCKETS] {
     let freq: Vec<f64> = (0..=255u8).map(frequency).collect();
     let total: f64 = freq.iter().sum();
     // Expected pass rate of a bucket holding these cues.
@@ -1143,9 +1172,9 @@ fn assign_buckets(prints: &[Print]) -> [Vec<usize>; 8] {
     };
     let mut order: Vec<usize> = (0..prints.len()).collect();
     order.sort_by(|a, b| rate(&[*b]).total_cmp(&rate(&[*a])));
-    let mut buckets: [Vec<usize>; 8] = Default::default();
+    let mut buckets: [Vec<usize>; BUCKETS] = Default::default();
     for i in order {
-        let best = (0..8)
+        let best = (0..BUCKETS)
             .min_by(|x, y| {
                 let cost = |b: usize| {
                     let mut with = buckets[b].clone();
@@ -1255,4 +1284,3 @@ fn simd() -> Simd {
 
 #[cfg(test)]
 mod tests;
-

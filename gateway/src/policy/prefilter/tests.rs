@@ -238,9 +238,9 @@ fn the_vector_kernels_agree_with_the_scalar_one() {
                 }
             })
             .collect();
-        let mut want_buckets = [0u8; CHUNK];
+        let mut want_buckets = [[0u8; CHUNK]; GROUPS];
         let want = pf.tables.chunk_scalar(&s, &mut want_buckets);
-        let mut got = [0u8; CHUNK];
+        let mut got = [[0u8; CHUNK]; GROUPS];
         if avx2 {
             #[allow(unsafe_code)]
             // SAFETY: AVX2 is present (checked above); `s` has READ bytes.
