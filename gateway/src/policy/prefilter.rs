@@ -589,9 +589,9 @@ impl Tables {
                 if k == 0 {
                     (l0, h0, v0) = (l, h, v);
                 }
-                for g in 0..GROUPS {
-                    t[g] = _mm512_and_si512(
-                        t[g],
+                for (g, tg) in t.iter_mut().enumerate() {
+                    *tg = _mm512_and_si512(
+                        *tg,
                         _mm512_and_si512(
                             _mm512_shuffle_epi8(tab(&self.lo[g][k]), l),
                             _mm512_shuffle_epi8(tab(&self.hi[g][k]), h),

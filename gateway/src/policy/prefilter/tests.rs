@@ -314,6 +314,46 @@ fn bad_cues_are_refused() {
     assert!(Prefilter::new(&[Source::Cues(&cues, 10)]).is_err());
 }
 
+/// A keyword in a name is found from the assignment after it, written any way `named!`
+/// allows, wherever the chunks split it; one name byte too many, or no assignment, and it is
+/// not (so the cue is no wider than it says).
+#[test]
+fn a_keyword_in_a_name_is_found_from_its_assignment() {
+    let cues = [lit("heroku").ci().back(1).named()];
+    let pf = Prefilter::new(&[Source::Cues(&cues, 80)]).unwrap().unwrap();
+    let tail = "x".repeat(NAME_TAIL);
+    let found = [
+        "HEROKU_API_KEY=abc".to_string(),
+        "\"heroku_token\"    : \"abc\"".to_string(),
+        "heroku-key := abc".to_string(),
+        "Heroku.Key=>abc".to_string(),
+        format!("heroku{tail}=abc"),
+    ];
+    let not_found = [
+        format!("heroku{tail}x=abc"),
+        "heroku api key = abc".to_string(),
+        "HEROKU_API_KEY     =abc".to_string(),
+        "the heroku dashboard".to_string(),
+    ];
+    for pad in 0..70 {
+        for (text, want) in found
+            .iter()
+            .map(|t| (t, true))
+            .chain(not_found.iter().map(|t| (t, false)))
+        {
+            let hay = format!("{}{text}", " ".repeat(pad));
+            let at = pad + text.to_ascii_lowercase().find("heroku").unwrap();
+            let got = pf
+                .windows(hay.as_bytes(), 0)
+                .iter()
+                .any(|(lo, hi)| *lo <= at && at < *hi);
+            assert_eq!(got, want, "{hay:?}");
+        }
+    }
+    let bad = [lit("her oku").ci().named()];
+    assert!(Prefilter::new(&[Source::Cues(&bad, 80)]).is_err());
+}
+
 /// Vault keys as detectors: the prefilter's windows around a key's 8-byte pieces hold every
 /// match of the key or of any piece of it (24 bytes or more), wherever the piece starts.
 #[test]
