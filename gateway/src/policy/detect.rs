@@ -6,7 +6,7 @@
 //! (Luhn, IBAN mod 97, entropy) that turns look-alikes away. Patterns are compiled byte-wise
 //! with Unicode off: `\b`, `\s` and classes are ASCII, which the lazy DFA supports.
 
-use super::prefilter::{Cue, is_word, lit};
+use super::prefilter::{Cue, is_name, is_word, lit};
 
 /// Confirm a candidate match (the masked part) beyond what the pattern says.
 pub type Confirm = fn(&[u8]) -> bool;
@@ -143,7 +143,7 @@ fn userinfo(r: &[u8]) -> bool {
 /// ends like a keyword begins; a `.` or `-` before it is a word's start), then
 /// `[\w.-]{0,20}` (the rest of the name), an optional
 /// quote, `:` / `=` / `:=` / `=>`, then the value as group `s` (the keyword case-insensitive,
-/// as in gitleaks' keyword rules). The cue is the keyword with [`named`] after it.
+/// as in gitleaks' keyword rules). The cue is the keyword, [`Cue::named`].
 macro_rules! named {
     ($kw:literal, $value:literal) => {
         concat!(
@@ -1790,14 +1790,18 @@ pub fn password_like(s: &[u8]) -> bool {
 /// that names data rather than opens anything (`prompt_cache_key`, an API parameter;
 /// `idempotency_key`; a database's `primary_key`, `partition_key`, `sort_key`).
 fn not_secret_name(hay: &[u8], at: usize) -> bool {
-    let part = |b: &u8| is_word(*b) || *b == b'-' || *b == b'.';
     let start = at
         - hay[at.saturating_sub(64)..at]
             .iter()
             .rev()
-            .take_while(|b| part(b))
+            .take_while(|b| is_name(**b))
             .count();
-    let end = at + hay[at..].iter().take(64).take_while(|b| part(b)).count();
+    let end = at
+        + hay[at..]
+            .iter()
+            .take(64)
+            .take_while(|b| is_name(**b))
+            .count();
     let name = &hay[start..end];
     let lower = name.to_ascii_lowercase();
     let has = |w: &[u8]| lower.windows(w.len()).any(|x| x == w);

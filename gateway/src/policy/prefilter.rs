@@ -12,8 +12,9 @@
 //! necessary would lose secrets; the tests sample thousands of matches of every detector from
 //! its own pattern and check each lies in a window.
 //!
-//! The pass looks at 64 bytes at a time: a Teddy-style fingerprint of the first three bytes of
-//! every literal cue (nibble lookups, 16 buckets; case-insensitive cues cost nothing extra), and
+//! The pass looks at 64 bytes at a time: a Teddy-style fingerprint of the rarest three bytes
+//! of every literal cue (nibble lookups, 16 buckets; case-insensitive cues cost nothing extra),
+//! the `=` and `:` before which keyword cues in a name are looked for ([`NameCues`]), and
 //! byte classes (digit, upper, token, `.`, `-`) from which the literal-less detectors' shapes
 //! (card numbers, IBANs, SSNs, Discord's dotted token) are bit operations on 64-bit masks.
 //! AVX-512BW or AVX2 when the CPU has it; a scalar version of the same tables otherwise (tested
@@ -147,7 +148,7 @@ fn is_space(b: u8) -> bool {
 }
 
 /// A byte of a name given a value (`[A-Za-z0-9_.-]`).
-fn is_name(b: u8) -> bool {
+pub fn is_name(b: u8) -> bool {
     is_word(b) || b == b'.' || b == b'-'
 }
 
@@ -319,17 +320,12 @@ struct NameCues {
 }
 
 impl NameCues {
-    fn new(anchors: Vec<Anchor>) -> Result<Self, String> {
+    /// `anchors`: literals of name bytes only (checked where they are parsed).
+    fn new(anchors: Vec<Anchor>) -> Self {
         let mut pairs = Box::new([ByteSet::default(); 256]);
         let mut by_first = vec![Vec::new(); 256];
         let mut reach = 0;
         for (i, a) in anchors.iter().enumerate() {
-            if a.seq.iter().any(|set| set.bytes().any(|b| !is_name(b))) {
-                return Err(format!(
-                    "a cue in a name holds a byte no name holds ({} bytes long)",
-                    a.seq.len()
-                ));
-            }
             reach = reach.max(a.tail + a.seq.len());
             for b0 in a.seq[0].bytes() {
                 for b1 in a.seq[1].bytes() {
@@ -341,12 +337,12 @@ impl NameCues {
                 }
             }
         }
-        Ok(Self {
+        Self {
             anchors,
             pairs,
             by_first,
             reach,
-        })
+        }
     }
 
     /// The windows of the literals in the names before the assignments `mask` marks in the
@@ -449,7 +445,8 @@ const READ: usize = CHUNK + 2;
 /// Masks of one 64-byte chunk: bit i is about byte i.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 struct Chunk {
-    /// Some literal cue's first three bytes may start here (which: `buckets[i]`).
+    /// Some literal cue's fingerprint (its three bytes at [`Anchor::off`]) may start here
+    /// (which: `buckets[g][i]`).
     lits: u64,
     digit: u64,
     upper: u64,
@@ -484,11 +481,10 @@ impl Tables {
                 group[i] = t;
                 any |= t;
             }
-            let t = any;
             let x = s[i];
             let class = self.class_lo[(x & 15) as usize] & self.class_hi[(x >> 4) as usize];
             let bit = |on: bool| u64::from(on) << i;
-            c.lits |= bit(t != 0);
+            c.lits |= bit(any != 0);
             c.digit |= bit(class & C_DIGIT != 0);
             c.upper |= bit(class & C_UPPER != 0);
             c.token |= bit(class & C_TOKEN != 0);
@@ -637,7 +633,8 @@ pub struct Prefilter {
     anchors: Vec<Anchor>,
     /// Anchor indices per Teddy bucket.
     buckets: [Vec<usize>; BUCKETS],
-    /// Every cue's first three bytes: rejects the byte triples Teddy's nibbles let through.
+    /// Every fingerprint's three bytes: rejects the byte triples Teddy's nibbles let through,
+    /// and says which anchors the others may begin.
     triples: Triples,
     /// Per shape cue ([`SHAPE_CARD`] ...): the patterns it stands for.
     shapes: [Shape; 4],
@@ -692,7 +689,20 @@ impl Prefilter {
                                         l.ci,
                                         in_name,
                                         Anchor {
-                                            seq: parse_lit(l.text, l.ci)?,
+                                            seq: {
+                                                let seq = parse_lit(l.text, l.ci)?;
+                                                if in_name
+                                                    && seq.iter().any(|set| {
+                                                        set.bytes().any(|b| !is_name(b))
+                                                    })
+                                                {
+                                                    return Err(format!(
+                                                        "cue `{}`: in a name, but holds a byte no name holds",
+                                                        l.text
+                                                    ));
+                                                }
+                                                seq
+                                            },
                                             uses: vec![u],
                                             tail: l.in_name.unwrap_or(0),
                                             off: 0,
@@ -746,7 +756,7 @@ impl Prefilter {
         let names = if named.is_empty() {
             None
         } else {
-            Some(NameCues::new(named.into_iter().map(|a| a.3).collect())?)
+            Some(NameCues::new(named.into_iter().map(|a| a.3).collect()))
         };
         let mut anchors = anchors;
         for a in &mut anchors {
@@ -1000,7 +1010,7 @@ impl Prefilter {
     }
 }
 
-/// Every literal cue's first three bytes: a set hashed into 2^16 bits (8 KiB, no false
+/// Every literal cue's fingerprint (three bytes): a set hashed into 2^16 bits (8 KiB, no false
 /// negatives, few positives) that rejects most fingerprint hits, then per triple the anchors
 /// it may begin (a hit tries those, not every anchor of its buckets).
 struct Triples(Option<TripleIndex>);
@@ -1016,7 +1026,7 @@ impl TripleIndex {
     const USED: u32 = 1 << 24;
 }
 
-/// What a fingerprint hit's first three bytes may begin.
+/// What a fingerprint hit's three bytes may begin.
 enum Begins<'a> {
     Nothing,
     /// These anchors (and no other).
@@ -1026,7 +1036,7 @@ enum Begins<'a> {
 }
 
 impl Triples {
-    /// Cues whose first three bytes allow more combinations than this skip the index.
+    /// Fingerprints that allow more byte triples than this turn the index off.
     const MAX: usize = 1 << 12;
 
     fn new<'a>(prints: impl Iterator<Item = &'a [ByteSet]>) -> Self {

@@ -351,7 +351,10 @@ fn a_keyword_in_a_name_is_found_from_its_assignment() {
         }
     }
     let bad = [lit("her oku").ci().named()];
-    assert!(Prefilter::new(&[Source::Cues(&bad, 80)]).is_err());
+    let err = Prefilter::new(&[Source::Cues(&bad, 80)])
+        .err()
+        .expect("refused");
+    assert!(err.contains("her oku") && err.contains("no name"), "{err}");
 }
 
 /// Vault keys as detectors: the prefilter's windows around a key's 8-byte pieces hold every
